@@ -1,0 +1,45 @@
+# make demo: install what is missing, start the lab, apply an example agency, show the plan and result.
+# make test: install what is missing and run the whole test suite (integration tests included).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXAMPLE ?= examples/binhdinh-sct
+LABDIR ?= .lab/demo
+
+.PHONY: all deps venv test unit lint demo demo-down bench clean
+
+all: test
+
+deps:
+	@bash scripts/install-debs.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: deps venv
+	$(VENV)/bin/pytest -q
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+demo: deps venv
+	@bash scripts/demo.sh $(EXAMPLE) $(LABDIR)
+
+demo-down: venv
+	-$(VENV)/bin/mailstate lab down --dir $(LABDIR)
+
+bench: deps venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

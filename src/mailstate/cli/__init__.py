@@ -1,0 +1,36 @@
+"""The `mailstate` console script: a thin click group; each command's work is a library call.
+
+Command modules (each owned by its area, registered here):
+- state_cmds: validate, assign, schema
+- lab_cmds:   lab up|down|status|env
+- plan_cmds:  plan, apply, drift, import, directory
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from mailstate import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mailstate")
+def cli() -> None:
+    """Keep an agency's official e-mail system as TOML in git and make OpenLDAP + Dovecot match it."""
+
+
+for _module in ("state_cmds", "lab_cmds", "plan_cmds"):
+    try:
+        _mod = importlib.import_module(f"mailstate.cli.{_module}")
+    except ModuleNotFoundError as _exc:  # a command module not written yet
+        if _exc.name != f"mailstate.cli.{_module}":
+            raise
+        continue
+    for _cmd in getattr(_mod, "COMMANDS", []):
+        cli.add_command(_cmd)
+
+
+def main() -> None:
+    cli(prog_name="mailstate")

@@ -1,0 +1,50 @@
+"""Shared pieces of the thin CLI: the --state option and the error boundary (MailstateError → message, exit 1)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mailstate.errors import MailstateError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("MAILSTATE_STATE") or ".")
+
+
+state_option = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State repository (default: $MAILSTATE_STATE or the current directory).",
+)
+
+
+def resolve_state(state_dir: Path | None) -> Path:
+    return state_dir if state_dir is not None else default_state_dir()
+
+
+def errors_to_exit(fn: F) -> F:
+    """Turn a MailstateError into one clear message on stderr and its exit code; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MailstateError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]

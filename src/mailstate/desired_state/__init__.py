@@ -1,0 +1,1 @@
+"""The desired state: model, loader, validation, naming policy."""

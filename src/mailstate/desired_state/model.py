@@ -1,0 +1,401 @@
+"""The desired state: pydantic models of the TOML files (DESIGN §2) and of the merged organisation.
+
+Two layers:
+- ``StateFile`` is what one TOML file may hold (any file may hold any table); it is also what
+  ``mailstate schema`` exports as JSON Schema for editors.
+- ``State`` is the whole organisation after every file is loaded, merged and validated; everything
+  downstream (naming, plan, providers) works on it.
+
+Every object loaded from a file carries a ``Source`` (file, line of its table, line of each key) in a
+private attribute, so that errors and plan reasons can point at it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Small value types
+
+ID_PATTERN = r"^[a-z][a-z0-9._-]{0,63}$"
+"""A stable id: a safe LDAP uid / RDN value (lower-case ASCII letter first, then letters, digits, . _ -)."""
+ID_RE = re.compile(ID_PATTERN)
+
+REF_PATTERN = r"^((unit|group):)?[a-z][a-z0-9._-]{0,63}$"
+REF_RE = re.compile(REF_PATTERN)
+
+
+def nfc(value: Any) -> Any:
+    """Return ``value`` in Unicode NFC if it is a string (Vietnamese text is stored NFC: VL art.9, BĐ art.7.2)."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+Text = Annotated[str, BeforeValidator(nfc)]
+"""Free text (names, titles, purposes): always NFC."""
+
+
+@dataclass(frozen=True, order=True)
+class Duration:
+    """A calendar duration such as "90 days", "3 months", "1 year" (months and years are calendar-aware)."""
+
+    amount: int
+    unit: Literal["day", "week", "month", "year"]
+
+    _RE = re.compile(r"^\s*(\d+)\s*(day|days|d|week|weeks|w|month|months|year|years|y)\s*$", re.I)
+
+    @classmethod
+    def parse(cls, value: Any) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        if not isinstance(value, str):
+            raise ValueError('a duration is a string such as "90 days", "3 months" or "1 year"')
+        m = cls._RE.match(value)
+        if not m:
+            raise ValueError(f'{value!r} is not a duration such as "90 days", "3 months" or "1 year"')
+        unit = m.group(2).lower()
+        unit = {"d": "day", "w": "week", "y": "year"}.get(unit, unit).rstrip("s")
+        return cls(int(m.group(1)), unit)  # type: ignore[arg-type]
+
+    def after(self, start: date) -> date:
+        """The date this duration after ``start`` (31 Jan + 1 month = 28/29 Feb)."""
+        if self.unit == "day":
+            return date.fromordinal(start.toordinal() + self.amount)
+        if self.unit == "week":
+            return date.fromordinal(start.toordinal() + 7 * self.amount)
+        months = self.amount * (12 if self.unit == "year" else 1)
+        y, m = divmod(start.month - 1 + months, 12)
+        year, month = start.year + y, m + 1
+        return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.unit}{'s' if self.amount != 1 else ''}"
+
+
+DurationField = Annotated[
+    Duration,
+    BeforeValidator(Duration.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+\s*(days?|weeks?|months?|years?|d|w|y)\s*$"}),
+]
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|K|M|G|T)?\s*$", re.I)
+_SIZE_UNITS = {
+    "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+    "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from "2 GiB", "500 MB", or an integer number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError('a size is a string such as "2 GiB"')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    raise ValueError(f'{value!r} is not a size such as "2 GiB" or "500 MiB"')
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+SizeField = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    PlainSerializer(format_size, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B)?\s*$"}),
+]
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Ref = Annotated[str, Field(pattern=REF_PATTERN)]
+"""A reference: a bare id is a person, ``unit:<id>`` a unit mailbox, ``group:<id>`` a group."""
+
+GRANT_RIGHTS = ("read", "write", "full")
+"""Rights an access grant or a shared-folder list may give; see providers.imap for the RFC 4314 letters."""
+
+
+def parse_ref(ref: str) -> tuple[Literal["person", "unit", "group"], str]:
+    """Split a reference into (kind, id): "bangnv" → person, "unit:qlcn" → unit, "group:x" → group."""
+    if ref.startswith("unit:"):
+        return "unit", ref[5:]
+    if ref.startswith("group:"):
+        return "group", ref[6:]
+    return "person", ref
+
+
+# --------------------------------------------------------------------------------------------------
+# Source positions
+
+
+@dataclass
+class Source:
+    """Where an object was written: its file (relative to the state dir), its table's line, each key's line."""
+
+    file: str
+    line: int
+    fields: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, name: str) -> int:
+        return self.fields.get(name, self.line)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class Located(BaseModel):
+    """Base of every TOML table: forbids unknown fields and carries its ``Source`` privately."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, validate_default=True)
+    _source: Source | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Source:
+        return self._source or Source("<unknown>", 0)
+
+    def located(self, source: Source) -> Located:
+        self._source = source
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# mailstate.toml tables
+
+
+def base_dn_of(domain: str) -> str:
+    """dc=sct,dc=binhdinh,dc=gov,dc=vn from sct.binhdinh.gov.vn."""
+    return ",".join(f"dc={part}" for part in domain.split("."))
+
+
+class Organization(Located):
+    name: Text
+    domain: Annotated[str, Field(pattern=r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")]
+    base_dn: str | None = Field(default=None, description="LDAP suffix; defaults from the domain (dc=…)")
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @property
+    def suffix(self) -> str:
+        return self.base_dn or base_dn_of(self.domain)
+
+
+class Naming(Located):
+    person: str = Field(default="{given}{initials}", description="address template for people")
+    unit: str = Field(default="{unit}", description="address template for unit mailboxes")
+    group: str = Field(default="{group}", description="address template for groups")
+    collision: Literal["number"] = "number"
+    collision_start: int = Field(default=2, ge=2, le=9, description="first sequence number: bangnv2")
+    separator: str = Field(default="", max_length=1, description="between the name and its sequence number")
+
+
+class Lifecycle(Located):
+    lock_after_leaving: DurationField = Duration(3, "month")
+    remove_after_leaving: DurationField = Duration(12, "month")
+    lock_after_inactivity: DurationField = Duration(6, "month")
+    remove_after_inactivity: DurationField = Duration(12, "month")
+    remove_unused_unit_mailbox: DurationField = Duration(6, "month")
+    keep_old_address: DurationField = Duration(6, "month")
+
+
+class PasswordPolicy(Located):
+    min_length: int = Field(default=8, ge=8, le=128)
+    min_classes: int = Field(default=3, ge=1, le=4)
+    change_at_first_login: bool = True
+    forbid_account_name: bool = True
+    max_age: DurationField | None = None
+
+
+class Quota(Located):
+    person: SizeField = 2 * 1024**3
+    unit: SizeField = 10 * 1024**3
+    overrides: dict[str, SizeField] = Field(default_factory=dict, description="per reference: bangnv, unit:qlcn")
+
+
+class LdapSettings(Located):
+    url: str = "ldaps://localhost"
+    bind_dn: str | None = None
+    password_env: str | None = "MAILSTATE_LDAP_PASSWORD"
+    password_file: str | None = None
+    ca_file: str | None = None
+    start_tls: bool = False
+    allow_plain: bool = Field(default=False, description="allow ldap:// without StartTLS (never in production)")
+    page_size: int = Field(default=500, ge=1, le=100000)
+    timeout: float = Field(default=30.0, gt=0)
+    manage_unlisted: list[str] = Field(
+        default_factory=list, description="subtrees (ou names) where live objects absent from the TOML are deleted"
+    )
+
+
+class ImapSettings(Located):
+    url: str = "imaps://localhost"
+    admin_user: str = "mailstate"
+    password_env: str | None = "MAILSTATE_IMAP_PASSWORD"
+    password_file: str | None = None
+    ca_file: str | None = None
+    allow_plain: bool = False
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class SshSettings(Located):
+    host: str = "localhost"
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "mailstate"
+    key_file: str = "~/.ssh/mailstate_ed25519"
+    known_hosts: str | None = None
+    archive_dir: str = "/srv/mail-archive"
+    doveadm: str = "doveadm"
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class Providers(Located):
+    ldap: LdapSettings = Field(default_factory=LdapSettings)
+    imap: ImapSettings | None = None
+    ssh: SshSettings | None = None
+
+
+class Safety(Located):
+    """DESIGN §6.3: a plan that removes or locks more than this stops unless explicitly allowed."""
+
+    max_destructive_count: int = Field(default=10, ge=0)
+    max_destructive_share: float = Field(default=0.3, ge=0, le=1)
+    min_existing: int = Field(default=10, ge=0, description="below this many live mailboxes the share is not applied")
+
+
+# --------------------------------------------------------------------------------------------------
+# Units, people, groups, folders, grants
+
+
+class Unit(Located):
+    id: Id
+    name: Text
+    parent: Id | None = None
+    head: Id | None = None
+    delegates: list[Id] = Field(default_factory=list)
+    address: str | None = None
+    abbreviation: str | None = Field(default=None, description="{unit} in templates when it differs from the id")
+    dissolved_on: date | None = None
+
+
+class Person(Located):
+    id: Id
+    name: Text
+    unit: Id | None = None
+    title: Text | None = None
+    phone: str | None = None
+    mobile: str | None = None
+    backup_email: str | None = None
+    address: str | None = None
+    joined_on: date | None = None
+    left_on: date | None = None
+    keep_after_leaving: bool = False
+    suspended: Text | None = None
+    old_addresses: list[str] = Field(default_factory=list, description="kept as aliases until keep_old_address")
+
+
+class Group(Located):
+    id: Id
+    name: Text
+    address: str | None = None
+    members: list[Ref] = Field(default_factory=list)
+
+
+class SharedFolder(Located):
+    mailbox: Ref
+    path: Text
+    purpose: Text
+    read: list[Ref] = Field(default_factory=list)
+    write: list[Ref] = Field(default_factory=list)
+
+
+class AccessGrant(Located):
+    mailbox: Ref
+    to: Ref
+    rights: Literal["read", "write", "full"] = "read"
+    until: date
+    reason: Text
+
+
+class StateFile(BaseModel):
+    """What one TOML file of the state repository may hold (any file may hold any table)."""
+
+    model_config = ConfigDict(extra="forbid", title="mailstate state file")
+
+    organization: Organization | None = None
+    naming: Naming | None = None
+    lifecycle: Lifecycle | None = None
+    password: PasswordPolicy | None = None
+    quota: Quota | None = None
+    safety: Safety | None = None
+    providers: Providers | None = None
+    unit: Unit | list[Unit] | None = None
+    person: list[Person] = Field(default_factory=list)
+    group: list[Group] = Field(default_factory=list)
+    shared_folder: list[SharedFolder] = Field(default_factory=list)
+    access_grant: list[AccessGrant] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# The merged organisation
+
+
+@dataclass
+class State:
+    """The whole desired state after loading every file; ids are unique across files."""
+
+    root: Path
+    organization: Organization
+    naming: Naming = field(default_factory=Naming)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    password: PasswordPolicy = field(default_factory=PasswordPolicy)
+    quota: Quota = field(default_factory=Quota)
+    safety: Safety = field(default_factory=Safety)
+    providers: Providers = field(default_factory=Providers)
+    units: dict[str, Unit] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
+    shared_folders: list[SharedFolder] = field(default_factory=list)
+    access_grants: list[AccessGrant] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    """Every TOML file read, absolute, in the order read (sorted)."""
+
+    @property
+    def domain(self) -> str:
+        return self.organization.domain
+
+    @property
+    def base_dn(self) -> str:
+        return self.organization.suffix
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.units)} units, {len(self.people)} people, {len(self.groups)} groups, "
+            f"{len(self.shared_folders)} shared folders, {len(self.access_grants)} access grants"
+        )

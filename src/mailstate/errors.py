@@ -1,0 +1,51 @@
+"""One error root for everything mailstate raises on purpose; the CLI maps each to a message and exit code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MailstateError(Exception):
+    """Root of every error mailstate raises deliberately (the CLI prints it without a traceback)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One problem in the desired state: where it is (file, line), which field, and what is wrong."""
+
+    file: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ValidationError(MailstateError):
+    """The desired state is invalid; carries every problem found (all reported at once)."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in the desired state"
+        super().__init__(head + ":\n" + "\n".join(str(p) for p in self.problems))
+
+
+class ProviderError(MailstateError):
+    """A back-end (LDAP, IMAP, SSH) failed: a read that failed aborts the plan, a write stops apply."""
+
+
+class UnsafePlan(MailstateError):
+    """The plan removes or locks more than the safety threshold; the message names the flag that allows it."""
+
+
+class StalePlan(MailstateError):
+    """A saved plan no longer matches the desired state or the live objects it was made from."""
+
+
+class LabError(MailstateError):
+    """The local lab (slapd, Dovecot, sshd) could not be started, reached or stopped."""

@@ -1,0 +1,1 @@
+"""Reading live state, diff, plan, rendering, apply, lifecycle policy."""

@@ -1,0 +1,118 @@
+"""Records (one managed object, desired or live) and Changes (one step of a plan).
+
+Both sides of the diff are ``Record``s: the desired side is projected from the TOML (reconciler.desired),
+the live side is parsed from what a provider read (pure functions in each provider). Attributes are
+normalised by the side that builds them (addresses lower case, multi-valued attributes as sorted
+tuples, text NFC), so the central diff compares like with like.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Action(enum.Enum):
+    """What a change does; ``phase`` orders changes of different actions (lower first)."""
+
+    REVOKE = ("revoke", 10)      # ACLs and grants go before the mailbox they name is locked or removed
+    UNLOCK = ("unlock", 20)
+    CREATE = ("create", 30)
+    RENAME = ("rename", 35)
+    UPDATE = ("update", 40)
+    GRANT = ("grant", 50)        # rights come after the mailbox they name exists
+    LOCK = ("lock", 60)
+    ARCHIVE = ("archive", 70)    # archive (verified) before any removal
+    DELETE = ("delete", 80)
+
+    def __init__(self, label: str, phase: int) -> None:
+        self.label = label
+        self.phase = phase
+
+    @classmethod
+    def from_label(cls, label: str) -> Action:
+        for a in cls:
+            if a.label == label:
+                return a
+        raise ValueError(label)
+
+    @property
+    def destructive(self) -> bool:
+        return self in (Action.LOCK, Action.DELETE)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One managed object as a flat mapping of normalised attributes; ``provider`` owns it."""
+
+    kind: str
+    key: str
+    attrs: Mapping[str, Any]
+    provider: str = ""
+    unit: str | None = None
+    """The unit it belongs to (for grouping renderings and for --scope)."""
+
+    @property
+    def ref(self) -> tuple[str, str]:
+        return (self.kind, self.key)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One step of a plan. ``before``/``after`` hold only the attributes that differ for an update."""
+
+    id: str
+    action: Action
+    kind: str
+    key: str
+    provider: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    reasons: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    unit: str | None = None
+    fields: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "action": self.action.label,
+            "kind": self.kind,
+            "key": self.key,
+            "provider": self.provider,
+            "unit": self.unit,
+            "fields": list(self.fields),
+            "before": _jsonable(self.before),
+            "after": _jsonable(self.after),
+            "reasons": list(self.reasons),
+            "depends_on": list(self.depends_on),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(
+            id=data["id"],
+            action=Action.from_label(data["action"]),
+            kind=data["kind"],
+            key=data["key"],
+            provider=data["provider"],
+            before=data.get("before"),
+            after=data.get("after"),
+            reasons=tuple(data.get("reasons") or ()),
+            depends_on=tuple(data.get("depends_on") or ()),
+            unit=data.get("unit"),
+            fields=tuple(data.get("fields") or ()),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
+    return str(value)
