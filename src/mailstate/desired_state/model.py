@@ -194,7 +194,14 @@ def base_dn_of(domain: str) -> str:
 
 class Organization(Located):
     name: Text
-    domain: Annotated[str, Field(pattern=r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")]
+    domain: Annotated[
+        str,
+        Field(
+            pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+            max_length=253,
+            description="the agency's own domain; every address uses it (MIC art.2.1, MOST art.12.2)",
+        ),
+    ]
     base_dn: str | None = Field(default=None, description="LDAP suffix; defaults from the domain (dc=…)")
 
     @field_validator("domain", mode="before")
