@@ -1,0 +1,237 @@
+"""plan, apply, drift, import, directory: thin click wrappers over mailstate.reconciler.engine.
+
+Heavy modules (ldap3, pydantic models, the engine) are imported inside the commands, so that
+``mailstate --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.errors import MailstateError
+
+FORMATS = click.Choice(["text", "markdown", "json"])
+
+scope_option = click.option(
+    "--scope",
+    "scope",
+    multiple=True,
+    metavar="unit:ID",
+    help="Limit reading and planning to these units (their people, mailbox, objects naming them).",
+)
+as_of_option = click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Evaluate the lifecycle rules on this date instead of today.",
+)
+
+
+def _render(plan: Any, fmt: str, out: IO[str]) -> None:
+    from mailstate.reconciler.engine import render_plan
+
+    render_plan(plan, fmt, out, color=out.isatty() if hasattr(out, "isatty") else False)
+
+
+@click.command("plan")
+@state_option
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save the plan (JSON, with fingerprints) for a later `apply FILE`.",
+)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when it has none."
+)
+@as_of_option
+@scope_option
+@errors_to_exit
+def plan_cmd(
+    state_dir: Path | None,
+    out: Path | None,
+    fmt: str,
+    detailed_exitcode: bool,
+    as_of: str | None,
+    scope: tuple[str, ...],
+) -> None:
+    """Read the live state and print what apply would change."""
+    from mailstate.reconciler.engine import make_plan, plan_changes, save_plan
+
+    plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of)
+    _render(plan, fmt, sys.stdout)
+    if out is not None:
+        save_plan(plan, out)
+        click.echo(f"plan saved to {out}", err=True)
+    if detailed_exitcode and plan_changes(plan):
+        sys.exit(2)
+
+
+@click.command("apply")
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@state_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (jobs, CI).")
+@click.option(
+    "--allow-destructive", is_flag=True, help="Allow a plan that locks or removes more than [safety] allows."
+)
+@as_of_option
+@scope_option
+@click.option(
+    "--journal-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where journal.jsonl and the lock file go (default: $MAILSTATE_HOME/<domain>).",
+)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The append-only audit log (default: $MAILSTATE_HOME/<domain>/audit.jsonl).",
+)
+@click.option(
+    "--passwords-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="File (mode 0600) for generated initial passwords (default: a new file beside the journal).",
+)
+@errors_to_exit
+def apply_cmd(
+    planfile: Path | None,
+    state_dir: Path | None,
+    yes: bool,
+    allow_destructive: bool,
+    as_of: str | None,
+    scope: tuple[str, ...],
+    journal_dir: Path | None,
+    audit_log: Path | None,
+    passwords_out: Path | None,
+) -> None:
+    """Apply a saved plan (refused if stale), or plan and apply in one go."""
+    from mailstate.reconciler.engine import (
+        apply_plan,
+        load_plan,
+        make_plan,
+        plan_changes,
+        plan_meta,
+    )
+    from mailstate.reconciler.journal import home_dir
+
+    root = resolve_state(state_dir)
+    if planfile is not None:
+        if scope or as_of:
+            raise MailstateError(
+                "--scope and --as-of come from the saved plan; do not give them with PLANFILE"
+            )
+        plan = load_plan(planfile)
+    else:
+        plan = make_plan(root, scope=list(scope) or None, as_of=as_of)
+        _render(plan, "text", sys.stdout)
+    changes = plan_changes(plan)
+    if not changes:
+        click.echo("nothing to apply: the live system matches the desired state")
+        return
+    if planfile is None and not yes:
+        if not sys.stdin.isatty():
+            raise MailstateError("not a terminal: give --yes to apply without confirmation")
+        if not click.confirm(f"apply these {len(changes)} changes?", default=False):
+            raise MailstateError("not applied")
+    if passwords_out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = journal_dir if journal_dir is not None else home_dir(plan_meta(plan).domain)
+        passwords_out = base / f"initial-passwords-{stamp}.tsv"
+    passwords_out.parent.mkdir(parents=True, exist_ok=True)
+
+    def progress(change: Any, event: str) -> None:
+        if event == "done":
+            click.echo(f"  done   {change.action.label} {change.kind} {change.key}", err=True)
+        elif event == "failed":
+            click.echo(f"  FAILED {change.action.label} {change.kind} {change.key}", err=True)
+
+    result = apply_plan(
+        plan,
+        root,
+        allow_destructive=allow_destructive,
+        journal_dir=journal_dir,
+        audit_log=audit_log,
+        passwords_out=passwords_out,
+        on_change=progress if len(changes) <= 200 else None,
+    )
+    click.echo(
+        f"applied {len(result.done)} changes; journal: {result.journal}; audit log: {result.audit_log}"
+    )
+    if result.passwords_file is not None:
+        click.echo(
+            f"initial passwords written to {result.passwords_file} (mode 0600): hand over, then delete"
+        )
+
+
+@click.command("drift")
+@state_option
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@as_of_option
+@scope_option
+@errors_to_exit
+def drift_cmd(state_dir: Path | None, fmt: str, as_of: str | None, scope: tuple[str, ...]) -> None:
+    """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
+    from mailstate.reconciler.engine import make_plan, plan_changes, plan_unlisted
+
+    plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of)
+    _render(plan, fmt, sys.stdout)
+    if plan_changes(plan) or plan_unlisted(plan):
+        sys.exit(2)
+
+
+@click.command("import")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the new state repository into (must be empty or absent).",
+)
+@click.option(
+    "--domain", default=None, help="The organisation's domain (default: from --state's mailstate.toml)."
+)
+@click.option(
+    "--name", "org_name", default=None, help="The organisation's name (default: the directory's o)."
+)
+@state_option
+@errors_to_exit
+def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: Path | None) -> None:
+    """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory."""
+    from mailstate.reconciler.importer import import_state
+
+    files = import_state(out, domain=domain, name=org_name, state_dir=state_dir)
+    click.echo(f"wrote {len(files)} files to {out}")
+
+
+@click.command("directory")
+@state_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["html", "csv", "vcard"]), default="html", show_default=True
+)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help="Who is listed on this date.")
+@errors_to_exit
+def directory_cmd(state_dir: Path | None, fmt: str, out: Path | None, as_of: str | None) -> None:
+    """The public directory of units and people (BĐ art.6, MIC art.2.3), from the desired state."""
+    from mailstate.reconciler.directory import render_directory
+
+    text = render_directory(resolve_state(state_dir), fmt, as_of=as_of)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"directory written to {out}", err=True)
+
+
+COMMANDS = [plan_cmd, apply_cmd, drift_cmd, import_cmd, directory_cmd]

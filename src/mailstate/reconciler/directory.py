@@ -1,0 +1,179 @@
+"""The public e-mail directory (BĐ art.6, MIC art.2.3, VL art.5.1): units and people, from the desired state.
+
+Listed: every unit not dissolved (name, address, parent) and every person who has not left and is not
+locked (name, unit, title, office phone, address). Mobile numbers and backup mailboxes are personal
+data and are not published. Output as HTML (escaped), CSV or vCard 4.0 (RFC 6350).
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from mailstate.errors import MailstateError
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: str  # "unit" or "person"
+    id: str
+    name: str
+    unit: str | None
+    unit_name: str | None
+    title: str | None
+    phone: str | None
+    email: str | None
+
+
+def directory_entries(state_dir: Path, as_of: date | None = None) -> list[Entry]:
+    """The entries to publish on ``as_of`` (default today): units, then people by unit and name."""
+    from mailstate.desired_state.loader import load_state
+    from mailstate.desired_state.naming import derive_addresses
+
+    day = as_of or date.today()
+    state = load_state(Path(state_dir))
+    addresses = derive_addresses(state)
+    units = {uid: u for uid, u in state.units.items() if u.dissolved_on is None or u.dissolved_on > day}
+    out: list[Entry] = []
+    for uid, u in sorted(units.items(), key=lambda kv: kv[0]):
+        parent = state.units.get(u.parent) if u.parent else None
+        out.append(
+            Entry(
+                "unit",
+                uid,
+                u.name,
+                u.parent,
+                parent.name if parent else None,
+                None,
+                None,
+                addresses.of("unit", uid),
+            )
+        )
+    people = []
+    for pid, p in state.people.items():
+        if p.left_on is not None and p.left_on <= day:
+            continue
+        if p.suspended:
+            continue
+        unit = state.units.get(p.unit or "")
+        people.append(
+            Entry(
+                "person",
+                pid,
+                p.name,
+                p.unit,
+                unit.name if unit else None,
+                p.title,
+                p.phone,
+                addresses.of("person", pid),
+            )
+        )
+    people.sort(key=lambda e: (e.unit or "", e.name, e.id))
+    return out + people
+
+
+def render_directory(state_dir: Path, fmt: str, as_of: str | None = None) -> str:
+    day = None
+    if as_of:
+        try:
+            day = date.fromisoformat(as_of)
+        except ValueError as exc:
+            raise MailstateError(f"--as-of {as_of!r}: expected a date YYYY-MM-DD") from exc
+    entries = directory_entries(state_dir, day)
+    if fmt == "html":
+        return to_html(entries)
+    if fmt == "csv":
+        return to_csv(entries)
+    if fmt == "vcard":
+        return to_vcard(entries)
+    raise MailstateError(f"unknown directory format {fmt!r}: html, csv or vcard")
+
+
+def to_csv(entries: list[Entry]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["kind", "id", "name", "unit", "unit_name", "title", "phone", "email"])
+    for e in entries:
+        w.writerow(
+            [
+                e.kind,
+                e.id,
+                e.name,
+                e.unit or "",
+                e.unit_name or "",
+                e.title or "",
+                e.phone or "",
+                e.email or "",
+            ]
+        )
+    return buf.getvalue()
+
+
+def _h(value: str | None) -> str:
+    return html.escape(value or "", quote=True)
+
+
+def to_html(entries: list[Entry]) -> str:
+    units = [e for e in entries if e.kind == "unit"]
+    people = [e for e in entries if e.kind == "person"]
+    rows = [
+        "<!DOCTYPE html>",
+        '<html lang="vi">',
+        '<head><meta charset="utf-8"><title>Danh bạ thư điện tử</title></head>',
+        "<body>",
+        "<h1>Danh bạ thư điện tử</h1>",
+        "<h2>Đơn vị</h2>",
+        "<table>",
+        "<tr><th>Đơn vị</th><th>Trực thuộc</th><th>Thư điện tử</th></tr>",
+    ]
+    for e in units:
+        mail = f'<a href="mailto:{_h(e.email)}">{_h(e.email)}</a>' if e.email else ""
+        rows.append(f"<tr><td>{_h(e.name)}</td><td>{_h(e.unit_name)}</td><td>{mail}</td></tr>")
+    rows += [
+        "</table>",
+        "<h2>Cán bộ</h2>",
+        "<table>",
+        "<tr><th>Họ và tên</th><th>Đơn vị</th><th>Chức vụ</th><th>Điện thoại</th><th>Thư điện tử</th></tr>",
+    ]
+    for e in people:
+        mail = f'<a href="mailto:{_h(e.email)}">{_h(e.email)}</a>' if e.email else ""
+        rows.append(
+            f"<tr><td>{_h(e.name)}</td><td>{_h(e.unit_name)}</td><td>{_h(e.title)}</td>"
+            f"<td>{_h(e.phone)}</td><td>{mail}</td></tr>"
+        )
+    rows += ["</table>", "</body>", "</html>", ""]
+    return "\n".join(rows)
+
+
+def _v(value: str) -> str:
+    """RFC 6350 §3.4 text escaping: backslash, comma, semicolon, newline."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;").replace("\n", "\\n")
+
+
+def to_vcard(entries: list[Entry]) -> str:
+    cards: list[str] = []
+    for e in entries:
+        lines = [
+            "BEGIN:VCARD",
+            "VERSION:4.0",
+            f"KIND:{'org' if e.kind == 'unit' else 'individual'}",
+            f"FN:{_v(e.name)}",
+            f"UID:{_v(e.kind + ':' + e.id)}",
+        ]
+        if e.kind == "unit":
+            lines.append(f"ORG:{_v(e.name)}")
+        elif e.unit_name:
+            lines.append(f"ORG:{_v(e.unit_name)}")
+        if e.title:
+            lines.append(f"TITLE:{_v(e.title)}")
+        if e.phone:
+            lines.append(f"TEL;TYPE=work:{_v(e.phone)}")
+        if e.email:
+            lines.append(f"EMAIL;TYPE=work:{_v(e.email)}")
+        lines.append("END:VCARD")
+        cards.append("\r\n".join(lines) + "\r\n")
+    return "".join(cards)

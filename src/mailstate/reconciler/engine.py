@@ -1,0 +1,776 @@
+"""The reconcile loop as a library: plan (read → project → diff → order → fingerprint), save/load, apply.
+
+``make_plan`` never writes anything. ``apply_plan`` refuses a stale plan, checks the safety rules,
+takes the apply lock (DESIGN §6.4), carries out the changes in plan order through their providers,
+journals each one before and after, writes the audit log (DESIGN §6.5), and on a failure stops and
+raises ``ApplyFailed`` saying what was done, what failed and what was not tried. Rerunning converges:
+every provider change is idempotent and a new plan only holds what is still different.
+
+Fingerprints (what makes a saved plan stale):
+- desired: sha256 over every state file (relative path, NUL, content), sorted by path; the per-file
+  digests are kept so that a stale check says which file changed;
+- live: sha256 over the canonical JSON of every live record read (within the scope); the per-record
+  digests are kept so that a stale check says which live object changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mailstate.errors import MailstateError, ProviderError, StalePlan
+from mailstate.reconciler.change import Change, Record
+from mailstate.reconciler.journal import Journal, actor, git_commit, home_dir
+
+if TYPE_CHECKING:
+    from mailstate.desired_state.model import State
+    from mailstate.providers.base import Provider, Snapshot
+    from mailstate.reconciler.plan import Plan
+
+PLAN_FILE_SCHEMA = 1
+
+
+class ApplyFailed(MailstateError):
+    """An apply stopped on a failed change: what was done, what failed (and why), what was not tried."""
+
+    def __init__(
+        self,
+        done: Sequence[Change],
+        failed: Change,
+        error: str,
+        not_tried: Sequence[Change],
+        journal: Path | None = None,
+    ) -> None:
+        self.done = list(done)
+        self.failed = failed
+        self.error = error
+        self.not_tried = list(not_tried)
+        self.journal = journal
+        lines = [
+            f"apply stopped: {_label(failed)} failed: {error}",
+            f"  done ({len(self.done)}): "
+            + (", ".join(_label(c) for c in self.done[:20]) or "nothing")
+            + (" …" if len(self.done) > 20 else ""),
+            f"  not tried ({len(self.not_tried)}): "
+            + (", ".join(_label(c) for c in self.not_tried[:20]) or "nothing")
+            + (" …" if len(self.not_tried) > 20 else ""),
+        ]
+        if journal is not None:
+            lines.append(f"  journal: {journal}")
+        lines.append("  fix the cause and run apply again: it only does what is still missing")
+        super().__init__("\n".join(lines))
+
+
+class ApplyLocked(MailstateError):
+    """Another apply holds the organisation's apply lock."""
+
+
+def _label(change: Change) -> str:
+    return f"{change.id} ({change.action.label} {change.kind} {change.key})"
+
+
+# --------------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+@dataclass
+class Fingerprint:
+    """Digests of what a plan was made from; ``files`` and ``records`` say which object changed."""
+
+    desired: str
+    live: str
+    files: dict[str, str] = field(default_factory=dict)
+    records: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def combined(self) -> str:
+        return hashlib.sha256(f"{self.desired}:{self.live}".encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "desired": self.desired,
+            "live": self.live,
+            "combined": self.combined,
+            "files": dict(self.files),
+            "records": dict(self.records),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Fingerprint:
+        return cls(
+            desired=str(data["desired"]),
+            live=str(data["live"]),
+            files=dict(data.get("files") or {}),
+            records=dict(data.get("records") or {}),
+        )
+
+
+def state_files(state_dir: Path) -> list[Path]:
+    """Every ``*.toml`` under the state directory (DESIGN §2), skipping hidden directories, sorted."""
+    root = state_dir.resolve()
+    out = []
+    for path in sorted(root.rglob("*.toml")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts[:-1]):
+            continue
+        out.append(path)
+    return out
+
+
+def file_digests(state_dir: Path, files: Iterable[Path] | None = None) -> dict[str, str]:
+    root = state_dir.resolve()
+    digests: dict[str, str] = {}
+    for path in files if files is not None else state_files(root):
+        rel = Path(path).resolve().relative_to(root).as_posix()
+        h = hashlib.sha256(rel.encode() + b"\0")
+        h.update(Path(path).read_bytes())
+        digests[rel] = h.hexdigest()
+    return digests
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_canonical(v) for v in value), key=str)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def record_id(record: Record) -> str:
+    return f"{record.provider}:{record.kind}:{record.key}"
+
+
+def record_digest(record: Record) -> str:
+    data = {
+        "kind": record.kind,
+        "key": record.key,
+        "provider": record.provider,
+        "unit": record.unit,
+        "attrs": _canonical(record.attrs),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def combine(digests: Mapping[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(digests):
+        h.update(name.encode() + b"\0" + digests[name].encode() + b"\n")
+    return h.hexdigest()
+
+
+def live_digests(snapshots: Mapping[str, Snapshot], scope: ScopeFilter | None = None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for snap in snapshots.values():
+        for rec in list(snap.records.values()) + list(snap.unmanaged):
+            if scope is None or scope.covers(rec):
+                out[record_id(rec)] = record_digest(rec)
+    return out
+
+
+def fingerprint(
+    state_dir: Path,
+    snapshots: Mapping[str, Snapshot],
+    scope: ScopeFilter | None = None,
+    files: Iterable[Path] | None = None,
+) -> Fingerprint:
+    fd = file_digests(state_dir, files)
+    rd = live_digests(snapshots, scope)
+    return Fingerprint(desired=combine(fd), live=combine(rd), files=fd, records=rd)
+
+
+def stale_reasons(old: Fingerprint, new: Fingerprint) -> list[str]:
+    """What differs between the fingerprint a plan was made from and the current one, object by object."""
+    reasons: list[str] = []
+    for name in sorted(set(old.files) | set(new.files)):
+        a, b = old.files.get(name), new.files.get(name)
+        if a == b:
+            continue
+        reasons.append(f"{name} {'added' if a is None else 'removed' if b is None else 'changed'}")
+    for rid in sorted(set(old.records) | set(new.records)):
+        a, b = old.records.get(rid), new.records.get(rid)
+        if a == b:
+            continue
+        _provider, kind, key = rid.split(":", 2)
+        what = "appeared" if a is None else "disappeared" if b is None else "changed"
+        reasons.append(f"live {kind} {key} {what}")
+    if not reasons and (old.desired != new.desired or old.live != new.live):
+        reasons.append("the fingerprint differs")
+    return reasons
+
+
+# --------------------------------------------------------------------------------------------------
+# Scope
+
+
+def parse_scope(values: Iterable[str] | None) -> list[str] | None:
+    """Unit ids from ``unit:<id>`` values (None when no scope is given: everything)."""
+    if not values:
+        return None
+    units: list[str] = []
+    for value in values:
+        kind, _, ident = value.partition(":")
+        if kind != "unit" or not ident:
+            raise MailstateError(f"--scope {value!r}: expected unit:<id>")
+        units.append(ident)
+    return sorted(set(units))
+
+
+_REF_SPLIT = re.compile(r"[/#]")
+
+
+@dataclass
+class ScopeFilter:
+    """Which records a scoped plan covers: the units, their people and mailboxes, objects naming them."""
+
+    units: frozenset[str]
+    people: frozenset[str] = frozenset()
+
+    def names(self) -> set[str]:
+        return set(self.people) | {f"unit:{u}" for u in self.units}
+
+    def covers(self, record: Record) -> bool:
+        if record.unit is not None and record.unit in self.units:
+            return True
+        if record.kind in ("unit", "unit_mailbox") and record.key in self.units:
+            return True
+        if record.kind == "person" and record.key in self.people:
+            return True
+        names = self.names()
+        attrs = record.attrs
+        if record.kind == "group":
+            return any(m in names for m in attrs.get("members") or ())
+        if record.kind in ("shared_folder", "acl", "grant", "quota"):
+            head = _REF_SPLIT.split(record.key, 1)[0]
+            if head in names:
+                return True
+            if record.kind == "acl":
+                ident = record.key.rsplit("#", 1)[-1]
+                return ident in names or ident.removeprefix("unit:") in self.units
+        return False
+
+
+def _scope_filter(
+    scope_units: list[str] | None, state: State, snapshots: Mapping[str, Snapshot]
+) -> ScopeFilter | None:
+    if scope_units is None:
+        return None
+    people = {pid for pid, p in state.people.items() if (p.unit or "") in scope_units}
+    for snap in snapshots.values():
+        for rec in snap.records.values():
+            if rec.kind == "person" and (rec.unit in scope_units or rec.attrs.get("unit") in scope_units):
+                people.add(rec.key)
+    return ScopeFilter(units=frozenset(scope_units), people=frozenset(people))
+
+
+# --------------------------------------------------------------------------------------------------
+# Providers
+
+
+def _env_set(*names: str) -> bool:
+    return any(os.environ.get(n) for n in names)
+
+
+def configured_providers(state: State) -> list[str]:
+    """ldap always; imap and ssh when configured in [providers] or their environment variables are set."""
+    names = ["ldap"]
+    if state.providers.imap is not None or _env_set("MAILSTATE_IMAP_URL"):
+        names.append("imap")
+    if state.providers.ssh is not None or _env_set("MAILSTATE_SSH_HOST"):
+        names.append("ssh")
+    return names
+
+
+def provider_class(name: str) -> type:
+    """Load one provider class from the ``mailstate.providers`` entry points (only the one asked for)."""
+    from mailstate.providers.base import ENTRY_POINT_GROUP
+
+    eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not eps:
+        known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+        raise ProviderError(f"no provider named {name!r}; registered: {', '.join(known) or 'none'}")
+    try:
+        cls = eps[0].load()
+    except Exception as exc:  # a missing or broken plug-in: one clear message
+        raise ProviderError(f"provider {name!r} ({eps[0].value}) failed to load: {exc}") from exc
+    return cls
+
+
+def open_providers(state: State, names: Iterable[str] | None = None, **kwargs: Any) -> dict[str, Provider]:
+    """Instantiate the providers (``from_state``); on a failure close those already opened."""
+    opened: dict[str, Provider] = {}
+    try:
+        for name in names or configured_providers(state):
+            cls = provider_class(name)
+            extra = kwargs.get(name) or {}
+            opened[name] = cls.from_state(state, **extra)  # type: ignore[attr-defined]
+    except BaseException:
+        close_providers(opened)
+        raise
+    return opened
+
+
+def close_providers(providers: Mapping[str, Provider]) -> None:
+    for prov in providers.values():
+        with contextlib.suppress(Exception):
+            prov.close()
+
+
+def read_all(providers: Mapping[str, Provider], scope_units: list[str] | None) -> dict[str, Snapshot]:
+    """Every provider's snapshot; a failed read aborts (never treated as "absent")."""
+    snapshots: dict[str, Snapshot] = {}
+    for name, prov in providers.items():
+        try:
+            snapshots[name] = prov.read(scope_units)
+        except MailstateError:
+            raise
+        except Exception as exc:  # a provider that leaked a library error: still abort, clearly
+            raise ProviderError(
+                f"{name}: reading the live state failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    return snapshots
+
+
+# --------------------------------------------------------------------------------------------------
+# Plan
+
+
+@dataclass
+class PlanMeta:
+    """What the engine adds to the core ``Plan``: its fingerprint and how it was made."""
+
+    fingerprint: Fingerprint
+    state_dir: str
+    scope: list[str] | None
+    as_of: str
+    domain: str
+    created_at: str
+
+
+def _as_of(value: date | str | None) -> date:
+    if value is None:
+        return date.today()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise MailstateError(f"--as-of {value!r}: expected a date YYYY-MM-DD") from exc
+
+
+def _project(
+    state: State, as_of: date, snapshots: Mapping[str, Snapshot], live: Mapping[tuple[str, str], Record]
+) -> Any:
+    from mailstate.reconciler.desired import project
+
+    facts: dict[str, Any] = {}
+    for snap in snapshots.values():
+        for name, value in snap.facts.items():
+            if isinstance(value, Mapping) and isinstance(facts.get(name), Mapping):
+                facts[name] = {**facts[name], **value}
+            else:
+                facts[name] = value
+    return project(state, as_of, None, facts=facts, live=live, imap="imap" in snapshots)
+
+
+def _filter_desired(desired: Any, sf: ScopeFilter) -> Any:
+    """Keep only the desired records (and removals) the scope covers."""
+    keep = {ref for ref, rec in desired.records.items() if sf.covers(rec)}
+    desired.records = {ref: rec for ref, rec in desired.records.items() if ref in keep}
+    absent = {}
+    for ref, reasons in desired.absent.items():
+        kind, key = ref
+        probe = Record(kind, key, {}, unit=None)
+        src = desired.sources.get(ref)
+        if (
+            sf.covers(probe)
+            or (kind == "person" and key in sf.people)
+            or src is not None
+            and any(src.file.endswith(f"units/{u}.toml") for u in sf.units)
+        ):
+            absent[ref] = reasons
+    desired.absent = absent
+    return desired
+
+
+def _live_records(snapshots: Mapping[str, Snapshot]) -> tuple[dict[tuple[str, str], Record], list[Record]]:
+    live: dict[tuple[str, str], Record] = {}
+    unmanaged: list[Record] = []
+    for snap in snapshots.values():
+        live.update(snap.records)
+        unmanaged.extend(snap.unmanaged)
+    return live, unmanaged
+
+
+def make_plan(
+    state_dir: Path | str,
+    *,
+    scope: Iterable[str] | None = None,
+    as_of: date | str | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    state: State | None = None,
+) -> Plan:
+    """Load the state, read every provider (in bulk), project, diff, order and fingerprint. Writes nothing.
+
+    ``scope`` takes ``unit:<id>`` values (or bare unit ids); ``providers`` lets a caller pass opened
+    providers (they are not closed here); otherwise the configured ones are opened and closed.
+    """
+    from mailstate.desired_state.loader import load_state
+
+    root = Path(state_dir)
+    scope_units = parse_scope([s if ":" in s else f"unit:{s}" for s in scope] if scope else None)
+    day = _as_of(as_of)
+    if state is None:
+        state = load_state(root)
+    if scope_units:
+        unknown = [u for u in scope_units if u not in state.units]
+        if unknown:
+            raise MailstateError(f"--scope: no unit {', '.join(unknown)} in the desired state")
+    own = providers is None
+    provs = open_providers(state) if providers is None else dict(providers)
+    try:
+        snapshots = read_all(provs, scope_units)
+    finally:
+        if own:
+            close_providers(provs)
+    return plan_from(state, root, snapshots, scope_units=scope_units, as_of=day)
+
+
+def plan_from(
+    state: State, root: Path, snapshots: Mapping[str, Snapshot], *, scope_units: list[str] | None, as_of: date
+) -> Plan:
+    """The pure part of planning: given the state and what was read, build the ordered, fingerprinted plan."""
+    from mailstate.reconciler.diff import diff
+
+    sf = _scope_filter(scope_units, state, snapshots)
+    live, unmanaged = _live_records(snapshots)
+    desired = _project(state, as_of, snapshots, live)
+    if sf is not None:
+        desired = _filter_desired(desired, sf)
+        live = {ref: rec for ref, rec in live.items() if sf.covers(rec)}
+        unmanaged = [rec for rec in unmanaged if sf.covers(rec)]
+    changes, unlisted = diff(desired, live, unmanaged=unmanaged)
+    fp = fingerprint(root, snapshots, sf, files=state.files or None)
+    meta = PlanMeta(
+        fingerprint=fp,
+        state_dir=str(root),
+        scope=scope_units,
+        as_of=as_of.isoformat(),
+        domain=state.domain,
+        created_at=_now(),
+    )
+    return _build_plan(state, changes, unlisted, meta)
+
+
+def _now() -> str:
+    from mailstate.reconciler.journal import now_iso
+
+    return now_iso()
+
+
+# --------------------------------------------------------------------------------------------------
+# Saved plans
+
+
+def save_plan(plan: Plan, path: Path | str) -> None:
+    """Write the plan as JSON (the documented schema plus the engine's fingerprints); never a secret."""
+    data = plan_json(plan)
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def load_plan(path: Path | str) -> Plan:
+    """Read a plan saved by ``save_plan``; a file that is not one is a clear error."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise MailstateError(f"{p}: no such plan file") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MailstateError(f"{p}: not a mailstate plan file ({exc})") from exc
+    if not isinstance(data, dict) or "engine" not in data or "changes" not in data:
+        raise MailstateError(f"{p}: not a mailstate plan file saved with `plan --out`")
+    return plan_from_json(data, source=str(p))
+
+
+# --------------------------------------------------------------------------------------------------
+# The apply lock (DESIGN §6.4)
+
+
+@contextlib.contextmanager
+def apply_lock(providers: Mapping[str, Provider], holder: str, lock_dir: Path) -> Iterator[None]:
+    """Hold the organisation's apply lock: the LDAP provider's lock entry in the directory when it offers
+    one (``apply_lock(holder)``, a context manager), and always a local file lock as well."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_dir / "apply.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ApplyLocked(
+                f"another apply is running on this machine (lock file {lock_dir / 'apply.lock'})"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())
+        with contextlib.ExitStack() as stack:
+            for prov in providers.values():
+                lock = getattr(prov, "apply_lock", None)
+                if callable(lock):
+                    stack.enter_context(lock(holder))
+            yield
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# Apply
+
+
+@dataclass
+class ApplyResult:
+    done: list[Change]
+    journal: Path
+    audit_log: Path
+    passwords_file: Path | None
+
+
+def _secrets(state: State) -> list[str]:
+    """The configured secret values (to scrub them from any error text that might echo them)."""
+    found: list[str] = []
+    settings = [state.providers.ldap, state.providers.imap, state.providers.ssh]
+    env_names = {"MAILSTATE_LDAP_PASSWORD", "MAILSTATE_IMAP_PASSWORD"}
+    for s in settings:
+        if s is None:
+            continue
+        env = getattr(s, "password_env", None)
+        if env:
+            env_names.add(env)
+        pf = getattr(s, "password_file", None)
+        if pf:
+            with contextlib.suppress(OSError):
+                found.append(Path(pf).expanduser().read_text(encoding="utf-8").strip())
+    found.extend(os.environ[n] for n in env_names if os.environ.get(n))
+    return [s for s in found if len(s) >= 4]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
+
+
+def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> None:
+    """Raise StalePlan when the TOML or a live object in the plan's scope changed since the plan was made."""
+    meta = plan_meta(plan)
+    scope_units = meta.scope
+    snapshots = read_all(providers, scope_units)
+    sf = _scope_filter(scope_units, state, snapshots)
+    current = fingerprint(state_dir, snapshots, sf, files=state_files(state_dir))
+    reasons = stale_reasons(meta.fingerprint, current)
+    if reasons:
+        shown = reasons[:20] + ([f"… and {len(reasons) - 20} more"] if len(reasons) > 20 else [])
+        raise StalePlan(
+            "the saved plan is stale; nothing was applied. Since it was made:\n  "
+            + "\n  ".join(shown)
+            + "\nmake a new plan"
+        )
+
+
+def apply_plan(
+    plan: Plan,
+    state_dir: Path | str,
+    *,
+    allow_destructive: bool = False,
+    journal_dir: Path | str | None = None,
+    audit_log: Path | str | None = None,
+    passwords_out: Path | str | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    check_stale: bool = True,
+    on_change: Callable[[Change, str], None] | None = None,
+) -> ApplyResult:
+    """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
+    (event: started / done / failed) — progress display, and the tests' way to stop a server mid-apply."""
+    from mailstate.desired_state.loader import load_state
+
+    root = Path(state_dir)
+    state = load_state(root)
+    meta = plan_meta(plan)
+    if meta.domain != state.domain:
+        raise StalePlan(f"the plan was made for {meta.domain}, the state directory is {state.domain}")
+    home = home_dir(state.domain)
+    jdir = Path(journal_dir) if journal_dir is not None else home
+    journal_path = jdir / "journal.jsonl"
+    audit_path = Path(audit_log) if audit_log is not None else home / "audit.jsonl"
+    pw_path = Path(passwords_out) if passwords_out is not None else None
+    secrets = _secrets(state)
+
+    _raise_if_unsafe(plan, state, allow_destructive)
+    changes = list(plan_changes(plan))
+
+    own = providers is None
+    needed = sorted({c.provider for c in changes} | {"ldap"})
+    provider_kwargs: dict[str, dict[str, Any]] = {}
+    if pw_path is not None:
+        provider_kwargs["ldap"] = {"passwords_out": pw_path}
+    provs = open_providers(state, needed, **provider_kwargs) if providers is None else dict(providers)
+    done: list[Change] = []
+    who = actor()
+    try:
+        holder = f"{who}@{os.uname().nodename} pid {os.getpid()}"
+        with apply_lock(provs, holder, jdir):
+            if check_stale:
+                check_fresh(plan, root, provs, state)
+            journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
+            try:
+                journal.run_started(plan_fingerprint=meta.fingerprint.combined, changes=len(changes))
+                for i, change in enumerate(changes):
+                    prov = provs.get(change.provider)
+                    journal.started(change)
+                    if on_change:
+                        on_change(change, "started")
+                    try:
+                        if prov is None:
+                            raise ProviderError(f"provider {change.provider!r} is not configured")
+                        prov.apply(change)
+                    except Exception as exc:
+                        error = redact(_describe(exc), secrets)
+                        journal.failed(change, error)
+                        journal.run_finished(
+                            outcome="failed", done=len(done), failed=1, not_tried=len(changes) - i - 1
+                        )
+                        if on_change:
+                            on_change(change, "failed")
+                        raise ApplyFailed(done, change, error, changes[i + 1 :], journal_path) from None
+                    journal.done(change)
+                    done.append(change)
+                    if on_change:
+                        on_change(change, "done")
+                journal.run_finished(outcome="ok", done=len(done), failed=0, not_tried=0)
+            finally:
+                journal.close()
+    finally:
+        if own:
+            close_providers(provs)
+    return ApplyResult(
+        done=done,
+        journal=journal_path,
+        audit_log=audit_path,
+        passwords_file=pw_path if pw_path is not None and pw_path.exists() else None,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MailstateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Adapters to the core Plan (reconciler/plan.py) and renderers (reconciler/render.py)
+
+_META_ATTR = "engine_meta"
+
+
+def _build_plan(state: State, changes: list[Change], unlisted: list[Record], meta: PlanMeta) -> Plan:
+    from mailstate.reconciler import plan as planmod
+
+    ordered = planmod.order(changes)
+    plan = planmod.Plan(changes=ordered, unlisted=list(unlisted))
+    _set_meta(plan, meta)
+    return plan
+
+
+def _set_meta(plan: Any, meta: PlanMeta) -> None:
+    object.__setattr__(plan, _META_ATTR, meta)
+
+
+def plan_meta(plan: Any) -> PlanMeta:
+    meta = getattr(plan, _META_ATTR, None)
+    if meta is None:
+        raise MailstateError("this plan has no fingerprint (it was not made by make_plan or load_plan)")
+    return meta
+
+
+def plan_changes(plan: Any) -> list[Change]:
+    return list(plan.changes)
+
+
+def plan_unlisted(plan: Any) -> list[Record]:
+    return list(getattr(plan, "unlisted", None) or [])
+
+
+def plan_json(plan: Any) -> dict[str, Any]:
+    """The documented JSON of the plan plus the engine's block (fingerprints, scope, as_of, state dir)."""
+    meta = plan_meta(plan)
+    data: dict[str, Any] = dict(plan.to_json())
+    data["fingerprint"] = meta.fingerprint.combined
+    data["engine"] = {
+        "schema": PLAN_FILE_SCHEMA,
+        "domain": meta.domain,
+        "state_dir": meta.state_dir,
+        "scope": meta.scope,
+        "as_of": meta.as_of,
+        "created_at": meta.created_at,
+        "fingerprints": meta.fingerprint.to_json(),
+    }
+    return data
+
+
+def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
+    from mailstate.reconciler import plan as planmod
+
+    eng = data["engine"]
+    if eng.get("schema") != PLAN_FILE_SCHEMA:
+        raise MailstateError(
+            f"{source}: plan file schema {eng.get('schema')!r} is not supported "
+            f"(this mailstate reads {PLAN_FILE_SCHEMA})"
+        )
+    try:
+        plan = planmod.Plan.from_json(data)
+        meta = PlanMeta(
+            fingerprint=Fingerprint.from_json(eng["fingerprints"]),
+            state_dir=str(eng.get("state_dir") or ""),
+            scope=eng.get("scope"),
+            as_of=str(eng["as_of"]),
+            domain=str(eng["domain"]),
+            created_at=str(eng.get("created_at") or ""),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MailstateError(f"{source}: damaged plan file ({type(exc).__name__}: {exc})") from exc
+    _set_meta(plan, meta)
+    return plan
+
+
+def _raise_if_unsafe(plan: Any, state: State, allow_destructive: bool) -> None:
+    if allow_destructive:
+        return
+    plan.raise_if_unsafe(state.safety)
+
+
+def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False) -> None:
+    """Render with the core renderers; JSON is the saved-plan JSON (same schema, plus fingerprints)."""
+    if fmt == "json":
+        out.write(json.dumps(plan_json(plan), ensure_ascii=False, indent=2) + "\n")
+        return
+    from mailstate.reconciler.render import RENDERERS
+
+    try:
+        renderer = RENDERERS[fmt]
+    except KeyError as exc:
+        raise MailstateError(f"unknown format {fmt!r}: {', '.join(sorted(RENDERERS))}") from exc
+    renderer().run(plan, out)

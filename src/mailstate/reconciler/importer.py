@@ -1,0 +1,181 @@
+"""`mailstate import`: write a state repository from the live directory, to adopt an existing system.
+
+Reads the LDAP provider's snapshot (the same bulk read a plan does) and writes, with tomlkit:
+``mailstate.toml`` (organisation, the LDAP connection settings without any secret), one
+``units/<id>.toml`` per unit holding its people, and ``groups.toml``. People whose unit is unknown go to
+``units/_unassigned.toml``. Addresses are written pinned, so a plan right after the import is empty
+for what the directory holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mailstate.errors import MailstateError
+from mailstate.reconciler.change import Record
+
+
+def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out: Path) -> Any:
+    from mailstate.desired_state.loader import load_state
+    from mailstate.desired_state.model import Organization, State
+
+    if domain is None:
+        if state_dir is None or not (Path(state_dir) / "mailstate.toml").exists():
+            raise MailstateError("import: give --domain (or --state with a mailstate.toml naming it)")
+        return load_state(Path(state_dir))
+    try:
+        org = Organization(name=name or domain, domain=domain)
+    except Exception as exc:  # pydantic's error, made one line
+        raise MailstateError(f"import: --domain {domain!r} is not a valid domain") from exc
+    return State(root=out, organization=org)
+
+
+def _clean(table: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in table.items() if v not in (None, (), [], "")
+    }
+
+
+def import_state(
+    out: Path, *, domain: str | None = None, name: str | None = None, state_dir: Path | None = None
+) -> list[Path]:
+    """Write the repository into ``out`` (absent or empty); return the files written."""
+    import tomlkit
+
+    from mailstate.reconciler.engine import close_providers, open_providers
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise MailstateError(f"import: {out} is not empty")
+    state = _state_for(domain, name, state_dir, out)
+    provs = open_providers(state, ["ldap"])
+    try:
+        snap = provs["ldap"].read(None)
+    finally:
+        close_providers(provs)
+    records = list(snap.records.values())
+    by_kind: dict[str, list[Record]] = {}
+    for rec in records:
+        by_kind.setdefault(rec.kind, []).append(rec)
+
+    files: dict[Path, tomlkit.TOMLDocument] = {}
+    top = tomlkit.document()
+    top.add(
+        tomlkit.comment("Imported from the live directory by `mailstate import`; review before committing.")
+    )
+    org = tomlkit.table()
+    org["name"] = state.organization.name
+    org["domain"] = state.domain
+    if state.organization.base_dn:
+        org["base_dn"] = state.organization.base_dn
+    top["organization"] = org
+    ldap = state.providers.ldap
+    prov = tomlkit.table(is_super_table=True)
+    lt = tomlkit.table()
+    lt["url"] = ldap.url
+    if ldap.bind_dn:
+        lt["bind_dn"] = ldap.bind_dn
+    if ldap.password_env:
+        lt["password_env"] = ldap.password_env
+    prov["ldap"] = lt
+    top["providers"] = prov
+    files[out / "mailstate.toml"] = top
+
+    unit_docs: dict[str, tomlkit.TOMLDocument] = {}
+    mailboxes = {r.key: r for r in by_kind.get("unit_mailbox", [])}
+    for rec in sorted(by_kind.get("unit", []), key=lambda r: r.key):
+        doc = tomlkit.document()
+        a = rec.attrs
+        doc["unit"] = _clean(
+            {
+                "id": rec.key,
+                "name": a.get("name") or rec.key,
+                "parent": a.get("parent"),
+                "head": a.get("head"),
+                "delegates": a.get("delegates"),
+                "address": a.get("address")
+                or (mailboxes[rec.key].attrs.get("address") if rec.key in mailboxes else None),
+            }
+        )
+        unit_docs[rec.key] = doc
+    quota_overrides: dict[str, int] = {}
+    for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
+        a = rec.attrs
+        unit = a.get("unit")
+        target = unit if unit in unit_docs else "_unassigned"
+        if target not in unit_docs:
+            unit_docs[target] = tomlkit.document()
+        doc = unit_docs[target]
+        if "person" not in doc:
+            doc["person"] = tomlkit.aot()
+        person = _clean(
+            {
+                "id": rec.key,
+                "name": a.get("name") or rec.key,
+                "unit": unit,
+                "title": a.get("title"),
+                "phone": a.get("phone"),
+                "mobile": a.get("mobile"),
+                "backup_email": a.get("backup_email"),
+                "address": a.get("address"),
+                "old_addresses": [x for x in (a.get("aliases") or ()) if x != a.get("address")],
+                "suspended": (a.get("lock_reason") or "imported: locked") if a.get("locked") else None,
+            }
+        )
+        doc["person"].append(person)
+        if isinstance(a.get("quota"), int):
+            quota_overrides[rec.key] = int(a["quota"])
+    for key, mb in mailboxes.items():
+        if isinstance(mb.attrs.get("quota"), int):
+            quota_overrides[f"unit:{key}"] = int(mb.attrs["quota"])
+    if quota_overrides:
+        # the most common value becomes the default, the rest are overrides
+        from collections import Counter
+
+        from mailstate.desired_state.model import format_size
+
+        q = tomlkit.table()
+        people_q = Counter(v for k, v in quota_overrides.items() if not k.startswith("unit:"))
+        unit_q = Counter(v for k, v in quota_overrides.items() if k.startswith("unit:"))
+        default_p = people_q.most_common(1)[0][0] if people_q else None
+        default_u = unit_q.most_common(1)[0][0] if unit_q else None
+        if default_p is not None:
+            q["person"] = format_size(default_p)
+        if default_u is not None:
+            q["unit"] = format_size(default_u)
+        over = {
+            k: format_size(v)
+            for k, v in sorted(quota_overrides.items())
+            if v != (default_u if k.startswith("unit:") else default_p)
+        }
+        if over:
+            q["overrides"] = over
+        top["quota"] = q
+    for uid, doc in unit_docs.items():
+        files[out / "units" / f"{uid}.toml"] = doc
+
+    groups = sorted(by_kind.get("group", []), key=lambda r: r.key)
+    if groups:
+        gdoc = tomlkit.document()
+        aot = tomlkit.aot()
+        for rec in groups:
+            a = rec.attrs
+            aot.append(
+                _clean(
+                    {
+                        "id": rec.key,
+                        "name": a.get("name") or rec.key,
+                        "address": a.get("address"),
+                        "members": a.get("members"),
+                    }
+                )
+            )
+        gdoc["group"] = aot
+        files[out / "groups.toml"] = gdoc
+
+    for path, doc in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    return sorted(files)
