@@ -1,0 +1,62 @@
+"""`mailstate validate` and `mailstate schema`: check the TOML, export its JSON Schema for editors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.errors import ValidationError
+
+SCHEMA_ID = "https://mailstate.invalid/schema/state-file.json"
+"""``$id`` of the exported schema (a stable name, not a URL that is fetched)."""
+
+
+def state_file_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of one TOML file of the state repository, for Taplo / Even Better TOML."""
+    from mailstate.desired_state.model import StateFile
+
+    schema = StateFile.model_json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+
+
+def print_problems(exc: ValidationError) -> None:
+    """Every problem on stderr, one per line (FILE:LINE: field: message), then how many."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    n = len(exc.problems)
+    click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed", err=True)
+
+
+@click.command()
+@state_option
+@errors_to_exit
+def validate(state_dir: Path | None) -> None:
+    """Load and check every TOML file; print a one-line summary when all is well (exit 1 otherwise)."""
+    from mailstate.desired_state.loader import load_state
+
+    try:
+        state = load_state(resolve_state(state_dir))
+    except ValidationError as exc:
+        print_problems(exc)
+        sys.exit(1)
+    click.echo(f"ok: {state.summary()} ({state.domain})")
+
+
+@click.command()
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the schema to FILE instead of stdout (e.g. mailstate.schema.json).")
+def schema(out: Path | None) -> None:
+    """Print the JSON Schema of a state TOML file, for editors (Taplo, Even Better TOML)."""
+    text = json.dumps(state_file_schema(), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+COMMANDS = [validate, schema]

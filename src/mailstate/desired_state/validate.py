@@ -1,0 +1,698 @@
+"""Validation of the desired state: every problem collected, each with file, line and field.
+
+``build_state(root, documents)`` turns parsed documents (see loader.py) into a ``State`` and returns it
+with the list of problems found; ``load_state`` raises ``ValidationError`` when that list is not empty.
+The checks, in order:
+
+1. literal secrets anywhere (password, secret, token, … keys): refused without echoing the value;
+2. each table against the pydantic model (unknown field → the closest valid name; wrong types, ranges,
+   dates, durations, sizes, id syntax); the input value is never echoed for the providers tables or for
+   a field whose name suggests a secret;
+3. exactly one ``[organization]``; policy tables at most once across all files;
+4. ids unique across files and across people, units and groups (they are LDAP uids / login names);
+5. every reference resolves (with "did you mean …?"), the unit tree and group nesting have no cycle;
+6. addresses: inside the organisation's domain (MIC art.2.1, MOST art.12.2), unique across people,
+   unit mailboxes, groups and old addresses; backup_email a valid address outside the domain;
+7. heads and delegates belong to their unit (MIC art.6), a dissolved unit has nobody left in it,
+   lifecycle durations in a sensible order.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+from pydantic import BaseModel
+
+from mailstate.desired_state.loader import Document, KeyPath
+from mailstate.desired_state.model import (
+    AccessGrant,
+    Group,
+    Lifecycle,
+    Located,
+    Naming,
+    Organization,
+    PasswordPolicy,
+    Person,
+    Providers,
+    Quota,
+    Safety,
+    SharedFolder,
+    State,
+    StateFile,
+    Unit,
+    parse_ref,
+)
+from mailstate.errors import Problem
+
+M = TypeVar("M", bound=Located)
+
+SECRET_KEY_RE = re.compile(r"(?i)(password|passwd|passphrase|secret|token|private_key|api_key|credential)")
+"""Key names that suggest a secret value (``*_env`` and ``*_file`` keys only name where it is)."""
+SECRET_MESSAGE = "secrets never in TOML: use password_env or password_file (the value was not read)"
+
+SINGLETONS: dict[str, type[Located]] = {
+    "organization": Organization,
+    "naming": Naming,
+    "lifecycle": Lifecycle,
+    "password": PasswordPolicy,
+    "quota": Quota,
+    "safety": Safety,
+    "providers": Providers,
+}
+ARRAYS: dict[str, type[Located]] = {
+    "unit": Unit,
+    "person": Person,
+    "group": Group,
+    "shared_folder": SharedFolder,
+    "access_grant": AccessGrant,
+}
+TABLES = sorted(StateFile.model_fields)
+
+LOCAL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?$")
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+FOLDER_BAD_RE = re.compile(r"[*%\x00-\x1f\x7f]")
+
+
+def is_secret_key(name: str) -> bool:
+    """True for a key that would hold a secret itself (``password``, ``bind_password``, ``token`` …)."""
+    low = name.lower()
+    if low.endswith("_env") or low.endswith("_file"):
+        return False
+    return bool(SECRET_KEY_RE.search(low))
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to ``word`` (difflib), or None."""
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _mean(word: str | None) -> str:
+    return f"; did you mean '{word}'?" if word else ""
+
+
+def _label(parts: Iterable[Key]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += ("." if out else "") + str(p)
+    return out
+
+
+Key = str | int
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets
+
+
+def find_secrets(data: Any, path: KeyPath = ()) -> list[KeyPath]:
+    """Paths of every key, at any depth, named like a secret and holding a value (not a table)."""
+    found: list[KeyPath] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            if isinstance(v, dict):
+                found.extend(find_secrets(v, path + (k,)))
+            elif is_secret_key(k):
+                found.append(path + (k,))
+            elif isinstance(v, list):
+                found.extend(find_secrets(v, path + (k,)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            if isinstance(v, dict | list):
+                found.extend(find_secrets(v, path + (i,)))
+    return found
+
+
+def _without(data: Any, drop: set[KeyPath], path: KeyPath = ()) -> Any:
+    if isinstance(data, dict):
+        return {k: _without(v, drop, path + (k,)) for k, v in data.items() if path + (k,) not in drop}
+    if isinstance(data, list):
+        return [_without(v, drop, path + (i,)) for i, v in enumerate(data)]
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# pydantic errors → problems
+
+
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``X | None`` or ``list[X]``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap_model(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, dict):
+        for arg in typing.get_args(annotation):
+            found = _unwrap_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that holds the field at ``loc`` (loc without its last element)."""
+    cls: type[BaseModel] | None = model
+    for seg in loc:
+        if cls is None:
+            return None
+        if isinstance(seg, int):
+            continue
+        info = cls.model_fields.get(seg)
+        if info is None:
+            return None
+        cls = _unwrap_model(info.annotation)
+    return cls
+
+
+_ID_HELP = "an id is lower-case ASCII: a letter first, then letters, digits, '.', '_' or '-' (at most 64)"
+_REF_HELP = "a reference is a person id, unit:<id> or group:<id>"
+
+
+def pydantic_problems(
+    exc: pydantic.ValidationError,
+    doc: Document,
+    path: KeyPath,
+    model: type[BaseModel],
+    table: str,
+) -> list[Problem]:
+    """Map a pydantic error to problems at file:line:field, never echoing a value that may be secret."""
+    problems: list[Problem] = []
+    quiet = table.startswith("providers")
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        typ = err["type"]
+        name = next((str(x) for x in reversed(loc) if isinstance(x, str)), table)
+        field = _label((table,) + loc)
+        line = doc.line_of(path + loc)
+        value = err.get("input")
+        show = not quiet and not is_secret_key(name) and isinstance(value, str | int | float | date)
+        got = f" (got {value!r})" if show else ""
+        ctx = err.get("ctx") or {}
+        if typ == "extra_forbidden":
+            holder = _model_at(model, loc[:-1])
+            valid = list(holder.model_fields) if holder else []
+            msg = f"unknown field '{name}'{_mean(closest(name, valid))}"
+            if valid:
+                msg += f" (valid fields: {', '.join(valid)})"
+        elif typ == "missing":
+            msg = f"missing required field '{name}'"
+        elif typ == "string_pattern_mismatch":
+            pattern = str(ctx.get("pattern", ""))
+            shown = f"{value!r} " if show else ""
+            if pattern.startswith("^((unit|group)"):
+                msg = f"{shown}is not a valid reference: {_REF_HELP}".strip()
+            elif pattern.startswith("^[a-z][a-z0-9._-]"):
+                msg = f"{shown}is not a valid id: {_ID_HELP}".strip()
+            elif name == "domain":
+                msg = f"{shown}is not a domain name such as sct.binhdinh.gov.vn (lower case)".strip()
+            else:
+                msg = f"{shown}does not match {pattern}".strip()
+        elif typ == "literal_error":
+            msg = f"must be one of {ctx.get('expected', '')}{got}"
+        elif typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            op = {"greater_than_equal": "at least", "greater_than": "more than",
+                  "less_than_equal": "at most", "less_than": "less than"}[typ]
+            limit = next(iter(ctx.values()), "")
+            msg = f"must be {op} {limit}{got}"
+            if table == "password":
+                msg += " (MOST art.17.4)"
+        elif typ == "value_error":
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if not show:
+                msg = "invalid value"
+        elif typ.startswith("date"):
+            msg = f"not a valid date: write a TOML date such as 2026-12-31{got}"
+        else:
+            msg = f"{err['msg']}{got}"
+        problems.append(Problem(doc.rel, line, field, msg))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Building the state
+
+
+class _Builder:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.problems: list[Problem] = []
+        self.singletons: dict[str, Located] = {}
+        self.units: list[Unit] = []
+        self.people: list[Person] = []
+        self.groups: list[Group] = []
+        self.folders: list[SharedFolder] = []
+        self.grants: list[AccessGrant] = []
+
+    def add(self, file: str, line: int, field: str, message: str) -> None:
+        self.problems.append(Problem(file, line, field, message))
+
+    def at(self, obj: Located, field: str, label: str, message: str) -> None:
+        src = obj.source
+        self.problems.append(Problem(src.file, src.line_of(field), label, message))
+
+    # -- per file ---------------------------------------------------------------------------------
+
+    def model(self, cls: type[M], value: Any, doc: Document, path: KeyPath, table: str) -> M | None:
+        if not isinstance(value, dict):
+            self.add(doc.rel, doc.line_of(path), table, f"[{table}] must be a table")
+            return None
+        try:
+            obj = cls.model_validate(value)
+        except pydantic.ValidationError as exc:
+            self.problems.extend(pydantic_problems(exc, doc, path, cls, table))
+            return None
+        obj.located(doc.source(path))
+        return obj
+
+    def document(self, doc: Document) -> None:
+        data = doc.data
+        secrets = find_secrets(data)
+        if secrets:
+            for p in secrets:
+                self.add(doc.rel, doc.line_of(p), _label(p), SECRET_MESSAGE)
+            data = _without(data, set(secrets))
+        units_here: list[Unit] = []
+        raw_units = data.get("unit")
+        for key, value in data.items():
+            path: KeyPath = (key,)
+            if key in SINGLETONS:
+                obj = self.model(SINGLETONS[key], value, doc, path, key)
+                if obj is None:
+                    continue
+                if isinstance(obj, Providers):
+                    for sub in ("ldap", "imap", "ssh"):
+                        part = getattr(obj, sub)
+                        if part is not None:
+                            part.located(doc.source(path + (sub,)))
+                first = self.singletons.get(key)
+                if first is not None:
+                    self.add(doc.rel, doc.line_of(path), key,
+                             f"[{key}] is defined twice: also at {first.source} (write it once)")
+                    continue
+                self.singletons[key] = obj
+            elif key in ARRAYS:
+                items: list[Any]
+                if key == "unit" and isinstance(value, dict):
+                    items, paths = [value], [path]
+                elif isinstance(value, list):
+                    items, paths = value, [path + (i,) for i in range(len(value))]
+                else:
+                    self.add(doc.rel, doc.line_of(path), key,
+                             f"write [[{key}]] (an array of tables), one per {key.replace('_', ' ')}")
+                    continue
+                default_unit = None
+                if key == "person" and isinstance(raw_units, dict) and isinstance(raw_units.get("id"), str):
+                    default_unit = raw_units["id"]
+                elif key == "person" and isinstance(raw_units, list) and len(raw_units) == 1:
+                    only = raw_units[0]
+                    if isinstance(only, dict) and isinstance(only.get("id"), str):
+                        default_unit = only["id"]
+                for item, ipath in zip(items, paths, strict=True):
+                    if default_unit is not None and isinstance(item, dict) and "unit" not in item:
+                        item = {**item, "unit": default_unit}
+                    obj = self.model(ARRAYS[key], item, doc, ipath, key)
+                    if obj is None:
+                        continue
+                    {"unit": self.units, "person": self.people, "group": self.groups,
+                     "shared_folder": self.folders, "access_grant": self.grants}[key].append(obj)  # type: ignore[attr-defined]
+                    if isinstance(obj, Unit):
+                        units_here.append(obj)
+            else:
+                self.add(doc.rel, doc.line_of(path), key,
+                         f"unknown table '{key}'{_mean(closest(key, TABLES))} (tables: {', '.join(TABLES)})")
+
+    # -- the whole state --------------------------------------------------------------------------
+
+    def build(self, docs: list[Document], complete: bool) -> State | None:
+        for doc in docs:
+            self.document(doc)
+        org = self.singletons.get("organization")
+        if org is None:
+            if complete and not any(p.field.startswith("organization") for p in self.problems):
+                self.add("mailstate.toml", 0, "organization",
+                         "no [organization] table in any file: add one to mailstate.toml (name, domain)")
+            return None
+        assert isinstance(org, Organization)
+        state = State(root=self.root, organization=org, files=[d.path for d in docs])
+        for key in ("naming", "lifecycle", "password", "quota", "safety", "providers"):
+            if key in self.singletons:
+                setattr(state, key, self.singletons[key])
+        self.index(state)
+        Checker(state, self).run()
+        return state
+
+    def index(self, state: State) -> None:
+        """Fill the id maps; duplicate ids (within and across kinds) are problems."""
+        seen: dict[str, tuple[str, Located]] = {}
+
+        def claim(kind: str, oid: str, obj: Located) -> bool:
+            prior = seen.get(oid)
+            if prior is None:
+                seen[oid] = (kind, obj)
+                return True
+            if prior[0] == kind:
+                self.at(obj, "id", f"{kind}.id", f"duplicate {kind} id '{oid}': also at {prior[1].source}")
+            else:
+                self.at(obj, "id", f"{kind}.id",
+                        f"id '{oid}' is already the {prior[0]} at {prior[1].source}: ids are unique "
+                        "across people, units and groups (LDAP uids and login names, docs/ldap.md)")
+            return False
+
+        for u in self.units:
+            if claim("unit", u.id, u):
+                state.units[u.id] = u
+        for p in self.people:
+            if claim("person", p.id, p):
+                state.people[p.id] = p
+        for g in self.groups:
+            if claim("group", g.id, g):
+                state.groups[g.id] = g
+        state.shared_folders = list(self.folders)
+        state.access_grants = list(self.grants)
+
+
+class Checker:
+    """Cross-object checks on a merged state; problems go to the builder."""
+
+    def __init__(self, state: State, builder: _Builder) -> None:
+        self.s = state
+        self.b = builder
+        self.domain = state.organization.domain
+
+    def run(self) -> None:
+        self.references()
+        self.unit_tree()
+        self.group_cycles()
+        self.addresses()
+        self.membership()
+        self.dissolved()
+        self.folders()
+        self.lifecycle()
+
+    # -- references --------------------------------------------------------------------------------
+
+    def _ids(self, kind: str) -> Mapping[str, Any]:
+        if kind == "person":
+            return self.s.people
+        return self.s.units if kind == "unit" else self.s.groups
+
+    def _all_refs(self) -> list[str]:
+        s = self.s
+        return list(s.people) + [f"unit:{u}" for u in s.units] + [f"group:{g}" for g in s.groups]
+
+    def ref_problem(self, ref: str, allowed: tuple[str, ...]) -> str | None:
+        """None if ``ref`` resolves to an object of an allowed kind, else the message (with a suggestion)."""
+        kind, oid = parse_ref(ref)
+        if kind in allowed and oid in self._ids(kind):
+            return None
+        if kind not in allowed:
+            what = {"person": "a person", "unit": "a unit mailbox", "group": "a group"}[kind]
+            names = " or ".join({"person": "a person id", "unit": "unit:<id>", "group": "group:<id>"}[k]
+                                for k in allowed)
+            return f"'{ref}' is {what}, which is not allowed here: use {names}"
+        label = {"person": "person", "unit": "unit", "group": "group"}[kind]
+        # the kind prefix is likely wrong: the same id exists as another kind
+        for other in allowed:
+            if other != kind and oid in self._ids(other):
+                fixed = oid if other == "person" else f"{other}:{oid}"
+                return f"no {label} '{oid}'; did you mean '{fixed}'?"
+        near = closest(oid, self._ids(kind))
+        if near is not None:
+            fixed = near if kind == "person" else f"{kind}:{near}"
+            return f"no {label} '{oid}'; did you mean '{fixed}'?"
+        candidates = [r for r in self._all_refs() if parse_ref(r)[0] in allowed]
+        return f"no {label} '{oid}'{_mean(closest(ref, candidates))}"
+
+    def check_ref(self, obj: Located, field: str, label: str, ref: str, allowed: tuple[str, ...]) -> bool:
+        msg = self.ref_problem(ref, allowed)
+        if msg is not None:
+            self.b.at(obj, field, label, msg)
+            return False
+        return True
+
+    def check_id(self, obj: Located, field: str, label: str, oid: str, kind: str) -> bool:
+        """A field holding a bare id of one kind (unit.parent, person.unit, unit.head …)."""
+        if oid in self._ids(kind):
+            return True
+        for other in ("person", "unit", "group"):
+            if other != kind and oid in self._ids(other):
+                self.b.at(obj, field, label, f"'{oid}' is a {other}, not a {kind}"
+                          f"{_mean(closest(oid, self._ids(kind)))}")
+                return False
+        self.b.at(obj, field, label, f"no {kind} '{oid}'{_mean(closest(oid, self._ids(kind)))}")
+        return False
+
+    def references(self) -> None:
+        s = self.s
+        for u in s.units.values():
+            if u.parent is not None:
+                if u.parent == u.id:
+                    self.b.at(u, "parent", "unit.parent", f"unit '{u.id}' cannot be its own parent")
+                else:
+                    self.check_id(u, "parent", "unit.parent", u.parent, "unit")
+            if u.head is not None:
+                self.check_id(u, "head", "unit.head", u.head, "person")
+            for d in u.delegates:
+                self.check_id(u, "delegates", "unit.delegates", d, "person")
+        for p in s.people.values():
+            if p.unit is None:
+                self.b.at(p, "id", "person.unit",
+                          f"person '{p.id}' has no unit: set unit = \"<unit id>\" (it defaults to the file's "
+                          "[unit] only when the file has exactly one)")
+            else:
+                self.check_id(p, "unit", "person.unit", p.unit, "unit")
+        for g in s.groups.values():
+            seen: set[str] = set()
+            for m in g.members:
+                if m in seen:
+                    self.b.at(g, "members", "group.members", f"'{m}' is listed twice")
+                seen.add(m)
+                if m == f"group:{g.id}":
+                    self.b.at(g, "members", "group.members", f"group '{g.id}' cannot contain itself")
+                    continue
+                self.check_ref(g, "members", "group.members", m, ("person", "unit", "group"))
+        for f in s.shared_folders:
+            self.check_ref(f, "mailbox", "shared_folder.mailbox", f.mailbox, ("person", "unit"))
+            for fld in ("read", "write"):
+                for r in getattr(f, fld):
+                    self.check_ref(f, fld, f"shared_folder.{fld}", r, ("person", "unit", "group"))
+        for a in s.access_grants:
+            self.check_ref(a, "mailbox", "access_grant.mailbox", a.mailbox, ("person", "unit"))
+            self.check_ref(a, "to", "access_grant.to", a.to, ("person", "unit", "group"))
+        q = s.quota
+        for ref in q.overrides:
+            msg = self.ref_problem(ref, ("person", "unit"))
+            if msg is not None:
+                self.b.at(q, "overrides", f"quota.overrides.{ref}", msg)
+
+    # -- cycles ------------------------------------------------------------------------------------
+
+    def unit_tree(self) -> None:
+        state: dict[str, int] = {}  # 1 on the current walk, 2 done
+        for start in sorted(self.s.units):
+            chain: list[str] = []
+            uid: str | None = start
+            while uid is not None and uid in self.s.units and state.get(uid) is None:
+                state[uid] = 1
+                chain.append(uid)
+                uid = self.s.units[uid].parent
+            if uid is not None and state.get(uid) == 1 and uid in chain:
+                cycle = chain[chain.index(uid):] + [uid]
+                first = self.s.units[min(cycle)]
+                self.b.at(first, "parent", "unit.parent", "the unit tree has a cycle: " + " → ".join(cycle))
+            for c in chain:
+                state[c] = 2
+
+    def group_cycles(self) -> None:
+        groups = self.s.groups
+        color: dict[str, int] = {}
+        reported: set[frozenset[str]] = set()
+
+        def visit(gid: str, stack: list[str]) -> None:
+            color[gid] = 1
+            stack.append(gid)
+            for m in groups[gid].members:
+                kind, mid = parse_ref(m)
+                if kind != "group" or mid not in groups or mid == gid:
+                    continue
+                if color.get(mid) == 1:
+                    cycle = stack[stack.index(mid):] + [mid]
+                    key = frozenset(cycle)
+                    if key not in reported:
+                        reported.add(key)
+                        self.b.at(groups[mid], "members", "group.members",
+                                  "groups nest in a cycle: " + " → ".join(cycle))
+                elif color.get(mid) is None:
+                    visit(mid, stack)
+            stack.pop()
+            color[gid] = 2
+
+        for gid in sorted(groups):
+            if gid not in color:
+                visit(gid, [])
+
+    # -- addresses ---------------------------------------------------------------------------------
+
+    def own_address(self, obj: Located, field: str, label: str, address: str) -> bool:
+        local, at, domain = address.rpartition("@")
+        if not at or not local:
+            self.b.at(obj, field, label, f"'{address}' is not an e-mail address (local@{self.domain})")
+            return False
+        if address != address.lower():
+            self.b.at(obj, field, label, f"'{address}': write addresses in lower case")
+            return False
+        if domain != self.domain:
+            self.b.at(obj, field, label, f"'{address}' is outside the organisation's domain "
+                      f"{self.domain} (MIC art.2.1, MOST art.12.2)")
+            return False
+        if not LOCAL_RE.match(local) or ".." in local:
+            self.b.at(obj, field, label,
+                      f"'{address}': before the @ only lower-case letters, digits, '.', '_', '+', '-'")
+            return False
+        return True
+
+    def addresses(self) -> None:
+        owners: dict[str, tuple[str, Located]] = {}
+
+        def claim(obj: Located, field: str, label: str, address: str, who: str) -> None:
+            if not self.own_address(obj, field, label, address):
+                return
+            prior = owners.get(address)
+            if prior is not None:
+                self.b.at(obj, field, label,
+                          f"address '{address}' is already used by {prior[0]} at {prior[1].source}")
+            else:
+                owners[address] = (who, obj)
+
+        for u in self.s.units.values():
+            if u.address is not None:
+                claim(u, "address", "unit.address", u.address, f"unit '{u.id}'")
+        for p in self.s.people.values():
+            if p.address is not None:
+                claim(p, "address", "person.address", p.address, f"person '{p.id}'")
+        for g in self.s.groups.values():
+            if g.address is not None:
+                claim(g, "address", "group.address", g.address, f"group '{g.id}'")
+        for p in self.s.people.values():
+            for old in p.old_addresses:
+                if old == p.address:
+                    self.b.at(p, "old_addresses", "person.old_addresses",
+                              f"'{old}' is the current address, not an old one")
+                    continue
+                claim(p, "old_addresses", "person.old_addresses", old, f"person '{p.id}' (old address)")
+            if p.backup_email is not None:
+                if not EMAIL_RE.match(p.backup_email):
+                    self.b.at(p, "backup_email", "person.backup_email",
+                              f"'{p.backup_email}' is not a valid e-mail address")
+                elif p.backup_email.rpartition("@")[2].lower() == self.domain:
+                    self.b.at(p, "backup_email", "person.backup_email",
+                              f"the backup mailbox is outside the agency, not in {self.domain} "
+                              "(MOST appendix 03)")
+
+    # -- membership, dissolution -------------------------------------------------------------------
+
+    def _within(self, unit_id: str | None, ancestor: str) -> bool:
+        """True when ``unit_id`` is ``ancestor`` or one of its sub-units."""
+        seen: set[str] = set()
+        while unit_id is not None and unit_id not in seen:
+            if unit_id == ancestor:
+                return True
+            seen.add(unit_id)
+            parent = self.s.units.get(unit_id)
+            unit_id = parent.parent if parent else None
+        return False
+
+    def membership(self) -> None:
+        people = self.s.people
+        for u in self.s.units.values():
+            for field, ids in (("head", [u.head] if u.head else []), ("delegates", u.delegates)):
+                for pid in ids:
+                    p = people.get(pid)
+                    if p is None or p.unit is None or p.unit not in self.s.units:
+                        continue
+                    if not self._within(p.unit, u.id):
+                        role = "the head" if field == "head" else "a delegate"
+                        self.b.at(u, field, f"unit.{field}",
+                                  f"'{pid}' is in unit '{p.unit}', so cannot be {role} of '{u.id}': the "
+                                  "unit mailbox is managed by its head and delegated to people of the unit "
+                                  "(MIC art.6)")
+
+    def dissolved(self) -> None:
+        for u in self.s.units.values():
+            if u.dissolved_on is None:
+                continue
+            d = u.dissolved_on
+            staying = sorted(p.id for p in self.s.people.values()
+                             if p.unit == u.id and (p.left_on is None or p.left_on > d))
+            if staying:
+                shown = ", ".join(staying[:5]) + (f" and {len(staying) - 5} more" if len(staying) > 5 else "")
+                self.b.at(u, "dissolved_on", "unit.dissolved_on",
+                          f"unit '{u.id}' is dissolved on {d} but {len(staying)} "
+                          f"{'person is' if len(staying) == 1 else 'people are'} still in it: {shown} "
+                          "(move them to another unit or set left_on)")
+            subs = sorted(c.id for c in self.s.units.values()
+                          if c.parent == u.id and (c.dissolved_on is None or c.dissolved_on > d))
+            if subs:
+                self.b.at(u, "dissolved_on", "unit.dissolved_on",
+                          f"unit '{u.id}' is dissolved on {d} but its sub-units are not: {', '.join(subs)}")
+        for p in self.s.people.values():
+            if p.joined_on and p.left_on and p.left_on < p.joined_on:
+                self.b.at(p, "left_on", "person.left_on",
+                          f"left_on {p.left_on} is before joined_on {p.joined_on}")
+
+    def folders(self) -> None:
+        seen: dict[tuple[str, str], SharedFolder] = {}
+        for f in self.s.shared_folders:
+            parts = f.path.split("/")
+            if not f.path or any(not part.strip() for part in parts) or FOLDER_BAD_RE.search(f.path):
+                self.b.at(f, "path", "shared_folder.path",
+                          f"'{f.path}' is not a folder path: names separated by '/', none empty, "
+                          "no '*' or '%'")
+                continue
+            if parts[0].upper() == "INBOX" and len(parts) == 1:
+                self.b.at(f, "path", "shared_folder.path", "INBOX cannot be a shared folder")
+            key = (f.mailbox, f.path)
+            prior = seen.get(key)
+            if prior is not None:
+                self.b.at(f, "path", "shared_folder.path",
+                          f"shared folder '{f.path}' of '{f.mailbox}' is already defined at {prior.source}")
+            else:
+                seen[key] = f
+
+    def lifecycle(self) -> None:
+        lc = self.s.lifecycle
+        ref = date(2000, 1, 31)
+        for lock, remove in (("lock_after_leaving", "remove_after_leaving"),
+                             ("lock_after_inactivity", "remove_after_inactivity")):
+            if getattr(lc, lock).after(ref) > getattr(lc, remove).after(ref):
+                self.b.at(lc, remove, f"lifecycle.{remove}",
+                          f"{remove} ({getattr(lc, remove)}) is shorter than {lock} ({getattr(lc, lock)}): "
+                          "a mailbox is locked before it is removed (MOST art.13)")
+
+
+def build_state(
+    root: Path, docs: list[Document], complete: bool = True
+) -> tuple[State | None, list[Problem]]:
+    """Validate parsed documents and merge them into a ``State``; returns it with every problem found.
+
+    ``complete=False`` says some files could not be parsed: a missing ``[organization]`` is then not
+    reported (it may be in the broken file).
+    """
+    builder = _Builder(root)
+    state = builder.build(docs, complete)
+    return state, builder.problems
