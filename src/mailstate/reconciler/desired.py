@@ -1,0 +1,436 @@
+"""The desired side of the diff: the TOML state projected into Records (docs/records.md). Pure.
+
+``project(state, as_of, live_addresses, facts=..., live=...)`` returns a ``Desired``:
+- ``records``: every object that must exist, with its attributes normalised as docs/records.md says;
+- ``reasons``: why each one exists ("units/qlcn.toml:12: person bangnv (Nguyễn Văn Bằng)", plus the
+  lifecycle rule when it is locked);
+- ``absent``: objects that must NOT exist (a mailbox past its removal date, an expired alias or grant),
+  each with the rule that removes it — the diff turns them into revoke / lock → archive → delete;
+- ``sources``: where each object was written.
+
+LDAP kinds (unit, person, unit_mailbox, group, alias) are projected here; the IMAP kinds (shared_folder,
+acl) by ``reconciler.desired_imap.project_imap`` when that module is present, merged in.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from mailstate.desired_state.model import Person, Source, State, Unit, nfc, parse_ref
+from mailstate.reconciler.change import Record
+from mailstate.reconciler.lifecycle import Decision, decide_person, decide_unit_mailbox
+
+Ref = tuple[str, str]
+"""(kind, key) of a record."""
+
+MAILBOX_KINDS = frozenset({"person", "unit_mailbox"})
+
+
+@dataclass
+class Desired:
+    """What must exist (records), why (reasons), what must not (absent, with its rule), and where."""
+
+    records: dict[Ref, Record] = field(default_factory=dict)
+    reasons: dict[Ref, list[str]] = field(default_factory=dict)
+    absent: dict[Ref, list[str]] = field(default_factory=dict)
+    sources: dict[Ref, Source] = field(default_factory=dict)
+    as_of: date | None = None
+    decisions: dict[Ref, Decision] = field(default_factory=dict)
+    """The lifecycle decision of every mailbox (person / unit_mailbox), for renderings and the directory."""
+
+    def add(self, record: Record, reasons: Iterable[str] = (), source: Source | None = None) -> None:
+        self.records[record.ref] = record
+        self.reasons.setdefault(record.ref, []).extend(reasons)
+        if source is not None:
+            self.sources[record.ref] = source
+
+    def remove(self, ref: Ref, reasons: Iterable[str], source: Source | None = None) -> None:
+        """Mark ``ref`` as an object that must not exist, with the rule(s) that say so."""
+        self.absent.setdefault(ref, []).extend(reasons)
+        if source is not None:
+            self.sources.setdefault(ref, source)
+
+    def merge(self, other: Desired) -> None:
+        """Add another projection's records, reasons, absent objects and sources (theirs win on a clash)."""
+        self.records.update(other.records)
+        for ref, rs in other.reasons.items():
+            self.reasons.setdefault(ref, []).extend(rs)
+        for ref, rs in other.absent.items():
+            self.absent.setdefault(ref, []).extend(rs)
+        self.sources.update(other.sources)
+        self.decisions.update(other.decisions)
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _addr(value: str | None) -> str | None:
+    return value.strip().lower() if value else None
+
+
+def _opt(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = nfc(value.strip())
+        return value or None
+    return value
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(given, family) of a Vietnamese full name: the last word and the first word (one word: both)."""
+    words = nfc(name).split()
+    if not words:
+        return "", ""
+    return words[-1], words[0]
+
+
+def ref_of(kind: str, key: str) -> str:
+    """The TOML reference of a record: person → id, unit_mailbox → unit:<id>, group → group:<id>."""
+    return {"unit_mailbox": f"unit:{key}", "group": f"group:{key}"}.get(kind, key)
+
+
+def record_ref_of(ref: str) -> Ref:
+    """The (kind, key) of the record a TOML reference names: "unit:qlcn" → ("unit_mailbox", "qlcn")."""
+    kind, id_ = parse_ref(ref)
+    return ({"unit": "unit_mailbox"}.get(kind, kind), id_)
+
+
+def _where(src: Source) -> str:
+    return f"{src.file}:{src.line}"
+
+
+class _FallbackAddresses:
+    """Used only when desired_state.naming is missing: pinned addresses, else ``id@domain``."""
+
+    def __init__(self, state: State) -> None:
+        d = state.domain
+        self.people = {p.id: (p.address or f"{p.id}@{d}") for p in state.people.values()}
+        self.units = {u.id: (u.address or f"{u.id}@{d}") for u in state.units.values()}
+        self.groups = {g.id: (g.address or f"{g.id}@{d}") for g in state.groups.values()}
+
+
+def _derive(state: State, live_addresses: Mapping[str, str] | None) -> Any:
+    try:
+        naming = importlib.import_module("mailstate.desired_state.naming")
+    except ModuleNotFoundError:
+        return _FallbackAddresses(state)
+    return naming.derive_addresses(state, live=live_addresses)
+
+
+def _live_addresses_from(live: Mapping[Ref, Record]) -> dict[str, str]:
+    """address → owner reference, from live person / unit_mailbox / group records."""
+    out: dict[str, str] = {}
+    for (kind, key), rec in live.items():
+        if kind not in ("person", "unit_mailbox", "group"):
+            continue
+        owner = ref_of(kind, key)
+        for a in (rec.attrs.get("address"), *(rec.attrs.get("aliases") or ())):
+            if a:
+                out[str(a).lower()] = owner
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The projection
+
+
+def project(
+    state: State,
+    as_of: date,
+    live_addresses: Mapping[str, str] | None = None,
+    *,
+    facts: Mapping[str, Any] | None = None,
+    live: Mapping[Ref, Record] | None = None,
+    imap: bool = True,
+) -> Desired:
+    """Project ``state`` on ``as_of`` into the desired records of every kind.
+
+    ``live_addresses`` (address → owner reference, as naming.derive_addresses takes it) keeps live
+    addresses from being renumbered; when None it is computed from ``live``. ``facts`` are the providers'
+    read-only facts (``last_login``, ``created``) for the lifecycle rules. ``live`` (the live records, if
+    read) lets an address change keep the old address as an alias with the expiry already set live.
+    """
+    live = live or {}
+    if live_addresses is None and live:
+        live_addresses = _live_addresses_from(live)
+    addrs = _derive(state, live_addresses)
+    out = Desired(as_of=as_of)
+
+    def address_of(ref: str) -> str | None:
+        kind, id_ = parse_ref(ref)
+        table = {"person": addrs.people, "unit": addrs.units, "group": addrs.groups}[kind]
+        return _addr(table.get(id_))
+
+    # Units and their unit mailboxes -------------------------------------------------------------
+    removed: set[str] = set()  # references of mailboxes being removed (no delivery to them)
+    for unit in sorted(state.units.values(), key=lambda u: u.id):
+        src = unit.source
+        address = address_of(f"unit:{unit.id}")
+        out.add(
+            Record(
+                "unit",
+                unit.id,
+                {
+                    "name": nfc(unit.name),
+                    "parent": unit.parent,
+                    "head": unit.head,
+                    "delegates": tuple(sorted(set(unit.delegates))),
+                    "address": address,
+                },
+                provider="ldap",
+                unit=unit.id,
+            ),
+            [f"{_where(src)}: unit {unit.id} ({unit.name})"],
+            src,
+        )
+        decision = decide_unit_mailbox(unit, state, as_of, facts)
+        out.decisions[("unit_mailbox", unit.id)] = decision
+        if decision.remove:
+            removed.add(f"unit:{unit.id}")
+            out.remove(("unit_mailbox", unit.id), decision.reasons, src)
+            continue
+        out.add(
+            Record(
+                "unit_mailbox",
+                unit.id,
+                {
+                    "name": nfc(unit.name),
+                    "address": address,
+                    "aliases": (),
+                    "quota": state.quota.overrides.get(f"unit:{unit.id}", state.quota.unit),
+                    "locked": decision.locked,
+                    "lock_reason": decision.lock_reason,
+                },
+                provider="ldap",
+                unit=unit.id,
+            ),
+            [f"{_where(src)}: unit mailbox of {unit.id} ({unit.name})", *decision.reasons],
+            src,
+        )
+
+    # People ---------------------------------------------------------------------------------------
+    for person in sorted(state.people.values(), key=lambda p: p.id):
+        src = person.source
+        decision = decide_person(person, state, as_of, facts)
+        out.decisions[("person", person.id)] = decision
+        if decision.remove:
+            removed.add(person.id)
+            out.remove(("person", person.id), decision.reasons, src)
+            continue
+        out.add(
+            _person_record(person, state, address_of(person.id), decision),
+            [f"{_where(src)}: person {person.id} ({person.name})", *decision.reasons],
+            src,
+        )
+
+    # Old addresses kept as aliases ---------------------------------------------------------------
+    _project_aliases(state, as_of, out, live, live_addresses or {}, address_of, removed)
+
+    # Groups ---------------------------------------------------------------------------------------
+    for group in sorted(state.groups.values(), key=lambda g: g.id):
+        src = group.source
+        delivers = sorted(_expand(state, f"group:{group.id}", address_of, removed))
+        out.add(
+            Record(
+                "group",
+                group.id,
+                {
+                    "name": nfc(group.name),
+                    "address": address_of(f"group:{group.id}"),
+                    "members": tuple(sorted(set(group.members))),
+                    "delivers_to": tuple(delivers),
+                },
+                provider="ldap",
+                unit=None,
+            ),
+            [f"{_where(src)}: group {group.id} ({group.name})"],
+            src,
+        )
+
+    if imap:
+        _merge_imap(state, as_of, out)
+    return out
+
+
+def _person_record(person: Person, state: State, address: str | None, decision: Decision) -> Record:
+    given, family = split_name(person.name)
+    return Record(
+        "person",
+        person.id,
+        {
+            "name": nfc(person.name),
+            "given": given,
+            "family": family,
+            "unit": person.unit,
+            "title": _opt(person.title),
+            "phone": _opt(person.phone),
+            "mobile": _opt(person.mobile),
+            "backup_email": _addr(person.backup_email),
+            "address": address,
+            "aliases": (),
+            "quota": state.quota.overrides.get(person.id, state.quota.person),
+            "locked": decision.locked,
+            "lock_reason": decision.lock_reason,
+        },
+        provider="ldap",
+        unit=person.unit,
+    )
+
+
+def _expand(
+    state: State,
+    ref: str,
+    address_of: Any,
+    removed: set[str],
+    seen: set[str] | None = None,
+) -> set[str]:
+    """Every delivery address of a group: members' addresses, nested groups resolved (cycles cut)."""
+    seen = set() if seen is None else seen
+    if ref in seen:
+        return set()
+    seen.add(ref)
+    kind, id_ = parse_ref(ref)
+    group = state.groups.get(id_)
+    if group is None:
+        return set()
+    out: set[str] = set()
+    for member in group.members:
+        mkind, _ = parse_ref(member)
+        if mkind == "group":
+            out |= _expand(state, member, address_of, removed, seen)
+        elif member not in removed:
+            a = address_of(member)
+            if a:
+                out.add(a)
+    return out
+
+
+def _project_aliases(
+    state: State,
+    as_of: date,
+    out: Desired,
+    live: Mapping[Ref, Record],
+    live_addresses: Mapping[str, str],
+    address_of: Any,
+    removed: set[str],
+) -> None:
+    """Old addresses: kept as aliases (record ``alias``) and in the owner's ``aliases`` until they expire.
+
+    - An address written in a person's ``old_addresses`` is kept while it is listed (no expiry of its own
+      unless the live alias already carries one).
+    - An address the owner has live but no longer desires (its address changed, e.g. a transfer under the
+      Vĩnh Long scheme) is kept for ``keep_old_address`` from the day the change is first planned; the
+      expiry is then read back from the live alias, so it does not move.
+    - Past its expiry an alias is absent (deleted) and leaves the owner's ``aliases``.
+    """
+    keep = state.lifecycle.keep_old_address
+    domain = state.domain
+    full_live = {
+        (a if "@" in a else f"{a}@{domain}").strip().lower(): owner for a, owner in live_addresses.items()
+    }
+    by_owner: dict[str, set[str]] = {}
+    for address, owner in full_live.items():
+        by_owner.setdefault(owner, set()).add(address)
+    live_alias = {k.lower(): r for (kind, k), r in live.items() if kind == "alias"}
+
+    owners: list[tuple[str, Ref, Source, list[str]]] = []
+    for person in sorted(state.people.values(), key=lambda p: p.id):
+        owners.append((person.id, ("person", person.id), person.source, list(person.old_addresses)))
+    for unit in sorted(state.units.values(), key=lambda u: u.id):
+        owners.append((f"unit:{unit.id}", ("unit_mailbox", unit.id), unit.source, []))
+
+    for owner, rec_ref, src, listed in owners:
+        current = address_of(owner)
+        listed_full = {(a if "@" in a else f"{a}@{domain}").strip().lower() for a in listed}
+        olds = (listed_full | by_owner.get(owner, set())) - {current}
+        olds |= {k for k, r in live_alias.items() if _alias_owner(r, full_live) == owner} - {current}
+        kept: list[str] = []
+        for old in sorted(o for o in olds if o):
+            la = live_alias.get(old)
+            expires = (la.attrs.get("expires") if la is not None else None) or None
+            if expires is None and old not in listed_full:
+                expires = keep.after(as_of).isoformat()
+            owner_unit = _owner_unit(state, owner)
+            if owner in removed:
+                out.remove(("alias", old), [f"{_where(src)}: {owner} is removed, so is its old address"])
+                continue
+            if expires is not None and expires <= as_of.isoformat():
+                out.remove(
+                    ("alias", old),
+                    [f"DESIGN §3: old address {old} of {owner} kept until {expires} (keep_old_address "
+                     f"{keep}); expired by {as_of.isoformat()}"],
+                    src,
+                )
+                continue
+            why = (
+                f"{_where(src)}: old address {old} of {owner} listed in old_addresses"
+                if old in listed_full and expires is None
+                else f"DESIGN §3: old address {old} of {owner} keeps delivering until {expires} "
+                f"(keep_old_address {keep})"
+            )
+            out.add(
+                Record(
+                    "alias",
+                    old,
+                    {"target": current, "expires": expires, "_owner": owner},
+                    provider="ldap",
+                    unit=owner_unit,
+                ),
+                [why],
+                src,
+            )
+            kept.append(old)
+        rec = out.records.get(rec_ref)
+        if rec is not None and kept:
+            attrs = dict(rec.attrs)
+            attrs["aliases"] = tuple(sorted(kept))
+            out.records[rec_ref] = Record(rec.kind, rec.key, attrs, rec.provider, rec.unit)
+
+
+def _alias_owner(rec: Record, live_addresses: Mapping[str, str]) -> str | None:
+    """Whose old address a live alias is: its ``_owner`` if the provider set it, else its target's owner."""
+    owner = rec.attrs.get("_owner")
+    if owner:
+        return str(owner)
+    target = rec.attrs.get("target")
+    return live_addresses.get(str(target).lower()) if target else None
+
+
+def _owner_unit(state: State, owner: str) -> str | None:
+    if owner.startswith("unit:"):
+        return owner[5:]
+    p = state.people.get(owner)
+    return p.unit if p else None
+
+
+def _merge_imap(state: State, as_of: date, out: Desired) -> None:
+    """Merge the IMAP kinds projected by reconciler.desired_imap.project_imap, when that module exists."""
+    try:
+        mod = importlib.import_module("mailstate.reconciler.desired_imap")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mailstate.reconciler.desired_imap":
+            raise
+        return
+    fn = getattr(mod, "project_imap", None)
+    if fn is None:
+        return
+    other = fn(state, as_of)
+    removed_mailboxes = {ref_of(k, key) for (k, key) in out.absent if k in MAILBOX_KINDS}
+    for ref, rec in list(other.records.items()):
+        owner = rec.key.split("/", 1)[0]
+        if rec.kind in ("acl", "shared_folder") and owner in removed_mailboxes:
+            # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
+            del other.records[ref]
+            other.absent.setdefault(ref, []).append(f"{owner} is being removed: rights on it are revoked")
+    out.merge(other)
+
+
+def unit_of(state: State, unit_id: str | None) -> Unit | None:
+    """The unit with this id, or None."""
+    return state.units.get(unit_id) if unit_id else None

@@ -1,0 +1,413 @@
+"""The central diff (STYLE: one place, never in a provider): desired Records vs live Records → Changes. Pure.
+
+``diff(desired, live, unmanaged=..., manage_unlisted=...) -> (changes, unlisted)``:
+- attribute level: values are compared after normalisation (text NFC, addresses case-insensitive,
+  multi-valued attributes as sets, "" / empty collections as None); attributes starting with ``_`` and
+  ``why`` are carried but never compared; only the attributes the desired record names are compared;
+- desired, not live → ``create`` (``grant`` for an ``acl``);
+- both, differing → ``update`` with only the differing fields in ``before``/``after``/``fields`` (``grant``
+  for an ``acl``); when ``locked`` differs the lock state is its own ``lock`` / ``unlock`` change;
+- live, not desired → NOT deleted but returned as unlisted (DESIGN §6.2), except:
+  ``acl`` (rights not in the TOML are revoked), an ``alias`` past its expiry (deleted), anything in
+  ``desired.absent`` (removed with its reasons), and kinds the organisation opted into managing
+  (``manage_unlisted``: True for all, or a collection of kinds / LDAP subtrees such as "groups").
+- removing a mailbox (person, unit_mailbox) is always lock (unless already locked) → archive (ssh) →
+  delete of its mail (ssh, refused by the provider without a verified archive) → delete of its entry
+  (ldap), linked by ``depends_on`` (DESIGN §6.1).
+
+``depends_on`` links a change to the changes of the objects it needs (person → its unit, child unit →
+parent unit, unit mailbox → its unit, group → its members, alias → its owner, acl / shared_folder → their
+mailbox, acl → its folder): those come first when created or updated; when such an object is deleted,
+the changes of the objects that name it come first (ACLs revoked before the mailbox goes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from mailstate.reconciler.change import Action, Change, Record
+from mailstate.reconciler.desired import MAILBOX_KINDS, Desired, Ref, record_ref_of
+
+ADDRESS_ATTRS = frozenset({"address", "aliases", "delivers_to", "target", "backup_email", "mail"})
+"""Attributes holding e-mail addresses: compared case-insensitively."""
+
+IGNORED_ATTRS = frozenset({"why"})
+LOCK_ATTRS = ("locked", "lock_reason")
+REMOVAL_ACTIONS = frozenset({Action.REVOKE, Action.LOCK, Action.ARCHIVE, Action.DELETE})
+
+SECRET_RE = re.compile(r"pass(word|wd|phrase)?|secret|credential|token|private[_-]?key", re.I)
+REDACTED = "<redacted>"
+
+SUBTREE_KINDS = {
+    "people": "person",
+    "mailboxes": "unit_mailbox",
+    "units": "unit",
+    "groups": "group",
+    "aliases": "alias",
+}
+"""LDAP subtrees (``[providers.ldap].manage_unlisted``) → the record kind they hold."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Normalisation and scrubbing
+
+
+def normalise(name: str, value: Any) -> Any:
+    """The comparable form of an attribute value (hashable): NFC, addresses lower case, sets, "" → None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        v = unicodedata.normalize("NFC", value.strip())
+        if name in ADDRESS_ATTRS:
+            v = v.lower()
+        return v or None
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        items = tuple(sorted((str(k), normalise(str(k), v)) for k, v in value.items()))
+        return items or None
+    if isinstance(value, Iterable):
+        s = frozenset(normalise(name, v) for v in value) - {None}
+        return s or None
+    return str(value)
+
+
+def is_secret(name: str) -> bool:
+    """True for an attribute named like a password or a secret (never shown, never written to a plan)."""
+    return bool(SECRET_RE.search(name))
+
+
+def scrub(attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of ``attrs`` with every secret-like attribute redacted (recursively)."""
+    if attrs is None:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if is_secret(str(k)):
+            out[k] = REDACTED
+        elif isinstance(v, Mapping):
+            out[k] = scrub(v)
+        else:
+            out[k] = v
+    return out
+
+
+def public_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes shown in a change: no ``_private`` ones, secrets redacted."""
+    return scrub({k: v for k, v in attrs.items() if not str(k).startswith("_")}) or {}
+
+
+def compared(name: str) -> bool:
+    return not name.startswith("_") and name not in IGNORED_ATTRS
+
+
+def differing_fields(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """The attributes of ``desired`` whose normalised value differs in ``live``, in the desired order."""
+    return [
+        k
+        for k, v in desired.items()
+        if compared(k) and normalise(k, v) != normalise(k, live.get(k))
+    ]
+
+
+def change_id(action: Action, kind: str, key: str, provider: str) -> str:
+    """A short stable id: the same change planned twice gets the same id (saved plans, journals)."""
+    h = hashlib.sha256(f"{action.label}\0{kind}\0{key}\0{provider}".encode()).hexdigest()
+    return "c" + h[:10]
+
+
+def _change(
+    action: Action,
+    rec: Record,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    reasons: Iterable[str],
+    *,
+    provider: str | None = None,
+    fields: Iterable[str] = (),
+) -> Change:
+    prov = provider if provider is not None else rec.provider
+    return Change(
+        id=change_id(action, rec.kind, rec.key, prov),
+        action=action,
+        kind=rec.kind,
+        key=rec.key,
+        provider=prov,
+        before=scrub(before),
+        after=scrub(after),
+        reasons=tuple(reasons),
+        unit=rec.unit,
+        fields=tuple(fields),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The diff
+
+
+def _wants_managed(kind: str, manage_unlisted: bool | Collection[str]) -> bool:
+    if isinstance(manage_unlisted, bool):
+        return manage_unlisted
+    kinds = {SUBTREE_KINDS.get(x, x) for x in manage_unlisted}
+    return kind in kinds
+
+
+def _norm_key(kind: str, key: str) -> str:
+    return key.strip().lower() if kind == "alias" else key
+
+
+def diff(
+    desired: Desired,
+    live: Mapping[Ref, Record],
+    *,
+    unmanaged: Iterable[Record] = (),
+    manage_unlisted: bool | Collection[str] = False,
+) -> tuple[list[Change], list[Record]]:
+    """Compare ``desired`` with ``live``: the changes (unordered, depends_on set) and the unlisted records."""
+    live_n: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in live.items()}
+    want: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in desired.records.items()}
+    absent: dict[Ref, list[str]] = {(k, _norm_key(k, key)): rs for (k, key), rs in desired.absent.items()}
+    as_of = desired.as_of.isoformat() if desired.as_of else None
+
+    changes: list[Change] = []
+    by_ref: dict[Ref, list[Change]] = {}
+    unlisted: list[Record] = []
+
+    def emit(ref: Ref, change: Change) -> Change:
+        changes.append(change)
+        by_ref.setdefault(ref, []).append(change)
+        return change
+
+    # desired side: create / update / lock / unlock
+    for ref in sorted(want):
+        rec = want[ref]
+        reasons = desired.reasons.get(ref, ())
+        cur = live_n.get(ref)
+        if cur is None:
+            action = Action.GRANT if rec.kind == "acl" else Action.CREATE
+            emit(ref, _change(action, rec, None, public_attrs(rec.attrs), reasons))
+            continue
+        fields = differing_fields(rec.attrs, cur.attrs)
+        if not fields:
+            continue
+        lock_fields = [f for f in fields if f in LOCK_ATTRS]
+        other = [f for f in fields if f not in LOCK_ATTRS]
+        if "locked" in lock_fields and rec.kind in MAILBOX_KINDS:
+            action = Action.LOCK if rec.attrs.get("locked") else Action.UNLOCK
+            lf = [f for f in LOCK_ATTRS if f in rec.attrs]
+            emit(
+                ref,
+                _change(
+                    action,
+                    rec,
+                    {f: cur.attrs.get(f) for f in lf},
+                    {f: rec.attrs.get(f) for f in lf},
+                    reasons,
+                    fields=lf,
+                ),
+            )
+        else:
+            other = fields
+        if other:
+            action = Action.GRANT if rec.kind == "acl" else Action.UPDATE
+            emit(
+                ref,
+                _change(
+                    action,
+                    rec,
+                    {f: cur.attrs.get(f) for f in other},
+                    {f: rec.attrs.get(f) for f in other},
+                    reasons,
+                    fields=other,
+                ),
+            )
+
+    # live side: what is not desired
+    for ref in sorted(live_n):
+        if ref in want:
+            continue
+        cur = live_n[ref]
+        kind = ref[0]
+        if ref in absent:
+            _remove(cur, absent[ref], desired, ref, emit)
+        elif kind == "acl":
+            _remove(
+                cur,
+                ["MIC art.4.5, art.7: rights not listed in the TOML are removed (no one reads another's "
+                 "mailbox except by delegation, a shared folder or a grant)"],
+                desired,
+                ref,
+                emit,
+            )
+        elif kind == "alias" and as_of and (cur.attrs.get("expires") or "9999") <= as_of:
+            _remove(
+                cur,
+                [f"DESIGN §3: old address {cur.key} kept until {cur.attrs.get('expires')} "
+                 f"(keep_old_address); expired by {as_of}"],
+                desired,
+                ref,
+                emit,
+            )
+        elif _wants_managed(kind, manage_unlisted):
+            _remove(
+                cur,
+                [f"DESIGN §6.2: {kind} {cur.key} is not in the TOML and its subtree is managed "
+                 f"([providers.ldap].manage_unlisted)"],
+                desired,
+                ref,
+                emit,
+            )
+        else:
+            unlisted.append(cur)
+    unlisted.extend(unmanaged)
+
+    _link(changes, by_ref, want, live_n)
+    return changes, unlisted
+
+
+def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: Any) -> None:
+    """The removal of a live object: revoke (acl, grant), delete, or lock → archive → delete for a mailbox."""
+    if cur.kind in ("acl", "grant"):
+        emit(ref, _change(Action.REVOKE, cur, public_attrs(cur.attrs), None, reasons))
+        return
+    if cur.kind not in MAILBOX_KINDS:
+        emit(ref, _change(Action.DELETE, cur, public_attrs(cur.attrs), None, reasons))
+        return
+    chain: list[Change] = []
+    if not cur.attrs.get("locked"):
+        decision = desired.decisions.get(ref)
+        lock_reason = (decision.lock_reason if decision else None) or (reasons[0] if reasons else None)
+        chain.append(
+            _change(
+                Action.LOCK,
+                cur,
+                {"locked": False, "lock_reason": cur.attrs.get("lock_reason")},
+                {"locked": True, "lock_reason": lock_reason},
+                reasons,
+                fields=LOCK_ATTRS,
+            )
+        )
+    address = cur.attrs.get("address")
+    chain.append(
+        _change(
+            Action.ARCHIVE,
+            cur,
+            {"address": address},
+            {"archived": True},
+            [*reasons, "DESIGN §6.1, VL art.9: mail is archived (verified) before any removal"],
+            provider="ssh",
+        )
+    )
+    chain.append(
+        _change(
+            Action.DELETE,
+            cur,
+            {"address": address, "mail": "kept in the verified archive"},
+            None,
+            [*reasons, "DESIGN §6.1: the mail is removed only once its archive is verified"],
+            provider="ssh",
+        )
+    )
+    chain.append(_change(Action.DELETE, cur, public_attrs(cur.attrs), None, reasons))
+    prev: Change | None = None
+    for c in chain:
+        if prev is not None:
+            c = _with_deps(c, (prev.id,))
+        emit(ref, c)
+        prev = c
+
+
+def _with_deps(change: Change, deps: Iterable[str]) -> Change:
+    merged = tuple(sorted(set(change.depends_on) | set(deps)))
+    return Change(
+        id=change.id,
+        action=change.action,
+        kind=change.kind,
+        key=change.key,
+        provider=change.provider,
+        before=change.before,
+        after=change.after,
+        reasons=change.reasons,
+        depends_on=merged,
+        unit=change.unit,
+        fields=change.fields,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Dependencies
+
+
+def prerequisites(rec: Record, address_owner: Mapping[str, Ref]) -> list[Ref]:
+    """The objects ``rec`` needs to exist first (docs/records.md): unit, parent, members, owner, mailbox."""
+    a = rec.attrs
+    out: list[Ref] = []
+    if rec.kind == "person" and a.get("unit"):
+        out.append(("unit", str(a["unit"])))
+    elif rec.kind == "unit" and a.get("parent"):
+        out.append(("unit", str(a["parent"])))
+    elif rec.kind == "unit_mailbox":
+        out.append(("unit", rec.key))
+    elif rec.kind == "group":
+        out.extend(record_ref_of(str(m)) for m in (a.get("members") or ()))
+    elif rec.kind == "alias":
+        owner = a.get("_owner")
+        if owner:
+            out.append(record_ref_of(str(owner)))
+        elif a.get("target"):
+            t = address_owner.get(str(a["target"]).lower())
+            if t:
+                out.append(t)
+    elif rec.kind in ("acl", "shared_folder", "grant"):
+        mailbox = rec.key.split("/", 1)[0]
+        if mailbox:
+            out.append(record_ref_of(mailbox))
+        if rec.kind == "acl" and "#" in rec.key:
+            out.append(("shared_folder", rec.key.rsplit("#", 1)[0]))
+    for d in a.get("_depends_on") or ():
+        if isinstance(d, tuple | list) and len(d) == 2:
+            out.append((str(d[0]), str(d[1])))
+        elif isinstance(d, str) and ":" in d:
+            k, _, key = d.partition(":")
+            out.append((k, key))
+    return [r for r in out if r != rec.ref]
+
+
+def _link(
+    changes: list[Change],
+    by_ref: dict[Ref, list[Change]],
+    want: Mapping[Ref, Record],
+    live: Mapping[Ref, Record],
+) -> None:
+    """Set depends_on: builds after their prerequisites' builds; deletes after their dependents' changes."""
+    address_owner: dict[str, Ref] = {}
+    for side in (live, want):
+        for ref, rec in side.items():
+            if ref[0] in ("person", "unit_mailbox", "group") and rec.attrs.get("address"):
+                address_owner[str(rec.attrs["address"]).lower()] = ref
+    extra: dict[str, set[str]] = {}
+    for ref, cs in by_ref.items():
+        found = want.get(ref) or live.get(ref)
+        if found is None:
+            continue
+        for pre in prerequisites(found, address_owner):
+            pcs = by_ref.get(pre)
+            if not pcs:
+                continue
+            for c in cs:
+                for p in pcs:
+                    if c.action not in REMOVAL_ACTIONS and p.action not in REMOVAL_ACTIONS:
+                        extra.setdefault(c.id, set()).add(p.id)
+                    elif p.action in (Action.DELETE, Action.ARCHIVE) and c.action not in (
+                        Action.LOCK, Action.UNLOCK
+                    ):
+                        extra.setdefault(p.id, set()).add(c.id)
+    if not extra:
+        return
+    for i, c in enumerate(changes):
+        if c.id in extra:
+            changes[i] = _with_deps(c, extra[c.id] - {c.id})

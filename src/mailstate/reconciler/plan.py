@@ -1,0 +1,295 @@
+"""The Plan: changes in apply order, the unlisted live objects, the safety rules, the JSON form. Pure.
+
+- ``order(changes)``: topological by ``depends_on``; among changes ready at the same time, the action's
+  phase (change.Action: revoke, unlock, create, rename, update, grant, lock, archive, delete), then the
+  kind (units before mailboxes before people before groups …; reversed for removals), then the key, then
+  the provider — deterministic. A dependency cycle (e.g. two groups naming each other) is broken at the
+  smallest change by that same key and reported nowhere else: the providers' writes are idempotent.
+- ``Plan.raise_if_unsafe(allow_destructive)`` (DESIGN §6.3, octoDNS ``Plan.raise_if_unsafe``).
+- ``Plan.to_json()`` / ``Plan.from_json()``: the documented, versioned format (docs/plan-json.md,
+  plan.schema.json beside this module).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from mailstate.errors import MailstateError, UnsafePlan
+from mailstate.reconciler.change import Action, Change, Record, _jsonable
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("plan.schema.json")
+
+KIND_ORDER = ("unit", "unit_mailbox", "person", "group", "alias", "shared_folder", "acl", "grant", "quota")
+"""Creation order of kinds among changes otherwise equal; removals use it reversed."""
+
+MAILBOX_KINDS = frozenset({"person", "unit_mailbox"})
+REMOVAL_ACTIONS = frozenset({Action.REVOKE, Action.LOCK, Action.ARCHIVE, Action.DELETE})
+
+
+def _kind_rank(kind: str, action: Action) -> int:
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return -rank if action in REMOVAL_ACTIONS else rank
+
+
+def sort_key(c: Change) -> tuple[int, int, str, str, str]:
+    """The tie-break among changes whose dependencies are met: phase, kind, key, provider, id."""
+    return (c.action.phase, _kind_rank(c.kind, c.action), c.key, c.provider, c.id)
+
+
+def order(changes: Iterable[Change]) -> list[Change]:
+    """The changes in apply order: dependencies first, then phase, kind, key (deterministic)."""
+    items = {c.id: c for c in changes}
+    indeg: dict[str, int] = {i: 0 for i in items}
+    dependents: dict[str, list[str]] = {i: [] for i in items}
+    for c in items.values():
+        for d in set(c.depends_on):
+            if d in items and d != c.id:
+                indeg[c.id] += 1
+                dependents[d].append(c.id)
+    ready = [(sort_key(items[i]), i) for i, n in indeg.items() if n == 0]
+    heapq.heapify(ready)
+    out: list[Change] = []
+    done: set[str] = set()
+    while len(out) < len(items):
+        if not ready:  # a cycle: take the smallest remaining change and go on
+            i = min((i for i in items if i not in done), key=lambda x: sort_key(items[x]))
+            indeg[i] = 0
+            heapq.heappush(ready, (sort_key(items[i]), i))
+        _, i = heapq.heappop(ready)
+        if i in done:
+            continue
+        done.add(i)
+        out.append(items[i])
+        for j in dependents[i]:
+            if j in done:
+                continue
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(ready, (sort_key(items[j]), j))
+    return out
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """DESIGN §6.3 thresholds (from ``[safety]``): counts and share of live mailboxes locked or removed."""
+
+    max_destructive_count: int = 10
+    max_destructive_share: float = 0.3
+    min_existing: int = 10
+
+    @classmethod
+    def of(cls, safety: Any) -> SafetyLimits:
+        if safety is None:
+            return cls()
+        if isinstance(safety, SafetyLimits):
+            return safety
+        if isinstance(safety, Mapping):
+            return cls(**{k: safety[k] for k in ("max_destructive_count", "max_destructive_share",
+                                                 "min_existing") if k in safety})
+        return cls(
+            max_destructive_count=safety.max_destructive_count,
+            max_destructive_share=safety.max_destructive_share,
+            min_existing=safety.min_existing,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "max_destructive_count": self.max_destructive_count,
+            "max_destructive_share": self.max_destructive_share,
+            "min_existing": self.min_existing,
+        }
+
+
+def record_to_json(rec: Record) -> dict[str, Any]:
+    """A live record for the plan's ``unlisted`` section (private and secret attributes left out)."""
+    from mailstate.reconciler.diff import public_attrs
+
+    return {
+        "kind": rec.kind,
+        "key": rec.key,
+        "provider": rec.provider,
+        "unit": rec.unit,
+        "attrs": _jsonable(public_attrs(rec.attrs)),
+    }
+
+
+def record_from_json(data: Mapping[str, Any]) -> Record:
+    return Record(
+        kind=data["kind"],
+        key=data["key"],
+        attrs=dict(data.get("attrs") or {}),
+        provider=data.get("provider") or "",
+        unit=data.get("unit"),
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class Plan:
+    """An ordered list of changes, what was left alone, and what the engine needs to apply it safely."""
+
+    changes: list[Change] = field(default_factory=list)
+    unlisted: list[Record] = field(default_factory=list)
+    as_of: date | None = None
+    scope: list[str] | None = None
+    created_at: str = field(default_factory=_now)
+    organization: str | None = None
+    """The organisation's domain, for renderings and stale checks."""
+    desired_fingerprint: str = ""
+    live_fingerprint: str = ""
+    live_digests: dict[str, str] = field(default_factory=dict)
+    safety: SafetyLimits = field(default_factory=SafetyLimits)
+    live_mailboxes: int = 0
+    """How many personal and unit mailboxes exist live (the base of the share threshold)."""
+    unit_names: dict[str, str] = field(default_factory=dict)
+    """unit id → name, for renderings (a unit head reads the Markdown)."""
+
+    @classmethod
+    def build(
+        cls,
+        changes: Iterable[Change],
+        unlisted: Iterable[Record] = (),
+        *,
+        as_of: date | None = None,
+        scope: Sequence[str] | None = None,
+        safety: Any = None,
+        live: Mapping[Any, Record] | None = None,
+        live_mailboxes: int | None = None,
+        organization: str | None = None,
+        unit_names: Mapping[str, str] | None = None,
+    ) -> Plan:
+        """A plan from the diff's output: orders the changes and counts the live mailboxes."""
+        if live_mailboxes is None:
+            live_mailboxes = sum(1 for r in (live or {}).values() if r.kind in MAILBOX_KINDS)
+        return cls(
+            changes=order(changes),
+            unlisted=sorted(unlisted, key=lambda r: (r.kind, r.key)),
+            as_of=as_of,
+            scope=list(scope) if scope else None,
+            safety=SafetyLimits.of(safety),
+            live_mailboxes=live_mailboxes,
+            organization=organization,
+            unit_names=dict(unit_names or {}),
+        )
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def summary(self) -> dict[str, int]:
+        """Number of changes per action label, in phase order (only actions present)."""
+        counts = Counter(c.action for c in self.changes)
+        return {a.label: counts[a] for a in sorted(counts, key=lambda a: a.phase)}
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def destructive_mailboxes(self) -> list[tuple[str, str]]:
+        """(kind, key) of every mailbox this plan locks or removes (each counted once)."""
+        seen: dict[tuple[str, str], None] = {}
+        for c in self.changes:
+            if c.kind in MAILBOX_KINDS and c.action.destructive:
+                seen.setdefault((c.kind, c.key), None)
+        return list(seen)
+
+    def raise_if_unsafe(self, allow_destructive: bool = False) -> None:
+        """Raise UnsafePlan when mailbox locks + removals pass the count or share threshold (DESIGN §6.3)."""
+        if allow_destructive:
+            return
+        n = len(self.destructive_mailboxes())
+        if n == 0:
+            return
+        lim = self.safety
+        problems: list[str] = []
+        if n > lim.max_destructive_count:
+            problems.append(f"more than max_destructive_count = {lim.max_destructive_count}")
+        if self.live_mailboxes >= lim.min_existing and self.live_mailboxes > 0:
+            share = n / self.live_mailboxes
+            if share > lim.max_destructive_share:
+                problems.append(
+                    f"{share:.0%} of the {self.live_mailboxes} live mailboxes, more than "
+                    f"max_destructive_share = {lim.max_destructive_share:.0%}"
+                )
+        if problems:
+            raise UnsafePlan(
+                f"unsafe plan: it locks or removes {n} mailbox{'es' if n != 1 else ''} "
+                f"({'; '.join(problems)}) — [safety] in mailstate.toml, DESIGN §6.3; "
+                f"review the plan, then rerun with --allow-destructive"
+            )
+
+    # ---------------------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """The documented JSON form (docs/plan-json.md, schema_version 1)."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "created_at": self.created_at,
+            "organization": self.organization,
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "scope": list(self.scope) if self.scope else None,
+            "fingerprint": {
+                "desired": self.desired_fingerprint,
+                "live": self.live_fingerprint,
+                "live_digests": dict(sorted(self.live_digests.items())),
+            },
+            "safety": {**self.safety.to_json(), "live_mailboxes": self.live_mailboxes},
+            "summary": self.summary,
+            "changes": [c.to_json() for c in self.changes],
+            "unlisted": [record_to_json(r) for r in self.unlisted],
+            "unit_names": dict(sorted(self.unit_names.items())),
+        }
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), ensure_ascii=False, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """Read a plan written by ``to_json``; refuses an unknown schema_version with a clear error."""
+        if not isinstance(data, Mapping):
+            raise MailstateError("plan file: not a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise MailstateError(
+                f"plan file: schema_version {version!r} is not supported "
+                f"(this mailstate reads {SCHEMA_VERSION})"
+            )
+        try:
+            fp = data.get("fingerprint") or {}
+            safety = dict(data.get("safety") or {})
+            live_mailboxes = int(safety.pop("live_mailboxes", 0))
+            return cls(
+                changes=[Change.from_json(c) for c in data["changes"]],
+                unlisted=[record_from_json(r) for r in data.get("unlisted") or ()],
+                as_of=date.fromisoformat(data["as_of"]) if data.get("as_of") else None,
+                scope=list(data["scope"]) if data.get("scope") else None,
+                created_at=str(data["created_at"]),
+                organization=data.get("organization"),
+                desired_fingerprint=str(fp.get("desired") or ""),
+                live_fingerprint=str(fp.get("live") or ""),
+                live_digests=dict(fp.get("live_digests") or {}),
+                safety=SafetyLimits.of(safety),
+                live_mailboxes=live_mailboxes,
+                unit_names=dict(data.get("unit_names") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MailstateError(f"plan file: malformed ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def loads(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise MailstateError(f"plan file: not JSON (line {exc.lineno}: {exc.msg})") from None
+        return cls.from_json(data)
