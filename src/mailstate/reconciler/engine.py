@@ -462,7 +462,8 @@ def plan_from(
         desired = _filter_desired(desired, sf)
         live = {ref: rec for ref, rec in live.items() if sf.covers(rec)}
         unmanaged = [rec for rec in unmanaged if sf.covers(rec)]
-    changes, unlisted = diff(desired, live, unmanaged=unmanaged)
+    manage = list(state.providers.ldap.manage_unlisted)
+    changes, unlisted = diff(desired, live, unmanaged=unmanaged, manage_unlisted=manage or False)
     fp = fingerprint(root, snapshots, sf, files=state.files or None)
     meta = PlanMeta(
         fingerprint=fp,
@@ -472,7 +473,7 @@ def plan_from(
         domain=state.domain,
         created_at=_now(),
     )
-    return _build_plan(state, changes, unlisted, meta)
+    return _build_plan(state, changes, unlisted, meta, live)
 
 
 def _now() -> str:
@@ -686,11 +687,25 @@ def _describe(exc: BaseException) -> str:
 _META_ATTR = "engine_meta"
 
 
-def _build_plan(state: State, changes: list[Change], unlisted: list[Record], meta: PlanMeta) -> Plan:
-    from mailstate.reconciler import plan as planmod
+def _build_plan(
+    state: State, changes: list[Change], unlisted: list[Record], meta: PlanMeta, live: Mapping[Any, Record]
+) -> Plan:
+    from mailstate.reconciler.plan import Plan
 
-    ordered = planmod.order(changes)
-    plan = planmod.Plan(changes=ordered, unlisted=list(unlisted))
+    plan = Plan.build(
+        changes,
+        unlisted,
+        as_of=date.fromisoformat(meta.as_of),
+        scope=[f"unit:{u}" for u in meta.scope] if meta.scope else None,
+        safety=state.safety,
+        live=live,
+        organization=state.domain,
+        unit_names={uid: u.name for uid, u in state.units.items()},
+    )
+    plan.created_at = meta.created_at
+    plan.desired_fingerprint = meta.fingerprint.desired
+    plan.live_fingerprint = meta.fingerprint.live
+    plan.live_digests = dict(meta.fingerprint.records)
     _set_meta(plan, meta)
     return plan
 
@@ -718,7 +733,7 @@ def plan_json(plan: Any) -> dict[str, Any]:
     """The documented JSON of the plan plus the engine's block (fingerprints, scope, as_of, state dir)."""
     meta = plan_meta(plan)
     data: dict[str, Any] = dict(plan.to_json())
-    data["fingerprint"] = meta.fingerprint.combined
+    data["fingerprint"] = {**data.get("fingerprint", {}), "combined": meta.fingerprint.combined}
     data["engine"] = {
         "schema": PLAN_FILE_SCHEMA,
         "domain": meta.domain,
@@ -726,7 +741,7 @@ def plan_json(plan: Any) -> dict[str, Any]:
         "scope": meta.scope,
         "as_of": meta.as_of,
         "created_at": meta.created_at,
-        "fingerprints": meta.fingerprint.to_json(),
+        "files": dict(meta.fingerprint.files),
     }
     return data
 
@@ -742,8 +757,15 @@ def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
         )
     try:
         plan = planmod.Plan.from_json(data)
+        fp = data["fingerprint"]
+        fpr = Fingerprint(
+            desired=str(fp["desired"]),
+            live=str(fp["live"]),
+            files=dict(eng["files"]),
+            records=dict(fp.get("live_digests") or {}),
+        )
         meta = PlanMeta(
-            fingerprint=Fingerprint.from_json(eng["fingerprints"]),
+            fingerprint=fpr,
             state_dir=str(eng.get("state_dir") or ""),
             scope=eng.get("scope"),
             as_of=str(eng["as_of"]),
@@ -757,9 +779,7 @@ def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
 
 
 def _raise_if_unsafe(plan: Any, state: State, allow_destructive: bool) -> None:
-    if allow_destructive:
-        return
-    plan.raise_if_unsafe(state.safety)
+    plan.raise_if_unsafe(allow_destructive)
 
 
 def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False) -> None:
@@ -767,10 +787,34 @@ def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False) -> None:
     if fmt == "json":
         out.write(json.dumps(plan_json(plan), ensure_ascii=False, indent=2) + "\n")
         return
-    from mailstate.reconciler.render import RENDERERS
-
+    try:
+        from mailstate.reconciler.render import RENDERERS
+    except ModuleNotFoundError as exc:  # the renderers are another module; stay usable without them
+        if exc.name != "mailstate.reconciler.render":
+            raise
+        _plain(plan, out)
+        return
     try:
         renderer = RENDERERS[fmt]
     except KeyError as exc:
         raise MailstateError(f"unknown format {fmt!r}: {', '.join(sorted(RENDERERS))}") from exc
-    renderer().run(plan, out)
+    _run_renderer(renderer, plan, out, color)
+
+
+def _run_renderer(renderer: Any, plan: Any, out: Any, color: bool) -> None:
+    obj = renderer() if isinstance(renderer, type) else renderer
+    if hasattr(obj, "run"):
+        obj.run(plan, out)
+    else:
+        out.write(obj(plan))
+
+
+def _plain(plan: Any, out: Any) -> None:
+    changes = plan_changes(plan)
+    summary = ", ".join(f"{n} {a}" for a, n in plan.summary.items()) or "no changes"
+    out.write(f"Plan: {summary}\n")
+    for c in changes:
+        out.write(f"  {c.action.label:8} {c.kind:13} {c.key}\n")
+    unlisted = plan_unlisted(plan)
+    if unlisted:
+        out.write(f"Not in the TOML (left alone): {len(unlisted)}\n")
