@@ -1,0 +1,687 @@
+"""The IMAP provider: shared folders, their ACLs, delegation of unit mailboxes, access grants, quota facts.
+
+Kinds owned: ``shared_folder`` (key ``<mailbox ref>/<path>``, attrs ``purpose``) and ``acl`` (key
+``<mailbox ref>/<folder>#<identifier>``, attrs ``rights`` as sorted RFC 4314 letters, ``why`` not diffed);
+see docs/records.md and docs/imap.md.
+
+How it talks to Dovecot: imapclient over TLS (``imaps://`` or STARTTLS on ``imap://``; plain only with
+``allow_plain``), logging in as the master user on behalf of each mailbox owner (``<owner>*<admin_user>``),
+so every ACL is read and set as the owner would (RFC 4314 GETACL / SETACL / DELETEACL), folders are
+created with CREATE (names passed to imapclient as ``str``: it does the modified UTF-7), the purpose of a
+shared folder is kept as IMAP METADATA (RFC 5464) ``/shared/comment`` on the folder, and the quota limit
+that the LDAP side set (``mailstateQuota`` → ``quota_rule``) is read back with GETQUOTAROOT as a fact.
+
+The first half of this module is pure (rights mapping, keys, group expansion, parsing of server
+answers and of doveadm's tab output), unit-tested on recorded data in tests/unit/test_imap_pure.py.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from imapclient.response_parser import parse_response
+
+from mailstate.desired_state.model import ImapSettings, parse_ref
+from mailstate.errors import ProviderError
+from mailstate.reconciler.change import Action, Change, Record
+
+if TYPE_CHECKING:
+    from mailstate.desired_state.model import Group, State
+    from mailstate.providers.base import Snapshot
+
+# --------------------------------------------------------------------------------------------------
+# Rights (RFC 4314 letters). l lookup, r read, s keep \Seen, w write other flags, i insert (APPEND/COPY
+# into), p post, k create sub-folders, x delete the folder, t delete messages (\Deleted), e expunge,
+# a administer (change the ACL).
+
+RIGHTS: Mapping[str, str] = {
+    # read a folder or mailbox, without changing its state for the others: no "s" (seen flags are shared
+    # in a shared mailbox, so a reader marking mail read would hide it from its owner).
+    "read": "lr",
+    # read and work in it: keep flags, append, delete and expunge messages; no sub-folders, no ACL changes.
+    "write": "eilprstw",
+    # a delegate of a unit mailbox (MIC art.6, BĐ art.13.1, MOST art.14): everything needed to use the
+    # mailbox, including new folders ("k"), but neither deleting folders ("x") nor changing who may ("a").
+    "delegate": "eiklprstw",
+    # the unit head, and a "full" access grant: every right, ACL administration included.
+    "full": "aeiklprstwx",
+}
+ALL_RIGHTS = frozenset(RIGHTS["full"])
+INBOX = "INBOX"
+OWNER_IDENTIFIERS = frozenset({"owner"})
+METADATA_ENTRY = "/shared/comment"
+
+
+def rights_letters(*names_or_letters: str) -> str:
+    """The union of rights (names from ``RIGHTS`` or raw letters) as sorted RFC 4314 letters."""
+    letters: set[str] = set()
+    for item in names_or_letters:
+        letters |= set(RIGHTS.get(item, item))
+    unknown = letters - ALL_RIGHTS - set("cd")
+    if unknown:
+        raise ValueError(f"not RFC 4314 rights: {''.join(sorted(unknown))}")
+    return normalise_rights("".join(letters))
+
+
+def normalise_rights(letters: str) -> str:
+    """Sorted RFC 4314 letters without the obsolete RFC 2086 ``c``/``d``: a server announcing RIGHTS=TEXK
+    (Dovecot) adds ``c`` whenever ``k`` is there and ``d`` whenever one of ``x t e`` is, as aliases only."""
+    return "".join(sorted(set(letters) - {"c", "d"}))
+
+
+def rights_name(letters: str) -> str:
+    """The name of a letter set when it is one of ``RIGHTS`` (for messages), else the letters themselves."""
+    for name, value in RIGHTS.items():
+        if value == letters:
+            return name
+    return letters
+
+
+# --------------------------------------------------------------------------------------------------
+# Mailbox references, logins and keys
+
+
+def login_of(ref: str) -> str:
+    """The Dovecot user of a mailbox reference: ``bangnv`` → ``bangnv``, ``unit:qlcn`` → ``qlcn``."""
+    kind, ident = parse_ref(ref)
+    if kind == "group":
+        raise ValueError(f"{ref!r} is a group: it has no mailbox")
+    return ident
+
+
+def mailbox_record_ref(ref: str) -> str:
+    """The record the mailbox is (for depends_on): ``person:bangnv`` or ``unit_mailbox:qlcn``."""
+    kind, ident = parse_ref(ref)
+    if kind == "group":
+        raise ValueError(f"{ref!r} is a group: it has no mailbox")
+    return f"{'unit_mailbox' if kind == 'unit' else 'person'}:{ident}"
+
+
+def folder_key(ref: str, folder: str) -> str:
+    """Key of a shared_folder record: ``<mailbox ref>/<path>`` (path NFC)."""
+    return f"{ref}/{unicodedata.normalize('NFC', folder)}"
+
+
+def acl_key(ref: str, folder: str, identifier: str) -> str:
+    """Key of an acl record: ``<mailbox ref>/<folder>#<identifier>``."""
+    return f"{folder_key(ref, folder)}#{identifier}"
+
+
+@dataclass(frozen=True)
+class AclKey:
+    """A parsed acl key."""
+
+    ref: str
+    folder: str
+    identifier: str
+
+    @property
+    def login(self) -> str:
+        return login_of(self.ref)
+
+
+def parse_folder_key(key: str) -> tuple[str, str]:
+    """(mailbox ref, folder) from ``<mailbox ref>/<path>``; the ref never contains ``/``."""
+    ref, sep, folder = key.partition("/")
+    if not sep or not ref or not folder:
+        raise ValueError(f"{key!r} is not <mailbox ref>/<folder>")
+    return ref, folder
+
+
+def parse_acl_key(key: str) -> AclKey:
+    """Split ``<mailbox ref>/<folder>#<identifier>``; the identifier is after the last ``#``."""
+    head, sep, identifier = key.rpartition("#")
+    if not sep or not identifier:
+        raise ValueError(f"{key!r} is not <mailbox ref>/<folder>#<identifier>")
+    ref, folder = parse_folder_key(head)
+    return AclKey(ref, folder, identifier)
+
+
+# --------------------------------------------------------------------------------------------------
+# Groups
+
+
+def expand_refs(refs: Iterable[str], groups: Mapping[str, Group]) -> set[str]:
+    """Every login a list of references reaches: people and unit mailboxes as themselves, groups expanded
+    recursively to their members (a cycle is followed once; an unknown group reaches nobody — validation
+    reports unknown references before this runs)."""
+    out: set[str] = set()
+    seen: set[str] = set()
+    stack = list(refs)
+    while stack:
+        ref = stack.pop()
+        kind, ident = parse_ref(ref)
+        if kind != "group":
+            out.add(ident)
+            continue
+        if ident in seen:
+            continue
+        seen.add(ident)
+        group = groups.get(ident)
+        if group is not None:
+            stack.extend(group.members)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing what the server said (pure)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def live_acl_records(
+    ref: str, owner: str, folder: str, entries: Iterable[tuple[Any, Any]], unit: str | None = None
+) -> list[Record]:
+    """acl records from one folder's GETACL answer, leaving out the owner's own rights."""
+    out = []
+    for who, what in entries:
+        ident = _text(who)
+        if ident == owner or ident in OWNER_IDENTIFIERS:
+            continue
+        rights = normalise_rights(_text(what))
+        if not rights:
+            continue
+        out.append(Record("acl", acl_key(ref, folder, ident), {"rights": rights, "why": None}, "imap", unit))
+    return out
+
+
+def _rights_by_ident(records: Iterable[Record]) -> dict[str, str]:
+    return {r.key.rpartition("#")[2]: str(r.attrs["rights"]) for r in records}
+
+
+def parse_metadata_value(data: Sequence[Any]) -> str | None:
+    """The value of the one entry in an untagged ``METADATA <mailbox> (<entry> <value>)`` answer, as imaplib
+    hands it over (a literal value arrives as a ``(head, literal)`` tuple); NIL or empty → None."""
+    parsed = parse_response(list(data))
+    if len(parsed) >= 2 and isinstance(parsed[1], tuple) and len(parsed[1]) >= 2:
+        value = parsed[1][1]
+        if value is None:
+            return None
+        text = unicodedata.normalize("NFC", _text(value))
+        return text or None
+    return None
+
+
+def parse_quota_limit(quotas: Iterable[Any]) -> int | None:
+    """The STORAGE limit in bytes (RFC 9208 counts KiB) from imapclient's Quota tuples; None if unlimited."""
+    for q in quotas:
+        if str(q.resource).upper() == "STORAGE":
+            return int(q.limit) * 1024
+    return None
+
+
+def parse_doveadm_tab(text: str) -> list[dict[str, str]]:
+    """Rows of ``doveadm -f tab …`` output: a header line of field names, then a tab-separated row a line."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return []
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    rows = []
+    for ln in lines[1:]:
+        cells = ln.split("\t")
+        cells += [""] * (len(header) - len(cells))
+        rows.append(dict(zip(header, cells, strict=False)))
+    return rows
+
+
+DOVEADM_RIGHT_LETTERS: Mapping[str, str] = {
+    "lookup": "l",
+    "read": "r",
+    "write-seen": "s",
+    "write": "w",
+    "insert": "i",
+    "post": "p",
+    "create": "k",
+    "delete": "x",
+    "write-deleted": "t",
+    "expunge": "e",
+    "admin": "a",
+}
+"""doveadm acl shows and takes right names (LAB-NOTES); their RFC 4314 letters."""
+
+
+def doveadm_rights_to_letters(names: str) -> str:
+    """``lookup read write-seen`` → ``lrs``; unknown names raise ValueError."""
+    letters = []
+    for name in names.split():
+        if name not in DOVEADM_RIGHT_LETTERS:
+            raise ValueError(f"unknown doveadm right {name!r}")
+        letters.append(DOVEADM_RIGHT_LETTERS[name])
+    return normalise_rights("".join(letters))
+
+
+def parse_doveadm_acl(
+    text: str,
+    mailbox_of_user: Mapping[str, tuple[str, str | None]],
+    folder: str = INBOX,
+    user: str | None = None,
+) -> list[Record]:
+    """acl records from ``doveadm -f tab acl get [-A|-u USER] FOLDER`` (columns [username] id global rights).
+
+    ``mailbox_of_user`` maps a Dovecot user to (mailbox ref, unit). Owner rows and global (acl file of the
+    administrator) rows are left out: mailstate manages only the per-mailbox ACL.
+    """
+    out: list[Record] = []
+    for row in parse_doveadm_tab(text):
+        owner = row.get("username") or user
+        if owner is None or owner not in mailbox_of_user:
+            continue
+        ident = row.get("id", "")
+        if ident.startswith("user="):
+            ident = ident[5:]
+        if ident == owner or ident in OWNER_IDENTIFIERS or row.get("global", "").strip() in ("1", "yes", "y"):
+            continue
+        rights = doveadm_rights_to_letters(row.get("rights", ""))
+        if not rights:
+            continue
+        ref, unit = mailbox_of_user[owner]
+        out.append(Record("acl", acl_key(ref, folder, ident), {"rights": rights, "why": None}, "imap", unit))
+    return out
+
+
+def parse_doveadm_mailbox_list(text: str) -> dict[str, list[str]]:
+    """``doveadm -f tab mailbox list -A`` → {user: [folder, …]} (folder names as doveadm prints them)."""
+    out: dict[str, list[str]] = {}
+    for row in parse_doveadm_tab(text):
+        user = row.get("username", "")
+        name = row.get("mailbox", "")
+        if user and name:
+            out.setdefault(user, []).append(unicodedata.normalize("NFC", name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings and connections
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value else None
+
+
+def settings_from_env(settings: ImapSettings | None) -> ImapSettings:
+    """The state's [providers.imap] with MAILSTATE_IMAP_URL/USER/CA_FILE overriding it."""
+    base = settings.model_copy() if settings is not None else ImapSettings()
+    updates: dict[str, Any] = {}
+    for env, name in (
+        ("MAILSTATE_IMAP_URL", "url"),
+        ("MAILSTATE_IMAP_USER", "admin_user"),
+        ("MAILSTATE_IMAP_CA_FILE", "ca_file"),
+    ):
+        value = _env(env)
+        if value is not None:
+            updates[name] = value
+    return base.model_copy(update=updates)
+
+
+def password_of(settings: ImapSettings) -> str:
+    """The master user's password: $MAILSTATE_IMAP_PASSWORD, else the variable or file the settings name."""
+    value = _env("MAILSTATE_IMAP_PASSWORD")
+    if value is None and settings.password_env:
+        value = _env(settings.password_env)
+    if value is None and settings.password_file:
+        try:
+            value = Path(settings.password_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ProviderError(
+                f"imap: cannot read password_file {settings.password_file}: {exc.strerror}"
+            ) from None
+    if not value:
+        raise ProviderError(
+            "imap: no password for the master user: set MAILSTATE_IMAP_PASSWORD"
+            + (f" or {settings.password_env}" if settings.password_env else "")
+            + " (or password_file in [providers.imap])"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    tls: bool  # implicit TLS (imaps)
+    starttls: bool
+
+
+def parse_url(url: str, allow_plain: bool = False) -> Endpoint:
+    """``imaps://host[:993]`` → implicit TLS; ``imap://host[:143]`` → STARTTLS, or plain with allow_plain."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("imap", "imaps") or not parts.hostname:
+        raise ProviderError(f"imap: url {url!r} is not imaps://host[:port] or imap://host[:port]")
+    if parts.scheme == "imaps":
+        return Endpoint(parts.hostname, parts.port or 993, True, False)
+    return Endpoint(parts.hostname, parts.port or 143, False, not allow_plain)
+
+
+@dataclass
+class MailboxInfo:
+    """A mailbox the provider looks after: its reference, its Dovecot user and its unit."""
+
+    ref: str
+    login: str
+    unit: str | None
+
+
+def mailboxes_of(state: State) -> dict[str, MailboxInfo]:
+    """Every mailbox of the desired state by Dovecot user: people, and unit mailboxes of undissolved units."""
+    out: dict[str, MailboxInfo] = {}
+    for pid, person in state.people.items():
+        out[pid] = MailboxInfo(pid, pid, person.unit)
+    for uid in state.units:
+        out[uid] = MailboxInfo(f"unit:{uid}", uid, uid)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The provider
+
+
+@dataclass
+class _OwnerRead:
+    records: list[Record] = field(default_factory=list)
+    unlisted: list[Record] = field(default_factory=list)
+    quota: int | None = None
+    folders: list[str] = field(default_factory=list)
+
+
+class ImapProvider:
+    """Shared folders and ACLs over IMAP (RFC 4314, 5464, 9208) with a Dovecot master user."""
+
+    name: ClassVar[str] = "imap"
+    kinds: ClassVar[frozenset[str]] = frozenset({"shared_folder", "acl"})
+    settings_model: ClassVar[type[ImapSettings]] = ImapSettings
+
+    def __init__(
+        self,
+        settings: ImapSettings,
+        password: str,
+        mailboxes: Mapping[str, MailboxInfo] | None = None,
+        listed_folders: Iterable[str] = (),
+        workers: int = 4,
+    ) -> None:
+        self.settings = settings
+        self._password = password
+        self.endpoint = parse_url(settings.url, settings.allow_plain)
+        self.mailboxes: dict[str, MailboxInfo] = dict(mailboxes or {})
+        self.listed_folders = frozenset(listed_folders)
+        """shared_folder keys the TOML lists; other shared folders read live are reported as unlisted."""
+        self.workers = max(1, workers)
+        self._clients: dict[str, IMAPClient] = {}
+        self._lock = threading.Lock()
+        self._other_prefixes: tuple[str, ...] | None = None
+        self.metadata_supported: bool | None = None
+        self.timings: dict[str, float] = {}
+
+    def __repr__(self) -> str:  # never the password
+        return f"ImapProvider({self.settings.url!r}, admin_user={self.settings.admin_user!r})"
+
+    @classmethod
+    def from_state(cls, state: State, **kwargs: Any) -> ImapProvider:
+        settings = settings_from_env(state.providers.imap)
+        listed = [folder_key(sf.mailbox, sf.path) for sf in state.shared_folders]
+        return cls(settings, password_of(settings), mailboxes_of(state), listed, **kwargs)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(
+            cafile=os.path.expanduser(self.settings.ca_file) if self.settings.ca_file else None
+        )
+        return ctx
+
+    def connect(self, login: str, password: str | None = None, master: bool = True) -> IMAPClient:
+        """A new logged-in connection: as ``login*admin_user`` (master) or as ``login`` with its password."""
+        ep = self.endpoint
+        user = f"{login}*{self.settings.admin_user}" if master else login
+        try:
+            client = IMAPClient(
+                ep.host,
+                port=ep.port,
+                ssl=ep.tls,
+                ssl_context=self._ssl_context() if ep.tls else None,
+                timeout=self.settings.timeout,
+            )
+            if ep.starttls:
+                client.starttls(self._ssl_context())
+            client.login(user, self._password if password is None else password)
+        except (IMAPClientError, OSError, ssl.SSLError) as exc:
+            raise ProviderError(
+                f"imap: cannot log in to {self.settings.url} as {user}: {_clean(exc)}"
+            ) from None
+        return client
+
+    @contextmanager
+    def owner(self, login: str) -> Iterator[IMAPClient]:
+        """A cached master connection on behalf of ``login`` (reused by apply)."""
+        with self._lock:
+            client = self._clients.get(login)
+        if client is None:
+            client = self.connect(login)
+            with self._lock:
+                self._clients[login] = client
+        try:
+            yield client
+        except (IMAPClientError, OSError) as exc:
+            with self._lock:
+                self._clients.pop(login, None)
+            _logout(client)
+            raise ProviderError(f"imap: {login}: {_clean(exc)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            _logout(client)
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def _other_namespaces(self, client: IMAPClient) -> tuple[str, ...]:
+        if self._other_prefixes is None:
+            ns = client.namespace()
+            prefixes = [
+                _text(p[0]) for group in (ns.other or (), ns.shared or ()) for p in group if p and p[0]
+            ]
+            self._other_prefixes = tuple(prefixes)
+        return self._other_prefixes
+
+    def read_owner(self, info: MailboxInfo, client: IMAPClient | None = None) -> _OwnerRead:
+        """One mailbox: LIST its own folders, GETACL each, GETMETADATA of the shared ones, GETQUOTAROOT."""
+        own = client is None
+        if client is None:
+            client = self.connect(info.login)
+        out = _OwnerRead()
+        try:
+            others = self._other_namespaces(client)
+            folders = []
+            for flags, _delim, name in client.list_folders():
+                folder = unicodedata.normalize("NFC", _text(name))
+                if {_text(f).lower() for f in flags} & {"\\noselect", "\\nonexistent"}:
+                    continue  # a hierarchy level only (the parent of "Văn bản đến/2026"): no ACL of its own
+                if any(folder.startswith(p) for p in others):
+                    continue
+                folders.append(folder)
+            out.folders = folders
+            acls = {
+                folder: live_acl_records(info.ref, info.login, folder, client.getacl(folder), info.unit)
+                for folder in folders
+            }
+            inbox = _rights_by_ident(acls.get(INBOX, []))
+            for folder, records in acls.items():
+                listed = folder_key(info.ref, folder) in self.listed_folders
+                # A folder without an ACL of its own shows INBOX's (acl_defaults_from_inbox): its rights are
+                # INBOX's records, not its own, unless the TOML lists it (then its effective rights count).
+                own = folder.upper() == INBOX or listed or _rights_by_ident(records) != inbox
+                if own:
+                    out.records.extend(records)
+                if folder.upper() == INBOX:
+                    continue
+                purpose = self._get_purpose(client, folder)
+                rec = Record(
+                    "shared_folder", folder_key(info.ref, folder), {"purpose": purpose}, "imap", info.unit
+                )
+                if listed:
+                    out.records.append(rec)
+                elif (own and records) or purpose is not None:
+                    out.unlisted.append(rec)
+            if client.has_capability("QUOTA"):
+                _root, quotas = client.get_quota_root(INBOX)
+                out.quota = parse_quota_limit(quotas)
+        except (IMAPClientError, OSError) as exc:
+            raise ProviderError(f"imap: reading the mailbox of {info.login} failed: {_clean(exc)}") from None
+        finally:
+            if own:
+                _logout(client)
+        return out
+
+    def read(self, scope: Iterable[str] | None = None) -> Snapshot:
+        """Every shared folder and ACL of the mailboxes in scope (unit ids; None = all), one connection per
+        mailbox, ``workers`` at a time; facts["quota"] = {user: limit bytes}."""
+        from mailstate.providers.base import Snapshot
+
+        units = set(scope) if scope is not None else None
+        infos = [m for m in self.mailboxes.values() if units is None or m.unit in units]
+        snap = Snapshot(self.name)
+        quota: dict[str, int | None] = {}
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            results = list(pool.map(self.read_owner, infos))
+        for info, res in zip(infos, results, strict=True):
+            for rec in res.records:
+                snap.add(rec)
+            snap.unmanaged.extend(res.unlisted)
+            quota[info.login] = res.quota
+        self.timings["read"] = time.perf_counter() - t0
+        snap.facts["quota"] = quota
+        snap.facts["metadata"] = bool(self.metadata_supported)
+        return snap
+
+    def _get_purpose(self, client: IMAPClient, folder: str) -> str | None:
+        if not self._has_metadata(client):
+            return None
+        try:
+            data = client._raw_command_untagged(
+                b"GETMETADATA",
+                [_folder_arg(client, folder), METADATA_ENTRY.encode()],
+                uid=False,
+                response_name="METADATA",
+            )
+        except IMAPClientError:
+            return None
+        return parse_metadata_value(data)
+
+    def _has_metadata(self, client: IMAPClient) -> bool:
+        if self.metadata_supported is None:
+            self.metadata_supported = bool(client.has_capability("METADATA"))
+        return self.metadata_supported
+
+    def _set_purpose(self, client: IMAPClient, folder: str, purpose: str | None) -> None:
+        """SETMETADATA folder (/shared/comment value|NIL); the value goes as a LITERAL+ (it is UTF-8 text)."""
+        if not self._has_metadata(client):
+            return
+        imap = client._imap
+        tag = imap._new_tag()
+        head = tag + b" SETMETADATA " + _folder_arg(client, folder) + b" (" + METADATA_ENTRY.encode() + b" "
+        if purpose is None:
+            imap.send(head + b"NIL)\r\n")
+        else:
+            value = unicodedata.normalize("NFC", purpose).encode("utf-8")
+            imap.send(head + b"{" + str(len(value)).encode() + b"+}\r\n" + value + b")\r\n")
+        typ, data = imap._command_complete("SETMETADATA", tag)
+        if typ != "OK":
+            raise ProviderError(f"imap: SETMETADATA on {folder!r} failed: {_text(data[0] if data else '')}")
+
+    # -- apply ---------------------------------------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        """Carry out one change idempotently (CREATE, SETMETADATA, SETACL, DELETEACL)."""
+        if change.kind == "shared_folder":
+            self._apply_folder(change)
+        elif change.kind == "acl":
+            self._apply_acl(change)
+        else:
+            raise ProviderError(f"imap: cannot apply {change.action.label} of a {change.kind}")
+
+    def _apply_folder(self, change: Change) -> None:
+        ref, folder = parse_folder_key(change.key)
+        login = login_of(ref)
+        if change.action in (Action.DELETE, Action.REVOKE):
+            # MIC art.7 / DESIGN §6.2: a shared folder holds mail; mailstate never deletes it.
+            raise ProviderError(
+                f"imap: refusing to delete the folder {folder!r} of {ref}: mail is never destroyed "
+                "(DESIGN §6.1); "
+                "it is reported as unlisted — move or remove it by hand after checking its content"
+            )
+        after = change.after or {}
+        with self.owner(login) as client:
+            if not client.folder_exists(folder):
+                try:
+                    client.create_folder(folder)
+                except IMAPClientError as exc:
+                    if not client.folder_exists(folder):
+                        raise ProviderError(
+                            f"imap: cannot create {folder!r} in {ref}: {_clean(exc)}"
+                        ) from None
+            if "purpose" in after:
+                self._set_purpose(client, folder, after.get("purpose"))
+
+    def _apply_acl(self, change: Change) -> None:
+        key = parse_acl_key(change.key)
+        with self.owner(key.login) as client:
+            if change.action in (Action.DELETE, Action.REVOKE):
+                try:
+                    client._command_and_check(
+                        "deleteacl", client._normalise_folder(key.folder), key.identifier
+                    )
+                except IMAPClientError as exc:
+                    if client.folder_exists(key.folder):
+                        raise ProviderError(
+                            f"imap: DELETEACL {key.identifier} on {key.folder!r} of {key.ref}: {_clean(exc)}"
+                        ) from None
+                return
+            rights = normalise_rights(str((change.after or {}).get("rights", "")))
+            if not rights:
+                raise ProviderError(f"imap: {change.key}: no rights to set")
+            try:
+                client.setacl(key.folder, key.identifier, rights)
+            except IMAPClientError as exc:
+                raise ProviderError(
+                    f"imap: SETACL {key.identifier} {rights} on {key.folder!r} of {key.ref}: {_clean(exc)}"
+                ) from None
+
+
+def _folder_arg(client: IMAPClient, folder: str) -> bytes:
+    arg = client._normalise_folder(folder)
+    return arg if isinstance(arg, bytes) else str(arg).encode("ascii")
+
+
+def _logout(client: IMAPClient) -> None:
+    try:
+        client.logout()
+    except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
+        try:
+            client.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _clean(exc: BaseException) -> str:
+    """An exception's message for users: one line, without imaplib's byte-string noise."""
+    text = str(exc).replace("\r", " ").replace("\n", " ")
+    return text.strip() or type(exc).__name__

@@ -1,0 +1,191 @@
+"""The desired side of the IMAP kinds (shared_folder, acl), projected from the TOML. Pure.
+
+``project_imap(state, as_of) -> Desired`` (reconciler.desired merges it into ``project()``):
+- unit mailboxes: the head gets ``full`` and each delegate ``delegate`` rights (MIC art.6, BĐ art.13.1,
+  MOST art.14) on ``INBOX`` — which every folder without an ACL of its own inherits (Dovecot
+  ``acl_defaults_from_inbox = yes``) — and on every shared folder of that mailbox;
+- shared folders (MIC art.7): a ``shared_folder`` record (``purpose``) and, for every login the ``read``
+  and ``write`` lists reach (groups expanded recursively), an acl with ``read`` / ``write`` rights;
+- access grants (MOST art.18.9) still running on ``as_of``: their rights on INBOX and on the shared
+  folders of that mailbox; a grant that has ended (``until < as_of``) is put in ``absent`` with its
+  reason and date, so the diff revokes it with that reason.
+
+When one login gets rights from several sources on one folder, it gets their union and ``why`` names
+every source. Each record carries ``_depends_on`` (never diffed): the mailbox it lives in and, for an
+acl on a shared folder, that folder's record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from mailstate.desired_state.model import Source, State
+from mailstate.providers.imap import (
+    INBOX,
+    acl_key,
+    expand_refs,
+    folder_key,
+    mailbox_record_ref,
+    rights_letters,
+)
+from mailstate.reconciler.change import Record
+from mailstate.reconciler.desired import Desired
+
+
+@dataclass
+class _Acl:
+    ref: str
+    folder: str
+    login: str
+    unit: str | None
+    rights: set[str] = field(default_factory=set)
+    why: list[str] = field(default_factory=list)
+    source: Source | None = None
+
+    def give(self, rights: str, why: str, source: Source | None) -> None:
+        self.rights |= set(rights_letters(rights))
+        if why not in self.why:
+            self.why.append(why)
+        if self.source is None:
+            self.source = source
+
+
+def owner_unit(state: State, ref: str) -> str | None:
+    """The unit a mailbox belongs to: ``unit:<id>`` → id, a person → their unit."""
+    if ref.startswith("unit:"):
+        return ref[5:]
+    person = state.people.get(ref)
+    return person.unit if person else None
+
+
+def _folders_of(state: State) -> dict[str, list[str]]:
+    """Shared folder paths by mailbox reference, in TOML order."""
+    out: dict[str, list[str]] = {}
+    for sf in state.shared_folders:
+        out.setdefault(sf.mailbox, []).append(sf.path)
+    return out
+
+
+def project_imap(state: State, as_of: date) -> Desired:
+    """Project shared folders, delegation and access grants into shared_folder / acl records."""
+    out = Desired(as_of=as_of)
+    acls: dict[tuple[str, str, str], _Acl] = {}
+    folders = _folders_of(state)
+
+    def give(
+        ref: str, folder: str, logins: Iterable[str], rights: str, why: str, source: Source | None
+    ) -> None:
+        owner = ref.removeprefix("unit:")
+        for login in sorted(set(logins)):
+            if login == owner:
+                continue  # the owner has every right on their own mailbox already
+            k = (ref, folder, login)
+            if k not in acls:
+                acls[k] = _Acl(ref, folder, login, owner_unit(state, ref))
+            acls[k].give(rights, why, source)
+
+    def everywhere(ref: str) -> list[str]:
+        return [INBOX, *folders.get(ref, [])]
+
+    # Delegation of unit mailboxes.
+    for uid, unit in sorted(state.units.items()):
+        if unit.dissolved_on is not None and unit.dissolved_on <= as_of:
+            continue
+        ref = f"unit:{uid}"
+        for folder in everywhere(ref):
+            if unit.head:
+                give(
+                    ref,
+                    folder,
+                    [unit.head],
+                    "full",
+                    f"MIC art.6, MOST art.14: {unit.head} heads unit {uid}",
+                    unit.source,
+                )
+            give(
+                ref,
+                folder,
+                unit.delegates,
+                "delegate",
+                f"MIC art.6, BĐ art.13.1: delegate of unit {uid}",
+                unit.source,
+            )
+
+    # Shared folders.
+    for sf in state.shared_folders:
+        key = folder_key(sf.mailbox, sf.path)
+        rec = Record(
+            "shared_folder",
+            key,
+            {"purpose": sf.purpose or None, "_depends_on": (mailbox_record_ref(sf.mailbox),)},
+            "imap",
+            owner_unit(state, sf.mailbox),
+        )
+        out.add(
+            rec,
+            [f"{sf.source}: MIC art.7.1: shared folder {sf.path!r} of {sf.mailbox} ({sf.purpose})"],
+            sf.source,
+        )
+        give(
+            sf.mailbox,
+            sf.path,
+            expand_refs(sf.read, state.groups),
+            "read",
+            f"MIC art.7.1: reader of shared folder {sf.path!r}",
+            sf.source,
+        )
+        give(
+            sf.mailbox,
+            sf.path,
+            expand_refs(sf.write, state.groups),
+            "write",
+            f"MIC art.7.1: writer of shared folder {sf.path!r}",
+            sf.source,
+        )
+
+    # Access grants.
+    ended: dict[tuple[str, str, str], tuple[str, Source | None]] = {}
+    for grant in state.access_grants:
+        logins = expand_refs([grant.to], state.groups)
+        if grant.until >= as_of:
+            for folder in everywhere(grant.mailbox):
+                give(
+                    grant.mailbox,
+                    folder,
+                    logins,
+                    grant.rights,
+                    f"MOST art.18.9: access grant ({grant.rights}) until {grant.until.isoformat()}: "
+                    f"{grant.reason}",
+                    grant.source,
+                )
+        else:
+            for folder in everywhere(grant.mailbox):
+                for login in logins:
+                    ended[(grant.mailbox, folder, login)] = (
+                        f"MOST art.18.9: access grant to {grant.to} on {grant.mailbox} ({grant.rights}) "
+                        f"ended "
+                        f"{grant.until.isoformat()} ({grant.reason}); {grant.source}",
+                        grant.source,
+                    )
+
+    for acl in acls.values():
+        depends = [mailbox_record_ref(acl.ref)]
+        if acl.folder != INBOX:
+            depends.append(f"shared_folder:{folder_key(acl.ref, acl.folder)}")
+        rec = Record(
+            "acl",
+            acl_key(acl.ref, acl.folder, acl.login),
+            {"rights": "".join(sorted(acl.rights)), "why": "; ".join(acl.why), "_depends_on": tuple(depends)},
+            "imap",
+            acl.unit,
+        )
+        where = f"{acl.source}: " if acl.source else ""
+        out.add(rec, [where + w for w in acl.why], acl.source)
+
+    for (ref, folder, login), (reason, source) in ended.items():
+        k = ("acl", acl_key(ref, folder, login))
+        if k not in out.records:
+            out.remove(k, [reason], source)
+    return out

@@ -1,0 +1,226 @@
+"""Pure parts of the IMAP provider and of the IMAP projection: rights, keys, groups, parsing, project_imap."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from mailstate.desired_state.model import (
+    AccessGrant,
+    Group,
+    Organization,
+    Person,
+    SharedFolder,
+    State,
+    Unit,
+)
+from mailstate.errors import ProviderError
+from mailstate.providers.imap import (
+    RIGHTS,
+    doveadm_rights_to_letters,
+    expand_refs,
+    live_acl_records,
+    normalise_rights,
+    parse_acl_key,
+    parse_doveadm_acl,
+    parse_doveadm_mailbox_list,
+    parse_doveadm_tab,
+    parse_folder_key,
+    parse_metadata_value,
+    parse_url,
+    rights_letters,
+)
+from mailstate.reconciler.desired_imap import project_imap
+
+# Recorded from Dovecot 2.3.19.1 (doveadm -f tab …) in the lab.
+ACL_GET_A = (
+    "Username\tID\tGlobal\tRights\n"
+    "qlcn\tuser=bangnv\t\tadmin create delete expunge insert lookup post read write "
+    "write-deleted write-seen\n"
+    "qlcn\tuser=thuytt\t\tcreate expunge insert lookup post read write write-deleted write-seen\n"
+)
+ACL_GET_U = "ID\tGlobal\tRights\nuser=tuan\t\tlookup read\n"
+MAILBOX_LIST_A = (
+    "Username\tmailbox\n"
+    "bangnv\tshared/qlcn/Văn bản đến/2026\n"
+    "bangnv\tINBOX\n"
+    "qlcn\tSent\n"
+    "qlcn\tVăn bản đến/2026\n"
+    "qlcn\tINBOX\n"
+)
+
+
+def test_rights_mapping_letters() -> None:
+    """Each named right maps to the documented RFC 4314 letters, sorted."""
+    assert RIGHTS["read"] == "lr"
+    assert RIGHTS["write"] == "eilprstw"
+    assert RIGHTS["delegate"] == "eiklprstw"
+    assert RIGHTS["full"] == "aeiklprstwx"
+    assert rights_letters("read", "write") == "eilprstw"
+
+
+def test_delegate_cannot_administer_or_delete_folders() -> None:
+    """A delegate may use the unit mailbox but neither change its ACL (a) nor delete folders (x)."""
+    assert "a" not in RIGHTS["delegate"] and "x" not in RIGHTS["delegate"]
+    assert set(RIGHTS["read"]) < set(RIGHTS["write"]) < set(RIGHTS["full"])
+
+
+def test_rights_letters_rejects_unknown() -> None:
+    """A letter outside RFC 4314 is refused rather than sent to the server."""
+    with pytest.raises(ValueError, match="not RFC 4314"):
+        rights_letters("lrz")
+
+
+def test_normalise_drops_obsolete_aliases() -> None:
+    """Dovecot's answer 'keilprwtscd' (with RFC 2086 c/d aliases) normalises to the letters that were set."""
+    assert normalise_rights("keilprwtscd") == "eiklprstw"
+    assert normalise_rights("lr") == "lr"
+
+
+def test_doveadm_right_names() -> None:
+    """doveadm's right names map to letters; an unknown name raises."""
+    assert doveadm_rights_to_letters("lookup read write-seen") == "lrs"
+    assert (
+        doveadm_rights_to_letters(
+            "admin create delete expunge insert lookup post read write write-deleted write-seen"
+        )
+        == RIGHTS["full"]
+    )
+    with pytest.raises(ValueError):
+        doveadm_rights_to_letters("lookup fly")
+
+
+def test_acl_key_round_trip_with_slashes_and_unicode() -> None:
+    """An acl key splits back into mailbox ref, a folder with '/' and Vietnamese, and the identifier."""
+    k = parse_acl_key("unit:qlcn/Văn bản đến/2026#thuytt")
+    assert (k.ref, k.folder, k.identifier, k.login) == ("unit:qlcn", "Văn bản đến/2026", "thuytt", "qlcn")
+    assert parse_folder_key("bangnv/INBOX") == ("bangnv", "INBOX")
+    with pytest.raises(ValueError):
+        parse_acl_key("unit:qlcn/INBOX")
+    with pytest.raises(ValueError):
+        parse_folder_key("bangnv")
+
+
+def test_group_expansion_is_recursive_and_cycle_safe() -> None:
+    """Groups expand to people and unit mailboxes through nested groups, following a cycle once."""
+    groups = {
+        "a": Group(id="a", name="A", members=["bangnv", "group:b"]),
+        "b": Group(id="b", name="B", members=["unit:qlcn", "group:a", "thuytt"]),
+    }
+    assert expand_refs(["group:a"], groups) == {"bangnv", "qlcn", "thuytt"}
+    assert expand_refs(["tuan", "group:missing"], groups) == {"tuan"}
+
+
+def test_live_acl_records_skip_owner() -> None:
+    """GETACL entries become acl records, without the owner's own entry and with c/d dropped."""
+    recs = live_acl_records(
+        "unit:qlcn",
+        "qlcn",
+        "INBOX",
+        [(b"bangnv", b"akxeilprwtscd"), (b"qlcn", b"lrwstipekxacd"), (b"owner", b"lr")],
+        "qlcn",
+    )
+    assert [(r.key, r.attrs["rights"]) for r in recs] == [("unit:qlcn/INBOX#bangnv", "aeiklprstwx")]
+
+
+def test_parse_doveadm_tab_and_acl() -> None:
+    """Recorded `doveadm -f tab acl get -A` output parses into acl records keyed by mailbox ref."""
+    rows = parse_doveadm_tab(ACL_GET_A)
+    assert rows[0]["username"] == "qlcn" and rows[0]["id"] == "user=bangnv"
+    recs = parse_doveadm_acl(ACL_GET_A, {"qlcn": ("unit:qlcn", "qlcn")})
+    assert {r.key: r.attrs["rights"] for r in recs} == {
+        "unit:qlcn/INBOX#bangnv": "aeiklprstwx",
+        "unit:qlcn/INBOX#thuytt": "eiklprstw",
+    }
+    one = parse_doveadm_acl(
+        ACL_GET_U, {"qlcn": ("unit:qlcn", "qlcn")}, folder="Văn bản đến/2026", user="qlcn"
+    )
+    assert [(r.key, r.attrs["rights"]) for r in one] == [("unit:qlcn/Văn bản đến/2026#tuan", "lr")]
+
+
+def test_parse_doveadm_mailbox_list() -> None:
+    """Recorded `doveadm -f tab mailbox list -A` groups folders by user, Vietnamese names intact."""
+    got = parse_doveadm_mailbox_list(MAILBOX_LIST_A)
+    assert got["qlcn"] == ["Sent", "Văn bản đến/2026", "INBOX"]
+    assert "shared/qlcn/Văn bản đến/2026" in got["bangnv"]
+
+
+def test_parse_metadata_literal_and_nil() -> None:
+    """A METADATA answer with a UTF-8 literal gives the text (NFC); NIL gives None."""
+    literal = [
+        (b'"V&AQM-n b&HqM-n &AREevw-n/2026" (/shared/comment {34}', 'Văn bản đến của phòng "x"'.encode()),
+        b")",
+    ]
+    assert parse_metadata_value(literal) == 'Văn bản đến của phòng "x"'
+    assert parse_metadata_value([b"Sent (/shared/comment NIL)"]) is None
+
+
+def test_parse_url_tls_by_default() -> None:
+    """imaps is implicit TLS, imap is STARTTLS unless plain is explicitly allowed, other schemes refused."""
+    assert parse_url("imaps://127.0.0.1:10993").tls
+    assert parse_url("imap://h").starttls and not parse_url("imap://h", allow_plain=True).starttls
+    with pytest.raises(ProviderError):
+        parse_url("http://h")
+
+
+def _state() -> State:
+    st = State(root=Path("."), organization=Organization(name="Sở", domain="sct.binhdinh.gov.vn"))
+    st.units["qlcn"] = Unit(id="qlcn", name="Phòng QLCN", head="bangnv", delegates=["thuytt"])
+    for pid in ("bangnv", "thuytt", "tuan", "thanhtra"):
+        st.people[pid] = Person(id=pid, name=f"Người {pid}", unit="qlcn")
+    st.groups["toanso"] = Group(id="toanso", name="Toàn sở", members=["tuan", "group:lanhdao"])
+    st.groups["lanhdao"] = Group(id="lanhdao", name="Lãnh đạo", members=["bangnv"])
+    st.shared_folders.append(
+        SharedFolder(
+            mailbox="unit:qlcn",
+            path="Văn bản đến/2026",
+            purpose="Văn bản đến",
+            read=["group:toanso"],
+            write=["thuytt"],
+        )
+    )
+    st.access_grants.append(
+        AccessGrant(
+            mailbox="bangnv", to="thanhtra", rights="read", until=date(2026, 12, 31), reason="QĐ 12/QĐ-TTr"
+        )
+    )
+    return st
+
+
+def test_project_imap_delegation_folders_and_grants() -> None:
+    """Head gets full, delegate gets delegate rights on INBOX and the shared folder; readers via groups."""
+    d = project_imap(_state(), date(2026, 11, 23))
+    acl = {k: r.attrs["rights"] for (kind, k), r in d.records.items() if kind == "acl"}
+    assert acl["unit:qlcn/INBOX#bangnv"] == RIGHTS["full"]
+    assert acl["unit:qlcn/INBOX#thuytt"] == RIGHTS["delegate"]
+    assert (
+        acl["unit:qlcn/Văn bản đến/2026#bangnv"] == RIGHTS["full"]
+    )  # head, and reader through group:lanhdao
+    assert acl["unit:qlcn/Văn bản đến/2026#thuytt"] == rights_letters("delegate", "write")
+    assert acl["unit:qlcn/Văn bản đến/2026#tuan"] == "lr"
+    assert acl["bangnv/INBOX#thanhtra"] == "lr"
+    folder = d.records[("shared_folder", "unit:qlcn/Văn bản đến/2026")]
+    assert folder.attrs["purpose"] == "Văn bản đến" and folder.unit == "qlcn"
+    why = d.records[("acl", "unit:qlcn/Văn bản đến/2026#bangnv")].attrs["why"]
+    assert "MIC art.6" in why and "MIC art.7.1" in why
+    deps = d.records[("acl", "unit:qlcn/Văn bản đến/2026#tuan")].attrs["_depends_on"]
+    assert deps == ("unit_mailbox:qlcn", "shared_folder:unit:qlcn/Văn bản đến/2026")
+
+
+def test_project_imap_expired_grant_is_absent_with_reason() -> None:
+    """After `until`, the grant's acl is not desired but absent, citing MOST art.18.9, the date and reason."""
+    d = project_imap(_state(), date(2027, 1, 1))
+    assert ("acl", "bangnv/INBOX#thanhtra") not in d.records
+    reasons = d.absent[("acl", "bangnv/INBOX#thanhtra")]
+    assert any("MOST art.18.9" in r and "2026-12-31" in r and "QĐ 12/QĐ-TTr" in r for r in reasons)
+
+
+def test_project_imap_head_change_moves_full_rights() -> None:
+    """When the head changes, only the new head is projected with full rights; the old head is not."""
+    st = _state()
+    st.units["qlcn"] = Unit(id="qlcn", name="Phòng QLCN", head="tuan", delegates=["thuytt"])
+    d = project_imap(st, date(2026, 11, 23))
+    assert d.records[("acl", "unit:qlcn/INBOX#tuan")].attrs["rights"] == RIGHTS["full"]
+    assert ("acl", "unit:qlcn/INBOX#bangnv") not in d.records
