@@ -1,0 +1,92 @@
+"""Lifecycle decisions as data: lifecycle_cases/*.toml, each {person or unit, as_of, facts, expected}."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailstate.desired_state.model import Lifecycle, Organization, Person, State, Unit
+from mailstate.reconciler.lifecycle import Decision, as_date, decide, decide_person
+
+CASES = sorted((Path(__file__).parent / "lifecycle_cases").glob("*.toml"))
+
+
+def _state(case: dict[str, Any]) -> tuple[State, str]:
+    state = State(
+        root=Path("."),
+        organization=Organization(name="Sở Công Thương", domain="sct.binhdinh.gov.vn"),
+        lifecycle=Lifecycle.model_validate(case.get("lifecycle") or {}),
+    )
+    if "person" in case:
+        p = Person.model_validate(case["person"])
+        state.people[p.id] = p
+        return state, p.id
+    u = Unit.model_validate(case["unit"])
+    state.units[u.id] = u
+    return state, f"unit:{u.id}"
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_lifecycle_case(path: Path) -> None:
+    """Each case's decision (locked, remove, stored lock reason, reasons naming their rule) is as expected."""
+    case = tomllib.loads(path.read_text(encoding="utf-8"))
+    state, ref = _state(case)
+    got = decide(state, ref, case["as_of"], case.get("facts"))
+    exp = case["expected"]
+    assert (got.locked, got.remove) == (exp["locked"], exp["remove"]), (case["description"], got)
+    if "lock_reason" in exp:
+        assert got.lock_reason == exp["lock_reason"]
+    for fragment in exp.get("reasons_contain", []):
+        assert any(fragment in r for r in got.reasons), (fragment, got.reasons)
+    if "reasons_count" in exp:
+        assert len(got.reasons) == exp["reasons_count"], got.reasons
+    if got.remove:
+        assert got.locked, "a removal always locks first"
+    if not got.locked:
+        assert got.lock_reason is None
+
+
+def test_cases_exist() -> None:
+    """The data directory holds the lifecycle cases (a glob that finds nothing would test nothing)."""
+    assert len(CASES) >= 15
+
+
+def test_lock_reason_is_stable_across_days() -> None:
+    """The lock reason stored in the directory does not change from one day to the next."""
+    state = State(root=Path("."), organization=Organization(name="X", domain="x.gov.vn"))
+    p = Person(id="bangnv", name="Nguyễn Văn Bằng", left_on=date(2026, 10, 1))
+    a = decide_person(p, state, date(2027, 1, 5))
+    b = decide_person(p, state, date(2027, 3, 9))
+    assert a.locked and b.locked
+    assert a.lock_reason == b.lock_reason
+    assert a.reasons != b.reasons  # the plan's reasons do name the day
+
+
+def test_every_reason_names_a_rule() -> None:
+    """Every reason given by a case names the article (or design rule) it comes from."""
+    for path in CASES:
+        case = tomllib.loads(path.read_text(encoding="utf-8"))
+        state, ref = _state(case)
+        got: Decision = decide(state, ref, case["as_of"], case.get("facts"))
+        for r in got.reasons:
+            assert any(tag in r for tag in ("MIC art.", "MOST art.", "BĐ art.", "VL art.")), (path.name, r)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-03-02T07:15:00Z", date(2026, 3, 2)),
+        ("2026-03-02", date(2026, 3, 2)),
+        (date(2026, 3, 2), date(2026, 3, 2)),
+        ("", None),
+        (None, None),
+        ("not a date", None),
+    ],
+)
+def test_as_date(value: Any, expected: date | None) -> None:
+    """Fact values (ISO datetimes, dates, junk) become dates, or None when they are not dates."""
+    assert as_date(value) == expected
