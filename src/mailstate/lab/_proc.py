@@ -1,0 +1,186 @@
+"""Process and port plumbing for the lab: the lab user, free ports, spawning, waiting, stopping by pid."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstate.errors import LabError
+
+LAB_USER = "mailstate-lab"
+
+
+@dataclass(frozen=True)
+class LabUser:
+    """Who the lab's servers run as: the dedicated system user when we are root, else ourselves."""
+
+    name: str
+    uid: int
+    gid: int
+    switch: bool
+    """True when we are root and the servers must be started as another user."""
+
+
+def lab_user() -> LabUser:
+    """The user the servers run as; as root, create `mailstate-lab` if it is missing (never run as root)."""
+    if os.geteuid() != 0:
+        pw = pwd.getpwuid(os.geteuid())
+        return LabUser(pw.pw_name, pw.pw_uid, pw.pw_gid, switch=False)
+    try:
+        pw = pwd.getpwnam(LAB_USER)
+    except KeyError:
+        # A login shell is needed for sshd to run commands; '*' is "no password" without being "locked".
+        res = subprocess.run(
+            ["useradd", "--system", "--user-group", "--shell", "/bin/sh", "--home-dir", "/nonexistent",
+             "--no-create-home", "--password", "*", LAB_USER],
+            capture_output=True, text=True, check=False,
+        )
+        try:
+            pw = pwd.getpwnam(LAB_USER)
+        except KeyError:
+            raise LabError(f"could not create the lab user {LAB_USER}: {res.stderr.strip()}") from None
+    if pw.pw_uid == 0:
+        raise LabError(f"the lab user {LAB_USER} has uid 0; the lab never runs a server as root")
+    return LabUser(pw.pw_name, pw.pw_uid, pw.pw_gid, switch=True)
+
+
+def chown(path: Path, user: LabUser) -> None:
+    """Give a path to the lab user (a no-op when the servers run as ourselves)."""
+    if user.switch:
+        os.chown(path, user.uid, user.gid)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (chosen by the kernel; held open together so they differ)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The kernel start time of a process (clock ticks since boot), to tell it from a reused pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def _proc_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def alive(pid: int, start_time: int | None = None) -> bool:
+    """Whether pid runs (not a zombie) and, if start_time is given, is the same process we started."""
+    fields = _proc_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    return start_time is None or int(fields[19]) == start_time
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes (not zombies) whose process group is pgid."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_fields(int(entry.name))
+        if fields is not None and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            found.append(int(entry.name))
+    return found
+
+
+def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, str] | None = None
+          ) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (so its whole process group can be stopped), as the lab user."""
+    base_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(cwd)}
+    if env:
+        base_env.update(env)
+    with open(log, "ab") as fh:
+        if user.switch:
+            return subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=base_env,
+                start_new_session=True, user=user.uid, group=user.gid, extra_groups=[],
+            )
+        return subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=base_env,
+            start_new_session=True,
+        )
+
+
+def run_as(argv: list[str], user: LabUser, cwd: Path, timeout: float = 30.0
+           ) -> subprocess.CompletedProcess[str]:
+    """Run a short command (slaptest, slapadd, doveadm) as the lab user; output captured as text."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(cwd)}
+    if user.switch:
+        return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+                              user=user.uid, group=user.gid, extra_groups=[], check=False)
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
+                          check=False)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file (for error messages); empty if there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def stop(pid: int, start_time: int | None, timeout: float = 5.0, child: subprocess.Popen[bytes] | None = None
+         ) -> None:
+    """Stop the process group a server leads (SIGTERM, then SIGKILL after timeout) and wait until it is gone.
+
+    Only processes of that group are signalled, and only if the leader is still the process we started.
+    """
+    if alive(pid, start_time):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=0.02)
+        if not alive(pid, start_time) and not group_members(pid):
+            return
+        time.sleep(0.02)
+    for member in group_members(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=2)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and (alive(pid, start_time) or group_members(pid)):
+        time.sleep(0.02)
+    if alive(pid, start_time) or group_members(pid):
+        raise LabError(f"process {pid} did not stop")

@@ -1,0 +1,410 @@
+"""`Lab`: a throwaway OpenLDAP + Dovecot + sshd on 127.0.0.1, unprivileged, in one directory.
+
+State of a lab (ports, pids, suffix, paths) lives in DIR/lab.json; its random secrets in DIR/secrets/
+(mode 0700, files 0600, never readable by the lab user). Servers run as `mailstate-lab` when we are root,
+as ourselves otherwise — never as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import shutil
+import ssl
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+
+from mailstate.desired_state.model import base_dn_of
+from mailstate.errors import LabError
+from mailstate.lab import _proc, dovecot, slapd, sshd
+from mailstate.lab._proc import LabUser
+from mailstate.lab.tls import make_tls
+
+STATE_FILE = "lab.json"
+SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
+SERVICES: tuple[str, ...] = ("slapd",)  # dovecot, sshd: being added
+READY_TIMEOUT = 10.0
+# Sub-directories `up` (re)creates; nothing else in DIR is ever touched.
+_OWN = ("tls", "secrets", "slapd", "dovecot", "mail", "ssh", "archive", STATE_FILE)
+
+
+def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
+    data = text.encode() if isinstance(text, str) else text
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(path, mode)
+
+
+class Lab:
+    """One lab in one directory: `up`, `down`, `status`, `env`, `reset`, `info`."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.dir = Path(directory).absolute()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # ----------------------------------------------------------------- state
+    @property
+    def state_file(self) -> Path:
+        return self.dir / STATE_FILE
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """lab.json: domain, base_dn, user, ports, pids (with start times), paths, timings."""
+        try:
+            return dict(json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            raise LabError(f"no lab in {self.dir} (run `mailstate lab up --dir {self.dir}`)") from None
+        except (OSError, ValueError) as exc:
+            raise LabError(f"{self.state_file}: unreadable lab state: {exc}") from None
+
+    def _save(self, info: dict[str, Any]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        _write(tmp, json.dumps(info, indent=2, sort_keys=True) + "\n", 0o644)
+        tmp.replace(self.state_file)
+
+    def secret(self, name: str) -> str:
+        """One of the lab's random passwords: ldap_root, ldap_service, ldap_dovecot, imap_master."""
+        try:
+            data = json.loads((self.dir / "secrets" / "passwords.json").read_text())
+        except OSError as exc:
+            raise LabError(f"cannot read the lab's secrets in {self.dir}/secrets: {exc.strerror}") from None
+        return str(data[name])
+
+    @property
+    def base_dn(self) -> str:
+        return str(self.info["base_dn"])
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "tls" / "ca.pem"
+
+    def is_running(self) -> bool:
+        """Whether any server recorded in lab.json still runs."""
+        if not self.state_file.exists():
+            return False
+        return any(s["alive"] for s in self.status().values())
+
+    # ----------------------------------------------------------------- up
+    def up(self, domain: str, org_name: str | None = None, base_dn: str | None = None,
+           services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
+        """Start the lab for an organisation; return its info once every server answers over TLS."""
+        t0 = time.monotonic()
+        unknown = set(services) - {"slapd", "dovecot", "sshd"}
+        if unknown:
+            raise LabError(f"unknown lab service(s): {', '.join(sorted(unknown))}")
+        if self.is_running():
+            raise LabError(f"a lab already runs in {self.dir}; stop it first with "
+                           f"`mailstate lab down --dir {self.dir}`")
+        base = base_dn or base_dn_of(domain)
+        user = _proc.lab_user()
+        self._prepare_dir(user)
+        ports = dict(zip(("ldap", "ldaps", "imaps", "ssh"), _proc.free_ports(4), strict=True))
+        pw = {k: secrets.token_urlsafe(18) for k in SECRET_NAMES}
+        _write(self.dir / "secrets" / "passwords.json", json.dumps(pw, indent=2) + "\n", 0o600)
+        make_tls(self.dir / "tls" / "ca.pem", self.dir / "secrets" / "ca.key",
+                 self.dir / "tls" / "server.pem", self.dir / "tls" / "server.key", label=domain)
+        _proc.chown(self.dir / "tls" / "server.key", user)
+        info: dict[str, Any] = {
+            "version": 1,
+            "domain": domain,
+            "org_name": org_name or domain,
+            "base_dn": base,
+            "user": user.name,
+            "uid": user.uid,
+            "services": list(services),
+            "ports": ports,
+            "pids": {},
+            "paths": self._paths(),
+            "dns": {
+                "root": slapd.root_dn(base),
+                "service": slapd.service_dn(base),
+                "dovecot": slapd.dovecot_dn(base),
+                "policy": slapd.policy_dn(base),
+            },
+        }
+        self._save(info)
+        try:
+            self._start_slapd(info, pw, user)
+            if "dovecot" in services:
+                dovecot.start(self, info, pw, user)
+            if "sshd" in services:
+                sshd.start(self, info, user)
+            self._wait_ready(info, pw)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.down()
+            raise
+        info["up_seconds"] = round(time.monotonic() - t0, 3)
+        info["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._save(info)
+        return info
+
+    def _paths(self) -> dict[str, str]:
+        d = self.dir
+        return {
+            "dir": str(d),
+            "ca_file": str(d / "tls" / "ca.pem"),
+            "server_cert": str(d / "tls" / "server.pem"),
+            "slapd_conf": str(d / "slapd" / "slapd.conf"),
+            "slapd_log": str(d / "slapd" / "slapd.log"),
+            "dovecot_conf": str(d / "dovecot" / "dovecot.conf"),
+            "dovecot_log": str(d / "dovecot" / "dovecot.log"),
+            "mail": str(d / "mail"),
+            "shared_dict": str(d / "dovecot" / "shared-mailboxes.db"),
+            "last_login_dict": str(d / "dovecot" / "last-login.db"),
+            "sshd_conf": str(d / "ssh" / "sshd_config"),
+            "sshd_log": str(d / "ssh" / "sshd.log"),
+            "ssh_key": str(d / "secrets" / "id_ed25519"),
+            "known_hosts": str(d / "ssh" / "known_hosts"),
+            "archive": str(d / "archive"),
+        }
+
+    def _prepare_dir(self, user: LabUser) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in _OWN:
+            p = self.dir / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        if user.switch:
+            mode = stat.S_IMODE(self.dir.stat().st_mode)
+            os.chmod(self.dir, mode | 0o011)  # the lab user must traverse DIR (nothing more)
+            for parent in self.dir.parents:
+                st = parent.stat()
+                if not (st.st_mode & stat.S_IXOTH or st.st_uid == user.uid):
+                    raise LabError(
+                        f"the lab user {user.name} cannot reach {self.dir}: {parent} is mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}; use a directory under /tmp, /dev/shm or /work")
+        (self.dir / "secrets").mkdir(mode=0o700)
+        os.chmod(self.dir / "secrets", 0o700)
+        for name in ("tls", "slapd", "dovecot", "mail", "ssh", "archive"):
+            (self.dir / name).mkdir(mode=0o755)
+            if name in ("slapd", "dovecot", "mail", "archive"):
+                os.chmod(self.dir / name, 0o750)
+                _proc.chown(self.dir / name, user)
+        for name in ("slapd/data", "slapd/slapd.d"):
+            (self.dir / name).mkdir(mode=0o700)
+            _proc.chown(self.dir / name, user)
+
+    def _start_slapd(self, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
+        base, d = info["base_dn"], self.dir / "slapd"
+        conf = d / "slapd.conf"
+        _write(conf, slapd.slapd_conf(base=base, root_pw_hash=slapd.ssha(pw["ldap_root"]), slapd_dir=d,
+                                      tls_dir=self.dir / "tls"), 0o600)
+        _proc.chown(conf, user)
+        ldif = d / "bootstrap.ldif"
+        _write(ldif, slapd.bootstrap_ldif(base=base, org_name=info["org_name"],
+                                          service_pw_hash=slapd.ssha(pw["ldap_service"]),
+                                          dovecot_pw_hash=slapd.ssha(pw["ldap_dovecot"])), 0o600)
+        _proc.chown(ldif, user)
+        # slapadd from slapd.conf creates the mdb database; slaptest (which opens it read-only) then
+        # converts slapd.conf into cn=config (slapd.d), which slapd runs from.
+        res = _proc.run_as(["slapadd", "-q", "-f", str(conf), "-b", base, "-l", str(ldif)], user, d)
+        if res.returncode != 0:
+            raise LabError(f"slapadd of the bootstrap entries failed: {(res.stderr or res.stdout).strip()}")
+        res = _proc.run_as(["slaptest", "-Q", "-f", str(conf), "-F", str(d / "slapd.d")], user, d)
+        if res.returncode != 0:
+            raise LabError(f"slaptest rejected the lab's slapd.conf: {(res.stderr or res.stdout).strip()}")
+        p = info["ports"]
+        urls = f"ldap://127.0.0.1:{p['ldap']}/ ldaps://127.0.0.1:{p['ldaps']}/"
+        self._spawn("slapd", ["/usr/sbin/slapd", "-d", "0", "-F", str(d / "slapd.d"), "-h", urls],
+                    d / "slapd.log", user, d, info)
+
+    def _spawn(self, name: str, argv: list[str], log: Path, user: LabUser, cwd: Path, info: dict[str, Any],
+               env: dict[str, str] | None = None) -> None:
+        proc = _proc.spawn(argv, log, user, cwd, env)
+        self._children[name] = proc
+        info["pids"][name] = {"pid": proc.pid, "start_time": _proc.proc_start_time(proc.pid), "log": str(log)}
+        self._save(info)
+
+    # ----------------------------------------------------------------- readiness
+    def _wait_ready(self, info: dict[str, Any], pw: dict[str, str]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        checks = [("slapd", self._ldap_ready)]
+        if "dovecot" in info["services"]:
+            checks.append(("dovecot", lambda: dovecot.ready(self)))
+        if "sshd" in info["services"]:
+            checks.append(("sshd", lambda: sshd.ready(self)))
+        for name, check in checks:
+            last = ""
+            while True:
+                entry = info["pids"][name]
+                if not _proc.alive(entry["pid"], entry["start_time"]):
+                    raise LabError(f"{name} did not start: {_proc.tail(Path(entry['log'])) or 'no output'}")
+                try:
+                    check()
+                    break
+                except Exception as exc:  # not ready yet: any failure means "try again until the deadline"
+                    last = f"{type(exc).__name__}: {exc}"
+                if time.monotonic() > deadline:
+                    raise LabError(f"{name} did not answer within {READY_TIMEOUT:.0f} s ({last}): "
+                                   f"{_proc.tail(Path(entry['log']))}")
+                time.sleep(0.03)
+
+    def _ldap_ready(self) -> None:
+        conn = self.ldap(as_="service")
+        conn.unbind()
+
+    # ----------------------------------------------------------------- clients
+    def ldap_tls(self) -> ldap3.Tls:
+        """ldap3 TLS settings that verify the server against the lab CA."""
+        return ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(self.ca_file),
+                         version=ssl.PROTOCOL_TLS_CLIENT)
+
+    def ldap(self, as_: str = "service", dn: str | None = None, password: str | None = None
+             ) -> ldap3.Connection:
+        """A bound ldap3 connection over LDAPS: as the service account, the root DN ("root"),
+        the Dovecot reader ("dovecot"), or any dn/password."""
+        info = self.info
+        if dn is None:
+            dn = {"service": info["dns"]["service"], "root": info["dns"]["root"],
+                  "dovecot": info["dns"]["dovecot"]}[as_]
+            password = self.secret({"service": "ldap_service", "root": "ldap_root",
+                                    "dovecot": "ldap_dovecot"}[as_])
+        server = ldap3.Server("127.0.0.1", port=info["ports"]["ldaps"], use_ssl=True, tls=self.ldap_tls(),
+                              connect_timeout=3, get_info=ldap3.NONE)
+        conn = ldap3.Connection(server, user=dn, password=password, raise_exceptions=True,
+                                receive_timeout=10, auto_referrals=False)
+        try:
+            conn.bind()
+        except LDAPException as exc:
+            raise LabError(f"LDAP bind as {dn} failed: {exc}") from None
+        return conn
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """An SSL context that trusts only the lab CA (for IMAPS)."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        return ctx
+
+    # ----------------------------------------------------------------- status / down
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per server: pid, alive, ports, log."""
+        info = self.info
+        ports = info["ports"]
+        svc_ports = {"slapd": {"ldap": ports["ldap"], "ldaps": ports["ldaps"]},
+                     "dovecot": {"imaps": ports["imaps"]}, "sshd": {"ssh": ports["ssh"]}}
+        out: dict[str, dict[str, Any]] = {}
+        for name in info.get("services", SERVICES):
+            entry = info["pids"].get(name)
+            out[name] = {
+                "pid": entry["pid"] if entry else None,
+                "alive": bool(entry) and _proc.alive(entry["pid"], entry["start_time"]),
+                "ports": svc_ports[name],
+                "log": entry["log"] if entry else None,
+            }
+        return out
+
+    def down(self) -> None:
+        """Stop exactly the processes this lab started (by pid and start time), wait until none is left."""
+        if not self.state_file.exists():
+            return
+        info = self.info
+        errors: list[str] = []
+        for name in reversed(list(info["pids"])):
+            entry = info["pids"][name]
+            try:
+                _proc.stop(entry["pid"], entry["start_time"], child=self._children.get(name))
+            except LabError as exc:
+                errors.append(f"{name}: {exc}")
+            self._children.pop(name, None)
+        info["pids"] = {}
+        info["stopped_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self._save(info)
+        if errors:
+            raise LabError("lab down: " + "; ".join(errors))
+
+    def pids(self) -> list[int]:
+        """Every live process the lab's servers consist of (leaders and their process groups)."""
+        found: list[int] = []
+        for entry in self.info["pids"].values():
+            if _proc.alive(entry["pid"], entry["start_time"]):
+                found.append(entry["pid"])
+            found.extend(p for p in _proc.group_members(entry["pid"]) if p not in found)
+        return found
+
+    # ----------------------------------------------------------------- env
+    def env(self) -> dict[str, str]:
+        """The connection settings of DESIGN §7 for this lab (includes its throwaway passwords)."""
+        info = self.info
+        p, paths = info["ports"], info["paths"]
+        env = {
+            "MAILSTATE_LDAP_URL": f"ldaps://127.0.0.1:{p['ldaps']}",
+            "MAILSTATE_LDAP_BIND_DN": info["dns"]["service"],
+            "MAILSTATE_LDAP_PASSWORD": self.secret("ldap_service"),
+            "MAILSTATE_LDAP_CA_FILE": paths["ca_file"],
+        }
+        if "dovecot" in info["services"]:
+            env.update({
+                "MAILSTATE_IMAP_URL": f"imaps://127.0.0.1:{p['imaps']}",
+                "MAILSTATE_IMAP_USER": "mailstate",
+                "MAILSTATE_IMAP_PASSWORD": self.secret("imap_master"),
+                "MAILSTATE_IMAP_CA_FILE": paths["ca_file"],
+            })
+        if "sshd" in info["services"]:
+            env.update({
+                "MAILSTATE_SSH_HOST": "127.0.0.1",
+                "MAILSTATE_SSH_PORT": str(p["ssh"]),
+                "MAILSTATE_SSH_USER": info["user"],
+                "MAILSTATE_SSH_KEY_FILE": paths["ssh_key"],
+                "MAILSTATE_SSH_KNOWN_HOSTS": paths["known_hosts"],
+                "MAILSTATE_SSH_DOVEADM": f"doveadm -c {shlex.quote(paths['dovecot_conf'])}",
+                "MAILSTATE_SSH_ARCHIVE_DIR": paths["archive"],
+            })
+        return env
+
+    def env_script(self) -> str:
+        """`export NAME=value` lines (shell-quoted) for eval in a shell."""
+        return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in self.env().items())
+
+    # ----------------------------------------------------------------- reset
+    def reset(self) -> None:
+        """A clean organisation, cheaply: delete every entry but the bootstrap ones, restore the default
+        password policy, empty the mail store, the dicts and the archive."""
+        info = self.info
+        base = info["base_dn"]
+        keep = {dn.lower() for dn in slapd.bootstrap_dns(base)}
+        conn = self.ldap(as_="root")
+        try:
+            conn.search(base, "(objectClass=*)", ldap3.SUBTREE, attributes=["1.1"])
+            doomed = [e.entry_dn for e in conn.entries if e.entry_dn.lower() not in keep]
+            for dn in sorted(doomed, key=lambda d: d.count(","), reverse=True):
+                conn.delete(dn)
+            pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.DEFAULT_POLICY.items()}
+            conn.modify(slapd.policy_dn(base), pol)
+        except LDAPException as exc:
+            raise LabError(f"lab reset failed in the directory: {exc}") from None
+        finally:
+            conn.unbind()
+        if "dovecot" in info["services"]:
+            dovecot.reset(self)
+        for child in _iter_children(self.dir / "archive"):
+            _remove(child)
+
+    # ----------------------------------------------------------------- misc
+    def run_as_lab_user(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run a command as the lab user (e.g. doveadm) and capture its output."""
+        return _proc.run_as(argv, _proc.lab_user(), self.dir, timeout=timeout)
+
+
+def _iter_children(path: Path) -> Iterator[Path]:
+    if path.is_dir():
+        yield from path.iterdir()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""Helpers for tests against a running `Lab`: people with passwords, IMAP and SSH clients, doveadm.
+
+They write to the lab's directory directly (as the service account), bypassing mailstate's providers —
+for setting up a situation, never for checking a provider with itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import unicodedata
+from typing import Any
+
+import ldap3
+from imapclient import IMAPClient
+from ldap3.utils.dn import escape_rdn
+
+from mailstate.errors import LabError
+from mailstate.lab.lab import Lab
+
+LOCKED = "000001010000Z"
+
+
+def person_dn(lab: Lab, uid: str, container: str = "people") -> str:
+    """DN of a person (container "people") or unit mailbox (container "mailboxes")."""
+    return f"uid={escape_rdn(uid)},ou={container},{lab.base_dn}"
+
+
+def make_person(
+    lab: Lab,
+    uid: str,
+    password: str | None = None,
+    *,
+    cn: str | None = None,
+    mail: str | None = None,
+    quota: int | None = None,
+    unit: str | None = None,
+    locked: bool = False,
+    container: str = "people",
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Add a person (ou=people) or unit mailbox (container="mailboxes") straight into the lab directory,
+    set its password with the Password Modify extended operation (as the service account, so slapd hashes
+    it and ppolicy sets pwdReset), optionally lock it; return its DN."""
+    dn = person_dn(lab, uid, container)
+    mail = mail or f"{uid}@{lab.info['domain']}"
+    attrs: dict[str, Any] = {"uid": uid, "mail": mail, "mailLocalAddress": [mail]}
+    if container == "people":
+        name = unicodedata.normalize("NFC", cn or uid)
+        classes = ["inetOrgPerson", "inetLocalMailRecipient", "mailstateAccount"]
+        attrs.update({"cn": name, "sn": name.split()[-1] if name.split() else uid, "displayName": name})
+        if unit:
+            attrs["departmentNumber"] = unit
+    else:
+        classes = ["account", "simpleSecurityObject", "inetLocalMailRecipient", "mailstateAccount"]
+        # simpleSecurityObject requires userPassword: a placeholder no one can bind with, replaced below.
+        attrs["userPassword"] = "{SSHA}!"
+        if cn:
+            attrs["description"] = unicodedata.normalize("NFC", cn)
+    if quota is not None:
+        attrs["mailstateQuota"] = str(quota)
+    if locked:
+        attrs["pwdAccountLockedTime"] = LOCKED
+    attrs.update(extra or {})
+    conn = lab.ldap("service")
+    try:
+        if not conn.add(dn, classes, attrs):
+            raise LabError(f"could not add {dn}: {conn.result}")
+        if password is not None:
+            conn.extend.standard.modify_password(dn, new_password=password)
+    finally:
+        conn.unbind()
+    return dn
+
+
+def set_password(lab: Lab, dn: str, password: str) -> None:
+    """Set a password with Password Modify as the service account (slapd hashes it)."""
+    conn = lab.ldap("service")
+    try:
+        conn.extend.standard.modify_password(dn, new_password=password)
+    finally:
+        conn.unbind()
+
+
+def lock(lab: Lab, dn: str, locked: bool = True) -> None:
+    """Lock (pwdAccountLockedTime = 000001010000Z) or unlock an entry as the service account."""
+    conn = lab.ldap("service")
+    try:
+        if locked:
+            conn.modify(dn, {"pwdAccountLockedTime": [(ldap3.MODIFY_REPLACE, [LOCKED])]})
+        else:
+            conn.modify(dn, {"pwdAccountLockedTime": [(ldap3.MODIFY_DELETE, [])]})
+    finally:
+        conn.unbind()
+
+
+def imap_connect(lab: Lab) -> IMAPClient:
+    """An IMAPS connection to the lab's Dovecot, verified against the lab CA (not logged in)."""
+    return IMAPClient("127.0.0.1", port=lab.info["ports"]["imaps"], ssl=True, ssl_context=lab.ssl_context(),
+                      timeout=10)
+
+
+def imap_login(lab: Lab, user: str, password: str) -> IMAPClient:
+    """Log in over IMAPS as a user with their own password."""
+    client = imap_connect(lab)
+    client.login(user, password)
+    return client
+
+
+def imap_master_login(lab: Lab, user: str) -> IMAPClient:
+    """Log in over IMAPS as `user` through the master user (`user*mailstate`); ACLs apply as `user`."""
+    return imap_login(lab, f"{user}*mailstate", lab.secret("imap_master"))
+
+
+def doveadm(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `doveadm -c <lab conf> ARGS` locally as the lab user."""
+    res = lab.run_as_lab_user(["doveadm", "-c", lab.info["paths"]["dovecot_conf"], *args])
+    if check and res.returncode != 0:
+        raise LabError(f"doveadm {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}")
+    return res
+
+
+def ssh_client(lab: Lab) -> Any:
+    """A paramiko SSHClient connected to the lab's sshd with its key, checking the host key (RejectPolicy)."""
+    import paramiko
+
+    client = paramiko.SSHClient()
+    client.load_host_keys(lab.info["paths"]["known_hosts"])
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect("127.0.0.1", port=lab.info["ports"]["ssh"], username=lab.info["user"],
+                   key_filename=lab.info["paths"]["ssh_key"], allow_agent=False, look_for_keys=False,
+                   timeout=10)
+    return client

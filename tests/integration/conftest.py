@@ -1,0 +1,96 @@
+"""Fixtures for integration tests: real slapd + Dovecot + sshd on loopback, started once per session.
+
+Fixture API (stable; others build on it):
+
+- ``lab_for(domain, org_name=None) -> Lab`` (session): one running lab per domain, started on first use,
+  stopped (every process, by pid) at the end of the session. Labs live in /dev/shm (tmpfs) when possible.
+- ``lab -> Lab`` (session): ``lab_for("lab.example.gov.vn")`` — base DN ``dc=lab,dc=example,dc=gov,dc=vn``.
+- ``clean_lab -> Lab`` (function): ``lab`` after ``lab.reset()``: only the bootstrap entries of docs/ldap.md
+  (base, ou=people/mailboxes/units/groups/aliases/system/policies, cn=mailstate and cn=dovecot under
+  ou=system, cn=default,ou=policies), default password policy, empty mail store, dicts and archive.
+- ``lab_env -> dict[str, str]`` (function): ``clean_lab`` plus every MAILSTATE_* variable of DESIGN §7
+  (and MAILSTATE_SSH_DOVEADM, MAILSTATE_SSH_ARCHIVE_DIR) set with monkeypatch; returns them.
+
+Useful ``Lab`` members: ``info`` (lab.json: ports ldap/ldaps/imaps/ssh, pids, base_dn, domain, user, dns
+{root, service, dovecot, policy}, paths {ca_file, dovecot_conf, mail, shared_dict, last_login_dict,
+ssh_key, known_hosts, archive, …}), ``base_dn``, ``ca_file``, ``env()``, ``secret(name)`` (ldap_root,
+ldap_service, ldap_dovecot, imap_master), ``ldap(as_="service"|"root"|"dovecot")`` (bound ldap3
+connection over LDAPS, CA-verified), ``ldap_tls()``, ``ssl_context()``, ``run_as_lab_user(argv)``.
+
+Helpers (plain functions, ``from mailstate.lab.testing import …``): ``make_person(lab, uid, password,
+cn=, mail=, quota=, unit=, locked=, container="people"|"mailboxes", extra=) -> dn``, ``person_dn``,
+``set_password``, ``lock(lab, dn, locked=True)``, ``imap_connect``, ``imap_login(lab, user, pw)``,
+``imap_master_login(lab, user)`` (``user*mailstate``), ``doveadm(lab, *args)`` (as the lab user),
+``ssh_client(lab)`` (paramiko, known_hosts + RejectPolicy), ``LOCKED`` = "000001010000Z".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from mailstate.lab import Lab
+
+DEFAULT_DOMAIN = "lab.example.gov.vn"
+
+
+def _lab_root() -> Path:
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    root = Path(tempfile.mkdtemp(prefix="mailstate-lab-", dir=parent))
+    root.chmod(0o711)  # the lab user (mailstate-lab when we are root) must traverse it
+    return root
+
+
+@pytest.fixture(scope="session")
+def lab_for() -> Iterator[Callable[..., Lab]]:
+    """Factory: one running lab per domain for the whole session; all stopped and removed at the end."""
+    root = _lab_root()
+    labs: dict[str, Lab] = {}
+
+    def get(domain: str = DEFAULT_DOMAIN, org_name: str | None = None) -> Lab:
+        if domain not in labs:
+            lab = Lab(root / domain)
+            lab.up(domain=domain, org_name=org_name or f"Lab {domain}")
+            labs[domain] = lab
+        return labs[domain]
+
+    try:
+        yield get
+    finally:
+        errors = []
+        for lab in labs.values():
+            try:
+                lab.down()
+            except Exception as exc:  # keep stopping the others
+                errors.append(exc)
+        shutil.rmtree(root, ignore_errors=True)
+        if errors:
+            raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def lab(lab_for: Callable[..., Lab]) -> Lab:
+    """The session's default lab (domain lab.example.gov.vn), running."""
+    return lab_for(DEFAULT_DOMAIN)
+
+
+@pytest.fixture
+def clean_lab(lab: Lab) -> Lab:
+    """The default lab reset to its bootstrap entries with an empty mail store."""
+    lab.reset()
+    return lab
+
+
+@pytest.fixture
+def lab_env(clean_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A clean lab with every MAILSTATE_* connection variable pointing at it."""
+    env = clean_lab.env()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
