@@ -25,6 +25,13 @@ scope_option = click.option(
     metavar="unit:ID",
     help="Limit reading and planning to these units (their people, mailbox, objects naming them).",
 )
+provider_option = click.option(
+    "--provider",
+    "provider_names",
+    multiple=True,
+    metavar="NAME",
+    help="Use only these providers (ldap, imap, ssh; default: every configured one). Repeatable.",
+)
 as_of_option = click.option(
     "--as-of",
     "as_of",
@@ -55,6 +62,7 @@ def _render(plan: Any, fmt: str, out: IO[str]) -> None:
 )
 @as_of_option
 @scope_option
+@provider_option
 @errors_to_exit
 def plan_cmd(
     state_dir: Path | None,
@@ -63,11 +71,17 @@ def plan_cmd(
     detailed_exitcode: bool,
     as_of: str | None,
     scope: tuple[str, ...],
+    provider_names: tuple[str, ...],
 ) -> None:
     """Read the live state and print what apply would change."""
     from mailstate.reconciler.engine import make_plan, plan_changes, save_plan
 
-    plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of)
+    plan = make_plan(
+        resolve_state(state_dir),
+        scope=list(scope) or None,
+        as_of=as_of,
+        providers=list(provider_names) or None,
+    )
     _render(plan, fmt, sys.stdout)
     if out is not None:
         save_plan(plan, out)
@@ -103,6 +117,7 @@ def plan_cmd(
     default=None,
     help="File (mode 0600) for generated initial passwords (default: a new file beside the journal).",
 )
+@provider_option
 @errors_to_exit
 def apply_cmd(
     planfile: Path | None,
@@ -114,6 +129,7 @@ def apply_cmd(
     journal_dir: Path | None,
     audit_log: Path | None,
     passwords_out: Path | None,
+    provider_names: tuple[str, ...],
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
     from mailstate.reconciler.engine import (
@@ -133,7 +149,7 @@ def apply_cmd(
             )
         plan = load_plan(planfile)
     else:
-        plan = make_plan(root, scope=list(scope) or None, as_of=as_of)
+        plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
         _render(plan, "text", sys.stdout)
     changes = plan_changes(plan)
     if not changes:
@@ -165,6 +181,8 @@ def apply_cmd(
         passwords_out=passwords_out,
         on_change=progress if len(changes) <= 200 else None,
     )
+    for notice in result.notices:
+        click.echo(f"note: {notice}")
     click.echo(
         f"applied {len(result.done)} changes; journal: {result.journal}; audit log: {result.audit_log}"
     )
@@ -179,12 +197,24 @@ def apply_cmd(
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 @as_of_option
 @scope_option
+@provider_option
 @errors_to_exit
-def drift_cmd(state_dir: Path | None, fmt: str, as_of: str | None, scope: tuple[str, ...]) -> None:
+def drift_cmd(
+    state_dir: Path | None,
+    fmt: str,
+    as_of: str | None,
+    scope: tuple[str, ...],
+    provider_names: tuple[str, ...],
+) -> None:
     """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
     from mailstate.reconciler.engine import make_plan, plan_changes, plan_unlisted
 
-    plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of)
+    plan = make_plan(
+        resolve_state(state_dir),
+        scope=list(scope) or None,
+        as_of=as_of,
+        providers=list(provider_names) or None,
+    )
     _render(plan, fmt, sys.stdout)
     if plan_changes(plan) or plan_unlisted(plan):
         sys.exit(2)

@@ -358,6 +358,8 @@ class PlanMeta:
     as_of: str
     domain: str
     created_at: str
+    providers: list[str] = field(default_factory=list)
+    """The providers whose live state the plan read (a stale check re-reads the same ones)."""
 
 
 def _as_of(value: date | str | None) -> date:
@@ -420,13 +422,14 @@ def make_plan(
     *,
     scope: Iterable[str] | None = None,
     as_of: date | str | None = None,
-    providers: Mapping[str, Provider] | None = None,
+    providers: Mapping[str, Provider] | Iterable[str] | None = None,
     state: State | None = None,
 ) -> Plan:
     """Load the state, read every provider (in bulk), project, diff, order and fingerprint. Writes nothing.
 
-    ``scope`` takes ``unit:<id>`` values (or bare unit ids); ``providers`` lets a caller pass opened
-    providers (they are not closed here); otherwise the configured ones are opened and closed.
+    ``scope`` takes ``unit:<id>`` values (or bare unit ids). ``providers`` is either opened providers by
+    name (not closed here), or the names of the providers to use (default: the configured ones), which
+    are opened and closed here.
     """
     from mailstate.desired_state.loader import load_state
 
@@ -439,8 +442,8 @@ def make_plan(
         unknown = [u for u in scope_units if u not in state.units]
         if unknown:
             raise MailstateError(f"--scope: no unit {', '.join(unknown)} in the desired state")
-    own = providers is None
-    provs = open_providers(state) if providers is None else dict(providers)
+    own = not isinstance(providers, Mapping)
+    provs = dict(providers) if isinstance(providers, Mapping) else open_providers(state, providers)
     try:
         snapshots = read_all(provs, scope_units)
     finally:
@@ -472,6 +475,7 @@ def plan_from(
         as_of=as_of.isoformat(),
         domain=state.domain,
         created_at=_now(),
+        providers=sorted(snapshots),
     )
     return _build_plan(state, changes, unlisted, meta, live)
 
@@ -548,6 +552,8 @@ class ApplyResult:
     journal: Path
     audit_log: Path
     passwords_file: Path | None
+    notices: list[str] = field(default_factory=list)
+    """What the providers want the operator to know (never a secret)."""
 
 
 def _secrets(state: State) -> list[str]:
@@ -600,7 +606,7 @@ def apply_plan(
     journal_dir: Path | str | None = None,
     audit_log: Path | str | None = None,
     passwords_out: Path | str | None = None,
-    providers: Mapping[str, Provider] | None = None,
+    providers: Mapping[str, Provider] | Iterable[str] | None = None,
     check_stale: bool = True,
     on_change: Callable[[Change, str], None] | None = None,
 ) -> ApplyResult:
@@ -623,12 +629,19 @@ def apply_plan(
     _raise_if_unsafe(plan, state, allow_destructive)
     changes = list(plan_changes(plan))
 
-    own = providers is None
-    needed = sorted({c.provider for c in changes} | {"ldap"})
+    own = not isinstance(providers, Mapping)
     provider_kwargs: dict[str, dict[str, Any]] = {}
     if pw_path is not None:
         provider_kwargs["ldap"] = {"passwords_out": pw_path}
-    provs = open_providers(state, needed, **provider_kwargs) if providers is None else dict(providers)
+    if isinstance(providers, Mapping):
+        provs = dict(providers)
+    else:
+        # the providers the plan was read from (a stale check re-reads them all), and any a change names
+        names = (
+            list(providers) if providers is not None else list(meta.providers or configured_providers(state))
+        )
+        names += [c.provider for c in changes if c.provider not in names]
+        provs = open_providers(state, names, **provider_kwargs)
     done: list[Change] = []
     who = actor()
     try:
@@ -664,10 +677,12 @@ def apply_plan(
                 journal.run_finished(outcome="ok", done=len(done), failed=0, not_tried=0)
             finally:
                 journal.close()
+        notices = [str(n) for p in provs.values() for n in getattr(p, "notices", None) or []]
     finally:
         if own:
             close_providers(provs)
     return ApplyResult(
+        notices=notices,
         done=done,
         journal=journal_path,
         audit_log=audit_path,
@@ -742,6 +757,7 @@ def plan_json(plan: Any) -> dict[str, Any]:
         "as_of": meta.as_of,
         "created_at": meta.created_at,
         "files": dict(meta.fingerprint.files),
+        "providers": list(meta.providers),
     }
     return data
 
@@ -771,6 +787,7 @@ def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
             as_of=str(eng["as_of"]),
             domain=str(eng["domain"]),
             created_at=str(eng.get("created_at") or ""),
+            providers=[str(p) for p in eng.get("providers") or []],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MailstateError(f"{source}: damaged plan file ({type(exc).__name__}: {exc})") from exc
