@@ -21,7 +21,7 @@ def cli() -> None:
     """Keep an agency's official e-mail system as TOML in git and make OpenLDAP + Dovecot match it."""
 
 
-for _module in ("state_cmds", "lab_cmds", "plan_cmds"):
+for _module in ("state_cmds", "assign_cmd", "lab_cmds", "plan_cmds"):
     try:
         _mod = importlib.import_module(f"mailstate.cli.{_module}")
     except ModuleNotFoundError as _exc:  # a command module not written yet

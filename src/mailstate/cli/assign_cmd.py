@@ -1,0 +1,29 @@
+"""`mailstate assign [--check]`: write derived addresses into the TOML (desired_state.assign)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+
+
+@click.command("assign")
+@state_option
+@click.option("--check", is_flag=True, help="Write nothing; exit 2 when something would be written (for CI).")
+@errors_to_exit
+def assign_command(state_dir: Path | None, check: bool) -> None:
+    """Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."""
+    from mailstate.desired_state.assign import assign
+
+    result = assign(resolve_state(state_dir), check=check)
+    click.echo(result.summary(check))
+    for item in result.assignments:
+        click.echo(f"  {item}")
+    if check and result.changed:
+        sys.exit(2)
+
+
+COMMANDS = [assign_command]

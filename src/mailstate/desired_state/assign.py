@@ -1,0 +1,295 @@
+"""`mailstate assign`: write derived addresses into the TOML, so a reviewer sees the real address in the PR.
+
+For every person, unit and group without ``address = …`` whose address can be derived (DESIGN §3,
+desired_state.naming), one line ``address = "…"`` is inserted right after the table's ``name`` (or ``id``)
+key, with the same indentation and ``=`` alignment. Nothing else in the file changes: comments, order,
+blank lines and layout stay byte-for-byte. The inserted value is rendered by tomlkit; each rewritten file
+is parsed again with ``tomllib`` and must hold exactly the old data plus the new addresses (where a table
+is written in a form a line cannot be inserted into, e.g. an inline table, tomlkit edits the file instead).
+
+Writing is all or nothing: every file is written to a temporary file beside it first, then all are moved
+into place with ``os.replace``. A second run writes nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from mailstate.desired_state.loader import Document, KeyPath, load_documents, load_state
+from mailstate.desired_state.model import State
+from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
+from mailstate.errors import MailstateError, Problem, ValidationError
+
+ANCHORS = ("name", "id")
+"""The address goes right after the later of these keys in its table."""
+
+_KEY_RE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<key>[A-Za-z0-9_-]+|\"[^\"]*\"|'[^']*')(?P<pad>[ \t]*)=(?P<after>[ \t]*)"
+)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One address written: which object, the address, and where it now stands (file, line)."""
+
+    kind: Kind
+    id: str
+    address: str
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.kind} {self.id}: address = {self.address}"
+
+
+@dataclass
+class AssignResult:
+    """What ``assign`` wrote (or would write): each address, and the new text of each changed file."""
+
+    assignments: list[Assignment] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    """Relative path → new file text, for the files that change."""
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.assignments)
+
+    def summary(self, check: bool = False) -> str:
+        n, f = len(self.assignments), len(self.texts)
+        if not n:
+            return "nothing to assign: every person, unit and group has its address"
+        verb = "would assign" if check else "assigned"
+        return f"{verb} {n} address{'es' if n != 1 else ''} in {f} file{'s' if f != 1 else ''}"
+
+
+class AssignError(MailstateError):
+    """A file could not be rewritten safely or written; nothing was changed."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning the edits (no writes)
+
+
+def _tables(doc: Document) -> dict[tuple[Kind, str], KeyPath]:
+    """(kind, id) → key path of every [unit], [[person]] and [[group]] table of one file."""
+    out: dict[tuple[Kind, str], KeyPath] = {}
+    kinds: tuple[Kind, ...] = ("unit", "person", "group")
+    for kind in kinds:
+        value = doc.data.get(kind)
+        items: list[tuple[KeyPath, Any]]
+        if isinstance(value, dict):
+            items = [((kind,), value)]
+        elif isinstance(value, list):
+            items = [((kind, i), v) for i, v in enumerate(value)]
+        else:
+            continue
+        for path, table in items:
+            if isinstance(table, dict) and isinstance(table.get("id"), str):
+                out[(kind, table["id"])] = path
+    return out
+
+
+def _single_line_key(line: str, key: str) -> bool:
+    """Whether ``line`` holds the whole ``key = value`` (not the start of a multi-line string or array)."""
+    try:
+        parsed = tomllib.loads(line.strip())
+    except tomllib.TOMLDecodeError:
+        return False
+    return list(parsed) == [key]
+
+
+def _insertion_line(doc: Document, lines: list[str], path: KeyPath) -> int | None:
+    """0-based index of the line after which ``address`` goes, or None when a line cannot be inserted."""
+    pos = doc.positions.get(path)
+    if pos is None:
+        return None
+    candidates = sorted(
+        ((pos.fields[k], k) for k in ANCHORS if k in pos.fields), reverse=True
+    )
+    for line_no, key in candidates:
+        idx = line_no - 1
+        if 0 <= idx < len(lines) and _single_line_key(lines[idx], key) and _KEY_RE.match(lines[idx]):
+            return idx
+    return None
+
+
+def _address_line(anchor: str, address: str, eol: str) -> str:
+    """``address = "…"`` indented and aligned like the anchor line (``name   = …`` → ``address = …``)."""
+    m = _KEY_RE.match(anchor)
+    assert m is not None
+    width = len(m["key"]) + len(m["pad"])
+    key = "address".ljust(width) if width > len("address") else "address "
+    return f"{m['indent']}{key}={m['after'] or ' '}{tomlkit.string(address).as_string()}{eol}"
+
+
+def _expected(data: dict[str, Any], edits: list[tuple[KeyPath, str]]) -> dict[str, Any]:
+    expected = copy.deepcopy(data)
+    for path, address in edits:
+        table: Any = expected
+        for key in path:
+            table = table[key]
+        table["address"] = address
+    return expected
+
+
+def _edit_lines(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict[KeyPath, int]] | None:
+    """Insert one line per edit; return the new text and each edit's new 1-based line, or None if unsafe."""
+    lines = doc.text.splitlines(keepends=True)
+    eol = "\r\n" if "\r\n" in doc.text else "\n"
+    inserts: list[tuple[int, KeyPath, str]] = []
+    for path, address in edits:
+        idx = _insertion_line(doc, lines, path)
+        if idx is None:
+            return None
+        inserts.append((idx, path, address))
+    inserts.sort(key=lambda t: t[0])
+    new_lines = list(lines)
+    where: dict[KeyPath, int] = {}
+    for shift, (idx, path, address) in enumerate(inserts):
+        anchor = lines[idx]
+        if not anchor.endswith(("\n", "\r")):  # the last line of a file without a final newline
+            new_lines[idx + shift] = anchor + eol
+        new_lines.insert(idx + shift + 1, _address_line(anchor, address, eol))
+        where[path] = idx + shift + 2
+    return "".join(new_lines), where
+
+
+def _edit_tomlkit(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict[KeyPath, int]]:
+    """Fallback for tables a line cannot be inserted into (inline tables …): tomlkit adds the key."""
+    tk = tomlkit.parse(doc.text)
+    for path, address in edits:
+        table: Any = tk
+        for key in path:
+            table = table[key]
+        table["address"] = address
+    text = tomlkit.dumps(tk)
+    where = {path: _find_line(text, address) for path, address in edits}
+    return text, where
+
+
+def _find_line(text: str, address: str) -> int:
+    needle = tomlkit.string(address).as_string()
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    return 0
+
+
+def _rewrite(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict[KeyPath, int]]:
+    expected = _expected(doc.data, edits)
+    for editor in (_edit_lines, _edit_tomlkit):
+        got = editor(doc, edits)
+        if got is None:
+            continue
+        try:
+            if tomllib.loads(got[0]) == expected:
+                return got
+        except tomllib.TOMLDecodeError:
+            pass
+    raise AssignError(f"{doc.rel}: cannot insert the addresses safely; write them by hand")
+
+
+def plan_assign(root: Path, live: Mapping[str, str] | None = None) -> AssignResult:
+    """Load and validate the state under ``root``, derive addresses, and compute the new file texts.
+
+    Writes nothing. Raises ``ValidationError`` (bad state, bad template) or ``AssignError``.
+    """
+    root = Path(root)
+    state = load_state(root)
+    addresses = derive_addresses(state, live)
+    docs = load_documents(root)
+    return plan_edits(docs, addresses, _pinned(state))
+
+
+def _pinned(state: State) -> set[tuple[Kind, str]]:
+    out: set[tuple[Kind, str]] = set()
+    out.update(("unit", id_) for id_, u in state.units.items() if u.address)
+    out.update(("person", id_) for id_, p in state.people.items() if p.address)
+    out.update(("group", id_) for id_, g in state.groups.items() if g.address)
+    return out
+
+
+def plan_edits(
+    docs: list[Document], addresses: Addresses, pinned: set[tuple[Kind, str]] | None = None
+) -> AssignResult:
+    """The edits that write every unpinned address of ``addresses`` into ``docs`` (pure: no I/O)."""
+    pinned = pinned or set()
+    wanted = {(k, i): a for k, i, a in addresses.unpinned() if (k, i) not in pinned}
+    result = AssignResult()
+    problems: list[Problem] = []
+    found: set[tuple[Kind, str]] = set()
+    for doc in docs:
+        edits: list[tuple[KeyPath, str]] = []
+        who: dict[KeyPath, tuple[Kind, str]] = {}
+        for obj_key, path in _tables(doc).items():
+            address = wanted.get(obj_key)
+            if address is None or obj_key in found:
+                continue
+            table: Any = doc.data
+            for key in path:
+                table = table[key]
+            if "address" in table:
+                continue
+            found.add(obj_key)
+            edits.append((path, address))
+            who[path] = obj_key
+        if not edits:
+            continue
+        text, where = _rewrite(doc, edits)
+        result.texts[doc.rel] = text
+        for path, address in edits:
+            kind, id_ = who[path]
+            result.assignments.append(Assignment(kind, id_, address, doc.rel, where[path]))
+    for kind, id_ in sorted(set(wanted) - found):
+        problems.append(Problem("<state>", 0, kind, f"{kind} {id_!r}: no table to write its address into"))
+    if problems:
+        raise ValidationError(problems)
+    result.assignments.sort(key=lambda a: (a.file, a.line))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_texts(root: Path, texts: Mapping[str, str]) -> None:
+    """Write every file or none: temporary files beside each first, then ``os.replace`` them all."""
+    root = Path(root)
+    staged: list[tuple[str, Path]] = []
+    try:
+        for rel, text in texts.items():
+            target = root / rel
+            mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            staged.append((tmp, target))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, mode)
+    except OSError as exc:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise AssignError(
+            f"cannot write {exc.filename or ''}: {exc.strerror or exc}; nothing was changed"
+        ) from None
+    for tmp, target in staged:
+        os.replace(tmp, target)
+
+
+def assign(root: Path, *, check: bool = False, live: Mapping[str, str] | None = None) -> AssignResult:
+    """Derive and write the missing addresses (``check``: compute only, write nothing)."""
+    result = plan_assign(root, live)
+    if result.changed and not check:
+        write_texts(root, result.texts)
+    return result
