@@ -242,6 +242,8 @@ def scan_positions(text: str) -> dict[KeyPath, TablePos]:
         else:
             parts, i = _parse_key(s, 0)
             vstart = s.index("=", i) + 1
+            while s[vstart : vstart + 1] in (" ", "\t"):
+                vstart += 1
         table, tp = current, cur_pos
         for part in parts[:-1]:
             tp.fields.setdefault(part, lineno)

@@ -430,7 +430,7 @@ class Checker:
         for other in allowed:
             if other != kind and oid in self._ids(other):
                 fixed = oid if other == "person" else f"{other}:{oid}"
-                return f"no {label} '{oid}'; did you mean '{fixed}'?"
+                return f"no {label} '{oid}' ('{oid}' is a {other}); did you mean '{fixed}'?"
         near = closest(oid, self._ids(kind))
         if near is not None:
             fixed = near if kind == "person" else f"{kind}:{near}"

@@ -1,0 +1,180 @@
+"""The loader: every *.toml read, merged, with the file and line of every table and key."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+from mailstate.desired_state.loader import load_documents, load_state, scan_positions
+
+WriteState = Callable[[dict[str, str]], Path]
+
+UNIT_FILE = """\
+# Phòng Quản lý Công nghiệp
+[unit]
+id        = "qlcn"          # stable key
+name      = "Phòng Quản lý Công nghiệp"
+delegates = [
+    "thuytt",   # a comment inside a multi-line array
+]
+
+[[person]]
+id   = "bangnv"
+name = "Nguyễn Văn Bằng"
+
+# between two people
+
+[[person]]    # a comment after the header
+id    = "thuytt"
+name  = "Trần Thị Thủy"
+title = '''
+[[person]]
+id = "not-a-person"
+'''
+mobile = "0905 123 456"
+
+[[shared_folder]]
+mailbox = "unit:qlcn"
+path    = "Văn bản đến/2026"
+purpose = \"\"\"Văn bản đến
+[unit]
+\"\"\"
+read    = [ "bangnv", "thuytt" ] # a comment with [brackets] and "quotes
+write   = ["bangnv"]
+"""
+
+
+def test_positions_of_tables_and_keys_across_files(write_state: WriteState, org: str) -> None:
+    """Each object records its file (relative to the state dir) and the line of its table and of each key."""
+    root = write_state({"mailstate.toml": org, "units/qlcn.toml": UNIT_FILE})
+    state = load_state(root)
+    assert state.organization.source.file == "mailstate.toml"
+    assert state.organization.source.line == 1
+    assert state.organization.source.line_of("domain") == 3
+    unit = state.units["qlcn"]
+    assert (unit.source.file, unit.source.line) == ("units/qlcn.toml", 2)
+    assert unit.source.line_of("delegates") == 5
+    bang, thuy = state.people["bangnv"], state.people["thuytt"]
+    assert (bang.source.file, bang.source.line, bang.source.line_of("name")) == ("units/qlcn.toml", 9, 11)
+    assert (thuy.source.line, thuy.source.line_of("title")) == (15, 18)
+    assert thuy.source.line_of("mobile") == 22, "lines inside a multi-line string are not keys"
+    folder = state.shared_folders[0]
+    assert (folder.source.line, folder.source.line_of("read"), folder.source.line_of("write")) == (24, 30, 31)
+
+
+def test_person_unit_defaults_to_the_files_single_unit(write_state: WriteState, org: str) -> None:
+    """A person without `unit` belongs to the [unit] of its file."""
+    root = write_state({"mailstate.toml": org, "units/qlcn.toml": UNIT_FILE})
+    state = load_state(root)
+    assert state.people["bangnv"].unit == "qlcn"
+    assert state.people["thuytt"].unit == "qlcn"
+
+
+def test_any_file_may_hold_any_table_and_unit_may_be_an_array(write_state: WriteState, org: str) -> None:
+    """Tables spread over files merge; [[unit]] works like [unit]; files are read in sorted order."""
+    root = write_state({
+        "a/units.toml": """\
+            [[unit]]
+            id = "sct"
+            name = "Sở"
+
+            [[unit]]
+            id = "vp"
+            name = "Văn phòng"
+            parent = "sct"
+            """,
+        "mailstate.toml": org,
+        "z.toml": """\
+            [[person]]
+            id = "anhnv"
+            name = "Nguyễn Văn Anh"
+            unit = "vp"
+            """,
+    })
+    state = load_state(root)
+    assert list(state.units) == ["sct", "vp"]
+    assert state.units["vp"].source.line == 5
+    assert state.people["anhnv"].source.file == "z.toml"
+    files = [p.relative_to(root).as_posix() for p in state.files]
+    assert files == ["a/units.toml", "mailstate.toml", "z.toml"]
+
+
+def test_hidden_files_and_folders_are_skipped(write_state: WriteState, org: str) -> None:
+    """Files under a hidden folder, and hidden files, are not read (a broken one there is ignored)."""
+    root = write_state({
+        "mailstate.toml": org,
+        ".git/config.toml": "this is not toml [",
+        "units/.draft.toml": "[organization]\nname = 'x'\ndomain = 'x.vn'\n",
+    })
+    state = load_state(root)
+    assert [p.name for p in state.files] == ["mailstate.toml"]
+
+
+def test_text_is_stored_nfc(write_state: WriteState, org: str) -> None:
+    """A Vietnamese name written decomposed (NFD) is stored composed (NFC)."""
+    nfd = unicodedata.normalize("NFD", "Nguyễn Văn Bằng")
+    person = f'[unit]\nid = "vp"\nname = "VP"\n[[person]]\nid = "bangnv"\nname = "{nfd}"\n'
+    root = write_state({"mailstate.toml": org + person})
+    name = load_state(root).people["bangnv"].name
+    assert name == unicodedata.normalize("NFC", "Nguyễn Văn Bằng") and name != nfd
+
+
+def test_load_documents_gives_data_and_positions_per_file(write_state: WriteState, org: str) -> None:
+    """load_documents returns each file's parsed data and the line of each table and key, for `assign`."""
+    root = write_state({"mailstate.toml": org, "units/qlcn.toml": UNIT_FILE})
+    docs = load_documents(root)
+    assert [d.rel for d in docs] == ["mailstate.toml", "units/qlcn.toml"]
+    doc = docs[1]
+    assert doc.data["person"][1]["id"] == "thuytt"
+    assert doc.positions[("person", 1)].line == 15
+    assert doc.line_of(("person", 1, "name")) == 17
+    assert doc.line_of(("person", 1, "no_such_key")) == 15
+    assert doc.source(("unit",)).line_of("name") == 4
+
+
+def test_scanner_dotted_quoted_keys_subtables_and_inline_tables() -> None:
+    """The scanner follows dotted and quoted keys, sub-tables of array elements, and inline tables."""
+    text = """\
+[providers.ldap]
+url = "ldaps://x"
+[providers]
+ssh.host = "h"
+"imap" = { url = "imaps://x", timeout = 5 }
+[[person]]
+id = "a"
+[person.extra]
+"quoted key" = 1
+[[person]]
+id = "b"
+[ "quota" . overrides ]
+'unit:qlcn' = "5 GiB"
+"""
+    pos = scan_positions(text)
+    assert pos[("providers", "ldap")].line == 1 and pos[("providers", "ldap")].fields == {"url": 2}
+    assert pos[("providers",)].line == 3
+    assert pos[("providers", "ssh")].fields == {"host": 4}
+    assert pos[("providers",)].fields["imap"] == 5 and pos[("providers", "imap")].line == 5
+    assert pos[("person", 0)].line == 6 and pos[("person", 0, "extra")].fields == {"quoted key": 9}
+    assert pos[("person", 1)].fields == {"id": 11}
+    assert pos[("quota", "overrides")].fields == {"unit:qlcn": 13}
+    assert tomllib.loads(text)["person"][0]["extra"]["quoted key"] == 1
+
+
+def test_scanner_agrees_with_every_key_of_a_generated_agency(tmp_path: Path) -> None:
+    """On a generated agency, each person's table and key lines found by the scanner hold them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from gen_agency import generate
+
+    generate(tmp_path, 300, seed=3)
+    for doc in load_documents(tmp_path):
+        lines = doc.text.splitlines()
+        people = doc.data.get("person", [])
+        for i in range(len(people)):
+            tp = doc.positions[("person", i)]
+            assert lines[tp.line - 1].startswith("[[person]]")
+            assert set(tp.fields) == set(people[i])
+            for key, line in tp.fields.items():
+                assert lines[line - 1].startswith(key), (doc.rel, key, line)
