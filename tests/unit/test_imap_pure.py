@@ -224,3 +224,77 @@ def test_project_imap_head_change_moves_full_rights() -> None:
     d = project_imap(st, date(2026, 11, 23))
     assert d.records[("acl", "unit:qlcn/INBOX#tuan")].attrs["rights"] == RIGHTS["full"]
     assert ("acl", "unit:qlcn/INBOX#bangnv") not in d.records
+
+
+# --------------------------------------------------------------------------------------------------
+# SSH provider, pure parts (recorded doveadm output)
+
+NAMESPACE_CONFIG = """namespace inbox {
+  inbox = yes
+  prefix =
+  separator = /
+  type = private
+}
+namespace shared {
+  inbox = no
+  list = children
+  location = mdbox:/tmp/gscratch/mail/%%n
+  prefix = shared/%%n/
+  separator = /
+  type = shared
+}
+"""
+FETCH_TAB = (
+    "mailbox\tguid\nINBOX\t802bb80f4839046be531000083ecc375\nINBOX\t48efc52f4e39046bee32000083ecc375\n"
+)
+DICT_ITER = (
+    "key\tvalue\nshared/last-login/qlcn\t1795438926\nshared/last-login/bangnv\t1795438926\n"
+    "shared/last-login-master/qlcn\t1795438999\n"
+)
+
+
+def test_last_login_parsing() -> None:
+    """dict iter output becomes {user: ISO UTC time}; keys of another prefix (master logins) are ignored."""
+    from mailstate.providers.ssh import last_login_prefix, parse_last_login
+
+    prefix = last_login_prefix("last-login/%u")
+    assert prefix == "shared/last-login/"
+    got = parse_last_login(DICT_ITER, prefix)
+    assert got == {"qlcn": "2026-11-23T13:02:06+00:00", "bangnv": "2026-11-23T13:02:06+00:00"}
+
+
+def test_mail_digest_is_order_independent() -> None:
+    """Count and digest of fetch output do not depend on line order but change when a message is missing."""
+    from mailstate.providers.ssh import mail_digest
+
+    lines = FETCH_TAB.splitlines()
+    shuffled = "\n".join([lines[0], lines[2], lines[1]]) + "\n"
+    assert mail_digest(FETCH_TAB) == mail_digest(shuffled)
+    assert mail_digest(FETCH_TAB)[0] == 2
+    assert mail_digest("\n".join(lines[:2]) + "\n") != mail_digest(FETCH_TAB)
+
+
+def test_other_namespace_prefixes() -> None:
+    """The shared namespace's static prefix is found, so removal never touches others' shared folders."""
+    from mailstate.providers.ssh import other_namespace_prefixes
+
+    assert other_namespace_prefixes(NAMESPACE_CONFIG) == ["shared/"]
+
+
+def test_latest_manifest_and_command_quoting() -> None:
+    """The newest manifest of exactly that user is picked; commands quote every word."""
+    from mailstate.providers.ssh import doveadm_command, latest_manifest_name
+
+    names = [
+        "bangnv-2026-01-02.manifest.json",
+        "bangnv-2026-03-01.manifest.json",
+        "bangnv2-2027-01-01.manifest.json",
+        "bangnv-2026-03-01",
+        "bangnv-x.manifest.json",
+    ]
+    assert latest_manifest_name(names, "bangnv") == "bangnv-2026-03-01.manifest.json"
+    assert latest_manifest_name(names, "thuytt") is None
+    cmd = doveadm_command(
+        "doveadm -c '/lab dir/dovecot.conf'", "fetch", "-u", "a;rm -rf /", "mailbox guid", "all"
+    )
+    assert cmd == "doveadm -c '/lab dir/dovecot.conf' fetch -u 'a;rm -rf /' 'mailbox guid' all"
