@@ -359,3 +359,20 @@ def test_ten_thousand_people_fast() -> None:
     assert time.perf_counter() - t < 5
     assert len(set(got.people.values())) == 10_000
     assert got.people["p09999"] == f"bangnv3334@{DOMAIN}"
+
+
+@pytest.mark.parametrize(
+    ("name", "template", "expected"),
+    [
+        # MOST's support address phongktht@most.gov.vn
+        ("Phòng Kỹ thuật hạ tầng", "{unit_kind}{unit_rest_initials}", "phongktht"),
+        ("Sở Tài chính", "{unit_kind_initials}{unit_rest}", "staichinh"),
+        ("Văn phòng Ủy ban nhân dân tỉnh", "{unit_kind_initials}", "vpubnd"),
+        ("Trung tâm Khuyến công", "{unit_initials}", "ttkc"),
+        ("Sở Tài chính", "{unit_name_full}", "sotaichinh"),
+    ],
+)
+def test_unit_name_parts(name: str, template: str, expected: str) -> None:
+    """The unit-name placeholders split the kind of unit (Phòng, Sở …) from the rest of the name."""
+    values = unit_values(Unit(id="x", name=name))
+    assert render(parse_template(template, UNIT_FIELDS), values) == expected

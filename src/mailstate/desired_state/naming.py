@@ -101,29 +101,38 @@ UNIT_TYPE_WORDS: tuple[tuple[str, ...], ...] = tuple(
 shortens them to their initials, as VL art.4 does: "Sở Tài chính" → "s" + "taichinh"."""
 
 
-def unit_name_key(name: str) -> str:
-    """VL art.4: the kind-of-unit words as initials, the rest concatenated ("Sở Tài chính" → "staichinh")."""
+def split_unit_name(name: str) -> tuple[list[str], list[str]]:
+    """(kind-of-unit words, the rest), transliterated: "Phòng Kỹ thuật hạ tầng" → (["phong"], ["ky", …])."""
     words = [w for w in (word_key(part) for part in name.split()) if w]
-    prefix = ""
+    kind: list[str] = []
     while words:
         for phrase in UNIT_TYPE_WORDS:
             if len(words) > len(phrase) and tuple(words[: len(phrase)]) == phrase:
-                prefix += "".join(w[0] for w in phrase)
+                kind += phrase
                 words = words[len(phrase):]
                 break
         else:
             break
-    return prefix + "".join(words)
+    return kind, words
+
+
+def unit_name_key(name: str) -> str:
+    """VL art.4: the kind-of-unit words as initials, the rest concatenated ("Sở Tài chính" → "staichinh")."""
+    kind, rest = split_unit_name(name)
+    return "".join(w[0] for w in kind) + "".join(rest)
 
 
 # --------------------------------------------------------------------------------------------------
 # Templates
 
+UNIT_FIELDS = (
+    "unit", "unit_name", "unit_name_full", "unit_initials", "unit_kind", "unit_kind_initials", "unit_rest",
+    "unit_rest_initials", "id",
+)
 PERSON_FIELDS = (
     "given", "family", "middle", "initials", "family_initial", "middle_initials", "given_initial",
-    "unit", "unit_name", "unit_name_full", "unit_initials", "id",
+    *UNIT_FIELDS,
 )
-UNIT_FIELDS = ("unit", "unit_name", "unit_name_full", "unit_initials", "id")
 GROUP_FIELDS = ("group", "group_name", "id")
 SEQUENCE_FIELD = "n"
 """Where the collision number goes (``{initials}{given}{n}.{unit}`` → nvtien2.stc); at the end when absent."""
@@ -206,12 +215,17 @@ def render(template: str | Template, values: Mapping[str, str], n: str = "") -> 
 
 def unit_values(unit: Unit) -> dict[str, str]:
     """Template values of a unit: ``{unit}`` is its abbreviation or id; ``{unit_name}`` per VL art.4."""
-    words = [w for w in (word_key(part) for part in unit.name.split()) if w]
+    kind, rest = split_unit_name(unit.name)
+    words = kind + rest
     return {
         "unit": clean_local_part(unit.abbreviation or unit.id),
         "unit_name": unit_name_key(unit.name),
         "unit_name_full": "".join(words),
         "unit_initials": "".join(w[0] for w in words),
+        "unit_kind": "".join(kind),
+        "unit_kind_initials": "".join(w[0] for w in kind),
+        "unit_rest": "".join(rest),
+        "unit_rest_initials": "".join(w[0] for w in rest),
         "id": unit.id,
     }
 
