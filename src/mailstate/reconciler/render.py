@@ -1,0 +1,410 @@
+"""Renderings of a Plan (DESIGN §5): small classes looked up by name in ``RENDERERS``. Pure (return a str).
+
+- ``text``: for a terminal; summary first, then the changes grouped by unit (apply order kept inside a
+  unit, each numbered with its place in the apply order); colour only when writing to a TTY (rich).
+- ``markdown``: for a pull-request comment read by unit heads; summary counts first, then locks,
+  removals and revoked rights called out, details folded per unit (``<details>``), unlisted live objects
+  in their own section; never longer than ``MAX_MARKDOWN`` (65,536) characters: a larger plan is cut at a
+  unit boundary with a note saying how much was left out and where the full plan is.
+- ``json``: ``Plan.to_json()``.
+
+No secret in any rendering: values of attributes named like a password or secret are redacted here as
+well (they should never reach a Record in the first place).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+from mailstate.desired_state.model import format_size
+from mailstate.reconciler.change import Action, Change
+from mailstate.reconciler.diff import REDACTED, is_secret
+from mailstate.reconciler.plan import MAILBOX_KINDS, Plan
+
+MAX_MARKDOWN = 65_536
+"""GitHub refuses a comment body longer than this."""
+
+NO_UNIT = ""
+SYMBOLS = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.RENAME: "~",
+    Action.GRANT: "+",
+    Action.UNLOCK: "~",
+    Action.LOCK: "!",
+    Action.REVOKE: "-",
+    Action.ARCHIVE: ">",
+    Action.DELETE: "-",
+}
+STYLES = {
+    Action.CREATE: "green",
+    Action.GRANT: "green",
+    Action.UPDATE: "yellow",
+    Action.RENAME: "yellow",
+    Action.UNLOCK: "yellow",
+    Action.LOCK: "bold red",
+    Action.REVOKE: "red",
+    Action.ARCHIVE: "magenta",
+    Action.DELETE: "bold red",
+}
+VI_ACTION = {
+    "create": "tạo",
+    "update": "sửa",
+    "rename": "đổi tên",
+    "grant": "cấp quyền",
+    "unlock": "mở khóa",
+    "lock": "khóa",
+    "revoke": "thu hồi",
+    "archive": "lưu trữ",
+    "delete": "xóa",
+}
+MAX_VALUE = 200
+
+
+class Renderer(Protocol):
+    name: ClassVar[str]
+
+    def render(self, plan: Plan, state_or_labels: Any = None) -> str: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def unit_labels(plan: Plan, state_or_labels: Any = None) -> dict[str, str]:
+    """unit id → name, from a State (``.units``), a mapping, or the plan's own ``unit_names``."""
+    labels = dict(plan.unit_names)
+    if state_or_labels is None:
+        return labels
+    units = getattr(state_or_labels, "units", None)
+    if isinstance(units, Mapping):
+        labels.update({uid: str(getattr(u, "name", uid)) for uid, u in units.items()})
+    elif isinstance(state_or_labels, Mapping):
+        labels.update({str(k): str(v) for k, v in state_or_labels.items()})
+    return labels
+
+
+def value_text(name: str, value: Any) -> str:
+    """A short, secret-free text of one attribute value."""
+    if is_secret(name):
+        return REDACTED
+    if value is None:
+        return "∅"
+    if name == "quota" and isinstance(value, int) and not isinstance(value, bool):
+        return format_size(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        text = ", ".join(str(v) for v in value) if value else "(none)"
+    elif isinstance(value, Mapping):
+        text = ", ".join(f"{k}={value_text(str(k), v)}" for k, v in value.items())
+    else:
+        text = str(value)
+    return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
+
+
+def field_lines(change: Change) -> list[tuple[str, str, str]]:
+    """(field, before, after) for what the change touches; creates/removals show their attributes once."""
+    before = dict(change.before or {})
+    after = dict(change.after or {})
+    listing = not change.fields
+    names = list(change.fields) or list(dict.fromkeys([*after, *before]))
+    out: list[tuple[str, str, str]] = []
+    for f in names:
+        if f.startswith("_") or f == "why":
+            continue
+        if listing and (after.get(f) if f in after else before.get(f)) in (None, "", (), []):
+            continue  # a create or removal lists only the attributes that have a value
+        b = value_text(f, before.get(f)) if f in before else ""
+        a = value_text(f, after.get(f)) if f in after else ""
+        out.append((f, b, a))
+    return out
+
+
+def group_by_unit(plan: Plan) -> list[tuple[str, list[tuple[int, Change]]]]:
+    """(unit id or "", [(position in apply order, change)]) sorted by unit id, organisation-wide last."""
+    groups: dict[str, list[tuple[int, Change]]] = {}
+    for i, c in enumerate(plan.changes, 1):
+        groups.setdefault(c.unit or NO_UNIT, []).append((i, c))
+    return sorted(groups.items(), key=lambda kv: (kv[0] == NO_UNIT, kv[0]))
+
+
+def counts_text(changes: list[Change]) -> str:
+    counts: dict[str, int] = {}
+    for c in sorted(changes, key=lambda c: c.action.phase):
+        counts[c.action.label] = counts.get(c.action.label, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in counts.items())
+
+
+def locks_and_removals(plan: Plan) -> tuple[list[Change], list[Change], list[Change]]:
+    """(locks of mailboxes, removals — one per object, the directory's delete —, revoked rights)."""
+    locks = [c for c in plan.changes if c.action is Action.LOCK]
+    removals = [c for c in plan.changes if c.action is Action.DELETE and c.provider != "ssh"]
+    seen = {(c.kind, c.key) for c in removals}
+    removals += [
+        c for c in plan.changes
+        if c.action is Action.DELETE and c.provider == "ssh" and (c.kind, c.key) not in seen
+    ]
+    revokes = [c for c in plan.changes if c.action is Action.REVOKE]
+    return locks, removals, revokes
+
+
+def _header(plan: Plan) -> str:
+    org = plan.organization or "the organisation"
+    when = f" as of {plan.as_of.isoformat()}" if plan.as_of else ""
+    scope = f" (scope: {', '.join(plan.scope)})" if plan.scope else ""
+    return f"{org}{when}{scope}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Text
+
+
+class TextRenderer:
+    """For a terminal: summary first, grouped by unit; colour only when ``color`` (default: a TTY)."""
+
+    name: ClassVar[str] = "text"
+
+    def __init__(self, color: bool | None = None, width: int = 100) -> None:
+        self.color = sys.stdout.isatty() if color is None else color
+        self.width = width
+
+    def render(self, plan: Plan, state_or_labels: Any = None) -> str:
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.text import Text
+
+        buf = io.StringIO()
+        console = Console(
+            file=buf,
+            force_terminal=self.color,
+            no_color=not self.color,
+            color_system="standard" if self.color else None,
+            width=self.width,
+            highlight=False,
+            emoji=False,
+            soft_wrap=True,
+        )
+        labels = unit_labels(plan, state_or_labels)
+        n = len(plan.changes)
+        head = f"Plan for {_header(plan)}: "
+        if n == 0:
+            console.print(Text(head + "no changes.", style="bold green"))
+        else:
+            console.print(Text(f"{head}{n} change{'s' if n != 1 else ''} ({counts_text(plan.changes)})",
+                               style="bold"))
+        if plan.unlisted:
+            console.print(Text(f"{len(plan.unlisted)} live object(s) not in the TOML (listed at the end, "
+                               f"not deleted)"))
+        boxes = plan.destructive_mailboxes()
+        if boxes:
+            console.print(Text(f"⚠ locks or removes {len(boxes)} mailbox(es): "
+                               + ", ".join(f"{k} {key}" for k, key in boxes[:20])
+                               + (" …" if len(boxes) > 20 else ""), style="bold red"))
+        for unit, items in group_by_unit(plan):
+            console.print()
+            title = f"unit {unit} — {labels[unit]}" if unit in labels else (
+                f"unit {unit}" if unit else "organisation-wide")
+            console.print(Text(f"{title} ({counts_text([c for _, c in items])})", style="bold underline"))
+            for i, c in items:
+                style = STYLES.get(c.action, "")
+                line = Text(f"  {i:>4}. {SYMBOLS.get(c.action, '?')} {c.action.label} {c.kind} {c.key}",
+                            style=style)
+                if c.provider:
+                    line.append(f"  [{c.provider}]", style="dim")
+                console.print(line)
+                for f, b, a in field_lines(c):
+                    if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
+                        console.print(f"          {escape(f)}: {escape(b)} → {escape(a)}")
+                    else:
+                        console.print(f"          {escape(f)}: {escape(a or b)}")
+                for r in c.reasons:
+                    console.print(Text(f"          why: {r}", style="dim"))
+        if plan.unlisted:
+            console.print()
+            console.print(Text("Not in the TOML (reported, not deleted — DESIGN §6.2):", style="bold"))
+            for rec in plan.unlisted:
+                unit_note = f" (unit {escape(rec.unit)})" if rec.unit else ""
+                console.print(f"  ? {escape(rec.kind)} {escape(rec.key)}{unit_note}")
+        return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def md(text: str) -> str:
+    """Text made safe inside Markdown/HTML: HTML-escaped, and Markdown's active characters neutralised."""
+    out = html.escape(text, quote=False)
+    for ch in ("\\", "`", "*", "_", "[", "]", "|", "#", "~"):
+        out = out.replace(ch, "\\" + ch)
+    return out.replace("\n", " ")
+
+
+def _obj(c: Change) -> str:
+    return f"{c.kind} `{c.key.replace('`', '')}`"
+
+
+class MarkdownRenderer:
+    """For a PR comment: summary, locks/removals called out, details folded per unit, ≤ 65,536 chars."""
+
+    name: ClassVar[str] = "markdown"
+    CALLOUT_MAX = 50
+
+    def __init__(self, max_length: int = MAX_MARKDOWN, full_plan: str | None = None) -> None:
+        self.max_length = max_length
+        self.full_plan = full_plan or "the plan file written with `mailstate plan --out` (the CI artefact)"
+
+    def render(self, plan: Plan, state_or_labels: Any = None) -> str:
+        labels = unit_labels(plan, state_or_labels)
+        head: list[str] = [f"## mailstate plan — {md(_header(plan))}", ""]
+        n = len(plan.changes)
+        if n == 0:
+            head.append("**Không có thay đổi (no changes).**")
+        else:
+            head.append(f"**{n} thay đổi ({n} change{'s' if n != 1 else ''})**")
+            head.append("")
+            head.append("| hành động (action) | số lượng (count) |")
+            head.append("|---|---:|")
+            for label, count in plan.summary.items():
+                head.append(f"| {VI_ACTION.get(label, label)} ({label}) | {count} |")
+        if plan.unlisted:
+            head.append("")
+            head.append(f"{len(plan.unlisted)} đối tượng không có trong TOML (unlisted live objects): "
+                        f"báo cáo, không xóa (reported, not deleted).")
+        head.append("")
+
+        locks, removals, revokes = locks_and_removals(plan)
+        head += self._callout(f"⚠ Khóa / Lock ({len(locks)})", locks, labels)
+        head += self._callout(f"Xóa / Remove ({len(removals)})", removals, labels, removal=True)
+        head += self._callout(f"Thu hồi quyền / Revoke ({len(revokes)})", revokes, labels)
+
+        blocks: list[tuple[str, int, str]] = []
+        for unit, items in group_by_unit(plan):
+            blocks.append((unit, len(items), self._unit_block(unit, items, labels)))
+        unlisted = self._unlisted_block(plan)
+
+        text = "\n".join(head)
+        if n:
+            text += "\n### Chi tiết theo đơn vị (details per unit)\n\n"
+        shown = 0
+        reserve = 600
+        cut_at: int | None = None
+        for idx, (_unit, _count, block) in enumerate(blocks):
+            if len(text) + len(block) + reserve > self.max_length:
+                cut_at = idx
+                break
+            text += block
+            shown += 1
+        if cut_at is not None:
+            left = blocks[cut_at:]
+            changes_left = sum(c for _, c, _ in left)
+            text += (
+                f"\n> ⚠ **Kế hoạch bị cắt bớt (plan cut)**: {changes_left} change(s) in {len(left)} unit(s) "
+                f"not shown here (from unit {md(left[0][0] or 'organisation-wide')} on) to keep this comment "
+                f"under {self.max_length:,} characters. The full plan: {self.full_plan}.\n"
+            )
+        if unlisted:
+            if len(text) + len(unlisted) + 200 <= self.max_length:
+                text += unlisted
+            else:
+                text += (f"\n> {len(plan.unlisted)} unlisted live object(s) not shown (comment size); "
+                         f"see {self.full_plan}.\n")
+        if len(text) > self.max_length:  # a huge header (callouts are capped, so only by a pathological plan)
+            note = f"\n\n> ⚠ cut at {self.max_length:,} characters; the full plan: {self.full_plan}.\n"
+            text = text[: self.max_length - len(note)] + note
+        return text
+
+    def _callout(self, title: str, changes: list[Change], labels: Mapping[str, str],
+                 removal: bool = False) -> list[str]:
+        if not changes:
+            return []
+        out = [f"### {title}", ""]
+        for c in changes[: self.CALLOUT_MAX]:
+            unit = f" — {md(labels.get(c.unit, c.unit))}" if c.unit else ""
+            extra = " (lưu trữ trước / archived first)" if removal and c.kind in MAILBOX_KINDS else ""
+            why = f": {md(c.reasons[0])}" if c.reasons else ""
+            out.append(f"- {_obj(c)}{unit}{extra}{why}")
+        if len(changes) > self.CALLOUT_MAX:
+            more = len(changes) - self.CALLOUT_MAX
+            out.append(f"- … và {more} nữa (and {more} more)")
+        out.append("")
+        return out
+
+    def _unit_block(self, unit: str, items: list[tuple[int, Change]], labels: Mapping[str, str]) -> str:
+        name = labels.get(unit)
+        title = (f"<b>{html.escape(unit)}</b> — {html.escape(name)}" if unit and name
+                 else f"<b>{html.escape(unit)}</b>" if unit else "<b>Toàn cơ quan (organisation-wide)</b>")
+        lines = [
+            "<details>",
+            f"<summary>{title}: {len(items)} change(s) ({html.escape(counts_text([c for _, c in items]))})"
+            f"</summary>",
+            "",
+        ]
+        for i, c in items:
+            vi = VI_ACTION.get(c.action.label, c.action.label)
+            prov = f" · {c.provider}" if c.provider else ""
+            lines.append(f"- **#{i} {vi} ({c.action.label})** {_obj(c)}{prov}")
+            for f, b, a in field_lines(c):
+                if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
+                    lines.append(f"   - `{f}`: {md(b)} → {md(a)}")
+                else:
+                    lines.append(f"   - `{f}`: {md(a or b)}")
+            for r in c.reasons:
+                lines.append(f"   - _vì (why)_: {md(r)}")
+        lines += ["", "</details>", ""]
+        return "\n".join(lines) + "\n"
+
+    def _unlisted_block(self, plan: Plan) -> str:
+        if not plan.unlisted:
+            return ""
+        lines = [
+            f"\n### Không có trong TOML / Unlisted ({len(plan.unlisted)})",
+            "",
+            "Live objects the TOML does not mention: reported, not deleted (DESIGN §6.2).",
+            "",
+            "<details>",
+            f"<summary>{len(plan.unlisted)} object(s)</summary>",
+            "",
+        ]
+        for r in plan.unlisted:
+            unit = f" (unit {md(r.unit)})" if r.unit else ""
+            lines.append(f"- {r.kind} `{r.key.replace('`', '')}`{unit}")
+        lines += ["", "</details>", ""]
+        return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON
+
+
+class JsonRenderer:
+    """``Plan.to_json()`` as indented UTF-8 JSON (docs/plan-json.md)."""
+
+    name: ClassVar[str] = "json"
+
+    def render(self, plan: Plan, state_or_labels: Any = None) -> str:
+        return json.dumps(plan.to_json(), ensure_ascii=False, indent=2) + "\n"
+
+
+RENDERERS: dict[str, type[Any]] = {
+    "text": TextRenderer,
+    "markdown": MarkdownRenderer,
+    "json": JsonRenderer,
+}
+
+
+def render(plan: Plan, fmt: str = "text", state_or_labels: Any = None, **options: Any) -> str:
+    """Render ``plan`` in format ``fmt`` (text, markdown, json); options go to the renderer's constructor."""
+    try:
+        cls = RENDERERS[fmt]
+    except KeyError:
+        from mailstate.errors import MailstateError
+
+        raise MailstateError(f"unknown format {fmt!r}; choose one of {', '.join(RENDERERS)}") from None
+    return str(cls(**options).render(plan, state_or_labels))
