@@ -122,8 +122,11 @@ class LdapProvider:
         password: str | None,
         password_policy: PasswordPolicy | None = None,
         passwords_out: Path | None = None,
+        size_limit: int = 0,
     ) -> None:
         self.settings = settings
+        self.size_limit = size_limit
+        """A client-side size limit on each read search (0: none); the read must then fail, not shorten."""
         self.base_dn = base_dn
         self._password = password
         self.password_policy = password_policy or PasswordPolicy()
@@ -361,7 +364,10 @@ class LdapProvider:
         dns: dict[str, str] = {}
         for kind in READ_ORDER:
             for dn, raw in self.search_all(
-                self.container(kind), self.scope_filter(kind, units), READ_ATTRS[kind]
+                self.container(kind),
+                self.scope_filter(kind, units),
+                READ_ATTRS[kind],
+                size_limit=self.size_limit,
             ):
                 record, managed = parse_entry(kind, dn, raw)
                 if not managed:

@@ -23,7 +23,7 @@ from datetime import date
 from typing import Any
 
 from ldap3 import MODIFY_ADD, MODIFY_REPLACE
-from ldap3.utils.dn import escape_rdn, parse_dn, safe_dn
+from ldap3.utils.dn import escape_rdn, safe_dn
 
 from mailstate.reconciler.change import Record
 
@@ -190,8 +190,21 @@ def unescape_rdn(value: str) -> str:
 
 
 def rdn_value(dn: str) -> str:
-    """The value of the first RDN of ``dn``, unescaped."""
-    return unescape_rdn(str(parse_dn(dn, escape=False)[0][1])) if dn else ""
+    """The value of the first RDN of ``dn``, unescaped.
+
+    (ldap3's parse_dn rejects a ``#`` inside a value, which RFC 4514 allows and slapd returns.)
+    """
+    end, escaped = len(dn), False
+    for i, ch in enumerate(dn):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in ",+":
+            end = i
+            break
+    _, _, value = dn[:end].partition("=")
+    return unescape_rdn(value.strip(" ") if not value.endswith("\\ ") else value.lstrip(" "))
 
 
 def _lock(e: Entry) -> tuple[bool, str | None]:
