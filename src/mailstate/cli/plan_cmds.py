@@ -117,6 +117,11 @@ def plan_cmd(
     default=None,
     help="File (mode 0600) for generated initial passwords (default: a new file beside the journal).",
 )
+@click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Break the apply lock of a dead apply (held longer than the provider's limit).",
+)
 @provider_option
 @errors_to_exit
 def apply_cmd(
@@ -129,6 +134,7 @@ def apply_cmd(
     journal_dir: Path | None,
     audit_log: Path | None,
     passwords_out: Path | None,
+    break_lock: bool,
     provider_names: tuple[str, ...],
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
@@ -179,6 +185,7 @@ def apply_cmd(
         journal_dir=journal_dir,
         audit_log=audit_log,
         passwords_out=passwords_out,
+        break_lock=break_lock,
         on_change=progress if len(changes) <= 200 else None,
     )
     for notice in result.notices:

@@ -518,7 +518,9 @@ def load_plan(path: Path | str) -> Plan:
 
 
 @contextlib.contextmanager
-def apply_lock(providers: Mapping[str, Provider], holder: str, lock_dir: Path) -> Iterator[None]:
+def apply_lock(
+    providers: Mapping[str, Provider], holder: str, lock_dir: Path, break_lock: bool = False
+) -> Iterator[None]:
     """Hold the organisation's apply lock: the LDAP provider's lock entry in the directory when it offers
     one (``apply_lock(holder)``, a context manager), and always a local file lock as well."""
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -532,14 +534,56 @@ def apply_lock(providers: Mapping[str, Provider], holder: str, lock_dir: Path) -
             ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, holder.encode())
-        with contextlib.ExitStack() as stack:
-            for prov in providers.values():
-                lock = getattr(prov, "apply_lock", None)
-                if callable(lock):
-                    stack.enter_context(lock(holder))
+        held: list[Any] = []
+        for prov in providers.values():
+            lock = getattr(prov, "apply_lock", None)
+            if callable(lock):
+                held.append(_take_lock(lock, holder, break_lock))
+        try:
             yield
+        except BaseException as exc:
+            # release what we can, but never let a release failure (e.g. slapd gone) hide the real error
+            for cm in reversed(held):
+                with contextlib.suppress(Exception):
+                    cm.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        else:
+            for cm in reversed(held):
+                cm.__exit__(None, None, None)
     finally:
         os.close(fd)
+
+
+_HOLDER_RE = re.compile(r"@(?P<host>[^\s@]+) pid (?P<pid>\d+)(?: since|$)")
+
+
+def holder_is_dead(description: str) -> bool:
+    """Whether a lock holder description names a process of THIS host that no longer runs (safe to break)."""
+    m = _HOLDER_RE.search(description)
+    if not m or m.group("host") != os.uname().nodename:
+        return False
+    try:
+        os.kill(int(m.group("pid")), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _take_lock(lock: Callable[..., Any], holder: str, break_lock: bool) -> Any:
+    """Enter a provider's lock; break it when asked (--break-lock, the provider's age rule) or when its
+    holder is a dead process of this very host (an apply killed mid-way on this machine)."""
+    cm = lock(holder, break_stale=True) if break_lock else lock(holder)
+    try:
+        cm.__enter__()
+        return cm
+    except ProviderError as exc:
+        if break_lock or not holder_is_dead(str(exc)):
+            raise
+    cm = lock(holder, break_stale=True, stale_after_hours=0)
+    cm.__enter__()
+    return cm
 
 
 # --------------------------------------------------------------------------------------------------
@@ -609,6 +653,7 @@ def apply_plan(
     providers: Mapping[str, Provider] | Iterable[str] | None = None,
     check_stale: bool = True,
     on_change: Callable[[Change, str], None] | None = None,
+    break_lock: bool = False,
 ) -> ApplyResult:
     """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
     (event: started / done / failed) — progress display, and the tests' way to stop a server mid-apply."""
@@ -646,7 +691,7 @@ def apply_plan(
     who = actor()
     try:
         holder = f"{who}@{os.uname().nodename} pid {os.getpid()}"
-        with apply_lock(provs, holder, jdir):
+        with apply_lock(provs, holder, jdir, break_lock):
             if check_stale:
                 check_fresh(plan, root, provs, state)
             journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
@@ -805,25 +850,15 @@ def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False) -> None:
         out.write(json.dumps(plan_json(plan), ensure_ascii=False, indent=2) + "\n")
         return
     try:
-        from mailstate.reconciler.render import RENDERERS
+        from mailstate.reconciler.render import render
     except ModuleNotFoundError as exc:  # the renderers are another module; stay usable without them
         if exc.name != "mailstate.reconciler.render":
             raise
         _plain(plan, out)
         return
-    try:
-        renderer = RENDERERS[fmt]
-    except KeyError as exc:
-        raise MailstateError(f"unknown format {fmt!r}: {', '.join(sorted(RENDERERS))}") from exc
-    _run_renderer(renderer, plan, out, color)
-
-
-def _run_renderer(renderer: Any, plan: Any, out: Any, color: bool) -> None:
-    obj = renderer() if isinstance(renderer, type) else renderer
-    if hasattr(obj, "run"):
-        obj.run(plan, out)
-    else:
-        out.write(obj(plan))
+    options: dict[str, Any] = {"color": color} if fmt == "text" else {}
+    text = render(plan, fmt, **options)
+    out.write(text if text.endswith("\n") else text + "\n")
 
 
 def _plain(plan: Any, out: Any) -> None:
