@@ -9,7 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from mailstate.cli import cli
-from mailstate.desired_state.assign import AssignError, assign, write_texts
+from mailstate.desired_state.assign import AssignError, assign, live_addresses_of, write_texts
+from mailstate.providers.base import Snapshot
+from mailstate.reconciler.change import Record
 
 MAILSTATE_TOML = """\
 # Sở Công Thương — state repository
@@ -191,3 +193,31 @@ def test_write_is_all_or_nothing(tmp_path: Path) -> None:
         write_texts(tmp_path, {"a.toml": "x = 2\n", "missing/b.toml": "y = 1\n"})
     assert (tmp_path / "a.toml").read_text(encoding="utf-8") == "x = 1\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.toml"]
+
+
+def test_live_addresses_of_snapshots() -> None:
+    """Live records give address → owner: people, unit mailboxes, groups, aliases (their target's owner)."""
+    snap = Snapshot("ldap")
+    snap.add(Record("person", "bangnv", {"address": "BangNV@x.vn", "aliases": ("bang.old@x.vn",)}))
+    snap.add(Record("unit_mailbox", "qlcn", {"address": "qlcn@x.vn", "aliases": ()}))
+    snap.add(Record("group", "lanhdao", {"address": "lanhdao@x.vn"}))
+    snap.add(Record("alias", "nvbang@x.vn", {"target": "bangnv@x.vn", "expires": "2027-01-01"}))
+    snap.unmanaged.append(Record("person", "stranger", {"address": "stranger@x.vn"}))
+    assert live_addresses_of([snap]) == {
+        "bangnv@x.vn": "bangnv",
+        "bang.old@x.vn": "bangnv",
+        "qlcn@x.vn": "unit:qlcn",
+        "lanhdao@x.vn": "group:lanhdao",
+        "nvbang@x.vn": "bangnv",
+        "stranger@x.vn": "unmanaged person/stranger",
+    }
+
+
+def test_live_mapping_keeps_addresses(state_dir: Path) -> None:
+    """With live addresses given, a live owner keeps its address and nobody else gets a live one."""
+    live = {"bangnv@sct.binhdinh.gov.vn": "bangnv-b", "thuytt@sct.binhdinh.gov.vn": "someone-gone"}
+    result = assign(state_dir, live=live)
+    got = {(a.kind, a.id): a.address for a in result.assignments}
+    assert got[("person", "bangnv-b")] == "bangnv@sct.binhdinh.gov.vn"
+    assert got[("person", "bangnv")] == "bangnv2@sct.binhdinh.gov.vn"
+    assert got[("person", "thuytt")] == "thuytt2@sct.binhdinh.gov.vn"

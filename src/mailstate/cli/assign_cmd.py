@@ -13,12 +13,16 @@ from mailstate.cli.common import errors_to_exit, resolve_state, state_option
 @click.command("assign")
 @state_option
 @click.option("--check", is_flag=True, help="Write nothing; exit 2 when something would be written (for CI).")
+@click.option(
+    "--live", "read_live", is_flag=True,
+    help="Also read the live directory (LDAP, as for plan) so that addresses in use are never handed out.",
+)
 @errors_to_exit
-def assign_command(state_dir: Path | None, check: bool) -> None:
+def assign_command(state_dir: Path | None, check: bool, read_live: bool) -> None:
     """Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."""
     from mailstate.desired_state.assign import assign
 
-    result = assign(resolve_state(state_dir), check=check)
+    result = assign(resolve_state(state_dir), check=check, read_live=read_live)
     click.echo(result.summary(check))
     for item in result.assignments:
         click.echo(f"  {item}")

@@ -18,7 +18,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from mailstate.desired_state.loader import Document, KeyPath, load_documents, lo
 from mailstate.desired_state.model import State
 from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
 from mailstate.errors import MailstateError, Problem, ValidationError
+from mailstate.providers.base import Snapshot
 
 ANCHORS = ("name", "id")
 """The address goes right after the later of these keys in its table."""
@@ -199,13 +200,66 @@ def _rewrite(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict
     raise AssignError(f"{doc.rel}: cannot insert the addresses safely; write them by hand")
 
 
-def plan_assign(root: Path, live: Mapping[str, str] | None = None) -> AssignResult:
+def live_addresses_of(snapshots: Iterable[Snapshot]) -> dict[str, str]:
+    """address → owner reference (as ``derive_addresses`` takes it) from what the providers read.
+
+    People, unit mailboxes and groups own their address and aliases; an alias entry belongs to the
+    owner of its target; objects mailstate does not manage still hold their addresses (owner unknown).
+    """
+    out: dict[str, str] = {}
+    aliases: list[tuple[str, str]] = []
+    unknown: list[tuple[str, str]] = []
+    for snap in snapshots:
+        for rec in snap.records.values():
+            if rec.kind == "alias":
+                aliases.append((str(rec.key), str(rec.attrs.get("target") or "")))
+                continue
+            owner = _LIVE_OWNER.get(rec.kind, "") + str(rec.key) if rec.kind in _LIVE_OWNER else None
+            for address in (rec.attrs.get("address"), *(rec.attrs.get("aliases") or ())):
+                if address:
+                    if owner is None:
+                        unknown.append((str(address), f"{rec.kind}/{rec.key}"))
+                    else:
+                        out.setdefault(str(address).lower(), owner)
+        for rec in snap.unmanaged:
+            for address in (rec.attrs.get("address"), *(rec.attrs.get("aliases") or ())):
+                if address:
+                    unknown.append((str(address), f"unmanaged {rec.kind}/{rec.key}"))
+    for old, target in aliases:
+        out.setdefault(old.lower(), out.get(target.lower(), f"alias of {target}"))
+    for address, owner in unknown:
+        out.setdefault(address.lower(), owner)
+    return out
+
+
+_LIVE_OWNER = {"person": "", "unit_mailbox": "unit:", "group": "group:"}
+
+
+def read_live_addresses(state: State) -> dict[str, str]:
+    """The addresses in use in the live directory (the ``ldap`` provider, configured as for ``plan``)."""
+    from mailstate.reconciler import engine
+
+    providers = engine.open_providers(state, ["ldap"])
+    try:
+        snapshots = engine.read_all(providers, None)
+    finally:
+        engine.close_providers(providers)
+    return live_addresses_of(snapshots.values())
+
+
+def plan_assign(
+    root: Path, live: Mapping[str, str] | None = None, *, read_live: bool = False
+) -> AssignResult:
     """Load and validate the state under ``root``, derive addresses, and compute the new file texts.
 
-    Writes nothing. Raises ``ValidationError`` (bad state, bad template) or ``AssignError``.
+    ``live`` (address → owner) or ``read_live`` (read them from the directory) keeps every address in use
+    live from being handed to anyone else. Writes nothing. Raises ``ValidationError`` (bad state, bad
+    template), ``AssignError`` or, with ``read_live``, ``ProviderError``.
     """
     root = Path(root)
     state = load_state(root)
+    if read_live:
+        live = {**read_live_addresses(state), **(live or {})}
     addresses = derive_addresses(state, live)
     docs = load_documents(root)
     return plan_edits(docs, addresses, _pinned(state))
@@ -287,9 +341,11 @@ def write_texts(root: Path, texts: Mapping[str, str]) -> None:
         os.replace(tmp, target)
 
 
-def assign(root: Path, *, check: bool = False, live: Mapping[str, str] | None = None) -> AssignResult:
+def assign(
+    root: Path, *, check: bool = False, live: Mapping[str, str] | None = None, read_live: bool = False
+) -> AssignResult:
     """Derive and write the missing addresses (``check``: compute only, write nothing)."""
-    result = plan_assign(root, live)
+    result = plan_assign(root, live, read_live=read_live)
     if result.changed and not check:
         write_texts(root, result.texts)
     return result
