@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import imaplib
 import ssl
 
 import ldap3
 import pytest
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
 from ldap3.core.exceptions import LDAPException
 
 from mailstate.lab import Lab
-from mailstate.lab.testing import LOCKED, make_person
+from mailstate.lab.testing import LOCKED, doveadm, imap_login, imap_master_login, lock, make_person
 
 
 def _bind(lab: Lab, dn: str, password: str, ca: bool = True) -> bool:
@@ -117,3 +120,100 @@ def test_service_account_sees_more_than_500(clean_lab: Lab) -> None:
                                                  paged_size=200, generator=True))
     conn.unbind()
     assert len([e for e in got if e["type"] == "searchResEntry"]) == 600
+
+
+# ------------------------------------------------------------------ Dovecot
+
+
+def test_imaps_login_with_directory_password(clean_lab: Lab) -> None:
+    """A person created in the directory logs in over IMAPS (CA-verified) with the password set for them."""
+    make_person(clean_lab, "bangnv", "Bang-password-1", cn="Nguyễn Văn Bằng")
+    client = imap_login(clean_lab, "bangnv", "Bang-password-1")
+    assert client.select_folder("INBOX")[b"EXISTS"] == 0
+    client.logout()
+    with pytest.raises(LoginError):
+        imap_login(clean_lab, "bangnv", "wrong-password-1")
+
+
+def test_imaps_refused_without_the_lab_ca(clean_lab: Lab) -> None:
+    """An IMAPS client that does not trust the lab CA fails the TLS handshake."""
+    with pytest.raises(ssl.SSLError):
+        IMAPClient("127.0.0.1", port=clean_lab.info["ports"]["imaps"], ssl=True,
+                   ssl_context=ssl.create_default_context(), timeout=5)
+
+
+def test_locked_entry_cannot_log_in(clean_lab: Lab) -> None:
+    """After pwdAccountLockedTime=000001010000Z the IMAP login with the right password is refused."""
+    dn = make_person(clean_lab, "khoatd", "Khoa-password-1")
+    imap_login(clean_lab, "khoatd", "Khoa-password-1").logout()
+    lock(clean_lab, dn)
+    with pytest.raises(LoginError):
+        imap_login(clean_lab, "khoatd", "Khoa-password-1")
+    lock(clean_lab, dn, locked=False)
+    imap_login(clean_lab, "khoatd", "Khoa-password-1").logout()
+
+
+def test_master_user_manages_acl_quota_and_metadata(clean_lab: Lab) -> None:
+    """The master user, logged in as the owner (`owner*mailstate`), creates a folder, sets and reads ACLs
+    (GETACL/MYRIGHTS), sees the quota from mailstateQuota (GETQUOTAROOT) and stores a folder comment."""
+    make_person(clean_lab, "vanthu", "Vanthu-password-1", container="mailboxes", quota=10_240_000)
+    client = imap_master_login(clean_lab, "vanthu")
+    folder = "Văn bản đến/2026"
+    client.create_folder(folder)
+    client.setacl(folder, "hoatt", "lrs")
+    assert (b"hoatt", b"lrs") in client.getacl(folder)
+    assert b"a" in client._imap.myrights(client._normalise_folder(folder))[1][0].split()[-1]
+    roots, quotas = client.get_quota_root("INBOX")
+    assert quotas and quotas[0].resource == "STORAGE" and quotas[0].limit == 10_000
+    imaplib.Commands.setdefault("SETMETADATA", ("AUTH", "SELECTED"))
+    typ, _ = client._imap._simple_command("SETMETADATA", client._normalise_folder(folder),
+                                          b'(/shared/comment "purpose")')
+    assert typ == "OK"
+    client.logout()
+    assert "user=hoatt" in doveadm(clean_lab, "acl", "get", "-u", "vanthu", folder).stdout
+
+
+def test_delegate_sees_shared_inbox(clean_lab: Lab) -> None:
+    """A delegate given rights on a unit mailbox's INBOX logs in with their own password and opens
+    shared/<unit>/INBOX; a colleague without rights cannot."""
+    make_person(clean_lab, "vanthu", "Vanthu-password-1", container="mailboxes")
+    make_person(clean_lab, "hoatt", "Hoatt-password-1")
+    make_person(clean_lab, "namlv", "Namlv-password-1")
+    owner = imap_master_login(clean_lab, "vanthu")
+    owner.setacl("INBOX", "hoatt", "lrswi")
+    owner.logout()
+    delegate = imap_login(clean_lab, "hoatt", "Hoatt-password-1")
+    names = [name for _flags, _sep, name in delegate.list_folders("shared/", "*")]
+    assert any(n in ("shared/vanthu", "shared/vanthu/INBOX") for n in names)
+    assert delegate.select_folder("shared/vanthu/INBOX")[b"EXISTS"] == 0
+    delegate.logout()
+    other = imap_login(clean_lab, "namlv", "Namlv-password-1")
+    assert not [n for _f, _s, n in other.list_folders("shared/", "*") if "vanthu" in n]
+    with pytest.raises(IMAPClientError):
+        other.select_folder("shared/vanthu/INBOX")
+    other.logout()
+
+
+def test_last_login_recorded_but_not_for_master(clean_lab: Lab) -> None:
+    """A user's own login is recorded in the last_login dict; a master-user login does not touch it."""
+    make_person(clean_lab, "bangnv", "Bang-password-1")
+    make_person(clean_lab, "vanthu", "Vanthu-password-1", container="mailboxes")
+    imap_login(clean_lab, "bangnv", "Bang-password-1").logout()
+    imap_master_login(clean_lab, "vanthu").logout()
+    out = doveadm(clean_lab, "dict", "iter", "-u", "bangnv",
+                  "file:" + clean_lab.info["paths"]["last_login_dict"], "shared/last-login/").stdout
+    assert "shared/last-login/bangnv" in out
+    assert "shared/last-login/vanthu" not in out
+
+
+def test_reset_empties_the_mail_store(lab: Lab) -> None:
+    """reset() removes mailboxes created before, so a re-created person starts with only INBOX."""
+    make_person(lab, "tmpmail", "Tmpmail-password-1")
+    client = imap_login(lab, "tmpmail", "Tmpmail-password-1")
+    client.create_folder("Old")
+    client.logout()
+    lab.reset()
+    make_person(lab, "tmpmail", "Tmpmail-password-1")
+    client = imap_login(lab, "tmpmail", "Tmpmail-password-1")
+    assert [n for _f, _s, n in client.list_folders("", "*")] == ["INBOX"]
+    client.logout()

@@ -125,6 +125,7 @@ def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, s
     if env:
         base_env.update(env)
     with open(log, "ab") as fh:
+        chown(log, user)  # the server may open its own log file by name too
         if user.switch:
             return subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=base_env,
