@@ -43,7 +43,7 @@ REF_RE = re.compile(REF_PATTERN)
 
 
 def nfc(value: Any) -> Any:
-    """Return ``value`` in Unicode NFC if it is a string (Vietnamese text is stored NFC: VL art.9, BĐ art.7.2)."""
+    """``value`` in Unicode NFC if it is a string (Vietnamese text is stored NFC: VL art.9, BĐ art.7.2)."""
     return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
 
 
@@ -97,9 +97,19 @@ DurationField = Annotated[
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|K|M|G|T)?\s*$", re.I)
 _SIZE_UNITS = {
-    "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-    "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
+    "t": 1024**4,
 }
 
 
@@ -155,7 +165,7 @@ def parse_ref(ref: str) -> tuple[Literal["person", "unit", "group"], str]:
 
 @dataclass
 class Source:
-    """Where an object was written: its file (relative to the state dir), its table's line, each key's line."""
+    """Where an object was written: its file (relative to the state dir), its table line, each key line."""
 
     file: str
     line: int
@@ -193,7 +203,9 @@ def base_dn_of(domain: str) -> str:
 
 
 class Organization(Located):
-    name: Text
+    """The agency (exactly one [organization] across the files, normally in mailstate.toml)."""
+
+    name: Text = Field(description="full name, e.g. Sở Công Thương tỉnh Bình Định (Unicode, stored NFC)")
     domain: Annotated[
         str,
         Field(
@@ -215,74 +227,134 @@ class Organization(Located):
 
 
 class Naming(Located):
-    person: str = Field(default="{given}{initials}", description="address template for people")
-    unit: str = Field(default="{unit}", description="address template for unit mailboxes")
+    """Address templates (REGULATIONS §2): {given} {family} {middle} {initials} {unit} {unit_name} {group}."""
+
+    person: str = Field(
+        default="{given}{initials}",
+        description='address template for people: BĐ "{given}{initials}", VL "{initials}{given}.{unit}"',
+    )
+    unit: str = Field(
+        default="{unit}", description='address template for unit mailboxes: "{unit}" or "{unit_name}"'
+    )
     group: str = Field(default="{group}", description="address template for groups")
-    collision: Literal["number"] = "number"
+    collision: Literal["number"] = Field(
+        default="number", description="bangnv, bangnv2, bangnv3 … (BĐ art.4.2)"
+    )
     collision_start: int = Field(default=2, ge=2, le=9, description="first sequence number: bangnv2")
     separator: str = Field(default="", max_length=1, description="between the name and its sequence number")
 
 
+_D = 'a duration such as "90 days", "3 months", "1 year"'
+
+
 class Lifecycle(Located):
-    lock_after_leaving: DurationField = Duration(3, "month")
-    remove_after_leaving: DurationField = Duration(12, "month")
-    lock_after_inactivity: DurationField = Duration(6, "month")
-    remove_after_inactivity: DurationField = Duration(12, "month")
-    remove_unused_unit_mailbox: DurationField = Duration(6, "month")
-    keep_old_address: DurationField = Duration(6, "month")
+    """When mailboxes are locked and removed (REGULATIONS §3); durations such as "90 days", "3 months"."""
+
+    lock_after_leaving: DurationField = Field(
+        default=Duration(3, "month"), description=f"lock after left_on (MIC art.5.3); {_D}"
+    )
+    remove_after_leaving: DurationField = Field(
+        default=Duration(12, "month"), description=f"archive and remove after left_on (MOST art.13.2b); {_D}"
+    )
+    lock_after_inactivity: DurationField = Field(
+        default=Duration(6, "month"), description=f"lock after no login for this long (MOST art.13.3); {_D}"
+    )
+    remove_after_inactivity: DurationField = Field(
+        default=Duration(12, "month"),
+        description=f"remove after no login for this long (MOST art.13.3); {_D}",
+    )
+    remove_unused_unit_mailbox: DurationField = Field(
+        default=Duration(6, "month"), description=f"remove a unit mailbox never used (BĐ art.5.2); {_D}"
+    )
+    keep_old_address: DurationField = Field(
+        default=Duration(6, "month"), description=f"a changed address keeps receiving as an alias; {_D}"
+    )
 
 
 class PasswordPolicy(Located):
-    min_length: int = Field(default=8, ge=8, le=128)
-    min_classes: int = Field(default=3, ge=1, le=4)
-    change_at_first_login: bool = True
-    forbid_account_name: bool = True
-    max_age: DurationField | None = None
+    """Password rules enforced on initial and changed passwords (MOST art.17.4, BĐ art.12.1)."""
+
+    min_length: int = Field(default=8, ge=8, le=128, description="at least 8 characters (MOST art.17.4)")
+    min_classes: int = Field(
+        default=3,
+        ge=3,
+        le=4,
+        description="of upper, lower, digit, special: at least 3 (MOST art.17.4); BĐ: 4",
+    )
+    change_at_first_login: bool = Field(default=True, description="MOST art.15.2, 17.4; BĐ art.12.1")
+    forbid_account_name: bool = Field(
+        default=True, description="the password may not contain the account name"
+    )
+    max_age: DurationField | None = Field(default=None, description="periodic change (MOST art.15.2)")
 
 
 class Quota(Located):
-    person: SizeField = 2 * 1024**3
-    unit: SizeField = 10 * 1024**3
-    overrides: dict[str, SizeField] = Field(default_factory=dict, description="per reference: bangnv, unit:qlcn")
+    """Mailbox sizes such as "2 GiB" or "500 MB"."""
+
+    person: SizeField = Field(default=2 * 1024**3, description='personal mailboxes, e.g. "2 GiB"')
+    unit: SizeField = Field(default=10 * 1024**3, description='unit mailboxes, e.g. "10 GiB"')
+    overrides: dict[str, SizeField] = Field(
+        default_factory=dict, description='per reference: bangnv = "5 GiB", "unit:qlcn" = "20 GiB"'
+    )
+
+
+_SECRET = "secrets never in TOML: only the name of the variable or file holding them"
 
 
 class LdapSettings(Located):
-    url: str = "ldaps://localhost"
-    bind_dn: str | None = None
-    password_env: str | None = "MAILSTATE_LDAP_PASSWORD"
-    password_file: str | None = None
-    ca_file: str | None = None
+    """The directory (OpenLDAP) connection; the password comes from password_env or password_file."""
+
+    url: str = Field(default="ldaps://localhost", description="ldaps://host[:port] (ldap:// needs start_tls)")
+    bind_dn: str | None = Field(
+        default=None, description="the service account, cn=mailstate,ou=system,<base>"
+    )
+    password_env: str | None = Field(default="MAILSTATE_LDAP_PASSWORD", description=_SECRET)
+    password_file: str | None = Field(default=None, description=_SECRET)
+    ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
     start_tls: bool = False
-    allow_plain: bool = Field(default=False, description="allow ldap:// without StartTLS (never in production)")
+    allow_plain: bool = Field(
+        default=False, description="allow ldap:// without StartTLS (never in production)"
+    )
     page_size: int = Field(default=500, ge=1, le=100000)
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, description="seconds")
     manage_unlisted: list[str] = Field(
-        default_factory=list, description="subtrees (ou names) where live objects absent from the TOML are deleted"
+        default_factory=list,
+        description="subtrees (ou names) where live objects absent from the TOML are deleted (DESIGN §6.2)",
     )
 
 
 class ImapSettings(Located):
-    url: str = "imaps://localhost"
-    admin_user: str = "mailstate"
-    password_env: str | None = "MAILSTATE_IMAP_PASSWORD"
-    password_file: str | None = None
-    ca_file: str | None = None
-    allow_plain: bool = False
-    timeout: float = Field(default=30.0, gt=0)
+    """The IMAP server (Dovecot), reached as a master user; its password from password_env or _file."""
+
+    url: str = Field(default="imaps://localhost", description="imaps://host[:port]")
+    admin_user: str = Field(default="mailstate", description="a Dovecot master user")
+    password_env: str | None = Field(default="MAILSTATE_IMAP_PASSWORD", description=_SECRET)
+    password_file: str | None = Field(default=None, description=_SECRET)
+    ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
+    allow_plain: bool = Field(default=False, description="allow imap:// without TLS (never in production)")
+    timeout: float = Field(default=30.0, gt=0, description="seconds")
 
 
 class SshSettings(Located):
+    """The mail host over SSH, for doveadm (bulk reads, last logins, archives)."""
+
     host: str = "localhost"
     port: int = Field(default=22, ge=1, le=65535)
     user: str = "mailstate"
-    key_file: str = "~/.ssh/mailstate_ed25519"
+    key_file: str = Field(
+        default="~/.ssh/mailstate_ed25519", description="private key file (never the key itself)"
+    )
     known_hosts: str | None = None
-    archive_dir: str = "/srv/mail-archive"
+    archive_dir: str = Field(
+        default="/srv/mail-archive", description="where mailboxes are archived before removal"
+    )
     doveadm: str = "doveadm"
-    timeout: float = Field(default=30.0, gt=0)
+    timeout: float = Field(default=30.0, gt=0, description="seconds")
 
 
 class Providers(Located):
+    """Connection settings of the back-ends (overridable by MAILSTATE_* environment variables)."""
+
     ldap: LdapSettings = Field(default_factory=LdapSettings)
     imap: ImapSettings | None = None
     ssh: SshSettings | None = None
@@ -291,9 +363,11 @@ class Providers(Located):
 class Safety(Located):
     """DESIGN §6.3: a plan that removes or locks more than this stops unless explicitly allowed."""
 
-    max_destructive_count: int = Field(default=10, ge=0)
-    max_destructive_share: float = Field(default=0.3, ge=0, le=1)
-    min_existing: int = Field(default=10, ge=0, description="below this many live mailboxes the share is not applied")
+    max_destructive_count: int = Field(default=10, ge=0, description="removals and locks allowed in one plan")
+    max_destructive_share: float = Field(default=0.3, ge=0, le=1, description="share of live mailboxes (0–1)")
+    min_existing: int = Field(
+        default=10, ge=0, description="below this many live mailboxes the share is not applied"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,53 +375,89 @@ class Safety(Located):
 
 
 class Unit(Located):
-    id: Id
-    name: Text
-    parent: Id | None = None
-    head: Id | None = None
-    delegates: list[Id] = Field(default_factory=list)
-    address: str | None = None
-    abbreviation: str | None = Field(default=None, description="{unit} in templates when it differs from the id")
-    dissolved_on: date | None = None
+    """A unit (phòng, chi cục …) and its unit mailbox (MIC art.2; MOST art.12.3a; BĐ art.4.1)."""
+
+    id: Id = Field(description="stable key, never reused: the unit mailbox's login and LDAP uid")
+    name: Text = Field(description="e.g. Phòng Quản lý Công nghiệp (Unicode, stored NFC)")
+    parent: Id | None = Field(default=None, description="the parent unit's id: units form a tree")
+    head: Id | None = Field(
+        default=None, description="person id of the head, who manages the unit mailbox (MIC art.6)"
+    )
+    delegates: list[Id] = Field(
+        default_factory=list, description="people of the unit who may use the unit mailbox (MIC art.6)"
+    )
+    address: str | None = Field(
+        default=None, description="derived from [naming].unit, then pinned by `assign`"
+    )
+    abbreviation: str | None = Field(
+        default=None, description="{unit} in templates when it differs from the id"
+    )
+    dissolved_on: date | None = Field(
+        default=None, description="the unit mailbox is locked, archived, removed"
+    )
 
 
 class Person(Located):
-    id: Id
-    name: Text
-    unit: Id | None = None
-    title: Text | None = None
-    phone: str | None = None
+    """A staff member and their personal mailbox (MIC art.2; MOST art.12.3b)."""
+
+    id: Id = Field(description="stable key (LDAP uid, login); never changes, even when the address does")
+    name: Text = Field(description="full Vietnamese name, family name first (Unicode, stored NFC)")
+    unit: Id | None = Field(default=None, description="the unit's id; defaults to the file's [unit]")
+    title: Text | None = Field(default=None, description="position (chức vụ)")
+    phone: str | None = Field(default=None, description="office phone")
     mobile: str | None = None
-    backup_email: str | None = None
-    address: str | None = None
+    backup_email: str | None = Field(
+        default=None, description="backup mailbox outside the agency (MOST appendix 03)"
+    )
+    address: str | None = Field(
+        default=None, description="derived from [naming].person, then pinned by `assign`"
+    )
     joined_on: date | None = None
-    left_on: date | None = None
-    keep_after_leaving: bool = False
-    suspended: Text | None = None
-    old_addresses: list[str] = Field(default_factory=list, description="kept as aliases until keep_old_address")
+    left_on: date | None = Field(
+        default=None, description="retirement / transfer out: the lifecycle clock starts"
+    )
+    keep_after_leaving: bool = Field(default=False, description="MOST art.18.3 exception")
+    suspended: Text | None = Field(default=None, description="reason of a temporary lock (MOST art.18.4)")
+    old_addresses: list[str] = Field(
+        default_factory=list, description="kept as aliases until keep_old_address"
+    )
 
 
 class Group(Located):
-    id: Id
+    """A group address that forwards to its members (MOST art.12.5c)."""
+
+    id: Id = Field(description="stable key, unique across people, units and groups")
     name: Text
-    address: str | None = None
-    members: list[Ref] = Field(default_factory=list)
+    address: str | None = Field(
+        default=None, description="derived from [naming].group, then pinned by `assign`"
+    )
+    members: list[Ref] = Field(
+        default_factory=list, description='person ids, "unit:<id>" unit mailboxes, "group:<id>" nested groups'
+    )
 
 
 class SharedFolder(Located):
-    mailbox: Ref
-    path: Text
-    purpose: Text
-    read: list[Ref] = Field(default_factory=list)
-    write: list[Ref] = Field(default_factory=list)
+    """A folder used by a group or everyone, with read and write rights (MIC art.2, art.7)."""
+
+    mailbox: Ref = Field(description='whose mailbox holds it: a person id or "unit:<id>"')
+    path: Text = Field(description="folder path, names separated by '/', e.g. Văn bản đến/2026")
+    purpose: Text = Field(description="the nature of its content (MIC art.7.1)")
+    read: list[Ref] = Field(
+        default_factory=list, description="who may read: person ids, unit:<id>, group:<id>"
+    )
+    write: list[Ref] = Field(
+        default_factory=list, description="who may write: person ids, unit:<id>, group:<id>"
+    )
 
 
 class AccessGrant(Located):
-    mailbox: Ref
-    to: Ref
+    """Time-boxed access to a mailbox (MOST art.18.9); revoked when it expires."""
+
+    mailbox: Ref = Field(description='the mailbox: a person id or "unit:<id>"')
+    to: Ref = Field(description="who gets access: a person id, unit:<id> or group:<id>")
     rights: Literal["read", "write", "full"] = "read"
-    until: date
-    reason: Text
+    until: date = Field(description="last day of access, a TOML date such as 2026-12-31")
+    reason: Text = Field(description="the decision that allows it, e.g. Quyết định 12/QĐ-TTr")
 
 
 class StateFile(BaseModel):
@@ -362,7 +472,9 @@ class StateFile(BaseModel):
     quota: Quota | None = None
     safety: Safety | None = None
     providers: Providers | None = None
-    unit: Unit | list[Unit] | None = None
+    unit: Unit | list[Unit] | None = Field(
+        default=None, description="[unit] in a unit's file, or [[unit]] entries"
+    )
     person: list[Person] = Field(default_factory=list)
     group: list[Group] = Field(default_factory=list)
     shared_folder: list[SharedFolder] = Field(default_factory=list)
