@@ -22,6 +22,7 @@ from mailstate.providers.imap import (
     doveadm_rights_to_letters,
     expand_refs,
     live_acl_records,
+    mailbox_acl_records,
     normalise_rights,
     parse_acl_key,
     parse_doveadm_acl,
@@ -298,3 +299,24 @@ def test_latest_manifest_and_command_quoting() -> None:
         "doveadm -c '/lab dir/dovecot.conf'", "fetch", "-u", "a;rm -rf /", "mailbox guid", "all"
     )
     assert cmd == "doveadm -c '/lab dir/dovecot.conf' fetch -u 'a;rm -rf /' 'mailbox guid' all"
+
+
+def test_mailbox_wide_rights_are_the_intersection_over_unlisted_folders() -> None:
+    """INBOX#id holds what id has on every unlisted folder; extra ids on a folder get that folder's record."""
+    acls = {
+        "INBOX": [(b"tuanlm", b"akxeilprwtscd"), (b"thuytt", b"keilprwtscd")],
+        "Đã xử lý": [
+            (b"bangnv", b"akxeilprwtscd"),
+            (b"thuytt", b"keilprwtscd"),
+        ],  # copied before the handover
+        "Văn bản đến/2026": [(b"hoapt", b"lr")],  # listed: its own records
+    }
+    recs, shared = mailbox_acl_records("unit:qlcn", "qlcn", "qlcn", acls, listed=["Văn bản đến/2026"])
+    got = {r.key: r.attrs["rights"] for r in recs}
+    assert got == {
+        "unit:qlcn/INBOX#tuanlm": "",  # missing on "Đã xử lý": the grant must be applied again
+        "unit:qlcn/INBOX#thuytt": RIGHTS["delegate"],
+        "unit:qlcn/Văn bản đến/2026#hoapt": "lr",
+        "unit:qlcn/Đã xử lý#bangnv": RIGHTS["full"],  # the old head, to be revoked
+    }
+    assert shared == {"Đã xử lý"}

@@ -206,6 +206,48 @@ def _rights_by_ident(records: Iterable[Record]) -> dict[str, str]:
     return {r.key.rpartition("#")[2]: str(r.attrs["rights"]) for r in records}
 
 
+def mailbox_acl_records(
+    ref: str,
+    owner: str,
+    unit: str | None,
+    acls: Mapping[str, Iterable[tuple[Any, Any]]],
+    listed: Iterable[str] = (),
+) -> tuple[list[Record], set[str]]:
+    """The live acl records of one mailbox from the GETACL answers of all its folders.
+
+    ``<ref>/INBOX#<id>`` stands for the whole mailbox (delegation, access grants): its rights are what ``id``
+    holds on INBOX *and* on every folder the TOML does not list as a shared folder (the intersection), so a
+    folder that misses a mailbox-wide right (Dovecot copies the parent's ACL into a new folder, which then
+    no longer follows INBOX) shows as a difference and the grant is applied again to every folder.
+    Listed shared folders have their own records. An identifier that has rights on an unlisted folder but
+    none on INBOX gets a record of that folder (so it is revoked); such folders are returned as ``shared``.
+    """
+    listed = set(listed)
+    per_folder = {f: _rights_by_ident(live_acl_records(ref, owner, f, e, unit)) for f, e in acls.items()}
+    inbox = next((f for f in per_folder if f.upper() == INBOX), None)
+    inbox_rights = per_folder.get(inbox, {}) if inbox else {}
+    others = [f for f in per_folder if f != inbox and f not in listed]
+    out: list[Record] = []
+    shared: set[str] = set()
+    for ident, letters in sorted(inbox_rights.items()):
+        eff = set(letters)
+        for f in others:
+            eff &= set(per_folder[f].get(ident, ""))
+        rights = "".join(sorted(eff))
+        out.append(Record("acl", acl_key(ref, INBOX, ident), {"rights": rights, "why": None}, "imap", unit))
+    for f in sorted(listed & set(per_folder)):
+        for ident, letters in sorted(per_folder[f].items()):
+            out.append(Record("acl", acl_key(ref, f, ident), {"rights": letters, "why": None}, "imap", unit))
+    for f in others:
+        for ident, letters in sorted(per_folder[f].items()):
+            if ident not in inbox_rights:
+                shared.add(f)
+                out.append(
+                    Record("acl", acl_key(ref, f, ident), {"rights": letters, "why": None}, "imap", unit)
+                )
+    return out, shared
+
+
 def parse_metadata_value(data: Sequence[Any]) -> str | None:
     """The value of the one entry in an untagged ``METADATA <mailbox> (<entry> <value>)`` answer, as imaplib
     hands it over (a literal value arrives as a ``(head, literal)`` tuple); NIL or empty → None."""
@@ -503,42 +545,27 @@ class ImapProvider:
 
     def read_owner(self, info: MailboxInfo, client: IMAPClient | None = None) -> _OwnerRead:
         """One mailbox: LIST its own folders, GETACL each, GETMETADATA of the shared ones, GETQUOTAROOT."""
-        own = client is None
+        owned = client is None
         if client is None:
             client = self.connect(info.login)
         out = _OwnerRead()
         try:
-            others = self._other_namespaces(client)
-            folders = []
-            for flags, _delim, name in client.list_folders():
-                folder = unicodedata.normalize("NFC", _text(name))
-                if {_text(f).lower() for f in flags} & {"\\noselect", "\\nonexistent"}:
-                    continue  # a hierarchy level only (the parent of "Văn bản đến/2026"): no ACL of its own
-                if any(folder.startswith(p) for p in others):
-                    continue
-                folders.append(folder)
+            folders = self._own_folders(client)
             out.folders = folders
-            acls = {
-                folder: live_acl_records(info.ref, info.login, folder, client.getacl(folder), info.unit)
-                for folder in folders
-            }
-            inbox = _rights_by_ident(acls.get(INBOX, []))
-            for folder, records in acls.items():
-                listed = folder_key(info.ref, folder) in self.listed_folders
-                # A folder without an ACL of its own shows INBOX's (acl_defaults_from_inbox): its rights are
-                # INBOX's records, not its own, unless the TOML lists it (then its effective rights count).
-                own = folder.upper() == INBOX or listed or _rights_by_ident(records) != inbox
-                if own:
-                    out.records.extend(records)
+            acls = {folder: client.getacl(folder) for folder in folders}
+            listed = {f for f in folders if folder_key(info.ref, f) in self.listed_folders}
+            records, shared = mailbox_acl_records(info.ref, info.login, info.unit, acls, listed)
+            out.records.extend(records)
+            for folder in folders:
                 if folder.upper() == INBOX:
                     continue
                 purpose = self._get_purpose(client, folder)
                 rec = Record(
                     "shared_folder", folder_key(info.ref, folder), {"purpose": purpose}, "imap", info.unit
                 )
-                if listed:
+                if folder in listed:
                     out.records.append(rec)
-                elif (own and records) or purpose is not None:
+                elif folder in shared or purpose is not None:
                     out.unlisted.append(rec)
             if client.has_capability("QUOTA"):
                 _root, quotas = client.get_quota_root(INBOX)
@@ -546,7 +573,7 @@ class ImapProvider:
         except (IMAPClientError, OSError) as exc:
             raise ProviderError(f"imap: reading the mailbox of {info.login} failed: {_clean(exc)}") from None
         finally:
-            if own:
+            if owned:
                 _logout(client)
         return out
 
@@ -643,27 +670,45 @@ class ImapProvider:
 
     def _apply_acl(self, change: Change) -> None:
         key = parse_acl_key(change.key)
+        revoke = change.action in (Action.DELETE, Action.REVOKE)
+        rights = "" if revoke else normalise_rights(str((change.after or {}).get("rights", "")))
+        if not revoke and not rights:
+            raise ProviderError(f"imap: {change.key}: no rights to set")
         with self.owner(key.login) as client:
-            if change.action in (Action.DELETE, Action.REVOKE):
-                try:
-                    client._command_and_check(
-                        "deleteacl", client._normalise_folder(key.folder), key.identifier
-                    )
-                except IMAPClientError as exc:
-                    if client.folder_exists(key.folder):
-                        raise ProviderError(
-                            f"imap: DELETEACL {key.identifier} on {key.folder!r} of {key.ref}: {_clean(exc)}"
-                        ) from None
+            folders = [key.folder]
+            if key.folder.upper() == INBOX:
+                # mailbox-wide: INBOX and every folder but the listed shared folders (they have their own)
+                folders += [
+                    f
+                    for f in self._own_folders(client)
+                    if f.upper() != INBOX and folder_key(key.ref, f) not in self.listed_folders
+                ]
+            for folder in folders:
+                self._set_one(client, key, folder, rights)
+
+    def _own_folders(self, client: IMAPClient) -> list[str]:
+        others = self._other_namespaces(client)
+        out = []
+        for flags, _delim, name in client.list_folders():
+            folder = unicodedata.normalize("NFC", _text(name))
+            if {_text(f).lower() for f in flags} & {"\\noselect", "\\nonexistent"}:
+                continue
+            if not any(folder.startswith(p) for p in others):
+                out.append(folder)
+        return out
+
+    def _set_one(self, client: IMAPClient, key: AclKey, folder: str, rights: str) -> None:
+        """SETACL (exact rights) or, with no rights, DELETEACL (a missing entry is fine: idempotent)."""
+        try:
+            if rights:
+                client.setacl(folder, key.identifier, rights)
+            else:
+                client._command_and_check("deleteacl", client._normalise_folder(folder), key.identifier)
+        except IMAPClientError as exc:
+            if not rights and not client.folder_exists(folder):
                 return
-            rights = normalise_rights(str((change.after or {}).get("rights", "")))
-            if not rights:
-                raise ProviderError(f"imap: {change.key}: no rights to set")
-            try:
-                client.setacl(key.folder, key.identifier, rights)
-            except IMAPClientError as exc:
-                raise ProviderError(
-                    f"imap: SETACL {key.identifier} {rights} on {key.folder!r} of {key.ref}: {_clean(exc)}"
-                ) from None
+            verb = f"SETACL {key.identifier} {rights}" if rights else f"DELETEACL {key.identifier}"
+            raise ProviderError(f"imap: {verb} on {folder!r} of {key.ref}: {_clean(exc)}") from None
 
 
 def _folder_arg(client: IMAPClient, folder: str) -> bytes:
