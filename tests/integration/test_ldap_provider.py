@@ -518,6 +518,20 @@ def test_apply_lock_refuses_a_second_holder(ldap: LdapProvider, clean_lab: Lab, 
     other.close()
 
 
+def test_a_stale_apply_lock_is_broken_only_with_the_flag(
+    ldap: LdapProvider, clean_lab: Lab, tmp_path: Path
+) -> None:
+    """A lock older than the limit is refused without break_stale and broken with it (a notice says so)."""
+    other = _provider(clean_lab, tmp_path)
+    with ldap.apply_lock("alice@host-a pid 1"):
+        with pytest.raises(ProviderError, match="older than 0 hours"):
+            with other.apply_lock("bob", stale_after_hours=0):
+                pass  # pragma: no cover
+        with other.apply_lock("bob", break_stale=True, stale_after_hours=0):
+            assert any("alice@host-a pid 1" in n for n in other.notices)
+    other.close()
+
+
 def test_apply_lock_is_released_when_the_apply_fails(ldap: LdapProvider, clean_lab: Lab) -> None:
     """An exception inside the locked block still releases the lock."""
     with pytest.raises(RuntimeError):

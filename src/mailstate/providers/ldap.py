@@ -21,7 +21,7 @@ import os
 import secrets
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -645,7 +645,9 @@ class LdapProvider:
             if code != ALREADY_EXISTS:
                 raise self._fail("cannot take the apply lock", result)
             other, age = self._lock_holder()
-            stale = age is not None and age > stale_after_hours * 3600
+            if age is None and attempt == 0:
+                continue  # the lock vanished between the add and the read: try once more
+            stale = age is not None and age >= stale_after_hours * 3600
             if attempt == 0 and break_stale and stale:
                 self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
                 self.notices.append(f"broke a stale apply lock: {other}")
@@ -660,10 +662,16 @@ class LdapProvider:
             raise ProviderError(f"another apply is running: {other}{hint}")
         try:
             yield
-        finally:
-            other, _ = self._lock_holder()
-            if other == description:
-                self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
+        except BaseException:
+            with suppress(Exception):  # never hide the real error behind a failed release
+                self._release_lock(description)
+            raise
+        self._release_lock(description)
+
+    def _release_lock(self, description: str) -> None:
+        other, _ = self._lock_holder()
+        if other == description:
+            self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
 
     def _lock_holder(self) -> tuple[str, float | None]:
         result = self._call(
