@@ -434,9 +434,11 @@ def test_cli_schema_is_json_schema_for_editors() -> None:
     result = CliRunner().invoke(cli, ["schema"])
     assert result.exit_code == 0
     schema = json.loads(result.stdout)
-    assert schema["$schema"].startswith("https://json-schema.org/")
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
     assert "$id" in schema
     assert {"organization", "unit", "person", "group", "shared_folder", "access_grant"} <= set(
         schema["properties"]
     )
     assert schema["additionalProperties"] is False
+    refs = {m for m in json.dumps(schema).split('"') if m.startswith("#/")}
+    assert refs and all(r.removeprefix("#/definitions/") in schema["definitions"] for r in refs)

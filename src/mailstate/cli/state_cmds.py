@@ -17,11 +17,17 @@ SCHEMA_ID = "https://mailstate.invalid/schema/state-file.json"
 
 
 def state_file_schema() -> dict[str, Any]:
-    """JSON Schema (draft 2020-12) of one TOML file of the state repository, for Taplo / Even Better TOML."""
+    """JSON Schema of one TOML file of the state repository, for Taplo / Even Better TOML.
+
+    Draft-07 with ``definitions`` (not ``$defs``): Taplo implements draft 4 features and resolves
+    ``#/definitions/…`` pointers, as do the other editors' validators.
+    """
     from mailstate.desired_state.model import StateFile
 
-    schema = StateFile.model_json_schema(mode="validation")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID, **schema}
+    schema = StateFile.model_json_schema(mode="validation", ref_template="#/definitions/{model}")
+    definitions = schema.pop("$defs", {})
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "$id": SCHEMA_ID, **schema,
+            "definitions": definitions}
 
 
 def print_problems(exc: ValidationError) -> None:
