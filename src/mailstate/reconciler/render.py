@@ -175,62 +175,63 @@ class TextRenderer:
         self.width = width
 
     def render(self, plan: Plan, state_or_labels: Any = None) -> str:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.text import Text
+        lines: list[tuple[str, str]] = []  # (text, rich style); styles used only with colour
 
-        buf = io.StringIO()
-        console = Console(
-            file=buf,
-            force_terminal=self.color,
-            no_color=not self.color,
-            color_system="standard" if self.color else None,
-            width=self.width,
-            highlight=False,
-            emoji=False,
-            soft_wrap=True,
-        )
+        def out(text: str = "", style: str = "") -> None:
+            lines.append((text, style))
+
         labels = unit_labels(plan, state_or_labels)
         n = len(plan.changes)
         head = f"Plan for {_header(plan)}: "
         if n == 0:
-            console.print(Text(head + "no changes.", style="bold green"))
+            out(head + "no changes.", "bold green")
         else:
-            console.print(Text(f"{head}{n} change{'s' if n != 1 else ''} ({counts_text(plan.changes)})",
-                               style="bold"))
+            out(f"{head}{n} change{'s' if n != 1 else ''} ({counts_text(plan.changes)})", "bold")
         if plan.unlisted:
-            console.print(Text(f"{len(plan.unlisted)} live object(s) not in the TOML (listed at the end, "
-                               f"not deleted)"))
+            out(f"{len(plan.unlisted)} live object(s) not in the TOML (listed at the end, not deleted)")
         boxes = plan.destructive_mailboxes()
         if boxes:
-            console.print(Text(f"⚠ locks or removes {len(boxes)} mailbox(es): "
-                               + ", ".join(f"{k} {key}" for k, key in boxes[:20])
-                               + (" …" if len(boxes) > 20 else ""), style="bold red"))
+            out(f"⚠ locks or removes {len(boxes)} mailbox(es): "
+                + ", ".join(f"{k} {key}" for k, key in boxes[:20])
+                + (" …" if len(boxes) > 20 else ""), "bold red")
         for unit, items in group_by_unit(plan):
-            console.print()
+            out()
             title = f"unit {unit} — {labels[unit]}" if unit in labels else (
                 f"unit {unit}" if unit else "organisation-wide")
-            console.print(Text(f"{title} ({counts_text([c for _, c in items])})", style="bold underline"))
+            out(f"{title} ({counts_text([c for _, c in items])})", "bold underline")
             for i, c in items:
-                style = STYLES.get(c.action, "")
-                line = Text(f"  {i:>4}. {SYMBOLS.get(c.action, '?')} {c.action.label} {c.kind} {c.key}",
-                            style=style)
-                if c.provider:
-                    line.append(f"  [{c.provider}]", style="dim")
-                console.print(line)
+                prov = f"  [{c.provider}]" if c.provider else ""
+                out(f"  {i:>4}. {SYMBOLS.get(c.action, '?')} {c.action.label} {c.kind} {c.key}{prov}",
+                    STYLES.get(c.action, ""))
                 for f, b, a in field_lines(c):
                     if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
-                        console.print(f"          {escape(f)}: {escape(b)} → {escape(a)}")
+                        out(f"          {f}: {b} → {a}")
                     else:
-                        console.print(f"          {escape(f)}: {escape(a or b)}")
+                        out(f"          {f}: {a or b}")
                 for r in c.reasons:
-                    console.print(Text(f"          why: {r}", style="dim"))
+                    out(f"          why: {r}", "dim")
         if plan.unlisted:
-            console.print()
-            console.print(Text("Not in the TOML (reported, not deleted — DESIGN §6.2):", style="bold"))
+            out()
+            out("Not in the TOML (reported, not deleted — DESIGN §6.2):", "bold")
             for rec in plan.unlisted:
-                unit_note = f" (unit {escape(rec.unit)})" if rec.unit else ""
-                console.print(f"  ? {escape(rec.kind)} {escape(rec.key)}{unit_note}")
+                out(f"  ? {rec.kind} {rec.key}" + (f" (unit {rec.unit})" if rec.unit else ""))
+        if not self.color:
+            return "".join(text + "\n" for text, _ in lines)
+        return self._coloured(lines)
+
+    def _coloured(self, lines: list[tuple[str, str]]) -> str:
+        """The lines with ANSI colours through rich (one Text, printed once: fast for 10,000 changes)."""
+        from rich.console import Console
+        from rich.text import Text
+
+        buf = io.StringIO()
+        console = Console(file=buf, force_terminal=True, color_system="standard", width=self.width,
+                          highlight=False, emoji=False, soft_wrap=True)
+        text = Text()
+        for line, style in lines:
+            text.append(line, style=style or None)
+            text.append("\n")
+        console.print(text, end="")
         return buf.getvalue()
 
 
