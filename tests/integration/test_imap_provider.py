@@ -242,7 +242,7 @@ def test_grant_before_until_and_revoked_after(agency: Agency, provider: ImapProv
 def test_rights_set_by_hand_are_revoked_and_unlisted_folder_reported(
     agency: Agency, provider: ImapProvider
 ) -> None:
-    """A right given outside the TOML is revoked; a shared folder it does not list is reported, not deleted."""
+    """A right given outside the TOML is revoked; an unlisted shared folder is reported, not deleted."""
     converge(provider, agency.state)
     owner = agency.login("qlcn")
     try:
