@@ -25,9 +25,10 @@ from typing import Any
 
 import tomlkit
 
-from mailstate.desired_state.loader import Document, KeyPath, load_documents, load_state
+from mailstate.desired_state.loader import Document, KeyPath, read_documents
 from mailstate.desired_state.model import State
 from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
+from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, Problem, ValidationError
 from mailstate.providers.base import Snapshot
 
@@ -100,8 +101,17 @@ def _tables(doc: Document) -> dict[tuple[Kind, str], KeyPath]:
     return out
 
 
+_SIMPLE_LINE_RE = re.compile(
+    r"""^[ \t]*([A-Za-z0-9_-]+)[ \t]*=[ \t]*"(?:[^"\\\n]|\\.)*"[ \t]*(#[^\n]*)?\r?\n?$"""
+)
+"""``key = "basic string"  # comment`` on one line: the common case, checked without a TOML parse."""
+
+
 def _single_line_key(line: str, key: str) -> bool:
     """Whether ``line`` holds the whole ``key = value`` (not the start of a multi-line string or array)."""
+    m = _SIMPLE_LINE_RE.match(line)
+    if m and m.group(1) == key and '"""' not in line:
+        return True
     try:
         parsed = tomllib.loads(line.strip())
     except tomllib.TOMLDecodeError:
@@ -257,11 +267,15 @@ def plan_assign(
     template), ``AssignError`` or, with ``read_live``, ``ProviderError``.
     """
     root = Path(root)
-    state = load_state(root)
+    docs, problems = read_documents(root)  # read once: the same texts are validated and rewritten
+    if problems or not docs:
+        raise ValidationError(problems)
+    state, problems = build_state(root, docs)
+    if problems or state is None:
+        raise ValidationError(problems)
     if read_live:
         live = {**read_live_addresses(state), **(live or {})}
     addresses = derive_addresses(state, live)
-    docs = load_documents(root)
     return plan_edits(docs, addresses, _pinned(state))
 
 

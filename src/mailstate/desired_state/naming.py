@@ -17,6 +17,7 @@ Entry point: :func:`derive_addresses`.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -52,6 +53,7 @@ _NOT_LOCAL = re.compile(r"[^a-z0-9.-]+")
 _DOTS = re.compile(r"\.{2,}")
 
 
+@functools.lru_cache(maxsize=65536)
 def word_key(text: str) -> str:
     """One transliterated word (or phrase) reduced to ``[a-z0-9]``: "Bằng" → "bang", "H'Hen" → "hhen"."""
     return _NOT_ALNUM.sub("", transliterate(text))
@@ -215,19 +217,24 @@ def render(template: str | Template, values: Mapping[str, str], n: str = "") -> 
 
 def unit_values(unit: Unit) -> dict[str, str]:
     """Template values of a unit: ``{unit}`` is its abbreviation or id; ``{unit_name}`` per VL art.4."""
-    kind, rest = split_unit_name(unit.name)
+    return dict(_unit_values(unit.id, unit.name, unit.abbreviation))
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_values(unit_id: str, name: str, abbreviation: str | None) -> tuple[tuple[str, str], ...]:
+    kind, rest = split_unit_name(name)
     words = kind + rest
-    return {
-        "unit": clean_local_part(unit.abbreviation or unit.id),
-        "unit_name": unit_name_key(unit.name),
+    return tuple({
+        "unit": clean_local_part(abbreviation or unit_id),
+        "unit_name": "".join(w[0] for w in kind) + "".join(rest),
         "unit_name_full": "".join(words),
         "unit_initials": "".join(w[0] for w in words),
         "unit_kind": "".join(kind),
         "unit_kind_initials": "".join(w[0] for w in kind),
         "unit_rest": "".join(rest),
         "unit_rest_initials": "".join(w[0] for w in rest),
-        "id": unit.id,
-    }
+        "id": unit_id,
+    }.items())
 
 
 def person_values(name: str, unit: Unit | None = None, person_id: str = "") -> dict[str, str]:
