@@ -24,10 +24,29 @@ def state_file_schema() -> dict[str, Any]:
     """
     from mailstate.desired_state.model import StateFile
 
-    schema = StateFile.model_json_schema(mode="validation", ref_template="#/definitions/{model}")
+    raw = StateFile.model_json_schema(mode="validation", ref_template="#/definitions/{model}")
+    schema = _without_null(raw)
     definitions = schema.pop("$defs", {})
     return {"$schema": "http://json-schema.org/draft-07/schema#", "$id": SCHEMA_ID, **schema,
             "definitions": definitions}
+
+
+def _without_null(node: Any) -> Any:
+    """TOML has no null: drop pydantic's ``{"type": "null"}`` alternatives and ``"default": null``."""
+    if isinstance(node, list):
+        return [_without_null(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _without_null(v) for k, v in node.items() if not (k == "default" and v is None)}
+    alts = out.get("anyOf")
+    if isinstance(alts, list) and {"type": "null"} in alts:
+        alts = [a for a in alts if a != {"type": "null"}]
+        del out["anyOf"]
+        if len(alts) == 1:
+            out = {**alts[0], **out}
+        else:
+            out["anyOf"] = alts
+    return out
 
 
 def print_problems(exc: ValidationError) -> None:
