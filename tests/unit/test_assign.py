@@ -221,3 +221,19 @@ def test_live_mapping_keeps_addresses(state_dir: Path) -> None:
     assert got[("person", "bangnv-b")] == "bangnv@sct.binhdinh.gov.vn"
     assert got[("person", "bangnv")] == "bangnv2@sct.binhdinh.gov.vn"
     assert got[("person", "thuytt")] == "thuytt2@sct.binhdinh.gov.vn"
+
+
+def test_namesake_in_an_earlier_file_gets_next_number(state_dir: Path) -> None:
+    """After assign, a namesake added in a file read earlier gets bangnv3; no written address moves."""
+    assign(state_dir)
+    before = snapshot(state_dir)
+    (state_dir / "units" / "a.toml").write_text(
+        '[unit]\nid = "a"\nname = "Phòng A"\n\n[[person]]\nid = "aaa"\nname = "Nguyễn Văn Bằng"\n',
+        encoding="utf-8",
+    )
+    result = assign(state_dir)
+    assert [(a.id, a.address) for a in result.assignments] == [
+        ("a", "a@sct.binhdinh.gov.vn"), ("aaa", "bangnv3@sct.binhdinh.gov.vn")
+    ]
+    after = snapshot(state_dir)
+    assert {k: v for k, v in after.items() if k != "units/a.toml"} == before

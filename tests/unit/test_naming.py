@@ -376,3 +376,10 @@ def test_unit_name_parts(name: str, template: str, expected: str) -> None:
     """The unit-name placeholders split the kind of unit (Phòng, Sở …) from the rest of the name."""
     values = unit_values(Unit(id="x", name=name))
     assert render(parse_template(template, UNIT_FIELDS), values) == expected
+
+
+def test_taken_addresses_are_skipped() -> None:
+    """Addresses passed as taken (owner unknown) are never handed out; local parts take the domain."""
+    state = make_state([("a", BANG), ("b", BANG)])
+    got = derive_addresses(state, taken=["bangnv", f"BANGNV3@{DOMAIN}"])
+    assert got.people == {"a": f"bangnv2@{DOMAIN}", "b": f"bangnv4@{DOMAIN}"}

@@ -336,7 +336,7 @@ def write_texts(root: Path, texts: Mapping[str, str]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for rel, text in texts.items():
-            target = root / rel
+            target = (root / rel).resolve()  # a symlinked file stays a symlink
             mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             staged.append((tmp, target))
@@ -351,8 +351,16 @@ def write_texts(root: Path, texts: Mapping[str, str]) -> None:
         raise AssignError(
             f"cannot write {exc.filename or ''}: {exc.strerror or exc}; nothing was changed"
         ) from None
-    for tmp, target in staged:
-        os.replace(tmp, target)
+    for done, (tmp, target) in enumerate(staged):
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:  # very unlikely after the writes succeeded; say exactly what happened
+            for left, _ in staged[done:]:
+                Path(left).unlink(missing_ok=True)
+            moved = ", ".join(str(t.relative_to(root)) for _, t in staged[:done]) or "none"
+            raise AssignError(
+                f"cannot replace {target}: {exc.strerror or exc}; already written: {moved}"
+            ) from None
 
 
 def assign(

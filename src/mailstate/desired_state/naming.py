@@ -324,14 +324,17 @@ def _templates(naming: Naming) -> tuple[dict[Kind, Template | None], list[Proble
     return out, problems
 
 
-def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Addresses:
+def derive_addresses(
+    state: State, live: Mapping[str, str] | None = None, taken: Iterable[str] = ()
+) -> Addresses:
     """Every person's, unit's and group's address: pinned ones as written, the others derived.
 
     ``live`` maps addresses in use in the live directory (full, or a local part of the organisation's
     domain) to their owner as a reference (``bangnv``, ``unit:qlcn``, ``group:x``; anything else for an
     owner unknown to the TOML). A live address is never given to anyone but its owner; an owner without a
     pinned address keeps its live address while that is still one its template produces (the base or a
-    numbered form of it), so nobody is renumbered. Old addresses kept as aliases are taken too.
+    numbered form of it), so nobody is renumbered. Old addresses kept as aliases are taken too, and so
+    is every address in ``taken`` (in use elsewhere, owner unknown: never handed out).
 
     Collisions are resolved in a stable order: units, then groups, then people, each by id; an object
     whose id is itself a free form of its address (id ``bangnv2``) gets that form first. Raises
@@ -351,11 +354,11 @@ def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Add
         "unit": state.units, "group": state.groups, "person": state.people,
     }
 
-    taken: dict[str, str] = {}  # lower-case full address -> owner reference
+    in_use: dict[str, str] = {}  # lower-case full address -> owner reference
 
     def claim(address: str, owner: str, where: Unit | Person | Group, fieldname: str) -> bool:
         key = address.lower()
-        other = taken.get(key)
+        other = in_use.get(key)
         if other is not None and other != owner:
             src = where.source
             problems.append(
@@ -365,7 +368,7 @@ def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Add
                 )
             )
             return False
-        taken[key] = owner
+        in_use[key] = owner
         return True
 
     # 1. Pinned addresses and old addresses (aliases) are owned as written.
@@ -386,8 +389,10 @@ def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Add
     live_by_owner: dict[str, list[str]] = {}
     for address, owner in (live or {}).items():
         full = _full(address, domain).lower()
-        taken.setdefault(full, owner)
+        in_use.setdefault(full, owner)
         live_by_owner.setdefault(owner, []).append(full)
+    for address in taken:
+        in_use.setdefault(_full(address, domain).lower(), "(in use)")
 
     # 3. Derive the rest, in passes so that the order of ids cannot take anyone's address away:
     #    3a. a live address of its own that is still a form of its template is kept (never renumber);
@@ -418,7 +423,7 @@ def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Add
             todo.append((kind, id_, tpl, values))
 
     def give(kind: Kind, id_: str, address: str, origin: Origin) -> None:
-        taken[address] = _owner_ref(kind, id_)
+        in_use[address] = _owner_ref(kind, id_)
         tables[kind][id_] = address
         result.origin[(kind, id_)] = origin
 
@@ -429,7 +434,7 @@ def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Add
                 break
     for kind, id_, tpl, values in todo:
         own = f"{id_}@{domain}"
-        if id_ in tables[kind] or own in taken:
+        if id_ in tables[kind] or own in in_use:
             continue
         if _is_numbered_form(own, tpl, values, sep, start, domain):
             give(kind, id_, own, "derived")
@@ -441,7 +446,7 @@ def derive_addresses(state: State, live: Mapping[str, str] | None = None) -> Add
         k = next_k.get(key, 0)
         while True:
             candidate = f"{render(tpl, values, _seq(sep, k) if k else '')}@{domain}"
-            if candidate not in taken:
+            if candidate not in in_use:
                 break
             k = start if k == 0 else k + 1
         next_k[key] = start if k == 0 else k + 1
