@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import imaplib
+import shutil
 import ssl
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import ldap3
+import paramiko
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from ldap3.core.exceptions import LDAPException
 
-from mailstate.lab import Lab
-from mailstate.lab.testing import LOCKED, doveadm, imap_login, imap_master_login, lock, make_person
+from mailstate.lab import Lab, _proc
+from mailstate.lab.testing import (
+    LOCKED,
+    doveadm,
+    imap_login,
+    imap_master_login,
+    lock,
+    make_person,
+    ssh_client,
+)
+
+MAILSTATE = Path(sys.executable).parent / "mailstate"
 
 
 def _bind(lab: Lab, dn: str, password: str, ca: bool = True) -> bool:
@@ -217,3 +233,126 @@ def test_reset_empties_the_mail_store(lab: Lab) -> None:
     client = imap_login(lab, "tmpmail", "Tmpmail-password-1")
     assert [n for _f, _s, n in client.list_folders("", "*")] == ["INBOX"]
     client.logout()
+
+
+# ------------------------------------------------------------------ sshd
+
+
+def test_doveadm_over_ssh(clean_lab: Lab) -> None:
+    """mailstate's key logs in over SSH (host key checked with RejectPolicy) and runs the lab's doveadm."""
+    make_person(clean_lab, "bangnv", "Bang-password-1")
+    client = ssh_client(clean_lab)
+    try:
+        doveadm_cmd = clean_lab.env()["MAILSTATE_SSH_DOVEADM"]
+        _i, stdout, _e = client.exec_command(f"{doveadm_cmd} user -f home bangnv")
+        assert stdout.read().decode().strip() == f"{clean_lab.info['paths']['mail']}/bangnv"
+        assert stdout.channel.recv_exit_status() == 0
+    finally:
+        client.close()
+
+
+def test_unknown_host_key_refused(clean_lab: Lab, tmp_path: Path) -> None:
+    """With a known_hosts that does not hold the lab's host key, RejectPolicy refuses the connection."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(empty))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    with pytest.raises(paramiko.SSHException):
+        client.connect("127.0.0.1", port=clean_lab.info["ports"]["ssh"], username=clean_lab.info["user"],
+                       key_filename=clean_lab.info["paths"]["ssh_key"], allow_agent=False,
+                       look_for_keys=False, timeout=5)
+    client.close()
+
+
+def test_ssh_refuses_a_foreign_key(clean_lab: Lab, tmp_path: Path) -> None:
+    """A key that is not in the lab's authorized_keys cannot log in."""
+    key = paramiko.Ed25519Key.from_private_key_file(clean_lab.info["paths"]["ssh_key"])
+    assert key.get_name() == "ssh-ed25519"
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    client = paramiko.SSHClient()
+    client.load_host_keys(clean_lab.info["paths"]["known_hosts"])
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    with pytest.raises(paramiko.AuthenticationException):
+        client.connect("127.0.0.1", port=clean_lab.info["ports"]["ssh"], username=clean_lab.info["user"],
+                       key_filename=str(other), allow_agent=False, look_for_keys=False, timeout=5)
+    client.close()
+
+
+# ------------------------------------------------------------------ the lab as a whole, through the CLI
+
+
+def _pids_of(lab_dir: Path) -> list[int]:
+    return Lab(lab_dir).pids()
+
+
+def test_cli_up_env_status_down_beside_another_lab(lab: Lab) -> None:
+    """`mailstate lab up` starts a second lab beside the session's (other ports) in under 5 s, its
+    `lab env` evals in bash, `lab status` shows it, and `lab down` leaves none of its processes."""
+    root = Path(tempfile.mkdtemp(prefix="mailstate-cli-lab-", dir="/dev/shm" if Path("/dev/shm").is_dir()
+                                 else None))
+    root.chmod(0o711)
+    lab_dir = root / "lab"
+    mailstate = [sys.executable, "-m", "mailstate.cli"] if not MAILSTATE.exists() else [str(MAILSTATE)]
+    try:
+        res = subprocess.run([*mailstate, "lab", "up", "--dir", str(lab_dir), "--domain",
+                              "second.example.gov.vn"], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        second = Lab(lab_dir)
+        info = second.info
+        assert info["up_seconds"] < 5
+        assert set(info["ports"].values()).isdisjoint(lab.info["ports"].values())
+        pids = _pids_of(lab_dir)
+        assert len(pids) >= 3
+        res = subprocess.run([*mailstate, "lab", "status", "--dir", str(lab_dir)], capture_output=True,
+                             text=True, timeout=30)
+        assert res.returncode == 0 and "slapd" in res.stdout and "sshd" in res.stdout
+        script = (f'eval "$({" ".join(mailstate)} lab env --dir {lab_dir})" && '
+                  'printf "%s\\n%s\\n%s\\n" "$MAILSTATE_LDAP_URL" "$MAILSTATE_SSH_DOVEADM" '
+                  '"$MAILSTATE_IMAP_USER"')
+        res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stderr
+        url, doveadm_cmd, imap_user = res.stdout.splitlines()
+        assert url == f"ldaps://127.0.0.1:{info['ports']['ldaps']}"
+        assert doveadm_cmd == f"doveadm -c {lab_dir}/dovecot/dovecot.conf"
+        assert imap_user == "mailstate"
+        # both labs answer at once
+        assert second.ldap("service").unbind() and lab.ldap("service").unbind()
+        res = subprocess.run([*mailstate, "lab", "down", "--dir", str(lab_dir)], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert not [p for p in pids if Path(f"/proc/{p}").exists() and _proc.alive(p)]
+        res = subprocess.run([*mailstate, "lab", "status", "--dir", str(lab_dir)], capture_output=True,
+                             text=True, timeout=30)
+        assert res.returncode == 1 and "DOWN" in res.stdout
+    finally:
+        Lab(lab_dir).down()
+        shutil.rmtree(root, ignore_errors=True)
+    assert lab.is_running()
+
+
+def test_lab_env_refused_when_not_running(tmp_path: Path) -> None:
+    """`lab env` on a directory without a running lab exits 1 with a one-line error, no traceback."""
+    res = subprocess.run([str(MAILSTATE), "lab", "env", "--dir", str(tmp_path)], capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+
+
+def test_api_up_down_leaves_no_process() -> None:
+    """Lab.up() answers in under 5 s; Lab.down() stops every process of the lab (leaders and children)."""
+    root = Path(tempfile.mkdtemp(prefix="mailstate-api-lab-"))
+    root.chmod(0o711)
+    the_lab = Lab(root / "lab")
+    try:
+        info = the_lab.up(domain="third.example.gov.vn", org_name="Sở Thứ Ba")
+        assert info["up_seconds"] < 5
+        pids = the_lab.pids()
+        assert pids
+        the_lab.down()
+        assert not [p for p in pids if _proc.alive(p)]
+        assert not the_lab.is_running()
+    finally:
+        the_lab.down()
+        shutil.rmtree(root, ignore_errors=True)

@@ -32,7 +32,7 @@ from mailstate.lab.tls import make_tls
 
 STATE_FILE = "lab.json"
 SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
-SERVICES: tuple[str, ...] = ("slapd", "dovecot")  # sshd: being added
+SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd")
 READY_TIMEOUT = 10.0
 # Sub-directories `up` (re)creates; nothing else in DIR is ever touched.
 _OWN = ("tls", "secrets", "slapd", "dovecot", "mail", "ssh", "archive", STATE_FILE)

@@ -1,0 +1,126 @@
+"""`mailstate lab up|down|status|env`: a local OpenLDAP + Dovecot + sshd on loopback, unprivileged."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+
+import click
+
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.errors import LabError, ValidationError
+from mailstate.lab import Lab
+
+
+def default_lab_dir() -> Path:
+    return Path(os.environ.get("MAILSTATE_LAB_DIR") or ".lab")
+
+
+dir_option = click.option(
+    "--dir", "lab_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Lab directory (default: $MAILSTATE_LAB_DIR or ./.lab).",
+)
+
+
+def organisation_of(state_dir: Path) -> tuple[str, str, str | None]:
+    """(domain, name, base_dn) of the state repository: from the loader, or — if the state does not
+    validate yet — from [organization] in mailstate.toml, which is all the lab needs."""
+    try:
+        from mailstate.desired_state.loader import load_state
+
+        organization = load_state(state_dir).organization
+        return organization.domain, organization.name, organization.base_dn
+    except (ImportError, ValidationError):
+        pass
+    path = state_dir / "mailstate.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LabError(f"{path}: not found (give --state DIR of a state repository, or --domain)") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise LabError(f"{path}: cannot read: {exc}") from None
+    org = data.get("organization")
+    if not isinstance(org, dict) or not isinstance(org.get("domain"), str):
+        raise LabError(f"{path}: organization.domain: missing (the lab's suffix comes from it)")
+    domain = str(org["domain"]).strip().lower()
+    name = str(org["name"]) if isinstance(org.get("name"), str) else domain
+    base = str(org["base_dn"]) if isinstance(org.get("base_dn"), str) else None
+    return domain, name, base
+
+
+@click.group("lab")
+def lab() -> None:
+    """A throwaway OpenLDAP + Dovecot + sshd on 127.0.0.1, unprivileged, TLS with its own CA."""
+
+
+@lab.command("up")
+@dir_option
+@state_option
+@click.option("--domain", default=None, help="Organisation domain (instead of reading --state).")
+@click.option("--org-name", default=None, help="Organisation name (with --domain; default: the domain).")
+@errors_to_exit
+def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_name: str | None) -> None:
+    """Start the lab for the organisation of STATE (or --domain); returns when every server answers."""
+    base_dn = None
+    if domain is None:
+        domain, name, base_dn = organisation_of(resolve_state(state_dir))
+        org_name = org_name or name
+    the_lab = Lab(lab_dir or default_lab_dir())
+    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn)
+    p = info["ports"]
+    click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
+               f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
+    click.echo(f'point mailstate at it: eval "$(mailstate lab env --dir {the_lab.dir})"')
+
+
+@lab.command("down")
+@dir_option
+@errors_to_exit
+def down(lab_dir: Path | None) -> None:
+    """Stop exactly the processes this lab started (by pid) and wait until none is left."""
+    the_lab = Lab(lab_dir or default_lab_dir())
+    if not the_lab.state_file.exists():
+        click.echo(f"no lab in {the_lab.dir}")
+        return
+    the_lab.down()
+    click.echo(f"lab down: {the_lab.dir}")
+
+
+@lab.command("status")
+@dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print lab.json and liveness as JSON.")
+@errors_to_exit
+def status(lab_dir: Path | None, as_json: bool) -> None:
+    """What runs, where: each server's pid, ports and whether it is alive (exit 1 if one is down)."""
+    the_lab = Lab(lab_dir or default_lab_dir())
+    info, st = the_lab.info, the_lab.status()
+    if as_json:
+        click.echo(json.dumps({"info": info, "status": st}, indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}), servers run as {info['user']}")
+        for name, s in st.items():
+            ports = " ".join(f"{k}=127.0.0.1:{v}" for k, v in s["ports"].items())
+            state = "up" if s["alive"] else "DOWN"
+            click.echo(f"  {name:<8} {state:<5} pid={s['pid']} {ports}")
+    if not all(s["alive"] for s in st.values()):
+        raise SystemExit(1)
+
+
+@lab.command("env")
+@dir_option
+@errors_to_exit
+def env(lab_dir: Path | None) -> None:
+    """Print `export` lines for every MAILSTATE_* connection variable of the running lab.
+
+    The output includes the lab's own throwaway passwords (by design, for `eval "$(mailstate lab env)"`);
+    they are random per lab and never used outside it.
+    """
+    the_lab = Lab(lab_dir or default_lab_dir())
+    if not the_lab.is_running():
+        raise LabError(f"the lab in {the_lab.dir} is not running (mailstate lab up --dir {the_lab.dir})")
+    click.echo(the_lab.env_script(), nl=False)
+
+
+COMMANDS = [lab]
