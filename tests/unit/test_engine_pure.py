@@ -165,3 +165,11 @@ def test_directory_csv_and_vcard_escape_separators() -> None:
     vcard = to_vcard(_entries())
     assert "FN:Nguyễn Văn Bằng\\, Jr\\; <script>" in vcard
     assert vcard.count("BEGIN:VCARD") == 2
+
+
+def test_record_digest_uses_the_providers_raw_digest() -> None:
+    """When the provider gives a digest of the raw object, a change of it changes the record digest."""
+    a = Record("person", "bangnv", {"name": "x", "_digest": "raw1"}, "ldap", "qlcn")
+    b = Record("person", "bangnv", {"name": "x", "_digest": "raw2"}, "ldap", "qlcn")
+    assert record_digest(a) != record_digest(b)
+    assert record_digest(a) == record_digest(Record("person", "bangnv", {"_digest": "raw1"}, "ldap", "qlcn"))

@@ -155,6 +155,11 @@ def record_id(record: Record) -> str:
 
 
 def record_digest(record: Record) -> str:
+    """The digest of one live record: the provider's digest of the raw object when it gives one
+    (``attrs["_digest"]``), else sha256 of the record's canonical JSON."""
+    raw = record.attrs.get("_digest")
+    if isinstance(raw, str) and raw:
+        return hashlib.sha256(f"{record.kind}\0{record.key}\0{record.provider}\0{raw}".encode()).hexdigest()
     data = {
         "kind": record.kind,
         "key": record.key,
