@@ -383,3 +383,10 @@ def test_taken_addresses_are_skipped() -> None:
     state = make_state([("a", BANG), ("b", BANG)])
     got = derive_addresses(state, taken=["bangnv", f"BANGNV3@{DOMAIN}"])
     assert got.people == {"a": f"bangnv2@{DOMAIN}", "b": f"bangnv4@{DOMAIN}"}
+
+
+def test_pin_beats_someone_elses_live_address() -> None:
+    """When the TOML pins an address that another person holds live, the pin wins and the other moves on."""
+    state = make_state([("a", BANG), ("b", BANG)], pinned={"b": f"bangnv@{DOMAIN}"})
+    got = derive_addresses(state, {"bangnv": "a"})
+    assert got.people == {"a": f"bangnv2@{DOMAIN}", "b": f"bangnv@{DOMAIN}"}

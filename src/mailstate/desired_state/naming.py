@@ -428,8 +428,10 @@ def derive_addresses(
         result.origin[(kind, id_)] = origin
 
     for kind, id_, tpl, values in todo:
-        for address in sorted(live_by_owner.get(_owner_ref(kind, id_), ())):
-            if _is_numbered_form(address, tpl, values, sep, start, domain):
+        owner = _owner_ref(kind, id_)
+        for address in sorted(live_by_owner.get(owner, ())):
+            # (not when the TOML pins that address to someone else: the pin wins, this one moves)
+            if in_use.get(address) == owner and _is_numbered_form(address, tpl, values, sep, start, domain):
                 give(kind, id_, address, "live")
                 break
     for kind, id_, tpl, values in todo:
