@@ -115,3 +115,139 @@ def test_scrub_nested() -> None:
     """Secret-like attribute names are redacted at any depth, other values kept."""
     out = scrub({"name": "x", "password_file": "/p", "nested": {"secret": "s", "ok": 1}})
     assert out == {"name": "x", "password_file": "<redacted>", "nested": {"secret": "<redacted>", "ok": 1}}
+
+
+# --------------------------------------------------------------------------------------------------
+# The desired side: projection of a small state repository
+
+
+STATE_FILES = {
+    "mailstate.toml": """\
+[organization]
+name = "Sở Công Thương tỉnh Bình Định"
+domain = "sct.binhdinh.gov.vn"
+
+[quota]
+person = "2 GiB"
+unit = "10 GiB"
+overrides = { bangnv = "5 GiB", "unit:qlcn" = "20 GiB" }
+""",
+    "units/qlcn.toml": """\
+[unit]
+id = "qlcn"
+name = "Phòng Quản lý Công nghiệp"
+head = "bangnv"
+address = "qlcn@sct.binhdinh.gov.vn"
+
+[[person]]
+id = "bangnv"
+name = "Nguyễn Văn Bằng"
+title = "Trưởng phòng"
+address = "bangnv@sct.binhdinh.gov.vn"
+old_addresses = ["bang.nv@sct.binhdinh.gov.vn"]
+
+[[person]]
+id = "thuytt"
+name = "Trần Thị Thủy"
+address = "thuytt@sct.binhdinh.gov.vn"
+left_on = 2025-01-01
+
+[[person]]
+id = "hoalt"
+name = "Lê Thị Hoa"
+address = "hoalt@sct.binhdinh.gov.vn"
+suspended = "phiếu sự cố 27"
+
+[[group]]
+id = "lanhdao"
+name = "Lãnh đạo"
+address = "lanhdao@sct.binhdinh.gov.vn"
+members = ["bangnv"]
+
+[[group]]
+id = "toanso"
+name = "Toàn Sở"
+address = "toanso@sct.binhdinh.gov.vn"
+members = ["unit:qlcn", "thuytt", "hoalt", "group:lanhdao"]
+""",
+}
+
+
+def load_small_state(tmp_path: Path) -> Any:
+    from mailstate.desired_state.loader import load_state
+
+    for name, text in STATE_FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return load_state(tmp_path)
+
+
+def test_projection_records(tmp_path: Path) -> None:
+    """Units, unit mailboxes, people and groups are projected with normalised attributes and quotas."""
+    from mailstate.reconciler.desired import project
+
+    d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
+    p = d.records[("person", "bangnv")].attrs
+    assert (p["name"], p["given"], p["family"], p["unit"]) == ("Nguyễn Văn Bằng", "Bằng", "Nguyễn", "qlcn")
+    assert p["quota"] == 5 * 1024**3 and p["locked"] is False and p["lock_reason"] is None
+    assert d.records[("person", "hoalt")].attrs["quota"] == 2 * 1024**3
+    assert d.records[("unit_mailbox", "qlcn")].attrs["quota"] == 20 * 1024**3
+    assert d.records[("unit", "qlcn")].attrs["address"] == "qlcn@sct.binhdinh.gov.vn"
+    assert any(r.startswith("units/qlcn.toml:") and "person bangnv (Nguyễn Văn Bằng)" in r
+               for r in d.reasons[("person", "bangnv")])
+
+
+def test_projection_lifecycle(tmp_path: Path) -> None:
+    """A person who left long ago is absent (with its rule); a suspended one is locked, stable reason."""
+    from mailstate.reconciler.desired import project
+
+    d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
+    assert ("person", "thuytt") not in d.records
+    assert any("MOST art.13.2b" in r for r in d.absent[("person", "thuytt")])
+    h = d.records[("person", "hoalt")].attrs
+    assert h["locked"] is True and h["lock_reason"] == "MOST art.18.4: suspended: phiếu sự cố 27"
+
+
+def test_projection_group_expansion(tmp_path: Path) -> None:
+    """delivers_to expands nested groups and unit mailboxes and leaves out members being removed."""
+    from mailstate.reconciler.desired import project
+
+    d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
+    toanso = d.records[("group", "toanso")].attrs
+    assert toanso["members"] == ("group:lanhdao", "hoalt", "thuytt", "unit:qlcn")
+    assert toanso["delivers_to"] == (
+        "bangnv@sct.binhdinh.gov.vn", "hoalt@sct.binhdinh.gov.vn", "qlcn@sct.binhdinh.gov.vn"
+    )
+    assert d.records[("group", "lanhdao")].attrs["delivers_to"] == ("bangnv@sct.binhdinh.gov.vn",)
+
+
+def test_projection_old_addresses(tmp_path: Path) -> None:
+    """A listed old address is an alias without expiry; an address changed live is kept keep_old_address."""
+    from mailstate.reconciler.desired import project
+
+    state = load_small_state(tmp_path)
+    live_addresses = {"hoa.lt@sct.binhdinh.gov.vn": "hoalt", "hoalt@sct.binhdinh.gov.vn": "hoalt"}
+    d = project(state, date(2026, 11, 23), live_addresses, imap=False)
+    listed = d.records[("alias", "bang.nv@sct.binhdinh.gov.vn")].attrs
+    assert listed["target"] == "bangnv@sct.binhdinh.gov.vn" and listed["expires"] is None
+    moved = d.records[("alias", "hoa.lt@sct.binhdinh.gov.vn")].attrs
+    assert moved["target"] == "hoalt@sct.binhdinh.gov.vn" and moved["expires"] == "2027-05-23"
+    assert d.records[("person", "hoalt")].attrs["aliases"] == ("hoa.lt@sct.binhdinh.gov.vn",)
+    assert d.records[("person", "bangnv")].attrs["aliases"] == ("bang.nv@sct.binhdinh.gov.vn",)
+
+
+def test_projection_alias_expiry_read_back(tmp_path: Path) -> None:
+    """The expiry already set live is kept (it does not move day by day), and past it the alias is absent."""
+    from mailstate.reconciler.desired import project
+
+    state = load_small_state(tmp_path)
+    old = "hoa.lt@sct.binhdinh.gov.vn"
+    live = {("alias", old): Record("alias", old, {"target": "hoalt@sct.binhdinh.gov.vn",
+                                                  "expires": "2027-01-10"}, "ldap", "qlcn")}
+    d = project(state, date(2026, 12, 1), live=live, imap=False)
+    assert d.records[("alias", old)].attrs["expires"] == "2027-01-10"
+    d = project(state, date(2027, 1, 10), live=live, imap=False)
+    assert ("alias", old) not in d.records
+    assert any("expired by 2027-01-10" in r for r in d.absent[("alias", old)])
+    changes, _ = diff(d, live)
+    assert [(c.action.label, c.key) for c in changes if c.key == old] == [("delete", old)]

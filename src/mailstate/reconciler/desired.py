@@ -356,7 +356,12 @@ def _project_aliases(
         current = address_of(owner)
         listed_full = {(a if "@" in a else f"{a}@{domain}").strip().lower() for a in listed}
         olds = (listed_full | by_owner.get(owner, set())) - {current}
-        olds |= {k for k, r in live_alias.items() if _alias_owner(r, full_live) == owner} - {current}
+        olds |= {
+            k
+            for k, r in live_alias.items()
+            if _alias_owner(r, full_live) == owner
+            or (current and str(r.attrs.get("target") or "").lower() == current)
+        } - {current}
         kept: list[str] = []
         for old in sorted(o for o in olds if o):
             la = live_alias.get(old)
