@@ -178,3 +178,13 @@ def test_scanner_agrees_with_every_key_of_a_generated_agency(tmp_path: Path) -> 
             assert set(tp.fields) == set(people[i])
             for key, line in tp.fields.items():
                 assert lines[line - 1].startswith(key), (doc.rel, key, line)
+
+
+def test_crlf_and_bom_do_not_shift_lines(tmp_path: Path) -> None:
+    """A file saved with Windows line endings and a byte-order mark loads, with the same line numbers."""
+    root = tmp_path / "state"
+    root.mkdir()
+    text = '[organization]\r\nname = "S"\r\n\r\ndomain = "sct.binhdinh.gov.vn"\r\n'
+    (root / "mailstate.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    org = load_state(root).organization
+    assert (org.source.line, org.source.line_of("domain")) == (1, 4)

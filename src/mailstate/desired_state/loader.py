@@ -28,6 +28,7 @@ Hidden files and folders (name starting with ``.``) are skipped; files are read 
 
 from __future__ import annotations
 
+import gc
 import re
 import tomllib
 from collections.abc import Iterator
@@ -293,7 +294,7 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
     for path in files:
         rel = path.relative_to(root).as_posix()
         try:
-            text = path.read_bytes().decode("utf-8")
+            text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # an editor's BOM is not TOML
         except UnicodeDecodeError as exc:
             problems.append(Problem(rel, 0, "", f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8"))
             continue
@@ -327,10 +328,16 @@ def load_state(root: Path) -> State:
     from mailstate.desired_state.validate import build_state
 
     root = Path(root)
-    docs, problems = read_documents(root)
-    if not docs:
-        raise ValidationError(problems)
-    state, more = build_state(root, docs, complete=not problems)
+    collecting = gc.isenabled()
+    gc.disable()  # tens of thousands of small objects, no cycles: the collector only slows this down
+    try:
+        docs, problems = read_documents(root)
+        if not docs:
+            raise ValidationError(problems)
+        state, more = build_state(root, docs, complete=not problems)
+    finally:
+        if collecting:
+            gc.enable()
     problems.extend(more)
     if problems or state is None:
         raise ValidationError(problems)
