@@ -155,6 +155,7 @@ def test_validation_error_writes_nothing(state_dir: Path) -> None:
     res = CliRunner().invoke(cli, ["assign", "--state", str(state_dir)])
     assert res.exit_code == 1
     assert "units/vp.toml:" in res.output and "nosuch" in res.output
+    assert "nothing was written" in res.output
     assert "Traceback" not in res.output
     assert snapshot(state_dir) == before
 

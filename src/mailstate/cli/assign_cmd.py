@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.errors import ValidationError
 
 
 @click.command("assign")
@@ -22,7 +23,14 @@ def assign_command(state_dir: Path | None, check: bool, read_live: bool) -> None
     """Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."""
     from mailstate.desired_state.assign import assign
 
-    result = assign(resolve_state(state_dir), check=check, read_live=read_live)
+    try:
+        result = assign(resolve_state(state_dir), check=check, read_live=read_live)
+    except ValidationError as exc:
+        for problem in exc.problems:
+            click.echo(f"error: {problem}", err=True)
+        n = len(exc.problems)
+        click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was written", err=True)
+        sys.exit(1)
     click.echo(result.summary(check))
     for item in result.assignments:
         click.echo(f"  {item}")
