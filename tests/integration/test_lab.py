@@ -18,6 +18,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from ldap3.core.exceptions import LDAPException
 
 from mailstate.lab import Lab, _proc
+from mailstate.lab.lab import FAST_RESET_ABOVE
 from mailstate.lab.testing import (
     LOCKED,
     doveadm,
@@ -356,3 +357,22 @@ def test_api_up_down_leaves_no_process() -> None:
     finally:
         the_lab.down()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_fast_reset_restarts_slapd_and_dovecot_reconnects(lab: Lab) -> None:
+    """reset() of many entries (the restart path) leaves the bootstrap entries, and Dovecot logs in
+    against the restarted slapd."""
+    conn = lab.ldap("root")
+    for i in range(FAST_RESET_ABOVE + 20):
+        conn.add(f"cn=bulk{i},ou=groups,{lab.base_dn}", ["nisMailAlias"],
+                 {"rfc822MailMember": "x@example.org"})
+    conn.unbind()
+    old_pid = lab.info["pids"]["slapd"]["pid"]
+    lab.reset()
+    assert lab.info["pids"]["slapd"]["pid"] != old_pid
+    conn = lab.ldap("service")
+    conn.search(lab.base_dn, "(objectClass=*)", attributes=["1.1"])
+    assert len(conn.entries) == 11
+    conn.unbind()
+    make_person(lab, "afterreset", "After-reset-1")
+    imap_login(lab, "afterreset", "After-reset-1").logout()

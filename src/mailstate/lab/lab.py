@@ -34,6 +34,8 @@ STATE_FILE = "lab.json"
 SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
 SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd")
 READY_TIMEOUT = 10.0
+FAST_RESET_ABOVE = 300
+"""reset() restarts slapd on an empty database when more entries than this are to be deleted."""
 # Sub-directories `up` (re)creates; nothing else in DIR is ever touched.
 _OWN = ("tls", "secrets", "slapd", "dovecot", "mail", "ssh", "archive", STATE_FILE)
 
@@ -217,6 +219,10 @@ class Lab:
         res = _proc.run_as(["slaptest", "-Q", "-f", str(conf), "-F", str(d / "slapd.d")], user, d)
         if res.returncode != 0:
             raise LabError(f"slaptest rejected the lab's slapd.conf: {(res.stderr or res.stdout).strip()}")
+        self._spawn_slapd(info, user)
+
+    def _spawn_slapd(self, info: dict[str, Any], user: LabUser) -> None:
+        d = self.dir / "slapd"
         p = info["ports"]
         urls = f"ldap://127.0.0.1:{p['ldap']}/ ldaps://127.0.0.1:{p['ldaps']}/"
         self._spawn("slapd", ["/usr/sbin/slapd", "-d", "0", "-F", str(d / "slapd.d"), "-h", urls],
@@ -379,10 +385,14 @@ class Lab:
         try:
             conn.search(base, "(objectClass=*)", ldap3.SUBTREE, attributes=["1.1"])
             doomed = [e.entry_dn for e in conn.entries if e.entry_dn.lower() not in keep]
-            for dn in sorted(doomed, key=lambda d: d.count(","), reverse=True):
-                conn.delete(dn)
-            pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.DEFAULT_POLICY.items()}
-            conn.modify(slapd.policy_dn(base), pol)
+            if len(doomed) > FAST_RESET_ABOVE:
+                conn.unbind()
+                self._fresh_slapd()
+            else:
+                for dn in sorted(doomed, key=lambda d: d.count(","), reverse=True):
+                    conn.delete(dn)
+                pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.DEFAULT_POLICY.items()}
+                conn.modify(slapd.policy_dn(base), pol)
         except LDAPException as exc:
             raise LabError(f"lab reset failed in the directory: {exc}") from None
         finally:
@@ -391,6 +401,31 @@ class Lab:
             dovecot.reset(self)
         for child in _iter_children(self.dir / "archive"):
             _remove(child)
+
+    def _fresh_slapd(self) -> None:
+        """Many entries to delete: faster to stop slapd, empty its database, reload the bootstrap entries
+        and start it again on the same ports (Dovecot reconnects by itself)."""
+        info = self.info
+        user = _proc.lab_user()
+        entry = info["pids"]["slapd"]
+        _proc.stop(entry["pid"], entry["start_time"], child=self._children.pop("slapd", None))
+        d = self.dir / "slapd"
+        for f in (d / "data").iterdir():
+            f.unlink()
+        res = _proc.run_as(["slapadd", "-q", "-F", str(d / "slapd.d"), "-b", info["base_dn"], "-l",
+                            str(d / "bootstrap.ldif")], user, d)
+        if res.returncode != 0:
+            raise LabError(f"slapadd of the bootstrap entries failed: {(res.stderr or res.stdout).strip()}")
+        self._spawn_slapd(info, user)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                self._ldap_ready()
+                return
+            except LabError:
+                if time.monotonic() > deadline or not _proc.alive(info["pids"]["slapd"]["pid"]):
+                    raise LabError(f"slapd did not restart: {_proc.tail(d / 'slapd.log')}") from None
+                time.sleep(0.02)
 
     # ----------------------------------------------------------------- misc
     def run_as_lab_user(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
