@@ -444,3 +444,10 @@ def test_cli_schema_is_json_schema_for_editors() -> None:
     assert '"null"' not in text, "TOML has no null"
     refs = {m for m in text.split('"') if m.startswith("#/")}
     assert refs and all(r.removeprefix("#/definitions/") in schema["definitions"] for r in refs)
+
+
+def test_an_invalid_person_does_not_cascade_into_reference_errors(write_state: WriteState, org: str) -> None:
+    """When a person's table is invalid, the unit naming them as head gets no second, misleading problem."""
+    unit = UNIT.replace('name = "Nguyễn Văn Bằng"', 'name = "Nguyễn Văn Bằng"\njoined_on = "yesterday"')
+    p = one(write_state({"mailstate.toml": org, "units/qlcn.toml": unit}))
+    assert (p.file, p.line, p.field) == ("units/qlcn.toml", 10, "person.joined_on")

@@ -256,6 +256,8 @@ class _Builder:
         self.people: list[Person] = []
         self.groups: list[Group] = []
         self.folders: list[SharedFolder] = []
+        self.broken: dict[str, set[str]] = {"unit": set(), "person": set(), "group": set()}
+        """Ids of units, people and groups whose table is invalid: references to them are not reported."""
         self.grants: list[AccessGrant] = []
 
     def add(self, file: str, line: int, field: str, message: str) -> None:
@@ -275,6 +277,8 @@ class _Builder:
             obj = cls.model_validate(value)
         except pydantic.ValidationError as exc:
             self.problems.extend(pydantic_problems(exc, doc, path, cls, table))
+            if table in self.broken and isinstance(value.get("id"), str):
+                self.broken[table].add(value["id"])
             return None
         obj.located(doc.source(path))
         return obj
@@ -393,6 +397,7 @@ class Checker:
         self.s = state
         self.b = builder
         self.domain = state.organization.domain
+        self._near: dict[tuple[str, str], str | None] = {}
 
     def run(self) -> None:
         self.references()
@@ -411,6 +416,17 @@ class Checker:
             return self.s.people
         return self.s.units if kind == "unit" else self.s.groups
 
+    def _known(self, kind: str, oid: str) -> bool:
+        """True if ``oid`` is an object of ``kind``, or one whose table already has a problem."""
+        return oid in self._ids(kind) or oid in self.b.broken[kind]
+
+    def near(self, word: str, kind: str) -> str | None:
+        """The closest id of ``kind`` (memoised: difflib over 10,000 ids takes tens of ms)."""
+        key = (word, kind)
+        if key not in self._near:
+            self._near[key] = closest(word, self._ids(kind))
+        return self._near[key]
+
     def _all_refs(self) -> list[str]:
         s = self.s
         return list(s.people) + [f"unit:{u}" for u in s.units] + [f"group:{g}" for g in s.groups]
@@ -418,7 +434,7 @@ class Checker:
     def ref_problem(self, ref: str, allowed: tuple[str, ...]) -> str | None:
         """None if ``ref`` resolves to an object of an allowed kind, else the message (with a suggestion)."""
         kind, oid = parse_ref(ref)
-        if kind in allowed and oid in self._ids(kind):
+        if kind in allowed and self._known(kind, oid):
             return None
         if kind not in allowed:
             what = {"person": "a person", "unit": "a unit mailbox", "group": "a group"}[kind]
@@ -431,7 +447,7 @@ class Checker:
             if other != kind and oid in self._ids(other):
                 fixed = oid if other == "person" else f"{other}:{oid}"
                 return f"no {label} '{oid}' ('{oid}' is a {other}); did you mean '{fixed}'?"
-        near = closest(oid, self._ids(kind))
+        near = self.near(oid, kind)
         if near is not None:
             fixed = near if kind == "person" else f"{kind}:{near}"
             return f"no {label} '{oid}'; did you mean '{fixed}'?"
@@ -447,14 +463,14 @@ class Checker:
 
     def check_id(self, obj: Located, field: str, label: str, oid: str, kind: str) -> bool:
         """A field holding a bare id of one kind (unit.parent, person.unit, unit.head …)."""
-        if oid in self._ids(kind):
+        if self._known(kind, oid):
             return True
         for other in ("person", "unit", "group"):
             if other != kind and oid in self._ids(other):
                 self.b.at(obj, field, label, f"'{oid}' is a {other}, not a {kind}"
-                          f"{_mean(closest(oid, self._ids(kind)))}")
+                          f"{_mean(self.near(oid, kind))}")
                 return False
-        self.b.at(obj, field, label, f"no {kind} '{oid}'{_mean(closest(oid, self._ids(kind)))}")
+        self.b.at(obj, field, label, f"no {kind} '{oid}'{_mean(self.near(oid, kind))}")
         return False
 
     def references(self) -> None:
