@@ -100,9 +100,11 @@ def agency(lab_env: dict[str, str], clean_lab: Lab) -> Agency:
     return Agency(clean_lab)
 
 
-@pytest.fixture
-def provider(agency: Agency) -> Iterator[ImapProvider]:
-    p = ImapProvider.from_state(agency.state)
+@pytest.fixture(params=["doveadm-bulk", "imap-only"])
+def provider(agency: Agency, request: pytest.FixtureRequest) -> Iterator[ImapProvider]:
+    """The provider both ways: discovery through doveadm over SSH, and every mailbox over IMAP."""
+    p = ImapProvider.from_state(agency.state, **({} if request.param == "doveadm-bulk" else {"bulk": False}))
+    assert (p.bulk is not None) == (request.param == "doveadm-bulk")
     try:
         yield p
     finally:

@@ -320,3 +320,20 @@ def test_mailbox_wide_rights_are_the_intersection_over_unlisted_folders() -> Non
         "unit:qlcn/Đã xử lý#bangnv": RIGHTS["full"],  # the old head, to be revoked
     }
     assert shared == {"Đã xử lý"}
+
+
+def test_shared_dict_owners_and_quota_get() -> None:
+    """The ACL shared dict names the owners that share something; quota get -A gives limits in bytes."""
+    from mailstate.providers.ssh import parse_quota_get, parse_shared_owners
+
+    dict_iter = (
+        "key\tvalue\nshared/shared-boxes/user/bangnv/qlcn\t1\nshared/shared-boxes/user/tuan/qlcn\t1\n"
+        "shared/shared-boxes/anyone/hoapt\t1\nshared/other/x\t1\n"
+    )
+    assert parse_shared_owners(dict_iter) == {"qlcn", "hoapt"}
+    quota = (
+        "Username\tQuota name\tType\tValue\tLimit\t%\n"
+        "bangnv\tUser quota\tSTORAGE\t0\t2097152\t0\nbangnv\tUser quota\tMESSAGE\t0\t-\t0\n"
+        "thuytt\tUser quota\tSTORAGE\t0\t-\t0\n"
+    )
+    assert parse_quota_get(quota) == {"bangnv": 2 * 1024**3, "thuytt": None}

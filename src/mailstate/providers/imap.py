@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from imapclient import IMAPClient
@@ -431,6 +431,29 @@ def mailboxes_of(state: State) -> dict[str, MailboxInfo]:
     return out
 
 
+def desired_owners_of(state: State) -> set[str]:
+    """Dovecot users whose mailbox the TOML gives rights on or folders in: units (delegation), the
+    mailboxes of shared folders and of access grants (expired ones too: their rights must be revoked)."""
+    refs = [f"unit:{u}" for u in state.units]
+    refs += [sf.mailbox for sf in state.shared_folders] + [g.mailbox for g in state.access_grants]
+    return {login_of(r) for r in refs if not r.startswith("group:")}
+
+
+def _unknown_mailbox(login: str) -> MailboxInfo:
+    """A mailbox the TOML does not know (found live): taken as a person's."""
+    return MailboxInfo(login, login, None)
+
+
+class BulkSource(Protocol):
+    """One-pass discovery on the mail host (implemented by providers.ssh.SshProvider)."""
+
+    def shared_owners(self) -> set[str]: ...
+
+    def quotas(self) -> dict[str, int | None]: ...
+
+    def close(self) -> None: ...
+
+
 # --------------------------------------------------------------------------------------------------
 # The provider
 
@@ -457,6 +480,8 @@ class ImapProvider:
         mailboxes: Mapping[str, MailboxInfo] | None = None,
         listed_folders: Iterable[str] = (),
         workers: int = 4,
+        bulk: BulkSource | None = None,
+        desired_owners: Iterable[str] = (),
     ) -> None:
         self.settings = settings
         self._password = password
@@ -465,6 +490,11 @@ class ImapProvider:
         self.listed_folders = frozenset(listed_folders)
         """shared_folder keys the TOML lists; other shared folders read live are reported as unlisted."""
         self.workers = max(1, workers)
+        self.bulk = bulk
+        """doveadm over SSH, when configured: which mailboxes have ACL entries at all (the ACL shared dict)
+        and every quota limit, each in one pass; then only those mailboxes are read over IMAP."""
+        self.desired_owners = frozenset(desired_owners)
+        """Dovecot users the TOML gives rights on or folders in: always read."""
         self._clients: dict[str, IMAPClient] = {}
         self._lock = threading.Lock()
         self._other_prefixes: tuple[str, ...] | None = None
@@ -476,9 +506,24 @@ class ImapProvider:
 
     @classmethod
     def from_state(cls, state: State, **kwargs: Any) -> ImapProvider:
+        """Settings from [providers.imap] and MAILSTATE_IMAP_*; with an SSH host configured ([providers.ssh]
+        or MAILSTATE_SSH_HOST) the bulk discovery goes through doveadm (``bulk=False`` turns it off)."""
         settings = settings_from_env(state.providers.imap)
         listed = [folder_key(sf.mailbox, sf.path) for sf in state.shared_folders]
-        return cls(settings, password_of(settings), mailboxes_of(state), listed, **kwargs)
+        if "bulk" not in kwargs and (state.providers.ssh is not None or os.environ.get("MAILSTATE_SSH_HOST")):
+            from mailstate.providers.ssh import SshProvider
+
+            kwargs["bulk"] = SshProvider.from_state(state)
+        elif kwargs.get("bulk") is False:
+            kwargs["bulk"] = None
+        return cls(
+            settings,
+            password_of(settings),
+            mailboxes_of(state),
+            listed,
+            desired_owners=desired_owners_of(state),
+            **kwargs,
+        )
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -527,6 +572,8 @@ class ImapProvider:
             raise ProviderError(f"imap: {login}: {_clean(exc)}") from None
 
     def close(self) -> None:
+        if self.bulk is not None:
+            self.bulk.close()
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for client in clients:
@@ -543,7 +590,9 @@ class ImapProvider:
             self._other_prefixes = tuple(prefixes)
         return self._other_prefixes
 
-    def read_owner(self, info: MailboxInfo, client: IMAPClient | None = None) -> _OwnerRead:
+    def read_owner(
+        self, info: MailboxInfo, client: IMAPClient | None = None, quota: bool = True
+    ) -> _OwnerRead:
         """One mailbox: LIST its own folders, GETACL each, GETMETADATA of the shared ones, GETQUOTAROOT."""
         owned = client is None
         if client is None:
@@ -567,7 +616,7 @@ class ImapProvider:
                     out.records.append(rec)
                 elif folder in shared or purpose is not None:
                     out.unlisted.append(rec)
-            if client.has_capability("QUOTA"):
+            if quota and client.has_capability("QUOTA"):
                 _root, quotas = client.get_quota_root(INBOX)
                 out.quota = parse_quota_limit(quotas)
         except (IMAPClientError, OSError) as exc:
@@ -578,23 +627,42 @@ class ImapProvider:
         return out
 
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
-        """Every shared folder and ACL of the mailboxes in scope (unit ids; None = all), one connection per
-        mailbox, ``workers`` at a time; facts["quota"] = {user: limit bytes}."""
+        """Every shared folder and ACL of the mailboxes in scope (unit ids; None = all); facts["quota"] =
+        {user: limit bytes or None}.
+
+        Without ``bulk``: every mailbox, one master-user connection each, ``workers`` at a time (LIST, GETACL
+        per folder, GETMETADATA, GETQUOTAROOT). With ``bulk`` (doveadm over SSH): the ACL shared dict names
+        every mailbox where someone other than the owner has a right; only those and the ones the TOML names
+        are read over IMAP, and the quotas come from one ``doveadm quota get -A``.
+        """
         from mailstate.providers.base import Snapshot
 
         units = set(scope) if scope is not None else None
-        infos = [m for m in self.mailboxes.values() if units is None or m.unit in units]
-        snap = Snapshot(self.name)
-        quota: dict[str, int | None] = {}
         t0 = time.perf_counter()
+        quota: dict[str, int | None] = {}
+        if self.bulk is not None:
+            logins = set(self.desired_owners) | self.bulk.shared_owners()
+            infos = [self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)]
+            quota.update(self.bulk.quotas())
+            self.timings["bulk"] = time.perf_counter() - t0
+        else:
+            infos = list(self.mailboxes.values())
+        infos = [m for m in infos if units is None or m.unit in units]
+        snap = Snapshot(self.name)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            results = list(pool.map(self.read_owner, infos))
+            results = list(pool.map(lambda i: self.read_owner(i, quota=self.bulk is None), infos))
         for info, res in zip(infos, results, strict=True):
             for rec in res.records:
                 snap.add(rec)
             snap.unmanaged.extend(res.unlisted)
-            quota[info.login] = res.quota
+            if self.bulk is None:
+                quota[info.login] = res.quota
         self.timings["read"] = time.perf_counter() - t0
+        self.timings["mailboxes_read"] = len(infos)
+        if units is not None:
+            quota = {
+                u: q for u, q in quota.items() if (m := self.mailboxes.get(u)) is None or m.unit in units
+            }
         snap.facts["quota"] = quota
         snap.facts["metadata"] = bool(self.metadata_supported)
         return snap

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 MAILBOX_KINDS = frozenset({"person", "unit_mailbox"})
 MANIFEST_SUFFIX = ".manifest.json"
+SHARED_BOXES = "shared/shared-boxes/"
 DIGEST_ALGORITHM = "sha256 over sorted 'mailbox<TAB>guid' lines of doveadm fetch"
 
 # --------------------------------------------------------------------------------------------------
@@ -97,6 +98,28 @@ def last_login_prefix(key_template: str) -> str:
     template = key_template.strip() or "last-login/%u"
     static = template.split("%", 1)[0]
     return static if static.startswith(("shared/", "priv/")) else f"shared/{static}"
+
+
+def parse_shared_owners(text: str) -> set[str]:
+    """Owners named by the ACL shared dict (``doveadm -f tab dict iter -R DICT shared/shared-boxes/``): keys
+    ``shared/shared-boxes/user/<grantee>/<owner>``, ``…/anyone/<owner>``, ``…/group/<g>/<owner>``."""
+    out: set[str] = set()
+    for row in parse_doveadm_tab(text):
+        key = row.get("key", "")
+        if key.startswith(SHARED_BOXES) and "/" in key[len(SHARED_BOXES) :]:
+            out.add(key.rsplit("/", 1)[1])
+    return out
+
+
+def parse_quota_get(text: str) -> dict[str, int | None]:
+    """``doveadm -f tab quota get -A`` → {user: STORAGE limit in bytes, None when unlimited}."""
+    out: dict[str, int | None] = {}
+    for row in parse_doveadm_tab(text):
+        if row.get("type", "").upper() != "STORAGE" or not row.get("username"):
+            continue
+        limit = row.get("limit", "").strip()
+        out[row["username"]] = int(limit) * 1024 if limit.isdigit() else None
+    return out
 
 
 def mail_digest(fetch_tab: str) -> tuple[int, str]:
@@ -299,6 +322,17 @@ class SshProvider:
             )
         prefix = last_login_prefix(self.doveadm("config", "-h", "plugin/last_login_key"))
         return parse_last_login(self.doveadm("-f", "tab", "dict", "iter", uri, prefix), prefix)
+
+    def shared_owners(self) -> set[str]:
+        """Every user with an ACL entry for someone else on a folder (Dovecot's acl_shared_dict), one pass."""
+        uri = self.doveadm("config", "-h", "plugin/acl_shared_dict").strip()
+        if not uri:
+            raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
+        return parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
+
+    def quotas(self) -> dict[str, int | None]:
+        """Every user's STORAGE limit (bytes), one ``doveadm quota get -A``."""
+        return parse_quota_get(self.doveadm("-f", "tab", "quota", "get", "-A"))
 
     # -- archive and removal -------------------------------------------------------------------
 
