@@ -1,21 +1,51 @@
 #!/usr/bin/env bash
-# Install the Debian packages the lab needs, without starting the system's own daemons. Idempotent.
+# Install the Debian packages the lab needs (slapd, ldap-utils, dovecot-imapd, dovecot-ldap,
+# openssh-server, openssl) without starting the system's own daemons. Idempotent: does nothing when all
+# are installed. If a package's postinst started a system daemon anyway (no policy-rc.d honoured),
+# that daemon is stopped again — only one this run started, never one that was running before.
 set -euo pipefail
-PKGS=(slapd ldap-utils dovecot-imapd dovecot-ldap openssh-server openssl)
+PKGS=(slapd ldap-utils dovecot-imapd dovecot-ldap openssh-server openssh-client openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-debs: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+
+# Pids of the system daemons the packages might start (by their Debian pid files).
+daemon_pids() {
+  local f
+  for f in /run/slapd/slapd.pid /run/dovecot/master.pid /run/sshd.pid; do
+    [ -r "$f" ] && { read -r pid <"$f" || true; [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null && echo "$f:$pid"; }
+  done
+  return 0
+}
+before="$(daemon_pids)"
+
 created_policy=""
+cleanup() { if [ -n "$created_policy" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi; }
+trap cleanup EXIT
 if [ ! -e /usr/sbin/policy-rc.d ]; then
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  printf '#!/bin/sh\n# mailstate install-debs.sh: do not start daemons while installing\nexit 101\n' \
+    | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
   created_policy=1
 fi
+
 echo "installing: ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-[ -n "$created_policy" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+
+# Stop what this install started despite policy-rc.d (the lab runs its own instances, unprivileged).
+for entry in $(daemon_pids); do
+  case "$before" in *"$entry"*) continue ;; esac
+  pid="${entry##*:}"
+  echo "stopping ${entry%%:*} (pid $pid), started by the package install"
+  $SUDO kill "$pid" 2>/dev/null || true
+done
 exit 0

@@ -376,3 +376,15 @@ def test_fast_reset_restarts_slapd_and_dovecot_reconnects(lab: Lab) -> None:
     conn.unbind()
     make_person(lab, "afterreset", "After-reset-1")
     imap_login(lab, "afterreset", "After-reset-1").logout()
+
+
+def test_master_login_as_unknown_user_is_refused_cleanly(clean_lab: Lab) -> None:
+    """The master user logging in as someone absent from the directory gets NO [AUTHORIZATIONFAILED]
+    (not a dropped connection); as a locked person it still gets in (administration of locked mailboxes)."""
+    with pytest.raises(LoginError, match="AUTHORIZATIONFAILED"):
+        imap_master_login(clean_lab, "nobody")
+    dn = make_person(clean_lab, "locked1", "Locked-password-1", locked=True)
+    with pytest.raises(LoginError):
+        imap_login(clean_lab, "locked1", "Locked-password-1")
+    imap_master_login(clean_lab, "locked1").logout()
+    assert dn.startswith("uid=locked1,")

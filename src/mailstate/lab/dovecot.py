@@ -120,6 +120,7 @@ passdb {{
   driver = passwd-file
   master = yes
   args = scheme=SSHA512 {d}/master-users
+  pass = yes
   override_fields = userdb_last_login_key=last-login-master/%u
 }}
 passdb {{
