@@ -362,6 +362,19 @@ def test_lock_refuses_imap_login_and_unlock_restores_it(ldap: LdapProvider, clea
     imap_login(lab, "bangnv", password).logout()
 
 
+def test_a_person_created_locked_cannot_log_in(ldap: LdapProvider, clean_lab: Lab) -> None:
+    """A person whose record is created locked (e.g. suspended) is locked at once, with the reason."""
+    reason = "MOST art.18.4: suspended"
+    ldap.apply(_ch(Action.CREATE, "person", "bangnv", _person(clean_lab, locked=True, lock_reason=reason)))
+    live = _live(ldap, "person", "bangnv")
+    assert live["locked"] is True and live["lock_reason"] == reason
+    assert ldap.passwords_out is not None
+    with pytest.raises(LoginError):
+        imap_login(clean_lab, "bangnv", _password_of(ldap.passwords_out, "bangnv"))
+    with pytest.raises(ProviderError, match="no such entry"):
+        ldap.apply(_ch(Action.UNLOCK, "person", "nobody", {"locked": False}))
+
+
 def test_unit_mailbox_password_is_unusable(ldap: LdapProvider, clean_lab: Lab) -> None:
     """A unit mailbox gets a random hashed userPassword nobody knows: it is never in the passwords file."""
     ldap.apply(

@@ -475,7 +475,11 @@ class LdapProvider:
             # a unit mailbox is used through delegation (IMAP ACL), never through its own password:
             # simpleSecurityObject needs one, so it gets a random one that nobody knows.
             extra["userPassword"] = [hashed(HASHED_SALTED_SHA, secrets.token_urlsafe(32))]
-        code = self._add(spec.dn, spec.object_classes, {**spec.attrs, **extra})
+        lock: dict[str, list[str]] = {}
+        if kind in ("person", "unit_mailbox") and "locked" in attrs:
+            reason = attrs.get("lock_reason") or "; ".join(reasons) or None
+            lock = lock_values(bool(attrs["locked"]), reason)
+        code = self._add(spec.dn, spec.object_classes, {**spec.attrs, **extra, **lock})
         if code == ALREADY_EXISTS:
             found = self.get(kind, key)
             if found is None:  # pragma: no cover - deleted between the two calls
@@ -483,12 +487,13 @@ class LdapProvider:
             classes = missing_classes(found[1], spec.object_classes)
             if classes:
                 self._modify(spec.dn, {"objectClass": [(MODIFY_ADD, classes)]})
-            self._modify(spec.dn, modifications(found[1], spec.attrs))
+            self._modify(spec.dn, modifications(found[1], {**spec.attrs, **lock}))
         if kind == "person" and (code == SUCCESS or not self._has_password(spec.dn)):
-            self._initial_password(key, spec.dn, attrs.get("address"))
-        if kind in ("person", "unit_mailbox") and "locked" in attrs:
-            reason = attrs.get("lock_reason") or "; ".join(reasons) or None
-            self._set_lock(spec.dn, bool(attrs["locked"]), reason)
+            # setting a password clears ppolicy's pwdAccountLockedTime: lock again afterwards
+            if self._initial_password(key, spec.dn, attrs.get("address")) and lock.get(
+                "pwdAccountLockedTime"
+            ):
+                self._set_lock(spec.dn, True, lock["mailstateLockReason"][0])
 
     def _has_password(self, dn: str) -> bool:
         result = self._call(
@@ -498,12 +503,13 @@ class LdapProvider:
             r.get("type") == "searchResEntry" for r in self.conn.response or []
         )
 
-    def _initial_password(self, key: str, dn: str, address: str | None) -> None:
+    def _initial_password(self, key: str, dn: str, address: str | None) -> bool:
+        """Generate, record (0600 file) and set a new person's password; False when there is no file."""
         if self.passwords_out is None:
             self.notices.append(
                 f"person {key}: created without a password (no initial-password file was given)"
             )
-            return
+            return False
         accounts = [key] + ([address.split("@", 1)[0]] if address else [])
         password = generate_password(self.password_policy, accounts)
         append_password(self.passwords_out, key, address, password)
@@ -519,6 +525,7 @@ class LdapProvider:
             )
         want_reset = self.password_policy.change_at_first_login
         self._modify_operational(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"] if want_reset else [])]})
+        return True
 
     def _modify_operational(self, dn: str, changes: dict[str, list[tuple[Any, list[str]]]]) -> None:
         result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
@@ -533,17 +540,14 @@ class LdapProvider:
             )
 
     def _set_lock(self, dn: str, locked: bool, reason: str | None) -> None:
+        """Lock or unlock in one modify (replacing with the same value or with nothing is idempotent)."""
         wanted = lock_values(locked, reason)
-        found = self._call(
-            f"read {dn}", self.conn.search, dn, "(objectClass=*)", search_scope=BASE, attributes=list(wanted)
-        )
-        if found.get("result") == NO_SUCH_OBJECT:
+        changes = {name: [(MODIFY_REPLACE, values)] for name, values in wanted.items()}
+        result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
+        if result.get("result") == NO_SUCH_OBJECT:
             raise self._fail(f"cannot {'lock' if locked else 'unlock'} {dn}", "no such entry")
-        current: dict[str, Any] = {}
-        for r in self.conn.response or []:
-            if r.get("type") == "searchResEntry":
-                current = dict(r["attributes"])
-        self._modify(dn, modifications(current, wanted))
+        if result.get("result") != SUCCESS:
+            raise self._fail(f"cannot {'lock' if locked else 'unlock'} {dn}", result)
 
     def _update(self, change: Change) -> None:
         kind, key = change.kind, change.key
