@@ -188,3 +188,15 @@ def test_crlf_and_bom_do_not_shift_lines(tmp_path: Path) -> None:
     (root / "mailstate.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
     org = load_state(root).organization
     assert (org.source.line, org.source.line_of("domain")) == (1, 4)
+
+
+def test_scanner_records_the_line_of_each_element_of_a_multi_line_array() -> None:
+    """Elements of an array spread over lines get their own lines (nested arrays, strings, comments)."""
+    text = (
+        '[[group]]\nid = "g"\nmembers = [   # one per line\n    "a",\n    "b", "c",   # two\n'
+        '    ["x",\n     "y"],\n    """multi\nline""",\n    "last"\n]\nsingle = ["p", "q"]\n'
+    )
+    tp = scan_positions(text)[("group", 0)]
+    assert tp.items == {"members": [4, 5, 5, 6, 8, 10]}
+    assert tp.fields == {"id": 2, "members": 3, "single": 12}
+    assert len(tomllib.loads(text)["group"][0]["members"]) == 6

@@ -451,3 +451,19 @@ def test_an_invalid_person_does_not_cascade_into_reference_errors(write_state: W
     unit = UNIT.replace('name = "Nguyễn Văn Bằng"', 'name = "Nguyễn Văn Bằng"\njoined_on = "yesterday"')
     p = one(write_state({"mailstate.toml": org, "units/qlcn.toml": unit}))
     assert (p.file, p.line, p.field) == ("units/qlcn.toml", 10, "person.joined_on")
+
+
+def test_reference_in_a_multi_line_array_points_at_its_own_line(write_state: WriteState, org: str) -> None:
+    """A bad member of a group written one per line is reported at that member's line, with its index."""
+    extra = '[[group]]\nid = "g"\nname = "G"\nmembers = [\n    "bangnv",  # head\n    "thuyt",\n]\n'
+    p = one(with_unit(write_state, org, extra))
+    assert (p.file, p.line, p.field, p.message) == (
+        "units/qlcn.toml", 21, "group.members", "no person 'thuyt'; did you mean 'thuytt'?")
+
+
+def test_malformed_element_of_a_multi_line_array_points_at_it(write_state: WriteState, org: str) -> None:
+    """A malformed reference in a multi-line array is reported at its own line, its index in the field."""
+    extra = '[[group]]\nid = "g"\nname = "G"\nmembers = [\n    "bangnv",\n    "Unit:qlcn",\n]\n'
+    p = one(with_unit(write_state, org, extra))
+    assert (p.file, p.line, p.field) == ("units/qlcn.toml", 21, "group.members[1]")
+    assert p.message.startswith("'Unit:qlcn' is not a valid reference")

@@ -49,6 +49,8 @@ class TablePos:
 
     line: int
     fields: dict[str, int] = field(default_factory=dict)
+    items: dict[str, list[int]] = field(default_factory=dict)
+    """For a key whose array spans several lines: the line of each element."""
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Document:
         tp = self.positions.get(path)
         if tp is None:
             return Source(self.rel, self.line_of(path))
-        return Source(self.rel, tp.line, tp.fields)
+        return Source(self.rel, tp.line, tp.fields, tp.items)
 
 
 def line_of(positions: dict[KeyPath, TablePos], path: KeyPath) -> int:
@@ -82,6 +84,12 @@ def line_of(positions: dict[KeyPath, TablePos], path: KeyPath) -> int:
         if i < len(path):
             k = path[i]
             if isinstance(k, str) and k in tp.fields:
+                if i + 1 < len(path) and isinstance(path[i + 1], int) and k in tp.items:
+                    lines = tp.items[k]
+                    j = path[i + 1]
+                    assert isinstance(j, int)
+                    if 0 <= j < len(lines):
+                        return lines[j]
                 return tp.fields[k]
         return tp.line
     return 0
@@ -126,8 +134,23 @@ def _parse_key(s: str, i: int) -> tuple[list[str], int]:
         return parts, i
 
 
-def _scan_value(s: str, i: int, depth: int, mode: str | None) -> tuple[int, str | None]:
-    """Scan a value from ``s[i]``; return the bracket depth and open multi-line string mode at line end."""
+class _Items:
+    """The line of each element of the array being scanned (top level of that array only)."""
+
+    __slots__ = ("lines", "expect")
+
+    def __init__(self) -> None:
+        self.lines: list[int] = []
+        self.expect = True
+
+
+def _scan_value(
+    s: str, i: int, depth: int, mode: str | None, items: _Items | None = None, lineno: int = 0
+) -> tuple[int, str | None]:
+    """Scan a value from ``s[i]``; return the bracket depth and open multi-line string mode at line end.
+
+    With ``items``, the line of each element of the outermost array is recorded.
+    """
     n = len(s)
     while i < n:
         if mode == '"""':
@@ -156,6 +179,17 @@ def _scan_value(s: str, i: int, depth: int, mode: str | None) -> tuple[int, str 
         c = s[i]
         if c == "#":
             break
+        if items is not None and depth == 1:
+            if c in " \t":
+                i += 1
+                continue
+            if c == ",":
+                items.expect = True
+                i += 1
+                continue
+            if c != "]" and items.expect:
+                items.lines.append(lineno)
+                items.expect = False
         if c == '"':
             if s.startswith('"""', i):
                 mode, i = '"""', i + 3
@@ -189,6 +223,8 @@ def scan_positions(text: str) -> dict[KeyPath, TablePos]:
     cur_pos = root
     depth = 0
     mode: str | None = None
+    items: _Items | None = None  # elements of the array value being scanned
+    items_of: tuple[TablePos, str] | None = None
 
     def resolve(parts: list[str], lineno: int) -> KeyPath:
         """Indexed path of a header's prefix: an array of tables means its latest element."""
@@ -206,7 +242,10 @@ def scan_positions(text: str) -> dict[KeyPath, TablePos]:
 
     for lineno, line in enumerate(text.splitlines(), 1):
         if depth > 0 or mode is not None:
-            depth, mode = _scan_value(line, 0, depth, mode)
+            depth, mode = _scan_value(line, 0, depth, mode, items, lineno)
+            if depth == 0 and mode is None and items is not None and items_of is not None:
+                items_of[0].items[items_of[1]] = items.lines
+                items = items_of = None
             continue
         s = line.lstrip(" \t")
         if not s or s[0] == "#":
@@ -257,9 +296,15 @@ def scan_positions(text: str) -> dict[KeyPath, TablePos]:
         c = s[vstart : vstart + 1]
         if c == "{":
             positions.setdefault(table + (parts[-1],), TablePos(lineno))
-        if c in ("[", "{", '"', "'"):
-            if c in "[{" or s.startswith('"""', vstart) or s.startswith("'''", vstart):
-                depth, mode = _scan_value(s, vstart, 0, None)
+        if c == "[":
+            items = _Items()
+            depth, mode = _scan_value(s, vstart, 0, None, items, lineno)
+            if depth > 0 or mode is not None:  # a multi-line array: keep the line of each element
+                items_of = (tp, parts[-1])
+            else:
+                items = None
+        elif c == "{" or s.startswith('"""', vstart) or s.startswith("'''", vstart):
+            depth, mode = _scan_value(s, vstart, 0, None)
     return positions
 
 

@@ -170,8 +170,15 @@ class Source:
     file: str
     line: int
     fields: dict[str, int] = field(default_factory=dict)
+    items: dict[str, list[int]] = field(default_factory=dict)
+    """Line of each element of an array written over several lines (``members = [`` one per line)."""
 
-    def line_of(self, name: str) -> int:
+    def line_of(self, name: str, index: int | None = None) -> int:
+        """Line of key ``name`` (of its ``index``-th element when the array spans lines), else the table's."""
+        if index is not None:
+            lines = self.items.get(name)
+            if lines is not None and 0 <= index < len(lines):
+                return lines[index]
         return self.fields.get(name, self.line)
 
     def __str__(self) -> str:

@@ -263,9 +263,10 @@ class _Builder:
     def add(self, file: str, line: int, field: str, message: str) -> None:
         self.problems.append(Problem(file, line, field, message))
 
-    def at(self, obj: Located, field: str, label: str, message: str) -> None:
+    def at(self, obj: Located, field: str, label: str, message: str, index: int | None = None) -> None:
+        """A problem at ``obj``'s key ``field`` (at its ``index``-th element when the array spans lines)."""
         src = obj.source
-        self.problems.append(Problem(src.file, src.line_of(field), label, message))
+        self.problems.append(Problem(src.file, src.line_of(field, index), label, message))
 
     # -- per file ---------------------------------------------------------------------------------
 
@@ -454,23 +455,28 @@ class Checker:
         candidates = [r for r in self._all_refs() if parse_ref(r)[0] in allowed]
         return f"no {label} '{oid}'{_mean(closest(ref, candidates))}"
 
-    def check_ref(self, obj: Located, field: str, label: str, ref: str, allowed: tuple[str, ...]) -> bool:
+    def check_ref(
+        self, obj: Located, field: str, label: str, ref: str, allowed: tuple[str, ...],
+        index: int | None = None,
+    ) -> bool:
         msg = self.ref_problem(ref, allowed)
         if msg is not None:
-            self.b.at(obj, field, label, msg)
+            self.b.at(obj, field, label, msg, index)
             return False
         return True
 
-    def check_id(self, obj: Located, field: str, label: str, oid: str, kind: str) -> bool:
+    def check_id(
+        self, obj: Located, field: str, label: str, oid: str, kind: str, index: int | None = None
+    ) -> bool:
         """A field holding a bare id of one kind (unit.parent, person.unit, unit.head …)."""
         if self._known(kind, oid):
             return True
         for other in ("person", "unit", "group"):
             if other != kind and oid in self._ids(other):
                 self.b.at(obj, field, label, f"'{oid}' is a {other}, not a {kind}"
-                          f"{_mean(self.near(oid, kind))}")
+                          f"{_mean(self.near(oid, kind))}", index)
                 return False
-        self.b.at(obj, field, label, f"no {kind} '{oid}'{_mean(self.near(oid, kind))}")
+        self.b.at(obj, field, label, f"no {kind} '{oid}'{_mean(self.near(oid, kind))}", index)
         return False
 
     def references(self) -> None:
@@ -483,8 +489,8 @@ class Checker:
                     self.check_id(u, "parent", "unit.parent", u.parent, "unit")
             if u.head is not None:
                 self.check_id(u, "head", "unit.head", u.head, "person")
-            for d in u.delegates:
-                self.check_id(u, "delegates", "unit.delegates", d, "person")
+            for i, d in enumerate(u.delegates):
+                self.check_id(u, "delegates", "unit.delegates", d, "person", i)
         for p in s.people.values():
             if p.unit is None:
                 self.b.at(p, "id", "person.unit",
@@ -494,19 +500,19 @@ class Checker:
                 self.check_id(p, "unit", "person.unit", p.unit, "unit")
         for g in s.groups.values():
             seen: set[str] = set()
-            for m in g.members:
+            for i, m in enumerate(g.members):
                 if m in seen:
-                    self.b.at(g, "members", "group.members", f"'{m}' is listed twice")
+                    self.b.at(g, "members", "group.members", f"'{m}' is listed twice", i)
                 seen.add(m)
                 if m == f"group:{g.id}":
-                    self.b.at(g, "members", "group.members", f"group '{g.id}' cannot contain itself")
+                    self.b.at(g, "members", "group.members", f"group '{g.id}' cannot contain itself", i)
                     continue
-                self.check_ref(g, "members", "group.members", m, ("person", "unit", "group"))
+                self.check_ref(g, "members", "group.members", m, ("person", "unit", "group"), i)
         for f in s.shared_folders:
             self.check_ref(f, "mailbox", "shared_folder.mailbox", f.mailbox, ("person", "unit"))
             for fld in ("read", "write"):
-                for r in getattr(f, fld):
-                    self.check_ref(f, fld, f"shared_folder.{fld}", r, ("person", "unit", "group"))
+                for i, r in enumerate(getattr(f, fld)):
+                    self.check_ref(f, fld, f"shared_folder.{fld}", r, ("person", "unit", "group"), i)
         for a in s.access_grants:
             self.check_ref(a, "mailbox", "access_grant.mailbox", a.mailbox, ("person", "unit"))
             self.check_ref(a, "to", "access_grant.to", a.to, ("person", "unit", "group"))
@@ -564,34 +570,38 @@ class Checker:
 
     # -- addresses ---------------------------------------------------------------------------------
 
-    def own_address(self, obj: Located, field: str, label: str, address: str) -> bool:
+    def own_address(
+        self, obj: Located, field: str, label: str, address: str, index: int | None = None
+    ) -> bool:
         local, at, domain = address.rpartition("@")
         if not at or not local:
-            self.b.at(obj, field, label, f"'{address}' is not an e-mail address (local@{self.domain})")
+            self.b.at(obj, field, label, f"'{address}' is not an e-mail address (local@{self.domain})", index)
             return False
         if address != address.lower():
-            self.b.at(obj, field, label, f"'{address}': write addresses in lower case")
+            self.b.at(obj, field, label, f"'{address}': write addresses in lower case", index)
             return False
         if domain != self.domain:
             self.b.at(obj, field, label, f"'{address}' is outside the organisation's domain "
-                      f"{self.domain} (MIC art.2.1, MOST art.12.2)")
+                      f"{self.domain} (MIC art.2.1, MOST art.12.2)", index)
             return False
         if not LOCAL_RE.match(local) or ".." in local:
             self.b.at(obj, field, label,
-                      f"'{address}': before the @ only lower-case letters, digits, '.', '_', '+', '-'")
+                      f"'{address}': before the @ only lower-case letters, digits, '.', '_', '+', '-'", index)
             return False
         return True
 
     def addresses(self) -> None:
         owners: dict[str, tuple[str, Located]] = {}
 
-        def claim(obj: Located, field: str, label: str, address: str, who: str) -> None:
-            if not self.own_address(obj, field, label, address):
+        def claim(
+            obj: Located, field: str, label: str, address: str, who: str, index: int | None = None
+        ) -> None:
+            if not self.own_address(obj, field, label, address, index):
                 return
             prior = owners.get(address)
             if prior is not None:
                 self.b.at(obj, field, label,
-                          f"address '{address}' is already used by {prior[0]} at {prior[1].source}")
+                          f"address '{address}' is already used by {prior[0]} at {prior[1].source}", index)
             else:
                 owners[address] = (who, obj)
 
@@ -605,12 +615,12 @@ class Checker:
             if g.address is not None:
                 claim(g, "address", "group.address", g.address, f"group '{g.id}'")
         for p in self.s.people.values():
-            for old in p.old_addresses:
+            for i, old in enumerate(p.old_addresses):
                 if old == p.address:
                     self.b.at(p, "old_addresses", "person.old_addresses",
-                              f"'{old}' is the current address, not an old one")
+                              f"'{old}' is the current address, not an old one", i)
                     continue
-                claim(p, "old_addresses", "person.old_addresses", old, f"person '{p.id}' (old address)")
+                claim(p, "old_addresses", "person.old_addresses", old, f"person '{p.id}' (old address)", i)
             if p.backup_email is not None:
                 if not EMAIL_RE.match(p.backup_email):
                     self.b.at(p, "backup_email", "person.backup_email",
