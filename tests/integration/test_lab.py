@@ -26,6 +26,7 @@ from mailstate.lab.testing import (
     imap_master_login,
     lock,
     make_person,
+    set_password,
     ssh_client,
 )
 
@@ -388,3 +389,12 @@ def test_master_login_as_unknown_user_is_refused_cleanly(clean_lab: Lab) -> None
         imap_login(clean_lab, "locked1", "Locked-password-1")
     imap_master_login(clean_lab, "locked1").logout()
     assert dn.startswith("uid=locked1,")
+
+
+def test_setting_a_password_unlocks(clean_lab: Lab) -> None:
+    """Good to know for the LDAP provider: slapd's ppolicy removes pwdAccountLockedTime when an
+    administrator sets a password, so a lock must be (re)applied after any password change."""
+    dn = make_person(clean_lab, "relock", "Relock-password-1", locked=True)
+    assert not _bind(clean_lab, dn, "Relock-password-1")
+    set_password(clean_lab, dn, "Relock-password-2")
+    assert _bind(clean_lab, dn, "Relock-password-2")

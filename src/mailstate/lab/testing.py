@@ -58,8 +58,6 @@ def make_person(
             attrs["description"] = unicodedata.normalize("NFC", cn)
     if quota is not None:
         attrs["mailstateQuota"] = str(quota)
-    if locked:
-        attrs["pwdAccountLockedTime"] = LOCKED
     attrs.update(extra or {})
     conn = lab.ldap("service")
     try:
@@ -67,6 +65,8 @@ def make_person(
             raise LabError(f"could not add {dn}: {conn.result}")
         if password is not None:
             conn.extend.standard.modify_password(dn, new_password=password)
+        if locked:  # after the password: ppolicy removes pwdAccountLockedTime when a password is set
+            conn.modify(dn, {"pwdAccountLockedTime": [(ldap3.MODIFY_REPLACE, [LOCKED])]})
     finally:
         conn.unbind()
     return dn
