@@ -23,6 +23,7 @@ the changes of the objects that name it come first (ACLs revoked before the mail
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -76,6 +77,7 @@ def normalise(name: str, value: Any) -> Any:
     return str(value)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret(name: str) -> bool:
     """True for an attribute named like a password or a secret (never shown, never written to a plan)."""
     return bool(SECRET_RE.search(name))
@@ -85,6 +87,8 @@ def scrub(attrs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A copy of ``attrs`` with every secret-like attribute redacted (recursively)."""
     if attrs is None:
         return None
+    if not any(isinstance(v, Mapping) or is_secret(str(k)) for k, v in attrs.items()):
+        return dict(attrs)
     out: dict[str, Any] = {}
     for k, v in attrs.items():
         if is_secret(str(k)):
@@ -107,11 +111,14 @@ def compared(name: str) -> bool:
 
 def differing_fields(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
     """The attributes of ``desired`` whose normalised value differs in ``live``, in the desired order."""
-    return [
-        k
-        for k, v in desired.items()
-        if compared(k) and normalise(k, v) != normalise(k, live.get(k))
-    ]
+    out: list[str] = []
+    for k, v in desired.items():
+        lv = live.get(k)
+        if v == lv and type(v) is type(lv):  # the common case: already equal, no normalisation needed
+            continue
+        if compared(k) and normalise(k, v) != normalise(k, lv):
+            out.append(k)
+    return out
 
 
 def change_id(action: Action, kind: str, key: str, provider: str) -> str:
