@@ -350,13 +350,13 @@ def test_unit_needed_but_missing() -> None:
 
 
 def test_ten_thousand_people_fast() -> None:
-    """Deriving 10,000 addresses with many namesakes takes well under a second or two."""
+    """Deriving 10,000 addresses with many namesakes takes well under 5 s of CPU time."""
     names = [BANG, "Trần Thị Thủy", "Lê Minh Tuấn"]
     people = [(f"p{i:05d}", names[i % 3]) for i in range(10_000)]
     state = make_state(people)
-    t = time.perf_counter()
+    t = time.process_time()
     got = derive_addresses(state)
-    assert time.perf_counter() - t < 5
+    assert time.process_time() - t < 5
     assert len(set(got.people.values())) == 10_000
     assert got.people["p09999"] == f"bangnv3334@{DOMAIN}"
 
