@@ -296,6 +296,7 @@ def test_lock_values_and_missing_classes() -> None:
         "mailstateLockReason": ["MOST art.18.4"],
     }
     assert lock_values(False, "x") == {"pwdAccountLockedTime": [], "mailstateLockReason": []}
+    assert lock_values(True, None) == {"pwdAccountLockedTime": [LOCKED_TIME], "mailstateLockReason": []}
     assert missing_classes(
         {"objectClass": ["top", "inetOrgPerson"]}, ["inetOrgPerson", "mailstateAccount"]
     ) == ["mailstateAccount"]

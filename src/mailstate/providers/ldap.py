@@ -107,6 +107,15 @@ def resolve_settings(
     return resolved, password
 
 
+def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[str]) -> str | None:
+    """The reason stored with a lock: the record's ``lock_reason`` when it names one (even None, so the
+    next plan converges), else the change's reasons (for auditors)."""
+    if "lock_reason" in attrs:
+        value = attrs["lock_reason"]
+        return str(value) if value else None
+    return "; ".join(reasons) or None
+
+
 class LdapProvider:
     """Reads and changes the directory entries mailstate manages (docs/ldap.md)."""
 
@@ -477,7 +486,7 @@ class LdapProvider:
             extra["userPassword"] = [hashed(HASHED_SALTED_SHA, secrets.token_urlsafe(32))]
         lock: dict[str, list[str]] = {}
         if kind in ("person", "unit_mailbox") and "locked" in attrs:
-            reason = attrs.get("lock_reason") or "; ".join(reasons) or None
+            reason = _lock_reason(attrs, reasons)
             lock = lock_values(bool(attrs["locked"]), reason)
         code = self._add(spec.dn, spec.object_classes, {**spec.attrs, **extra, **lock})
         if code == ALREADY_EXISTS:
@@ -573,7 +582,7 @@ class LdapProvider:
         after = change.after or {}
         if kind in ("person", "unit_mailbox") and ("locked" in after or "lock_reason" in after):
             locked = bool(merged.get("locked"))
-            self._set_lock(spec.dn, locked, merged.get("lock_reason") or "; ".join(change.reasons) or None)
+            self._set_lock(spec.dn, locked, _lock_reason(after, change.reasons) if locked else None)
 
     def _lock(self, change: Change, *, locked: bool) -> None:
         if change.kind not in ("person", "unit_mailbox"):
@@ -581,7 +590,7 @@ class LdapProvider:
                 f"{change.id}: only people and unit mailboxes can be locked, not a {change.kind}"
             )
         after = change.after or {}
-        reason = after.get("lock_reason") or "; ".join(change.reasons) or None
+        reason = _lock_reason(after, change.reasons)
         self._set_lock(dn_of(change.kind, change.key, self.base_dn), locked, reason)
 
     def _delete(self, kind: str, key: str) -> None:

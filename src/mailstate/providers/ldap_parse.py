@@ -446,10 +446,10 @@ def build_entry(kind: str, key: str, attrs: Mapping[str, Any], base: str) -> Ent
 
 
 def lock_values(locked: bool, reason: str | None) -> dict[str, list[str]]:
-    """The lock attributes: ``pwdAccountLockedTime: 000001010000Z`` + the reason, or both absent."""
+    """The lock attributes: ``pwdAccountLockedTime: 000001010000Z`` + the reason (if any), or both absent."""
     if not locked:
         return {"pwdAccountLockedTime": [], "mailstateLockReason": []}
-    return {"pwdAccountLockedTime": [LOCKED_TIME], "mailstateLockReason": _v(reason or "locked by mailstate")}
+    return {"pwdAccountLockedTime": [LOCKED_TIME], "mailstateLockReason": _v(reason)}
 
 
 # Attributes compared without regard to case (their LDAP equality rule ignores case).
