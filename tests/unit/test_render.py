@@ -166,3 +166,15 @@ def test_json_rendering_is_plan_json() -> None:
     """The JSON rendering is exactly Plan.to_json()."""
     plan = small_plan()
     assert json.loads(JsonRenderer().render(plan)) == json.loads(json.dumps(plan.to_json()))
+
+
+def test_text_default_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default colour follows stdout: none when it is not a TTY, none with NO_COLOR even on a TTY."""
+    plan = small_plan()
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False, raising=False)
+    assert not ANSI.search(TextRenderer().render(plan))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert ANSI.search(TextRenderer().render(plan))
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not ANSI.search(TextRenderer().render(plan))

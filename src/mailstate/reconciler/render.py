@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
@@ -113,7 +114,7 @@ def field_lines(change: Change) -> list[tuple[str, str, str]]:
     before = dict(change.before or {})
     after = dict(change.after or {})
     listing = not change.fields
-    names = list(change.fields) or list(dict.fromkeys([*after, *before]))
+    names = list(change.fields) or list(dict.fromkeys([*before, *after]))
     out: list[tuple[str, str, str]] = []
     for f in names:
         if f.startswith("_") or f == "why":
@@ -171,7 +172,9 @@ class TextRenderer:
     name: ClassVar[str] = "text"
 
     def __init__(self, color: bool | None = None, width: int = 100) -> None:
-        self.color = sys.stdout.isatty() if color is None else color
+        if color is None:  # https://no-color.org: NO_COLOR set (to anything) turns colour off
+            color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        self.color = color
         self.width = width
 
     def render(self, plan: Plan, state_or_labels: Any = None) -> str:
