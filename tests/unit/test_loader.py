@@ -7,8 +7,9 @@ import tomllib
 import unicodedata
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from mailstate.desired_state.loader import load_documents, load_state, scan_positions
+from mailstate.desired_state.loader import Document, KeyPath, load_documents, load_state, scan_positions
 
 WriteState = Callable[[dict[str, str]], Path]
 
@@ -200,3 +201,42 @@ def test_scanner_records_the_line_of_each_element_of_a_multi_line_array() -> Non
     assert tp.items == {"members": [4, 5, 5, 6, 8, 10]}
     assert tp.fields == {"id": 2, "members": 3, "single": 12}
     assert len(tomllib.loads(text)["group"][0]["members"]) == 6
+
+
+def _check_positions(doc: Document) -> int:
+    """Assert every table (and array-of-tables element) of ``doc`` has a position holding each of its keys."""
+    lines = doc.text.splitlines()
+    checked = 0
+
+    def walk(value: dict[str, Any], path: KeyPath) -> None:
+        nonlocal checked
+        tp = doc.positions[path]
+        for key, sub in value.items():
+            assert key in tp.fields, (doc.rel, path, key)
+            line = lines[tp.fields[key] - 1]
+            assert key in line or line.lstrip().startswith("["), (doc.rel, path, key)
+            checked += 1
+            if isinstance(sub, dict) and path + (key,) in doc.positions:
+                walk(sub, path + (key,))
+            elif isinstance(sub, list) and sub and all(isinstance(x, dict) for x in sub):
+                for i, item in enumerate(sub):
+                    if path + (key, i) in doc.positions:
+                        walk(item, path + (key, i))
+
+    walk(doc.data, ())
+    return checked
+
+
+def test_positions_cover_every_key_of_the_examples_and_a_generated_agency(tmp_path: Path) -> None:
+    """Every key of every table in the example repositories and a generated agency has a line holding it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from gen_agency import generate
+
+    generate(tmp_path / "gen", 200, seed=5)
+    roots = [tmp_path / "gen", *sorted((Path(__file__).resolve().parents[2] / "examples").glob("*/"))]
+    total = 0
+    for root in roots:
+        if root.is_dir() and any(root.glob("*.toml")):
+            for doc in load_documents(root):
+                total += _check_positions(doc)
+    assert total > 1000
