@@ -251,3 +251,42 @@ def test_projection_alias_expiry_read_back(tmp_path: Path) -> None:
     assert any("expired by 2027-01-10" in r for r in d.absent[("alias", old)])
     changes, _ = diff(d, live)
     assert [(c.action.label, c.key) for c in changes if c.key == old] == [("delete", old)]
+
+
+def _as_live(d: Any) -> dict[Any, Record]:
+    """What a provider would read back after applying ``d`` (private attributes dropped)."""
+    return {
+        ref: Record(r.kind, r.key, {k: v for k, v in r.attrs.items() if not k.startswith("_")},
+                    r.provider, r.unit)
+        for ref, r in d.records.items()
+    }
+
+
+def test_address_change_converges_and_expires(tmp_path: Path) -> None:
+    """An address change plans the alias once, then nothing for months, then removes it at expiry."""
+    from mailstate.reconciler.desired import project
+
+    state = load_small_state(tmp_path)
+    old = "hoa.lt@sct.binhdinh.gov.vn"
+    d0 = project(state, date(2026, 11, 23), imap=False)
+    live = _as_live(d0)
+    person = live[("person", "hoalt")]
+    live[("person", "hoalt")] = Record("person", "hoalt", {**person.attrs, "address": old}, "ldap", "qlcn")
+
+    d1 = project(state, date(2026, 11, 23), live=live, imap=False)
+    changes, _ = diff(d1, live)
+    got = sorted((c.action.label, c.kind, c.key, tuple(sorted(c.fields))) for c in changes)
+    assert got == [("create", "alias", old, ()), ("update", "person", "hoalt", ("address", "aliases"))]
+
+    live = _as_live(d1)  # applied
+    for day in (date(2026, 11, 24), date(2027, 3, 1), date(2027, 5, 22)):
+        changes, _ = diff(project(state, day, live=live, imap=False), live)
+        assert changes == [], (day, changes)
+
+    d2 = project(state, date(2027, 5, 23), live=live, imap=False)
+    changes, _ = diff(d2, live)
+    got = sorted((c.action.label, c.kind, c.key, tuple(sorted(c.fields))) for c in changes)
+    assert got == [("delete", "alias", old, ()), ("update", "person", "hoalt", ("aliases",))]
+    live = _as_live(d2)
+    changes, _ = diff(project(state, date(2027, 5, 24), live=live, imap=False), live)
+    assert changes == []
