@@ -467,3 +467,11 @@ def test_malformed_element_of_a_multi_line_array_points_at_it(write_state: Write
     p = one(with_unit(write_state, org, extra))
     assert (p.file, p.line, p.field) == ("units/qlcn.toml", 21, "group.members[1]")
     assert p.message.startswith("'Unit:qlcn' is not a valid reference")
+
+
+def test_grant_to_the_mailbox_owner(write_state: WriteState, org: str) -> None:
+    """An access grant to the owner of the mailbox itself is refused."""
+    extra = '[[access_grant]]\nmailbox = "bangnv"\nto = "bangnv"\nuntil = 2026-12-31\nreason = "R"\n'
+    p = one(with_unit(write_state, org, extra))
+    assert (p.file, p.line, p.field) == ("units/qlcn.toml", 18, "access_grant.to")
+    assert p.message.startswith("'bangnv' already owns the mailbox")

@@ -54,7 +54,9 @@ from mailstate.errors import Problem
 
 M = TypeVar("M", bound=Located)
 
-SECRET_KEY_RE = re.compile(r"(?i)(password|passwd|passphrase|secret|token|private_key|api_key|credential)")
+SECRET_KEY_RE = re.compile(
+    r"(?i)(password|passwd|passphrase|secret|token|private_key|api_key|credential|^pwd$|^pass$|^pin$)"
+)
 """Key names that suggest a secret value (``*_env`` and ``*_file`` keys only name where it is)."""
 SECRET_MESSAGE = "secrets never in TOML: use password_env or password_file (the value was not read)"
 
@@ -516,6 +518,9 @@ class Checker:
         for a in s.access_grants:
             self.check_ref(a, "mailbox", "access_grant.mailbox", a.mailbox, ("person", "unit"))
             self.check_ref(a, "to", "access_grant.to", a.to, ("person", "unit", "group"))
+            if a.to == a.mailbox:
+                self.b.at(a, "to", "access_grant.to",
+                          f"'{a.to}' already owns the mailbox: a grant is to someone else")
         q = s.quota
         for ref in q.overrides:
             msg = self.ref_problem(ref, ("person", "unit"))
