@@ -12,12 +12,16 @@ Public functions:
   - ``text`` (the file as read, UTF-8) and ``data`` (what ``tomllib`` parsed),
   - ``positions``: ``{path: TablePos}`` where a path is a tuple of keys and array indices exactly as
     in ``data`` — ``()`` the root, ``("organization",)``, ``("person", 3)`` the fourth ``[[person]]``
-    of the file, ``("providers", "ldap")`` — and ``TablePos(line, fields)`` gives the 1-based line of the
-    table's header and of each key written in it (``fields["name"]``).
+    of the file, ``("providers", "ldap")`` — and ``TablePos(line, fields, items)`` gives the 1-based
+    line of the table's header, of each key written in it (``fields["name"]``) and, for an array
+    written over several lines, of each element (``items["members"][2]``).
     ``doc.line_of(("person", 3, "name"))`` returns the best line for any path (falls back to the
     closest enclosing table). ``doc.source(("person", 3))`` builds the model's ``Source``.
 
   Rewriting is the caller's job (tomlkit keeps comments and layout); parse ``doc.text`` with tomlkit.
+- ``read_documents(root) -> (documents, problems)``: the same, returning the problems instead of raising,
+  so a caller can go on with the files that parsed; ``validate.build_state(root, documents)`` then
+  turns documents into ``(State | None, problems)`` — ``load_state`` is exactly these two steps.
 - ``scan_positions(text) -> dict[path, TablePos]``: the line scanner on its own (text must be valid TOML).
 
 ``tomllib`` gives no positions and tomlkit is too slow for 10,000 people, so positions come from a line
