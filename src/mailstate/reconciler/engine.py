@@ -337,7 +337,12 @@ def close_providers(providers: Mapping[str, Provider]) -> None:
 def read_all(providers: Mapping[str, Provider], scope_units: list[str] | None) -> dict[str, Snapshot]:
     """Every provider's snapshot; a failed read aborts (never treated as "absent")."""
     snapshots: dict[str, Snapshot] = {}
-    for name, prov in providers.items():
+    # the directory first: the mail providers can only read mailboxes that exist in it
+    names = sorted(providers, key=lambda n: (n != "ldap", n))
+    for name in names:
+        prov = providers[name]
+        if name != "ldap" and "ldap" in snapshots:
+            _tell_live_mailboxes(prov, snapshots["ldap"])
         try:
             snapshots[name] = prov.read(scope_units)
         except MailstateError:
@@ -347,6 +352,29 @@ def read_all(providers: Mapping[str, Provider], scope_units: list[str] | None) -
                 f"{name}: reading the live state failed: {type(exc).__name__}: {exc}"
             ) from exc
     return snapshots
+
+
+def live_logins(snapshot: Snapshot) -> set[str]:
+    """The logins (person and unit mailbox ids) of the mailboxes that exist in the directory."""
+    return {rec.key for rec in snapshot.records.values() if rec.kind in ("person", "unit_mailbox")}
+
+
+def _tell_live_mailboxes(prov: Provider, ldap_snapshot: Snapshot) -> None:
+    """Let a mail provider skip mailboxes the directory does not hold yet (a master-user login to a user
+    that does not exist fails; such a mailbox has no folders or rights yet, and the plan creates them
+    after the directory entry). Providers opt in with ``set_live_mailboxes(logins)``; the IMAP provider's
+    ``mailboxes`` / ``desired_owners`` are narrowed directly until it offers that method."""
+    logins = live_logins(ldap_snapshot)
+    hook = getattr(prov, "set_live_mailboxes", None)
+    if callable(hook):
+        hook(logins)
+        return
+    mailboxes = getattr(prov, "mailboxes", None)
+    if isinstance(mailboxes, dict):
+        object.__setattr__(prov, "mailboxes", {k: v for k, v in mailboxes.items() if k in logins})
+    owners = getattr(prov, "desired_owners", None)
+    if isinstance(owners, (set, frozenset)):
+        object.__setattr__(prov, "desired_owners", frozenset(o for o in owners if o in logins))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""The whole loop with every provider (LDAP, IMAP, SSH) on the example agency, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailstate.cli import cli
+from mailstate.lab import Lab
+from mailstate.reconciler.engine import apply_plan, make_plan, plan_changes, plan_meta
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "binhdinh-sct"
+
+
+@pytest.fixture
+def sct_all(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
+    """A clean lab for sct.binhdinh.gov.vn with every MAILSTATE_* variable of the lab set."""
+    lab = lab_for("sct.binhdinh.gov.vn", "Sở Công Thương tỉnh Bình Định")
+    lab.reset()
+    for key in list(os.environ):
+        if key.startswith("MAILSTATE_"):
+            monkeypatch.delenv(key)
+    for key, value in lab.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    return lab
+
+
+def test_example_converges_with_every_provider(sct_all: Lab, tmp_path: Path) -> None:
+    """The example plans LDAP and IMAP changes, applies them all, and a second plan is empty."""
+    state = tmp_path / "state"
+    shutil.copytree(EXAMPLE, state)
+    plan = make_plan(state)
+    assert set(plan_meta(plan).providers) == {"ldap", "imap", "ssh"}
+    providers = {c.provider for c in plan_changes(plan)}
+    assert {"ldap", "imap"} <= providers
+    home = tmp_path / "home"
+    apply_plan(plan, state, journal_dir=home, passwords_out=home / "pw.tsv")
+    again = make_plan(state)
+    assert [(c.action.label, c.kind, c.key, c.fields) for c in plan_changes(again)] == []
+
+
+def test_demo_commands(sct_all: Lab, tmp_path: Path) -> None:
+    """plan exits 2 with --detailed-exitcode, apply --yes, plan again exits 0: scripts/demo-loop.sh."""
+    state = tmp_path / "state"
+    shutil.copytree(EXAMPLE, state)
+    runner = CliRunner()
+    r = runner.invoke(cli, ["plan", "--state", str(state), "--detailed-exitcode"])
+    assert r.exit_code == 2, r.output
+    r = runner.invoke(cli, ["apply", "--state", str(state), "--yes"])
+    assert r.exit_code == 0, r.output
+    assert "initial passwords written to" in r.output
+    r = runner.invoke(cli, ["plan", "--state", str(state), "--detailed-exitcode"])
+    assert r.exit_code == 0, r.output
