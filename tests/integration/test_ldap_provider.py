@@ -430,16 +430,31 @@ def _bulk_people(lab: Lab, n: int, unit: str = "bulk") -> None:
 
 
 def test_paged_read_returns_every_entry_beyond_the_size_limit(clean_lab: Lab, tmp_path: Path) -> None:
-    """1,200 people (above slapd's 500 and size.pr 1,000) are all read, page by page."""
+    """1,200 people are all read page by page, as the service account and as an account under slapd's
+    default limits (size 500, size.pr 1,000); a page above size.pr is refused by slapd and raises."""
     _bulk_people(clean_lab, 1200)
     p = _provider(clean_lab, tmp_path, page_size=250)
     started = time.perf_counter()
     snap = p.read()
     elapsed = time.perf_counter() - started
     p.close()
-    people = [k for k in snap.records if k[0] == "person"]
-    assert len(people) == 1200
+    assert len([k for k in snap.records if k[0] == "person"]) == 1200
     print(f"paged read of 1,200 people: {elapsed:.2f} s")
+    # an ordinary account: slapd's global limits apply to it
+    reader = make_person(clean_lab, "reader", "Reader-Pass-2026", cn="Người Đọc")
+    root = clean_lab.ldap("root")
+    root.modify(
+        reader, {"pwdReset": [(ldap3.MODIFY_DELETE, [])]}
+    )  # else ppolicy only allows a password change
+    root.unbind()
+    env = dict(clean_lab.env(), MAILSTATE_LDAP_BIND_DN=reader, MAILSTATE_LDAP_PASSWORD="Reader-Pass-2026")
+    limited = _provider(clean_lab, tmp_path, env=env, page_size=500)
+    assert len([k for k in limited.read().records if k[0] == "person"]) == 1201
+    limited.close()
+    too_big = _provider(clean_lab, tmp_path, env=env, page_size=1001)
+    with pytest.raises(ProviderError, match="adminLimitExceeded"):
+        too_big.read()
+    too_big.close()
 
 
 def test_a_truncated_read_raises_instead_of_returning_a_short_list(clean_lab: Lab, tmp_path: Path) -> None:
