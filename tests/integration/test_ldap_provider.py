@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import tempfile
 import time
@@ -466,16 +467,25 @@ def test_a_truncated_read_raises_instead_of_returning_a_short_list(clean_lab: La
     p.close()
 
 
-def test_read_with_slapd_stopped_raises(tmp_path: Path) -> None:
-    """With slapd down the read raises ProviderError (the plan aborts); nothing is reported absent."""
+def test_read_with_slapd_hung_or_stopped_raises(tmp_path: Path) -> None:
+    """A hung slapd (SIGSTOP) times out, a stopped one refuses: both raise ProviderError, never "absent"."""
     shm = Path("/dev/shm")
     root = Path(tempfile.mkdtemp(prefix="mailstate-ldap-down-", dir=shm if os.access(shm, os.W_OK) else None))
     root.chmod(0o711)  # the lab user must traverse it
     lab = Lab(root / "lab")
     try:
         lab.up(domain="down.example.gov.vn", services=("slapd",))
-        p = _provider(lab, tmp_path)
+        p = _provider(lab, tmp_path, timeout=2)
         assert p.read().records == {}
+        pid = int(lab.info["pids"]["slapd"]["pid"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.perf_counter()
+            with pytest.raises(ProviderError, match="timed out"):
+                p.read()
+            assert time.perf_counter() - started < 10
+        finally:
+            os.kill(pid, signal.SIGCONT)
         p.close()
     finally:
         lab.down()
