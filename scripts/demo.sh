@@ -36,14 +36,7 @@ step "validate $EXAMPLE"
 # ---------------------------------------------------------------------------------------------------
 # PLAN / APPLY — owned by the reconcile engineer (edit here): first plan, apply, second plan (empty).
 # ---------------------------------------------------------------------------------------------------
-step "plan (what apply would change in the empty lab)"
-"$MAILSTATE" plan --state "$EXAMPLE"
-
-step "apply --yes"
-"$MAILSTATE" apply --state "$EXAMPLE" --yes
-
-step "plan again (nothing left to change)"
-"$MAILSTATE" plan --state "$EXAMPLE" --detailed-exitcode
+MAILSTATE="$MAILSTATE" bash scripts/demo-loop.sh "$EXAMPLE" "$LABDIR"
 # ---------------------------------------------------------------------------------------------------
 
 step "done"
