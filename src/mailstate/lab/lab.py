@@ -100,7 +100,19 @@ class Lab:
     # ----------------------------------------------------------------- up
     def up(self, domain: str, org_name: str | None = None, base_dn: str | None = None,
            services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
-        """Start the lab for an organisation; return its info once every server answers over TLS."""
+        """Start the lab for an organisation; return its info once every server answers over TLS.
+
+        Ports are chosen free just before the servers bind them; if another process takes one in between
+        (another lab starting at the same moment), the start is retried once with new ports."""
+        try:
+            return self._up(domain, org_name, base_dn, services)
+        except LabError as exc:
+            if "already in use" not in str(exc):
+                raise
+            return self._up(domain, org_name, base_dn, services)
+
+    def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
+            ) -> dict[str, Any]:
         t0 = time.monotonic()
         unknown = set(services) - {"slapd", "dovecot", "sshd"}
         if unknown:
@@ -225,7 +237,7 @@ class Lab:
         d = self.dir / "slapd"
         p = info["ports"]
         urls = f"ldap://127.0.0.1:{p['ldap']}/ ldaps://127.0.0.1:{p['ldaps']}/"
-        self._spawn("slapd", ["/usr/sbin/slapd", "-d", "0", "-F", str(d / "slapd.d"), "-h", urls],
+        self._spawn("slapd", ["/usr/sbin/slapd", "-d", "none", "-F", str(d / "slapd.d"), "-h", urls],
                     d / "slapd.log", user, d, info)
 
     def _spawn(self, name: str, argv: list[str], log: Path, user: LabUser, cwd: Path, info: dict[str, Any],
