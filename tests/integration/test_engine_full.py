@@ -57,5 +57,17 @@ def test_demo_commands(sct_all: Lab, tmp_path: Path) -> None:
     r = runner.invoke(cli, ["apply", "--state", str(state), "--yes"])
     assert r.exit_code == 0, r.output
     assert "initial passwords written to" in r.output
+    outputs = [r.output]
     r = runner.invoke(cli, ["plan", "--state", str(state), "--detailed-exitcode"])
     assert r.exit_code == 0, r.output
+    outputs.append(r.output)
+    # no secret of any provider, and no initial password, in the output, journal or audit log
+    home = Path(os.environ["MAILSTATE_HOME"]) / "sct.binhdinh.gov.vn"
+    [pw_file] = list(home.glob("initial-passwords-*.tsv"))
+    secrets = [line.split("\t")[2] for line in pw_file.read_text().splitlines()]
+    secrets += [sct_all.secret(n) for n in ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")]
+    assert len(secrets) > 20
+    texts = outputs + [(home / "journal.jsonl").read_text(), (home / "audit.jsonl").read_text()]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
