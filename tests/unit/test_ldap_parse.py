@@ -8,10 +8,15 @@ addresses, scalar values (ldap3 with schema info), operational attributes.
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
+from typing import Any
 
 import pytest
 from ldap3 import MODIFY_REPLACE
 
+from mailstate.desired_state.model import LdapSettings
+from mailstate.errors import ProviderError
+from mailstate.providers.ldap import LdapProvider, resolve_settings
 from mailstate.providers.ldap_parse import (
     LOCKED_TIME,
     build_entry,
@@ -315,3 +320,67 @@ def test_hex_escaped_rdn_values_are_unescaped() -> None:
 
     assert unescape_rdn("a\\2Cb") == "a,b"
     assert unescape_rdn("\\C3\\A0 la") == "à la"
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings resolution and filters (pure parts of providers.ldap; no server involved)
+
+
+def test_environment_overrides_the_toml_settings(tmp_path: Path) -> None:
+    """MAILSTATE_LDAP_* override [providers.ldap]; MAILSTATE_LDAP_PASSWORD wins over password_env."""
+    toml = LdapSettings(url="ldaps://prod.example", bind_dn="cn=x", password_env="MY_PW")
+    env = {
+        "MAILSTATE_LDAP_URL": "ldap://127.0.0.1:3890",
+        "MAILSTATE_LDAP_BIND_DN": "cn=mailstate,ou=system,dc=lab",
+        "MAILSTATE_LDAP_CA_FILE": "/tmp/ca.pem",
+        "MAILSTATE_LDAP_START_TLS": "true",
+        "MY_PW": "from-my-pw",
+    }
+    settings, password = resolve_settings(toml, env)
+    assert settings.url == "ldap://127.0.0.1:3890" and settings.bind_dn == "cn=mailstate,ou=system,dc=lab"
+    assert settings.ca_file == "/tmp/ca.pem" and settings.start_tls is True
+    assert password == "from-my-pw"
+    assert resolve_settings(toml, {**env, "MAILSTATE_LDAP_PASSWORD": "direct"})[1] == "direct"
+    assert toml.url == "ldaps://prod.example"  # the model itself is left alone
+
+
+def test_password_file_is_relative_to_the_state_and_its_first_line(tmp_path: Path) -> None:
+    """A relative password_file is read from the state directory; only its first line is the password."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "ldap").write_text("s3cret-line\nignored\n")
+    settings = LdapSettings(password_env=None, password_file="secrets/ldap")
+    assert resolve_settings(settings, {}, root=tmp_path)[1] == "s3cret-line"
+    (tmp_path / "secrets" / "ldap").write_text("")
+    with pytest.raises(ProviderError, match="empty"):
+        resolve_settings(settings, {}, root=tmp_path)
+    with pytest.raises(ProviderError, match="cannot read"):
+        resolve_settings(LdapSettings(password_env=None, password_file="nope"), {}, root=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("url", "extra", "ok"),
+    [
+        ("ldaps://127.0.0.1:636", {}, True),
+        ("ldap://127.0.0.1:389", {"start_tls": True}, True),
+        ("ldap://127.0.0.1:389", {"allow_plain": True}, True),
+        ("ldap://127.0.0.1:389", {}, False),
+        ("http://127.0.0.1", {}, False),
+    ],
+)
+def test_plain_ldap_needs_start_tls_or_allow_plain(url: str, extra: dict[str, Any], ok: bool) -> None:
+    """ldaps:// or StartTLS pass; plain ldap:// is refused with a message naming allow_plain."""
+    settings = LdapSettings(url=url, **extra)
+    if ok:
+        LdapProvider(settings, base_dn="dc=x", password=None)
+    else:
+        with pytest.raises(ProviderError, match="ldaps://"):
+            LdapProvider(settings, base_dn="dc=x", password=None)
+
+
+def test_scope_filters_escape_unit_ids() -> None:
+    """Scope filters OR the escaped unit ids; groups and aliases are read whole; empty scope: nothing."""
+    assert LdapProvider.scope_filter("person", ["qlcn"]) == "(departmentNumber=qlcn)"
+    assert LdapProvider.scope_filter("unit", ["a", "b*)("]) == "(|(ou=a)(ou=b\\2a\\29\\28))"
+    assert LdapProvider.scope_filter("group", ["qlcn"]) == "(objectClass=*)"
+    assert LdapProvider.scope_filter("unit_mailbox", None) == "(objectClass=*)"
+    assert LdapProvider.scope_filter("person", []) == "(!(objectClass=*))"

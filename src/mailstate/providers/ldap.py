@@ -75,9 +75,13 @@ def _truthy(value: str | None) -> bool | None:
 
 
 def resolve_settings(
-    settings: LdapSettings, env: Mapping[str, str] | None = None
+    settings: LdapSettings, env: Mapping[str, str] | None = None, root: Path | None = None
 ) -> tuple[LdapSettings, str | None]:
-    """Settings with the MAILSTATE_LDAP_* environment applied, and the bind password (never logged)."""
+    """Settings with the MAILSTATE_LDAP_* environment applied, and the bind password (never logged).
+
+    A relative ``password_file`` is relative to ``root`` (the state directory); its first line is the
+    password.
+    """
     env = os.environ if env is None else env
     overrides: dict[str, Any] = {}
     for var, field in (
@@ -100,10 +104,15 @@ def resolve_settings(
         password = env.get(resolved.password_env) or None
     if password is None and resolved.password_file:
         path = Path(resolved.password_file).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = root / path
         try:
-            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+            lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise ProviderError(f"cannot read the LDAP password file {path}: {exc.strerror}") from None
+        password = lines[0] if lines and lines[0] else None
+        if password is None:
+            raise ProviderError(f"the LDAP password file {path} is empty")
     return resolved, password
 
 
@@ -149,7 +158,7 @@ class LdapProvider:
     def from_state(
         cls, state: State, *, passwords_out: Path | None = None, env: Mapping[str, str] | None = None
     ) -> LdapProvider:
-        settings, password = resolve_settings(state.providers.ldap, env)
+        settings, password = resolve_settings(state.providers.ldap, env, root=state.root)
         return cls(
             settings,
             base_dn=state.base_dn,
