@@ -271,6 +271,20 @@ def test_reapplying_is_a_no_op(ldap: LdapProvider, clean_lab: Lab) -> None:
     assert ("person", "bangnv") not in ldap.read().records
 
 
+def test_rename_moves_the_entry_once(ldap: LdapProvider, clean_lab: Lab) -> None:
+    """A rename moves an alias to its new key and sets its attributes; applied again it is a no-op."""
+    old, new = _addr(clean_lab, "old"), _addr(clean_lab, "new")
+    ldap.apply(
+        _ch(Action.CREATE, "alias", old, {"target": _addr(clean_lab, "bangnv"), "expires": "2027-01-01"})
+    )
+    rename = _ch(Action.RENAME, "alias", new, {"key": new, "expires": "2027-06-30"}, before={"key": old})
+    ldap.apply(rename)
+    ldap.apply(rename)
+    records = ldap.read().records
+    assert ("alias", old) not in records
+    assert records[("alias", new)].attrs["expires"] == "2027-06-30"
+
+
 def test_create_over_an_existing_entry_compares_and_modifies(ldap: LdapProvider, clean_lab: Lab) -> None:
     """A create that finds the entry (e.g. made by hand) sets it exactly and adds mailstate's classes."""
     lab = clean_lab
