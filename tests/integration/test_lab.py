@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 import shutil
 import ssl
+import stat
 import subprocess
 import sys
 import tempfile
@@ -398,3 +399,39 @@ def test_setting_a_password_unlocks(clean_lab: Lab) -> None:
     assert not _bind(clean_lab, dn, "Relock-password-1")
     set_password(clean_lab, dn, "Relock-password-2")
     assert _bind(clean_lab, dn, "Relock-password-2")
+
+
+def test_secrets_stay_in_0600_files(lab: Lab) -> None:
+    """The lab's passwords appear in no log, not in lab.json nor `lab status --json`; the secret files and
+    keys are mode 0600 in a 0700 directory; nothing runs as root."""
+    secrets_dir = lab.dir / "secrets"
+    assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
+    private = [f for f in secrets_dir.iterdir() if f.suffix != ".pub"]
+    for f in (*private, lab.dir / "tls" / "server.key", lab.dir / "dovecot" / "dovecot-ldap.conf.ext"):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    values = [lab.secret(n) for n in ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")]
+    res = subprocess.run([str(MAILSTATE), "lab", "status", "--json", "--dir", str(lab.dir)],
+                         capture_output=True, text=True, timeout=30)
+    texts = [res.stdout, res.stderr, lab.state_file.read_text()]
+    texts += [Path(p).read_text(errors="replace") for p in (lab.info["paths"]["slapd_log"],
+                                                             lab.info["paths"]["dovecot_log"],
+                                                             lab.info["paths"]["sshd_log"])]
+    for text in texts:
+        assert not [v for v in values if v in text]
+    for pid in lab.pids():
+        assert Path(f"/proc/{pid}").stat().st_uid != 0
+
+
+def test_organisation_from_state_or_toml(tmp_path: Path) -> None:
+    """`lab up --state` takes domain and name from the state; a state that does not validate still gives
+    them from [organization] in mailstate.toml; a missing domain is a clear error naming the file."""
+    from mailstate.cli.lab_cmds import organisation_of
+    from mailstate.errors import LabError
+
+    (tmp_path / "mailstate.toml").write_text(
+        '[organization]\nname = "Sở Thử"\ndomain = "Thu.Example.gov.vn"\n[nonsense]\nx = 1\n',
+        encoding="utf-8")
+    assert organisation_of(tmp_path) == ("thu.example.gov.vn", "Sở Thử", None)
+    (tmp_path / "mailstate.toml").write_text('[organization]\nname = "x"\n', encoding="utf-8")
+    with pytest.raises(LabError, match="mailstate.toml: organization.domain"):
+        organisation_of(tmp_path)
