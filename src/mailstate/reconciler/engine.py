@@ -748,6 +748,13 @@ def apply_plan(
                         if on_change:
                             on_change(change, "failed")
                         raise ApplyFailed(done, change, error, changes[i + 1 :], journal_path) from None
+                    except KeyboardInterrupt:
+                        # the change may or may not have happened: say so, a rerun converges either way
+                        journal.failed(change, "interrupted (Ctrl-C); the change may be partly done")
+                        journal.run_finished(
+                            outcome="interrupted", done=len(done), failed=1, not_tried=len(changes) - i - 1
+                        )
+                        raise
                     journal.done(change)
                     done.append(change)
                     if on_change:
