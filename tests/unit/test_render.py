@@ -178,3 +178,15 @@ def test_text_default_follows_the_terminal(monkeypatch: pytest.MonkeyPatch) -> N
     assert ANSI.search(TextRenderer().render(plan))
     monkeypatch.setenv("NO_COLOR", "1")
     assert not ANSI.search(TextRenderer().render(plan))
+
+
+def test_markdown_many_unlisted_and_many_changes() -> None:
+    """Thousands of unlisted objects and changes still fit: some unlisted are listed, the rest counted."""
+    plan = big_plan()
+    plan.unlisted = [Record("person", f"old{i:05d}", {}, "ldap", "u") for i in range(5000)]
+    out = MarkdownRenderer().render(plan)
+    assert len(out) <= MAX_MARKDOWN
+    assert "### Không có trong TOML / Unlisted (5000)" in out
+    m = re.search(r"- … (\d+) more not shown \(comment size\)", out)
+    assert m and 0 < int(m.group(1)) < 5000
+    assert out.count("<details>") == out.count("</details>")

@@ -288,37 +288,28 @@ class MarkdownRenderer:
         head += self._callout(f"Xóa / Remove ({len(removals)})", removals, labels, removal=True)
         head += self._callout(f"Thu hồi quyền / Revoke ({len(revokes)})", revokes, labels)
 
-        blocks: list[tuple[str, int, str]] = []
-        for unit, items in group_by_unit(plan):
-            blocks.append((unit, len(items), self._unit_block(unit, items, labels)))
-        unlisted = self._unlisted_block(plan)
-
         text = "\n".join(head)
         if n:
             text += "\n### Chi tiết theo đơn vị (details per unit)\n\n"
-        shown = 0
-        reserve = 600
+        reserve = 600 + (3000 if plan.unlisted else 0)  # room for the cut note and some unlisted objects
+        groups = group_by_unit(plan)
         cut_at: int | None = None
-        for idx, (_unit, _count, block) in enumerate(blocks):
+        for idx, (unit, items) in enumerate(groups):
+            block = self._unit_block(unit, items, labels)  # built one by one: a cut stops building
             if len(text) + len(block) + reserve > self.max_length:
                 cut_at = idx
                 break
             text += block
-            shown += 1
         if cut_at is not None:
-            left = blocks[cut_at:]
-            changes_left = sum(c for _, c, _ in left)
+            left = groups[cut_at:]
+            changes_left = sum(len(items) for _, items in left)
             text += (
                 f"\n> ⚠ **Kế hoạch bị cắt bớt (plan cut)**: {changes_left} change(s) in {len(left)} unit(s) "
                 f"not shown here (from unit {md(left[0][0] or 'organisation-wide')} on) to keep this comment "
                 f"under {self.max_length:,} characters. The full plan: {self.full_plan}.\n"
             )
-        if unlisted:
-            if len(text) + len(unlisted) + 200 <= self.max_length:
-                text += unlisted
-            else:
-                text += (f"\n> {len(plan.unlisted)} unlisted live object(s) not shown (comment size); "
-                         f"see {self.full_plan}.\n")
+        if plan.unlisted:
+            text += self._unlisted_block(plan, self.max_length - len(text) - 100)
         if len(text) > self.max_length:  # a huge header (callouts are capped, so only by a pathological plan)
             note = f"\n\n> ⚠ cut at {self.max_length:,} characters; the full plan: {self.full_plan}.\n"
             text = text[: self.max_length - len(note)] + note
@@ -364,9 +355,8 @@ class MarkdownRenderer:
         lines += ["", "</details>", ""]
         return "\n".join(lines) + "\n"
 
-    def _unlisted_block(self, plan: Plan) -> str:
-        if not plan.unlisted:
-            return ""
+    def _unlisted_block(self, plan: Plan, budget: int) -> str:
+        """The unlisted section, listing as many objects as ``budget`` characters allow."""
         lines = [
             f"\n### Không có trong TOML / Unlisted ({len(plan.unlisted)})",
             "",
@@ -376,9 +366,16 @@ class MarkdownRenderer:
             f"<summary>{len(plan.unlisted)} object(s)</summary>",
             "",
         ]
-        for r in plan.unlisted:
+        used = sum(len(line) + 1 for line in lines) + 400
+        for i, r in enumerate(plan.unlisted):
             unit = f" (unit {md(r.unit)})" if r.unit else ""
-            lines.append(f"- {r.kind} `{r.key.replace('`', '')}`{unit}")
+            line = f"- {r.kind} `{r.key.replace('`', '')}`{unit}"
+            if used + len(line) + 1 > budget:
+                rest = len(plan.unlisted) - i
+                lines.append(f"- … {rest} more not shown (comment size); see {self.full_plan}")
+                break
+            lines.append(line)
+            used += len(line) + 1
         lines += ["", "</details>", ""]
         return "\n".join(lines) + "\n"
 
