@@ -225,7 +225,7 @@ def test_invalid_date(write_state: WriteState, org: str) -> None:
     """A date that does not exist is reported at its key."""
     p = one(with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\nleft_on = "2026-02-30"\n'))
     assert (p.file, p.line, p.field) == ("units/qlcn.toml", 19, "person.left_on")
-    assert p.message == "not a valid date: write a TOML date such as 2026-12-31 (got '2026-02-30')"
+    assert p.message == "not a valid date: write a TOML date such as 2026-12-31 (got \"2026-02-30\")"
 
 
 def test_invalid_duration(write_state: WriteState, org: str) -> None:
@@ -303,7 +303,7 @@ def test_grant_rights_outside_the_defined_set(write_state: WriteState, org: str)
     )
     p = one(with_unit(write_state, org, extra))
     assert (p.file, p.line, p.field) == ("units/qlcn.toml", 19, "access_grant.rights")
-    assert p.message == "must be one of 'read', 'write' or 'full' (got 'rw')"
+    assert p.message == "must be one of 'read', 'write' or 'full' (got \"rw\")"
 
 
 def test_password_policy_out_of_range(write_state: WriteState, org: str) -> None:
@@ -475,3 +475,10 @@ def test_grant_to_the_mailbox_owner(write_state: WriteState, org: str) -> None:
     p = one(with_unit(write_state, org, extra))
     assert (p.file, p.line, p.field) == ("units/qlcn.toml", 18, "access_grant.to")
     assert p.message.startswith("'bangnv' already owns the mailbox")
+
+
+def test_wrong_type_says_what_is_expected(write_state: WriteState, org: str) -> None:
+    """A number where a string is expected is reported in plain words, with the value as TOML writes it."""
+    p = one(with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\nphone = 2563822123\n'))
+    assert (p.file, p.line, p.field, p.message) == (
+        "units/qlcn.toml", 19, "person.phone", "must be a string (in double quotes) (got 2563822123)")

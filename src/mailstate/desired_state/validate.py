@@ -20,11 +20,12 @@ The checks, in order:
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from datetime import date
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -185,6 +186,37 @@ _ID_HELP = "an id is lower-case ASCII: a letter first, then letters, digits, '.'
 _REF_HELP = "a reference is a person id, unit:<id> or group:<id>"
 
 
+def toml_repr(value: Any) -> str:
+    """A value as it would be written in TOML (strings in double quotes), or the kind of a table / array."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, date | datetime | time):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+_TYPE_MESSAGES = {
+    "string_type": "must be a string (in double quotes)",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be an array, e.g. [\"a\", \"b\"]",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+}
+
+
 def pydantic_problems(
     exc: pydantic.ValidationError,
     doc: Document,
@@ -202,8 +234,9 @@ def pydantic_problems(
         field = _label((table,) + loc)
         line = doc.line_of(path + loc)
         value = err.get("input")
-        show = not quiet and not is_secret_key(name) and isinstance(value, str | int | float | date)
-        got = f" (got {value!r})" if show else ""
+        secret = quiet or is_secret_key(name)
+        show = not secret and isinstance(value, str | int | float | date | time)
+        got = f" (got {toml_repr(value)})" if show or isinstance(value, dict | list) else ""
         ctx = err.get("ctx") or {}
         if typ == "extra_forbidden":
             holder = _model_at(model, loc[:-1])
@@ -215,7 +248,7 @@ def pydantic_problems(
             msg = f"missing required field '{name}'"
         elif typ == "string_pattern_mismatch":
             pattern = str(ctx.get("pattern", ""))
-            shown = f"{value!r} " if show else ""
+            shown = f"'{value}' " if show else ""
             if pattern.startswith("^((unit|group)"):
                 msg = f"{shown}is not a valid reference: {_REF_HELP}".strip()
             elif pattern.startswith("^[a-z][a-z0-9._-]"):
@@ -235,10 +268,12 @@ def pydantic_problems(
                 msg += " (MOST art.17.4)"
         elif typ == "value_error":
             msg = str(err["msg"]).removeprefix("Value error, ")
-            if not show:
+            if secret:
                 msg = "invalid value"
         elif typ.startswith("date"):
             msg = f"not a valid date: write a TOML date such as 2026-12-31{got}"
+        elif typ in _TYPE_MESSAGES:
+            msg = f"{_TYPE_MESSAGES[typ]}{got}"
         else:
             msg = f"{err['msg']}{got}"
         problems.append(Problem(doc.rel, line, field, msg))
