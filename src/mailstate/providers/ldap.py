@@ -268,12 +268,18 @@ class LdapProvider:
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Run one ldap3 operation; return its result dict; connection-level failures → ProviderError."""
+        owner = getattr(func, "__self__", None)
+        conn = owner if isinstance(owner, Connection) else self._conn
         try:
             func(*args, **kwargs)
-        except LDAPException as exc:
+        except (LDAPException, OSError) as exc:
             self._conn = None
             raise self._fail(what, exc) from None
-        return dict(self.conn.result or {})
+        result = dict((conn.result if conn is not None else None) or {})
+        if not result and conn is not None and conn.closed:
+            self._conn = None
+            raise self._fail(what, conn.last_error or "the server closed the connection")
+        return result
 
     # ----------------------------------------------------------------------------------------------
     # Reading
