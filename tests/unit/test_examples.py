@@ -234,6 +234,21 @@ def test_policies_cite_their_articles(name: str) -> None:
     assert len(re.findall(r"\b(MIC|MOST|VL|BĐ) art\.\d+", text)) >= 3
 
 
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_unit_file_has_reviewers(name: str) -> None:
+    """CODEOWNERS gives each units/<id>.toml to its own team and the IT team, and mailstate.toml to IT."""
+    owners: dict[str, list[str]] = {}
+    for line in (EXAMPLES_DIR / name / "CODEOWNERS").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            pattern, *teams = line.split()
+            owners[pattern] = teams
+    it_team = owners["*"][0]
+    assert it_team in owners["/mailstate.toml"]
+    for path in sorted((EXAMPLES_DIR / name / "units").glob("*.toml")):
+        teams = owners[f"/units/{path.name}"]
+        assert it_team in teams and any(t.endswith(f"/{path.stem}") for t in teams)
+
+
 def test_readme_describes_every_example() -> None:
     """examples/README.md has a section for each agency's folder."""
     text = (EXAMPLES_DIR / "README.md").read_text(encoding="utf-8")
