@@ -482,3 +482,15 @@ def test_wrong_type_says_what_is_expected(write_state: WriteState, org: str) -> 
     p = one(with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\nphone = 2563822123\n'))
     assert (p.file, p.line, p.field, p.message) == (
         "units/qlcn.toml", 19, "person.phone", "must be a string (in double quotes) (got 2563822123)")
+
+
+def test_cli_validate_github_annotations(write_state: WriteState, org: str) -> None:
+    """With --format github, each problem is also a GitHub Actions ::error annotation (escaped) on stdout."""
+    root = with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\naddress = "anhnv@gmail.com"\n')
+    result = CliRunner().invoke(cli, ["validate", "--state", str(root), "--format", "github"])
+    assert result.exit_code == 1
+    file = (root / "units/qlcn.toml").as_posix().replace(":", "%3A").replace(",", "%2C")
+    assert result.stdout == (
+        f"::error file={file},line=19,title=person.address::'anhnv@gmail.com' is outside the organisation's "
+        "domain sct.binhdinh.gov.vn (MIC art.2.1, MOST art.12.2)\n"
+    )

@@ -57,17 +57,43 @@ def print_problems(exc: ValidationError) -> None:
     click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed", err=True)
 
 
+def _gh_escape(text: str, prop: bool = False) -> str:
+    """Escape a GitHub Actions workflow-command value (``%``, CR, LF; also ``:`` and ``,`` in properties)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def github_annotations(exc: ValidationError, root: Path) -> list[str]:
+    """One ``::error file=…,line=…,title=…::message`` line per problem (paths as seen from the checkout)."""
+    lines = []
+    for p in exc.problems:
+        where = root / p.file if not Path(p.file).is_absolute() else Path(p.file)
+        props = f"file={_gh_escape(where.as_posix(), True)}"
+        if p.line:
+            props += f",line={p.line}"
+        if p.field:
+            props += f",title={_gh_escape(p.field, True)}"
+        lines.append(f"::error {props}::{_gh_escape(p.message)}")
+    return lines
+
+
 @click.command()
 @state_option
+@click.option("--format", "fmt", type=click.Choice(["text", "github"]), default="text", show_default=True,
+              help="github: also print each problem as a GitHub Actions annotation on stdout.")
 @errors_to_exit
-def validate(state_dir: Path | None) -> None:
+def validate(state_dir: Path | None, fmt: str) -> None:
     """Load and check every TOML file; print a one-line summary when all is well (exit 1 otherwise)."""
     from mailstate.desired_state.loader import load_state
 
+    root = resolve_state(state_dir)
     try:
-        state = load_state(resolve_state(state_dir))
+        state = load_state(root)
     except ValidationError as exc:
         print_problems(exc)
+        if fmt == "github":
+            for line in github_annotations(exc, root):
+                click.echo(line)
         sys.exit(1)
     click.echo(f"ok: {state.summary()} ({state.domain})")
 
