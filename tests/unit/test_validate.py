@@ -494,3 +494,15 @@ def test_cli_validate_github_annotations(write_state: WriteState, org: str) -> N
         f"::error file={file},line=19,title=person.address::'anhnv@gmail.com' is outside the organisation's "
         "domain sct.binhdinh.gov.vn (MIC art.2.1, MOST art.12.2)\n"
     )
+
+
+def test_generated_agency_is_valid(tmp_path: Path) -> None:
+    """bench/gen_agency.py writes a state that validates, with exactly the number of people asked for."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from gen_agency import generate
+
+    generate(tmp_path, 500, seed=2)
+    state = load_state(tmp_path)
+    assert len(state.people) == 500 and len(state.units) == 13 and state.groups and state.shared_folders
