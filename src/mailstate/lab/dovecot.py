@@ -86,6 +86,7 @@ mail_location = mdbox:~/mdbox
 mail_plugins = $mail_plugins acl quota
 mail_attribute_dict = file:%h/dovecot-attributes
 imap_metadata = yes
+mail_shared_explicit_inbox = yes
 mail_max_userip_connections = 200
 
 service imap-login {{
