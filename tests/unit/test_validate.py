@@ -506,3 +506,10 @@ def test_generated_agency_is_valid(tmp_path: Path) -> None:
     generate(tmp_path, 500, seed=2)
     state = load_state(tmp_path)
     assert len(state.people) == 500 and len(state.units) == 13 and state.groups and state.shared_folders
+
+
+def test_naming_template_with_an_unknown_placeholder(write_state: WriteState, org: str) -> None:
+    """An address template with an unknown placeholder is reported at its line."""
+    p = one(write_state({"mailstate.toml": org + '\n[naming]\nperson = "{given}{initial}"\n'}))
+    assert (p.file, p.line, p.field) == ("mailstate.toml", 6, "naming.person")
+    assert "unknown placeholder {initial}" in p.message

@@ -446,6 +446,7 @@ class Checker:
         self.dissolved()
         self.folders()
         self.lifecycle()
+        self.templates()
 
     # -- references --------------------------------------------------------------------------------
 
@@ -739,6 +740,20 @@ class Checker:
                           f"shared folder '{f.path}' of '{f.mailbox}' is already defined at {prior.source}")
             else:
                 seen[key] = f
+
+    def templates(self) -> None:
+        """The [naming] address templates parse, with known placeholders only (desired_state.naming)."""
+        from mailstate.desired_state.naming import FIELDS, TemplateError, parse_template
+
+        naming = self.s.naming
+        for kind in ("person", "unit", "group"):
+            text = getattr(naming, kind)
+            if kind == "group" and not text.strip():
+                continue
+            try:
+                parse_template(text, FIELDS[kind])
+            except TemplateError as exc:
+                self.b.at(naming, kind, f"naming.{kind}", str(exc))
 
     def lifecycle(self) -> None:
         lc = self.s.lifecycle
