@@ -24,6 +24,7 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -57,9 +58,9 @@ def tomllib_floor(state: Path) -> float:
     return time.perf_counter() - t0
 
 
-def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, float]:
+def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, Any]:
     from mailstate.lab import Lab
-    from mailstate.reconciler.engine import apply_plan, make_plan, plan_changes
+    from mailstate.reconciler.engine import apply_plan, make_plan, plan_changes, plan_meta
 
     lab = Lab(workdir / "lab")
     state = workdir / "state"
@@ -104,6 +105,13 @@ def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, float
             plan_runs.append(s)
             plan_rss = max(plan_rss, rss)
 
+        # where the time of a no-op plan goes (in-process, best of `repeat`)
+        phases: dict[str, float] = {}
+        for _ in range(repeat):
+            p = make_plan(state, providers=["ldap"])
+            for k, v in plan_meta(p).timings.items():
+                phases[k] = min(phases.get(k, v), v)
+
         # floor: raw paged ldapsearch (a process) + bare tomllib parse
         info = lab.info
         search_env = dict(env, LDAPTLS_CACERT=str(lab.ca_file))
@@ -131,7 +139,8 @@ def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, float
         toml_runs = [tomllib_floor(state) for _ in range(repeat)]
         floor = min(search_runs) + min(toml_runs)
         best_plan = min(plan_runs)
-        figures = {
+        figures: dict[str, Any] = {
+            "phases": phases,
             "people": people,
             "changes": n_changes,
             "generate_s": gen_s,
@@ -182,6 +191,11 @@ def main() -> None:
             f"+ tomllib {f['tomllib_s']:.2f} s = {f['floor_s']:.2f} s; ratio {f['ratio']:.1f}x "
             f"(target <= {target:g}x) {'OK' if f['ratio'] <= target else 'ABOVE TARGET'}"
         )
+        print(
+            "  no-op plan in-process, per phase: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in f["phases"].items())
+        )
+        print(f"  load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (figures are wall time)")
         print(
             f"  peak memory: apply (in-process) {f['apply_peak_mib']:.0f} MiB, plan process "
             f"{f['plan_peak_mib']:.0f} MiB"

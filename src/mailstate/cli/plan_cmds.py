@@ -42,9 +42,14 @@ as_of_option = click.option(
 
 
 def _render(plan: Any, fmt: str, out: IO[str]) -> None:
-    from mailstate.reconciler.engine import render_plan
+    import os
+
+    from mailstate.reconciler.engine import plan_meta, render_plan
 
     render_plan(plan, fmt, out, color=out.isatty() if hasattr(out, "isatty") else False)
+    if os.environ.get("MAILSTATE_TIMINGS"):
+        timings = plan_meta(plan).timings
+        click.echo("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in timings.items()), err=True)
 
 
 @click.command("plan")

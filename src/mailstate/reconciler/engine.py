@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -334,7 +335,9 @@ def close_providers(providers: Mapping[str, Provider]) -> None:
             prov.close()
 
 
-def read_all(providers: Mapping[str, Provider], scope_units: list[str] | None) -> dict[str, Snapshot]:
+def read_all(
+    providers: Mapping[str, Provider], scope_units: list[str] | None, timings: dict[str, float] | None = None
+) -> dict[str, Snapshot]:
     """Every provider's snapshot; a failed read aborts (never treated as "absent")."""
     snapshots: dict[str, Snapshot] = {}
     # the directory first: the mail providers can only read mailboxes that exist in it
@@ -343,6 +346,7 @@ def read_all(providers: Mapping[str, Provider], scope_units: list[str] | None) -
         prov = providers[name]
         if name != "ldap" and "ldap" in snapshots:
             _tell_live_mailboxes(prov, snapshots["ldap"])
+        t0 = time.perf_counter()
         try:
             snapshots[name] = prov.read(scope_units)
         except MailstateError:
@@ -351,6 +355,8 @@ def read_all(providers: Mapping[str, Provider], scope_units: list[str] | None) -
             raise ProviderError(
                 f"{name}: reading the live state failed: {type(exc).__name__}: {exc}"
             ) from exc
+        if timings is not None:
+            timings[f"read:{name}"] = time.perf_counter() - t0
     return snapshots
 
 
@@ -393,6 +399,8 @@ class PlanMeta:
     created_at: str
     providers: list[str] = field(default_factory=list)
     """The providers whose live state the plan read (a stale check re-reads the same ones)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: load, read:<provider>, project, diff, fingerprint, order (MAILSTATE_TIMINGS=1)."""
 
 
 def _as_of(value: date | str | None) -> date:
@@ -469,8 +477,11 @@ def make_plan(
     root = Path(state_dir)
     scope_units = parse_scope([s if ":" in s else f"unit:{s}" for s in scope] if scope else None)
     day = _as_of(as_of)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
     if state is None:
         state = load_state(root)
+    timings["load"] = time.perf_counter() - t0
     if scope_units:
         unknown = [u for u in scope_units if u not in state.units]
         if unknown:
@@ -478,19 +489,27 @@ def make_plan(
     own = not isinstance(providers, Mapping)
     provs = dict(providers) if isinstance(providers, Mapping) else open_providers(state, providers)
     try:
-        snapshots = read_all(provs, scope_units)
+        snapshots = read_all(provs, scope_units, timings)
     finally:
         if own:
             close_providers(provs)
-    return plan_from(state, root, snapshots, scope_units=scope_units, as_of=day)
+    return plan_from(state, root, snapshots, scope_units=scope_units, as_of=day, timings=timings)
 
 
 def plan_from(
-    state: State, root: Path, snapshots: Mapping[str, Snapshot], *, scope_units: list[str] | None, as_of: date
+    state: State,
+    root: Path,
+    snapshots: Mapping[str, Snapshot],
+    *,
+    scope_units: list[str] | None,
+    as_of: date,
+    timings: dict[str, float] | None = None,
 ) -> Plan:
     """The pure part of planning: given the state and what was read, build the ordered, fingerprinted plan."""
     from mailstate.reconciler.diff import diff
 
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
     sf = _scope_filter(scope_units, state, snapshots)
     live, unmanaged = _live_records(snapshots)
     desired = _project(state, as_of, snapshots, live)
@@ -498,10 +517,15 @@ def plan_from(
         desired = _filter_desired(desired, sf)
         live = {ref: rec for ref, rec in live.items() if sf.covers(rec)}
         unmanaged = [rec for rec in unmanaged if sf.covers(rec)]
+    t1 = time.perf_counter()
     manage = list(state.providers.ldap.manage_unlisted)
     changes, unlisted = diff(desired, live, unmanaged=unmanaged, manage_unlisted=manage or False)
+    t2 = time.perf_counter()
     fp = fingerprint(root, snapshots, sf, files=state.files or None)
+    t3 = time.perf_counter()
+    timings.update({"project": t1 - t0, "diff": t2 - t1, "fingerprint": t3 - t2})
     meta = PlanMeta(
+        timings=timings,
         fingerprint=fp,
         state_dir=str(root),
         scope=scope_units,
@@ -510,7 +534,9 @@ def plan_from(
         created_at=_now(),
         providers=sorted(snapshots),
     )
-    return _build_plan(state, changes, unlisted, meta, live)
+    plan = _build_plan(state, changes, unlisted, meta, live)
+    timings["order"] = time.perf_counter() - t3
+    return plan
 
 
 def _now() -> str:
