@@ -290,3 +290,24 @@ def test_address_change_converges_and_expires(tmp_path: Path) -> None:
     live = _as_live(d2)
     changes, _ = diff(project(state, date(2027, 5, 24), live=live, imap=False), live)
     assert changes == []
+
+
+def test_projection_never_hands_out_an_address_held_live_by_someone_else(tmp_path: Path) -> None:
+    """An address an unmanaged live entry holds (the LDAP 'addresses' fact) is not given to a new person."""
+    from mailstate.reconciler.desired import project
+
+    files = dict(STATE_FILES)
+    files["units/kh.toml"] = (
+        '[unit]\nid = "kh"\nname = "Phòng Kế hoạch"\n\n[[person]]\nid = "hungnv"\nname = "Nguyễn Văn Hùng"\n'
+    )
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    from mailstate.desired_state.loader import load_state
+
+    state = load_state(tmp_path)
+    free = project(state, date(2026, 11, 23), imap=False)
+    assert free.records[("person", "hungnv")].attrs["address"] == "hungnv@sct.binhdinh.gov.vn"
+    facts = {"addresses": {"hungnv@sct.binhdinh.gov.vn": "uid=hungnv,ou=legacy"}}
+    taken = project(state, date(2026, 11, 23), facts=facts, imap=False)
+    assert taken.records[("person", "hungnv")].attrs["address"] == "hungnv2@sct.binhdinh.gov.vn"

@@ -159,13 +159,20 @@ def project(
     """Project ``state`` on ``as_of`` into the desired records of every kind.
 
     ``live_addresses`` (address → owner reference, as naming.derive_addresses takes it) keeps live
-    addresses from being renumbered; when None it is computed from ``live``. ``facts`` are the providers'
-    read-only facts (``last_login``, ``created``) for the lifecycle rules. ``live`` (the live records, if
-    read) lets an address change keep the old address as an alias with the expiry already set live.
+    addresses from being renumbered; when None it is computed from ``live`` and the ``addresses`` fact
+    (the LDAP provider's, which also names the addresses of entries mailstate does not manage).
+    ``facts`` are the providers' read-only facts (``last_login``, ``created``) for the lifecycle rules.
+    ``live`` (the live records, if read) lets an address change keep the old address as an alias with
+    the expiry already set live.
     """
     live = live or {}
-    if live_addresses is None and live:
-        live_addresses = _live_addresses_from(live)
+    if live_addresses is None:
+        # the LDAP provider's ``addresses`` fact also covers unmanaged entries: never hand those out
+        fact = (facts or {}).get("addresses")
+        merged = _live_addresses_from(live) if live else {}
+        if isinstance(fact, Mapping):
+            merged.update({str(a).lower(): str(o) for a, o in fact.items()})
+        live_addresses = merged or None
     addrs = _derive(state, live_addresses)
     out = Desired(as_of=as_of)
 
