@@ -13,8 +13,12 @@ The checks, in order:
 5. every reference resolves (with "did you mean …?"), the unit tree and group nesting have no cycle;
 6. addresses: inside the organisation's domain (MIC art.2.1, MOST art.12.2), unique across people,
    unit mailboxes, groups and old addresses; backup_email a valid address outside the domain;
-7. heads and delegates belong to their unit (MIC art.6), a dissolved unit has nobody left in it,
-   lifecycle durations in a sensible order.
+7. heads and delegates belong to their unit or a sub-unit (MIC art.6), a dissolved unit has nobody
+   left in it, lifecycle durations in a sensible order (lock before remove), shared folder paths are
+   folder names and unique per mailbox, no grant to a mailbox's own owner, [naming] templates parse.
+
+A problem inside an array written over several lines points at the element's own line. An object whose
+table is invalid is left out of the state, and references to it are not reported a second time.
 """
 
 from __future__ import annotations
