@@ -173,3 +173,58 @@ def test_record_digest_uses_the_providers_raw_digest() -> None:
     b = Record("person", "bangnv", {"name": "x", "_digest": "raw2"}, "ldap", "qlcn")
     assert record_digest(a) != record_digest(b)
     assert record_digest(a) == record_digest(Record("person", "bangnv", {"_digest": "raw1"}, "ldap", "qlcn"))
+
+
+def _tiny_state(root: Path) -> Path:
+    (root / "units").mkdir(parents=True)
+    (root / "mailstate.toml").write_text(
+        '[organization]\nname = "Sở X"\ndomain = "x.gov.vn"\n', encoding="utf-8"
+    )
+    (root / "units" / "a.toml").write_text(
+        '[unit]\nid = "a"\nname = "Phòng A"\n\n[[person]]\nid = "bangnv"\nname = "Nguyễn Văn Bằng"\n',
+        encoding="utf-8",
+    )
+    (root / "units" / "b.toml").write_text(
+        '[unit]\nid = "b"\nname = "Phòng B"\n\n[[person]]\nid = "tuanpm"\nname = "Phạm Minh Tuấn"\n',
+        encoding="utf-8",
+    )
+    return root
+
+
+def test_plan_from_an_empty_live_side_creates_everything_and_then_nothing(tmp_path: Path) -> None:
+    """Planning against nothing creates every desired record; against those records it plans nothing."""
+    from datetime import date
+
+    from mailstate.desired_state.loader import load_state
+    from mailstate.providers.base import Snapshot
+    from mailstate.reconciler.engine import plan_changes, plan_from, plan_meta
+
+    root = _tiny_state(tmp_path / "s")
+    state = load_state(root)
+    plan = plan_from(state, root, {"ldap": Snapshot("ldap")}, scope_units=None, as_of=date(2026, 1, 1))
+    created = {(c.kind, c.key) for c in plan_changes(plan)}
+    assert {("unit", "a"), ("unit", "b"), ("person", "bangnv"), ("person", "tuanpm")} <= created
+    assert set(plan_meta(plan).fingerprint.files) == {"mailstate.toml", "units/a.toml", "units/b.toml"}
+    live = Snapshot("ldap")
+    for c in plan_changes(plan):
+        live.add(Record(c.kind, c.key, dict(c.after or {}), "ldap", c.unit))
+    again = plan_from(state, root, {"ldap": live}, scope_units=None, as_of=date(2026, 1, 1))
+    assert plan_changes(again) == []
+    assert plan_meta(again).fingerprint.live != plan_meta(plan).fingerprint.live
+
+
+def test_plan_from_with_a_scope_plans_only_that_unit(tmp_path: Path) -> None:
+    """A scope of unit b plans unit b and its person, not unit a's."""
+    from datetime import date
+
+    from mailstate.desired_state.loader import load_state
+    from mailstate.providers.base import Snapshot
+    from mailstate.reconciler.engine import plan_changes, plan_from
+
+    root = _tiny_state(tmp_path / "s")
+    plan = plan_from(
+        load_state(root), root, {"ldap": Snapshot("ldap")}, scope_units=["b"], as_of=date(2026, 1, 1)
+    )
+    keys = {(c.kind, c.key) for c in plan_changes(plan)}
+    assert ("person", "tuanpm") in keys and ("unit", "b") in keys
+    assert not any(k[1] in ("a", "bangnv") for k in keys)
