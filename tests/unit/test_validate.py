@@ -513,3 +513,10 @@ def test_naming_template_with_an_unknown_placeholder(write_state: WriteState, or
     p = one(write_state({"mailstate.toml": org + '\n[naming]\nperson = "{given}{initial}"\n'}))
     assert (p.file, p.line, p.field) == ("mailstate.toml", 6, "naming.person")
     assert "unknown placeholder {initial}" in p.message
+
+
+def test_syntax_error_hides_the_missing_organization(write_state: WriteState, org: str) -> None:
+    """When the file holding [organization] does not parse, only its syntax error is reported."""
+    p = one(write_state({"mailstate.toml": org + "broken = [\n", "units/qlcn.toml": UNIT}))
+    assert (p.file, p.field) == ("mailstate.toml", "")
+    assert p.message.startswith("TOML syntax error")
