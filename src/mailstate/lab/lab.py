@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -17,6 +18,7 @@ import ssl
 import stat
 import subprocess
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from mailstate.lab._proc import LabUser
 from mailstate.lab.tls import make_tls
 
 STATE_FILE = "lab.json"
+_DOMAIN = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
 SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd")
 READY_TIMEOUT = 10.0
@@ -120,6 +123,10 @@ class Lab:
         if self.is_running():
             raise LabError(f"a lab already runs in {self.dir}; stop it first with "
                            f"`mailstate lab down --dir {self.dir}`")
+        domain = domain.strip().lower()
+        if not _DOMAIN.fullmatch(domain):
+            raise LabError(f"not a domain name: {domain!r} (e.g. sct.binhdinh.gov.vn)")
+        org_name = unicodedata.normalize("NFC", org_name) if org_name else None
         base = base_dn or base_dn_of(domain)
         user = _proc.lab_user()
         self._prepare_dir(user)
