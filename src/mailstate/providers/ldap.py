@@ -403,9 +403,10 @@ class LdapProvider:
                 dns[ref] = dn
                 for address in addresses_of(record):
                     addresses.setdefault(address, owner_ref(record))
-                lock = normalize(raw).get("pwdaccountlockedtime")
-                if lock and lock[0] != LOCKED_TIME:
-                    lockouts[record.key] = lock[0]
+                lock = next((v for k, v in raw.items() if k.lower() == "pwdaccountlockedtime"), None)
+                lock = lock[0] if isinstance(lock, list) and lock else lock
+                if lock and str(lock) != LOCKED_TIME:
+                    lockouts[record.key] = str(lock)
         # an alias's old address belongs to whoever it delivers to
         for (kind, key), record in snap.records.items():
             if kind == "alias":

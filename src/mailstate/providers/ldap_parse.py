@@ -96,8 +96,10 @@ READ_ATTRS: dict[str, list[str]] = {
 }
 """What a read asks for, per kind: the managed attributes, objectClass and the lock (operational)."""
 
-Entry = dict[str, list[str]]
-"""A normalised entry: lower-case attribute names → list of NFC str values."""
+
+class Entry(dict[str, list[str]]):
+    """A normalised entry: lower-case attribute names → list of NFC str values (normalize() returns it
+    unchanged, so one entry is normalised once however many parsers look at it)."""
 
 
 def nfc(text: str) -> str:
@@ -107,19 +109,24 @@ def nfc(text: str) -> str:
 def _text(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value).decode("utf-8", errors="replace")
-    return nfc(str(value))
+    text = str(value)
+    return text if text.isascii() else nfc(text)
 
 
 def normalize(attrs: Mapping[str, Any]) -> Entry:
     """Lower-case names, every value a list of NFC str (bytes decoded as UTF-8); userPassword dropped."""
-    out: Entry = {}
+    if isinstance(attrs, Entry):
+        return attrs
+    out = Entry()
     for name, value in attrs.items():
         key = name.lower()
         if key == "userpassword":
             continue
         values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        out.setdefault(key, []).extend(_text(v) for v in values if v is not None and v != b"" and v != "")
-    return {k: v for k, v in out.items() if v}
+        texts = [_text(v) for v in values if v is not None and v != b"" and v != ""]
+        if texts:
+            out.setdefault(key, []).extend(texts)
+    return out
 
 
 def digest(entry: Mapping[str, Any]) -> str:
@@ -212,8 +219,8 @@ def _lock(e: Entry) -> tuple[bool, str | None]:
     return locked, _one(e, "mailstateLockReason") if locked else None
 
 
-def _record(kind: str, key: str, attrs: dict[str, Any], raw: Mapping[str, Any], unit: str | None) -> Record:
-    attrs["_digest"] = digest(raw)
+def _record(kind: str, key: str, attrs: dict[str, Any], e: Entry, unit: str | None) -> Record:
+    attrs["_digest"] = digest(e)
     return Record(kind=kind, key=key, attrs=attrs, provider=PROVIDER, unit=unit)
 
 
@@ -243,7 +250,7 @@ def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "locked": locked,
         "lock_reason": reason,
     }
-    return _record("person", key, attrs, raw, unit)
+    return _record("person", key, attrs, e, unit)
 
 
 def parse_unit_mailbox(raw: Mapping[str, Any], dn: str | None = None) -> Record:
@@ -260,7 +267,7 @@ def parse_unit_mailbox(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "locked": locked,
         "lock_reason": reason,
     }
-    return _record("unit_mailbox", key, attrs, raw, key)
+    return _record("unit_mailbox", key, attrs, e, key)
 
 
 def parse_unit(raw: Mapping[str, Any], dn: str | None = None) -> Record:
@@ -274,7 +281,7 @@ def parse_unit(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "delegates": tuple(sorted(set(e.get("mailstatedelegate", [])))),
         "address": _addr(_one(e, "mail")),
     }
-    return _record("unit", key, attrs, raw, key)
+    return _record("unit", key, attrs, e, key)
 
 
 def parse_group(raw: Mapping[str, Any], dn: str | None = None) -> Record:
@@ -287,7 +294,7 @@ def parse_group(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "members": tuple(sorted(set(e.get("mailstatemember", [])))),
         "delivers_to": _addrs(e.get("rfc822mailmember", [])),
     }
-    return _record("group", key, attrs, raw, None)
+    return _record("group", key, attrs, e, None)
 
 
 def parse_alias(raw: Mapping[str, Any], dn: str | None = None) -> Record:
@@ -299,7 +306,7 @@ def parse_alias(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "target": targets[0] if len(targets) == 1 else (", ".join(targets) or None),
         "expires": generalized_to_iso(_one(e, "mailstateExpires")),
     }
-    return _record("alias", key, attrs, raw, None)
+    return _record("alias", key, attrs, e, None)
 
 
 PARSERS = {
@@ -319,10 +326,10 @@ def is_managed(kind: str, raw: Mapping[str, Any]) -> bool:
 
 def parse_entry(kind: str, dn: str, raw: Mapping[str, Any]) -> tuple[Record, bool]:
     """(record, managed): a managed entry parsed by its kind's parser, or an unmanaged one named by its DN."""
-    if is_managed(kind, raw):
-        return PARSERS[kind](raw, dn), True
     e = normalize(raw)
-    attrs = {"dn": dn, "object_classes": tuple(sorted(e.get("objectclass", []))), "_digest": digest(raw)}
+    if is_managed(kind, e):
+        return PARSERS[kind](e, dn), True
+    attrs = {"dn": dn, "object_classes": tuple(sorted(e.get("objectclass", []))), "_digest": digest(e)}
     return Record(kind=kind, key=rdn_value(dn) or dn, attrs=attrs, provider=PROVIDER), False
 
 
