@@ -520,3 +520,10 @@ def test_syntax_error_hides_the_missing_organization(write_state: WriteState, or
     p = one(write_state({"mailstate.toml": org + "broken = [\n", "units/qlcn.toml": UNIT}))
     assert (p.file, p.field) == ("mailstate.toml", "")
     assert p.message.startswith("TOML syntax error")
+
+
+def test_unit_that_is_its_own_parent(write_state: WriteState, org: str) -> None:
+    """A unit naming itself as parent gets one problem (not also a one-unit cycle)."""
+    p = one(with_unit(write_state, org, **{"vp.toml": '[unit]\nid = "vp"\nname = "VP"\nparent = "vp"\n'}))
+    assert (p.file, p.line, p.field) == ("vp.toml", 4, "unit.parent")
+    assert p.message == "unit 'vp' cannot be its own parent"

@@ -578,7 +578,7 @@ class Checker:
                 state[uid] = 1
                 chain.append(uid)
                 uid = self.s.units[uid].parent
-            if uid is not None and state.get(uid) == 1 and uid in chain:
+            if uid is not None and state.get(uid) == 1 and uid in chain and chain[-1] != uid:
                 cycle = chain[chain.index(uid):] + [uid]
                 first = self.s.units[min(cycle)]
                 self.b.at(first, "parent", "unit.parent", "the unit tree has a cycle: " + " → ".join(cycle))
