@@ -289,6 +289,8 @@ def pydantic_problems(
 
 
 class _Builder:
+    """Validates each file's tables into model objects, then merges them into a ``State``."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.problems: list[Problem] = []
@@ -313,7 +315,8 @@ class _Builder:
 
     def model(self, cls: type[M], value: Any, doc: Document, path: KeyPath, table: str) -> M | None:
         if not isinstance(value, dict):
-            self.add(doc.rel, doc.line_of(path), table, f"[{table}] must be a table")
+            what = f"each [[{table}]] entry" if isinstance(path[-1], int) else f"[{table}]"
+            self.add(doc.rel, doc.line_of(path), table, f"{what} must be a table")
             return None
         try:
             obj = cls.model_validate(value)
@@ -332,8 +335,9 @@ class _Builder:
             for p in secrets:
                 self.add(doc.rel, doc.line_of(p), _label(p), SECRET_MESSAGE)
             data = _without(data, set(secrets))
-        units_here: list[Unit] = []
         raw_units = data.get("unit")
+        targets: dict[str, list[Any]] = {"unit": self.units, "person": self.people, "group": self.groups,
+                                         "shared_folder": self.folders, "access_grant": self.grants}
         for key, value in data.items():
             path: KeyPath = (key,)
             if key in SINGLETONS:
@@ -372,12 +376,8 @@ class _Builder:
                     if default_unit is not None and isinstance(item, dict) and "unit" not in item:
                         item = {**item, "unit": default_unit}
                     obj = self.model(ARRAYS[key], item, doc, ipath, key)
-                    if obj is None:
-                        continue
-                    {"unit": self.units, "person": self.people, "group": self.groups,
-                     "shared_folder": self.folders, "access_grant": self.grants}[key].append(obj)  # type: ignore[attr-defined]
-                    if isinstance(obj, Unit):
-                        units_here.append(obj)
+                    if obj is not None:
+                        targets[key].append(obj)
             else:
                 self.add(doc.rel, doc.line_of(path), key,
                          f"unknown table '{key}'{_mean(closest(key, TABLES))} (tables: {', '.join(TABLES)})")
