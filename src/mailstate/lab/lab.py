@@ -154,13 +154,19 @@ class Lab:
                 "policy": slapd.policy_dn(base),
             },
         }
+        timings: dict[str, float] = {"prepare": round(time.monotonic() - t0, 3)}
+        info["timings"] = timings
         self._save(info)
         try:
+            t = time.monotonic()
             self._start_slapd(info, pw, user)
+            timings["slapd_config_and_start"] = round(time.monotonic() - t, 3)
+            t = time.monotonic()
             if "dovecot" in services:
                 dovecot.start(self, info, pw, user)
             if "sshd" in services:
                 sshd.start(self, info, user)
+            timings["dovecot_sshd_config_and_start"] = round(time.monotonic() - t, 3)
             self._wait_ready(info, pw)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -263,6 +269,7 @@ class Lab:
         if "sshd" in info["services"]:
             checks.append(("sshd", lambda: sshd.ready(self)))
         for name, check in checks:
+            t = time.monotonic()
             last = ""
             while True:
                 entry = info["pids"][name]
@@ -270,6 +277,7 @@ class Lab:
                     raise LabError(f"{name} did not start: {_proc.tail(Path(entry['log'])) or 'no output'}")
                 try:
                     check()
+                    info["timings"][f"{name}_ready"] = round(time.monotonic() - t, 3)
                     break
                 except Exception as exc:  # not ready yet: any failure means "try again until the deadline"
                     last = f"{type(exc).__name__}: {exc}"
