@@ -145,7 +145,7 @@ def test_id_shared_by_a_unit_and_a_person(write_state: WriteState, org: str) -> 
     p = one(with_unit(write_state, org, '[[group]]\nid = "thuytt"\nname = "G"\n'))
     assert (p.file, p.line, p.field) == ("units/qlcn.toml", 17, "group.id")
     assert p.message.startswith(
-        "id 'thuytt' is already the person at units/qlcn.toml:12: ids are unique across"
+        "id 'thuytt' is already used by the person at units/qlcn.toml:12: ids are unique across"
     )
 
 

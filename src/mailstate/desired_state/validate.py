@@ -415,7 +415,7 @@ class _Builder:
                 self.at(obj, "id", f"{kind}.id", f"duplicate {kind} id '{oid}': also at {prior[1].source}")
             else:
                 self.at(obj, "id", f"{kind}.id",
-                        f"id '{oid}' is already the {prior[0]} at {prior[1].source}: ids are unique "
+                        f"id '{oid}' is already used by the {prior[0]} at {prior[1].source}: ids are unique "
                         "across people, units and groups (LDAP uids and login names, docs/ldap.md)")
             return False
 
