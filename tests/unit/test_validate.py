@@ -527,3 +527,21 @@ def test_unit_that_is_its_own_parent(write_state: WriteState, org: str) -> None:
     p = one(with_unit(write_state, org, **{"vp.toml": '[unit]\nid = "vp"\nname = "VP"\nparent = "vp"\n'}))
     assert (p.file, p.line, p.field) == ("vp.toml", 4, "unit.parent")
     assert p.message == "unit 'vp' cannot be its own parent"
+
+
+def test_every_example_file_fits_the_editor_schema_model(tmp_path: Path) -> None:
+    """Each TOML file of the examples and of a generated agency fits StateFile, the schema's model."""
+    import sys
+    import tomllib
+
+    from mailstate.desired_state.model import StateFile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from gen_agency import generate
+
+    generate(tmp_path, 100, seed=4)
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    files = sorted(examples.rglob("*.toml")) + sorted(tmp_path.rglob("*.toml"))
+    assert len(files) > 10
+    for path in files:
+        StateFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
