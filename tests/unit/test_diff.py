@@ -311,3 +311,20 @@ def test_projection_never_hands_out_an_address_held_live_by_someone_else(tmp_pat
     facts = {"addresses": {"hungnv@sct.binhdinh.gov.vn": "uid=hungnv,ou=legacy"}}
     taken = project(state, date(2026, 11, 23), facts=facts, imap=False)
     assert taken.records[("person", "hungnv")].attrs["address"] == "hungnv2@sct.binhdinh.gov.vn"
+
+
+def test_old_address_now_someone_elses_is_not_kept(tmp_path: Path) -> None:
+    """An old address that is now another owner's address is not kept as an alias for its former owner."""
+    from mailstate.reconciler.desired import project
+
+    state = load_small_state(tmp_path)
+    taken = "hoalt@sct.binhdinh.gov.vn"  # pinned to hoalt in the TOML, once held by bangnv
+    live = {("alias", taken): Record("alias", taken, {"target": "bangnv@sct.binhdinh.gov.vn",
+                                                      "expires": "2027-06-01"}, "ldap", "qlcn")}
+    d = project(state, date(2026, 11, 23), live=live, imap=False)
+    assert ("alias", taken) not in d.records
+    assert any("now the address of hoalt" in r for r in d.absent[("alias", taken)])
+    assert taken not in d.records[("person", "bangnv")].attrs["aliases"]
+    changes, _ = diff(d, live)
+    got = [(c.action.label, c.key) for c in changes if c.kind == "alias" and c.key == taken]
+    assert got == [("delete", taken)]

@@ -352,6 +352,15 @@ def _project_aliases(
     for address, owner in full_live.items():
         by_owner.setdefault(owner, set()).add(address)
     live_alias = {k.lower(): r for (kind, k), r in live.items() if kind == "alias"}
+    alias_of_owner: dict[str, set[str]] = {}
+    alias_of_target: dict[str, set[str]] = {}
+    for k, r in live_alias.items():
+        o = _alias_owner(r, full_live)
+        if o:
+            alias_of_owner.setdefault(o, set()).add(k)
+        t = str(r.attrs.get("target") or "").lower()
+        if t:
+            alias_of_target.setdefault(t, set()).add(k)
 
     owners: list[tuple[str, Ref, Source, list[str]]] = []
     for person in sorted(state.people.values(), key=lambda p: p.id):
@@ -359,18 +368,29 @@ def _project_aliases(
     for unit in sorted(state.units.values(), key=lambda u: u.id):
         owners.append((f"unit:{unit.id}", ("unit_mailbox", unit.id), source_of(unit), []))
 
+    current_of: dict[str, str] = {}  # every desired current address → its owner
+    for owner, _ref, _src, _listed in owners:
+        a = address_of(owner)
+        if a:
+            current_of[a] = owner
+    for group_id in state.groups:
+        a = address_of(f"group:{group_id}")
+        if a:
+            current_of.setdefault(a, f"group:{group_id}")
+
     for owner, rec_ref, src, listed in owners:
         current = address_of(owner)
         listed_full = {(a if "@" in a else f"{a}@{domain}").strip().lower() for a in listed}
         olds = (listed_full | by_owner.get(owner, set())) - {current}
-        olds |= {
-            k
-            for k, r in live_alias.items()
-            if _alias_owner(r, full_live) == owner
-            or (current and str(r.attrs.get("target") or "").lower() == current)
-        } - {current}
+        olds |= alias_of_owner.get(owner, set()) | (alias_of_target.get(current, set()) if current else set())
+        olds -= {current}
         kept: list[str] = []
         for old in sorted(o for o in olds if o):
+            holder = current_of.get(old)
+            if holder is not None and holder != owner:
+                out.remove(("alias", old), [f"DESIGN §3: {old} is now the address of {holder}; it stops "
+                                            f"delivering to {owner}"], src)
+                continue
             la = live_alias.get(old)
             expires = (la.attrs.get("expires") if la is not None else None) or None
             if expires is None and old not in listed_full:
