@@ -4,6 +4,7 @@ Fixture API (stable; others build on it):
 
 - ``lab_for(domain, org_name=None) -> Lab`` (session): one running lab per domain, started on first use,
   stopped (every process, by pid) at the end of the session. Labs live in /dev/shm (tmpfs) when possible.
+  Their servers also die with the pytest process if it is killed (``Lab(dir, die_with_parent=True)``).
 - ``lab -> Lab`` (session): ``lab_for("lab.example.gov.vn")`` — base DN ``dc=lab,dc=example,dc=gov,dc=vn``.
 - ``clean_lab -> Lab`` (function): ``lab`` after ``lab.reset()``: only the bootstrap entries of docs/ldap.md
   (base, ou=people/mailboxes/units/groups/aliases/system/policies, cn=mailstate and cn=dovecot under
@@ -55,7 +56,7 @@ def lab_for() -> Iterator[Callable[..., Lab]]:
 
     def get(domain: str = DEFAULT_DOMAIN, org_name: str | None = None) -> Lab:
         if domain not in labs:
-            lab = Lab(root / domain)
+            lab = Lab(root / domain, die_with_parent=True)
             lab.up(domain=domain, org_name=org_name or f"Lab {domain}")
             labs[domain] = lab
         return labs[domain]

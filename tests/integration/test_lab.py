@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import ldap3
@@ -435,3 +436,30 @@ def test_organisation_from_state_or_toml(tmp_path: Path) -> None:
     (tmp_path / "mailstate.toml").write_text('[organization]\nname = "x"\n', encoding="utf-8")
     with pytest.raises(LabError, match="mailstate.toml: organization.domain"):
         organisation_of(tmp_path)
+
+
+def test_servers_die_with_a_killed_test_session() -> None:
+    """A lab made with die_with_parent=True (as the fixtures do) leaves no process when its creator dies
+    without calling down()."""
+    root = Path(tempfile.mkdtemp(prefix="mailstate-orphan-lab-"))
+    root.chmod(0o711)
+    script = (
+        "import os, sys\n"
+        "from mailstate.lab import Lab\n"
+        f"lab = Lab({str(root / 'lab')!r}, die_with_parent=True)\n"
+        "lab.up(domain='orphan.example.gov.vn')\n"
+        "print(' '.join(map(str, lab.pids())), flush=True)\n"
+        "os._exit(0)\n"
+    )
+    try:
+        res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        pids = [int(p) for p in res.stdout.split()]
+        assert len(pids) >= 3
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and [p for p in pids if _proc.alive(p)]:
+            time.sleep(0.05)
+        assert not [p for p in pids if _proc.alive(p)]
+    finally:
+        Lab(root / "lab").down()
+        shutil.rmtree(root, ignore_errors=True)

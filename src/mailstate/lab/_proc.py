@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,9 +120,24 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
-def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[bytes]:
-    """Start a server in its own session (so its whole process group can be stopped), as the lab user."""
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: ask the kernel to SIGTERM the child when its parent dies (Linux PR_SET_PDEATHSIG).
+    Runs after the switch to the lab user (a credential change would clear the setting)."""
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, str] | None = None,
+          die_with_parent: bool = False) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (so its whole process group can be stopped), as the lab user.
+    With die_with_parent, the server gets SIGTERM when the calling process dies (test sessions)."""
+    preexec = _die_with_parent(os.getpid()) if die_with_parent else None
     base_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(cwd)}
     if env:
         base_env.update(env)
@@ -129,11 +146,11 @@ def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, s
         if user.switch:
             return subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=base_env,
-                start_new_session=True, user=user.uid, group=user.gid, extra_groups=[],
+                start_new_session=True, user=user.uid, group=user.gid, extra_groups=[], preexec_fn=preexec,
             )
         return subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd, env=base_env,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=preexec,
         )
 
 

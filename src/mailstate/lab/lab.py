@@ -54,8 +54,11 @@ def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
 class Lab:
     """One lab in one directory: `up`, `down`, `status`, `env`, `reset`, `info`."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], die_with_parent: bool = False) -> None:
+        """die_with_parent: the servers get SIGTERM if this process dies without `down()` (test sessions
+        killed by a timeout leave no lab behind). Off for `mailstate lab up`, whose lab outlives it."""
         self.dir = Path(directory).absolute()
+        self.die_with_parent = die_with_parent
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
     # ----------------------------------------------------------------- state
@@ -255,7 +258,7 @@ class Lab:
 
     def _spawn(self, name: str, argv: list[str], log: Path, user: LabUser, cwd: Path, info: dict[str, Any],
                env: dict[str, str] | None = None) -> None:
-        proc = _proc.spawn(argv, log, user, cwd, env)
+        proc = _proc.spawn(argv, log, user, cwd, env, die_with_parent=self.die_with_parent)
         self._children[name] = proc
         info["pids"][name] = {"pid": proc.pid, "start_time": _proc.proc_start_time(proc.pid), "log": str(log)}
         self._save(info)
