@@ -478,7 +478,7 @@ class ImapProvider:
         settings: ImapSettings,
         password: str,
         mailboxes: Mapping[str, MailboxInfo] | None = None,
-        listed_folders: Iterable[str] = (),
+        listed_folders: Iterable[str] | Mapping[str, str | None] = (),
         workers: int = 4,
         bulk: BulkSource | None = None,
         desired_owners: Iterable[str] = (),
@@ -487,7 +487,9 @@ class ImapProvider:
         self._password = password
         self.endpoint = parse_url(settings.url, settings.allow_plain)
         self.mailboxes: dict[str, MailboxInfo] = dict(mailboxes or {})
-        self.listed_folders = frozenset(listed_folders)
+        self.listed_folders: dict[str, str | None] = (
+            dict(listed_folders) if isinstance(listed_folders, Mapping) else dict.fromkeys(listed_folders)
+        )
         """shared_folder keys the TOML lists; other shared folders read live are reported as unlisted."""
         self.workers = max(1, workers)
         self.bulk = bulk
@@ -509,7 +511,7 @@ class ImapProvider:
         """Settings from [providers.imap] and MAILSTATE_IMAP_*; with an SSH host configured ([providers.ssh]
         or MAILSTATE_SSH_HOST) the bulk discovery goes through doveadm (``bulk=False`` turns it off)."""
         settings = settings_from_env(state.providers.imap)
-        listed = [folder_key(sf.mailbox, sf.path) for sf in state.shared_folders]
+        listed = {folder_key(sf.mailbox, sf.path): sf.purpose or None for sf in state.shared_folders}
         if "bulk" not in kwargs and (state.providers.ssh is not None or os.environ.get("MAILSTATE_SSH_HOST")):
             from mailstate.providers.ssh import SshProvider
 
@@ -609,6 +611,9 @@ class ImapProvider:
                 if folder.upper() == INBOX:
                     continue
                 purpose = self._get_purpose(client, folder)
+                if not self.metadata_supported:
+                    # not stored (no METADATA on this server): reported by facts["metadata"], never diffed
+                    purpose = self.listed_folders.get(folder_key(info.ref, folder))
                 rec = Record(
                     "shared_folder", folder_key(info.ref, folder), {"purpose": purpose}, "imap", info.unit
                 )
@@ -659,6 +664,7 @@ class ImapProvider:
                 quota[info.login] = res.quota
         self.timings["read"] = time.perf_counter() - t0
         self.timings["mailboxes_read"] = len(infos)
+        self.timings["folders_read"] = sum(len(r.folders) for r in results)
         if units is not None:
             quota = {
                 u: q for u, q in quota.items() if (m := self.mailboxes.get(u)) is None or m.unit in units
