@@ -117,15 +117,10 @@ class Fingerprint:
 
 
 def state_files(state_dir: Path) -> list[Path]:
-    """Every ``*.toml`` under the state directory (DESIGN §2), skipping hidden directories, sorted."""
-    root = state_dir.resolve()
-    out = []
-    for path in sorted(root.rglob("*.toml")):
-        rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts[:-1]):
-            continue
-        out.append(path)
-    return out
+    """Every state file, exactly as the loader finds them (``*.toml``, hidden files and folders skipped)."""
+    from mailstate.desired_state.loader import iter_toml_files
+
+    return list(iter_toml_files(Path(state_dir)))
 
 
 def file_digests(state_dir: Path, files: Iterable[Path] | None = None) -> dict[str, str]:
@@ -594,10 +589,16 @@ def apply_lock(
         os.ftruncate(fd, 0)
         os.write(fd, holder.encode())
         held: list[Any] = []
-        for prov in providers.values():
-            lock = getattr(prov, "apply_lock", None)
-            if callable(lock):
-                held.append(_take_lock(lock, holder, break_lock))
+        try:
+            for prov in providers.values():
+                lock = getattr(prov, "apply_lock", None)
+                if callable(lock):
+                    held.append(_take_lock(lock, holder, break_lock))
+        except BaseException:
+            for cm in reversed(held):  # a later provider refused: give back the locks already taken
+                with contextlib.suppress(Exception):
+                    cm.__exit__(None, None, None)
+            raise
         try:
             yield
         except BaseException as exc:
@@ -690,7 +691,7 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     scope_units = meta.scope
     snapshots = read_all(providers, scope_units)
     sf = _scope_filter(scope_units, state, snapshots)
-    current = fingerprint(state_dir, snapshots, sf, files=state_files(state_dir))
+    current = fingerprint(state_dir, snapshots, sf, files=state.files or state_files(state_dir))
     reasons = stale_reasons(meta.fingerprint, current)
     if reasons:
         shown = reasons[:20] + ([f"… and {len(reasons) - 20} more"] if len(reasons) > 20 else [])
