@@ -251,6 +251,24 @@ def test_update_replaces_single_and_sets_multi_valued_exactly(ldap: LdapProvider
     assert ldap.read().facts["dns"]["person/bangnv"] == f"uid=bangnv,ou=people,{lab.base_dn}"
 
 
+def test_updates_without_a_read_and_of_a_missing_entry(ldap: LdapProvider, clean_lab: Lab) -> None:
+    """Field-by-field updates (no read) set exactly; updating an entry that vanished says to plan again."""
+    lab = clean_lab
+    group = {
+        "name": "Nhóm",
+        "address": _addr(lab, "g"),
+        "members": ("a", "b"),
+        "delivers_to": (_addr(lab, "a"),),
+    }
+    ldap.apply(_ch(Action.CREATE, "group", "g", group))
+    ldap.apply(_ch(Action.UPDATE, "group", "g", {"members": ("c",), "delivers_to": (_addr(lab, "C"),)}))
+    live = _live(ldap, "group", "g")
+    assert live["members"] == ("c",) and live["delivers_to"] == (_addr(lab, "c"),)
+    for after in ({"members": ()}, {"address": None}):
+        with pytest.raises(ProviderError, match="plan again"):
+            ldap.apply(_ch(Action.UPDATE, "group", "gone", after))
+
+
 def test_reapplying_is_a_no_op(ldap: LdapProvider, clean_lab: Lab) -> None:
     """Create, update and delete applied twice leave the same entry (same digest) and raise nothing."""
     lab = clean_lab

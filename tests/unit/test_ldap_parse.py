@@ -384,3 +384,24 @@ def test_scope_filters_escape_unit_ids() -> None:
     assert LdapProvider.scope_filter("group", ["qlcn"]) == "(objectClass=*)"
     assert LdapProvider.scope_filter("unit_mailbox", None) == "(objectClass=*)"
     assert LdapProvider.scope_filter("person", []) == "(!(objectClass=*))"
+
+
+def test_direct_values_for_fields_that_stand_alone() -> None:
+    """Fields with their own attribute map directly (addresses lower case, dates generalized); a field
+    that feeds several attributes (a person's name, address, aliases) asks for a read instead."""
+    from mailstate.providers.ldap_parse import direct_values
+
+    assert direct_values(
+        "person", {"title": None, "unit": "tchc", "backup_email": "A@B.vn", "locked": True}
+    ) == {
+        "title": [],
+        "departmentNumber": ["tchc"],
+        "mailstateBackupMail": ["a@b.vn"],
+    }
+    assert direct_values("alias", {"expires": "2027-01-31"}) == {"mailstateExpires": ["20270131000000Z"]}
+    assert direct_values("group", {"delivers_to": ("B@x.vn", "a@x.vn")}) == {
+        "rfc822MailMember": ["a@x.vn", "b@x.vn"]
+    }
+    assert direct_values("person", {"name": "Nguyễn Văn A"}) is None
+    assert direct_values("person", {"aliases": ()}) is None
+    assert direct_values("unit_mailbox", {"address": "x@y.vn"}) is None

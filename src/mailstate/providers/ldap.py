@@ -44,6 +44,7 @@ from mailstate.providers.ldap_parse import (
     READ_ATTRS,
     addresses_of,
     build_entry,
+    direct_values,
     dn_of,
     lock_values,
     missing_classes,
@@ -576,29 +577,45 @@ class LdapProvider:
 
     def _update(self, change: Change) -> None:
         kind, key = change.kind, change.key
-        found = self.get(kind, key)
-        if found is None:
-            raise ProviderError(
-                f"{change.id}: cannot update {kind} {key}: {dn_of(kind, key, self.base_dn)} no longer exists "
-                "(the live state changed since the plan: plan again)"
-            )
-        live = PARSERS[kind](found[1], found[0])
-        merged = {k: v for k, v in live.attrs.items() if not k.startswith("_")}
-        merged.update(change.after or {})
-        # a changed full name re-derives given/family unless the change names them
-        if kind == "person" and "name" in (change.after or {}):
-            for part in ("given", "family"):
-                if part not in (change.after or {}):
-                    merged[part] = None
-        spec = build_entry(kind, key, merged, self.base_dn)
-        classes = missing_classes(found[1], spec.object_classes)
-        if classes:
-            self._modify(spec.dn, {"objectClass": [(MODIFY_ADD, classes)]})
-        self._modify(spec.dn, modifications(found[1], spec.attrs))
-        after = change.after or {}
-        if kind in ("person", "unit_mailbox") and ("locked" in after or "lock_reason" in after):
+        after = dict(change.after or {})
+        dn = dn_of(kind, key, self.base_dn)
+        gone = ProviderError(
+            f"{change.id}: cannot update {kind} {key}: {dn} no longer exists "
+            "(the live state changed since the plan: plan again)"
+        )
+        # a reason-only change needs the live lock state: read first
+        reason_only = "lock_reason" in after and "locked" not in after
+        direct = None if reason_only else direct_values(kind, after)
+        if direct is not None:
+            # every field maps to its own attribute: replace them, no read needed
+            if direct:
+                changes = {name: [(MODIFY_REPLACE, values)] for name, values in direct.items()}
+                result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
+                if result.get("result") == NO_SUCH_OBJECT:
+                    raise gone
+                if result.get("result") != SUCCESS:
+                    raise self._fail(f"cannot modify {dn} ({', '.join(changes)})", result)
+            locked: bool | None = after.get("locked") if "locked" in after else None
+        else:
+            found = self.get(kind, key)
+            if found is None:
+                raise gone
+            live = PARSERS[kind](found[1], found[0])
+            merged = {k: v for k, v in live.attrs.items() if not k.startswith("_")}
+            merged.update(after)
+            # a changed full name re-derives given/family unless the change names them
+            if kind == "person" and "name" in after:
+                for part in ("given", "family"):
+                    if part not in after:
+                        merged[part] = None
+            spec = build_entry(kind, key, merged, self.base_dn)
+            classes = missing_classes(found[1], spec.object_classes)
+            if classes:
+                self._modify(spec.dn, {"objectClass": [(MODIFY_ADD, classes)]})
+            self._modify(spec.dn, modifications(found[1], spec.attrs))
             locked = bool(merged.get("locked"))
-            self._set_lock(spec.dn, locked, _lock_reason(after, change.reasons) if locked else None)
+        if kind in ("person", "unit_mailbox") and ("locked" in after or "lock_reason" in after):
+            self._set_lock(dn, bool(locked), _lock_reason(after, change.reasons) if locked else None)
 
     def _lock(self, change: Change, *, locked: bool) -> None:
         if change.kind not in ("person", "unit_mailbox"):

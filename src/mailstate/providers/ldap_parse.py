@@ -452,6 +452,56 @@ def build_entry(kind: str, key: str, attrs: Mapping[str, Any], base: str) -> Ent
     return EntrySpec(dn=dn, object_classes=OBJECT_CLASSES[kind], attrs=out)
 
 
+# Record fields that map to their own LDAP attribute(s) alone: an update of only these needs no read.
+# (A person's name, address and aliases, a mailbox's address and aliases, a group's address feed
+# several attributes together: such an update reads the entry first.)
+_DIRECT: dict[str, dict[str, str]] = {
+    "person": {
+        "unit": "departmentNumber",
+        "title": "title",
+        "phone": "telephoneNumber",
+        "mobile": "mobile",
+        "backup_email": "mailstateBackupMail",
+        "quota": "mailstateQuota",
+        "given": "givenName",
+        "family": "sn",
+    },
+    "unit_mailbox": {"name": "description", "quota": "mailstateQuota"},
+    "unit": {
+        "name": "description",
+        "parent": "mailstateParent",
+        "head": "mailstateHead",
+        "delegates": "mailstateDelegate",
+        "address": "mail",
+    },
+    "group": {"name": "displayName", "members": "mailstateMember", "delivers_to": "rfc822MailMember"},
+    "alias": {"target": "rfc822MailMember", "expires": "mailstateExpires"},
+}
+_ADDRESS_FIELDS = {"backup_email", "address", "delivers_to", "target"}
+
+
+def direct_values(kind: str, after: Mapping[str, Any]) -> dict[str, list[str]] | None:
+    """The LDAP attributes an update of ``after`` sets, when each field maps to one attribute alone;
+    None when a field needs the rest of the entry (then read, merge and rebuild). Lock fields and
+    private (``_``) fields are left out: locks are set apart."""
+    table = _DIRECT.get(kind, {})
+    out: dict[str, list[str]] = {}
+    for name, value in after.items():
+        if name.startswith("_") or name in ("locked", "lock_reason"):
+            continue
+        attr = table.get(name)
+        if attr is None:
+            return None
+        if name == "expires":
+            out[attr] = _v(iso_to_generalized(value))
+        elif name in _ADDRESS_FIELDS:
+            values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+            out[attr] = list(_addrs(v for v in values if v))
+        else:
+            out[attr] = _v(value)
+    return out
+
+
 def lock_values(locked: bool, reason: str | None) -> dict[str, list[str]]:
     """The lock attributes: ``pwdAccountLockedTime: 000001010000Z`` + the reason (if any), or both absent."""
     if not locked:
