@@ -30,19 +30,35 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from mailstate.errors import LabError
 from mailstate.lab import Lab
 
 DEFAULT_DOMAIN = "lab.example.gov.vn"
 
 
+def _remove_stale_roots(parent: Path) -> None:
+    """Remove lab roots left by killed sessions (older than 10 minutes, no server of theirs alive)."""
+    for old in parent.glob("mailstate-lab-*"):
+        try:
+            if time.time() - old.stat().st_mtime < 600:
+                continue
+            if any(Lab(d).is_running() for d in old.iterdir() if (d / "lab.json").exists()):
+                continue
+        except (OSError, ValueError, LabError):
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _lab_root() -> Path:
     shm = Path("/dev/shm")
     parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    _remove_stale_roots(parent)
     root = Path(tempfile.mkdtemp(prefix="mailstate-lab-", dir=parent))
     root.chmod(0o711)  # the lab user (mailstate-lab when we are root) must traverse it
     return root
