@@ -407,8 +407,10 @@ def test_cli_validate_error_exits_1_with_problems_on_stderr(write_state: WriteSt
     result = CliRunner().invoke(cli, ["validate", "--state", str(root)])
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert result.stderr.splitlines()[0].startswith("units/qlcn.toml:16: person.name: missing required field")
-    assert "units/qlcn.toml:18: person.nmae: unknown field 'nmae'; did you mean 'name'?" in result.stderr
+    where = (root / "units/qlcn.toml").as_posix()
+    assert result.stderr.splitlines()[0].startswith(f"{where}:16: person.name: missing required field")
+    assert f"{where}:18: person.nmae: unknown field 'nmae'; did you mean 'name'?" in result.stderr
+    assert result.stderr.splitlines()[-1] == "2 problems found; nothing was changed"
     assert "Traceback" not in result.output
 
 
@@ -545,3 +547,15 @@ def test_every_example_file_fits_the_editor_schema_model(tmp_path: Path) -> None
     assert len(files) > 10
     for path in files:
         StateFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+
+
+def test_cli_validate_paths_are_relative_to_the_working_dir(
+    write_state: WriteState, org: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run in the state dir itself, problems name files relative to it (as CI in the repository sees them)."""
+    root = with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\naddress = "x@y.vn"\n')
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("MAILSTATE_STATE", raising=False)
+    result = CliRunner().invoke(cli, ["validate"])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("units/qlcn.toml:19: person.address: 'x@y.vn' is outside")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
-from mailstate.errors import ValidationError
+from mailstate.errors import Problem, ValidationError
 
 SCHEMA_ID = "https://mailstate.invalid/schema/state-file.json"
 """``$id`` of the exported schema (a stable name, not a URL that is fetched)."""
@@ -49,10 +50,21 @@ def _without_null(node: Any) -> Any:
     return out
 
 
-def print_problems(exc: ValidationError) -> None:
-    """Every problem on stderr, one per line (FILE:LINE: field: message), then how many."""
+def shown_from(problem: Problem, root: Path | None) -> Problem:
+    """The problem with its file as seen from where the command runs (``--state DIR`` joined in front)."""
+    if root is None or root == Path(".") or problem.file == str(root) or Path(problem.file).is_absolute():
+        return problem
+    return dataclasses.replace(problem, file=(root / problem.file).as_posix())
+
+
+def print_problems(exc: ValidationError, root: Path | None = None) -> None:
+    """Every problem on stderr, one per line (FILE:LINE: field: message), then how many.
+
+    FILE is relative to the current directory when ``root`` (the state dir) is given, so a terminal or
+    an editor can open it; a problem's own ``file`` stays relative to the state dir.
+    """
     for problem in exc.problems:
-        click.echo(str(problem), err=True)
+        click.echo(str(shown_from(problem, root)), err=True)
     n = len(exc.problems)
     click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed", err=True)
 
@@ -67,8 +79,7 @@ def github_annotations(exc: ValidationError, root: Path) -> list[str]:
     """One ``::error file=…,line=…,title=…::message`` line per problem (paths as seen from the checkout)."""
     lines = []
     for p in exc.problems:
-        where = root / p.file if not Path(p.file).is_absolute() else Path(p.file)
-        props = f"file={_gh_escape(where.as_posix(), True)}"
+        props = f"file={_gh_escape(shown_from(p, root).file, True)}"
         if p.line:
             props += f",line={p.line}"
         if p.field:
@@ -90,7 +101,7 @@ def validate(state_dir: Path | None, fmt: str) -> None:
     try:
         state = load_state(root)
     except ValidationError as exc:
-        print_problems(exc)
+        print_problems(exc, root)
         if fmt == "github":
             for line in github_annotations(exc, root):
                 click.echo(line)
