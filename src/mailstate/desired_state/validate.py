@@ -63,7 +63,7 @@ SECRET_KEY_RE = re.compile(
     r"(?i)(password|passwd|passphrase|secret|token|private_key|api_key|credential|^pwd$|^pass$|^pin$)"
 )
 """Key names that suggest a secret value (``*_env`` and ``*_file`` keys only name where it is)."""
-SECRET_MESSAGE = "secrets never in TOML: use password_env or password_file (the value was not read)"
+SECRET_MESSAGE = "secrets never in TOML: use password_env or password_file (the value is not shown)"
 
 SINGLETONS: dict[str, type[Located]] = {
     "organization": Organization,
