@@ -463,10 +463,12 @@ def _merge_imap(state: State, as_of: date, out: Desired) -> None:
     removed_mailboxes = {ref_of(k, key) for (k, key) in out.absent if k in MAILBOX_KINDS}
     for ref, rec in list(other.records.items()):
         owner = rec.key.split("/", 1)[0]
-        if rec.kind in ("acl", "shared_folder") and owner in removed_mailboxes:
+        if rec.kind == "acl" and owner in removed_mailboxes:
             # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
             del other.records[ref]
             other.absent.setdefault(ref, []).append(f"{owner} is being removed: rights on it are revoked")
+        elif rec.kind == "shared_folder" and owner in removed_mailboxes:
+            del other.records[ref]  # its mail goes with the mailbox, archived first; never deleted alone
     out.merge(other)
 
 

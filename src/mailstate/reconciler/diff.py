@@ -11,6 +11,7 @@
   ``acl`` (rights not in the TOML are revoked), an ``alias`` past its expiry (deleted), anything in
   ``desired.absent`` (removed with its reasons), and kinds the organisation opted into managing
   (``manage_unlisted``: True for all, or a collection of kinds / LDAP subtrees such as "groups").
+  A ``shared_folder`` (it holds mail) is never removed by a plan: live and not desired, it is reported.
 - removing a mailbox (person, unit_mailbox) is always lock (unless already locked) → archive (ssh) →
   delete of its mail (ssh, refused by the provider without a verified archive) → delete of its entry
   (ldap), linked by ``depends_on`` (DESIGN §6.1).
@@ -38,6 +39,8 @@ ADDRESS_ATTRS = frozenset({"address", "aliases", "delivers_to", "target", "backu
 
 IGNORED_ATTRS = frozenset({"why"})
 LOCK_ATTRS = ("locked", "lock_reason")
+NEVER_DELETED = frozenset({"shared_folder"})
+"""Kinds a plan never removes (a folder holds mail): live but not desired, they are only reported."""
 REMOVAL_ACTIONS = frozenset({Action.REVOKE, Action.LOCK, Action.ARCHIVE, Action.DELETE})
 
 SECRET_RE = re.compile(r"pass(word|wd|phrase)?|secret|credential|token|private[_-]?key", re.I)
@@ -239,7 +242,9 @@ def diff(
             continue
         cur = live_n[ref]
         kind = ref[0]
-        if ref in absent:
+        if kind in NEVER_DELETED:
+            unlisted.append(cur)  # holds mail: reported, never removed by a plan (DESIGN §6.1)
+        elif ref in absent:
             _remove(cur, absent[ref], desired, ref, emit)
         elif kind == "acl":
             _remove(
