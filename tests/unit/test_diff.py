@@ -328,3 +328,22 @@ def test_old_address_now_someone_elses_is_not_kept(tmp_path: Path) -> None:
     changes, _ = diff(d, live)
     got = [(c.action.label, c.key) for c in changes if c.kind == "alias" and c.key == taken]
     assert got == [("delete", taken)]
+
+
+def test_rights_of_a_removed_person_are_revoked(tmp_path: Path) -> None:
+    """When a delegate's mailbox is removed, the rights that delegate held on the unit mailbox are revoked."""
+    from mailstate.desired_state.loader import load_state
+    from mailstate.reconciler.desired import project
+
+    files = dict(STATE_FILES)
+    files["units/qlcn.toml"] = files["units/qlcn.toml"].replace('head = "bangnv"\n',
+                                                              'head = "bangnv"\ndelegates = ["thuytt"]\n')
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    d = project(load_state(tmp_path), date(2026, 11, 23), imap=True)
+    acl_refs = [ref for ref in d.records if ref[0] == "acl"]
+    assert acl_refs, "the IMAP projection is there"
+    assert not [ref for ref in acl_refs if ref[1].endswith("#thuytt")]
+    revoked = [ref for ref in d.absent if ref[0] == "acl" and ref[1].endswith("#thuytt")]
+    assert revoked and all("thuytt is being removed" in d.absent[r][-1] for r in revoked)

@@ -461,9 +461,16 @@ def _merge_imap(state: State, as_of: date, out: Desired) -> None:
         return
     other = fn(state, as_of)
     removed_mailboxes = {ref_of(k, key) for (k, key) in out.absent if k in MAILBOX_KINDS}
+    removed_logins = {r.removeprefix("unit:") for r in removed_mailboxes}
     for ref, rec in list(other.records.items()):
         owner = rec.key.split("/", 1)[0]
-        if rec.kind == "acl" and owner in removed_mailboxes:
+        who = rec.key.rsplit("#", 1)[-1] if rec.kind == "acl" and "#" in rec.key else None
+        if who is not None and who in removed_logins and owner not in removed_mailboxes:
+            del other.records[ref]
+            other.absent.setdefault(ref, []).append(
+                f"{who} is being removed: its rights on {owner} are revoked"
+            )
+        elif rec.kind == "acl" and owner in removed_mailboxes:
             # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
             del other.records[ref]
             other.absent.setdefault(ref, []).append(f"{owner} is being removed: rights on it are revoked")
