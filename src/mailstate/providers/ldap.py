@@ -346,10 +346,6 @@ class LdapProvider:
                 )
         return out
 
-    def count(self, base: str, filt: str) -> int:
-        """How many entries ``search_all`` finds (no attributes fetched)."""
-        return len(self.search_all(base, filt, ["1.1"]))
-
     def _check_base(self) -> None:
         result = self._call(
             f"read {self.base_dn}",

@@ -87,7 +87,6 @@ MANAGED_ATTRS: dict[str, tuple[str, ...]] = {
     "group": ("cn", "displayName", "mail", "mailLocalAddress", "mailstateMember", "rfc822MailMember"),
     "alias": ("cn", "rfc822MailMember", "mailstateExpires"),
 }
-LOCK_ATTRS = ("pwdAccountLockedTime", "mailstateLockReason")
 READ_ATTRS: dict[str, list[str]] = {
     kind: sorted(
         {"objectClass", *names, *(("pwdAccountLockedTime",) if kind in ("person", "unit_mailbox") else ())}
