@@ -298,3 +298,29 @@ def test_person_logs_in_only_with_own_password(agency: Agency) -> None:
     """Sanity of the lab: a wrong password is refused (the delegation tests rely on real logins)."""
     with pytest.raises(LoginError):
         imap_login(agency.lab, "thuytt", "not-" + agency.passwords["thuytt"])
+
+
+def test_apply_is_idempotent(agency: Agency, provider: ImapProvider) -> None:
+    """Applying the same grant, revoke and folder creation twice succeeds and leaves the same state."""
+    converge(provider, agency.state)
+    grant = Change("g", Action.GRANT, "acl", "unit:qlcn/INBOX#hoapt", "imap", None, {"rights": "lr"})
+    revoke = Change("r", Action.REVOKE, "acl", "unit:qlcn/INBOX#hoapt", "imap", {"rights": "lr"}, None)
+    folder = Change(
+        "f",
+        Action.CREATE,
+        "shared_folder",
+        f"unit:qlcn/{FOLDER}",
+        "imap",
+        None,
+        {"purpose": "Văn bản đến của phòng"},
+    )
+    for change in (grant, grant, revoke, revoke, folder, folder):
+        provider.apply(change)
+    assert converge(provider, agency.state) == []
+
+
+def test_bad_url_names_where_it_came_from(agency: Agency, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unusable URL is a clear error naming its source, not a traceback."""
+    monkeypatch.setenv("MAILSTATE_IMAP_URL", "http://127.0.0.1:1")
+    with pytest.raises(ProviderError, match="MAILSTATE_IMAP_URL: imap: url"):
+        ImapProvider.from_state(agency.state)

@@ -511,6 +511,17 @@ class ImapProvider:
         """Settings from [providers.imap] and MAILSTATE_IMAP_*; with an SSH host configured ([providers.ssh]
         or MAILSTATE_SSH_HOST) the bulk discovery goes through doveadm (``bulk=False`` turns it off)."""
         settings = settings_from_env(state.providers.imap)
+        try:
+            parse_url(settings.url, settings.allow_plain)
+        except ProviderError as exc:
+            if os.environ.get("MAILSTATE_IMAP_URL"):
+                where = "MAILSTATE_IMAP_URL"
+            elif state.providers.imap is not None:
+                src = state.providers.imap.source
+                where = f"{src.file}:{src.line_of('url')}: providers.imap.url"
+            else:
+                where = "providers.imap.url (default)"
+            raise ProviderError(f"{where}: {exc}") from None
         listed = {folder_key(sf.mailbox, sf.path): sf.purpose or None for sf in state.shared_folders}
         if "bulk" not in kwargs and (state.providers.ssh is not None or os.environ.get("MAILSTATE_SSH_HOST")):
             from mailstate.providers.ssh import SshProvider
