@@ -190,3 +190,15 @@ def test_markdown_many_unlisted_and_many_changes() -> None:
     m = re.search(r"- … (\d+) more not shown \(comment size\)", out)
     assert m and 0 < int(m.group(1)) < 5000
     assert out.count("<details>") == out.count("</details>")
+
+
+def test_multi_valued_update_shows_what_is_added_and_removed() -> None:
+    """An update of a long member list shows only the members added and removed, not two truncated lists."""
+    members = [f"p{i:03d}" for i in range(300)]
+    desired = Desired(as_of=date(2026, 11, 23))
+    desired.add(Record("group", "toanso", {"members": (*members[1:], "newbie")}, "ldap", None), ["r"])
+    live = {("group", "toanso"): Record("group", "toanso", {"members": tuple(members)}, "ldap", None)}
+    plan = Plan.build(diff(desired, live)[0])
+    text = TextRenderer(color=False).render(plan)
+    assert "members: +newbie, −p000" in text
+    assert "`members`: +newbie, −p000" in MarkdownRenderer().render(plan)

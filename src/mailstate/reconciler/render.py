@@ -121,10 +121,25 @@ def field_lines(change: Change) -> list[tuple[str, str, str]]:
             continue
         if listing and (after.get(f) if f in after else before.get(f)) in (None, "", (), []):
             continue  # a create or removal lists only the attributes that have a value
-        b = value_text(f, before.get(f)) if f in before else ""
-        a = value_text(f, after.get(f)) if f in after else ""
+        bv, av = before.get(f), after.get(f)
+        if not listing and _is_seq(bv) and _is_seq(av) and not is_secret(f):
+            out.append((f, "", set_change_text(f, bv, av)))  # members: +x, −y (not two long lists)
+            continue
+        b = value_text(f, bv) if f in before else ""
+        a = value_text(f, av) if f in after else ""
         out.append((f, b, a))
     return out
+
+
+def _is_seq(value: Any) -> bool:
+    return isinstance(value, (list, tuple, set, frozenset))
+
+
+def set_change_text(name: str, before: Any, after: Any) -> str:
+    """What a multi-valued attribute gains and loses: "+a, +b, −c" (short, secret-free)."""
+    b, a = {str(v) for v in before}, {str(v) for v in after}
+    parts = [f"+{v}" for v in sorted(a - b)] + [f"−{v}" for v in sorted(b - a)]
+    return value_text(name, parts) if parts else "(same values, order or case only)"
 
 
 def group_by_unit(plan: Plan) -> list[tuple[str, list[tuple[int, Change]]]]:
