@@ -172,3 +172,22 @@ def test_unknown_host_refused(mailbox: tuple[Lab, str, str], provider: SshProvid
         p.read()
     p.close()
     assert empty.read_text() == ""
+
+
+def test_second_archive_after_deletions_keeps_the_first(
+    mailbox: tuple[Lab, str, str], provider: SshProvider
+) -> None:
+    """Archiving again after mail was deleted writes a new archive; the first still holds every message."""
+    lab, user, pw = mailbox
+    first = provider.archive(user)
+    assert provider.archive(user) == first  # nothing changed: the verified archive is reused
+    c = imap_login(lab, user, pw)
+    try:
+        c.select_folder("INBOX")
+        c.delete_messages([1])
+        c.expunge()
+    finally:
+        c.logout()
+    second = provider.archive(user)
+    assert second.archive != first.archive and second.count == 4
+    assert provider.digest(user, first.location) == (5, first.digest)

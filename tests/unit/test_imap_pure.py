@@ -337,3 +337,16 @@ def test_shared_dict_owners_and_quota_get() -> None:
         "thuytt\tUser quota\tSTORAGE\t0\t-\t0\n"
     )
     assert parse_quota_get(quota) == {"bangnv": 2 * 1024**3, "thuytt": None}
+
+
+def test_archive_names_never_reuse_an_archive() -> None:
+    """A second archive on the same day gets a new name, and the newest (date, sequence) manifest wins."""
+    from mailstate.providers.ssh import latest_manifest_name, next_archive_name
+
+    day = date(2026, 11, 23)
+    assert next_archive_name([], "bangnv", day) == "bangnv-2026-11-23"
+    names = ["bangnv-2026-11-23", "bangnv-2026-11-23.manifest.json"]
+    assert next_archive_name(names, "bangnv", day) == "bangnv-2026-11-23.2"
+    names += ["bangnv-2026-11-23.2", "bangnv-2026-11-23.2.manifest.json", "bangnv-2026-01-01.manifest.json"]
+    assert next_archive_name(names, "bangnv", day) == "bangnv-2026-11-23.3"
+    assert latest_manifest_name(names, "bangnv") == "bangnv-2026-11-23.2.manifest.json"

@@ -179,18 +179,37 @@ class Manifest:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__})
 
 
+def _archive_order(name: str, user: str) -> tuple[date, int] | None:
+    """(date, sequence) of an archive name ``<user>-<YYYY-MM-DD>`` or ``<user>-<YYYY-MM-DD>.<n>``."""
+    if not name.startswith(f"{user}-"):
+        return None
+    day, _, seq = name[len(user) + 1 :].partition(".")
+    try:
+        return date.fromisoformat(day), int(seq) if seq else 1
+    except ValueError:
+        return None
+
+
 def latest_manifest_name(names: Iterable[str], user: str) -> str | None:
-    """The newest ``<user>-<YYYY-MM-DD>.manifest.json`` among directory entries (exact user match)."""
+    """The newest ``<user>-<YYYY-MM-DD>[.<n>].manifest.json`` among directory entries (exact user match)."""
     found = []
     for name in names:
-        if not name.startswith(f"{user}-") or not name.endswith(MANIFEST_SUFFIX):
-            continue
-        day = name[len(user) + 1 : -len(MANIFEST_SUFFIX)]
-        try:
-            found.append((date.fromisoformat(day), name))
-        except ValueError:
-            continue
+        if name.endswith(MANIFEST_SUFFIX) and (order := _archive_order(name[: -len(MANIFEST_SUFFIX)], user)):
+            found.append((order, name))
     return max(found)[1] if found else None
+
+
+def next_archive_name(names: Iterable[str], user: str, day: date) -> str:
+    """A fresh archive name for ``day``: ``<user>-<day>``, else ``<user>-<day>.2``, ``.3`` … — an existing
+    archive is never synced into again (``doveadm backup`` mirrors, so it would drop mail deleted since)."""
+    taken = {n.removesuffix(MANIFEST_SUFFIX) for n in names}
+    base = archive_name(user, day)
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}.{n}" in taken:
+        n += 1
+    return f"{base}.{n}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,11 +364,23 @@ class SshProvider:
         return mail_digest(self.doveadm(*opts, "-f", "tab", "fetch", "-u", user, "mailbox guid", "all"))
 
     def archive(self, user: str, day: date | None = None) -> Manifest:
-        """Back the user's mail up into archive_dir, verify it against the live mail, write the manifest."""
+        """Back the user's mail up into a fresh directory of archive_dir, verify it against the live mail,
+        write the manifest. Idempotent: if the newest verified archive still matches the live mail, it is
+        returned and nothing is copied."""
         day = day or self.today or date.today()
-        name = archive_name(user, day)
-        location = f"mdbox:{self._path(name)}"
         t0 = time.perf_counter()
+        names = self._archive_entries()
+        latest = latest_manifest_name(names, user)
+        if latest is not None:
+            try:
+                with self.sftp().open(self._path(latest)) as fh:
+                    done = Manifest.from_json(fh.read().decode("utf-8"))
+                if self.digest(user) == (done.count, done.digest) == self.digest(user, done.location):
+                    return done
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # unreadable: make a new archive
+        name = next_archive_name(names, user, day)
+        location = f"mdbox:{self._path(name)}"
         self.doveadm("backup", "-u", user, location)
         live = self.digest(user)
         archived = self.digest(user, location)
@@ -371,6 +402,16 @@ class SshProvider:
         self._write(self._path(name + MANIFEST_SUFFIX), manifest.to_json())
         self.timings[f"archive:{user}"] = time.perf_counter() - t0
         return manifest
+
+    def _archive_entries(self) -> list[str]:
+        try:
+            return list(self.sftp().listdir(self.settings.archive_dir))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ProviderError(
+                f"ssh: cannot list the archive dir {self.settings.archive_dir} on {self.settings.host}: {exc}"
+            ) from None
 
     def _write(self, path: str, text: str) -> None:
         sftp = self.sftp()
