@@ -16,7 +16,11 @@ Useful ``Lab`` members: ``info`` (lab.json: ports ldap/ldaps/imaps/ssh, pids, ba
 {root, service, dovecot, policy}, paths {ca_file, dovecot_conf, mail, shared_dict, last_login_dict,
 ssh_key, known_hosts, archive, …}), ``base_dn``, ``ca_file``, ``env()``, ``secret(name)`` (ldap_root,
 ldap_service, ldap_dovecot, imap_master), ``ldap(as_="service"|"root"|"dovecot")`` (bound ldap3
-connection over LDAPS, CA-verified), ``ldap_tls()``, ``ssl_context()``, ``run_as_lab_user(argv)``.
+connection over LDAPS, CA-verified), ``ldap_tls()``, ``ssl_context()``, ``run_as_lab_user(argv)``,
+``pids()`` (every live process of the lab), ``status()``, ``is_running()``, ``stop_service(name)`` /
+``start_service(name)`` (one server — "slapd", "dovecot", "sshd" — stopped, or restarted after a test killed
+it, on the same ports and data; waits until it answers). Use a lab of its own (``lab_for("x.example…")``)
+for tests that kill servers.
 
 Helpers (plain functions, ``from mailstate.lab.testing import …``): ``make_person(lab, uid, password,
 cn=, mail=, quota=, unit=, locked=, container="people"|"mailboxes", extra=) -> dn``, ``person_dn``,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import imaplib
+import os
 import shutil
+import signal
 import ssl
 import stat
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ldap3
@@ -19,6 +22,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from ldap3.core.exceptions import LDAPException
 
+from mailstate.errors import LabError
 from mailstate.lab import Lab, _proc
 from mailstate.lab.lab import FAST_RESET_ABOVE
 from mailstate.lab.testing import (
@@ -463,3 +467,23 @@ def test_servers_die_with_a_killed_test_session() -> None:
     finally:
         Lab(root / "lab").down()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_stop_and_start_one_server(lab_for: Callable[..., Lab]) -> None:
+    """A killed slapd comes back with start_service on the same port and data; a stopped Dovecot too."""
+    the_lab = lab_for("restart.example.gov.vn")
+    the_lab.reset()
+    make_person(the_lab, "keepme", "Keep-password-1")
+    entry = the_lab.info["pids"]["slapd"]
+    os.kill(entry["pid"], signal.SIGKILL)
+    with pytest.raises(LabError):
+        the_lab.ldap("service")
+    the_lab.start_service("slapd")
+    assert the_lab.info["pids"]["slapd"]["pid"] != entry["pid"]
+    imap_login(the_lab, "keepme", "Keep-password-1").logout()
+    the_lab.stop_service("dovecot")
+    assert not the_lab.status()["dovecot"]["alive"]
+    the_lab.start_service("dovecot")
+    imap_login(the_lab, "keepme", "Keep-password-1").logout()
+    with pytest.raises(LabError, match="already runs"):
+        the_lab.start_service("slapd")

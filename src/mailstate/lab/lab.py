@@ -261,10 +261,12 @@ class Lab:
         proc = _proc.spawn(argv, log, user, cwd, env, die_with_parent=self.die_with_parent)
         self._children[name] = proc
         info["pids"][name] = {"pid": proc.pid, "start_time": _proc.proc_start_time(proc.pid), "log": str(log)}
+        info.setdefault("commands", {})[name] = {"argv": argv, "log": str(log), "cwd": str(cwd), "env": env}
         self._save(info)
 
     # ----------------------------------------------------------------- readiness
-    def _wait_ready(self, info: dict[str, Any], pw: dict[str, str]) -> None:
+    def _wait_ready(self, info: dict[str, Any], pw: dict[str, str] | None = None,
+                    only: tuple[str, ...] | None = None) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         checks = [("slapd", self._ldap_ready)]
         if "dovecot" in info["services"]:
@@ -272,6 +274,8 @@ class Lab:
         if "sshd" in info["services"]:
             checks.append(("sshd", lambda: sshd.ready(self)))
         for name, check in checks:
+            if only is not None and name not in only:
+                continue
             t = time.monotonic()
             last = ""
             while True:
@@ -288,6 +292,37 @@ class Lab:
                     raise LabError(f"{name} did not answer within {READY_TIMEOUT:.0f} s ({last}): "
                                    f"{_proc.tail(Path(entry['log']))}")
                 time.sleep(0.03)
+
+    # ----------------------------------------------------------------- one server at a time (failure tests)
+    def stop_service(self, name: str) -> None:
+        """Stop one server of the lab (SIGTERM to its process group, wait), e.g. to test a provider's
+        behaviour when slapd is gone; `start_service` brings it back on the same ports and data."""
+        info = self.info
+        entry = info["pids"].get(name)
+        if entry is None:
+            return
+        _proc.stop(entry["pid"], entry["start_time"], child=self._children.pop(name, None))
+        del info["pids"][name]
+        self._save(info)
+
+    def start_service(self, name: str) -> None:
+        """(Re)start one server with the command it was started with (same config, ports, data) and wait
+        until it answers. A server that died (killed by a test) is restarted; one that runs is an error."""
+        info = self.info
+        if name not in info.get("commands", {}):
+            raise LabError(f"the lab in {self.dir} has no {name}")
+        entry = info["pids"].get(name)
+        if entry and _proc.alive(entry["pid"], entry["start_time"]):
+            raise LabError(f"{name} already runs (pid {entry['pid']})")
+        old = self._children.pop(name, None)
+        if old is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                old.wait(timeout=1)
+        cmd = info["commands"][name]
+        self._spawn(name, list(cmd["argv"]), Path(cmd["log"]), _proc.lab_user(), Path(cmd["cwd"]), info,
+                    cmd.get("env"))
+        self._wait_ready(info, only=(name,))
+        self._save(info)
 
     def _ldap_ready(self) -> None:
         conn = self.ldap(as_="service")
