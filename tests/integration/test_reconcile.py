@@ -415,6 +415,7 @@ def test_slapd_killed_mid_apply_stops_then_rerun_converges(crash_lab: Lab, tmp_p
     assert res["done"] == 5 and res["not_tried"] == total - 6
     msg = res["message"]
     assert "failed" in msg and "done (5)" in msg and f"not tried ({total - 6})" in msg and "journal" in msg
+    assert f"initial passwords of the people created so far: {home / 'passwords.tsv'}" in msg
     for secret in secrets_of(crash_lab, home):
         assert secret not in msg
     journal = [json.loads(x) for x in (home / "journal.jsonl").read_text().splitlines()]

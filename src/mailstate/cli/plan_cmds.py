@@ -177,9 +177,19 @@ def apply_cmd(
         passwords_out = base / f"initial-passwords-{stamp}.tsv"
     passwords_out.parent.mkdir(parents=True, exist_ok=True)
 
+    total = len(changes)
+    step = max(1, total // 10)
+    count = 0
+
     def progress(change: Any, event: str) -> None:
+        # every change of a small plan; every 10 % of a large one; a failure always
+        nonlocal count
         if event == "done":
-            click.echo(f"  done   {change.action.label} {change.kind} {change.key}", err=True)
+            count += 1
+            if total <= 200:
+                click.echo(f"  done   {change.action.label} {change.kind} {change.key}", err=True)
+            elif count % step == 0 or count == total:
+                click.echo(f"  applied {count}/{total}", err=True)
         elif event == "failed":
             click.echo(f"  FAILED {change.action.label} {change.kind} {change.key}", err=True)
 
@@ -191,7 +201,7 @@ def apply_cmd(
         audit_log=audit_log,
         passwords_out=passwords_out,
         break_lock=break_lock,
-        on_change=progress if len(changes) <= 200 else None,
+        on_change=progress,
     )
     for notice in result.notices:
         click.echo(f"note: {notice}")

@@ -51,6 +51,7 @@ class ApplyFailed(MailstateError):
         error: str,
         not_tried: Sequence[Change],
         journal: Path | None = None,
+        passwords_file: Path | None = None,
     ) -> None:
         self.done = list(done)
         self.failed = failed
@@ -68,6 +69,9 @@ class ApplyFailed(MailstateError):
         ]
         if journal is not None:
             lines.append(f"  journal: {journal}")
+        self.passwords_file = passwords_file
+        if passwords_file is not None:
+            lines.append(f"  initial passwords of the people created so far: {passwords_file} (mode 0600)")
         lines.append("  fix the cause and run apply again: it only does what is still missing")
         super().__init__("\n".join(lines))
 
@@ -774,7 +778,10 @@ def apply_plan(
                         )
                         if on_change:
                             on_change(change, "failed")
-                        raise ApplyFailed(done, change, error, changes[i + 1 :], journal_path) from None
+                        pw_written = pw_path if pw_path is not None and pw_path.exists() else None
+                        raise ApplyFailed(
+                            done, change, error, changes[i + 1 :], journal_path, pw_written
+                        ) from None
                     except KeyboardInterrupt:
                         # the change may or may not have happened: say so, a rerun converges either way
                         journal.failed(change, "interrupted (Ctrl-C); the change may be partly done")
