@@ -187,6 +187,22 @@ def test_example_agency_converges(sct_lab: Lab, tmp_path: Path) -> None:
     assert "uid=bangnv2,ou=people,dc=sct,dc=binhdinh,dc=gov,dc=vn" in people
 
 
+def test_generated_agency_converges(env: Lab, tmp_path: Path) -> None:
+    """A generated agency of 300 people (bench/gen_agency.py) converges; the next plan is empty."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from gen_agency import generate
+    finally:
+        sys.path.pop(0)
+    state = tmp_path / "state"
+    generate(state, 300, seed=7, domain="lab.example.gov.vn")
+    plan = make_plan(state, providers=LDAP_ONLY)
+    assert sum(1 for c in plan_changes(plan) if c.kind == "person") == 300
+    apply(plan, state, tmp_path / "home")
+    assert plan_changes(make_plan(state, providers=LDAP_ONLY)) == []
+    assert len(entries(env, "people", ["uid"])) == 300
+
+
 def test_small_agency_converges_and_second_apply_does_nothing(env: Lab, tmp_path: Path) -> None:
     """A generated agency converges; apply of the second (empty) plan changes nothing and journals nothing."""
     state = small_state(tmp_path / "state", "lab.example.gov.vn")
