@@ -19,9 +19,11 @@ fi
 
 # Pids of the system daemons the packages might start (by their Debian pid files).
 daemon_pids() {
-  local f
+  local f pid
   for f in /run/slapd/slapd.pid /run/dovecot/master.pid /run/sshd.pid; do
-    [ -r "$f" ] && { read -r pid <"$f" || true; [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null && echo "$f:$pid"; }
+    pid=""
+    if [ -r "$f" ]; then read -r pid <"$f" || true; fi
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$f:$pid"; fi
   done
   return 0
 }
