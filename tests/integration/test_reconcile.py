@@ -309,6 +309,20 @@ def test_stale_plan_refused_after_live_change(env: Lab, tmp_path: Path) -> None:
     assert people[f"uid=tuanpm,ou=people,{env.base_dn}"]["title"] == ["Chánh Văn phòng"]
 
 
+def test_plan_for_another_day_needs_its_date_confirmed(env: Lab, tmp_path: Path) -> None:
+    """A plan made --as-of another day is refused by apply unless that date is given again; then applied."""
+    state = small_state(tmp_path / "state", "lab.example.gov.vn")
+    later = (date.today() + timedelta(days=40)).isoformat()
+    plan_file = tmp_path / "plan.json"
+    save_plan(make_plan(state, providers=LDAP_ONLY, as_of=later), plan_file)
+    with pytest.raises(StalePlan, match=f"--as-of {later}"):
+        apply(load_plan(plan_file), state, tmp_path / "home")
+    assert entries(env, "people") == {}
+    r = CliRunner().invoke(cli, ["apply", str(plan_file), "--state", str(state), "--as-of", later])
+    assert r.exit_code == 0, r.output
+    assert len(entries(env, "people")) == 4
+
+
 def test_saved_plan_applies_when_nothing_changed(env: Lab, tmp_path: Path) -> None:
     """`plan --out` then `apply FILE` through the CLI applies the saved plan; the next plan is empty."""
     state = small_state(tmp_path / "state", "lab.example.gov.vn")

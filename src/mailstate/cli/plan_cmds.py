@@ -154,10 +154,8 @@ def apply_cmd(
 
     root = resolve_state(state_dir)
     if planfile is not None:
-        if scope or as_of:
-            raise MailstateError(
-                "--scope and --as-of come from the saved plan; do not give them with PLANFILE"
-            )
+        if scope:
+            raise MailstateError("--scope comes from the saved plan; do not give it with PLANFILE")
         plan = load_plan(planfile)
     else:
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
@@ -201,6 +199,7 @@ def apply_cmd(
         audit_log=audit_log,
         passwords_out=passwords_out,
         break_lock=break_lock,
+        as_of=as_of,
         on_change=progress,
     )
     for notice in result.notices:

@@ -718,6 +718,7 @@ def apply_plan(
     check_stale: bool = True,
     on_change: Callable[[Change, str], None] | None = None,
     break_lock: bool = False,
+    as_of: date | str | None = None,
 ) -> ApplyResult:
     """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
     (event: started / done / failed) — progress display, and the tests' way to stop a server mid-apply."""
@@ -728,6 +729,13 @@ def apply_plan(
     meta = plan_meta(plan)
     if meta.domain != state.domain:
         raise StalePlan(f"the plan was made for {meta.domain}, the state directory is {state.domain}")
+    today = date.today().isoformat()
+    confirmed = _as_of(as_of).isoformat() if as_of is not None else None
+    if meta.as_of != today and meta.as_of != confirmed:
+        raise StalePlan(
+            f"the plan applies the lifecycle rules as of {meta.as_of}, not today ({today}); nothing was "
+            f"applied. Make a new plan, or confirm that date explicitly with --as-of {meta.as_of}"
+        )
     home = home_dir(state.domain)
     jdir = Path(journal_dir) if journal_dir is not None else home
     journal_path = jdir / "journal.jsonl"
