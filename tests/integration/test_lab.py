@@ -487,3 +487,13 @@ def test_stop_and_start_one_server(lab_for: Callable[..., Lab]) -> None:
     imap_login(the_lab, "keepme", "Keep-password-1").logout()
     with pytest.raises(LabError, match="already runs"):
         the_lab.start_service("slapd")
+
+
+def test_up_refuses_a_non_empty_foreign_directory(tmp_path: Path) -> None:
+    """`up` into a directory that has files but no lab.json fails clearly and deletes nothing."""
+    keep = tmp_path / "mail"
+    keep.mkdir()
+    (keep / "important").write_text("do not delete")
+    with pytest.raises(LabError, match="not empty"):
+        Lab(tmp_path).up(domain="x.example.gov.vn")
+    assert (keep / "important").read_text() == "do not delete"

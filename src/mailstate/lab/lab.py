@@ -202,6 +202,10 @@ class Lab:
 
     def _prepare_dir(self, user: LabUser) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.state_file.exists() and any(self.dir.iterdir()):
+            # Never wipe someone's directory: only an empty one or an earlier lab's is (re)used.
+            raise LabError(f"{self.dir} is not empty and holds no lab (lab.json): "
+                           "give an empty or new directory")
         for name in _OWN:
             p = self.dir / name
             if p.is_dir() and not p.is_symlink():
