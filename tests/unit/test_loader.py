@@ -240,3 +240,11 @@ def test_positions_cover_every_key_of_the_examples_and_a_generated_agency(tmp_pa
             for doc in load_documents(root):
                 total += _check_positions(doc)
     assert total > 1000
+
+
+def test_unicode_line_separators_inside_strings_neither_crash_nor_shift_lines() -> None:
+    """U+2028 / U+0085 inside a string are not TOML line ends: later keys keep their real line numbers."""
+    text = 'name = "a\u2028b\u0085c"\n[unit]\nid = "x"\nname = "y"\n'
+    pos = scan_positions(text)
+    assert pos[("unit",)].line == 2
+    assert pos[("unit",)].fields["name"] == 4

@@ -46,5 +46,18 @@ def errors_to_exit(fn: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except click.ClickException:
+            raise
+        except click.exceptions.Abort:
+            raise
+        except Exception as exc:  # a bug: one clear line, never a traceback (which could carry values)
+            if os.environ.get("MAILSTATE_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(exc).__name__} in {fn.__name__} "
+                "(nothing more is shown; rerun with MAILSTATE_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]

@@ -244,7 +244,10 @@ def scan_positions(text: str) -> dict[KeyPath, TablePos]:
                 positions[path] = TablePos(lineno)
         return path
 
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # TOML ends lines only at LF (or CRLF): str.splitlines() would also split at U+2028, U+0085 …
+    # inside strings and shift every later line number.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if depth > 0 or mode is not None:
             depth, mode = _scan_value(line, 0, depth, mode, items, lineno)
             if depth == 0 and mode is None and items is not None and items_of is not None:
@@ -360,7 +363,11 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             col = f" (column {m.group(2)})" if m and m.group(2) else ""
             problems.append(Problem(rel, line, "", f"TOML syntax error: {msg}{col}"))
             continue
-        docs.append(Document(path, rel, text, data, scan_positions(text)))
+        try:
+            positions = scan_positions(text)
+        except (ValueError, IndexError):  # positions are best effort: a valid file is never refused for them
+            positions = {(): TablePos(1)}
+        docs.append(Document(path, rel, text, data, positions))
     return docs, problems
 
 
