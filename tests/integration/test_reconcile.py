@@ -242,6 +242,11 @@ def test_journal_and_audit_log_record_who_what_commit(env: Lab, tmp_path: Path) 
     assert sum(1 for j in journal if j["event"] == "done") == n
     assert len(audit) == n
     assert {a["who"] for a in audit} == {"test-operator"} and {a["commit"] for a in audit} == {head}
+    # an uncommitted edit that is applied is recorded as such
+    edit_toml(state / "units" / "vp.toml", lambda d: d["person"][0].__setitem__("title", "Phó Chánh VP"))
+    apply(make_plan(state, providers=LDAP_ONLY), state, home)
+    last = json.loads((home / "audit.jsonl").read_text().splitlines()[-1])
+    assert last["commit"] == head + "+dirty" and last["key"] == "tuanpm"
     assert stat.S_IMODE((home / "audit.jsonl").stat().st_mode) == 0o600
 
 

@@ -46,7 +46,8 @@ def actor() -> str:
 
 
 def git_commit(state_dir: Path) -> str | None:
-    """The commit checked out in the state directory (``git rev-parse HEAD``) or None."""
+    """The commit checked out in the state directory (``git rev-parse HEAD``), with ``+dirty`` when the
+    state files differ from it (uncommitted edits were applied), or None outside a git repository."""
     try:
         out = subprocess.run(
             ["git", "-C", str(state_dir), "rev-parse", "HEAD"],
@@ -55,10 +56,19 @@ def git_commit(state_dir: Path) -> str | None:
             timeout=10,
             check=False,
         )
+        sha = out.stdout.strip()
+        if out.returncode != 0 or not sha:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(state_dir), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
-    sha = out.stdout.strip()
-    return sha if out.returncode == 0 and sha else None
+    return sha + "+dirty" if status.returncode == 0 and status.stdout.strip() else sha
 
 
 def home_dir(domain: str) -> Path:
