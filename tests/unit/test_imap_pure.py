@@ -350,3 +350,16 @@ def test_archive_names_never_reuse_an_archive() -> None:
     names += ["bangnv-2026-11-23.2", "bangnv-2026-11-23.2.manifest.json", "bangnv-2026-01-01.manifest.json"]
     assert next_archive_name(names, "bangnv", day) == "bangnv-2026-11-23.3"
     assert latest_manifest_name(names, "bangnv") == "bangnv-2026-11-23.2.manifest.json"
+
+
+def test_each_reason_names_its_own_source_line() -> None:
+    """A right with two sources cites each one's file:line, not the first one's for both."""
+    from mailstate.desired_state.model import Source
+
+    st = _state()
+    st.units["qlcn"].located(Source("units/qlcn.toml", 3))
+    st.shared_folders[0].located(Source("units/qlcn.toml", 50))
+    d = project_imap(st, date(2026, 11, 23))
+    reasons = d.reasons[("acl", "unit:qlcn/Văn bản đến/2026#bangnv")]
+    assert reasons[0].startswith("units/qlcn.toml:3: MIC art.6")
+    assert reasons[1].startswith("units/qlcn.toml:50: MIC art.7.1")

@@ -41,15 +41,20 @@ class _Acl:
     login: str
     unit: str | None
     rights: set[str] = field(default_factory=set)
-    why: list[str] = field(default_factory=list)
-    source: Source | None = None
+    why: list[tuple[str, Source | None]] = field(default_factory=list)
 
     def give(self, rights: str, why: str, source: Source | None) -> None:
         self.rights |= set(rights_letters(rights))
-        if why not in self.why:
-            self.why.append(why)
-        if self.source is None:
-            self.source = source
+        if all(w != why for w, _ in self.why):
+            self.why.append((why, source))
+
+    @property
+    def source(self) -> Source | None:
+        return self.why[0][1] if self.why else None
+
+    def reasons(self) -> list[str]:
+        """Each source of the right, prefixed with where it is written (file:line)."""
+        return [f"{src}: {w}" if src else w for w, src in self.why]
 
 
 def owner_unit(state: State, ref: str) -> str | None:
@@ -177,12 +182,15 @@ def project_imap(state: State, as_of: date) -> Desired:
         rec = Record(
             "acl",
             acl_key(acl.ref, acl.folder, acl.login),
-            {"rights": "".join(sorted(acl.rights)), "why": "; ".join(acl.why), "_depends_on": tuple(depends)},
+            {
+                "rights": "".join(sorted(acl.rights)),
+                "why": "; ".join(w for w, _ in acl.why),
+                "_depends_on": tuple(depends),
+            },
             "imap",
             acl.unit,
         )
-        where = f"{acl.source}: " if acl.source else ""
-        out.add(rec, [where + w for w in acl.why], acl.source)
+        out.add(rec, acl.reasons(), acl.source)
 
     for (ref, folder, login), (reason, source) in ended.items():
         k = ("acl", acl_key(ref, folder, login))
