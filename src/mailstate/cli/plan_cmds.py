@@ -167,8 +167,9 @@ def apply_cmd(
     if planfile is None and not yes:
         if not sys.stdin.isatty():
             raise MailstateError("not a terminal: give --yes to apply without confirmation")
-        if not click.confirm(f"apply these {len(changes)} changes?", default=False):
-            raise MailstateError("not applied")
+        what = "this change" if len(changes) == 1 else f"these {len(changes)} changes"
+        if not click.confirm(f"apply {what}?", default=False):
+            raise MailstateError("cancelled: nothing was applied")
     if passwords_out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         base = journal_dir if journal_dir is not None else home_dir(plan_meta(plan).domain)
@@ -205,7 +206,8 @@ def apply_cmd(
     for notice in result.notices:
         click.echo(f"note: {notice}")
     click.echo(
-        f"applied {len(result.done)} changes; journal: {result.journal}; audit log: {result.audit_log}"
+        f"applied {len(result.done)} change{'' if len(result.done) == 1 else 's'}; "
+        f"journal: {result.journal}; audit log: {result.audit_log}"
     )
     if result.passwords_file is not None:
         click.echo(
