@@ -729,6 +729,46 @@ def test_plan_detailed_exitcode_and_bad_input(env: Lab, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "units/vp.toml:" in r.output and "Traceback" not in r.output
 
 
+def _apply_on_a_tty(state: Path, answer: str) -> tuple[int, str]:
+    """Run `mailstate apply` on a terminal, answer its prompt, return (exit code, output)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(MAILSTATE), "apply", "--state", str(state), "--provider", "ldap"],
+                            stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    out = b""
+    deadline = time.monotonic() + 60
+    while b"[y/N]" not in out and time.monotonic() < deadline:
+        try:
+            out += os.read(leader, 65536)
+        except OSError:
+            break
+    os.write(leader, answer.encode() + b"\n")
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    code = proc.wait(60)
+    os.close(leader)
+    return code, out.decode(errors="replace")
+
+
+def test_apply_asks_on_a_terminal(env: Lab, tmp_path: Path) -> None:
+    """On a terminal apply asks first: "n" applies nothing (exit 1), "y" applies the plan (exit 0)."""
+    state = small_state(tmp_path / "state", "lab.example.gov.vn")
+    code, out = _apply_on_a_tty(state, "n")
+    assert code == 1 and "apply these" in out and "nothing was applied" in out
+    assert entries(env, "people") == {}
+    code, out = _apply_on_a_tty(state, "y")
+    assert code == 0, out
+    assert len(entries(env, "people")) == 4
+
+
 def test_import_round_trip(env: Lab, tmp_path: Path) -> None:
     """`import` of a converged directory writes a state whose plan against the same directory is empty."""
     state = small_state(tmp_path / "state", "lab.example.gov.vn")
