@@ -363,3 +363,12 @@ def test_each_reason_names_its_own_source_line() -> None:
     reasons = d.reasons[("acl", "unit:qlcn/Văn bản đến/2026#bangnv")]
     assert reasons[0].startswith("units/qlcn.toml:3: MIC art.6")
     assert reasons[1].startswith("units/qlcn.toml:50: MIC art.7.1")
+
+
+def test_provider_repr_has_no_password() -> None:
+    """The provider's repr (as logs and tracebacks would show it) never contains the master password."""
+    from mailstate.desired_state.model import ImapSettings
+    from mailstate.providers.imap import ImapProvider
+
+    p = ImapProvider(ImapSettings(url="imaps://127.0.0.1:1"), "s3cret-Master-pw")
+    assert "s3cret" not in repr(p) and "s3cret" not in str(vars(p).get("settings"))

@@ -659,6 +659,7 @@ class ImapProvider:
         if self.bulk is not None:
             logins = set(self.desired_owners) | self.bulk.shared_owners()
             infos = [self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)]
+            self.timings["bulk_owners"] = time.perf_counter() - t0
             quota.update(self.bulk.quotas())
             self.timings["bulk"] = time.perf_counter() - t0
         else:

@@ -230,6 +230,7 @@ class SshProvider:
         self.today = today
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._config: dict[str, str] = {}
         self.timings: dict[str, float] = {}
 
     def __repr__(self) -> str:
@@ -332,19 +333,25 @@ class SshProvider:
         self.timings["read"] = time.perf_counter() - t0
         return snap
 
+    def config(self, name: str) -> str:
+        """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""
+        if name not in self._config:
+            self._config[name] = self.doveadm("config", "-h", name).strip()
+        return self._config[name]
+
     def last_logins(self) -> dict[str, str]:
-        uri = self.doveadm("config", "-h", "plugin/last_login_dict").strip()
+        uri = self.config("plugin/last_login_dict")
         if not uri:
             raise ProviderError(
                 f"ssh: Dovecot on {self.settings.host} has no plugin/last_login_dict: the inactivity rules "
                 "(MOST art.13.3) need the last_login plugin"
             )
-        prefix = last_login_prefix(self.doveadm("config", "-h", "plugin/last_login_key"))
+        prefix = last_login_prefix(self.config("plugin/last_login_key"))
         return parse_last_login(self.doveadm("-f", "tab", "dict", "iter", uri, prefix), prefix)
 
     def shared_owners(self) -> set[str]:
         """Every user with an ACL entry for someone else on a folder (Dovecot's acl_shared_dict), one pass."""
-        uri = self.doveadm("config", "-h", "plugin/acl_shared_dict").strip()
+        uri = self.config("plugin/acl_shared_dict")
         if not uri:
             raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
         return parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
@@ -466,7 +473,7 @@ class SshProvider:
     def remove_mail(self, user: str) -> Manifest:
         """Remove every message and folder of ``user`` with doveadm, only after ``verified_manifest``."""
         manifest = self.verified_manifest(user)
-        others = other_namespace_prefixes(self.doveadm("config", "-h", "namespace"))
+        others = other_namespace_prefixes(self.doveadm("config", "-h", "namespace"))  # multi-line: not cached
         folders = [
             unicodedata.normalize("NFC", row.get("mailbox", ""))
             for row in parse_doveadm_tab(self.doveadm("-f", "tab", "mailbox", "list", "-u", user))
