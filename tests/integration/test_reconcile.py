@@ -270,6 +270,24 @@ def test_live_change_behind_our_back_is_planned_and_repaired(env: Lab, tmp_path:
     assert plan_changes(make_plan(state, providers=LDAP_ONLY)) == []
 
 
+def test_live_object_not_in_the_toml_is_reported_not_deleted(env: Lab, tmp_path: Path) -> None:
+    """A person added by hand is listed as unlisted (drift exits 2), never deleted by apply (DESIGN §6.2)."""
+    from mailstate.lab.testing import make_person
+    from mailstate.reconciler.engine import plan_unlisted
+
+    state = small_state(tmp_path / "state", "lab.example.gov.vn")
+    apply(make_plan(state, providers=LDAP_ONLY), state, tmp_path / "home")
+    make_person(env, "stranger", cn="Người Lạ", unit="vp")
+    plan = make_plan(state, providers=LDAP_ONLY)
+    assert plan_changes(plan) == []
+    assert [(r.kind, r.key) for r in plan_unlisted(plan)] == [("person", "stranger")]
+    args = ["drift", "--state", str(state), "--provider", "ldap", "--format", "markdown"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and "stranger" in r.output
+    apply(plan, state, tmp_path / "home")
+    assert f"uid=stranger,ou=people,{env.base_dn}" in entries(env, "people", ["uid"])
+
+
 def test_drift_command_exit_codes(env: Lab, tmp_path: Path) -> None:
     """`mailstate drift` exits 2 while something differs and 0 once converged."""
     state = small_state(tmp_path / "state", "lab.example.gov.vn")
