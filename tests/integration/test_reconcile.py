@@ -797,6 +797,20 @@ def test_import_round_trip(env: Lab, tmp_path: Path) -> None:
     assert [(c.action.label, c.kind, c.key, c.fields) for c in plan_changes(plan)] == []
 
 
+def test_import_of_the_example_plans_nothing(sct_lab: Lab, tmp_path: Path) -> None:
+    """Importing the converged example (its policies from --state) gives a state whose plan is empty."""
+    state = tmp_path / "state"
+    shutil.copytree(EXAMPLE, state)
+    apply(make_plan(state, providers=LDAP_ONLY), state, tmp_path / "home")
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(cli, ["import", "--out", str(out), "--state", str(state)])
+    assert r.exit_code == 0, r.output
+    text = "".join(p.read_text() for p in sorted(out.rglob("*.toml")))
+    assert "left_on = " in text and "suspended = " in text  # locks explained, not unlocked
+    plan = make_plan(out, providers=LDAP_ONLY)
+    assert [(c.action.label, c.kind, c.key, c.fields) for c in plan_changes(plan)] == []
+
+
 def test_directory_excludes_people_who_left(tmp_path: Path) -> None:
     """The public directory lists current people with title and phone, not those who left or are suspended."""
     units = {"vp": {"name": "Văn phòng <Sở>"}}

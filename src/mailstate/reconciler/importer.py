@@ -9,7 +9,9 @@ for what the directory holds.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,28 @@ def _clean(table: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: (list(v) if isinstance(v, tuple) else v) for k, v in table.items() if v not in (None, (), [], "")
     }
+
+
+POLICY_TABLES = ("naming", "lifecycle", "password", "safety")
+"""Tables copied from --state's mailstate.toml (quota comes from the directory itself)."""
+
+_SUSPENDED = re.compile(r"^MOST art\.18\.4: suspended: (?P<reason>.+)$", re.S)
+_LEFT_ON = re.compile(r"\bleft on (?P<day>\d{4}-\d{2}-\d{2})\b")
+
+
+def _lock_fields(reason: str | None) -> dict[str, Any]:
+    """The TOML fields that explain a live lock: the lifecycle's own reasons are turned back into
+    ``left_on`` (leaving, MIC art.5.3 / MOST art.13.2b) or ``suspended`` (MOST art.18.4); any other
+    reason (set by hand) becomes ``suspended``."""
+    if not reason:
+        return {"suspended": "imported: locked in the directory"}
+    m = _SUSPENDED.match(reason)
+    if m:
+        return {"suspended": m.group("reason")}
+    m = _LEFT_ON.search(reason)
+    if m:
+        return {"left_on": date.fromisoformat(m.group("day"))}
+    return {"suspended": reason}
 
 
 def import_state(
@@ -81,6 +105,12 @@ def import_state(
         lt["password_env"] = ldap.password_env
     prov["ldap"] = lt
     top["providers"] = prov
+    if state_dir is not None and domain is None:
+        # the policies of the state given with --state (lifecycle, naming …) explain the live locks
+        source = tomlkit.parse((Path(state_dir) / "mailstate.toml").read_text(encoding="utf-8"))
+        for table in POLICY_TABLES:
+            if table in source:
+                top[table] = source[table]
     files[out / "mailstate.toml"] = top
 
     unit_docs: dict[str, tomlkit.TOMLDocument] = {}
@@ -121,7 +151,7 @@ def import_state(
                 "backup_email": a.get("backup_email"),
                 "address": a.get("address"),
                 "old_addresses": [x for x in (a.get("aliases") or ()) if x != a.get("address")],
-                "suspended": (a.get("lock_reason") or "imported: locked") if a.get("locked") else None,
+                **(_lock_fields(a.get("lock_reason")) if a.get("locked") else {}),
             }
         )
         doc["person"].append(person)
