@@ -277,6 +277,15 @@ def test_quota_read_back_through_getquotaroot(agency: Agency, provider: ImapProv
     assert facts["qlcn"] == 10 * 1024**3
 
 
+def test_quota_facts_can_be_left_out(agency: Agency) -> None:
+    """With quota_facts=False no quota is read (the doveadm quota pass is most of a no-op bulk read)."""
+    p = ImapProvider.from_state(agency.state, quota_facts=False)
+    try:
+        assert p.read().facts["quota"] == {}
+    finally:
+        p.close()
+
+
 def test_wrong_master_password_fails_the_read(agency: Agency) -> None:
     """A read that cannot log in raises ProviderError without the password in the message."""
     p = ImapProvider.from_state(agency.state)
