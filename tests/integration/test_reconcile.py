@@ -368,40 +368,18 @@ def test_saved_plan_applies_when_nothing_changed(env: Lab, tmp_path: Path) -> No
 # Failures
 
 
-def _restart_slapd(lab: Lab, argv: list[str]) -> None:
-    """Start slapd again on the same database and ports, as the lab user, recorded in lab.json."""
-    from mailstate.lab import _proc
-
-    info = lab.info
-    d = lab.dir / "slapd"
-    lab._spawn("slapd", argv, d / "slapd.log", _proc.lab_user(), d, info)  # noqa: SLF001
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            lab.ldap(as_="service").unbind()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def crash_lab(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Lab]:
     """A lab of its own (crash.example.gov.vn) whose slapd a test may kill; restarted afterwards."""
-    lab = lab_for("crash.example.gov.vn")
-    pid = lab.info["pids"]["slapd"]["pid"]
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
-    cmd = [a.decode() for a in argv]
-    lab.reset()
-    _use_lab(lab, monkeypatch, tmp_path / "home")
-    lab.slapd_argv = cmd  # type: ignore[attr-defined]
-    yield lab
-    entry = lab.info["pids"].get("slapd")
     from mailstate.lab import _proc
 
+    lab = lab_for("crash.example.gov.vn")
+    lab.reset()
+    _use_lab(lab, monkeypatch, tmp_path / "home")
+    yield lab
+    entry = lab.info["pids"].get("slapd")
     if not entry or not _proc.alive(entry["pid"], entry["start_time"]):
-        _restart_slapd(lab, cmd)
+        lab.start_service("slapd")
 
 
 def _kill_slapd(lab: Lab) -> None:
@@ -479,7 +457,7 @@ def test_slapd_killed_mid_apply_stops_then_rerun_converges(crash_lab: Lab, tmp_p
         make_plan(state, providers=LDAP_ONLY)
     r = CliRunner().invoke(cli, ["plan", "--state", str(state), "--provider", "ldap"])
     assert r.exit_code == 1 and "Traceback" not in r.output
-    _restart_slapd(crash_lab, crash_lab.slapd_argv)  # type: ignore[attr-defined]
+    crash_lab.start_service("slapd")  # same config, ports and data
     # the killed apply could not remove its lock entry; its process is gone, so the rerun breaks it
     rerun = make_plan(state, providers=LDAP_ONLY)
     assert 0 < len(plan_changes(rerun)) <= total - 5
