@@ -6,12 +6,22 @@ import json
 import os
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
 from mailstate.errors import LabError, ValidationError
-from mailstate.lab import Lab
+
+if TYPE_CHECKING:
+    from mailstate.lab import Lab
+
+
+def _lab(lab_dir: Path | None) -> Lab:
+    """The lab in ``lab_dir``; imported here so that other commands do not pay for the lab's imports."""
+    from mailstate.lab import Lab
+
+    return Lab(lab_dir or default_lab_dir())
 
 
 def default_lab_dir() -> Path:
@@ -67,7 +77,7 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
     if domain is None:
         domain, name, base_dn = organisation_of(resolve_state(state_dir))
         org_name = org_name or name
-    the_lab = Lab(lab_dir or default_lab_dir())
+    the_lab = _lab(lab_dir)
     info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn)
     p = info["ports"]
     click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
@@ -80,7 +90,7 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
 @errors_to_exit
 def down(lab_dir: Path | None) -> None:
     """Stop exactly the processes this lab started (by pid) and wait until none is left."""
-    the_lab = Lab(lab_dir or default_lab_dir())
+    the_lab = _lab(lab_dir)
     if not the_lab.state_file.exists():
         click.echo(f"no lab in {the_lab.dir}")
         return
@@ -94,7 +104,7 @@ def down(lab_dir: Path | None) -> None:
 @errors_to_exit
 def status(lab_dir: Path | None, as_json: bool) -> None:
     """What runs, where: each server's pid, ports and whether it is alive (exit 1 if one is down)."""
-    the_lab = Lab(lab_dir or default_lab_dir())
+    the_lab = _lab(lab_dir)
     info, st = the_lab.info, the_lab.status()
     if as_json:
         click.echo(json.dumps({"info": info, "status": st}, indent=2, ensure_ascii=False))
@@ -117,7 +127,7 @@ def env(lab_dir: Path | None) -> None:
     The output includes the lab's own throwaway passwords (by design, for `eval "$(mailstate lab env)"`);
     they are random per lab and never used outside it.
     """
-    the_lab = Lab(lab_dir or default_lab_dir())
+    the_lab = _lab(lab_dir)
     if not the_lab.is_running():
         raise LabError(f"the lab in {the_lab.dir} is not running (mailstate lab up --dir {the_lab.dir})")
     click.echo(the_lab.env_script(), nl=False)
