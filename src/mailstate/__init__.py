@@ -1,3 +1,3 @@
-"""mailstate: an agency's official e-mail system as desired state in TOML, reconciled onto OpenLDAP + Dovecot."""
+"""mailstate: an agency's official e-mail as desired state in TOML, reconciled onto OpenLDAP + Dovecot."""
 
 __version__ = "0.1.0"

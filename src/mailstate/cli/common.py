@@ -1,4 +1,4 @@
-"""Shared pieces of the thin CLI: the --state option and the error boundary (MailstateError → message, exit 1)."""
+"""Shared pieces of the thin CLI: the --state option and the error boundary (MailstateError → exit 1)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Back-ends behind one interface (see base.py); registered under the entry-point group `mailstate.providers`."""
+"""Back-ends behind one interface (base.py), registered under the entry-point group `mailstate.providers`."""

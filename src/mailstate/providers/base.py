@@ -71,4 +71,4 @@ def make_provider(name: str, state: State, **kwargs: Any) -> Provider:
     if name not in classes:
         raise ProviderError(f"no provider named {name!r}; registered: {', '.join(sorted(classes)) or 'none'}")
     cls = classes[name]
-    return cls.from_state(state, **kwargs)  # type: ignore[attr-defined, no-any-return]
+    return cls.from_state(state, **kwargs)  # type: ignore[attr-defined]
