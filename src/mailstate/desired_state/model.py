@@ -254,6 +254,27 @@ class Naming(Located):
 _D = 'a duration such as "90 days", "3 months", "1 year"'
 
 
+LifecycleRule = Literal[
+    "suspended",
+    "keep_after_leaving",
+    "lock_after_leaving",
+    "remove_after_leaving",
+    "inactivity",
+    "dissolved",
+    "unused_unit_mailbox",
+]
+DEFAULT_CITATIONS: dict[str, str] = {
+    "suspended": "MOST art.18.4",
+    "keep_after_leaving": "MOST art.18.3",
+    "lock_after_leaving": "MIC art.5.3",
+    "remove_after_leaving": "MOST art.13.2b",
+    "inactivity": "MOST art.13.3",
+    "dissolved": "MOST art.13.1",
+    "unused_unit_mailbox": "BĐ art.5.2",
+}
+"""The article each lifecycle rule cites by default (REGULATIONS.md §3); [lifecycle].cite overrides."""
+
+
 class Lifecycle(Located):
     """When mailboxes are locked and removed (REGULATIONS §3); durations such as "90 days", "3 months"."""
 
@@ -276,6 +297,15 @@ class Lifecycle(Located):
     keep_old_address: DurationField = Field(
         default=Duration(6, "month"), description=f"a changed address keeps receiving as an alias; {_D}"
     )
+    cite: dict[LifecycleRule, Text] = Field(
+        default_factory=dict,
+        description="the article each rule cites in plan reasons, where the agency's own regulation "
+        'differs from the default, e.g. { lock_after_leaving = "QĐ 148/QĐ-SCT art.10.4" }',
+    )
+
+    def citation(self, rule: LifecycleRule) -> str:
+        """The article a plan reason cites for ``rule``: the agency's own, else the default."""
+        return self.cite.get(rule) or DEFAULT_CITATIONS[rule]
 
 
 class PasswordPolicy(Located):

@@ -89,7 +89,7 @@ def decide_person(
 
     if person.suspended:
         locked = True
-        text = f"MOST art.18.4: suspended: {person.suspended}"
+        text = f"{lc.citation('suspended')}: suspended: {person.suspended}"
         reasons.append(text)
         lock_reasons.append(text)
 
@@ -98,28 +98,32 @@ def decide_person(
         remove_on = lc.remove_after_leaving.after(person.left_on)
         if person.keep_after_leaving:
             reasons.append(
-                f"MOST art.18.3: left on {person.left_on.isoformat()} but kept on request "
+                f"{lc.citation('keep_after_leaving')}: left on {person.left_on.isoformat()} "
+                "but kept on request "
                 f"(keep_after_leaving): not locked or removed for leaving"
             )
         elif as_of >= remove_on:
             locked = remove = True
             reasons.append(
-                f"MOST art.13.2b: left on {person.left_on.isoformat()}, "
+                f"{lc.citation('remove_after_leaving')}: left on {person.left_on.isoformat()}, "
                 f"{_ago(lc.remove_after_leaving)} before {as_of.isoformat()}: "
                 f"locked, archived, then removed"
             )
-            lock_reasons.append(f"MIC art.5.3: left on {person.left_on.isoformat()}")
+            lock_reasons.append(
+                f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}"
+            )
         elif as_of >= lock_on:
             locked = True
-            text = f"MIC art.5.3: left on {person.left_on.isoformat()}"
+            text = f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}"
             reasons.append(
                 f"{text}, {_ago(lc.lock_after_leaving)} before {as_of.isoformat()} "
-                f"(removal due {remove_on.isoformat()}, MOST art.13.2b)"
+                f"(removal due {remove_on.isoformat()}, {lc.citation('remove_after_leaving')})"
             )
             lock_reasons.append(text)
         else:
             reasons.append(
-                f"MIC art.5.3: left on {person.left_on.isoformat()}; lock due {lock_on.isoformat()}"
+                f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}; "
+                f"lock due {lock_on.isoformat()}"
             )
 
     if _logins_known(facts):
@@ -135,13 +139,13 @@ def decide_person(
             if as_of >= lc.remove_after_inactivity.after(since):
                 locked = remove = True
                 reasons.append(
-                    f"MOST art.13.3: {what}, {_ago(lc.remove_after_inactivity)}: "
+                    f"{lc.citation('inactivity')}: {what}, {_ago(lc.remove_after_inactivity)}: "
                     "locked, archived, then removed"
                 )
-                lock_reasons.append(f"MOST art.13.3: {what}")
+                lock_reasons.append(f"{lc.citation('inactivity')}: {what}")
             elif as_of >= lc.lock_after_inactivity.after(since):
                 locked = True
-                text = f"MOST art.13.3: {what}"
+                text = f"{lc.citation('inactivity')}: {what}"
                 reasons.append(f"{text}, {_ago(lc.lock_after_inactivity)}")
                 lock_reasons.append(text)
 
@@ -164,14 +168,14 @@ def decide_unit_mailbox(
 
     if unit.dissolved_on is not None and unit.dissolved_on <= as_of:
         locked = True
-        text = f"MOST art.13.1: unit dissolved on {unit.dissolved_on.isoformat()}"
+        text = f"{lc.citation('dissolved')}: unit dissolved on {unit.dissolved_on.isoformat()}"
         lock_reasons.append(text)
         remove_on = lc.remove_after_leaving.after(unit.dissolved_on)
         if as_of >= remove_on:
             remove = True
             reasons.append(
                 f"{text}, {_ago(lc.remove_after_leaving)} before {as_of.isoformat()} "
-                f"(MOST art.13.2b): locked, archived, then removed"
+                f"({lc.citation('remove_after_leaving')}): locked, archived, then removed"
             )
         else:
             reasons.append(f"{text}: locked; archived and removed from {remove_on.isoformat()}")
@@ -184,7 +188,10 @@ def decide_unit_mailbox(
             due = lc.remove_unused_unit_mailbox.after(created)
             if as_of >= due:
                 locked = remove = True
-                text = f"BĐ art.5.2: unit mailbox never used since its creation on {created.isoformat()}"
+                text = (
+                    f"{lc.citation('unused_unit_mailbox')}: unit mailbox never used since its creation "
+                    f"on {created.isoformat()}"
+                )
                 reasons.append(
                     f"{text}, {_ago(lc.remove_unused_unit_mailbox)}: locked, archived, then removed"
                 )
