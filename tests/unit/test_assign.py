@@ -238,3 +238,34 @@ def test_namesake_in_an_earlier_file_gets_next_number(state_dir: Path) -> None:
     ]
     after = snapshot(state_dir)
     assert {k: v for k, v in after.items() if k != "units/a.toml"} == before
+
+
+def test_person_without_id_gets_id_and_address_after_everyone_else(state_dir: Path) -> None:
+    """A namesake added without an id gets the next free number as address and id; nobody is renumbered."""
+    assign(state_dir)  # the existing people get their addresses first
+    before = (state_dir / "units" / "qlcn.toml").read_text(encoding="utf-8")
+    (state_dir / "units" / "qlcn.toml").write_text(
+        before + '\n\n[[person]]\nname  = "Nguyễn Vân Bằng"\ntitle = "Chuyên viên"\n', encoding="utf-8"
+    )
+    result = assign(state_dir)
+    written = {(a.key, a.id, a.address) for a in result.assignments}
+    assert written == {("id", "bangnv3", "bangnv3"), ("address", "bangnv3", "bangnv3@sct.binhdinh.gov.vn")}
+    text = (state_dir / "units" / "qlcn.toml").read_text(encoding="utf-8")
+    assert text.startswith(before)  # everything before the new table is byte-for-byte the same
+    assert text.endswith(
+        '[[person]]\nid    = "bangnv3"\nname  = "Nguyễn Vân Bằng"\n'
+        'address = "bangnv3@sct.binhdinh.gov.vn"\ntitle = "Chuyên viên"\n'
+    )
+    people = tomllib.loads(text)["person"]
+    assert [p["address"].split("@")[0] for p in people[:2]] == ["bangnv", "bangnv2"]
+    assert assign(state_dir).assignments == []  # stable: a second run writes nothing
+
+
+def test_validate_names_the_missing_id_and_the_way_out(state_dir: Path) -> None:
+    """validate refuses a person without an id, pointing at assign, and writes nothing."""
+    path = state_dir / "units" / "vp.toml"
+    path.write_bytes(path.read_bytes() + b'\r\n[[person]]\r\nname = "Phan Thanh B\xc3\xacnh"\r\n')
+    result = CliRunner().invoke(cli, ["validate", "--state", str(state_dir)])
+    assert result.exit_code == 1
+    assert "vp.toml:9: person.id: missing required field 'id'" in result.output
+    assert "mailstate assign" in result.output

@@ -26,7 +26,7 @@ from typing import Any
 import tomlkit
 
 from mailstate.desired_state.loader import Document, KeyPath, read_documents
-from mailstate.desired_state.model import State
+from mailstate.desired_state.model import ID_RE, State
 from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
 from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, Problem, ValidationError
@@ -49,9 +49,11 @@ class Assignment:
     address: str
     file: str
     line: int
+    key: str = "address"
+    """The key written: ``address``, or ``id`` for a person written without one (``address`` holds the id)."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.kind} {self.id}: address = {self.address}"
+        return f"{self.file}:{self.line}: {self.kind} {self.id}: {self.key} = {self.address}"
 
 
 @dataclass
@@ -67,11 +69,15 @@ class AssignResult:
         return bool(self.assignments)
 
     def summary(self, check: bool = False) -> str:
-        n, f = len(self.assignments), len(self.texts)
-        if not n:
-            return "nothing to assign: every person, unit and group has its address"
+        ids = sum(1 for a in self.assignments if a.key == "id")
+        n, f = len(self.assignments) - ids, len(self.texts)
+        if not n and not ids:
+            return "nothing to assign: every person, unit and group has its id and address"
         verb = "would assign" if check else "assigned"
-        return f"{verb} {n} address{'es' if n != 1 else ''} in {f} file{'s' if f != 1 else ''}"
+        what = f"{n} address{'es' if n != 1 else ''}"
+        if ids:
+            what += f" and {ids} id{'s' if ids != 1 else ''}"
+        return f"{verb} {what} in {f} file{'s' if f != 1 else ''}"
 
 
 class AssignError(MailstateError):
@@ -134,57 +140,91 @@ def _insertion_line(doc: Document, lines: list[str], path: KeyPath) -> int | Non
     return None
 
 
-def _address_line(anchor: str, address: str, eol: str) -> str:
-    """``address = "…"`` indented and aligned like the anchor line (``name   = …`` → ``address = …``)."""
-    m = _KEY_RE.match(anchor)
-    assert m is not None
+def _key_line(anchor: str | None, key: str, value: str, eol: str) -> str:
+    """``key = "…"`` indented and aligned like the anchor line (``name   = …`` → ``address = …``)."""
+    m = _KEY_RE.match(anchor) if anchor is not None else None
+    if m is None:
+        return f"{key} = {tomlkit.string(value).as_string()}{eol}"
     width = len(m["key"]) + len(m["pad"])
-    key = "address".ljust(width) if width > len("address") else "address "
-    return f"{m['indent']}{key}={m['after'] or ' '}{tomlkit.string(address).as_string()}{eol}"
+    padded = key.ljust(width) if width > len(key) else key + " "
+    return f"{m['indent']}{padded}={m['after'] or ' '}{tomlkit.string(value).as_string()}{eol}"
 
 
-def _expected(data: dict[str, Any], edits: list[tuple[KeyPath, str]]) -> dict[str, Any]:
+Edit = tuple[KeyPath, str, str]
+"""(table path, key, value): one ``key = "value"`` line to add to a table."""
+
+
+def _expected(data: dict[str, Any], edits: list[Edit]) -> dict[str, Any]:
     expected = copy.deepcopy(data)
-    for path, address in edits:
+    for path, key, value in edits:
         table: Any = expected
-        for key in path:
-            table = table[key]
-        table["address"] = address
+        for part in path:
+            table = table[part]
+        table[key] = value
     return expected
 
 
-def _edit_lines(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict[KeyPath, int]] | None:
-    """Insert one line per edit; return the new text and each edit's new 1-based line, or None if unsafe."""
+def _header_line(doc: Document, lines: list[str], path: KeyPath) -> int | None:
+    """0-based index of the ``[[person]]`` header line of the table at ``path``, if it is one."""
+    pos = doc.positions.get(path)
+    if pos is None:
+        return None
+    idx = pos.line - 1
+    if 0 <= idx < len(lines) and lines[idx].strip().startswith("[["):
+        return idx
+    return None
+
+
+def _edit_lines(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPath, str], int]] | None:
+    """Insert one line per edit; return the new text and each edit's new 1-based line, or None if unsafe.
+
+    ``address`` goes right after the table's ``name`` (or ``id``); ``id`` right after its ``[[…]]`` header,
+    aligned like the table's ``name`` line."""
     lines = doc.text.splitlines(keepends=True)
     eol = "\r\n" if "\r\n" in doc.text else "\n"
-    inserts: list[tuple[int, KeyPath, str]] = []
-    for path, address in edits:
-        idx = _insertion_line(doc, lines, path)
+    inserts: list[tuple[int, int, KeyPath, str, str, str | None]] = []
+    for path, key, value in edits:
+        anchor_idx = _insertion_line(doc, lines, path)
+        if key == "id":
+            idx = _header_line(doc, lines, path)
+            order = 0
+        else:
+            idx, order = anchor_idx, 1
         if idx is None:
             return None
-        inserts.append((idx, path, address))
-    inserts.sort(key=lambda t: t[0])
+        inserts.append((idx, order, path, key, value, lines[anchor_idx] if anchor_idx is not None else None))
+    inserts.sort(key=lambda t: (t[0], t[1]))
     new_lines = list(lines)
-    where: dict[KeyPath, int] = {}
-    for shift, (idx, path, address) in enumerate(inserts):
-        anchor = lines[idx]
-        if not anchor.endswith(("\n", "\r")):  # the last line of a file without a final newline
-            new_lines[idx + shift] = anchor + eol
-        new_lines.insert(idx + shift + 1, _address_line(anchor, address, eol))
-        where[path] = idx + shift + 2
+    where: dict[tuple[KeyPath, str], int] = {}
+    for shift, (idx, _, path, key, value, anchor) in enumerate(inserts):
+        line = lines[idx]
+        if not line.endswith(("\n", "\r")):  # the last line of a file without a final newline
+            new_lines[idx + shift] = line + eol
+        new_lines.insert(idx + shift + 1, _key_line(anchor, key, value, eol))
+        where[(path, key)] = idx + shift + 2
+    # a later insertion above an earlier one shifts it: recompute from the final text
+    if len(where) > 1:
+        final = "".join(new_lines).splitlines()
+        for (path, key), _ in list(where.items()):
+            value = next(v for p, k, v in edits if p == path and k == key)
+            needle = tomlkit.string(value).as_string()
+            where[(path, key)] = next(
+                (i for i, ln in enumerate(final, 1) if ln.lstrip().startswith(key) and needle in ln),
+                where[(path, key)],
+            )
     return "".join(new_lines), where
 
 
-def _edit_tomlkit(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict[KeyPath, int]]:
+def _edit_tomlkit(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPath, str], int]]:
     """Fallback for tables a line cannot be inserted into (inline tables …): tomlkit adds the key."""
     tk = tomlkit.parse(doc.text)
-    for path, address in edits:
+    for path, key, value in edits:
         table: Any = tk
-        for key in path:
-            table = table[key]
-        table["address"] = address
+        for part in path:
+            table = table[part]
+        table[key] = value
     text = tomlkit.dumps(tk)
-    where = {path: _find_line(text, address) for path, address in edits}
+    where = {(path, key): _find_line(text, value) for path, key, value in edits}
     return text, where
 
 
@@ -196,7 +236,7 @@ def _find_line(text: str, address: str) -> int:
     return 0
 
 
-def _rewrite(doc: Document, edits: list[tuple[KeyPath, str]]) -> tuple[str, dict[KeyPath, int]]:
+def _rewrite(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPath, str], int]]:
     expected = _expected(doc.data, edits)
     for editor in (_edit_lines, _edit_tomlkit):
         got = editor(doc, edits)
@@ -257,10 +297,50 @@ def read_live_addresses(state: State) -> dict[str, str]:
     return live_addresses_of(snapshots.values())
 
 
+PROVISIONAL_ID = "zzzz-new-{:05d}"
+"""Stands in, while addresses are derived, for a person written without an id (sorts after real ids, so
+people who already have an id are numbered first)."""
+
+
+def _provisional_ids(docs: list[Document]) -> dict[str, tuple[Document, KeyPath]]:
+    """Give every ``[[person]]`` written without ``id`` a provisional id (in place, in the parsed data)."""
+    out: dict[str, tuple[Document, KeyPath]] = {}
+    for doc in docs:
+        people = doc.data.get("person")
+        if not isinstance(people, list):
+            continue
+        for i, table in enumerate(people):
+            if isinstance(table, dict) and "id" not in table and isinstance(table.get("name"), str):
+                pid = PROVISIONAL_ID.format(len(out) + 1)
+                table["id"] = pid
+                out[pid] = (doc, ("person", i))
+    return out
+
+
+def _new_ids(provisional: Mapping[str, object], addresses: Addresses, state: State) -> dict[str, str]:
+    """provisional id → the person's id: the local part of the derived address (DESIGN §3), made unique."""
+    used = set(state.units) | set(state.groups) | (set(state.people) - set(provisional))
+    out: dict[str, str] = {}
+    for pid in sorted(provisional):
+        address = addresses.people.get(pid)
+        if address is None:
+            continue
+        base = address.split("@", 1)[0]
+        if not ID_RE.match(base):
+            base = re.sub(r"[^a-z0-9._-]", "", base.lower()).lstrip("0123456789._-") or "person"
+        new, k = base, 2
+        while new in used:
+            new, k = f"{base}-{k}", k + 1
+        used.add(new)
+        out[pid] = new
+    return out
+
+
 def plan_assign(
     root: Path, live: Mapping[str, str] | None = None, *, read_live: bool = False
 ) -> AssignResult:
-    """Load and validate the state under ``root``, derive addresses, and compute the new file texts.
+    """Load and validate the state under ``root``, derive addresses (and the ids of people written
+    without one), and compute the new file texts.
 
     ``live`` (address → owner) or ``read_live`` (read them from the directory) keeps every address in use
     live from being handed to anyone else. Writes nothing. Raises ``ValidationError`` (bad state, bad
@@ -270,13 +350,14 @@ def plan_assign(
     docs, problems = read_documents(root)  # read once: the same texts are validated and rewritten
     if problems or not docs:
         raise ValidationError(problems)
+    provisional = _provisional_ids(docs)
     state, problems = build_state(root, docs)
     if problems or state is None:
         raise ValidationError(problems)
     if read_live:
         live = {**read_live_addresses(state), **(live or {})}
     addresses = derive_addresses(state, live)
-    return plan_edits(docs, addresses, _pinned(state))
+    return plan_edits(docs, addresses, _pinned(state), _new_ids(provisional, addresses, state))
 
 
 def _pinned(state: State) -> set[tuple[Kind, str]]:
@@ -288,16 +369,21 @@ def _pinned(state: State) -> set[tuple[Kind, str]]:
 
 
 def plan_edits(
-    docs: list[Document], addresses: Addresses, pinned: set[tuple[Kind, str]] | None = None
+    docs: list[Document],
+    addresses: Addresses,
+    pinned: set[tuple[Kind, str]] | None = None,
+    new_ids: Mapping[str, str] | None = None,
 ) -> AssignResult:
-    """The edits that write every unpinned address of ``addresses`` into ``docs`` (pure: no I/O)."""
+    """The edits that write every unpinned address of ``addresses`` (and each new person's id, from
+    ``new_ids``: provisional id → id) into ``docs`` (pure: no I/O)."""
     pinned = pinned or set()
+    new_ids = new_ids or {}
     wanted = {(k, i): a for k, i, a in addresses.unpinned() if (k, i) not in pinned}
     result = AssignResult()
     problems: list[Problem] = []
     found: set[tuple[Kind, str]] = set()
     for doc in docs:
-        edits: list[tuple[KeyPath, str]] = []
+        edits: list[Edit] = []
         who: dict[KeyPath, tuple[Kind, str]] = {}
         for obj_key, path in _tables(doc).items():
             address = wanted.get(obj_key)
@@ -309,15 +395,19 @@ def plan_edits(
             if "address" in table:
                 continue
             found.add(obj_key)
-            edits.append((path, address))
-            who[path] = obj_key
+            kind, id_ = obj_key
+            if kind == "person" and id_ in new_ids:
+                edits.append((path, "id", new_ids[id_]))
+                id_ = new_ids[id_]
+            edits.append((path, "address", address))
+            who[path] = (kind, id_)
         if not edits:
             continue
         text, where = _rewrite(doc, edits)
         result.texts[doc.rel] = text
-        for path, address in edits:
+        for path, key, value in edits:
             kind, id_ = who[path]
-            result.assignments.append(Assignment(kind, id_, address, doc.rel, where[path]))
+            result.assignments.append(Assignment(kind, id_, value, doc.rel, where[(path, key)], key))
     for kind, id_ in sorted(set(wanted) - found):
         problems.append(Problem("<state>", 0, kind, f"{kind} {id_!r}: no table to write its address into"))
     if problems:

@@ -250,6 +250,8 @@ def pydantic_problems(
                 msg += f" (valid fields: {', '.join(valid)})"
         elif typ == "missing":
             msg = f"missing required field '{name}'"
+            if name == "id" and table == "person":
+                msg += " (write id = \"…\", or run `mailstate assign` to derive it from the name)"
         elif typ == "string_pattern_mismatch":
             pattern = str(ctx.get("pattern", ""))
             shown = f"'{value}' " if show else ""
