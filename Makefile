@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: deps venv
+test: deps venv lint
 	$(VENV)/bin/pytest -q
 
 unit: venv
