@@ -265,7 +265,9 @@ def live_addresses_of(snapshots: Iterable[Snapshot]) -> dict[str, str]:
                 aliases.append((str(rec.key), str(rec.attrs.get("target") or "")))
                 continue
             owner = _LIVE_OWNER.get(rec.kind, "") + str(rec.key) if rec.kind in _LIVE_OWNER else None
-            for address in (rec.attrs.get("address"), *(rec.attrs.get("aliases") or ())):
+            primary = rec.attrs.get("address")  # a tuple when the entry holds several `mail` values
+            primaries = primary if isinstance(primary, tuple) else (primary,)
+            for address in (*primaries, *(rec.attrs.get("aliases") or ())):
                 if address:
                     if owner is None:
                         unknown.append((str(address), f"{rec.kind}/{rec.key}"))

@@ -142,6 +142,24 @@ def _one(e: Entry, name: str) -> str | None:
     return values[0] if values else None
 
 
+def _single(e: Entry, name: str) -> str | tuple[str, ...] | None:
+    """A field mailstate keeps single-valued: its value, or every distinct value (sorted) when the entry
+    holds several (the schema allows it; mailstate never writes it), so the diff sees the extra value
+    and the update replaces them with the one wanted."""
+    values = sorted(set(e.get(name.lower(), [])))
+    if len(values) > 1:
+        return tuple(values)
+    return values[0] if values else None
+
+
+def _address(e: Entry, name: str) -> str | tuple[str, ...] | None:
+    """An address field (``mail``): lower case; every distinct value (sorted) when there are several."""
+    values = _addrs(e.get(name.lower(), []))
+    if len(values) > 1:
+        return values
+    return values[0] if values else None
+
+
 def _addr(value: str | None) -> str | None:
     return value.strip().lower() if value else None
 
@@ -213,6 +231,12 @@ def rdn_value(dn: str) -> str:
     return unescape_rdn(value.strip(" ") if not value.endswith("\\ ") else value.lstrip(" "))
 
 
+def _aliases(e: Entry, address: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``mailLocalAddress`` minus the address(es) in ``mail``."""
+    mail = set(address) if isinstance(address, tuple) else {address}
+    return tuple(a for a in _addrs(e.get("maillocaladdress", [])) if a not in mail)
+
+
 def _lock(e: Entry) -> tuple[bool, str | None]:
     locked = _one(e, "pwdAccountLockedTime") == LOCKED_TIME
     return locked, _one(e, "mailstateLockReason") if locked else None
@@ -231,20 +255,20 @@ def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     """A person entry (``uid=<id>,ou=people``) as a ``person`` Record."""
     e = normalize(raw)
     key = _one(e, "uid") or rdn_value(dn or "")
-    address = _addr(_one(e, "mail"))
+    address = _address(e, "mail")
     locked, reason = _lock(e)
     unit = _one(e, "departmentNumber")
     attrs: dict[str, Any] = {
-        "name": _one(e, "cn"),
-        "given": _one(e, "givenName"),
-        "family": _one(e, "sn"),
-        "unit": unit,
-        "title": _one(e, "title"),
-        "phone": _one(e, "telephoneNumber"),
-        "mobile": _one(e, "mobile"),
+        "name": _single(e, "cn"),
+        "given": _single(e, "givenName"),
+        "family": _single(e, "sn"),
+        "unit": _single(e, "departmentNumber"),
+        "title": _single(e, "title"),
+        "phone": _single(e, "telephoneNumber"),
+        "mobile": _single(e, "mobile"),
         "backup_email": _addr(_one(e, "mailstateBackupMail")),
         "address": address,
-        "aliases": tuple(a for a in _addrs(e.get("maillocaladdress", [])) if a != address),
+        "aliases": _aliases(e, address),
         "quota": _int(_one(e, "mailstateQuota")),
         "locked": locked,
         "lock_reason": reason,
@@ -256,12 +280,12 @@ def parse_unit_mailbox(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     """A unit mailbox entry (``uid=<unit>,ou=mailboxes``) as a ``unit_mailbox`` Record."""
     e = normalize(raw)
     key = _one(e, "uid") or rdn_value(dn or "")
-    address = _addr(_one(e, "mail"))
+    address = _address(e, "mail")
     locked, reason = _lock(e)
     attrs: dict[str, Any] = {
-        "name": _one(e, "description"),
+        "name": _single(e, "description"),
         "address": address,
-        "aliases": tuple(a for a in _addrs(e.get("maillocaladdress", [])) if a != address),
+        "aliases": _aliases(e, address),
         "quota": _int(_one(e, "mailstateQuota")),
         "locked": locked,
         "lock_reason": reason,
@@ -274,11 +298,11 @@ def parse_unit(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     e = normalize(raw)
     key = rdn_value(dn) if dn else (_one(e, "ou") or "")
     attrs: dict[str, Any] = {
-        "name": _one(e, "description"),
+        "name": _single(e, "description"),
         "parent": _one(e, "mailstateParent"),
         "head": _one(e, "mailstateHead"),
         "delegates": tuple(sorted(set(e.get("mailstatedelegate", [])))),
-        "address": _addr(_one(e, "mail")),
+        "address": _address(e, "mail"),
     }
     return _record("unit", key, attrs, e, key)
 
@@ -288,8 +312,8 @@ def parse_group(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     e = normalize(raw)
     key = rdn_value(dn) if dn else (_one(e, "cn") or "")
     attrs: dict[str, Any] = {
-        "name": _one(e, "displayName"),
-        "address": _addr(_one(e, "mail")),
+        "name": _single(e, "displayName"),
+        "address": _address(e, "mail"),
         "members": tuple(sorted(set(e.get("mailstatemember", [])))),
         "delivers_to": _addrs(e.get("rfc822mailmember", [])),
     }
@@ -343,7 +367,8 @@ def addresses_of(record: Record) -> list[str]:
     """Every address a record takes (its address, its aliases; an alias entry its own old address)."""
     if record.kind == "alias":
         return [record.key]
-    out = [record.attrs.get("address")] + list(record.attrs.get("aliases") or ())
+    address = record.attrs.get("address")
+    out = [*(address if isinstance(address, tuple) else [address]), *(record.attrs.get("aliases") or ())]
     return [a for a in out if a]
 
 

@@ -137,7 +137,9 @@ def _live_addresses_from(live: Mapping[Ref, Record]) -> dict[str, str]:
         if kind not in ("person", "unit_mailbox", "group"):
             continue
         owner = ref_of(kind, key)
-        for a in (rec.attrs.get("address"), *(rec.attrs.get("aliases") or ())):
+        address = rec.attrs.get("address")  # a tuple when the entry holds several `mail` values
+        primaries = address if isinstance(address, tuple) else (address,)
+        for a in (*primaries, *(rec.attrs.get("aliases") or ())):
             if a:
                 out[str(a).lower()] = owner
     return out
@@ -351,6 +353,15 @@ def _project_aliases(
     by_owner: dict[str, set[str]] = {}
     for address, owner in full_live.items():
         by_owner.setdefault(owner, set()).add(address)
+    # An owner read live: only its live primary address (`mail`) is an old address when it changes; a
+    # `mailLocalAddress` with neither `mail` nor an alias entry behind it was not made by mailstate (an old
+    # address it keeps always has its alias entry, created before the owner's address changes), so it
+    # is drift to remove, not an address to keep delivering.
+    for (kind, key), live_rec in live.items():
+        if kind in ("person", "unit_mailbox"):
+            primary = live_rec.attrs.get("address")
+            primaries = primary if isinstance(primary, tuple) else (primary,)
+            by_owner[ref_of(kind, key)] = {str(a).strip().lower() for a in primaries if a}
     live_alias = {k.lower(): r for (kind, k), r in live.items() if kind == "alias"}
     alias_of_owner: dict[str, set[str]] = {}
     alias_of_target: dict[str, set[str]] = {}

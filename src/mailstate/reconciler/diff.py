@@ -399,8 +399,10 @@ def _link(
     address_owner: dict[str, Ref] = {}
     for side in (live, want):
         for ref, rec in side.items():
-            if ref[0] in ("person", "unit_mailbox", "group") and rec.attrs.get("address"):
-                address_owner[str(rec.attrs["address"]).lower()] = ref
+            address = rec.attrs.get("address")  # live: a tuple when the entry holds several `mail` values
+            if ref[0] in ("person", "unit_mailbox", "group") and address:
+                for a in address if isinstance(address, tuple) else (address,):
+                    address_owner[str(a).lower()] = ref
     extra: dict[str, set[str]] = {}
     for ref, cs in by_ref.items():
         found = want.get(ref) or live.get(ref)
@@ -412,7 +414,11 @@ def _link(
                 continue
             for c in cs:
                 for p in pcs:
-                    if c.action not in REMOVAL_ACTIONS and p.action not in REMOVAL_ACTIONS:
+                    if found.kind == "alias" and c.action is Action.CREATE and p.action is Action.UPDATE:
+                        # an old address's alias entry exists before its owner's address changes, so
+                        # an apply stopped in between still knows the old address (desired.py)
+                        extra.setdefault(p.id, set()).add(c.id)
+                    elif c.action not in REMOVAL_ACTIONS and p.action not in REMOVAL_ACTIONS:
                         extra.setdefault(c.id, set()).add(p.id)
                     elif p.action in (Action.DELETE, Action.ARCHIVE) and c.action not in (
                         Action.LOCK, Action.UNLOCK

@@ -1,0 +1,109 @@
+"""Acceptance: an agency nobody wrote a test for (Sở TT&TT Quảng Ngãi: 3-level unit tree, namesakes,
+LDAP-special text, groups nested 3 deep with unit mailboxes in them) applied through the CLI, tampered with behind
+mailstate's back as the rootdn, planned again: exactly the repairs, then converged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
+
+from mailstate.lab import Lab
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "stttt.quangngai.gov.vn"
+AGENCY = Path(__file__).parent / "data" / "accept_reconcile_quangngai"
+MAILSTATE = Path(sys.executable).with_name("mailstate")
+
+
+@pytest.fixture
+def qn(lab_for: Callable[..., Lab], tmp_path: Path) -> tuple[Lab, Path, dict[str, str]]:
+    """A reset lab for the agency, a copy of its state and the environment `mailstate lab env` gives."""
+    lab = lab_for(DOMAIN)
+    lab.reset()
+    state = tmp_path / "state"
+    shutil.copytree(AGENCY, state)
+    env = {**os.environ, **lab.env(), "MAILSTATE_HOME": str(tmp_path / "home")}
+    return lab, state, env
+
+
+def ms(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MAILSTATE), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def plan_json(env: dict[str, str], state: Path) -> dict:
+    out = ms(env, "plan", "--state", str(state), "--provider", "ldap", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_tampered_directory_plans_exactly_the_repairs(qn: tuple[Lab, Path, dict[str, str]]) -> None:
+    """Hand edits as the rootdn plan exactly their repairs (case-only address changes none, extra values of
+    single-valued fields and stray mailLocalAddress values removed, strays reported), and apply converges."""
+    lab, state, env = qn
+    first = ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert plan_json(env, state)["changes"] == []
+
+    c = lab.ldap(as_="root")
+    base = lab.base_dn
+
+    def person(uid: str) -> str:
+        return f"uid={uid},ou=people,{base}"
+
+    edits = [
+        # a case-only change of an address is no change (mail and mailLocalAddress match case-insensitively)
+        (person("anhnt"), {"mail": [(MODIFY_REPLACE, ["AnhNT@STTTT.QuangNgai.gov.vn"])],
+                           "mailLocalAddress": [(MODIFY_REPLACE, ["ANHNT@stttt.quangngai.gov.vn"])]}),
+        (person("hoatt"), {"title": [(MODIFY_REPLACE, ["Văn thư"])]}),
+        (person("tuanh"), {"mail": [(MODIFY_REPLACE, ["tuan.h@stttt.quangngai.gov.vn"])]}),
+        (person("khoadm"), {"mailLocalAddress": [(MODIFY_ADD, ["hacker@evil.example"])]}),
+        (person("tinlv"), {"telephoneNumber": [(MODIFY_ADD, ["0255 999 999"])]}),
+        (person("hungpq2"), {"title": [(MODIFY_ADD, ["Quyền Giám đốc"])]}),
+        (person("hoatt2"), {"pwdAccountLockedTime": [(MODIFY_DELETE, [])]}),
+        (f"cn=lanhdao,ou=groups,{base}", {"mailstateMember": [(MODIFY_DELETE, ["tinlv2"])],
+                                           "rfc822MailMember": [(MODIFY_DELETE, ["tinlv2@" + DOMAIN])]}),
+    ]
+    for dn, change in edits:
+        assert c.modify(dn, change), (dn, c.result)
+    # value order and letter case of a multi-valued address attribute: no change
+    c.search(f"cn=toanso,ou=groups,{base}", "(objectClass=*)", attributes=["rfc822MailMember"])
+    members = list(c.entries[0].rfc822MailMember.values)
+    assert c.modify(f"cn=toanso,ou=groups,{base}",
+                    {"rfc822MailMember": [(MODIFY_REPLACE, [m.upper() for m in reversed(members)])]})
+    assert c.delete(person("baotq"))
+    assert c.add(person("stray"), ["inetOrgPerson"], {"cn": "Kẻ Lạ", "sn": "Lạ", "mail": "stray@" + DOMAIN})
+
+    plan = plan_json(env, state)
+    got = {(ch["action"], ch["kind"], ch["key"]) for ch in plan["changes"]}
+    assert got == {
+        ("update", "person", "hoatt"), ("update", "person", "tuanh"), ("create", "alias", "tuan.h@" + DOMAIN),
+        ("update", "person", "khoadm"), ("update", "person", "tinlv"), ("update", "person", "hungpq2"),
+        ("lock", "person", "hoatt2"), ("update", "group", "lanhdao"), ("create", "person", "baotq"),
+    }
+    by_key = {(ch["kind"], ch["key"]): ch for ch in plan["changes"]}
+    assert by_key[("person", "khoadm")]["after"]["aliases"] in ([], None)
+    assert by_key[("person", "tinlv")]["after"]["phone"] == "0255 3822 001"
+    assert [u["key"] for u in plan["unlisted"]] == ["stray"]
+    # the old address's alias exists before the owner's address moves (an apply stopped between keeps it)
+    ids = [ch["id"] for ch in plan["changes"]]
+    alias_id = by_key[("alias", "tuan.h@" + DOMAIN)]["id"]
+    assert ids.index(alias_id) < ids.index(by_key[("person", "tuanh")]["id"])
+
+    second = ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert plan_json(env, state)["changes"] == []
+    c.search(person("tinlv"), "(objectClass=*)", attributes=["telephoneNumber"])
+    assert c.entries[0].telephoneNumber.values == ["0255 3822 001"]
+    c.search(person("khoadm"), "(objectClass=*)", attributes=["mailLocalAddress"])
+    assert [v.lower() for v in c.entries[0].mailLocalAddress.values] == ["khoadm@" + DOMAIN]
+    c.search(f"ou=people,{base}", "(uid=stray)", attributes=["uid"])
+    assert len(c.entries) == 1  # reported, never deleted
