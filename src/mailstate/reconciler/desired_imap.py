@@ -151,7 +151,7 @@ def project_imap(state: State, as_of: date) -> Desired:
         )
 
     # Access grants.
-    ended: dict[tuple[str, str, str], tuple[str, Source | None]] = {}
+    ended: dict[tuple[str, str, str], tuple[str, Source | None, str]] = {}
     for grant in state.access_grants:
         logins = expand_refs([grant.to], state.groups)
         if grant.until >= as_of:
@@ -173,6 +173,7 @@ def project_imap(state: State, as_of: date) -> Desired:
                         f"ended "
                         f"{grant.until.isoformat()} ({grant.reason}); {grant.source}",
                         grant.source,
+                        rights_letters(grant.rights),
                     )
 
     for acl in acls.values():
@@ -190,9 +191,14 @@ def project_imap(state: State, as_of: date) -> Desired:
             "imap",
             acl.unit,
         )
-        out.add(rec, acl.reasons(), acl.source)
+        reasons = acl.reasons()
+        gone = ended.get((acl.ref, acl.folder, acl.login))
+        if gone and not set(gone[2]) <= acl.rights:
+            # the login keeps rights from another source, but fewer: the ended grant explains the cut
+            reasons.append(gone[0])
+        out.add(rec, reasons, acl.source)
 
-    for (ref, folder, login), (reason, source) in ended.items():
+    for (ref, folder, login), (reason, source, _letters) in ended.items():
         k = ("acl", acl_key(ref, folder, login))
         if k not in out.records:
             out.remove(k, [reason], source)

@@ -1,0 +1,49 @@
+"""Acceptance checks of the IMAP projection (pure): what a reviewer reads in a plan about ending grants."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from mailstate.desired_state.model import AccessGrant, Organization, Person, State, Unit
+from mailstate.providers.imap import RIGHTS
+from mailstate.reconciler.desired_imap import project_imap
+
+
+def _state() -> State:
+    st = State(root=Path("."), organization=Organization(name="Sở NN", domain="snn.quangtri.gov.vn"))
+    st.units["kh"] = Unit(id="kh", name="Phòng Kế hoạch", head="ducle", delegates=["namnh"])
+    for pid in ("ducle", "namnh"):
+        st.people[pid] = Person(id=pid, name=f"Người {pid}", unit="kh")
+    st.access_grants.append(
+        AccessGrant(
+            mailbox="unit:kh", to="namnh", rights="full", until=date(2026, 12, 15), reason="Quyền tạm thời"
+        )
+    )
+    return st
+
+
+def test_ended_grant_is_cited_when_the_login_keeps_fewer_rights() -> None:
+    """A delegate whose `full` grant ended is cut back to delegate rights; the plan cites the ended grant."""
+    d = project_imap(_state(), date(2026, 12, 20))
+    ref = ("acl", "unit:kh/INBOX#namnh")
+    assert d.records[ref].attrs["rights"] == RIGHTS["delegate"]
+    assert any("MOST art.18.9" in r and "2026-12-15" in r and "Quyền tạm thời" in r for r in d.reasons[ref])
+
+
+def test_running_grant_is_not_cited_as_ended() -> None:
+    """While the grant runs, the delegate has full rights and no reason speaks of an ended grant."""
+    d = project_imap(_state(), date(2026, 12, 15))
+    ref = ("acl", "unit:kh/INBOX#namnh")
+    assert d.records[ref].attrs["rights"] == RIGHTS["full"]
+    assert not any("ended" in r for r in d.reasons[ref])
+
+
+def test_ended_grant_inside_other_rights_is_not_cited() -> None:
+    """An ended read grant to someone who keeps delegate rights (a superset) adds no reason."""
+    st = _state()
+    st.access_grants[0] = AccessGrant(
+        mailbox="unit:kh", to="namnh", rights="read", until=date(2026, 12, 15), reason="Đọc tạm"
+    )
+    d = project_imap(st, date(2026, 12, 20))
+    assert not any("ended" in r for r in d.reasons[("acl", "unit:kh/INBOX#namnh")])
