@@ -1,0 +1,97 @@
+"""Acceptance: each example agency, on a fresh lab of its own through `mailstate lab env`, with every provider
+(LDAP, IMAP, SSH): plan, apply, a second plan and a second apply do nothing; the lifecycle plan of a later
+date cites an article for every lock and removal; no secret in any output, journal, audit log or plan."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailstate.lab import Lab
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+MAILSTATE = Path(sys.executable).with_name("mailstate")
+NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "mailstate.toml").is_file())
+
+
+@pytest.fixture(params=NAMES)
+def example(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], Lab]]:
+    """A copy of one example, a fresh lab started for it (stopped afterwards), and its `lab env`."""
+    state = tmp_path / "state"
+    shutil.copytree(EXAMPLES / request.param, state)
+    shm = Path("/dev/shm")
+    root = Path(tempfile.mkdtemp(prefix="mailstate-lab-", dir=shm if os.access(shm, os.W_OK) else None))
+    root.chmod(0o711)
+    org = tomllib.loads((state / "mailstate.toml").read_text(encoding="utf-8"))["organization"]
+    lab = Lab(root / "lab", die_with_parent=True)  # its servers die with pytest if it is killed
+    try:
+        lab.up(domain=org["domain"], org_name=org["name"])
+        env_text = subprocess.run([str(MAILSTATE), "lab", "env", "--dir", str(lab.dir)],
+                                  capture_output=True, text=True, check=True).stdout
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_")}
+        for line in env_text.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip("'\"")
+        env["MAILSTATE_HOME"] = str(tmp_path / "home")
+        yield state, env, lab
+    finally:
+        lab.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_example_applies_and_converges_with_every_provider(
+    example: tuple[Path, dict[str, str], Lab], tmp_path: Path
+) -> None:
+    """plan exits 2, apply --yes 0, then plan exits 0 and apply has nothing to do; a later date's locks and
+    removals each cite an article; no lab password or initial password is written anywhere but its file."""
+    state, env, lab = example
+
+    def ms(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(MAILSTATE), *args, "--state", str(state)], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    first = ms("plan", "--detailed-exitcode", "--out", str(tmp_path / "plan.json"))
+    assert first.returncode == 2, first.stdout + first.stderr
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert {c["provider"] for c in plan["changes"]} >= {"ldap", "imap"}
+    applied = ms("apply", str(tmp_path / "plan.json"))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    second = ms("plan", "--detailed-exitcode", "--format", "json")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert json.loads(second.stdout)["changes"] == []
+    again = ms("apply", "--yes")
+    assert again.returncode == 0 and "nothing to apply" in again.stdout, again.stdout + again.stderr
+
+    later = ms("plan", "--as-of", "2028-01-01", "--format", "json")
+    assert later.returncode == 0, later.stderr
+    removals = [c for c in json.loads(later.stdout)["changes"]
+                if c["action"] in ("lock", "archive", "delete", "revoke")]
+    assert removals
+    for c in removals:
+        assert any(re.search(r"art\.\s*\d|§\d", r) for r in c["reasons"]), c
+    md = ms("plan", "--as-of", "2028-01-01", "--format", "markdown")
+    assert md.returncode == 0 and len(md.stdout) <= 65536, md.stderr
+
+    home = Path(env["MAILSTATE_HOME"])
+    [pw_file] = list(home.rglob("initial-passwords-*.tsv"))
+    assert pw_file.stat().st_mode & 0o077 == 0
+    secrets = [line.split("\t")[2] for line in pw_file.read_text().splitlines()]
+    secrets += [lab.secret(n) for n in ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")]
+    texts = [first.stdout, first.stderr, applied.stdout, applied.stderr, second.stdout, later.stdout]
+    texts += [md.stdout, (tmp_path / "plan.json").read_text()]
+    texts += [p.read_text() for p in home.rglob("*.jsonl")]
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
