@@ -33,10 +33,10 @@ lint: venv
 	$(VENV)/bin/mypy
 
 demo: deps venv
-	@bash scripts/demo.sh $(EXAMPLE) $(LABDIR)
+	@bash scripts/demo.sh "$(EXAMPLE)" "$(LABDIR)"
 
 demo-down: venv
-	-$(VENV)/bin/mailstate lab down --dir $(LABDIR)
+	-$(VENV)/bin/mailstate lab down --dir "$(LABDIR)"
 
 bench: deps venv
 	$(PY) bench/run.py

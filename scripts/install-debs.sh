@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the lab needs (slapd, ldap-utils, dovecot-imapd, dovecot-ldap,
-# openssh-server, openssl) without starting the system's own daemons. Idempotent: does nothing when all
+# openssh-server, openssl), and python3-venv (a fresh Debian 12 cannot `python3 -m venv` without it),
+# without starting the system's own daemons. Idempotent: does nothing when all
 # are installed. If a package's postinst started a system daemon anyway (no policy-rc.d honoured),
 # that daemon is stopped again — only one this run started, never one that was running before.
 set -euo pipefail
-PKGS=(slapd ldap-utils dovecot-imapd dovecot-ldap openssh-server openssh-client openssl)
+PKGS=(slapd ldap-utils dovecot-imapd dovecot-ldap openssh-server openssh-client openssl python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,8 +41,10 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 
 echo "installing: ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# `env` inside sudo: sudo drops DEBIAN_FRONTEND from the environment, and slapd's debconf would then ask
+# for an admin password interactively in the middle of `make demo`.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 # Stop what this install started despite policy-rc.d (the lab runs its own instances, unprivileged).
 for entry in $(daemon_pids); do

@@ -333,7 +333,7 @@ def test_cli_up_env_status_down_beside_another_lab(lab: Lab) -> None:
         assert not [p for p in pids if Path(f"/proc/{p}").exists() and _proc.alive(p)]
         res = subprocess.run([*mailstate, "lab", "status", "--dir", str(lab_dir)], capture_output=True,
                              text=True, timeout=30)
-        assert res.returncode == 1 and "DOWN" in res.stdout
+        assert res.returncode == 1 and "stopped" in res.stdout
     finally:
         Lab(lab_dir).down()
         shutil.rmtree(root, ignore_errors=True)

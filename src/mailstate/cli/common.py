@@ -46,6 +46,12 @@ def errors_to_exit(fn: F) -> F:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # The reader went away (`mailstate lab status | head -1`): stop quietly, like any Unix tool,
+            # and keep Python from complaining again when it flushes stdout at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(1)
         except click.ClickException:
             raise
         except click.exceptions.Abort:

@@ -94,8 +94,9 @@ def down(lab_dir: Path | None) -> None:
     if not the_lab.state_file.exists():
         click.echo(f"no lab in {the_lab.dir}")
         return
+    was_running = bool(the_lab.info.get("pids"))
     the_lab.down()
-    click.echo(f"lab down: {the_lab.dir}")
+    click.echo(f"lab down: {the_lab.dir}" + ("" if was_running else " (nothing was running)"))
 
 
 @lab.command("status")
@@ -108,6 +109,10 @@ def status(lab_dir: Path | None, as_json: bool) -> None:
     info, st = the_lab.info, the_lab.status()
     if as_json:
         click.echo(json.dumps({"info": info, "status": st}, indent=2, ensure_ascii=False))
+    elif not info.get("pids"):
+        when = f" since {info['stopped_at']}" if info.get("stopped_at") else ""
+        click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}): stopped{when}, nothing runs "
+                   f"(start it with: mailstate lab up --dir {the_lab.dir})")
     else:
         click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}), servers run as {info['user']}")
         for name, s in st.items():

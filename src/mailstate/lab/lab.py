@@ -8,6 +8,7 @@ as ourselves otherwise — never as root.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -37,6 +38,7 @@ _DOMAIN = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
 SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd")
 READY_TIMEOUT = 10.0
+LOCK_TIMEOUT = 60.0
 FAST_RESET_ABOVE = 300
 """reset() restarts slapd on an empty database when more entries than this are to be deleted."""
 # Sub-directories `up` (re)creates; nothing else in DIR is ever touched.
@@ -110,12 +112,36 @@ class Lab:
 
         Ports are chosen free just before the servers bind them; if another process takes one in between
         (another lab starting at the same moment), the start is retried once with new ports."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            try:
+                return self._up(domain, org_name, base_dn, services)
+            except LabError as exc:
+                if "already in use" not in str(exc):
+                    raise
+                return self._up(domain, org_name, base_dn, services)
+
+    @contextlib.contextmanager
+    def _locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+        """Hold an exclusive lock on DIR (flock of the directory itself, nothing written) while `up` or
+        `down` works: two `up` at once on one directory would otherwise both start servers and one set of
+        them would be lost from lab.json, never to be stopped. A second caller waits, then sees the first's
+        result (a running lab: `up` refuses)."""
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            return self._up(domain, org_name, base_dn, services)
-        except LabError as exc:
-            if "already in use" not in str(exc):
-                raise
-            return self._up(domain, org_name, base_dn, services)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"another `mailstate lab` command has been working on {self.dir} for "
+                                       f"{timeout:.0f} s; try again when it is done") from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
             ) -> dict[str, Any]:
@@ -127,18 +153,14 @@ class Lab:
             raise LabError(f"a lab already runs in {self.dir}; stop it first with "
                            f"`mailstate lab down --dir {self.dir}`")
         domain = domain.strip().lower()
-        if not _DOMAIN.fullmatch(domain):
+        if not _DOMAIN.fullmatch(domain) or len(domain) > 253:
             raise LabError(f"not a domain name: {domain!r} (e.g. sct.binhdinh.gov.vn)")
         org_name = unicodedata.normalize("NFC", org_name) if org_name else None
         base = base_dn or base_dn_of(domain)
+        slapd.base_entry(base, org_name or domain)  # an unusable suffix is refused before anything starts
         user = _proc.lab_user()
         self._prepare_dir(user)
         ports = dict(zip(("ldap", "ldaps", "imaps", "ssh"), _proc.free_ports(4), strict=True))
-        pw = {k: secrets.token_urlsafe(18) for k in SECRET_NAMES}
-        _write(self.dir / "secrets" / "passwords.json", json.dumps(pw, indent=2) + "\n", 0o600)
-        make_tls(self.dir / "tls" / "ca.pem", self.dir / "secrets" / "ca.key",
-                 self.dir / "tls" / "server.pem", self.dir / "tls" / "server.key", label=domain)
-        _proc.chown(self.dir / "tls" / "server.key", user)
         info: dict[str, Any] = {
             "version": 1,
             "domain": domain,
@@ -157,10 +179,18 @@ class Lab:
                 "policy": slapd.policy_dn(base),
             },
         }
-        timings: dict[str, float] = {"prepare": round(time.monotonic() - t0, 3)}
+        timings: dict[str, float] = {}
         info["timings"] = timings
+        # lab.json first: whatever fails after this point, the directory is a (stopped) lab that the next
+        # `up` reuses and `down` understands — never a half-written directory that `up` refuses.
         self._save(info)
         try:
+            pw = {k: secrets.token_urlsafe(18) for k in SECRET_NAMES}
+            _write(self.dir / "secrets" / "passwords.json", json.dumps(pw, indent=2) + "\n", 0o600)
+            make_tls(self.dir / "tls" / "ca.pem", self.dir / "secrets" / "ca.key",
+                     self.dir / "tls" / "server.pem", self.dir / "tls" / "server.key", label=domain)
+            _proc.chown(self.dir / "tls" / "server.key", user)
+            timings["prepare"] = round(time.monotonic() - t0, 3)
             t = time.monotonic()
             self._start_slapd(info, pw, user)
             timings["slapd_config_and_start"] = round(time.monotonic() - t, 3)
@@ -173,7 +203,7 @@ class Lab:
             self._wait_ready(info, pw)
         except BaseException:
             with contextlib.suppress(Exception):
-                self.down()
+                self._down()
             raise
         info["up_seconds"] = round(time.monotonic() - t0, 3)
         info["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -385,7 +415,13 @@ class Lab:
         """Stop exactly the processes this lab started (by pid and start time), wait until none is left."""
         if not self.state_file.exists():
             return
+        with self._locked():
+            self._down()
+
+    def _down(self) -> None:
         info = self.info
+        if not info["pids"]:
+            return  # already down: keep the recorded stopped_at
         errors: list[str] = []
         for name in reversed(list(info["pids"])):
             entry = info["pids"][name]

@@ -5,8 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from importlib.resources import files
 from pathlib import Path
+
+from ldap3.core.exceptions import LDAPInvalidDnError
+from ldap3.utils.dn import parse_dn
+
+from mailstate.errors import LabError
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
 SHIPPED_SCHEMAS = ("core", "cosine", "inetorgperson", "nis", "misc")
@@ -151,20 +157,38 @@ ppolicy_use_lockout
 """
 
 
-def _dc(base: str) -> str:
-    first = base.split(",", 1)[0]
-    return first.split("=", 1)[1]
+def _first_rdn(base: str) -> tuple[str, str]:
+    """(attribute type in lower case, unescaped value) of the first RDN of the suffix."""
+    try:
+        attr, value, _sep = parse_dn(base)[0]
+    except (LDAPInvalidDnError, IndexError):
+        raise LabError(f"base_dn {base!r}: not a distinguished name") from None
+    return attr.lower(), re.sub(r"\\(.)", r"\1", value)
+
+
+def base_entry(base: str, org_name: str) -> str:
+    """LDIF of the suffix entry, shaped by its first RDN: dc= (dcObject + organization), o= (organization)
+    or ou= (organizationalUnit, the name in description); any other suffix is refused with a clear error."""
+    def b64(value: str) -> str:
+        return base64.b64encode(value.encode()).decode()
+
+    attr, value = _first_rdn(base)
+    head = f"dn: {base}\nobjectClass: top\n"
+    if attr == "dc":
+        return head + f"objectClass: dcObject\nobjectClass: organization\ndc: {value}\no:: {b64(org_name)}\n"
+    if attr == "o":
+        names = [value] + ([org_name] if org_name.lower() != value.lower() else [])
+        return head + "objectClass: organization\n" + "".join(f"o:: {b64(n)}\n" for n in names)
+    if attr == "ou":
+        return (head + f"objectClass: organizationalUnit\nou:: {b64(value)}\n"
+                f"description:: {b64(org_name)}\n")
+    raise LabError(f"base_dn {base!r}: the lab makes the suffix entry from a dc=, o= or ou= first RDN, "
+                   f"not {attr}=")
 
 
 def bootstrap_ldif(*, base: str, org_name: str, service_pw_hash: str, dovecot_pw_hash: str) -> str:
     """LDIF of the bootstrap entries of docs/ldap.md (loaded with slapadd before slapd starts)."""
-    def b64(value: str) -> str:
-        return base64.b64encode(value.encode()).decode()
-
-    blocks = [
-        f"dn: {base}\nobjectClass: top\nobjectClass: dcObject\nobjectClass: organization\n"
-        f"dc: {_dc(base)}\no:: {b64(org_name)}\n",
-    ]
+    blocks = [base_entry(base, org_name)]
     for c in CONTAINERS:
         blocks.append(f"dn: ou={c},{base}\nobjectClass: top\nobjectClass: organizationalUnit\nou: {c}\n")
     blocks.append(

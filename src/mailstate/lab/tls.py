@@ -35,7 +35,8 @@ def make_tls(ca_cert: Path, ca_key: Path, server_cert: Path, server_key: Path, l
     ca_priv = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mailstate lab"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"mailstate lab CA {label}"),
+        # X.520 caps a CN at 64 characters; a long agency domain is cut (the CN is only a label).
+        x509.NameAttribute(NameOID.COMMON_NAME, f"mailstate lab CA {label}"[:64]),
     ])
     ca = (
         x509.CertificateBuilder()

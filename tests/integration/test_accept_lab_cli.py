@@ -1,0 +1,132 @@
+"""Acceptance of `mailstate lab up|down|status|env` used like an outside script would, on a real lab."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from mailstate.lab import Lab, _proc
+
+MAILSTATE = Path(sys.executable).parent / "mailstate"
+
+
+@pytest.fixture
+def root() -> Iterator[Path]:
+    """A directory the lab user can traverse (under /dev/shm when possible); every lab in it is stopped."""
+    shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+    path = Path(tempfile.mkdtemp(prefix="mailstate-accept-lab-", dir=shm))
+    path.chmod(0o711)
+    yield path
+    for lab_json in path.rglob("lab.json"):
+        Lab(lab_json.parent).down()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MAILSTATE), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def _servers_under(lab_dir: Path) -> list[int]:
+    """Pids of every live process whose command line names the lab directory (lab.json or not)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"{lab_dir}/" in cmdline and _proc.alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def test_very_long_domain_starts_a_lab(root: Path) -> None:
+    """A valid 211-character domain starts a lab (the CA's CN is cut to X.520's 64 characters instead of
+    crashing with ValueError and leaving a half-made directory that the next `up` refused)."""
+    label = "a" * 63
+    domain = f"{label}.{label}.{label}.tinh-ben-tre.gov.vn"
+    res = _cli("lab", "up", "--dir", str(root / "lab"), "--domain", domain)
+    assert res.returncode == 0, res.stderr
+    lab = Lab(root / "lab")
+    assert lab.info["base_dn"].startswith(f"dc={label},")
+    lab.ldap("service").unbind()
+    ca = x509.load_pem_x509_certificate(lab.ca_file.read_bytes())
+    assert len(str(ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)) <= 64
+
+
+def test_ou_suffix_from_the_state_starts_a_lab(root: Path) -> None:
+    """A state whose base_dn is ou=…,dc=… gets a lab whose suffix entry is that organizationalUnit."""
+    state = root / "state"
+    state.mkdir()
+    (state / "mailstate.toml").write_text(
+        '[organization]\nname = "Sở Tài nguyên và Môi trường \\"Hà Nội\\""\n'
+        'domain = "sotnmt.hanoi.gov.vn"\nbase_dn = "ou=email,dc=hanoi,dc=gov,dc=vn"\n', encoding="utf-8")
+    res = _cli("lab", "up", "--dir", str(root / "lab"), "--state", str(state))
+    assert res.returncode == 0, res.stderr
+    conn = Lab(root / "lab").ldap("service")
+    try:
+        conn.search("ou=email,dc=hanoi,dc=gov,dc=vn", "(objectClass=organizationalUnit)", "BASE",
+                    attributes=["ou", "description"])
+        assert [str(e.description) for e in conn.entries] == ['Sở Tài nguyên và Môi trường "Hà Nội"']
+    finally:
+        conn.unbind()
+
+
+def test_unusable_suffix_refused_before_anything_starts(root: Path) -> None:
+    """A cn=… base_dn is one clear error and leaves nothing in the lab directory."""
+    state = root / "state"
+    state.mkdir()
+    (state / "mailstate.toml").write_text(
+        '[organization]\nname = "x"\ndomain = "x.gov.vn"\nbase_dn = "cn=mail,dc=x,dc=gov,dc=vn"\n')
+    res = _cli("lab", "up", "--dir", str(root / "lab"), "--state", str(state))
+    assert res.returncode == 1 and res.stderr.startswith("error: base_dn") and "Traceback" not in res.stderr
+    assert not any((root / "lab").iterdir())
+
+
+def test_concurrent_ups_on_one_directory_leave_no_orphan(root: Path) -> None:
+    """Three `lab up` at once on one directory: one starts the lab, the others refuse clearly, and after
+    `lab down` no server of that directory is left (before, lost servers kept running, unstoppable)."""
+    lab_dir = root / "lab"
+    argv = [str(MAILSTATE), "lab", "up", "--dir", str(lab_dir), "--domain"]
+    procs = [subprocess.Popen([*argv, f"c{i}.gov.vn"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(3)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert sorted(rc for rc, _out, _err in results) == [0, 1, 1], results
+    assert all("already runs" in err for rc, _out, err in results if rc == 1)
+    assert len(_servers_under(lab_dir)) == 3 == len(Lab(lab_dir).info["pids"])
+    assert _cli("lab", "down", "--dir", str(lab_dir)).returncode == 0
+    assert _servers_under(lab_dir) == []
+
+
+def test_status_into_a_closed_pipe_is_quiet(root: Path) -> None:
+    """`lab status | head -1` prints the first line and no "internal error: BrokenPipeError"."""
+    assert _cli("lab", "up", "--dir", str(root / "lab"), "--domain", "a.vn").returncode == 0
+    res = subprocess.run(["bash", "-c", f"'{MAILSTATE}' lab status --dir '{root}/lab' | head -1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout.startswith(f"lab {root}/lab: a.vn")
+    assert res.stderr == ""
+
+
+def test_down_twice_and_status_of_a_stopped_lab(root: Path) -> None:
+    """A second `lab down` says nothing was running and keeps the first stop time; `lab status` of a
+    stopped lab says it is stopped (exit 1) instead of listing servers with pid None."""
+    lab_dir = root / "lab"
+    assert _cli("lab", "up", "--dir", str(lab_dir), "--domain", "a.vn").returncode == 0
+    first = _cli("lab", "down", "--dir", str(lab_dir))
+    assert first.returncode == 0 and first.stdout == f"lab down: {lab_dir}\n"
+    stopped_at = json.loads((lab_dir / "lab.json").read_text())["stopped_at"]
+    second = _cli("lab", "down", "--dir", str(lab_dir))
+    assert second.returncode == 0 and "nothing was running" in second.stdout
+    assert json.loads((lab_dir / "lab.json").read_text())["stopped_at"] == stopped_at
+    res = _cli("lab", "status", "--dir", str(lab_dir))
+    assert res.returncode == 1 and f"stopped since {stopped_at}" in res.stdout and "None" not in res.stdout
