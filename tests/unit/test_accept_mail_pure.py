@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from mailstate.desired_state.model import AccessGrant, Organization, Person, State, Unit
+from mailstate.desired_state.model import (
+    AccessGrant,
+    Group,
+    Organization,
+    Person,
+    SharedFolder,
+    State,
+    Unit,
+)
 from mailstate.providers.imap import RIGHTS
 from mailstate.reconciler.desired_imap import project_imap
 
@@ -47,3 +55,20 @@ def test_ended_grant_inside_other_rights_is_not_cited() -> None:
     )
     d = project_imap(st, date(2026, 12, 20))
     assert not any("ended" in r for r in d.reasons[("acl", "unit:kh/INBOX#namnh")])
+
+
+def test_unit_mailbox_in_a_read_list_reaches_its_head_and_delegates() -> None:
+    """`unit:kh` as a reader (directly or in a group) gives read rights to the people using that mailbox."""
+    st = _state()
+    st.units["vp"] = Unit(id="vp", name="Văn phòng", head="hungnv")
+    st.people["hungnv"] = Person(id="hungnv", name="Nguyễn Văn Hùng", unit="vp")
+    st.groups["nhan"] = Group(id="nhan", name="Nơi nhận", members=["unit:kh"])
+    st.shared_folders.append(
+        SharedFolder(mailbox="unit:vp", path="Hồ sơ/Quý IV", purpose="Lưu", read=["group:nhan"], write=[])
+    )
+    d = project_imap(st, date(2026, 11, 23))
+    acl = {k: r.attrs["rights"] for (kind, k), r in d.records.items() if kind == "acl"}
+    assert acl["unit:vp/Hồ sơ/Quý IV#kh"] == "lr"
+    assert acl["unit:vp/Hồ sơ/Quý IV#ducle"] == "lr"
+    assert acl["unit:vp/Hồ sơ/Quý IV#namnh"] == "lr"
+    assert any("through unit:kh" in r for r in d.reasons[("acl", "unit:vp/Hồ sơ/Quý IV#namnh")])

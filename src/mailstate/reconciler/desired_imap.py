@@ -94,6 +94,28 @@ def project_imap(state: State, as_of: date) -> Desired:
     def everywhere(ref: str) -> list[str]:
         return [INBOX, *folders.get(ref, [])]
 
+    def give_refs(
+        ref: str, folder: str, refs: Iterable[str], rights: str, why: str, source: Source | None
+    ) -> set[str]:
+        """Give ``rights`` to every login ``refs`` reach. A unit mailbox reached (directly or through a
+        group) is also reached through the people who use it — its head and delegates log in as
+        themselves, nobody logs in as the unit (MIC art.6) — so they get the rights too."""
+        logins = expand_refs(refs, state.groups)
+        give(ref, folder, logins, rights, why, source)
+        for uid, users in unit_users(logins).items():
+            give(ref, folder, users, rights, f"{why} (through unit:{uid}: its head and delegates)", source)
+            logins |= set(users)
+        return logins
+
+    def unit_users(logins: Iterable[str]) -> dict[str, list[str]]:
+        """The head and delegates of every unit (not dissolved) among ``logins``."""
+        out: dict[str, list[str]] = {}
+        for uid in sorted(set(logins) & state.units.keys()):
+            unit = state.units[uid]
+            if unit.dissolved_on is None or unit.dissolved_on > as_of:
+                out[uid] = ([unit.head] if unit.head else []) + list(unit.delegates)
+        return out
+
     # Delegation of unit mailboxes.
     for uid, unit in sorted(state.units.items()):
         if unit.dissolved_on is not None and unit.dissolved_on <= as_of:
@@ -133,18 +155,18 @@ def project_imap(state: State, as_of: date) -> Desired:
             [f"{sf.source}: MIC art.7.1: shared folder {sf.path!r} of {sf.mailbox} ({sf.purpose})"],
             sf.source,
         )
-        give(
+        give_refs(
             sf.mailbox,
             sf.path,
-            expand_refs(sf.read, state.groups),
+            sf.read,
             "read",
             f"MIC art.7.1: reader of shared folder {sf.path!r}",
             sf.source,
         )
-        give(
+        give_refs(
             sf.mailbox,
             sf.path,
-            expand_refs(sf.write, state.groups),
+            sf.write,
             "write",
             f"MIC art.7.1: writer of shared folder {sf.path!r}",
             sf.source,
@@ -153,21 +175,23 @@ def project_imap(state: State, as_of: date) -> Desired:
     # Access grants.
     ended: dict[tuple[str, str, str], tuple[str, Source | None, str]] = {}
     for grant in state.access_grants:
-        logins = expand_refs([grant.to], state.groups)
         if grant.until >= as_of:
             for folder in everywhere(grant.mailbox):
-                give(
+                give_refs(
                     grant.mailbox,
                     folder,
-                    logins,
+                    [grant.to],
                     grant.rights,
                     f"MOST art.18.9: access grant ({grant.rights}) until {grant.until.isoformat()}: "
                     f"{grant.reason}",
                     grant.source,
                 )
         else:
+            logins = expand_refs([grant.to], state.groups)
+            for users in unit_users(logins).values():
+                logins |= set(users)
             for folder in everywhere(grant.mailbox):
-                for login in logins:
+                for login in sorted(logins):
                     ended[(grant.mailbox, folder, login)] = (
                         f"MOST art.18.9: access grant to {grant.to} on {grant.mailbox} ({grant.rights}) "
                         f"ended "

@@ -1,0 +1,202 @@
+"""Acceptance (IMAP/SSH area): an agency nobody wrote a test for (Sở Nông nghiệp Quảng Trị: three units with
+heads and two delegates each, nested groups, shared folders with deep Vietnamese paths and '&', a unit mailbox
+in a read list, grants) applied through the CLI, then checked by logging in as the people concerned."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+
+from mailstate.lab import Lab
+from mailstate.lab.testing import doveadm, imap_login, imap_master_login
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "snn.quangtri.gov.vn"
+AGENCY = Path(__file__).parent / "data" / "accept_mail_quangtri"
+MAILSTATE = Path(sys.executable).with_name("mailstate")
+QUY4 = "Hồ sơ/Văn bản đi/2026/Quý IV"
+MSG = b"From: vanthu@snn.quangtri.gov.vn\r\nSubject: cong van\r\n\r\nnoi dung\r\n"
+
+
+class Agency:
+    def __init__(self, lab: Lab, state: Path, env: dict[str, str]) -> None:
+        self.lab, self.state, self.env = lab, state, env
+
+    def ms(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MAILSTATE), *args, "--state", str(self.state)],
+            env=self.env, capture_output=True, text=True, timeout=180,
+        )
+
+    def apply(self) -> subprocess.CompletedProcess[str]:
+        return self.ms("apply", "--yes")
+
+    def plan(self, *args: str) -> dict:
+        out = self.ms("plan", "--format", "json", *args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    def passwords(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in sorted((Path(self.env["MAILSTATE_HOME"]) / DOMAIN).glob("initial-passwords-*.tsv")):
+            for line in f.read_text().splitlines():
+                uid, _address, password = line.split("\t")
+                out[uid] = password
+        return out
+
+    def login(self, uid: str) -> IMAPClient:
+        return imap_login(self.lab, uid, self.passwords()[uid])
+
+    def can(self, uid: str, folder: str) -> tuple[bool, bool]:
+        """(may SELECT and FETCH, may APPEND) for `uid` logged in with their own password."""
+        c = self.login(uid)
+        try:
+            try:
+                c.select_folder(folder, readonly=True)
+                c.fetch(c.search(), ["FLAGS", "BODY.PEEK[HEADER]"])
+            except IMAPClientError:
+                return False, False
+            try:
+                c.append(folder, MSG)
+            except IMAPClientError:
+                return True, False
+            return True, True
+        finally:
+            c.logout()
+
+
+@pytest.fixture
+def agency(lab_for: Callable[..., Lab], tmp_path: Path) -> Agency:
+    """A reset lab for the agency, a copy of its state, and the first apply done through the CLI."""
+    lab = lab_for(DOMAIN)
+    lab.reset()
+    state = tmp_path / "state"
+    shutil.copytree(AGENCY, state)
+    env = {**os.environ, **lab.env(), "MAILSTATE_HOME": str(tmp_path / "home")}
+    a = Agency(lab, state, env)
+    out = a.apply()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert a.plan()["changes"] == []
+    return a
+
+
+def test_people_reach_what_the_toml_gives_them(agency: Agency) -> None:
+    """Head, delegates, writers, readers (nested groups, a unit mailbox), outsiders: each with own password"""
+    shared = f"shared/vp/{QUY4}"
+    expect = {
+        ("hungnv", "shared/vp/INBOX"): (True, True),  # head
+        ("lantt", "shared/vp/INBOX"): (True, True),  # delegate
+        ("ducle", "shared/vp/INBOX"): (False, False),  # head of another unit
+        ("lantt", shared): (True, True),  # writer (and delegate)
+        ("namnh", shared): (True, True),  # writer
+        ("ducle", shared): (True, False),  # reader through group:lanhdao → truongphong
+        ("hoatt", shared): (True, False),  # reader through lanhdao → truongphong → phophong
+        ("thaodp", shared): (True, False),  # reader through unit:kh, as its delegate
+        ("binhvt", shared): (False, False),  # outsider
+        ("namnh", "shared/hungnv/R&D Tài liệu & Báo cáo"): (True, False),
+        ("hoatt", "shared/hungnv/R&D Tài liệu & Báo cáo"): (True, True),  # writer through group:phophong
+        ("hoatt", "shared/kh/INBOX"): (True, True),  # running write grant to group:phophong
+        ("lantt", "shared/ducle/INBOX"): (False, False),  # grant ended 2026-06-30
+        ("yenlt", "shared/tt/INBOX"): (True, True),
+        ("yenlt", "shared/kh/INBOX"): (False, False),
+    }
+    got = {k: agency.can(*k) for k in expect}
+    assert got == expect
+    # only the head administers the unit mailbox
+    head = agency.login("hungnv")
+    head.setacl("shared/vp/INBOX", "nobodyx", "lr")
+    head.getacl("shared/vp/INBOX")
+    head.logout()
+    delegate = agency.login("lantt")
+    with pytest.raises(IMAPClientError):
+        delegate.setacl("shared/vp/INBOX", "nobodyx", "lr")
+    delegate.logout()
+
+
+def test_head_change_and_delegate_removal(agency: Agency) -> None:
+    """A new head gets full rights, the old one and a removed delegate are refused; every message stays."""
+    owner = imap_master_login(agency.lab, "tt")
+    for _ in range(3):
+        owner.append("INBOX", MSG)
+    owner.logout()
+    c = agency.login("binhvt")  # a delegate files mail into a folder of their own making
+    c.create_folder("shared/tt/Việc & Bình")
+    c.append("shared/tt/Việc & Bình", MSG)
+    c.logout()
+    units = agency.state / "units" / "tt.toml"
+    text = units.read_text()
+    units.write_text(
+        text.replace('head = "hoatt"', 'head = "binhvt"')
+        .replace('delegates = ["binhvt", "yenlt"]', "delegates = []")
+    )
+    plan = agency.plan()
+    revokes = {ch["key"] for ch in plan["changes"] if ch["action"] == "revoke"}
+    assert revokes == {"unit:tt/INBOX#hoatt", "unit:tt/INBOX#yenlt"}
+    out = agency.apply()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert agency.plan()["changes"] == []
+    assert agency.can("hoatt", "shared/tt/INBOX") == (False, False)
+    assert agency.can("hoatt", "shared/tt/Việc & Bình") == (False, False)
+    assert agency.can("yenlt", "shared/tt/INBOX") == (False, False)
+    c = agency.login("binhvt")
+    assert c.getacl("shared/tt/Việc & Bình")  # the new head administers what a delegate made
+    assert c.select_folder("shared/tt/INBOX", readonly=True)[b"EXISTS"] == 3
+    assert c.select_folder("shared/tt/Việc & Bình", readonly=True)[b"EXISTS"] == 1
+    c.logout()
+
+
+def test_rights_by_hand_revoked_and_grants_end_with_their_reason(agency: Agency) -> None:
+    """A right set behind mailstate's back is revoked; a later --as-of plan cites each ended grant."""
+    c = agency.login("hungnv")
+    c.setacl(f"shared/vp/{QUY4}", "binhvt", "lrswi")
+    c.logout()
+    plan = agency.plan()
+    assert [(ch["action"], ch["key"]) for ch in plan["changes"]] == [("revoke", f"unit:vp/{QUY4}#binhvt")]
+    assert agency.apply().returncode == 0
+    assert agency.can("binhvt", f"shared/vp/{QUY4}") == (False, False)
+    later = agency.plan("--as-of", "2100-01-01")
+    ended = [ch for ch in later["changes"] if ch["key"] == "unit:kh/INBOX#hoatt"]
+    assert [ch["action"] for ch in ended] == ["revoke"]
+    assert any("2099-12-31" in r and "QĐ 99/QĐ-SNN" in r for r in ended[0]["reasons"])
+
+
+def test_removal_waits_for_a_verified_archive(agency: Agency) -> None:
+    """With the archive dir root-owned the archive fails, nothing is removed and the output says why; fixed,
+    the next apply archives (verified), removes the mail and the entry."""
+    owner = imap_master_login(agency.lab, "oldpt")
+    owner.create_folder("Lưu trữ/Năm 2025")
+    for folder in ("INBOX", "INBOX", "Lưu trữ/Năm 2025"):
+        owner.append(folder, MSG)
+    owner.logout()
+    units = agency.state / "units" / "tt.toml"
+    left = 'name = "Phan Thị Cũ"\nleft_on = 2025-01-01'
+    units.write_text(units.read_text().replace('name = "Phan Thị Cũ"', left))
+    archive = Path(agency.env["MAILSTATE_SSH_ARCHIVE_DIR"])
+    stat = archive.stat()
+    os.chown(archive, 0, 0)
+    archive.chmod(0o755)  # only root may write: the mail host's user (mailstate-lab) may not
+    try:
+        out = agency.apply()
+        assert out.returncode == 1
+        assert "archive person oldpt" in out.stderr and "Permission denied" in out.stderr
+        assert "delete person oldpt" in out.stderr.split("not tried", 1)[1]
+        status = doveadm(agency.lab, "mailbox", "status", "-u", "oldpt", "messages", "*").stdout
+        assert "INBOX messages=2" in status and "messages=1" in status
+    finally:
+        os.chown(archive, stat.st_uid, stat.st_gid)
+        archive.chmod(0o750)
+    out = agency.apply()
+    assert out.returncode == 0, out.stdout + out.stderr
+    manifests = list(archive.glob("oldpt-*.manifest.json"))
+    assert len(manifests) == 1 and json.loads(manifests[0].read_text())["count"] == 3
+    assert agency.plan()["changes"] == []
