@@ -243,6 +243,10 @@ class ScopeFilter:
 
     units: frozenset[str]
     people: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    """Groups naming an object of the scope in the TOML or live (both sides of such a group are planned)."""
+    addresses: frozenset[str] = frozenset()
+    """Addresses of the scope's people and unit mailboxes (TOML and live): an alias pointing at one is in."""
 
     def names(self) -> set[str]:
         return set(self.people) | {f"unit:{u}" for u in self.units}
@@ -257,7 +261,10 @@ class ScopeFilter:
         names = self.names()
         attrs = record.attrs
         if record.kind == "group":
-            return any(m in names for m in attrs.get("members") or ())
+            return record.key in self.groups or any(m in names for m in attrs.get("members") or ())
+        if record.kind == "alias":
+            target = str(attrs.get("target") or "").lower()
+            return str(attrs.get("_owner") or "") in names or target in self.addresses
         if record.kind in ("shared_folder", "acl", "grant", "quota"):
             head = _REF_SPLIT.split(record.key, 1)[0]
             if head in names:
@@ -274,11 +281,35 @@ def _scope_filter(
     if scope_units is None:
         return None
     people = {pid for pid, p in state.people.items() if (p.unit or "") in scope_units}
-    for snap in snapshots.values():
-        for rec in snap.records.values():
-            if rec.kind == "person" and (rec.unit in scope_units or rec.attrs.get("unit") in scope_units):
-                people.add(rec.key)
-    return ScopeFilter(units=frozenset(scope_units), people=frozenset(people))
+    live_records = [rec for snap in snapshots.values() for rec in snap.records.values()]
+    for rec in live_records:
+        if rec.kind == "person" and (rec.unit in scope_units or rec.attrs.get("unit") in scope_units):
+            people.add(rec.key)
+    names = people | {f"unit:{u}" for u in scope_units}
+    groups = {gid for gid, g in state.groups.items() if any(m in names for m in g.members)}
+    addresses: set[str] = set()
+    for pid in people:
+        person = state.people.get(pid)
+        addresses.update(a.lower() for a in ([person.address] if person and person.address else []))
+    for u in scope_units:
+        unit = state.units.get(u)
+        addresses.update(a.lower() for a in ([unit.address] if unit and unit.address else []))
+    for rec in live_records:
+        if rec.kind == "group" and any(m in names for m in rec.attrs.get("members") or ()):
+            groups.add(rec.key)
+        in_scope = rec.key in people if rec.kind == "person" else rec.key in scope_units
+        if rec.kind in ("person", "unit_mailbox") and in_scope:
+            address = rec.attrs.get("address")  # a tuple when the entry holds several `mail` values
+            primaries = address if isinstance(address, tuple) else (address,)
+            for a in (*primaries, *(rec.attrs.get("aliases") or ())):
+                if a:
+                    addresses.add(str(a).lower())
+    return ScopeFilter(
+        units=frozenset(scope_units),
+        people=frozenset(people),
+        groups=frozenset(groups),
+        addresses=frozenset(addresses),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
