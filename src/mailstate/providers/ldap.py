@@ -35,6 +35,7 @@ from ldap3.utils.hashed import hashed
 
 from mailstate.desired_state.model import LdapSettings, PasswordPolicy
 from mailstate.errors import ProviderError
+from mailstate.gcpause import with_gc_paused
 from mailstate.providers.base import Snapshot
 from mailstate.providers.ldap_parse import (
     CONTAINERS,
@@ -374,6 +375,7 @@ class LdapProvider:
         parts = "".join(f"({attr}={escape_filter_chars(u)})" for u in units)
         return parts if len(units) == 1 else f"(|{parts})"
 
+    @with_gc_paused  # tens of thousands of decoded entries: the collector only slows the read down
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
         """The live records in the managed subtrees (limited to ``scope`` unit ids); failures raise."""
         units = None if scope is None else sorted({s.removeprefix("unit:") for s in scope})

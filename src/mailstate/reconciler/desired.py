@@ -21,6 +21,7 @@ from datetime import date
 from typing import Any
 
 from mailstate.desired_state.model import Person, Source, State, Unit, nfc, parse_ref
+from mailstate.gcpause import with_gc_paused
 from mailstate.reconciler.change import Record
 from mailstate.reconciler.lifecycle import Decision, decide_person, decide_unit_mailbox
 
@@ -149,6 +150,7 @@ def _live_addresses_from(live: Mapping[Ref, Record]) -> dict[str, str]:
 # The projection
 
 
+@with_gc_paused  # one record per person and mailbox: the collector only slows this down
 def project(
     state: State,
     as_of: date,

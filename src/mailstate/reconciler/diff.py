@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from mailstate.gcpause import with_gc_paused
 from mailstate.reconciler.change import Action, Change, Record
 from mailstate.reconciler.desired import MAILBOX_KINDS, Desired, Ref, record_ref_of
 
@@ -170,6 +171,7 @@ def _norm_key(kind: str, key: str) -> str:
     return key.strip().lower() if kind == "alias" else key
 
 
+@with_gc_paused
 def diff(
     desired: Desired,
     live: Mapping[Ref, Record],
