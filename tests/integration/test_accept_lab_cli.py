@@ -130,3 +130,29 @@ def test_down_twice_and_status_of_a_stopped_lab(root: Path) -> None:
     assert json.loads((lab_dir / "lab.json").read_text())["stopped_at"] == stopped_at
     res = _cli("lab", "status", "--dir", str(lab_dir))
     assert res.returncode == 1 and f"stopped since {stopped_at}" in res.stdout and "None" not in res.stdout
+
+
+def test_lab_in_a_path_with_spaces_and_a_quote_works_from_plain_tools(root: Path) -> None:
+    """A relative --dir with spaces and an apostrophe starts (slapd, Dovecot and sshd read their paths
+    right), `lab env` evals in bash, and ssh with the exported key/known_hosts runs the exported
+    MAILSTATE_SSH_DOVEADM (also set by sshd) as the lab user; unusable characters are refused clearly."""
+    work = root / "my work"
+    work.mkdir()
+    work.chmod(0o711)
+    rel = "lab dir/Sở x'y"
+    res = subprocess.run([str(MAILSTATE), "lab", "up", "--dir", rel, "--domain", "sotnmt.hanoi.gov.vn"],
+                         cwd=work, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    script = f"""set -e
+eval "$('{MAILSTATE}' lab env --dir "{rel}")"
+ssh -i "$MAILSTATE_SSH_KEY_FILE" -o "UserKnownHostsFile=\\"$MAILSTATE_SSH_KNOWN_HOSTS\\"" \\
+    -o StrictHostKeyChecking=yes -o BatchMode=yes -p "$MAILSTATE_SSH_PORT" \\
+    "$MAILSTATE_SSH_USER@$MAILSTATE_SSH_HOST" \\
+    "$MAILSTATE_SSH_DOVEADM user '*' && eval \\"\\$MAILSTATE_SSH_DOVEADM who\\""
+"""
+    res = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "username" in res.stdout  # the header of `doveadm who`, run through sshd's SetEnv value
+    Lab(work / rel).ldap("service").unbind()
+    bad = _cli("lab", "up", "--dir", str(root / "50%"), "--domain", "a.vn")
+    assert bad.returncode == 1 and "cannot contain '%'" in bad.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,7 +83,7 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
     p = info["ports"]
     click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
                f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
-    click.echo(f'point mailstate at it: eval "$(mailstate lab env --dir {the_lab.dir})"')
+    click.echo(f'point mailstate at it: eval "$(mailstate lab env --dir {shlex.quote(str(the_lab.dir))})"')
 
 
 @lab.command("down")

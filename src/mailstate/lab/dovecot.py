@@ -120,7 +120,7 @@ service imap {{
 passdb {{
   driver = passwd-file
   master = yes
-  args = scheme=SSHA512 {d}/master-users
+  args = {d}/master-users
   pass = yes
   override_fields = userdb_last_login_key=last-login-master/%u
 }}

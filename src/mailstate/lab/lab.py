@@ -41,6 +41,9 @@ READY_TIMEOUT = 10.0
 LOCK_TIMEOUT = 60.0
 FAST_RESET_ABOVE = 300
 """reset() restarts slapd on an empty database when more entries than this are to be deleted."""
+_UNSAFE_IN_PATH = frozenset('"\\%$#,')
+"""Characters of a lab directory's path that a server's configuration would misread: quotes and escapes
+(slapd.conf, sshd_config), % and $ (Dovecot variables), # (comments), comma (Dovecot's user_attrs)."""
 # Sub-directories `up` (re)creates; nothing else in DIR is ever touched.
 _OWN = ("tls", "secrets", "slapd", "dovecot", "mail", "ssh", "archive", STATE_FILE)
 
@@ -158,6 +161,10 @@ class Lab:
         org_name = unicodedata.normalize("NFC", org_name) if org_name else None
         base = base_dn or base_dn_of(domain)
         slapd.base_entry(base, org_name or domain)  # an unusable suffix is refused before anything starts
+        bad = sorted({c for c in str(self.dir) if c in _UNSAFE_IN_PATH or not c.isprintable()})
+        if bad:
+            raise LabError(f"{self.dir}: a lab directory's path cannot contain {' '.join(map(repr, bad))} "
+                           "(it is written into the slapd, Dovecot and sshd configuration); spaces are fine")
         user = _proc.lab_user()
         self._prepare_dir(user)
         ports = dict(zip(("ldap", "ldaps", "imaps", "ssh"), _proc.free_ports(4), strict=True))
