@@ -1,6 +1,6 @@
 """Acceptance: an agency nobody wrote a test for (Sở TT&TT Quảng Ngãi: 3-level unit tree, namesakes,
-LDAP-special text, groups nested 3 deep with unit mailboxes in them) applied through the CLI, tampered with behind
-mailstate's back as the rootdn, planned again: exactly the repairs, then converged."""
+LDAP-special text, groups nested 3 deep with unit mailboxes in them) applied through the CLI, tampered
+with behind mailstate's back as the rootdn, planned again: exactly the repairs, then converged."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import ldap3
 import pytest
 from ldap3 import MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
 
@@ -107,3 +108,32 @@ def test_tampered_directory_plans_exactly_the_repairs(qn: tuple[Lab, Path, dict[
     assert [v.lower() for v in c.entries[0].mailLocalAddress.values] == ["khoadm@" + DOMAIN]
     c.search(f"ou=people,{base}", "(uid=stray)", attributes=["uid"])
     assert len(c.entries) == 1  # reported, never deleted
+
+
+def test_person_left_without_a_password_gets_one(qn: tuple[Lab, Path, dict[str, str]]) -> None:
+    """A person entry without any password (what an apply stopped between the add and the Password Modify
+    leaves) is planned as a create and gets an initial password that binds; then the plan is empty."""
+    lab, state, env = qn
+    first = ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    c = lab.ldap(as_="root")
+    dn = f"uid=sonlh,ou=people,{lab.base_dn}"
+    assert c.modify(dn, {"userPassword": [(MODIFY_DELETE, [])]})
+
+    plan = plan_json(env, state)
+    [change] = plan["changes"]
+    assert (change["action"], change["kind"], change["key"]) == ("create", "person", "sonlh")
+    assert any("without a password" in r for r in change["reasons"])
+
+    home = Path(env["MAILSTATE_HOME"])
+    before = set(home.rglob("initial-passwords-*.tsv"))
+    second = ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes")
+    assert second.returncode == 0, second.stdout + second.stderr
+    [new_file] = set(home.rglob("initial-passwords-*.tsv")) - before
+    [line] = new_file.read_text().splitlines()
+    uid, _address, password = line.split("\t")
+    assert uid == "sonlh" and password not in second.stdout + second.stderr
+    user = ldap3.Connection(ldap3.Server(lab.env()["MAILSTATE_LDAP_URL"], tls=lab.ldap_tls()), dn, password)
+    assert user.bind(), user.result
+    user.unbind()
+    assert plan_json(env, state)["changes"] == []

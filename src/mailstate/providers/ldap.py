@@ -53,6 +53,7 @@ from mailstate.providers.ldap_parse import (
     normalize,
     owner_ref,
     parse_entry,
+    rdn_value,
 )
 from mailstate.providers.passwords import append_password, generate_password
 from mailstate.reconciler.change import Action, Change, Record
@@ -406,13 +407,32 @@ class LdapProvider:
                 lock = lock[0] if isinstance(lock, list) and lock else lock
                 if lock and str(lock) != LOCKED_TIME:
                     lockouts[record.key] = str(lock)
+        # people without any password (an apply stopped between the add and the initial password): a
+        # presence filter, so no password hash is ever read
+        no_password: list[str] = []
+        people_filter = self.scope_filter("person", units)
+        for dn, _raw in self.search_all(
+            self.container("person"),
+            f"(&(objectClass=mailstateAccount)(!(userPassword=*)){people_filter})",
+            ["1.1"],
+            size_limit=self.size_limit,
+        ):
+            found = snap.records.get(("person", rdn_value(dn)))
+            if found is not None:
+                snap.records[("person", found.key)] = Record(
+                    found.kind, found.key, {**found.attrs, "_no_password": True}, found.provider, found.unit
+                )
+                no_password.append(found.key)
         # an alias's old address belongs to whoever it delivers to
         for (kind, key), record in snap.records.items():
             if kind == "alias":
                 target = record.attrs.get("target")
                 if target and target in addresses:
                     addresses[key] = addresses[target]
-        snap.facts.update({"digests": digests, "addresses": addresses, "lockouts": lockouts, "dns": dns})
+        snap.facts.update(
+            {"digests": digests, "addresses": addresses, "lockouts": lockouts, "dns": dns,
+             "no_password": sorted(no_password)}
+        )
         return snap
 
     def get(self, kind: str, key: str) -> tuple[str, dict[str, Any]] | None:

@@ -203,6 +203,13 @@ def diff(
             action = Action.GRANT if rec.kind == "acl" else Action.CREATE
             emit(ref, _change(action, rec, None, public_attrs(rec.attrs), reasons))
             continue
+        if rec.kind == "person" and cur.attrs.get("_no_password"):
+            # created by an apply that stopped before the initial password was set: nobody can log in
+            # and no password was handed over; the create completes the entry and sets one
+            why = [*reasons, "MOST art.15.2: the entry exists without a password (an apply stopped before "
+                   "its initial password was set)"]
+            emit(ref, _change(Action.CREATE, rec, None, public_attrs(rec.attrs), why))
+            continue
         fields = differing_fields(rec.attrs, cur.attrs)
         if not fields:
             continue

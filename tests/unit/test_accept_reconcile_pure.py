@@ -1,0 +1,56 @@
+"""Acceptance (pure parts of the reconcile core): extra values of single-valued fields, entries left
+without a password, and what a --scope covers."""
+
+from __future__ import annotations
+
+from mailstate.providers.ldap_parse import parse_person
+from mailstate.reconciler.change import Action, Record
+from mailstate.reconciler.desired import Desired
+from mailstate.reconciler.diff import diff, differing_fields
+from mailstate.reconciler.engine import ScopeFilter
+
+ENTRY = {
+    "objectClass": ["inetOrgPerson", "inetLocalMailRecipient", "mailstateAccount"],
+    "uid": ["sonlh"],
+    "cn": ["Lý Hoàng Sơn"],
+    "title": ["Trưởng phòng"],
+    "telephoneNumber": ["0255 1", "0255 2"],
+    "mail": ["SonLH@x.gov.vn"],
+    "mailLocalAddress": ["sonlh@X.gov.vn"],
+}
+
+
+def test_an_extra_value_of_a_single_valued_field_differs() -> None:
+    """Two telephoneNumber values read as both (not the first), so the wanted single one is a change."""
+    rec = parse_person(ENTRY)
+    assert rec.attrs["phone"] == ("0255 1", "0255 2")
+    assert rec.attrs["address"] == "sonlh@x.gov.vn" and rec.attrs["aliases"] == ()
+    assert differing_fields({"phone": "0255 1", "title": "Trưởng phòng", "address": "sonlh@x.gov.vn"},
+                            rec.attrs) == ["phone"]
+
+
+def test_two_mail_values_read_as_both_and_neither_is_an_alias() -> None:
+    """Several `mail` values are one differing address, and none of them counts among the aliases."""
+    rec = parse_person({**ENTRY, "mail": ["a@x.gov.vn", "b@x.gov.vn"], "mailLocalAddress": ["a@x.gov.vn"]})
+    assert rec.attrs["address"] == ("a@x.gov.vn", "b@x.gov.vn") and rec.attrs["aliases"] == ()
+    assert differing_fields({"address": "a@x.gov.vn"}, rec.attrs) == ["address"]
+
+
+def test_a_person_without_a_password_is_created_again() -> None:
+    """A live person flagged `_no_password` that is otherwise equal plans a create (which sets a password)."""
+    want = Desired()
+    want.add(Record("person", "sonlh", {"name": "Lý Hoàng Sơn"}, "ldap", "ktht"), ["units/ktht.toml:8"])
+    live = Record("person", "sonlh", {"name": "Lý Hoàng Sơn", "_no_password": True}, "ldap", "ktht")
+    changes, _ = diff(want, {live.ref: live})
+    assert [(c.action, c.key) for c in changes] == [(Action.CREATE, "sonlh")]
+    assert diff(want, {live.ref: Record("person", "sonlh", {"name": "Lý Hoàng Sơn"}, "ldap", "ktht")})[0] == []
+
+
+def test_scope_covers_aliases_and_groups_of_its_people() -> None:
+    """A live alias pointing at a scoped address and a group named in the scope's groups are covered."""
+    sf = ScopeFilter(units=frozenset({"ktht"}), people=frozenset({"tuanh"}), groups=frozenset({"cntt3"}),
+                     addresses=frozenset({"tuan.ho@x.gov.vn"}))
+    assert sf.covers(Record("alias", "tuanh@x.gov.vn", {"target": "Tuan.Ho@x.gov.vn"}, "ldap"))
+    assert not sf.covers(Record("alias", "other@x.gov.vn", {"target": "other2@x.gov.vn"}, "ldap"))
+    assert sf.covers(Record("group", "cntt3", {"members": ("hungpq",)}, "ldap"))
+    assert not sf.covers(Record("group", "lanhdao", {"members": ("tinlv",)}, "ldap"))
