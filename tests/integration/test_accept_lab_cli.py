@@ -156,3 +156,18 @@ ssh -i "$MAILSTATE_SSH_KEY_FILE" -o "UserKnownHostsFile=\\"$MAILSTATE_SSH_KNOWN_
     Lab(work / rel).ldap("service").unbind()
     bad = _cli("lab", "up", "--dir", str(root / "50%"), "--domain", "a.vn")
     assert bad.returncode == 1 and "cannot contain '%'" in bad.stderr
+
+
+def test_env_warns_when_a_server_of_the_lab_died(root: Path) -> None:
+    """After slapd is killed, `lab env` still prints the exports (exit 0) but says on stderr which server
+    is not running; with every server dead it refuses (exit 1)."""
+    lab_dir = root / "lab"
+    assert _cli("lab", "up", "--dir", str(lab_dir), "--domain", "a.vn").returncode == 0
+    lab = Lab(lab_dir)
+    lab.stop_service("slapd")
+    res = _cli("lab", "env", "--dir", str(lab_dir))
+    assert res.returncode == 0 and "export MAILSTATE_LDAP_URL=" in res.stdout
+    assert res.stderr.startswith("warning: slapd of the lab")
+    lab.down()
+    res = _cli("lab", "env", "--dir", str(lab_dir))
+    assert res.returncode == 1 and res.stdout == "" and "not running" in res.stderr

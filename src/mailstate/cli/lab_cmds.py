@@ -136,6 +136,10 @@ def env(lab_dir: Path | None) -> None:
     the_lab = _lab(lab_dir)
     if not the_lab.is_running():
         raise LabError(f"the lab in {the_lab.dir} is not running (mailstate lab up --dir {the_lab.dir})")
+    down = [name for name, s in the_lab.status().items() if not s["alive"]]
+    if down:  # still printed (the ports are right), but the operator should know before using them
+        click.echo(f"warning: {', '.join(down)} of the lab in {the_lab.dir} is not running "
+                   "(mailstate lab status; restart: lab down, then lab up)", err=True)
     click.echo(the_lab.env_script(), nl=False)
 
 
