@@ -10,8 +10,9 @@
   (ProviderError) unless a verified manifest exists and the live mail still has that manifest's digest.
   Mail is never destroyed without a verified copy (DESIGN §6.1; VL art.9, MIC art.3.5).
 
-The host key is checked against known_hosts with paramiko's RejectPolicy: an unknown or changed key is
-refused, never accepted. Every command is built with shlex.quote; no password is ever sent or printed.
+The host key is checked against known_hosts (``load_known_hosts``: hashed names, ``@revoked`` honoured,
+``@cert-authority`` skipped) with a RejectPolicy: an unknown, changed or revoked key is refused, never
+accepted. Every command is built with shlex.quote; no password is ever sent or printed.
 """
 
 from __future__ import annotations
@@ -157,6 +158,67 @@ def archive_name(user: str, day: date) -> str:
     return f"{user}-{day.isoformat()}"
 
 
+class _RevokedHostKey(paramiko.SSHException):
+    """The server presented a host key that known_hosts marks ``@revoked``."""
+
+
+def _key_id(key: paramiko.PKey) -> tuple[str, bytes]:
+    return key.get_name(), key.asbytes()
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, saying so when the unknown key is one known_hosts marks ``@revoked``."""
+
+    def __init__(self, revoked: set[tuple[str, bytes]]) -> None:
+        self.revoked = revoked
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if _key_id(key) in self.revoked:
+            raise _RevokedHostKey(
+                f"the host key of {hostname} ({key.get_name()}) is marked @revoked in known_hosts"
+            )
+        raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
+
+
+def load_known_hosts(path: str, into: paramiko.HostKeys) -> set[tuple[str, bytes]]:
+    """Read an OpenSSH known_hosts file: plain and hashed host lines go ``into`` the client's host keys; the
+    keys of ``@revoked`` lines are returned (never trusted, for any host, even if also listed as known);
+    ``@cert-authority`` lines are skipped (host certificates are not used: such a line trusts nothing).
+    A line that cannot be read is skipped, as OpenSSH does — it only trusts less — except a ``@revoked``
+    line: ignoring that would trust a key the operator revoked, so it stops the connection (ProviderError)."""
+    revoked: set[tuple[str, bytes]] = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = list(enumerate(f, 1))
+    for lineno, raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = ""
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            line = line.strip()
+            if marker != "@revoked":
+                continue
+        error: Exception | None = None
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+        except Exception as exc:  # paramiko raises SSHException, InvalidHostKey or binascii errors
+            entry, error = None, exc
+        if entry is None or entry.key is None:
+            if marker:
+                raise ProviderError(
+                    f"ssh: known_hosts {path}:{lineno}: unreadable @revoked line ({type(error).__name__}): "
+                    "fix or remove it"
+                )
+            continue
+        if marker:
+            revoked.add(_key_id(entry.key))
+            continue
+        for host in entry.hostnames:
+            into.add(host, entry.key.get_name(), entry.key)
+    return revoked
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What a verified archive holds: written only after verification succeeded."""
@@ -253,16 +315,12 @@ class SshProvider:
             return self._client
         s = self.settings
         client = paramiko.SSHClient()
+        path = os.path.expanduser(s.known_hosts or "~/.ssh/known_hosts")
         try:
-            if s.known_hosts:
-                client.load_host_keys(os.path.expanduser(s.known_hosts))
-            else:
-                client.load_system_host_keys()
+            revoked = load_known_hosts(path, client.get_host_keys())
         except OSError as exc:
-            raise ProviderError(
-                f"ssh: cannot read known_hosts {s.known_hosts}: {exc.strerror or exc}"
-            ) from None
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            raise ProviderError(f"ssh: cannot read known_hosts {path}: {exc.strerror or exc}") from None
+        client.set_missing_host_key_policy(_Refuse(revoked))
         try:
             client.connect(
                 s.host,
@@ -275,6 +333,11 @@ class SshProvider:
                 banner_timeout=s.timeout,
                 auth_timeout=s.timeout,
             )
+        except _RevokedHostKey as exc:
+            client.close()
+            raise ProviderError(
+                f"ssh: {exc}: refused (check the key and update known_hosts by hand)"
+            ) from None
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise ProviderError(
@@ -287,6 +350,14 @@ class SshProvider:
         except OSError as exc:
             client.close()
             raise ProviderError(f"ssh: cannot connect to {self.where}: {exc.strerror or exc}") from None
+        transport = client.get_transport()
+        server_key = transport.get_remote_server_key() if transport else None
+        if server_key is None or _key_id(server_key) in revoked:
+            client.close()
+            raise ProviderError(
+                f"ssh: the host key of {s.host}:{s.port} is marked @revoked in {path}: refused "
+                "(check the key and update known_hosts by hand)"
+            )
         self._client = client
         return client
 
