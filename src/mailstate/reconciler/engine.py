@@ -345,6 +345,11 @@ def provider_class(name: str) -> type:
     return cls
 
 
+PLAN_READ_OPTIONS: dict[str, dict[str, Any]] = {"imap": {"quota_facts": False}}
+"""Provider options of the reads a plan (and apply's stale check) makes: nothing in a plan uses the quota
+facts (quota is the directory's mailstateQuota), and their doveadm pass is 2/3 of a bulk IMAP read."""
+
+
 def open_providers(state: State, names: Iterable[str] | None = None, **kwargs: Any) -> dict[str, Provider]:
     """Instantiate the providers (``from_state``); on a failure close those already opened."""
     opened: dict[str, Provider] = {}
@@ -517,7 +522,11 @@ def make_plan(
         if unknown:
             raise MailstateError(f"--scope: no unit {', '.join(unknown)} in the desired state")
     own = not isinstance(providers, Mapping)
-    provs = dict(providers) if isinstance(providers, Mapping) else open_providers(state, providers)
+    provs = (
+        dict(providers)
+        if isinstance(providers, Mapping)
+        else open_providers(state, providers, **PLAN_READ_OPTIONS)
+    )
     try:
         snapshots = read_all(provs, scope_units, timings)
     finally:
@@ -778,7 +787,7 @@ def apply_plan(
     changes = list(plan_changes(plan))
 
     own = not isinstance(providers, Mapping)
-    provider_kwargs: dict[str, dict[str, Any]] = {}
+    provider_kwargs: dict[str, dict[str, Any]] = dict(PLAN_READ_OPTIONS)
     if pw_path is not None:
         provider_kwargs["ldap"] = {"passwords_out": pw_path}
     if isinstance(providers, Mapping):
