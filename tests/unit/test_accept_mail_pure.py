@@ -72,3 +72,14 @@ def test_unit_mailbox_in_a_read_list_reaches_its_head_and_delegates() -> None:
     assert acl["unit:vp/Hồ sơ/Quý IV#ducle"] == "lr"
     assert acl["unit:vp/Hồ sơ/Quý IV#namnh"] == "lr"
     assert any("through unit:kh" in r for r in d.reasons[("acl", "unit:vp/Hồ sơ/Quý IV#namnh")])
+
+
+def test_folder_path_is_quoted_verbatim_in_reasons() -> None:
+    """A path with a backslash, quotes and an apostrophe appears in the plan exactly as in the TOML."""
+    st = _state()
+    path = "Hồ sơ/\"Trích dẫn\" \\ v1.2/Bà Hai's"
+    st.shared_folders.append(SharedFolder(mailbox="unit:kh", path=path, purpose="Lưu", read=["namnh"]))
+    d = project_imap(st, date(2026, 11, 23))
+    folder_reasons = d.reasons[("shared_folder", f"unit:kh/{path}")]
+    assert any(f"shared folder '{path}' of unit:kh" in r for r in folder_reasons)
+    assert any(f"shared folder '{path}'" in r for r in d.reasons[("acl", f"unit:kh/{path}#namnh")])

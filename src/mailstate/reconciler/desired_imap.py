@@ -152,7 +152,7 @@ def project_imap(state: State, as_of: date) -> Desired:
         )
         out.add(
             rec,
-            [f"{sf.source}: MIC art.7.1: shared folder {sf.path!r} of {sf.mailbox} ({sf.purpose})"],
+            [f"{sf.source}: MIC art.7.1: shared folder '{sf.path}' of {sf.mailbox} ({sf.purpose})"],
             sf.source,
         )
         give_refs(
@@ -160,7 +160,7 @@ def project_imap(state: State, as_of: date) -> Desired:
             sf.path,
             sf.read,
             "read",
-            f"MIC art.7.1: reader of shared folder {sf.path!r}",
+            f"MIC art.7.1: reader of shared folder '{sf.path}'",
             sf.source,
         )
         give_refs(
@@ -168,7 +168,7 @@ def project_imap(state: State, as_of: date) -> Desired:
             sf.path,
             sf.write,
             "write",
-            f"MIC art.7.1: writer of shared folder {sf.path!r}",
+            f"MIC art.7.1: writer of shared folder '{sf.path}'",
             sf.source,
         )
 
