@@ -55,3 +55,19 @@ def test_scope_covers_aliases_and_groups_of_its_people() -> None:
     assert not sf.covers(Record("alias", "other@x.gov.vn", {"target": "other2@x.gov.vn"}, "ldap"))
     assert sf.covers(Record("group", "cntt3", {"members": ("hungpq",)}, "ldap"))
     assert not sf.covers(Record("group", "lanhdao", {"members": ("tinlv",)}, "ldap"))
+
+
+def test_a_phone_slapd_would_refuse_is_a_validation_error() -> None:
+    """telephoneNumber is a PrintableString in LDAP: a '*' or a marked letter is refused by validation,
+    not by slapd in the middle of an apply; ordinary Vietnamese numbers pass."""
+    import pytest
+    from pydantic import ValidationError
+
+    from mailstate.desired_state.model import Person
+
+    assert Person(id="a", name="Lê Văn Tí", phone="(+84) 255 3822-123", mobile="0905 123 456").phone
+    for bad in ("(+84) 255 * 1", "máy lẻ 12", "0255#1"):
+        with pytest.raises(ValidationError, match="not a telephone number"):
+            Person(id="a", name="Lê Văn Tí", phone=bad)
+    with pytest.raises(ValidationError, match="not a telephone number"):
+        Person(id="a", name="Lê Văn Tí", mobile="0905;123")

@@ -434,6 +434,11 @@ class Unit(Located):
     )
 
 
+PHONE_PATTERN = r"^[A-Za-z0-9'()+,./:?= -]+$"
+"""LDAP's telephoneNumber syntax is a PrintableString (RFC 4517 §3.3.31): slapd refuses anything else
+(``*``, ``#``, ``;``, letters with marks) at apply time, so validation refuses it first."""
+
+
 class Person(Located):
     """A staff member and their personal mailbox (MIC art.2; MOST art.12.3b)."""
 
@@ -441,7 +446,7 @@ class Person(Located):
     name: Text = Field(description="full Vietnamese name, family name first (Unicode, stored NFC)")
     unit: Id | None = Field(default=None, description="the unit's id; defaults to the file's [unit]")
     title: Text | None = Field(default=None, description="position (chức vụ)")
-    phone: str | None = Field(default=None, description="office phone")
+    phone: str | None = Field(default=None, description="office phone (digits, space, ( ) + - . /)")
     mobile: str | None = None
     backup_email: str | None = Field(
         default=None, description="backup mailbox outside the agency (MOST appendix 03)"
@@ -458,6 +463,17 @@ class Person(Located):
     old_addresses: list[str] = Field(
         default_factory=list, description="kept as aliases until keep_old_address"
     )
+
+    @field_validator("phone", "mobile")
+    @classmethod
+    def _telephone_number(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(PHONE_PATTERN, v):
+            bad = "".join(sorted({c for c in v if not re.fullmatch(PHONE_PATTERN, c)}))
+            raise ValueError(
+                f"{v!r} is not a telephone number LDAP accepts (a PrintableString): {bad!r} not allowed; "
+                "use digits, letters without marks, space and ' ( ) + , - . / : ? ="
+            )
+        return v
 
 
 class Group(Located):
