@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 EXAMPLE ?= examples/binhdinh-sct
-LABDIR ?= .lab/demo
+LABDIR ?= $(shell bash scripts/demo-labdir.sh)
 
 .PHONY: all deps venv test unit lint demo demo-down bench clean
 

@@ -171,3 +171,14 @@ def test_env_warns_when_a_server_of_the_lab_died(root: Path) -> None:
     lab.down()
     res = _cli("lab", "env", "--dir", str(lab_dir))
     assert res.returncode == 1 and res.stdout == "" and "not running" in res.stderr
+
+
+def test_slapd_reads_the_schema_from_the_lab_directory(root: Path) -> None:
+    """slapd.conf includes mailstate.schema from DIR/slapd (a copy), not from the package, which the lab
+    user cannot read when root runs a clone under /root."""
+    lab = Lab(root / "lab")
+    lab.up(domain="a.vn")
+    conf = (root / "lab" / "slapd" / "slapd.conf").read_text()
+    assert f'include "{root}/lab/slapd/mailstate.schema"' in conf
+    assert "site-packages" not in conf and "/src/mailstate/" not in conf
+    lab.ldap("service").unbind()

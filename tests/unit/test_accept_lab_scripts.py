@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,32 @@ def test_unusable_suffix_is_a_clear_lab_error(base: str) -> None:
     """A suffix the lab cannot make an entry for is refused with a LabError naming it, not a crash."""
     with pytest.raises(LabError, match="base_dn"):
         slapd.base_entry(base, "x")
+
+
+def _demo_labdir(cwd: Path) -> str:
+    res = subprocess.run(["bash", str(ROOT / "scripts" / "demo-labdir.sh")], cwd=cwd, capture_output=True,
+                         text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_demo_labdir_in_a_traversable_clone_is_dot_lab() -> None:
+    """In a clone every user can traverse, `make demo` keeps its lab in .lab/demo."""
+    clone = Path(tempfile.mkdtemp(prefix="mailstate-accept-clone-"))
+    try:
+        clone.chmod(0o755)
+        assert _demo_labdir(clone) == ".lab/demo"
+    finally:
+        clone.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lab user differs from us only as root")
+def test_demo_labdir_as_root_leaves_an_untraversable_clone(tmp_path: Path) -> None:
+    """As root in a clone under a 0700 directory (like /root), the demo's lab goes to a root-owned,
+    traversable place named after the clone (the lab user could not reach .lab/demo there)."""
+    clone = tmp_path / "private" / "clone"
+    clone.mkdir(parents=True)
+    (tmp_path / "private").chmod(0o700)
+    first = _demo_labdir(clone)
+    assert first == _demo_labdir(clone)
+    assert first.startswith(("/run/mailstate-demo/", "/var/tmp/mailstate-demo/"))

@@ -271,6 +271,8 @@ class Lab:
 
     def _start_slapd(self, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
         base, d = info["base_dn"], self.dir / "slapd"
+        schema = d / "mailstate.schema"
+        _write(schema, slapd.mailstate_schema().read_bytes(), 0o644)
         conf = d / "slapd.conf"
         _write(conf, slapd.slapd_conf(base=base, root_pw_hash=slapd.ssha(pw["ldap_root"]), slapd_dir=d,
                                       tls_dir=self.dir / "tls"), 0o600)
