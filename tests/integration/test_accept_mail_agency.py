@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -200,3 +201,32 @@ def test_removal_waits_for_a_verified_archive(agency: Agency) -> None:
     manifests = list(archive.glob("oldpt-*.manifest.json"))
     assert len(manifests) == 1 and json.loads(manifests[0].read_text())["count"] == 3
     assert agency.plan()["changes"] == []
+
+
+def test_folder_named_in_nfd_by_a_mail_client(agency: Agency) -> None:
+    """A folder a client created with a decomposed (NFD) name neither breaks the read nor gets a twin: the
+    TOML's NFC path is matched to it, its purpose and rights are set on it, a hand-set right is revoked."""
+    nfd = unicodedata.normalize("NFD", "Báo cáo tuần")
+    owner = imap_master_login(agency.lab, "vp")
+    owner.create_folder(nfd)
+    owner.append(nfd, MSG)
+    owner.setacl(nfd, "binhvt", "lr")
+    owner.logout()
+    plan = agency.plan()  # the read used to fail: GETACL of the NFC name → "Mailbox doesn't exist"
+    got = [(ch["action"], ch["key"]) for ch in plan["changes"]]
+    assert got == [("revoke", "unit:vp/Báo cáo tuần#binhvt")]
+    units = agency.state / "units" / "vp.toml"
+    units.write_text(
+        units.read_text()
+        + '\n[[shared_folder]]\nmailbox = "unit:vp"\npath = "Báo cáo tuần"\npurpose = "Hằng tuần"\n'
+        + 'read = ["yenlt"]\n'
+    )
+    out = agency.apply()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert agency.plan()["changes"] == []
+    owner = imap_master_login(agency.lab, "vp")
+    names = [n for _f, _d, n in owner.list_folders() if unicodedata.normalize("NFC", n) == "Báo cáo tuần"]
+    owner.logout()
+    assert names == [nfd]  # no twin folder was created
+    assert agency.can("yenlt", f"shared/vp/{nfd}") == (True, False)
+    assert agency.can("binhvt", f"shared/vp/{nfd}") == (False, False)

@@ -749,7 +749,8 @@ class ImapProvider:
             )
         after = change.after or {}
         with self.owner(login) as client:
-            if not client.folder_exists(folder):
+            live = self._live_name(client, folder)
+            if live is None:
                 try:
                     client.create_folder(folder)
                 except IMAPClientError as exc:
@@ -757,8 +758,9 @@ class ImapProvider:
                         raise ProviderError(
                             f"imap: cannot create {folder!r} in {ref}: {_clean(exc)}"
                         ) from None
+                live = folder
             if "purpose" in after:
-                self._set_purpose(client, folder, after.get("purpose"))
+                self._set_purpose(client, live, after.get("purpose"))
 
     def _apply_acl(self, change: Change) -> None:
         key = parse_acl_key(change.key)
@@ -768,7 +770,9 @@ class ImapProvider:
             raise ProviderError(f"imap: {change.key}: no rights to set")
         with self.owner(key.login) as client:
             folders = [key.folder]
-            if key.folder.upper() == INBOX:
+            if key.folder.upper() != INBOX:
+                folders = [self._live_name(client, key.folder) or key.folder]
+            else:
                 # mailbox-wide: INBOX and every folder but the listed shared folders (they have their own)
                 folders += [
                     f
@@ -779,15 +783,27 @@ class ImapProvider:
                 self._set_one(client, key, folder, rights)
 
     def _own_folders(self, client: IMAPClient) -> list[str]:
+        """The selectable folders of the logged-in mailbox, named exactly as the server names them: a
+        client may have created a name in another Unicode form (NFD), and a command with the NFC form of
+        that name is refused as a mailbox that does not exist. Keys are made NFC (``folder_key``)."""
         others = self._other_namespaces(client)
         out = []
         for flags, _delim, name in client.list_folders():
-            folder = unicodedata.normalize("NFC", _text(name))
+            folder = _text(name)
             if {_text(f).lower() for f in flags} & {"\\noselect", "\\nonexistent"}:
                 continue
             if not any(folder.startswith(p) for p in others):
                 out.append(folder)
         return out
+
+    def _live_name(self, client: IMAPClient, folder: str) -> str | None:
+        """The server's name of ``folder``: itself if it exists so, else the folder whose NFC form is the same
+        (made by a client that writes NFD), else None."""
+        folders = self._own_folders(client)
+        if folder in folders:
+            return folder
+        want = unicodedata.normalize("NFC", folder)
+        return next((f for f in folders if unicodedata.normalize("NFC", f) == want), None)
 
     def _set_one(self, client: IMAPClient, key: AclKey, folder: str, rights: str) -> None:
         """SETACL (exact rights) or, with no rights, DELETEACL (a missing entry is fine: idempotent)."""
