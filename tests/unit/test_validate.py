@@ -61,7 +61,7 @@ def test_good_state_loads(write_state: WriteState, org: str) -> None:
 def test_toml_syntax_error_names_its_line(write_state: WriteState, org: str) -> None:
     """A TOML syntax error is reported with its file and line."""
     p = one(with_unit(write_state, org, '[[person]]\nid = "x\n'))
-    assert (p.file, p.line, p.field) == ("units/qlcn.toml", 17, "")
+    assert (p.file, p.line, p.field) == ("units/qlcn.toml", 17, "id")  # the key written on that line
     assert p.message.startswith("TOML syntax error")
 
 
@@ -375,7 +375,7 @@ def test_every_problem_is_reported_at_once(write_state: WriteState, org: str) ->
     found = problems_of(root)
     assert [(p.file, p.field) for p in found] == [
         ("b.toml", "naming.person"),
-        ("c.toml", ""),
+        ("c.toml", "oops"),
         ("units/qlcn.toml", "person.address"),
     ]
 

@@ -21,13 +21,15 @@ from mailstate.errors import ValidationError
 @errors_to_exit
 def assign_command(state_dir: Path | None, check: bool, read_live: bool) -> None:
     """Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."""
+    from mailstate.cli.state_cmds import shown_from
     from mailstate.desired_state.assign import assign
 
+    root = resolve_state(state_dir)
     try:
-        result = assign(resolve_state(state_dir), check=check, read_live=read_live)
+        result = assign(root, check=check, read_live=read_live)
     except ValidationError as exc:
-        for problem in exc.problems:
-            click.echo(f"error: {problem}", err=True)
+        for problem in exc.problems:  # FILE as seen from here, as `validate` prints it
+            click.echo(f"error: {shown_from(problem, root)}", err=True)
         n = len(exc.problems)
         click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was written", err=True)
         sys.exit(1)

@@ -388,20 +388,24 @@ def plan_edits(
         edits: list[Edit] = []
         who: dict[KeyPath, tuple[Kind, str]] = {}
         for obj_key, path in _tables(doc).items():
+            kind, id_ = obj_key
             address = wanted.get(obj_key)
-            if address is None or obj_key in found:
+            new_id = new_ids.get(id_) if kind == "person" else None
+            if obj_key in found or (address is None and new_id is None):
                 continue
             table: Any = doc.data
             for key in path:
                 table = table[key]
             if "address" in table:
+                address = None  # pinned: a person written without an id still gets one
+            if address is None and new_id is None:
                 continue
             found.add(obj_key)
-            kind, id_ = obj_key
-            if kind == "person" and id_ in new_ids:
-                edits.append((path, "id", new_ids[id_]))
-                id_ = new_ids[id_]
-            edits.append((path, "address", address))
+            if new_id is not None:
+                edits.append((path, "id", new_id))
+                id_ = new_id
+            if address is not None:
+                edits.append((path, "address", address))
             who[path] = (kind, id_)
         if not edits:
             continue

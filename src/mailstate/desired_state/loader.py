@@ -332,6 +332,18 @@ def iter_toml_files(root: Path) -> Iterator[Path]:
 _LINE_RE = re.compile(r"\(at line (\d+), column (\d+)\)|\(at end of document\)")
 
 
+_KEY_ON_LINE_RE = re.compile(r"[ \t]*([A-Za-z0-9_-]+(?:[ \t]*\.[ \t]*[A-Za-z0-9_-]+)*)[ \t]*=")
+
+
+def _key_on_line(text: str, line: int) -> str:
+    """The (bare, possibly dotted) key at the start of ``line``, if any: the field of a syntax error."""
+    lines = text.split("\n")
+    if not 1 <= line <= len(lines):
+        return ""
+    m = _KEY_ON_LINE_RE.match(lines[line - 1])
+    return re.sub(r"[ \t]", "", m.group(1)) if m else ""
+
+
 def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
     """Parse every file; problems (missing dir, unreadable file, TOML syntax) are returned, not raised."""
     problems: list[Problem] = []
@@ -361,7 +373,7 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             line = int(m.group(1)) if m and m.group(1) else (text.count("\n") + 1 if m else 0)
             msg = _LINE_RE.sub("", msg).strip()
             col = f" (column {m.group(2)})" if m and m.group(2) else ""
-            problems.append(Problem(rel, line, "", f"TOML syntax error: {msg}{col}"))
+            problems.append(Problem(rel, line, _key_on_line(text, line), f"TOML syntax error: {msg}{col}"))
             continue
         try:
             positions = scan_positions(text)

@@ -336,6 +336,8 @@ class Quota(Located):
 
 
 _SECRET = "secrets never in TOML: only the name of the variable or file holding them"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""``password_env`` holds the name of an environment variable, never the password itself."""
 
 
 class LdapSettings(Located):
@@ -345,7 +347,9 @@ class LdapSettings(Located):
     bind_dn: str | None = Field(
         default=None, description="the service account, cn=mailstate,ou=system,<base>"
     )
-    password_env: str | None = Field(default="MAILSTATE_LDAP_PASSWORD", description=_SECRET)
+    password_env: str | None = Field(
+        default="MAILSTATE_LDAP_PASSWORD", description=_SECRET, pattern=ENV_NAME_PATTERN
+    )
     password_file: str | None = Field(default=None, description=_SECRET)
     ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
     start_tls: bool = False
@@ -365,7 +369,9 @@ class ImapSettings(Located):
 
     url: str = Field(default="imaps://localhost", description="imaps://host[:port]")
     admin_user: str = Field(default="mailstate", description="a Dovecot master user")
-    password_env: str | None = Field(default="MAILSTATE_IMAP_PASSWORD", description=_SECRET)
+    password_env: str | None = Field(
+        default="MAILSTATE_IMAP_PASSWORD", description=_SECRET, pattern=ENV_NAME_PATTERN
+    )
     password_file: str | None = Field(default=None, description=_SECRET)
     ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
     allow_plain: bool = Field(default=False, description="allow imap:// without TLS (never in production)")

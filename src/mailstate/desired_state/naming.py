@@ -102,20 +102,47 @@ UNIT_TYPE_WORDS: tuple[tuple[str, ...], ...] = tuple(
 """Leading words naming the kind of unit (Sở, Phòng, Ủy ban nhân dân …), longest first; ``{unit_name}``
 shortens them to their initials, as VL art.4 does: "Sở Tài chính" → "s" + "taichinh"."""
 
+_UNIT_TYPE_SPELLING: dict[str, frozenset[str]] = {
+    "uy": frozenset({"ủy", "uỷ"}), "ban": frozenset({"ban"}), "nhan": frozenset({"nhân"}),
+    "dan": frozenset({"dân"}), "hoi": frozenset({"hội"}), "dong": frozenset({"đồng"}),
+    "van": frozenset({"văn"}), "phong": frozenset({"phòng"}), "tong": frozenset({"tổng"}),
+    "cuc": frozenset({"cục"}), "chi": frozenset({"chi"}), "trung": frozenset({"trung"}),
+    "tam": frozenset({"tâm"}), "benh": frozenset({"bệnh"}), "vien": frozenset({"viện"}),
+    "thi": frozenset({"thị"}), "xa": frozenset({"xã"}), "thanh": frozenset({"thành"}),
+    "pho": frozenset({"phố"}), "tran": frozenset({"trấn"}), "so": frozenset({"sở"}),
+    "vu": frozenset({"vụ"}), "bo": frozenset({"bộ"}), "huyen": frozenset({"huyện"}),
+    "quan": frozenset({"quận"}), "phuong": frozenset({"phường"}), "dai": frozenset({"đài"}),
+    "truong": frozenset({"trường"}), "tinh": frozenset({"tỉnh"}),
+}
+"""How each kind-of-unit word is spelt with its marks: "Quận" is a kind of unit, "Quản" (lý) is not,
+"Đài" is and "Đại" (học) is not, though all transliterate alike. A word written without any mark
+(unaccented input) matches by its transliteration."""
+
+
+def _is_kind_word(original: str, key: str, kind_word: str) -> bool:
+    if key != kind_word:
+        return False
+    low = unicodedata.normalize("NFC", original).lower()
+    return low == key or low in _UNIT_TYPE_SPELLING.get(kind_word, frozenset({kind_word}))
+
 
 def split_unit_name(name: str) -> tuple[list[str], list[str]]:
-    """(kind-of-unit words, the rest), transliterated: "Phòng Kỹ thuật hạ tầng" → (["phong"], ["ky", …])."""
-    words = [w for w in (word_key(part) for part in name.split()) if w]
+    """(kind-of-unit words, the rest), transliterated: "Phòng Kỹ thuật hạ tầng" → (["phong"], ["ky", …]).
+
+    A kind word counts only as written with its own marks ("Ban Quản lý dự án" → (["ban"], ["quan", …]))."""
+    pairs = [(part, key) for part, key in ((part, word_key(part)) for part in name.split()) if key]
     kind: list[str] = []
-    while words:
+    while pairs:
         for phrase in UNIT_TYPE_WORDS:
-            if len(words) > len(phrase) and tuple(words[: len(phrase)]) == phrase:
+            n = len(phrase)
+            head = pairs[:n]
+            if len(pairs) > n and all(_is_kind_word(o, k, w) for (o, k), w in zip(head, phrase, strict=True)):
                 kind += phrase
-                words = words[len(phrase):]
+                pairs = pairs[n:]
                 break
         else:
             break
-    return kind, words
+    return kind, [key for _, key in pairs]
 
 
 def unit_name_key(name: str) -> str:

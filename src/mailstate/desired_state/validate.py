@@ -100,9 +100,28 @@ def is_secret_key(name: str) -> bool:
 
 
 def closest(word: str, candidates: Iterable[str]) -> str | None:
-    """The closest candidate to ``word`` (difflib), or None."""
-    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
+    """The closest candidate to ``word`` (difflib), else one a single typo away (a letter added, dropped,
+    changed, or two swapped: ``pv`` → ``vp``, which difflib misses in short ids), or None."""
+    pool = list(candidates)
+    found = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if found:
+        return found[0]
+    return next((c for c in sorted(pool) if abs(len(c) - len(word)) <= 1 and _one_typo(word, c)), None)
+
+
+def _one_typo(a: str, b: str) -> bool:
+    """True when ``b`` differs from ``a`` by one inserted, deleted or changed character, or one swap."""
+    if a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (
+            len(diff) == 2 and diff[1] == diff[0] + 1
+            and a[diff[0]] == b[diff[1]] and a[diff[1]] == b[diff[0]]
+        )
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = next((k for k in range(len(short)) if short[k] != long_[k]), len(short))
+    return short[i:] == long_[i + 1:]
 
 
 def _mean(word: str | None) -> str:
@@ -259,6 +278,9 @@ def pydantic_problems(
                 msg = f"{shown}is not a valid reference: {_REF_HELP}".strip()
             elif pattern.startswith("^[a-z][a-z0-9._-]"):
                 msg = f"{shown}is not a valid id: {_ID_HELP}".strip()
+            elif name.endswith("_env"):
+                msg = ("is not the name of an environment variable (letters, digits and '_'): write the "
+                       "variable's name here and the secret in the environment (the value is not shown)")
             elif name == "domain":
                 msg = f"{shown}is not a domain name such as sct.binhdinh.gov.vn (lower case)".strip()
             else:
@@ -303,6 +325,8 @@ class _Builder:
         self.folders: list[SharedFolder] = []
         self.broken: dict[str, set[str]] = {"unit": set(), "person": set(), "group": set()}
         """Ids of units, people and groups whose table is invalid: references to them are not reported."""
+        self.partial = False
+        """Some file did not parse: a reference may point into it, so unresolved ones are not reported."""
         self.grants: list[AccessGrant] = []
 
     def add(self, file: str, line: int, field: str, message: str) -> None:
@@ -387,6 +411,7 @@ class _Builder:
     # -- the whole state --------------------------------------------------------------------------
 
     def build(self, docs: list[Document], complete: bool) -> State | None:
+        self.partial = not complete
         for doc in docs:
             self.document(doc)
         org = self.singletons.get("organization")
@@ -462,8 +487,9 @@ class Checker:
         return self.s.units if kind == "unit" else self.s.groups
 
     def _known(self, kind: str, oid: str) -> bool:
-        """True if ``oid`` is an object of ``kind``, or one whose table already has a problem."""
-        return oid in self._ids(kind) or oid in self.b.broken[kind]
+        """True if ``oid`` is an object of ``kind``, or one whose table already has a problem (or may be in
+        a file that could not be parsed)."""
+        return oid in self._ids(kind) or oid in self.b.broken[kind] or self.b.partial
 
     def near(self, word: str, kind: str) -> str | None:
         """The closest id of ``kind`` (memoised: difflib over 10,000 ids takes tens of ms)."""
@@ -777,8 +803,8 @@ def build_state(
 ) -> tuple[State | None, list[Problem]]:
     """Validate parsed documents and merge them into a ``State``; returns it with every problem found.
 
-    ``complete=False`` says some files could not be parsed: a missing ``[organization]`` is then not
-    reported (it may be in the broken file).
+    ``complete=False`` says some files could not be parsed: a missing ``[organization]`` and references
+    that do not resolve are then not reported (they may be in the broken file).
     """
     builder = _Builder(root)
     state = builder.build(docs, complete)

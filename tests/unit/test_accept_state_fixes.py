@@ -1,0 +1,152 @@
+"""Acceptance of the desired state on a fresh agency: defects found by building inputs nobody had tested."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailstate.cli import cli
+from mailstate.desired_state.loader import load_state
+from mailstate.desired_state.naming import unit_name_key
+from mailstate.errors import ValidationError
+
+ORG = """\
+[organization]
+name = "Sở Y tế tỉnh Sóc Trăng"
+domain = "syt.soctrang.gov.vn"
+
+[naming]
+person = "{family}.{given}"
+unit = "{unit_initials}"
+"""
+VP = """\
+[unit]
+id = "vp"
+name = "Văn phòng Sở"
+head = "thach.sophal"
+
+[[person]]
+id = "thach.sophal"
+name = "Thạch Sô Phal"    # Khmer name
+address = "thach.phal@syt.soctrang.gov.vn"
+"""
+KTV = """\
+[unit]
+id = "ktv"
+name = "Phòng Kế toán"
+parent = "vp"
+"""
+
+
+@pytest.fixture
+def agency(tmp_path: Path) -> Path:
+    """A small agency with a {family}.{given} rule, two units in two files."""
+    (tmp_path / "units").mkdir()
+    (tmp_path / "mailstate.toml").write_text(ORG, encoding="utf-8")
+    (tmp_path / "units" / "vp.toml").write_text(VP, encoding="utf-8")
+    (tmp_path / "units" / "ktv.toml").write_text(KTV, encoding="utf-8")
+    return tmp_path
+
+
+def digest(root: Path) -> dict[str, str]:
+    """Checksum of every file under ``root``."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def problems(root: Path) -> list[str]:
+    """The problems of ``root`` as printed (``file:line: field: message``)."""
+    with pytest.raises(ValidationError) as info:
+        load_state(root)
+    return [str(p) for p in info.value.problems]
+
+
+def test_person_with_pinned_address_and_no_id_gets_its_id(agency: Path) -> None:
+    """A person written with an address but no id gets the address's local part as id (no crash)."""
+    path = agency / "units" / "ktv.toml"
+    path.write_text(KTV + '\n[[person]]\nname = "Trần Pin"\naddress = "tranpin@syt.soctrang.gov.vn"\n',
+                    encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["assign", "--state", str(agency)])
+    assert res.exit_code == 0, res.output
+    assert "units/ktv.toml:8: person tranpin: id = tranpin" in res.output
+    assert path.read_text(encoding="utf-8").endswith(
+        '[[person]]\nid   = "tranpin"\nname = "Trần Pin"\naddress = "tranpin@syt.soctrang.gov.vn"\n'
+    )
+    assert load_state(agency).people["tranpin"].address == "tranpin@syt.soctrang.gov.vn"
+    before = digest(agency)
+    res = runner.invoke(cli, ["assign", "--state", str(agency), "--check"])
+    assert res.exit_code == 0 and digest(agency) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Ban Quản lý dự án", "bquanlyduan"),  # Quản (lý) is no Quận
+        ("Phòng Quản lý Công nghiệp", "pquanlycongnghiep"),
+        ("Cục Quản lý thị trường", "cquanlythitruong"),
+        ("Trường Đại học Cần Thơ", "tdaihoccantho"),  # Đại (học) is no Đài
+        ("Đài Phát thanh và Truyền hình", "dphatthanhvatruyenhinh"),
+        ("Ủy ban nhân dân Quận 1", "ubndq1"),
+        ("Văn phòng Uỷ ban nhân dân tỉnh", "vpubndtinh"),  # the old tone placement
+        ("So Tai chinh", "staichinh"),  # written without marks
+    ],
+)
+def test_unit_name_kind_words_are_matched_with_their_marks(name: str, expected: str) -> None:
+    """{unit_name} shortens only the words that really name a kind of unit, told apart by their marks."""
+    assert unit_name_key(name) == expected
+
+
+def test_syntax_error_is_not_followed_by_false_references(agency: Path) -> None:
+    """A file that does not parse gives its syntax error (with its key) and no 'no person' noise elsewhere."""
+    bad = VP + '\n[[person]]\nid = "mai"\nname = "Mai"\nleft_on = 2026-02-30\n'
+    (agency / "units" / "vp.toml").write_text(bad, encoding="utf-8")
+    (agency / "groups.toml").write_text('[[group]]\nid = "g"\nname = "G"\nmembers = ["mai", "unit:vp"]\n',
+                                        encoding="utf-8")
+    assert problems(agency) == [
+        "units/vp.toml:14: left_on: TOML syntax error: Invalid date or datetime (column 11)"
+    ]
+
+
+def test_transposed_short_id_gets_a_suggestion(agency: Path) -> None:
+    """A parent written 'pv' for 'vp' is reported with 'vp' as the closest id."""
+    ktv = KTV.replace('parent = "vp"', 'parent = "pv"')
+    (agency / "units" / "ktv.toml").write_text(ktv, encoding="utf-8")
+    assert problems(agency) == ["units/ktv.toml:4: unit.parent: no unit 'pv'; did you mean 'vp'?"]
+
+
+def test_password_written_into_password_env_is_refused_unechoed(agency: Path) -> None:
+    """A password written where the variable's name belongs is refused, and the value is not printed."""
+    secret = "Xk-9!pQ2 zz"
+    (agency / "mailstate.toml").write_text(
+        ORG + f'\n[providers.ldap]\nurl = "ldaps://ldap.example"\npassword_env = "{secret}"\n',
+        encoding="utf-8",
+    )
+    before = digest(agency)
+    for args in (["validate"], ["assign"], ["assign", "--check"]):
+        res = CliRunner().invoke(cli, [*args, "--state", str(agency)])
+        assert res.exit_code == 1, res.output
+        assert "mailstate.toml:11: providers.ldap.password_env: is not the name of an env" in res.output
+        assert secret not in res.output
+    assert digest(agency) == before
+
+
+def test_assign_names_files_as_seen_from_the_current_directory(agency: Path) -> None:
+    """assign reports a problem at the file's path from where it runs, as validate does."""
+    ktv = KTV.replace('parent = "vp"', 'parent = "vpp"')
+    (agency / "units" / "ktv.toml").write_text(ktv, encoding="utf-8")
+    cwd = os.getcwd()
+    os.chdir(agency.parent)
+    try:
+        res = CliRunner().invoke(cli, ["assign", "--state", agency.name])
+    finally:
+        os.chdir(cwd)
+    assert res.exit_code == 1
+    shown = f"error: {agency.name}/units/ktv.toml:4: unit.parent: no unit 'vpp'; did you mean 'vp'?"
+    assert shown in res.output
