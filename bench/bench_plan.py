@@ -9,7 +9,15 @@ then
   best of --repeat, against the floor measured in the same run: a raw paged `ldapsearch` of the whole
   directory (a process too) + a bare ``tomllib`` parse of every state file; the ratio (target ≤ 4× at
   2,000, aim 2× at 10,000);
-- peak memory (max RSS) of the apply (this process) and of the plan process (os.wait4).
+- peak memory (max RSS) of the apply (this process) and of the plan process (os.wait4);
+- what is out of mailstate's hands: the same directory read by ldap3 alone (a bare paged search of the
+  whole base, in this process: BER decoding in pure Python) next to ldapsearch, and the interpreter
+  start-up + imports of a plan (a process importing what `plan` imports, doing nothing).
+
+The plan processes run with .pyc files (PYTHONDONTWRITEBYTECODE is dropped from their environment, as
+for an installed package); CPU time (user + sys) is printed next to wall time, because on a shared
+2-core machine the wall time also counts slapd's work and other people's load.
+IMAP/SSH side: bench/bench_imap.py (needs the full lab).
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ DOMAIN = "bench.example.gov.vn"
 MAILSTATE = Path(sys.executable).with_name("mailstate")
 
 
-def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(wall seconds, exit code, max RSS in KiB) of one process."""
+def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, float]:
+    """(wall seconds, exit code, max RSS in KiB, CPU seconds user + sys) of one process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -47,7 +55,45 @@ def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, int]:
         proc.stderr.close()
         if proc.returncode not in (0, 2):
             print(f"  {argv[0]} failed ({proc.returncode}): {err.strip()[:500]}")
-    return elapsed, proc.returncode, usage.ru_maxrss
+    return elapsed, proc.returncode, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+
+
+IMPORTS = (
+    "import mailstate.cli, mailstate.cli.plan_cmds, mailstate.reconciler.engine, "
+    "mailstate.desired_state.loader, mailstate.desired_state.validate, mailstate.providers.ldap, "
+    "mailstate.reconciler.desired, mailstate.reconciler.diff"
+)
+
+
+def ldap3_bare_read(lab: Any) -> float:
+    """Seconds for ldap3 alone to page through the whole directory (user attributes, as ldapsearch)."""
+    import ssl
+
+    from ldap3 import NONE, SUBTREE, Connection, Server, Tls
+
+    info = lab.info
+    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=str(lab.ca_file), version=ssl.PROTOCOL_TLS_CLIENT)
+    server = Server("127.0.0.1", port=info["ports"]["ldaps"], use_ssl=True, tls=tls, get_info=NONE)
+    conn = Connection(server, info["dns"]["service"], lab.secret("ldap_service"), auto_bind=True)
+    try:
+        t0 = time.perf_counter()
+        n = sum(
+            1
+            for _ in conn.extend.standard.paged_search(
+                lab.base_dn,
+                "(objectClass=*)",
+                search_scope=SUBTREE,
+                attributes=["*"],
+                paged_size=1000,
+                generator=True,
+            )
+        )
+        elapsed = time.perf_counter() - t0
+    finally:
+        conn.unbind()
+    if n == 0:
+        raise SystemExit("the bare ldap3 search read nothing")
+    return elapsed
 
 
 def tomllib_floor(state: Path) -> float:
@@ -93,17 +139,21 @@ def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, Any]:
         apply_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
         # no-op plan as a process, best of `repeat`
+        plan_env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
         plan_runs = []
+        plan_cpu = []
         plan_rss = 0
         for _ in range(repeat):
-            s, code, rss = run_timed(
+            s, code, rss, cpu = run_timed(
                 [str(MAILSTATE), "plan", "--state", str(state), "--provider", "ldap", "--detailed-exitcode"],
-                env,
+                plan_env,
             )
             if code != 0:
                 raise SystemExit(f"the no-op plan exited {code}: it is not a no-op")
             plan_runs.append(s)
+            plan_cpu.append(cpu)
             plan_rss = max(plan_rss, rss)
+        imports_s = min(run_timed([sys.executable, "-c", IMPORTS], plan_env)[0] for _ in range(repeat))
 
         # where the time of a no-op plan goes (in-process, best of `repeat`)
         phases: dict[str, float] = {}
@@ -136,6 +186,7 @@ def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, Any]:
         os.write(fd, lab.secret("ldap_service").encode())
         os.close(fd)
         search_runs = [run_timed(argv, search_env)[0] for _ in range(repeat)]
+        bare_runs = [ldap3_bare_read(lab) for _ in range(repeat)]
         toml_runs = [tomllib_floor(state) for _ in range(repeat)]
         floor = min(search_runs) + min(toml_runs)
         best_plan = min(plan_runs)
@@ -149,6 +200,9 @@ def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, Any]:
             "first_total_s": first_s,
             "people_per_s": people / first_s,
             "noop_plan_s": best_plan,
+            "noop_plan_cpu_s": min(plan_cpu),
+            "imports_s": imports_s,
+            "ldap3_bare_s": min(bare_runs),
             "ldapsearch_s": min(search_runs),
             "tomllib_s": min(toml_runs),
             "floor_s": floor,
@@ -190,6 +244,17 @@ def main() -> None:
             f"  no-op plan process: {f['noop_plan_s']:.2f} s; floor = ldapsearch {f['ldapsearch_s']:.2f} s "
             f"+ tomllib {f['tomllib_s']:.2f} s = {f['floor_s']:.2f} s; ratio {f['ratio']:.1f}x "
             f"(target <= {target:g}x) {'OK' if f['ratio'] <= target else 'ABOVE TARGET'}"
+        )
+        print(
+            f"  plan process CPU (user+sys) {f['noop_plan_cpu_s']:.2f} s; of it, start-up + imports "
+            f"{f['imports_s']:.2f} s (a process that only imports)"
+        )
+        print(
+            f"  out of mailstate's hands: ldap3 alone pages through the directory in "
+            f"{f['ldap3_bare_s']:.2f} s "
+            f"(ldapsearch {f['ldapsearch_s']:.2f} s): ldap3 + tomllib + imports = "
+            f"{f['ldap3_bare_s'] + f['tomllib_s'] + f['imports_s']:.2f} s = "
+            f"{(f['ldap3_bare_s'] + f['tomllib_s'] + f['imports_s']) / f['floor_s']:.1f}x the floor"
         )
         print(
             "  no-op plan in-process, per phase: "
