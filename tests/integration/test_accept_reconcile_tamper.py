@@ -137,3 +137,47 @@ def test_person_left_without_a_password_gets_one(qn: tuple[Lab, Path, dict[str, 
     assert user.bind(), user.result
     user.unbind()
     assert plan_json(env, state)["changes"] == []
+
+
+def test_saved_plans_refused_when_stale_either_way_or_edited(qn: tuple[Lab, Path, dict[str, str]]) -> None:
+    """`apply FILE` exits 1 and changes nothing when a TOML file changed (named), when a live object
+    changed (named), or when the file's changes were edited; the untouched plan then applies."""
+    lab, state, env = qn
+    first = ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes")
+    assert first.returncode == 0, first.stdout + first.stderr
+    vp = state / "units" / "vp.toml"
+    vp.write_text(vp.read_text(encoding="utf-8").replace('"Chánh Văn phòng"', '"Chánh VP"'), encoding="utf-8")
+    saved = state.parent / "plan.json"
+    assert ms(env, "plan", "--state", str(state), "--provider", "ldap", "--out", str(saved)).returncode == 0
+    c = lab.ldap(as_="root")
+
+    def title(uid: str) -> str:
+        c.search(f"uid={uid},ou=people,{lab.base_dn}", "(objectClass=*)", attributes=["title"])
+        return str(c.entries[0].title)
+
+    def apply(path: Path) -> subprocess.CompletedProcess[str]:
+        return ms(env, "apply", str(path), "--state", str(state), "--provider", "ldap")
+
+    bcvt = state / "units" / "bcvt.toml"
+    original = bcvt.read_text(encoding="utf-8")
+    bcvt.write_text(original + "\n# a comment is a change of the file\n", encoding="utf-8")
+    out = apply(saved)
+    assert out.returncode == 1 and "units/bcvt.toml changed" in out.stdout + out.stderr
+    bcvt.write_text(original, encoding="utf-8")
+
+    assert c.modify(f"uid=thuvt2,ou=people,{lab.base_dn}", {"mobile": [(MODIFY_REPLACE, ["0900 000 000"])]})
+    out = apply(saved)
+    assert out.returncode == 1 and "live person thuvt2 changed" in out.stdout + out.stderr
+    assert c.modify(f"uid=thuvt2,ou=people,{lab.base_dn}", {"mobile": [(MODIFY_DELETE, [])]})
+
+    edited = state.parent / "edited.json"
+    data = json.loads(saved.read_text(encoding="utf-8"))
+    data["changes"][0]["after"]["title"] = "Giám đốc"
+    edited.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    out = apply(edited)
+    assert out.returncode == 1 and "update person anhnt" in out.stdout + out.stderr
+    assert title("anhnt") == "Chánh Văn phòng"
+
+    out = apply(saved)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert title("anhnt") == "Chánh VP"

@@ -744,6 +744,29 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
             + "\n  ".join(shown)
             + "\nmake a new plan"
         )
+    # Same TOML, same live objects: planning again gives the same changes. Anything else means the plan
+    # file was edited (or is not this state's): what was reviewed is all that may be applied.
+    again = plan_from(state, state_dir, snapshots, scope_units=scope_units, as_of=_as_of(meta.as_of))
+    saved = {c.id: c for c in plan_changes(plan)}
+    fresh = {c.id: c for c in plan_changes(again)}
+    edited = sorted(
+        f"{c.action.label} {c.kind} {c.key}"
+        for cid, c in {**fresh, **saved}.items()
+        if _change_json(saved.get(cid)) != _change_json(fresh.get(cid))
+    )
+    if edited or [*saved] != [*fresh]:
+        shown = edited[:20] + ([f"… and {len(edited) - 20} more"] if len(edited) > 20 else [])
+        raise StalePlan(
+            "the saved plan does not hold the changes its TOML and the live state give (was the file "
+            "edited?); nothing was applied:\n  " + "\n  ".join(shown or ["the order of the changes"])
+            + "\nmake a new plan"
+        )
+
+
+def _change_json(change: Change | None) -> str | None:
+    if change is None:
+        return None
+    return json.dumps(change.to_json(), sort_keys=True, ensure_ascii=False, default=str)
 
 
 def apply_plan(
