@@ -182,3 +182,32 @@ def test_slapd_reads_the_schema_from_the_lab_directory(root: Path) -> None:
     assert f'include "{root}/lab/slapd/mailstate.schema"' in conf
     assert "site-packages" not in conf and "/src/mailstate/" not in conf
     lab.ldap("service").unbind()
+
+
+def test_down_stops_a_command_running_over_ssh(root: Path) -> None:
+    """A command still running through the lab's sshd (its session is a process group of its own) is
+    stopped by `lab down` too — before, `sleep` and sshd's session processes outlived the lab."""
+    lab_dir = root / "lab"
+    assert _cli("lab", "up", "--dir", str(lab_dir), "--domain", "a.vn").returncode == 0
+    env = Lab(lab_dir).env()
+    client = subprocess.Popen(
+        ["ssh", "-i", env["MAILSTATE_SSH_KEY_FILE"],
+         "-o", f"UserKnownHostsFile={env['MAILSTATE_SSH_KNOWN_HOSTS']}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-p", env["MAILSTATE_SSH_PORT"],
+         f"{env['MAILSTATE_SSH_USER']}@127.0.0.1", "sleep 4242"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sleeper: list[int] = []
+        for _ in range(200):
+            sleeper = [p for p in Lab(lab_dir).pids()
+                       if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0" + b"4242")]
+            if sleeper:
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        assert sleeper, "the ssh command did not start"
+        assert _cli("lab", "down", "--dir", str(lab_dir)).returncode == 0
+        assert not [p for p in sleeper if _proc.alive(p)]
+        client.wait(timeout=10)  # its server side is gone, so the client ends
+    finally:
+        client.kill()
+        client.wait()

@@ -120,6 +120,29 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, start time) of every live process below pid (children, their children, …). sshd's
+    per-connection processes call setsid(): they and the commands they run leave the listener's process
+    group, and are re-parented to init once the listener is gone — so they are collected beforehand."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_fields(int(entry.name))
+        if fields is None or fields[0] in ("Z", "X"):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        starts[int(entry.name)] = int(fields[19])
+    found: list[tuple[int, int]] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        found.append((p, starts[p]))
+        todo.extend(children.get(p, []))
+    return found
+
+
 def _die_with_parent(parent: int) -> Callable[[], None]:
     """preexec_fn: ask the kernel to SIGTERM the child when its parent dies (Linux PR_SET_PDEATHSIG).
     Runs after the switch to the lab user (a credential change would clear the setting)."""
@@ -178,8 +201,41 @@ def stop(pid: int, start_time: int | None, timeout: float = 5.0, child: subproce
          ) -> None:
     """Stop the process group a server leads (SIGTERM, then SIGKILL after timeout) and wait until it is gone.
 
-    Only processes of that group are signalled, and only if the leader is still the process we started.
+    Only processes of that group are signalled, and only if the leader is still the process we started;
+    then the leader's other descendants (collected first, each checked by its start time: sshd sessions
+    and the commands they run, in sessions of their own) get the same treatment.
     """
+    family: list[tuple[int, int]] = []
+    if alive(pid, start_time):
+        group = set(group_members(pid))
+        family = [(p, st) for p, st in descendants(pid) if p not in group]
+    _stop_group(pid, start_time, timeout, child)
+    _stop_pids(family, timeout)
+
+
+def _stop_pids(family: list[tuple[int, int]], timeout: float) -> None:
+    """SIGTERM each (pid, start time) still alive, wait, SIGKILL what is left; LabError if one survives."""
+    for p, st in family:
+        if alive(p, st):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p, st) for p, st in family):
+        time.sleep(0.02)
+    for p, st in family:
+        if alive(p, st):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and any(alive(p, st) for p, st in family):
+        time.sleep(0.02)
+    left = [p for p, st in family if alive(p, st)]
+    if left:
+        raise LabError(f"process(es) {', '.join(map(str, left))} did not stop")
+
+
+def _stop_group(pid: int, start_time: int | None, timeout: float, child: subprocess.Popen[bytes] | None
+                ) -> None:
     if alive(pid, start_time):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)

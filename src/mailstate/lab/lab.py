@@ -446,11 +446,13 @@ class Lab:
             raise LabError("lab down: " + "; ".join(errors))
 
     def pids(self) -> list[int]:
-        """Every live process the lab's servers consist of (leaders and their process groups)."""
+        """Every live process the lab's servers consist of (leaders, their process groups and their other
+        descendants, e.g. sshd's sessions and the commands they run)."""
         found: list[int] = []
         for entry in self.info["pids"].values():
             if _proc.alive(entry["pid"], entry["start_time"]):
                 found.append(entry["pid"])
+                found.extend(p for p, _st in _proc.descendants(entry["pid"]) if p not in found)
             found.extend(p for p in _proc.group_members(entry["pid"]) if p not in found)
         return found
 
