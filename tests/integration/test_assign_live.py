@@ -84,3 +84,24 @@ def test_assign_live_never_renumbers(ldap_env: Lab, tmp_path: Path) -> None:
 
     res = CliRunner().invoke(cli, ["assign", "--state", str(state), "--live", "--check"])
     assert res.exit_code == 0, res.output
+
+
+def test_newcomer_without_id_never_gets_a_live_uid(ldap_env: Lab, tmp_path: Path) -> None:
+    """A person still in the directory but gone from the TOML keeps their uid: a namesake written without
+    an id gets another one (else the plan would hand the newcomer the old person's entry and mailbox)."""
+    state = tmp_path / "state"
+    (state / "units").mkdir(parents=True)
+    (state / "mailstate.toml").write_text(TOP, encoding="utf-8")
+    unit_file = state / "units" / "qlcn.toml"
+    unit_file.write_text(UNIT.replace('id = "m1"', f'id = "bangnv"\naddress = "bang.old@{DOMAIN}"'),
+                         encoding="utf-8")
+    home = tmp_path / "home"
+    apply_plan(make_plan(state, providers=["ldap"]), state, journal_dir=home, audit_log=home / "audit.jsonl",
+               passwords_out=home / "passwords.tsv", providers=["ldap"])
+
+    # bangnv left the TOML, not the directory; a namesake joins, written without an id
+    unit_file.write_text(UNIT.replace('id = "m1"\n', "", 1), encoding="utf-8")
+    res = CliRunner().invoke(cli, ["assign", "--state", str(state), "--live"])
+    assert res.exit_code == 0, res.output
+    person = tomllib.loads(unit_file.read_text(encoding="utf-8"))["person"][0]
+    assert person["id"] != "bangnv" and person["address"] == f"bangnv@{DOMAIN}"

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailstate.cli import cli
+from mailstate.desired_state.assign import assign
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.naming import unit_name_key
 from mailstate.errors import ValidationError
@@ -150,3 +151,14 @@ def test_assign_names_files_as_seen_from_the_current_directory(agency: Path) -> 
     assert res.exit_code == 1
     shown = f"error: {agency.name}/units/ktv.toml:4: unit.parent: no unit 'vpp'; did you mean 'vp'?"
     assert shown in res.output
+
+
+def test_newcomer_id_avoids_uids_owning_live_addresses(agency: Path) -> None:
+    """A person written without an id never gets the uid of a live person (managed or not) as id."""
+    ktv = KTV + '\n[[person]]\nname = "Nguyễn Văn Bằng"\n'
+    (agency / "units" / "ktv.toml").write_text(ktv, encoding="utf-8")
+    live = {"bang.old@syt.soctrang.gov.vn": "nguyen.bang",
+            "x@syt.soctrang.gov.vn": "unmanaged person/nguyen.bang-2"}
+    result = assign(agency, check=True, live=live)
+    got = {(a.key, a.address) for a in result.assignments if a.kind == "person"}
+    assert got == {("id", "nguyen.bang-3"), ("address", "nguyen.bang@syt.soctrang.gov.vn")}

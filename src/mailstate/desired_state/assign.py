@@ -319,9 +319,23 @@ def _provisional_ids(docs: list[Document]) -> dict[str, tuple[Document, KeyPath]
     return out
 
 
-def _new_ids(provisional: Mapping[str, object], addresses: Addresses, state: State) -> dict[str, str]:
-    """provisional id → the person's id: the local part of the derived address (DESIGN §3), made unique."""
-    used = set(state.units) | set(state.groups) | (set(state.people) - set(provisional))
+def _live_ids(live: Mapping[str, str] | None) -> set[str]:
+    """Ids (LDAP uids) of the people that own addresses in the live directory, in the TOML or not."""
+    out: set[str] = set()
+    for owner in (live or {}).values():
+        owner = owner.removeprefix("unmanaged person/")
+        if ID_RE.match(owner):
+            out.add(owner)
+    return out
+
+
+def _new_ids(
+    provisional: Mapping[str, object], addresses: Addresses, state: State, live_ids: Iterable[str] = ()
+) -> dict[str, str]:
+    """provisional id → the person's id: the local part of the derived address (DESIGN §3), made unique
+    among the ids of the TOML and the people of the live directory (``live_ids``): a newcomer never takes
+    over the entry of someone who left the TOML but is still in the directory."""
+    used = set(state.units) | set(state.groups) | (set(state.people) - set(provisional)) | set(live_ids)
     out: dict[str, str] = {}
     for pid in sorted(provisional):
         address = addresses.people.get(pid)
@@ -359,7 +373,8 @@ def plan_assign(
     if read_live:
         live = {**read_live_addresses(state), **(live or {})}
     addresses = derive_addresses(state, live)
-    return plan_edits(docs, addresses, _pinned(state), _new_ids(provisional, addresses, state))
+    new_ids = _new_ids(provisional, addresses, state, _live_ids(live))
+    return plan_edits(docs, addresses, _pinned(state), new_ids)
 
 
 def _pinned(state: State) -> set[tuple[Kind, str]]:
