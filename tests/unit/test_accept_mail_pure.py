@@ -83,3 +83,24 @@ def test_folder_path_is_quoted_verbatim_in_reasons() -> None:
     folder_reasons = d.reasons[("shared_folder", f"unit:kh/{path}")]
     assert any(f"shared folder '{path}' of unit:kh" in r for r in folder_reasons)
     assert any(f"shared folder '{path}'" in r for r in d.reasons[("acl", f"unit:kh/{path}#namnh")])
+
+
+def test_revoke_reason_names_the_head_handover_and_the_removed_delegate() -> None:
+    """Revoking the old head's or a removed delegate's rights cites the handover, not the general rule."""
+    from mailstate.reconciler.change import Record
+    from mailstate.reconciler.desired import Desired
+    from mailstate.reconciler.diff import diff
+
+    unit_live = Record("unit", "tt", {"head": "hoatt", "delegates": ("binhvt", "yenlt")}, "ldap", "tt")
+    unit_new = Record("unit", "tt", {"head": "binhvt", "delegates": ()}, "ldap", "tt")
+    live = {("unit", "tt"): unit_live}
+    for login in ("hoatt", "yenlt", "stranger"):
+        rec = Record("acl", f"unit:tt/INBOX#{login}", {"rights": "lr", "why": None}, "imap", "tt")
+        live[("acl", rec.key)] = rec
+    want = Desired(as_of=date(2026, 11, 23))
+    want.add(unit_new, ["units/tt.toml:1: unit tt"])
+    changes, _ = diff(want, live)
+    why = {c.key: " ".join(c.reasons) for c in changes if c.kind == "acl"}
+    assert "hoatt no longer heads unit tt (head now: binhvt)" in why["unit:tt/INBOX#hoatt"]
+    assert "yenlt is no longer a delegate of unit tt" in why["unit:tt/INBOX#yenlt"]
+    assert "rights not listed in the TOML" in why["unit:tt/INBOX#stranger"]

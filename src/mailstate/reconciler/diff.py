@@ -256,14 +256,7 @@ def diff(
         elif ref in absent:
             _remove(cur, absent[ref], desired, ref, emit)
         elif kind == "acl":
-            _remove(
-                cur,
-                ["MIC art.4.5, art.7: rights not listed in the TOML are removed (no one reads another's "
-                 "mailbox except by delegation, a shared folder or a grant)"],
-                desired,
-                ref,
-                emit,
-            )
+            _remove(cur, _acl_revoke_reasons(cur, live_n, want), desired, ref, emit)
         elif kind == "alias" and as_of and (cur.attrs.get("expires") or "9999") <= as_of:
             _remove(
                 cur,
@@ -288,6 +281,25 @@ def diff(
 
     _link(changes, by_ref, want, live_n)
     return changes, unlisted
+
+
+def _acl_revoke_reasons(cur: Record, live: Mapping[Ref, Record], want: Mapping[Ref, Record]) -> list[str]:
+    """Why a live right the TOML does not give is revoked: on a unit mailbox, a head or delegate the TOML no
+    longer names as such (the live unit still does) is told so; otherwise the general rule."""
+    mailbox, _, login = cur.key.rpartition("#")
+    if mailbox.startswith("unit:"):
+        uid = mailbox[5:].split("/", 1)[0]
+        old, new = live.get(("unit", _norm_key("unit", uid))), want.get(("unit", _norm_key("unit", uid)))
+        if old is not None and new is not None:
+            new_head = new.attrs.get("head")
+            if old.attrs.get("head") == login and new_head != login:
+                return [f"MIC art.6, MOST art.14.4: {login} no longer heads unit {uid} (head now: "
+                        f"{new_head or 'none'}); the unit mailbox and all its mail stay"]
+            was, now = old.attrs.get("delegates") or (), new.attrs.get("delegates") or ()
+            if login in was and login not in now:
+                return [f"MIC art.6, BĐ art.13.1: {login} is no longer a delegate of unit {uid}"]
+    return ["MIC art.4.5, art.7: rights not listed in the TOML are removed (no one reads another's "
+            "mailbox except by delegation, a shared folder or a grant)"]
 
 
 def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: Any) -> None:
