@@ -181,3 +181,51 @@ def test_saved_plans_refused_when_stale_either_way_or_edited(qn: tuple[Lab, Path
     out = apply(saved)
     assert out.returncode == 0, out.stdout + out.stderr
     assert title("anhnt") == "Chánh VP"
+
+
+def test_tampered_units_mailboxes_groups_and_aliases_are_repaired(
+    qn: tuple[Lab, Path, dict[str, str]],
+) -> None:
+    """Hand edits of a unit, a unit mailbox, a group's addresses and an old-address alias (an extra
+    delivery target) plan exactly their repairs, nothing is reported as not in the TOML, apply converges."""
+    lab, state, env = qn
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0
+    c = lab.ldap(as_="root")
+    base = lab.base_dn
+    assert c.modify(f"uid=tuanh,ou=people,{base}", {"mail": [(MODIFY_REPLACE, ["tuan.h@" + DOMAIN])]})
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0  # alias
+    edits = [
+        (f"ou=ktht,ou=units,{base}", {"mailstateParent": [(MODIFY_REPLACE, ["gd"])],
+                                      "description": [(MODIFY_ADD, ["Tên phụ"])]}),
+        (f"uid=bcvt,ou=mailboxes,{base}", {"mailLocalAddress": [(MODIFY_ADD, ["buuchinh@" + DOMAIN])],
+                                           "mailstateQuota": [(MODIFY_REPLACE, ["1"])]}),
+        (f"cn=toanso,ou=groups,{base}", {"mail": [(MODIFY_REPLACE, ["TOANSO@" + DOMAIN.upper()])],
+                                          "mailLocalAddress": [(MODIFY_ADD, ["toan.so@" + DOMAIN])]}),
+        (f"cn=tuan.h@{DOMAIN},ou=aliases,{base}",
+         {"rfc822MailMember": [(MODIFY_ADD, ["evil@evil.example"])]}),
+        (f"uid=khoadm,ou=people,{base}", {"pwdAccountLockedTime": [(MODIFY_REPLACE, ["000001010000Z"])],
+                                          "mailstateLockReason": [(MODIFY_REPLACE, ["manual"])]}),
+    ]
+    for dn, change in edits:
+        assert c.modify(dn, change), (dn, c.result)
+    assert c.delete(f"uid=cntt,ou=mailboxes,{base}")
+
+    plan = plan_json(env, state)
+    got = {(ch["action"], ch["kind"], ch["key"], tuple(ch["fields"] or ())) for ch in plan["changes"]}
+    creates = {g[:3] for g in got if g[0] == "create"}
+    assert creates == {("create", "unit_mailbox", "cntt")}
+    assert got - {g for g in got if g[0] == "create"} == {
+        ("update", "unit", "ktht", ("name", "parent")),
+        ("update", "unit_mailbox", "bcvt", ("aliases", "quota")),
+        ("update", "group", "toanso", ("address",)),
+        ("update", "alias", "tuan.h@" + DOMAIN, ("target",)),
+        ("unlock", "person", "khoadm", ("locked", "lock_reason")),
+    }
+    assert [u["key"] for u in plan["unlisted"]] == []
+
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0
+    assert plan_json(env, state)["changes"] == []
+    c.search(f"cn=tuan.h@{DOMAIN},ou=aliases,{base}", "(objectClass=*)", attributes=["rfc822MailMember"])
+    assert c.entries[0].rfc822MailMember.values == ["tuanh@" + DOMAIN]
+    c.search(f"cn=toanso,ou=groups,{base}", "(objectClass=*)", attributes=["mailLocalAddress"])
+    assert [v.lower() for v in c.entries[0].mailLocalAddress.values] == ["toanso@" + DOMAIN]

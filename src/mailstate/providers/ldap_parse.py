@@ -160,6 +160,15 @@ def _address(e: Entry, name: str) -> str | tuple[str, ...] | None:
     return values[0] if values else None
 
 
+def _group_address(e: Entry) -> str | tuple[str, ...] | None:
+    """A group's address: ``mail``, which its ``mailLocalAddress`` repeats; every distinct address (sorted)
+    when either holds another one (added by hand: it would deliver to the group unseen)."""
+    values = _addrs([*e.get("mail", []), *e.get("maillocaladdress", [])])
+    if len(values) > 1:
+        return values
+    return values[0] if values else None
+
+
 def _addr(value: str | None) -> str | None:
     return value.strip().lower() if value else None
 
@@ -313,7 +322,7 @@ def parse_group(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     key = rdn_value(dn) if dn else (_one(e, "cn") or "")
     attrs: dict[str, Any] = {
         "name": _single(e, "displayName"),
-        "address": _address(e, "mail"),
+        "address": _group_address(e),
         "members": tuple(sorted(set(e.get("mailstatemember", [])))),
         "delivers_to": _addrs(e.get("rfc822mailmember", [])),
     }

@@ -371,8 +371,7 @@ def _project_aliases(
         o = _alias_owner(r, full_live)
         if o:
             alias_of_owner.setdefault(o, set()).add(k)
-        t = str(r.attrs.get("target") or "").lower()
-        if t:
+        for t in _targets(r):  # several when a value was added by hand: the update brings it back to one
             alias_of_target.setdefault(t, set()).add(k)
 
     owners: list[tuple[str, Ref, Source, list[str]]] = []
@@ -450,8 +449,12 @@ def _alias_owner(rec: Record, live_addresses: Mapping[str, str]) -> str | None:
     owner = rec.attrs.get("_owner")
     if owner:
         return str(owner)
-    target = rec.attrs.get("target")
-    return live_addresses.get(str(target).lower()) if target else None
+    return next((live_addresses[t] for t in _targets(rec) if t in live_addresses), None)
+
+
+def _targets(rec: Record) -> list[str]:
+    """The addresses a live alias delivers to (the ldap reader joins several with ", ")."""
+    return [t.strip().lower() for t in str(rec.attrs.get("target") or "").split(",") if t.strip()]
 
 
 def _owner_unit(state: State, owner: str) -> str | None:
