@@ -162,3 +162,40 @@ def test_newcomer_id_avoids_uids_owning_live_addresses(agency: Path) -> None:
     result = assign(agency, check=True, live=live)
     got = {(a.key, a.address) for a in result.assignments if a.kind == "person"}
     assert got == {("id", "nguyen.bang-3"), ("address", "nguyen.bang@syt.soctrang.gov.vn")}
+
+
+def test_bom_and_crlf_survive_assign(agency: Path) -> None:
+    """A file with a BOM and CRLF line ends keeps both, and a multi-line name without id gets id + address."""
+    path = agency / "units" / "ktv.toml"
+    path.write_bytes(("\ufeff" + KTV + '\n[[person]]\nname = """\nTrần Văn\nAn"""').replace("\n", "\r\n")
+                     .encode("utf-8"))
+    res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
+    assert res.exit_code == 0, res.output
+    assert path.read_bytes().decode("utf-8") == (
+        "\ufeff"
+        + KTV.replace('"Phòng Kế toán"\n', '"Phòng Kế toán"\naddress = "pkt@syt.soctrang.gov.vn"\n')
+        + '\n[[person]]\nid = "tran.an"\naddress = "tran.an@syt.soctrang.gov.vn"\nname = """\nTrần Văn\nAn"""'
+    ).replace("\n", "\r\n")
+    assert "units/ktv.toml:8: person tran.an: id = tran.an" in res.output
+    assert "units/ktv.toml:9: person tran.an: address = tran.an@syt.soctrang.gov.vn" in res.output
+
+
+def test_inline_table_fallback_keeps_crlf(agency: Path) -> None:
+    """People written as inline tables in a CRLF file get their keys from tomlkit, with CRLF line ends."""
+    path = agency / "units" / "more.toml"
+    path.write_bytes(b'person = [\r\n  { id = "p1", name = "L\xc3\xbd Kha", unit = "ktv" },\r\n]\r\n')
+    assign(agency)
+    text = path.read_bytes().decode("utf-8")
+    assert 'address = "ly.kha@syt.soctrang.gov.vn"' in text
+    assert "\n" not in text.replace("\r\n", "")
+
+
+def test_line_separator_in_a_comment_does_not_shift_the_insertion(agency: Path) -> None:
+    """A U+2028 in a comment is no line end: the address still goes right after the name, at the line said."""
+    path = agency / "units" / "ktv.toml"
+    path.write_text(KTV + '\n# note\u2028more\n[[person]]\nid = "a1"\nname = "Lê Văn Tám"\ntitle = "x"\n',
+                    encoding="utf-8")
+    res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[9:12] == ['name = "Lê Văn Tám"', 'address = "le.tam@syt.soctrang.gov.vn"', 'title = "x"']
+    assert "units/ktv.toml:11: person a1: address = le.tam@syt.soctrang.gov.vn" in res.output

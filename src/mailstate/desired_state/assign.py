@@ -165,22 +165,30 @@ def _expected(data: dict[str, Any], edits: list[Edit]) -> dict[str, Any]:
 
 
 def _header_line(doc: Document, lines: list[str], path: KeyPath) -> int | None:
-    """0-based index of the ``[[person]]`` header line of the table at ``path``, if it is one."""
+    """0-based index of the ``[[person]]`` (or ``[unit]``) header line of the table at ``path``, if any."""
     pos = doc.positions.get(path)
     if pos is None:
         return None
     idx = pos.line - 1
-    if 0 <= idx < len(lines) and lines[idx].strip().startswith("[["):
+    if 0 <= idx < len(lines) and lines[idx].strip().startswith("["):
         return idx
     return None
+
+
+def _split_lines(text: str) -> list[str]:
+    """Lines with their ends, split at LF only: TOML ends lines there (``str.splitlines`` would also split
+    at U+2028, U+0085 … inside a comment or string, and every later line would be off by one)."""
+    parts = text.split("\n")
+    return [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
 
 
 def _edit_lines(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPath, str], int]] | None:
     """Insert one line per edit; return the new text and each edit's new 1-based line, or None if unsafe.
 
-    ``address`` goes right after the table's ``name`` (or ``id``); ``id`` right after its ``[[…]]`` header,
-    aligned like the table's ``name`` line."""
-    lines = doc.text.splitlines(keepends=True)
+    ``address`` goes right after the table's ``name`` (or ``id``), else (a multi-line ``name`` and no ``id``
+    line yet) right after its header; ``id`` right after its ``[[…]]`` header, aligned like the ``name``
+    line."""
+    lines = _split_lines(doc.text)
     eol = "\r\n" if "\r\n" in doc.text else "\n"
     inserts: list[tuple[int, int, KeyPath, str, str, str | None]] = []
     for path, key, value in edits:
@@ -190,6 +198,8 @@ def _edit_lines(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPa
             order = 0
         else:
             idx, order = anchor_idx, 1
+            if idx is None and any(p == path and k == "id" for p, k, _ in edits):
+                idx = _header_line(doc, lines, path)  # after the id inserted there
         if idx is None:
             return None
         inserts.append((idx, order, path, key, value, lines[anchor_idx] if anchor_idx is not None else None))
@@ -204,7 +214,7 @@ def _edit_lines(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPa
         where[(path, key)] = idx + shift + 2
     # a later insertion above an earlier one shifts it: recompute from the final text
     if len(where) > 1:
-        final = "".join(new_lines).splitlines()
+        final = [ln.rstrip("\r\n") for ln in _split_lines("".join(new_lines))]
         for (path, key), _ in list(where.items()):
             value = next(v for p, k, v in edits if p == path and k == key)
             needle = tomlkit.string(value).as_string()
@@ -224,13 +234,17 @@ def _edit_tomlkit(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[Key
             table = table[part]
         table[key] = value
     text = tomlkit.dumps(tk)
+    if "\r\n" in doc.text:  # tomlkit ends the lines it adds with LF: keep the file's CRLF
+        crlf = re.sub(r"(?<!\r)\n", "\r\n", text)
+        if tomllib.loads(crlf) == tomllib.loads(text):
+            text = crlf
     where = {(path, key): _find_line(text, value) for path, key, value in edits}
     return text, where
 
 
 def _find_line(text: str, address: str) -> int:
     needle = tomlkit.string(address).as_string()
-    for i, line in enumerate(text.splitlines(), 1):
+    for i, line in enumerate(text.split("\n"), 1):
         if needle in line:
             return i
     return 0
@@ -425,7 +439,7 @@ def plan_edits(
         if not edits:
             continue
         text, where = _rewrite(doc, edits)
-        result.texts[doc.rel] = text
+        result.texts[doc.rel] = "\ufeff" + text if doc.bom else text
         for path, key, value in edits:
             kind, id_ = who[path]
             result.assignments.append(Assignment(kind, id_, value, doc.rel, where[(path, key)], key))

@@ -66,6 +66,8 @@ class Document:
     text: str
     data: dict[str, Any]
     positions: dict[KeyPath, TablePos]
+    bom: bool = False
+    """The file starts with a byte order mark (not part of ``text``; a rewrite puts it back)."""
 
     def line_of(self, path: KeyPath) -> int:
         """Best line for ``path``: the key's own line, else the closest enclosing table's line."""
@@ -358,7 +360,8 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
     for path in files:
         rel = path.relative_to(root).as_posix()
         try:
-            text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # an editor's BOM is not TOML
+            raw = path.read_bytes().decode("utf-8")
+            text = raw.removeprefix("\ufeff")  # an editor's BOM is not TOML
         except UnicodeDecodeError as exc:
             problems.append(Problem(rel, 0, "", f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8"))
             continue
@@ -379,7 +382,7 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             positions = scan_positions(text)
         except (ValueError, IndexError):  # positions are best effort: a valid file is never refused for them
             positions = {(): TablePos(1)}
-        docs.append(Document(path, rel, text, data, positions))
+        docs.append(Document(path, rel, text, data, positions, bom=len(text) != len(raw)))
     return docs, problems
 
 
