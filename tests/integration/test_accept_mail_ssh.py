@@ -73,3 +73,14 @@ def test_unreadable_revoked_line_stops_the_connection(provider: SshProvider, tmp
     with pytest.raises(ProviderError, match=r"known_hosts .*:1: unreadable @revoked line"):
         p.read()
     p.close()
+
+
+@pytest.mark.parametrize("archive_dir", ["", "archive", "/"])
+def test_archive_dir_must_be_an_absolute_directory(provider: SshProvider, archive_dir: str) -> None:
+    """An empty, relative or root archive_dir is refused before anything is copied; removal is refused too."""
+    p = SshProvider(provider.settings.model_copy(update={"archive_dir": archive_dir}))
+    with pytest.raises(ProviderError, match="not an absolute directory"):
+        p.archive("nobody")
+    with pytest.raises(ProviderError, match="not an absolute directory"):
+        p.remove_mail("nobody")
+    p.close()

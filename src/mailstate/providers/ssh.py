@@ -433,8 +433,20 @@ class SshProvider:
 
     # -- archive and removal -------------------------------------------------------------------
 
+    @property
+    def archive_root(self) -> str:
+        """archive_dir, which must be an absolute path on the mail host: doveadm and SFTP would resolve a
+        relative or empty one against different directories (an archive where the check never looks)."""
+        root = self.settings.archive_dir
+        if not root.startswith("/") or root.rstrip("/") == "":
+            raise ProviderError(
+                f"ssh: archive_dir {self.settings.archive_dir!r} is not an absolute directory on the mail "
+                "host (set [providers.ssh].archive_dir or MAILSTATE_SSH_ARCHIVE_DIR, e.g. /srv/mail-archive)"
+            )
+        return root.rstrip("/")
+
     def _path(self, name: str) -> str:
-        return f"{self.settings.archive_dir.rstrip('/')}/{name}"
+        return f"{self.archive_root}/{name}"
 
     def digest(self, user: str, location: str | None = None) -> tuple[int, str]:
         """(count, digest) of a user's live mail, or of an archive at ``location`` (e.g. ``mdbox:/path``)."""
@@ -483,7 +495,7 @@ class SshProvider:
 
     def _archive_entries(self) -> list[str]:
         try:
-            return list(self.sftp().listdir(self.settings.archive_dir))
+            return list(self.sftp().listdir(self.archive_root))
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -505,7 +517,7 @@ class SshProvider:
         """The newest manifest of ``user`` whose archive still verifies and whose digest the live mail still
         has; ProviderError (saying why) otherwise."""
         try:
-            names = self.sftp().listdir(self.settings.archive_dir)
+            names = self.sftp().listdir(self.archive_root)
         except OSError as exc:
             raise ProviderError(
                 f"ssh: removal of {user}'s mail refused: cannot list the archive dir "
