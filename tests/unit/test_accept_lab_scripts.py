@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailstate.errors import LabError
-from mailstate.lab import slapd
+from mailstate.lab import _proc, slapd
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,3 +110,14 @@ def test_demo_labdir_as_root_leaves_an_untraversable_clone(tmp_path: Path) -> No
     first = _demo_labdir(clone)
     assert first == _demo_labdir(clone)
     assert first.startswith(("/run/mailstate-demo/", "/var/tmp/mailstate-demo/"))
+
+
+def test_missing_server_programs_are_named_with_their_package(tmp_path: Path) -> None:
+    """On a machine without the lab's Debian packages, the lab names each missing program and the package
+    that ships it (instead of an internal FileNotFoundError from slapadd)."""
+    (tmp_path / "slapd").write_text("#!/bin/sh\n")
+    (tmp_path / "slapd").chmod(0o755)
+    missing = _proc.missing_programs(("slapd", "dovecot", "sshd"), path=str(tmp_path))
+    assert ("slapadd", "slapd") in missing and ("sshd", "openssh-server") in missing
+    assert ("slapd", "slapd") not in missing
+    assert _proc.missing_programs(("slapd", "dovecot", "sshd")) == []  # this machine has them all

@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,22 @@ def lab_user() -> LabUser:
     if pw.pw_uid == 0:
         raise LabError(f"the lab user {LAB_USER} has uid 0; the lab never runs a server as root")
     return LabUser(pw.pw_name, pw.pw_uid, pw.pw_gid, switch=True)
+
+
+SERVER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+"""PATH of the servers and of the short commands run for the lab."""
+PROGRAMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "slapd": (("slapd", "slapd"), ("slapadd", "slapd"), ("slaptest", "slapd")),
+    "dovecot": (("dovecot", "dovecot-imapd"), ("doveadm", "dovecot-core")),
+    "sshd": (("sshd", "openssh-server"), ("ssh-keygen", "openssh-client")),
+}
+"""Per lab service: (program, Debian package that ships it)."""
+
+
+def missing_programs(services: tuple[str, ...], path: str = SERVER_PATH) -> list[tuple[str, str]]:
+    """(program, package) of every program the services need that is not on path."""
+    return [(prog, pkg) for svc in services for prog, pkg in PROGRAMS.get(svc, ())
+            if shutil.which(prog, path=path) is None]
 
 
 def chown(path: Path, user: LabUser) -> None:
@@ -161,7 +178,7 @@ def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, s
     """Start a server in its own session (so its whole process group can be stopped), as the lab user.
     With die_with_parent, the server gets SIGTERM when the calling process dies (test sessions)."""
     preexec = _die_with_parent(os.getpid()) if die_with_parent else None
-    base_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(cwd)}
+    base_env = {"PATH": SERVER_PATH, "LANG": "C.UTF-8", "HOME": str(cwd)}
     if env:
         base_env.update(env)
     with open(log, "ab") as fh:
@@ -180,7 +197,7 @@ def spawn(argv: list[str], log: Path, user: LabUser, cwd: Path, env: dict[str, s
 def run_as(argv: list[str], user: LabUser, cwd: Path, timeout: float = 30.0
            ) -> subprocess.CompletedProcess[str]:
     """Run a short command (slaptest, slapadd, doveadm) as the lab user; output captured as text."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": str(cwd)}
+    env = {"PATH": SERVER_PATH, "LANG": "C.UTF-8", "HOME": str(cwd)}
     if user.switch:
         return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
                               user=user.uid, group=user.gid, extra_groups=[], check=False)

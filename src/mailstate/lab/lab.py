@@ -152,6 +152,12 @@ class Lab:
         unknown = set(services) - {"slapd", "dovecot", "sshd"}
         if unknown:
             raise LabError(f"unknown lab service(s): {', '.join(sorted(unknown))}")
+        missing = _proc.missing_programs(services)
+        if missing:
+            progs = ", ".join(prog for prog, _ in missing)
+            pkgs = " ".join(sorted({pkg for _, pkg in missing}))
+            raise LabError(f"the lab needs {progs}, not found in {_proc.SERVER_PATH}: install the Debian "
+                           f"packages ({pkgs}) with scripts/install-debs.sh (make deps)")
         if self.is_running():
             raise LabError(f"a lab already runs in {self.dir}; stop it first with "
                            f"`mailstate lab down --dir {self.dir}`")
