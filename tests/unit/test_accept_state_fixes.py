@@ -199,3 +199,25 @@ def test_line_separator_in_a_comment_does_not_shift_the_insertion(agency: Path) 
     lines = path.read_text(encoding="utf-8").split("\n")
     assert lines[9:12] == ['name = "Lê Văn Tám"', 'address = "le.tam@syt.soctrang.gov.vn"', 'title = "x"']
     assert "units/ktv.toml:11: person a1: address = le.tam@syt.soctrang.gov.vn" in res.output
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "field"),
+    [
+        ('\n[providers.ssh]\nkey_file = """-----BEGIN OPENSSH PRIVATE KEY-----\n{s}\n'
+         '-----END OPENSSH PRIVATE KEY-----"""\n', 10, "providers.ssh.key_file"),
+        ('\n[providers.ldap]\nurl = "ldaps://cn=admin:{s}@ldap.example"\n', 10, "providers.ldap.url"),
+        ('\n[[person]]\nid = "x"\nname = "X"\nunit = "vp"\nmat_khau = "{s}"\n', 13, "person[0].mat_khau"),
+    ],
+)
+def test_secret_under_any_key_is_refused_unechoed(agency: Path, extra: str, line: int, field: str) -> None:
+    """A private key, a password in a URL or a 'mật khẩu' key is refused at its line, never shown."""
+    secret = "b3JnYW5pemF0aW9u-Zz9"
+    (agency / "mailstate.toml").write_text(ORG + extra.format(s=secret), encoding="utf-8")
+    before = digest(agency)
+    for args in (["validate"], ["assign"], ["assign", "--check"]):
+        res = CliRunner().invoke(cli, [*args, "--state", str(agency)])
+        assert res.exit_code == 1, res.output
+        assert f"mailstate.toml:{line}: {field}: " in res.output and "(the value is not shown)" in res.output
+        assert secret not in res.output
+    assert digest(agency) == before

@@ -4,7 +4,8 @@
 with the list of problems found; ``load_state`` raises ``ValidationError`` when that list is not empty.
 The checks, in order:
 
-1. literal secrets anywhere (password, secret, token, … keys): refused without echoing the value;
+1. literal secrets anywhere (password, secret, token, mật khẩu … keys; a private key or a URL holding a
+   password under any key): refused without echoing the value;
 2. each table against the pydantic model (unknown field → the closest valid name; wrong types, ranges,
    dates, durations, sizes, id syntax); the input value is never echoed for the providers tables or for
    a field whose name suggests a secret;
@@ -60,10 +61,27 @@ from mailstate.errors import Problem
 M = TypeVar("M", bound=Located)
 
 SECRET_KEY_RE = re.compile(
-    r"(?i)(password|passwd|passphrase|secret|token|private_key|api_key|credential|^pwd$|^pass$|^pin$)"
+    r"(?i)(password|passwd|passphrase|secret|token|private_key|api_key|credential|^pwd$|^pass$|^pin$"
+    r"|mat[ _-]?khau|mật[ _-]?khẩu)"
 )
-"""Key names that suggest a secret value (``*_env`` and ``*_file`` keys only name where it is)."""
+"""Key names that suggest a secret value (``*_env`` and ``*_file`` keys only name where it is); "mật khẩu"
+is Vietnamese for password."""
 SECRET_MESSAGE = "secrets never in TOML: use password_env or password_file (the value is not shown)"
+PEM_KEY_RE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+URL_CREDENTIALS_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
+"""``ldaps://user:password@host``: a password inside a URL."""
+
+
+def secret_value_message(value: Any) -> str | None:
+    """Why a value (whatever its key) is a secret itself: a private key, or a URL holding a password."""
+    if not isinstance(value, str):
+        return None
+    if PEM_KEY_RE.search(value):
+        return "a private key never in TOML: key_file names the file that holds it (the value is not shown)"
+    if URL_CREDENTIALS_RE.match(value):
+        return ("a password never in a URL: write the URL without it and use password_env or password_file "
+                "(the value is not shown)")
+    return None
 
 SINGLETONS: dict[str, type[Located]] = {
     "organization": Organization,
@@ -152,7 +170,9 @@ def find_secrets(data: Any, path: KeyPath = ()) -> list[KeyPath]:
         for k, v in data.items():
             if isinstance(v, dict):
                 found.extend(find_secrets(v, path + (k,)))
-            elif is_secret_key(k):
+            elif is_secret_key(k) or secret_value_message(v):
+                found.append(path + (k,))
+            elif isinstance(v, list) and any(secret_value_message(x) for x in v):
                 found.append(path + (k,))
             elif isinstance(v, list):
                 found.extend(find_secrets(v, path + (k,)))
@@ -359,7 +379,12 @@ class _Builder:
         secrets = find_secrets(data)
         if secrets:
             for p in secrets:
-                self.add(doc.rel, doc.line_of(p), _label(p), SECRET_MESSAGE)
+                value: Any = data
+                for part in p:
+                    value = value[part]
+                values = value if isinstance(value, list) else [value]
+                why = next((m for m in map(secret_value_message, values) if m), SECRET_MESSAGE)
+                self.add(doc.rel, doc.line_of(p), _label(p), why)
             data = _without(data, set(secrets))
         raw_units = data.get("unit")
         targets: dict[str, list[Any]] = {"unit": self.units, "person": self.people, "group": self.groups,
