@@ -83,14 +83,20 @@ def test_ou_suffix_from_the_state_starts_a_lab(root: Path) -> None:
 
 
 def test_unusable_suffix_refused_before_anything_starts(root: Path) -> None:
-    """A cn=… base_dn is one clear error and leaves nothing in the lab directory."""
+    """A cn=… base_dn, a bad domain or an impossible directory is one clear error, and no lab directory
+    is created."""
     state = root / "state"
     state.mkdir()
     (state / "mailstate.toml").write_text(
         '[organization]\nname = "x"\ndomain = "x.gov.vn"\nbase_dn = "cn=mail,dc=x,dc=gov,dc=vn"\n')
     res = _cli("lab", "up", "--dir", str(root / "lab"), "--state", str(state))
     assert res.returncode == 1 and res.stderr.startswith("error: base_dn") and "Traceback" not in res.stderr
-    assert not any((root / "lab").iterdir())
+    assert not (root / "lab").exists()
+    res = _cli("lab", "up", "--dir", str(root / "lab"), "--domain", "bad domain.vn")
+    assert res.returncode == 1 and res.stderr.startswith("error: not a domain name")
+    assert not (root / "lab").exists()
+    res = _cli("lab", "up", "--dir", "/proc/no/lab", "--domain", "a.vn")
+    assert res.returncode == 1 and res.stderr.startswith("error: cannot create the lab directory")
 
 
 def test_concurrent_ups_on_one_directory_leave_no_orphan(root: Path) -> None:

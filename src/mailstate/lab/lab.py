@@ -115,7 +115,11 @@ class Lab:
 
         Ports are chosen free just before the servers bind them; if another process takes one in between
         (another lab starting at the same moment), the start is retried once with new ports."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._check(domain, org_name, base_dn, services)  # bad input: refused before DIR is even created
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LabError(f"cannot create the lab directory {self.dir}: {exc.strerror}") from None
         with self._locked():
             try:
                 return self._up(domain, org_name, base_dn, services)
@@ -146,9 +150,9 @@ class Lab:
         finally:
             os.close(fd)  # releases the lock
 
-    def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
-            ) -> dict[str, Any]:
-        t0 = time.monotonic()
+    def _check(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
+               ) -> None:
+        """Refuse what cannot make a lab (unknown service, missing program, bad domain, suffix or path)."""
         unknown = set(services) - {"slapd", "dovecot", "sshd"}
         if unknown:
             raise LabError(f"unknown lab service(s): {', '.join(sorted(unknown))}")
@@ -158,19 +162,26 @@ class Lab:
             pkgs = " ".join(sorted({pkg for _, pkg in missing}))
             raise LabError(f"the lab needs {progs}, not found in {_proc.SERVER_PATH}: install the Debian "
                            f"packages ({pkgs}) with scripts/install-debs.sh (make deps)")
-        if self.is_running():
-            raise LabError(f"a lab already runs in {self.dir}; stop it first with "
-                           f"`mailstate lab down --dir {self.dir}`")
         domain = domain.strip().lower()
         if not _DOMAIN.fullmatch(domain) or len(domain) > 253:
             raise LabError(f"not a domain name: {domain!r} (e.g. sct.binhdinh.gov.vn)")
         org_name = unicodedata.normalize("NFC", org_name) if org_name else None
-        base = base_dn or base_dn_of(domain)
-        slapd.base_entry(base, org_name or domain)  # an unusable suffix is refused before anything starts
+        slapd.base_entry(base_dn or base_dn_of(domain), org_name or domain)  # an unusable suffix
         bad = sorted({c for c in str(self.dir) if c in _UNSAFE_IN_PATH or not c.isprintable()})
         if bad:
             raise LabError(f"{self.dir}: a lab directory's path cannot contain {' '.join(map(repr, bad))} "
                            "(it is written into the slapd, Dovecot and sshd configuration); spaces are fine")
+
+    def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
+            ) -> dict[str, Any]:
+        t0 = time.monotonic()
+        self._check(domain, org_name, base_dn, services)
+        if self.is_running():
+            raise LabError(f"a lab already runs in {self.dir}; stop it first with "
+                           f"`mailstate lab down --dir {self.dir}`")
+        domain = domain.strip().lower()
+        org_name = unicodedata.normalize("NFC", org_name) if org_name else None
+        base = base_dn or base_dn_of(domain)
         user = _proc.lab_user()
         self._prepare_dir(user)
         ports = dict(zip(("ldap", "ldaps", "imaps", "ssh"), _proc.free_ports(4), strict=True))
