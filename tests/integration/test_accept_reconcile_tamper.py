@@ -229,3 +229,39 @@ def test_tampered_units_mailboxes_groups_and_aliases_are_repaired(
     assert c.entries[0].rfc822MailMember.values == ["tuanh@" + DOMAIN]
     c.search(f"cn=toanso,ou=groups,{base}", "(objectClass=*)", attributes=["mailLocalAddress"])
     assert [v.lower() for v in c.entries[0].mailLocalAddress.values] == ["toanso@" + DOMAIN]
+
+
+def test_one_paged_search_per_subtree_unless_someone_may_lack_a_password(
+    qn: tuple[Lab, Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read searches each managed subtree once; only when a person has no pwdChangedTime (ppolicy removes
+    it with the password) does one presence search of ou=people follow, and it flags that person."""
+    from mailstate.desired_state.loader import load_state
+    from mailstate.reconciler.engine import open_providers
+
+    lab, state, env = qn
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0
+    for key, value in lab.env().items():
+        monkeypatch.setenv(key, value)
+    provider = open_providers(load_state(state), ["ldap"])["ldap"]
+    bases: list[str] = []
+    real = provider.search_all  # type: ignore[attr-defined]
+
+    def counting(base: str, *args: object, **kwargs: object) -> object:
+        bases.append(base.split(",", 1)[0])
+        return real(base, *args, **kwargs)
+
+    monkeypatch.setattr(provider, "search_all", counting)
+    try:
+        snap = provider.read()
+        assert sorted(bases) == ["ou=aliases", "ou=groups", "ou=mailboxes", "ou=people", "ou=units"]
+        assert snap.facts["no_password"] == []
+        assert lab.ldap(as_="root").modify(f"uid=hoatt,ou=people,{lab.base_dn}",
+                                           {"userPassword": [(MODIFY_DELETE, [])]})
+        bases.clear()
+        snap = provider.read()
+        assert bases.count("ou=people") == 2 and len(bases) == 6
+        assert snap.facts["no_password"] == ["hoatt"]
+        assert snap.records[("person", "hoatt")].attrs["_no_password"] is True
+    finally:
+        provider.close()

@@ -386,13 +386,23 @@ class LdapProvider:
         addresses: dict[str, str] = {}
         lockouts: dict[str, str] = {}
         dns: dict[str, str] = {}
+        # people with no pwdChangedTime: ppolicy sets it with every password and removes it with the
+        # password, so only they can be without one (not part of the record or its digest: a person
+        # changing their password never makes a plan stale)
+        unchanged_password: set[str] = set()
         for kind in READ_ORDER:
+            attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
             for dn, raw in self.search_all(
                 self.container(kind),
                 self.scope_filter(kind, units),
-                READ_ATTRS[kind],
+                attributes,
                 size_limit=self.size_limit,
             ):
+                if kind == "person":
+                    changed = [k for k in raw if k.lower() == "pwdchangedtime"]
+                    if not any(raw[k] for k in changed):
+                        unchanged_password.add(dn.lower())
+                    raw = {k: v for k, v in raw.items() if k not in changed}
                 record, managed = parse_entry(kind, dn, raw)
                 if not managed:
                     snap.unmanaged.append(record)
@@ -408,15 +418,16 @@ class LdapProvider:
                 if lock and str(lock) != LOCKED_TIME:
                     lockouts[record.key] = str(lock)
         # people without any password (an apply stopped between the add and the initial password): a
-        # presence filter, so no password hash is ever read
+        # presence filter, so no password hash is ever read; only asked when someone may be one of them
         no_password: list[str] = []
         people_filter = self.scope_filter("person", units)
+        candidates = unchanged_password & {dn.lower() for ref, dn in dns.items() if ref.startswith("person/")}
         for dn, _raw in self.search_all(
             self.container("person"),
             f"(&(objectClass=mailstateAccount)(!(userPassword=*)){people_filter})",
             ["1.1"],
             size_limit=self.size_limit,
-        ):
+        ) if candidates else []:
             found = snap.records.get(("person", rdn_value(dn)))
             if found is not None:
                 snap.records[("person", found.key)] = Record(
