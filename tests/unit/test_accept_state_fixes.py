@@ -221,3 +221,21 @@ def test_secret_under_any_key_is_refused_unechoed(agency: Path, extra: str, line
         assert f"mailstate.toml:{line}: {field}: " in res.output and "(the value is not shown)" in res.output
         assert secret not in res.output
     assert digest(agency) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('\n[lifecycle]\nlock_after_leaving = "99999999 years"\n',
+         "mailstate.toml:10: lifecycle.lock_after_leaving: '99999999 years' is longer than 100 years"),
+        ('separator = "@"\n',
+         "mailstate.toml:8: naming.separator: '@' must be \"\", \".\" or \"-\""),
+    ],
+)
+def test_policy_values_out_of_range(agency: Path, extra: str, expected: str) -> None:
+    """A duration past any date is an error at its line (was an internal ValueError); so is a separator
+    that an address cannot hold (was silently dropped)."""
+    (agency / "mailstate.toml").write_text(ORG + extra, encoding="utf-8")
+    res = CliRunner().invoke(cli, ["validate", "--state", str(agency)])
+    assert res.exit_code == 1 and "internal error" not in res.output
+    assert expected in res.output

@@ -71,7 +71,10 @@ class Duration:
             raise ValueError(f'{value!r} is not a duration such as "90 days", "3 months" or "1 year"')
         unit = m.group(2).lower()
         unit = {"d": "day", "w": "week", "y": "year"}.get(unit, unit).rstrip("s")
-        return cls(int(m.group(1)), unit)  # type: ignore[arg-type]
+        amount = int(m.group(1))
+        if amount * {"day": 1, "week": 7, "month": 31, "year": 366}[unit] > 100 * 366:
+            raise ValueError(f"{value!r} is longer than 100 years")  # a date that far out does not exist
+        return cls(amount, unit)  # type: ignore[arg-type]
 
     def after(self, start: date) -> date:
         """The date this duration after ``start`` (31 Jan + 1 month = 28/29 Feb)."""
@@ -248,7 +251,9 @@ class Naming(Located):
         default="number", description="bangnv, bangnv2, bangnv3 … (BĐ art.4.2)"
     )
     collision_start: int = Field(default=2, ge=2, le=9, description="first sequence number: bangnv2")
-    separator: str = Field(default="", max_length=1, description="between the name and its sequence number")
+    separator: str = Field(
+        default="", pattern=r"^[.-]?$", description='between the name and its sequence number: "", "." or "-"'
+    )
 
 
 _D = 'a duration such as "90 days", "3 months", "1 year"'

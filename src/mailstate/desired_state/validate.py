@@ -298,6 +298,8 @@ def pydantic_problems(
                 msg = f"{shown}is not a valid reference: {_REF_HELP}".strip()
             elif pattern.startswith("^[a-z][a-z0-9._-]"):
                 msg = f"{shown}is not a valid id: {_ID_HELP}".strip()
+            elif name == "separator":
+                msg = f"{shown}must be \"\", \".\" or \"-\" (an address holds it between name and number)"
             elif name.endswith("_env"):
                 msg = ("is not the name of an environment variable (letters, digits and '_'): write the "
                        "variable's name here and the secret in the environment (the value is not shown)")
