@@ -230,3 +230,21 @@ def test_folder_named_in_nfd_by_a_mail_client(agency: Agency) -> None:
     assert names == [nfd]  # no twin folder was created
     assert agency.can("yenlt", f"shared/vp/{nfd}") == (True, False)
     assert agency.can("binhvt", f"shared/vp/{nfd}") == (False, False)
+
+
+def test_folder_paths_an_imap_server_reads_differently(agency: Agency) -> None:
+    """`inbox/…` converges as the server's `INBOX/…`; a path under the shared namespace (another mailbox's
+    folder) stops the plan with a clear message instead of acting on that mailbox."""
+    units = agency.state / "units" / "vp.toml"
+    base = units.read_text()
+    folder = '\n[[shared_folder]]\nmailbox = "lantt"\npath = "{}"\npurpose = "Chờ"\nread = ["yenlt"]\n'
+    units.write_text(base + folder.format("inbox/Chờ xử lý"))
+    out = agency.apply()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert agency.plan()["changes"] == []
+    assert agency.can("yenlt", "shared/lantt/INBOX/Chờ xử lý") == (True, False)
+    units.write_text(base + folder.format("shared/vp/INBOX"))
+    out = agency.ms("plan")
+    assert out.returncode == 1
+    assert "'shared/vp/INBOX' of lantt lies in the server's namespace 'shared/'" in out.stderr
+    assert agency.can("yenlt", "shared/vp/INBOX") == (False, False)

@@ -104,3 +104,13 @@ def test_revoke_reason_names_the_head_handover_and_the_removed_delegate() -> Non
     assert "hoatt no longer heads unit tt (head now: binhvt)" in why["unit:tt/INBOX#hoatt"]
     assert "yenlt is no longer a delegate of unit tt" in why["unit:tt/INBOX#yenlt"]
     assert "rights not listed in the TOML" in why["unit:tt/INBOX#stranger"]
+
+
+def test_folder_key_treats_a_first_level_inbox_in_any_case_as_inbox() -> None:
+    """`inbox/Con` is the server's `INBOX/Con` (INBOX is case-insensitive); other levels keep their case."""
+    from mailstate.providers.imap import folder_key
+
+    assert folder_key("lantt", "inbox/Con") == "lantt/INBOX/Con"
+    assert folder_key("lantt", "Inbox") == "lantt/INBOX"
+    assert folder_key("lantt", "Hồ sơ/inbox") == "lantt/Hồ sơ/inbox"
+    assert folder_key("lantt", "Inboxes/x") == "lantt/Inboxes/x"

@@ -111,8 +111,13 @@ def mailbox_record_ref(ref: str) -> str:
 
 
 def folder_key(ref: str, folder: str) -> str:
-    """Key of a shared_folder record: ``<mailbox ref>/<path>`` (path NFC)."""
-    return f"{ref}/{unicodedata.normalize('NFC', folder)}"
+    """Key of a shared_folder record: ``<mailbox ref>/<path>`` (path NFC; a first level ``inbox`` in any
+    letter case is ``INBOX``, as IMAP servers treat it: ``inbox/Con`` is listed back as ``INBOX/Con``)."""
+    path = unicodedata.normalize("NFC", folder)
+    top, sep, rest = path.partition("/")
+    if top.upper() == INBOX:
+        path = INBOX + sep + rest
+    return f"{ref}/{path}"
 
 
 def acl_key(ref: str, folder: str, identifier: str) -> str:
@@ -618,6 +623,7 @@ class ImapProvider:
         try:
             folders = self._own_folders(client)
             out.folders = folders
+            self._check_listed_paths(info, client)
             acls = {folder: client.getacl(folder) for folder in folders}
             listed = {f for f in folders if folder_key(info.ref, f) in self.listed_folders}
             records, shared = mailbox_acl_records(info.ref, info.login, info.unit, acls, listed)
@@ -645,6 +651,23 @@ class ImapProvider:
             if owned:
                 _logout(client)
         return out
+
+    def _check_listed_paths(self, info: MailboxInfo, client: IMAPClient) -> None:
+        """A listed shared folder must lie in its owner's own namespace: a path under the server's shared
+        (or other users') namespace prefix, e.g. ``shared/vp/INBOX``, names another mailbox's folder — CREATE
+        and SETACL would act on that mailbox, and the plan would never converge."""
+        prefixes = self._other_namespaces(client)
+        for key in self.listed_folders:
+            ref, path = parse_folder_key(key)
+            if ref != info.ref:
+                continue
+            hit = next((p for p in prefixes if (path + "/").startswith(p.rstrip("/") + "/")), None)
+            if hit is not None:
+                raise ProviderError(
+                    f"imap: shared folder {path!r} of {ref} lies in the server's namespace {hit!r} (another "
+                    "mailbox's folders): name a folder of the mailbox itself, or list the folder under the "
+                    "mailbox that holds it"
+                )
 
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
         """Every shared folder and ACL of the mailboxes in scope (unit ids; None = all); facts["quota"] =
