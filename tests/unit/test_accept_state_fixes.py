@@ -239,3 +239,9 @@ def test_policy_values_out_of_range(agency: Path, extra: str, expected: str) -> 
     res = CliRunner().invoke(cli, ["validate", "--state", str(agency)])
     assert res.exit_code == 1 and "internal error" not in res.output
     assert expected in res.output
+
+
+def test_file_not_in_utf8_is_reported_at_its_line(agency: Path) -> None:
+    """A file saved in a legacy 8-bit encoding is reported at the line and column of the first bad byte."""
+    (agency / "units" / "old.toml").write_bytes(b'[[person]]\nid = "x"\nname = "Nguy\xean X"\n')
+    assert problems(agency)[0].startswith("units/old.toml:3: not UTF-8 text (byte 32, column 13)")

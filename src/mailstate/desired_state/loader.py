@@ -363,7 +363,13 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             raw = path.read_bytes().decode("utf-8")
             text = raw.removeprefix("\ufeff")  # an editor's BOM is not TOML
         except UnicodeDecodeError as exc:
-            problems.append(Problem(rel, 0, "", f"not UTF-8 text (byte {exc.start}); TOML files are UTF-8"))
+            before = exc.object[: exc.start]
+            line = before.count(b"\n") + 1
+            column = exc.start - (before.rfind(b"\n") + 1) + 1
+            problems.append(Problem(
+                rel, line, "", f"not UTF-8 text (byte {exc.start}, column {column}): save the file as UTF-8 "
+                "(Unicode, TCVN 6909:2001), not TCVN3 or VNI"
+            ))
             continue
         except OSError as exc:
             problems.append(Problem(rel, 0, "", f"cannot read: {exc.strerror or exc}"))
