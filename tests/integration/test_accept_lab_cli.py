@@ -217,3 +217,18 @@ def test_down_stops_a_command_running_over_ssh(root: Path) -> None:
     finally:
         client.kill()
         client.wait()
+
+
+def test_plain_ldap_port_refuses_a_bind_without_tls(root: Path) -> None:
+    """On the lab's plain ldap:// port a simple bind without StartTLS is refused (confidentiality
+    required), while StartTLS then bind works — the lab is TLS-only like its LDAPS port."""
+    lab = Lab(root / "lab")
+    lab.up(domain="a.vn", services=("slapd",))
+    env = {"LDAPTLS_CACERT": str(lab.ca_file), "PATH": "/usr/bin:/bin"}
+    argv = ["ldapsearch", "-x", "-LLL", "-H", f"ldap://127.0.0.1:{lab.info['ports']['ldap']}",
+            "-D", lab.info["dns"]["service"], "-w", lab.secret("ldap_service"), "-s", "base", "-b", "",
+            "namingContexts"]
+    plain = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+    assert plain.returncode == 13 and "Confidentiality required" in plain.stderr
+    tls = subprocess.run([argv[0], "-ZZ", *argv[1:]], capture_output=True, text=True, env=env, timeout=30)
+    assert tls.returncode == 0 and "namingContexts: dc=a,dc=vn" in tls.stdout

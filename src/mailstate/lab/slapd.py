@@ -103,6 +103,8 @@ TLSCACertificateFile ../tls/ca.pem
 TLSCertificateFile ../tls/server.pem
 TLSCertificateKeyFile ../tls/server.key
 TLSProtocolMin 3.3
+# The plain port serves nothing but StartTLS before TLS: a bind there is refused (confidentialityRequired).
+security tls=128
 
 password-hash {{SSHA}}
 
