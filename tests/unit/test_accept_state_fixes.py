@@ -245,3 +245,10 @@ def test_file_not_in_utf8_is_reported_at_its_line(agency: Path) -> None:
     """A file saved in a legacy 8-bit encoding is reported at the line and column of the first bad byte."""
     (agency / "units" / "old.toml").write_bytes(b'[[person]]\nid = "x"\nname = "Nguy\xean X"\n')
     assert problems(agency)[0].startswith("units/old.toml:3: not UTF-8 text (byte 32, column 13)")
+
+
+def test_schema_out_to_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    """`schema --out` into a folder that does not exist exits 1 with one line, not a traceback."""
+    res = CliRunner().invoke(cli, ["schema", "--out", str(tmp_path / "no" / "schema.json")])
+    assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "cannot write" in res.output and "No such file or directory" in res.output
