@@ -114,3 +114,24 @@ def test_folder_key_treats_a_first_level_inbox_in_any_case_as_inbox() -> None:
     assert folder_key("lantt", "Inbox") == "lantt/INBOX"
     assert folder_key("lantt", "Hồ sơ/inbox") == "lantt/Hồ sơ/inbox"
     assert folder_key("lantt", "Inboxes/x") == "lantt/Inboxes/x"
+
+
+def test_reserved_acl_identifiers_are_refused_as_ids(tmp_path: Path) -> None:
+    """A person or unit id that IMAP ACLs read as everyone (anyone, authenticated) or the owner is refused."""
+    import pytest
+
+    from mailstate.desired_state.loader import load_state
+    from mailstate.errors import ValidationError
+
+    (tmp_path / "units").mkdir()
+    org = '[organization]\nname = "Sở NN"\ndomain = "snn.quangtri.gov.vn"\n'
+    (tmp_path / "mailstate.toml").write_text(org)
+    (tmp_path / "units" / "a.toml").write_text(
+        '[unit]\nid = "authenticated"\nname = "Phòng A"\ndelegates = ["anyone"]\n\n'
+        '[[person]]\nid = "anyone"\nname = "Nguyễn Văn Ai"\n\n[[person]]\nid = "owner"\nname = "Lê Văn Chủ"\n'
+    )
+    with pytest.raises(ValidationError) as info:
+        load_state(tmp_path)
+    got = {(p.file, p.line, p.field) for p in info.value.problems if "is reserved" in p.message}
+    f = "units/a.toml"
+    assert got == {(f, 2, "unit.id"), (f, 7, "person.id"), (f, 11, "person.id")}

@@ -72,6 +72,15 @@ URL_CREDENTIALS_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s
 """``ldaps://user:password@host``: a password inside a URL."""
 
 
+RESERVED_LOGINS = {
+    "anyone": "every user, even unauthenticated ones",
+    "authenticated": "every logged-in user",
+    "owner": "the owner of the mailbox",
+}
+"""IMAP ACL identifiers with a special meaning: a person or unit with such an id would hand its rights to
+everyone (a reader named ``anyone``) or be skipped as the owner."""
+
+
 def secret_value_message(value: Any) -> str | None:
     """Why a value (whatever its key) is a secret itself: a private key, or a URL holding a password."""
     if not isinstance(value, str):
@@ -461,6 +470,10 @@ class _Builder:
         seen: dict[str, tuple[str, Located]] = {}
 
         def claim(kind: str, oid: str, obj: Located) -> bool:
+            if kind != "group" and oid in RESERVED_LOGINS:
+                self.at(obj, "id", f"{kind}.id",
+                        f"id '{oid}' is reserved: it is the mailbox's login and IMAP ACL identifier, and "
+                        f"'{oid}' there means {RESERVED_LOGINS[oid]} (RFC 4314, Dovecot); choose another id")
             prior = seen.get(oid)
             if prior is None:
                 seen[oid] = (kind, obj)
