@@ -40,4 +40,6 @@ MAILSTATE="$MAILSTATE" bash scripts/demo-loop.sh "$EXAMPLE" "$LABDIR"
 # ---------------------------------------------------------------------------------------------------
 
 step "done"
-echo "the lab keeps running: $MAILSTATE lab status --dir $LABDIR; stop it with: make demo-down"
+q="$(printf '%q' "$LABDIR")"
+echo "the lab keeps running: $MAILSTATE lab status --dir $q; stop it with: make demo-down" \
+  "(or $MAILSTATE lab down --dir $q)"
