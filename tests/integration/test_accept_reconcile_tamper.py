@@ -265,3 +265,31 @@ def test_one_paged_search_per_subtree_unless_someone_may_lack_a_password(
         assert snap.records[("person", "hoatt")].attrs["_no_password"] is True
     finally:
         provider.close()
+
+
+def test_display_name_and_extra_login_names_are_repaired(qn: tuple[Lab, Path, dict[str, str]]) -> None:
+    """A displayName edited by hand and a second uid (a second login name) on a person and on a unit
+    mailbox are planned, repaired without touching the password, and the plan is then empty."""
+    lab, state, env = qn
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0
+    c = lab.ldap(as_="root")
+    base = lab.base_dn
+    assert c.modify(f"uid=hoatt,ou=people,{base}", {"displayName": [(MODIFY_REPLACE, ["Sếp Hoa"])]})
+    assert c.modify(f"uid=anhnt,ou=people,{base}", {"uid": [(MODIFY_ADD, ["chanhvp"])]})
+    assert c.modify(f"uid=vp,ou=mailboxes,{base}", {"uid": [(MODIFY_ADD, ["vanphong"])]})
+    c.search(f"uid=anhnt,ou=people,{base}", "(objectClass=*)", attributes=["pwdChangedTime"])
+    changed = c.entries[0].pwdChangedTime.value
+
+    plan = plan_json(env, state)
+    got = {(ch["action"], ch["kind"], ch["key"]) for ch in plan["changes"]}
+    assert got == {
+        ("update", "person", "hoatt"), ("create", "person", "anhnt"), ("create", "unit_mailbox", "vp")
+    }
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0
+    assert plan_json(env, state)["changes"] == []
+    c.search(f"ou=people,{base}", "(|(uid=chanhvp)(displayName=Sếp Hoa))", attributes=["uid"])
+    assert c.entries == []
+    c.search(f"ou=mailboxes,{base}", "(uid=vanphong)", attributes=["uid"])
+    assert c.entries == []
+    c.search(f"uid=anhnt,ou=people,{base}", "(objectClass=*)", attributes=["pwdChangedTime"])
+    assert c.entries[0].pwdChangedTime.value == changed  # the password was not reset

@@ -71,3 +71,18 @@ def test_a_phone_slapd_would_refuse_is_a_validation_error() -> None:
             Person(id="a", name="Lê Văn Tí", phone=bad)
     with pytest.raises(ValidationError, match="not a telephone number"):
         Person(id="a", name="Lê Văn Tí", mobile="0905;123")
+
+
+def test_display_name_and_other_login_names_are_drift() -> None:
+    """A displayName unlike cn reads into the name (so it is repaired), and another uid value — another
+    login name for the same mailbox — is flagged and planned as a create that rewrites the entry."""
+    rec = parse_person({**ENTRY, "displayName": ["Sếp Sơn"], "uid": ["sonlh", "boss"]},
+                       "uid=sonlh,ou=people,dc=x,dc=gov,dc=vn")
+    assert rec.key == "sonlh"
+    assert rec.attrs["name"] == ("Lý Hoàng Sơn", "Sếp Sơn")
+    assert rec.attrs["_other_uids"] == ("boss",)
+    want = Desired()
+    want.add(Record("person", "sonlh", {"title": "Trưởng phòng"}, "ldap", "ktht"))
+    changes, _ = diff(want, {rec.ref: rec})
+    assert [(c.action, c.key) for c in changes] == [(Action.CREATE, "sonlh")]
+    assert any("boss" in r for r in changes[0].reasons)

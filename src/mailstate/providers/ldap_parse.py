@@ -160,6 +160,15 @@ def _address(e: Entry, name: str) -> str | tuple[str, ...] | None:
     return values[0] if values else None
 
 
+def _person_name(e: Entry) -> str | tuple[str, ...] | None:
+    """A person's name: ``cn``, which ``displayName`` (what mail clients show) repeats; every distinct
+    value (sorted) when they differ or either holds another, so a hand edit of either is repaired."""
+    values = sorted({*e.get("cn", []), *e.get("displayname", [])})
+    if len(values) > 1:
+        return tuple(values)
+    return values[0] if values else None
+
+
 def _group_address(e: Entry) -> str | tuple[str, ...] | None:
     """A group's address: ``mail``, which its ``mailLocalAddress`` repeats; every distinct address (sorted)
     when either holds another one (added by hand: it would deliver to the group unseen)."""
@@ -252,6 +261,10 @@ def _lock(e: Entry) -> tuple[bool, str | None]:
 
 
 def _record(kind: str, key: str, attrs: dict[str, Any], e: Entry, unit: str | None) -> Record:
+    if kind in ("person", "unit_mailbox"):
+        others = sorted({u for u in e.get("uid", []) if u.lower() != key.lower()})
+        if others:
+            attrs["_other_uids"] = tuple(others)  # other login names: drift (reconciler/diff.py)
     attrs["_digest"] = digest(e)
     return Record(kind=kind, key=key, attrs=attrs, provider=PROVIDER, unit=unit)
 
@@ -263,12 +276,12 @@ def _record(kind: str, key: str, attrs: dict[str, Any], e: Entry, unit: str | No
 def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     """A person entry (``uid=<id>,ou=people``) as a ``person`` Record."""
     e = normalize(raw)
-    key = _one(e, "uid") or rdn_value(dn or "")
+    key = (rdn_value(dn) if dn else None) or _one(e, "uid") or ""
     address = _address(e, "mail")
     locked, reason = _lock(e)
     unit = _one(e, "departmentNumber")
     attrs: dict[str, Any] = {
-        "name": _single(e, "cn"),
+        "name": _person_name(e),
         "given": _single(e, "givenName"),
         "family": _single(e, "sn"),
         "unit": _single(e, "departmentNumber"),
@@ -288,7 +301,7 @@ def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
 def parse_unit_mailbox(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     """A unit mailbox entry (``uid=<unit>,ou=mailboxes``) as a ``unit_mailbox`` Record."""
     e = normalize(raw)
-    key = _one(e, "uid") or rdn_value(dn or "")
+    key = (rdn_value(dn) if dn else None) or _one(e, "uid") or ""
     address = _address(e, "mail")
     locked, reason = _lock(e)
     attrs: dict[str, Any] = {

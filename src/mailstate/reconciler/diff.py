@@ -210,6 +210,14 @@ def diff(
                    "its initial password was set)"]
             emit(ref, _change(Action.CREATE, rec, None, public_attrs(rec.attrs), why))
             continue
+        if rec.kind in MAILBOX_KINDS and cur.attrs.get("_other_uids"):
+            # another uid value is another login name for the same mailbox (Dovecot finds the entry by
+            # uid): the create rewrites the entry to exactly what is wanted, its id the only uid
+            others = ", ".join(cur.attrs["_other_uids"])
+            why = [*reasons, f"DESIGN §4: the entry also answers to the login name(s) {others}; its id "
+                   f"{rec.key} is its only one"]
+            emit(ref, _change(Action.CREATE, rec, None, public_attrs(rec.attrs), why))
+            continue
         fields = differing_fields(rec.attrs, cur.attrs)
         if not fields:
             continue
