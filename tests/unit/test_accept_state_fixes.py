@@ -252,3 +252,16 @@ def test_schema_out_to_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None
     res = CliRunner().invoke(cli, ["schema", "--out", str(tmp_path / "no" / "schema.json")])
     assert res.exit_code == 1 and res.exception is None or isinstance(res.exception, SystemExit)
     assert "cannot write" in res.output and "No such file or directory" in res.output
+
+
+def test_assign_errors_name_a_person_without_id_by_name(agency: Path) -> None:
+    """A problem with a person written without an id names the person, never the stand-in id."""
+    (agency / "units" / "two.toml").write_text(
+        '[[unit]]\nid = "u1"\nname = "Phòng A"\nparent = "vp"\n'
+        '[[unit]]\nid = "u2"\nname = "Phòng B"\nparent = "vp"\n'
+        '\n[[person]]\nname = "Lê Văn Tám"\n', encoding="utf-8")
+    res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
+    assert res.exit_code == 1
+    shown = "units/two.toml:10: person.unit: person 'Lê Văn Tám' (written without an id) has no unit"
+    assert shown in res.output
+    assert "zzzz" not in res.output

@@ -14,6 +14,7 @@ into place with ``os.replace``. A second run writes nothing.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import re
 import tempfile
@@ -343,6 +344,25 @@ def _live_ids(live: Mapping[str, str] | None) -> set[str]:
     return out
 
 
+def _without_provisional(
+    problems: list[Problem], provisional: Mapping[str, tuple[Document, KeyPath]]
+) -> list[Problem]:
+    """The problems with each provisional id replaced by the person's name: it is no id the user wrote."""
+    if not provisional:
+        return problems
+    names: dict[str, str] = {}
+    for pid, (doc, path) in provisional.items():
+        table: Any = doc.data
+        for part in path:
+            table = table[part]
+        names[pid] = f"{table.get('name')!r} (written without an id)"
+    pattern = re.compile("'?(" + "|".join(map(re.escape, names)) + ")'?")
+    return [
+        dataclasses.replace(p, message=pattern.sub(lambda m: names[m.group(1)], p.message))
+        for p in problems
+    ]
+
+
 def _new_ids(
     provisional: Mapping[str, object], addresses: Addresses, state: State, live_ids: Iterable[str] = ()
 ) -> dict[str, str]:
@@ -383,7 +403,7 @@ def plan_assign(
     provisional = _provisional_ids(docs)
     state, problems = build_state(root, docs)
     if problems or state is None:
-        raise ValidationError(problems)
+        raise ValidationError(_without_provisional(problems, provisional))
     if read_live:
         live = {**read_live_addresses(state), **(live or {})}
     addresses = derive_addresses(state, live)
