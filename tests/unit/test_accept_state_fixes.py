@@ -13,6 +13,7 @@ from mailstate.cli import cli
 from mailstate.desired_state.assign import assign
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.naming import unit_name_key
+from mailstate.desired_state.validate import MISSING_PERSON_ID
 from mailstate.errors import ValidationError
 
 ORG = """\
@@ -265,3 +266,21 @@ def test_assign_errors_name_a_person_without_id_by_name(agency: Path) -> None:
     shown = "units/two.toml:10: person.unit: person 'Lê Văn Tám' (written without an id) has no unit"
     assert shown in res.output
     assert "zzzz" not in res.output
+
+
+def test_validate_checks_the_rest_of_a_person_written_without_id(agency: Path) -> None:
+    """validate reports the missing id and, at once, the other problems of that person, naming them."""
+    (agency / "units" / "two.toml").write_text(
+        '[[unit]]\nid = "u1"\nname = "Phòng A"\nparent = "vp"\n'
+        '[[unit]]\nid = "u2"\nname = "Phòng B"\nparent = "vp"\n'
+        '\n[[person]]\nname = "Lê Văn Tám"\n'
+        '\n[[person]]\nname = "Lê Văn Tư"\nunit = "u9"\naddress = "tu@other.gov.vn"\n', encoding="utf-8")
+    assert problems(agency) == [
+        f"units/two.toml:10: person.id: {MISSING_PERSON_ID}",
+        "units/two.toml:10: person.unit: person 'Lê Văn Tám' (written without an id) has no unit: set unit = "
+        "\"<unit id>\" (it defaults to the file's [unit] only when the file has exactly one)",
+        f"units/two.toml:13: person.id: {MISSING_PERSON_ID}",
+        "units/two.toml:15: person.unit: no unit 'u9'; did you mean 'u1'?",
+        "units/two.toml:16: person.address: 'tu@other.gov.vn' is outside the organisation's domain "
+        "syt.soctrang.gov.vn (MIC art.2.1, MOST art.12.2)",
+    ]

@@ -24,6 +24,7 @@ table is invalid is left out of the state, and references to it are not reported
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import re
@@ -79,6 +80,13 @@ RESERVED_LOGINS = {
 }
 """IMAP ACL identifiers with a special meaning: a person or unit with such an id would hand its rights to
 everyone (a reader named ``anyone``) or be skipped as the owner."""
+
+
+MISSING_PERSON_ID = (
+    "missing required field 'id' (write id = \"…\", or run `mailstate assign` to derive it from the name)"
+)
+STANDIN_ID = "zzzz-no-id-{:05d}"
+"""Stands in for the id of a person written without one while the rest of their table is checked."""
 
 
 def secret_value_message(value: Any) -> str | None:
@@ -299,7 +307,7 @@ def pydantic_problems(
         elif typ == "missing":
             msg = f"missing required field '{name}'"
             if name == "id" and table == "person":
-                msg += " (write id = \"…\", or run `mailstate assign` to derive it from the name)"
+                msg = MISSING_PERSON_ID
         elif typ == "string_pattern_mismatch":
             pattern = str(ctx.get("pattern", ""))
             shown = f"'{value}' " if show else ""
@@ -357,6 +365,8 @@ class _Builder:
         self.broken: dict[str, set[str]] = {"unit": set(), "person": set(), "group": set()}
         """Ids of units, people and groups whose table is invalid: references to them are not reported."""
         self.partial = False
+        self.standins: dict[str, str] = {}
+        """Stand-in id → name of each person written without an id (checked under the stand-in)."""
         """Some file did not parse: a reference may point into it, so unresolved ones are not reported."""
         self.grants: list[AccessGrant] = []
 
@@ -375,6 +385,12 @@ class _Builder:
             what = f"each [[{table}]] entry" if isinstance(path[-1], int) else f"[{table}]"
             self.add(doc.rel, doc.line_of(path), table, f"{what} must be a table")
             return None
+        if table == "person" and "id" not in value and isinstance(value.get("name"), str):
+            # `mailstate assign` derives the id; meanwhile the rest of the table is checked under a stand-in
+            self.add(doc.rel, doc.line_of(path + ("id",)), "person.id", MISSING_PERSON_ID)
+            standin = STANDIN_ID.format(len(self.standins) + 1)
+            self.standins[standin] = value["name"]
+            value = {**value, "id": standin}
         try:
             obj = cls.model_validate(value)
         except pydantic.ValidationError as exc:
@@ -848,4 +864,10 @@ def build_state(
     """
     builder = _Builder(root)
     state = builder.build(docs, complete)
-    return state, builder.problems
+    problems = builder.problems
+    if builder.standins:  # never show a stand-in id: name the person
+        names = {s: f"{name!r} (written without an id)" for s, name in builder.standins.items()}
+        pattern = re.compile("'?(" + "|".join(map(re.escape, names)) + ")'?")
+        problems = [dataclasses.replace(p, message=pattern.sub(lambda m: names[m.group(1)], p.message))
+                    for p in problems]
+    return state, problems
