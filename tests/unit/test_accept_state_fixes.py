@@ -284,3 +284,28 @@ def test_validate_checks_the_rest_of_a_person_written_without_id(agency: Path) -
         "units/two.toml:16: person.address: 'tu@other.gov.vn' is outside the organisation's domain "
         "syt.soctrang.gov.vn (MIC art.2.1, MOST art.12.2)",
     ]
+
+
+def test_blank_name_is_refused(agency: Path) -> None:
+    """A person, unit or group named "" or only spaces is an error at the name (addresses come from it)."""
+    (agency / "units" / "blank.toml").write_text(
+        '[[person]]\nid = "b1"\nname = "   "\nunit = "vp"\n\n[[group]]\nid = "g1"\nname = ""\nmembers = []\n',
+        encoding="utf-8")
+    assert problems(agency) == [
+        "units/blank.toml:3: person.name: must not be empty: write the full name",
+        "units/blank.toml:8: group.name: must not be empty: write the full name",
+    ]
+
+
+def test_empty_derivation_names_the_person_and_the_default_template(tmp_path: Path) -> None:
+    """A name that gives no address under the default template names the person (never a stand-in id) and
+    says the template is the default one (was '<unknown>:0')."""
+    org = '[organization]\nname = "X"\ndomain = "x.gov.vn"\n'
+    (tmp_path / "mailstate.toml").write_text(org, encoding="utf-8")
+    (tmp_path / "u.toml").write_text('[unit]\nid = "q"\nname = "Phòng Q"\naddress = "q@x.gov.vn"\n\n'
+                                     '[[person]]\nname = "!!!"\n', encoding="utf-8")
+    res = CliRunner().invoke(cli, ["assign", "--state", str(tmp_path)])
+    assert res.exit_code == 1
+    assert ("u.toml:6: person.name: the template '{given}{initials}' ([naming].person, the default: no "
+            "[naming] table) gives an empty address for person '!!!' (written without an id)") in res.output
+    assert "zzzz" not in res.output

@@ -406,7 +406,10 @@ def plan_assign(
         raise ValidationError(_without_provisional(problems, provisional))
     if read_live:
         live = {**read_live_addresses(state), **(live or {})}
-    addresses = derive_addresses(state, live)
+    try:
+        addresses = derive_addresses(state, live)
+    except ValidationError as exc:
+        raise ValidationError(_without_provisional(exc.problems, provisional)) from None
     new_ids = _new_ids(provisional, addresses, state, _live_ids(live))
     return plan_edits(docs, addresses, _pinned(state), new_ids)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -49,6 +50,16 @@ def nfc(value: Any) -> Any:
 
 Text = Annotated[str, BeforeValidator(nfc)]
 """Free text (names, titles, purposes): always NFC."""
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty: write the full name")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(nfc), AfterValidator(_not_blank), Field(min_length=1)]
+"""The name of an organisation, unit, person or group: NFC, never empty (addresses are derived from it)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -215,7 +226,7 @@ def base_dn_of(domain: str) -> str:
 class Organization(Located):
     """The agency (exactly one [organization] across the files, normally in mailstate.toml)."""
 
-    name: Text = Field(description="full name, e.g. Sở Công Thương tỉnh Bình Định (Unicode, stored NFC)")
+    name: Name = Field(description="full name, e.g. Sở Công Thương tỉnh Bình Định (Unicode, stored NFC)")
     domain: Annotated[
         str,
         Field(
@@ -426,7 +437,7 @@ class Unit(Located):
     """A unit (phòng, chi cục …) and its unit mailbox (MIC art.2; MOST art.12.3a; BĐ art.4.1)."""
 
     id: Id = Field(description="stable key, never reused: the unit mailbox's login and LDAP uid")
-    name: Text = Field(description="e.g. Phòng Quản lý Công nghiệp (Unicode, stored NFC)")
+    name: Name = Field(description="e.g. Phòng Quản lý Công nghiệp (Unicode, stored NFC)")
     parent: Id | None = Field(default=None, description="the parent unit's id: units form a tree")
     head: Id | None = Field(
         default=None, description="person id of the head, who manages the unit mailbox (MIC art.6)"
@@ -454,7 +465,7 @@ class Person(Located):
     """A staff member and their personal mailbox (MIC art.2; MOST art.12.3b)."""
 
     id: Id = Field(description="stable key (LDAP uid, login); never changes, even when the address does")
-    name: Text = Field(description="full Vietnamese name, family name first (Unicode, stored NFC)")
+    name: Name = Field(description="full Vietnamese name, family name first (Unicode, stored NFC)")
     unit: Id | None = Field(default=None, description="the unit's id; defaults to the file's [unit]")
     title: Text | None = Field(default=None, description="position (chức vụ)")
     phone: str | None = Field(default=None, description="office phone (digits, space, ( ) + - . /)")
@@ -491,7 +502,7 @@ class Group(Located):
     """A group address that forwards to its members (MOST art.12.5c)."""
 
     id: Id = Field(description="stable key, unique across people, units and groups")
-    name: Text
+    name: Name
     address: str | None = Field(
         default=None, description="derived from [naming].group, then pinned by `assign`"
     )

@@ -439,10 +439,11 @@ def derive_addresses(
                 continue
             if not render(tpl, values):
                 src = naming.source
+                where = f"{src.file}:{src.line_of(kind)}" if src.line else "the default: no [naming] table"
                 problems.append(
                     Problem(
-                        obj.source.file, obj.source.line, "name",
-                        f"the template {tpl.text!r} ([naming].{kind}, {src.file}:{src.line_of(kind)}) "
+                        obj.source.file, obj.source.line, f"{kind}.name",
+                        f"the template {tpl.text!r} ([naming].{kind}, {where}) "
                         f"gives an empty address for {kind} {id_!r}; write its address = \"…\"",
                     )
                 )
