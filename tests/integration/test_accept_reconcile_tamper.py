@@ -293,3 +293,29 @@ def test_display_name_and_extra_login_names_are_repaired(qn: tuple[Lab, Path, di
     assert c.entries == []
     c.search(f"uid=anhnt,ou=people,{base}", "(objectClass=*)", attributes=["pwdChangedTime"])
     assert c.entries[0].pwdChangedTime.value == changed  # the password was not reset
+
+
+def test_an_empty_saved_plan_is_checked_too(qn: tuple[Lab, Path, dict[str, str]]) -> None:
+    """A saved plan with no changes is refused (exit 1) when the TOML changed since or when it is another
+    organisation's, applies as "nothing to apply" otherwise; `plan --out` into a missing directory is a
+    clear error, not a traceback."""
+    lab, state, env = qn
+    assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0
+    saved = state.parent / "empty.json"
+    assert ms(env, "plan", "--state", str(state), "--provider", "ldap", "--out", str(saved)).returncode == 0
+    out = ms(env, "apply", str(saved), "--state", str(state), "--provider", "ldap")
+    assert out.returncode == 0 and "nothing to apply" in out.stdout
+
+    other = state.parent / "other"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "mic", other)
+    out = ms(env, "apply", str(saved), "--state", str(other))
+    assert out.returncode == 1 and "made for stttt.quangngai.gov.vn" in out.stderr
+
+    ktht = state / "units" / "ktht.toml"
+    ktht.write_text(ktht.read_text(encoding="utf-8").replace('"Kỹ sư mạng"', '"Kỹ sư mạng chính"'),
+                    encoding="utf-8")
+    out = ms(env, "apply", str(saved), "--state", str(state), "--provider", "ldap")
+    assert out.returncode == 1 and "units/ktht.toml changed" in out.stderr, out.stdout + out.stderr
+
+    out = ms(env, "plan", "--state", str(state), "--provider", "ldap", "--out", str(state / "no" / "p.json"))
+    assert out.returncode == 1 and "cannot write the plan" in out.stderr and "Traceback" not in out.stderr

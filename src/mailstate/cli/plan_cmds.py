@@ -89,7 +89,10 @@ def plan_cmd(
     )
     _render(plan, fmt, sys.stdout)
     if out is not None:
-        save_plan(plan, out)
+        try:
+            save_plan(plan, out)
+        except OSError as exc:
+            raise MailstateError(f"--out {out}: cannot write the plan: {exc.strerror or exc}") from None
         click.echo(f"plan saved to {out}", err=True)
     if detailed_exitcode and plan_changes(plan):
         sys.exit(2)
@@ -162,6 +165,11 @@ def apply_cmd(
         _render(plan, "text", sys.stdout)
     changes = plan_changes(plan)
     if not changes:
+        if planfile is not None:
+            # an empty saved plan is still checked: another organisation's, or stale (the TOML or the
+            # live state changed since: there may now be something to do), is refused like any other
+            apply_plan(plan, root, journal_dir=journal_dir, audit_log=audit_log, break_lock=break_lock,
+                       as_of=as_of)
         click.echo("nothing to apply: the live system matches the desired state")
         return
     if planfile is None and not yes:
