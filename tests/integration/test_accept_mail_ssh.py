@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,17 @@ def test_archive_dir_must_be_an_absolute_directory(provider: SshProvider, archiv
     with pytest.raises(ProviderError, match="not an absolute directory"):
         p.remove_mail("nobody")
     p.close()
+
+
+def test_a_command_with_much_stderr_does_not_stall(provider: SshProvider) -> None:
+    """A command writing more than the channel window (5 MB) to stderr before its stdout ends finishes."""
+    p = SshProvider(provider.settings.model_copy(update={"timeout": 5.0}))
+    result: list[tuple[int, str, str]] = []
+    command = "head -c 5000000 /dev/zero | tr '\\0' x >&2; echo ok"
+    worker = threading.Thread(target=lambda: result.append(p.run(command)), daemon=True)
+    worker.start()
+    worker.join(30)
+    p.close()  # unblocks a stalled run
+    assert result, "the command stalled: stderr was not drained while stdout was read"
+    rc, out, err = result[0]
+    assert (rc, out.strip()) == (0, "ok") and err.endswith("x" * 5_000_000)

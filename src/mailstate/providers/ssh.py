@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shlex
+import threading
 import time
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -379,8 +380,15 @@ class SshProvider:
         client = self.connect()
         try:
             _stdin, stdout, stderr = client.exec_command(command, timeout=max(self.settings.timeout, 600))
+            # stderr is drained while stdout is read: both share the channel's window, so a command that
+            # writes more than the window (2 MiB) to stderr before it ends its stdout would otherwise stall
+            # both sides until the timeout (e.g. a warning per user from `doveadm quota get -A`)
+            err_parts: list[bytes] = []
+            drain = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
+            drain.start()
             out = stdout.read().decode("utf-8", "replace")
-            err = stderr.read().decode("utf-8", "replace")
+            drain.join()
+            err = b"".join(err_parts).decode("utf-8", "replace")
             rc = stdout.channel.recv_exit_status()
         except (paramiko.SSHException, OSError) as exc:
             raise ProviderError(f"ssh: {self.where}: running {command!r} failed: {exc}") from None
