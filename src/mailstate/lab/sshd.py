@@ -96,8 +96,17 @@ def ready(lab: Lab) -> None:
 
     client = ssh_client(lab)
     try:
-        _stdin, stdout, _stderr = client.exec_command("echo ready", timeout=5)
-        out = stdout.read().decode().strip()
+        # A bare channel, no exec_command(): its stdin file, if the garbage collector frees it in paramiko's
+        # transport thread while that thread holds the channel lock, deadlocks (channel close → __del__ →
+        # shutdown_write → the same lock).
+        transport = client.get_transport()
+        if transport is None:
+            raise LabError("sshd: no SSH transport")
+        chan = transport.open_session(timeout=5)
+        chan.settimeout(5)
+        chan.exec_command("echo ready")
+        out = chan.makefile("rb").read().decode().strip()
+        chan.close()
         if out != "ready":
             raise LabError(f"sshd ran the probe command but answered {out!r}")
     finally:
