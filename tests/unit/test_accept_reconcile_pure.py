@@ -86,3 +86,25 @@ def test_display_name_and_other_login_names_are_drift() -> None:
     changes, _ = diff(want, {rec.ref: rec})
     assert [(c.action, c.key) for c in changes] == [(Action.CREATE, "sonlh")]
     assert any("boss" in r for r in changes[0].reasons)
+
+
+def test_markdown_calls_out_a_lock_with_its_rule_not_its_toml_line() -> None:
+    """The lock call-out of the Markdown plan shows the reason naming the rule (MIC art.5.3 …), not the
+    TOML line that defines the person, which the diff lists first."""
+    from datetime import date
+
+    from mailstate.reconciler.plan import Plan
+    from mailstate.reconciler.render import render
+
+    want = Desired(as_of=date(2026, 11, 23))
+    attrs = {"name": "Đỗ Văn Nam", "locked": True, "lock_reason": "MIC art.5.3: left on 2026-08-01"}
+    why = ["units/vp.toml:28: person namdv (Đỗ Văn Nam)", "MIC art.5.3: left on 2026-08-01, over 2 months"]
+    want.add(Record("person", "namdv", attrs, "ldap", "vp"), why)
+    live = {("person", "namdv"): Record("person", "namdv", {**attrs, "locked": False, "lock_reason": None},
+                                        "ldap", "vp")}
+    changes, unlisted = diff(want, live)
+    plan = Plan.build(changes, unlisted, as_of=date(2026, 11, 23), live=live, organization="x.vn")
+    text = render(plan, "markdown")
+    callout = text.split("### ⚠", 1)[1].split("###", 1)[0]
+    assert "namdv" in callout and "MIC art.5.3: left on 2026-08-01" in callout
+    assert "units/vp.toml:28" not in callout

@@ -18,8 +18,9 @@ import html
 import io
 import json
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from mailstate.desired_state.model import format_size
@@ -338,7 +339,7 @@ class MarkdownRenderer:
         for c in changes[: self.CALLOUT_MAX]:
             unit = f" — {md(labels.get(c.unit, c.unit))}" if c.unit else ""
             extra = " (lưu trữ trước / archived first)" if removal and c.kind in MAILBOX_KINDS else ""
-            why = f": {md(c.reasons[0])}" if c.reasons else ""
+            why = f": {md(_rule_reason(c.reasons))}" if c.reasons else ""
             out.append(f"- {_obj(c)}{unit}{extra}{why}")
         if len(changes) > self.CALLOUT_MAX:
             more = len(changes) - self.CALLOUT_MAX
@@ -424,3 +425,12 @@ def render(plan: Plan, fmt: str = "text", state_or_labels: Any = None, **options
 
         raise MailstateError(f"unknown format {fmt!r}; choose one of {', '.join(RENDERERS)}") from None
     return str(cls(**options).render(plan, state_or_labels))
+
+
+_SOURCE_ONLY = re.compile(r"^[^\s:]+\.toml:\d+: ")
+
+
+def _rule_reason(reasons: Sequence[str]) -> str:
+    """The reason to call out: the first that names a rule (``MIC art.5.3: left on …``), not merely the
+    TOML line that defines the object (``units/vp.toml:12: person x``); that line when it is all there is."""
+    return next((r for r in reasons if not _SOURCE_ONLY.match(r)), reasons[0])
