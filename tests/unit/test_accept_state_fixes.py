@@ -309,3 +309,20 @@ def test_empty_derivation_names_the_person_and_the_default_template(tmp_path: Pa
     assert ("u.toml:6: person.name: the template '{given}{initials}' ([naming].person, the default: no "
             "[naming] table) gives an empty address for person '!!!' (written without an id)") in res.output
     assert "zzzz" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ('head = "Thach.Sophal"', "units/vp.toml:4: unit.head: 'Thach.Sophal' is not a valid id"),
+        ('head = "thạch.sophal"', "units/vp.toml:4: unit.head: 'thạch.sophal' is not a valid id"),
+        ('head = "thach.sophal"\n[[shared_folder]]\nmailbox = "Unit: KTV"\npath = "A"\npurpose = "p"',
+         "units/vp.toml:6: shared_folder.mailbox: 'Unit: KTV' is not a valid reference"),
+    ],
+)
+def test_misspelt_id_gets_its_plain_spelling_suggested(agency: Path, written: str, expected: str) -> None:
+    """An id or reference in capitals, with marks or spaces is refused with its plain spelling suggested."""
+    (agency / "units" / "vp.toml").write_text(VP.replace('head = "thach.sophal"', written), encoding="utf-8")
+    (got,) = problems(agency)
+    assert got.startswith(expected)
+    assert got.endswith("; did you mean '" + ("unit:ktv" if "KTV" in written else "thach.sophal") + "'?")

@@ -246,6 +246,17 @@ _ID_HELP = "an id is lower-case ASCII: a letter first, then letters, digits, '.'
 _REF_HELP = "a reference is a person id, unit:<id> or group:<id>"
 
 
+def _respelt(value: Any, pattern: str, show: bool) -> str:
+    """"; did you mean 'unit:ktv'?" for "Unit: KTV" (or 'mai' for "Maì"): the value transliterated, in lower
+    case and without spaces around its ':', if that fits."""
+    from mailstate.desired_state.naming import transliterate
+
+    if not show or not isinstance(value, str):
+        return ""
+    fixed = re.sub(r"\s*:\s*", ":", transliterate(value).strip())
+    return _mean(fixed) if fixed != value and re.match(pattern, fixed) else ""
+
+
 def toml_repr(value: Any) -> str:
     """A value as it would be written in TOML (strings in double quotes), or the kind of a table / array."""
     if isinstance(value, bool):
@@ -312,9 +323,9 @@ def pydantic_problems(
             pattern = str(ctx.get("pattern", ""))
             shown = f"'{value}' " if show else ""
             if pattern.startswith("^((unit|group)"):
-                msg = f"{shown}is not a valid reference: {_REF_HELP}".strip()
+                msg = f"{shown}is not a valid reference: {_REF_HELP}{_respelt(value, pattern, show)}".strip()
             elif pattern.startswith("^[a-z][a-z0-9._-]"):
-                msg = f"{shown}is not a valid id: {_ID_HELP}".strip()
+                msg = f"{shown}is not a valid id: {_ID_HELP}{_respelt(value, pattern, show)}".strip()
             elif name == "separator":
                 msg = f"{shown}must be \"\", \".\" or \"-\" (an address holds it between name and number)"
             elif name.endswith("_env"):
