@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,3 +100,17 @@ def test_a_command_with_much_stderr_does_not_stall(provider: SshProvider) -> Non
     assert result, "the command stalled: stderr was not drained while stdout was read"
     rc, out, err = result[0]
     assert (rc, out.strip()) == (0, "ok") and err.endswith("x" * 5_000_000)
+
+
+def test_commands_leave_no_stdin_file_for_the_garbage_collector(provider: SshProvider) -> None:
+    """run() makes no paramiko stdin file: its __del__ takes the channel lock, and a GC pass in the transport
+    thread while that thread holds the lock deadlocked a plan (one such hang seen in the full suite)."""
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(3):
+            assert provider.run("true")[0] == 0
+        left = [o for o in gc.get_objects() if isinstance(o, paramiko.channel.ChannelStdinFile)]
+    finally:
+        gc.enable()
+    assert left == []

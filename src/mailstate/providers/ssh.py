@@ -379,7 +379,16 @@ class SshProvider:
         """Run one command line on the host; with ``check`` a non-zero exit raises ProviderError."""
         client = self.connect()
         try:
-            _stdin, stdout, stderr = client.exec_command(command, timeout=max(self.settings.timeout, 600))
+            # A bare channel rather than exec_command(): the stdin file that exec_command() makes closes the
+            # channel's write side in its __del__, and if the garbage collector frees it in paramiko's
+            # transport thread while that thread holds the channel lock, everything deadlocks.
+            transport = client.get_transport()
+            if transport is None:
+                raise paramiko.SSHException("the SSH connection is gone")
+            chan = transport.open_session(timeout=self.settings.timeout)
+            chan.settimeout(max(self.settings.timeout, 600))
+            chan.exec_command(command)
+            stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
             # stderr is drained while stdout is read: both share the channel's window, so a command that
             # writes more than the window (2 MiB) to stderr before it ends its stdout would otherwise stall
             # both sides until the timeout (e.g. a warning per user from `doveadm quota get -A`)
@@ -389,7 +398,8 @@ class SshProvider:
             out = stdout.read().decode("utf-8", "replace")
             drain.join()
             err = b"".join(err_parts).decode("utf-8", "replace")
-            rc = stdout.channel.recv_exit_status()
+            rc = chan.recv_exit_status()
+            chan.close()
         except (paramiko.SSHException, OSError) as exc:
             raise ProviderError(f"ssh: {self.where}: running {command!r} failed: {exc}") from None
         if check and rc != 0:
