@@ -212,17 +212,8 @@ def _edit_lines(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPa
         if not line.endswith(("\n", "\r")):  # the last line of a file without a final newline
             new_lines[idx + shift] = line + eol
         new_lines.insert(idx + shift + 1, _key_line(anchor, key, value, eol))
+        # inserts go in ascending order, each after the ones above it: none moves a line already placed
         where[(path, key)] = idx + shift + 2
-    # a later insertion above an earlier one shifts it: recompute from the final text
-    if len(where) > 1:
-        final = [ln.rstrip("\r\n") for ln in _split_lines("".join(new_lines))]
-        for (path, key), _ in list(where.items()):
-            value = next(v for p, k, v in edits if p == path and k == key)
-            needle = tomlkit.string(value).as_string()
-            where[(path, key)] = next(
-                (i for i, ln in enumerate(final, 1) if ln.lstrip().startswith(key) and needle in ln),
-                where[(path, key)],
-            )
     return "".join(new_lines), where
 
 
