@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -232,3 +234,16 @@ def test_plain_ldap_port_refuses_a_bind_without_tls(root: Path) -> None:
     assert plain.returncode == 13 and "Confidentiality required" in plain.stderr
     tls = subprocess.run([argv[0], "-ZZ", *argv[1:]], capture_output=True, text=True, env=env, timeout=30)
     assert tls.returncode == 0 and "namingContexts: dc=a,dc=vn" in tls.stdout
+
+
+def test_start_service_right_after_kill_9(root: Path) -> None:
+    """start_service right after `kill -9` of slapd restarts it (a full-suite run under load failed with
+    "slapd already runs": the dying process is still listed as alive for a moment)."""
+    lab = Lab(root / "lab")
+    lab.up(domain="a.vn", services=("slapd",))
+    for _ in range(3):
+        pid = lab.info["pids"]["slapd"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        lab.start_service("slapd")
+        assert lab.info["pids"]["slapd"]["pid"] != pid
+        lab.ldap("service").unbind()

@@ -121,3 +121,17 @@ def test_missing_server_programs_are_named_with_their_package(tmp_path: Path) ->
     assert ("slapadd", "slapd") in missing and ("sshd", "openssh-server") in missing
     assert ("slapd", "slapd") not in missing
     assert _proc.missing_programs(("slapd", "dovecot", "sshd")) == []  # this machine has them all
+
+
+def test_a_process_just_killed_is_seen_dying() -> None:
+    """Right after SIGKILL a process is still listed as alive; dying() tells it is on its way out, while a
+    running process is not dying."""
+    proc = subprocess.Popen(["sleep", "100"])
+    try:
+        start = _proc.proc_start_time(proc.pid)
+        assert not _proc.dying(proc.pid)
+        os.kill(proc.pid, 9)
+        assert _proc.dying(proc.pid) or not _proc.alive(proc.pid, start)
+    finally:
+        proc.kill()
+        proc.wait()

@@ -125,6 +125,23 @@ def alive(pid: int, start_time: int | None = None) -> bool:
     return start_time is None or int(fields[19]) == start_time
 
 
+def dying(pid: int) -> bool:
+    """Whether pid is on its way out: already exiting (PF_EXITING) or with a SIGKILL pending. Right after
+    `kill -9` a server is still "alive" for a moment, though it will never answer again."""
+    fields = _proc_fields(pid)
+    if fields is None:
+        return False
+    if int(fields[6]) & 0x4:  # PF_EXITING
+        return True
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    kill_bit = 1 << (signal.SIGKILL - 1)
+    return any(line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & kill_bit
+               for line in status.splitlines())
+
+
 def group_members(pgid: int) -> list[int]:
     """Live processes (not zombies) whose process group is pgid."""
     found: list[int] = []

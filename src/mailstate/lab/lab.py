@@ -372,6 +372,11 @@ class Lab:
         if name not in info.get("commands", {}):
             raise LabError(f"the lab in {self.dir} has no {name}")
         entry = info["pids"].get(name)
+        if entry:  # a server killed a moment ago is still "alive" while it exits: wait for that, briefly
+            deadline = time.monotonic() + 5
+            while (_proc.alive(entry["pid"], entry["start_time"]) and _proc.dying(entry["pid"])
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)
         if entry and _proc.alive(entry["pid"], entry["start_time"]):
             raise LabError(f"{name} already runs (pid {entry['pid']})")
         old = self._children.pop(name, None)
