@@ -53,4 +53,17 @@ for entry in $(daemon_pids); do
   echo "stopping ${entry%%:*} (pid $pid), started by the package install"
   $SUDO kill "$pid" 2>/dev/null || true
 done
+
+# Keep the system daemons this install brought in from starting at the next boot with Debian's default
+# configuration (slapd's dc=nodomain, Dovecot on every interface): the lab runs its own instances.
+# Only services whose package this run installed; one that was installed before is left as it was.
+for pair in slapd:slapd dovecot-imapd:dovecot openssh-server:ssh; do
+  pkg="${pair%%:*}"; svc="${pair##*:}"
+  case " ${missing[*]} " in *" $pkg "*) ;; *) continue ;; esac
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --quiet "$svc" 2>/dev/null || true
+  elif command -v update-rc.d >/dev/null 2>&1; then
+    $SUDO update-rc.d "$svc" disable >/dev/null 2>&1 || true
+  fi
+done
 exit 0
