@@ -79,15 +79,9 @@ def plan_cmd(
     provider_names: tuple[str, ...],
 ) -> None:
     """Read the live state and print what apply would change."""
-    from mailstate.reconciler.engine import make_plan, plan_changes, save_plan
+    from mailstate.reconciler.engine import plan_changes, save_plan
 
-    plan = make_plan(
-        resolve_state(state_dir),
-        scope=list(scope) or None,
-        as_of=as_of,
-        providers=list(provider_names) or None,
-    )
-    _render(plan, fmt, sys.stdout)
+    plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names)
     if out is not None:
         try:
             save_plan(plan, out)
@@ -223,6 +217,26 @@ def apply_cmd(
         )
 
 
+def _plan_and_print(
+    state_dir: Path | None,
+    fmt: str,
+    as_of: str | None,
+    scope: tuple[str, ...],
+    provider_names: tuple[str, ...],
+) -> Any:
+    """Plan the state in ``state_dir`` (the shared options of plan and drift) and print it as ``fmt``."""
+    from mailstate.reconciler.engine import make_plan
+
+    plan = make_plan(
+        resolve_state(state_dir),
+        scope=list(scope) or None,
+        as_of=as_of,
+        providers=list(provider_names) or None,
+    )
+    _render(plan, fmt, sys.stdout)
+    return plan
+
+
 @click.command("drift")
 @state_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
@@ -238,15 +252,9 @@ def drift_cmd(
     provider_names: tuple[str, ...],
 ) -> None:
     """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
-    from mailstate.reconciler.engine import make_plan, plan_changes, plan_unlisted
+    from mailstate.reconciler.engine import plan_changes, plan_unlisted
 
-    plan = make_plan(
-        resolve_state(state_dir),
-        scope=list(scope) or None,
-        as_of=as_of,
-        providers=list(provider_names) or None,
-    )
-    _render(plan, fmt, sys.stdout)
+    plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names)
     if plan_changes(plan) or plan_unlisted(plan):
         sys.exit(2)
 
