@@ -115,3 +115,17 @@ def lab_env(clean_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+def sct_all(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
+    """A clean lab for sct.binhdinh.gov.vn with every MAILSTATE_* variable of the lab set (and only those)."""
+    lab = lab_for("sct.binhdinh.gov.vn", "Sở Công Thương tỉnh Bình Định")
+    lab.reset()
+    for key in list(os.environ):
+        if key.startswith("MAILSTATE_"):
+            monkeypatch.delenv(key)
+    for key, value in lab.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    return lab

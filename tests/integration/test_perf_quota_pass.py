@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +18,6 @@ pytestmark = pytest.mark.integration
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "binhdinh-sct"
 
-
-@pytest.fixture
-def sct_all(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
-    """A clean lab for sct.binhdinh.gov.vn with every MAILSTATE_* variable of the lab set."""
-    lab = lab_for("sct.binhdinh.gov.vn", "Sở Công Thương tỉnh Bình Định")
-    lab.reset()
-    for key in list(os.environ):
-        if key.startswith("MAILSTATE_"):
-            monkeypatch.delenv(key)
-    for key, value in lab.env().items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
-    return lab
 
 
 def test_plan_and_apply_read_no_quota_but_a_direct_read_still_can(
