@@ -206,9 +206,14 @@ def test_down_stops_a_command_running_over_ssh(root: Path) -> None:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         sleeper: list[int] = []
+        def cmdline(pid: int) -> bytes:
+            try:
+                return Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:  # a short-lived process of the session ended between listing and reading
+                return b""
+
         for _ in range(200):
-            sleeper = [p for p in Lab(lab_dir).pids()
-                       if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\0" + b"4242")]
+            sleeper = [p for p in Lab(lab_dir).pids() if cmdline(p).startswith(b"sleep\0" + b"4242")]
             if sleeper:
                 break
             subprocess.run(["sleep", "0.05"], check=True)
