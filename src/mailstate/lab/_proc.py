@@ -101,12 +101,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def proc_start_time(pid: int) -> int | None:
     """The kernel start time of a process (clock ticks since boot), to tell it from a reused pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])
+    fields = _proc_fields(pid)
+    return int(fields[19]) if fields is not None else None
 
 
 def _proc_fields(pid: int) -> list[str] | None:
