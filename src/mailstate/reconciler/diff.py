@@ -131,6 +131,20 @@ def change_id(action: Action, kind: str, key: str, provider: str) -> str:
     return "c" + h[:10]
 
 
+def _field_change(
+    action: Action, rec: Record, cur: Record, names: list[str], reasons: Iterable[str]
+) -> Change:
+    """A change of the attributes ``names`` only: their live values before, their desired values after."""
+    return _change(
+        action,
+        rec,
+        {f: cur.attrs.get(f) for f in names},
+        {f: rec.attrs.get(f) for f in names},
+        reasons,
+        fields=names,
+    )
+
+
 def _change(
     action: Action,
     rec: Record,
@@ -225,33 +239,12 @@ def diff(
         other = [f for f in fields if f not in LOCK_ATTRS]
         if "locked" in lock_fields and rec.kind in MAILBOX_KINDS:
             action = Action.LOCK if rec.attrs.get("locked") else Action.UNLOCK
-            lf = [f for f in LOCK_ATTRS if f in rec.attrs]
-            emit(
-                ref,
-                _change(
-                    action,
-                    rec,
-                    {f: cur.attrs.get(f) for f in lf},
-                    {f: rec.attrs.get(f) for f in lf},
-                    reasons,
-                    fields=lf,
-                ),
-            )
+            emit(ref, _field_change(action, rec, cur, [f for f in LOCK_ATTRS if f in rec.attrs], reasons))
         else:
             other = fields
         if other:
             action = Action.GRANT if rec.kind == "acl" else Action.UPDATE
-            emit(
-                ref,
-                _change(
-                    action,
-                    rec,
-                    {f: cur.attrs.get(f) for f in other},
-                    {f: rec.attrs.get(f) for f in other},
-                    reasons,
-                    fields=other,
-                ),
-            )
+            emit(ref, _field_change(action, rec, cur, other, reasons))
 
     # live side: what is not desired
     for ref in sorted(live_n):
