@@ -278,7 +278,6 @@ def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     e = normalize(raw)
     key = (rdn_value(dn) if dn else None) or _one(e, "uid") or ""
     address = _address(e, "mail")
-    locked, reason = _lock(e)
     unit = _one(e, "departmentNumber")
     attrs: dict[str, Any] = {
         "name": _person_name(e),
@@ -289,28 +288,30 @@ def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "phone": _single(e, "telephoneNumber"),
         "mobile": _single(e, "mobile"),
         "backup_email": _addr(_one(e, "mailstateBackupMail")),
+        **_mailbox_attrs(e, address),
+    }
+    return _record("person", key, attrs, e, unit)
+
+
+def _mailbox_attrs(e: Entry, address: str | tuple[str, ...] | None) -> dict[str, Any]:
+    """What every mailbox entry (a person's or a unit's) carries: address, aliases, quota, lock."""
+    locked, reason = _lock(e)
+    return {
         "address": address,
         "aliases": _aliases(e, address),
         "quota": _int(_one(e, "mailstateQuota")),
         "locked": locked,
         "lock_reason": reason,
     }
-    return _record("person", key, attrs, e, unit)
 
 
 def parse_unit_mailbox(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     """A unit mailbox entry (``uid=<unit>,ou=mailboxes``) as a ``unit_mailbox`` Record."""
     e = normalize(raw)
     key = (rdn_value(dn) if dn else None) or _one(e, "uid") or ""
-    address = _address(e, "mail")
-    locked, reason = _lock(e)
     attrs: dict[str, Any] = {
         "name": _single(e, "description"),
-        "address": address,
-        "aliases": _aliases(e, address),
-        "quota": _int(_one(e, "mailstateQuota")),
-        "locked": locked,
-        "lock_reason": reason,
+        **_mailbox_attrs(e, _address(e, "mail")),
     }
     return _record("unit_mailbox", key, attrs, e, key)
 
