@@ -128,7 +128,7 @@ def test_markdown_cut_at_unit_boundary_with_note() -> None:
     assert int(m.group(1)) == 40 * (120 - shown_units)
     assert "the CI artefact plan.json" in out
     assert out.count("<details>") == out.count("</details>")  # never cut inside a unit
-    assert out.startswith("## mailstate plan")
+    assert out.startswith("<!-- mailstate-plan org=x.vn scope=all -->\n## mailstate plan")  # marker kept
 
 
 def test_markdown_callouts_capped() -> None:

@@ -14,9 +14,11 @@ from typing import IO, Any
 import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.cli.gitops_cmds import confirm_apply, no_color_option, use_color
 from mailstate.errors import MailstateError
 
 FORMATS = click.Choice(["text", "markdown", "json"])
+PLAN_FORMATS = click.Choice(["text", "markdown", "json", "gitlab"])
 
 scope_option = click.option(
     "--scope",
@@ -42,11 +44,22 @@ as_of_option = click.option(
 
 
 def _render(plan: Any, fmt: str, out: IO[str]) -> None:
+    import json
     import os
 
     from mailstate.reconciler.engine import plan_meta, render_plan
 
-    render_plan(plan, fmt, out, color=out.isatty() if hasattr(out, "isatty") else False)
+    if fmt == "gitlab":  # GitLab's merge-request widget (artifacts:reports:terraform)
+        from mailstate.reconciler.gitops import gitlab_report
+
+        out.write(json.dumps(gitlab_report(plan)) + "\n")
+    elif fmt == "markdown":
+        from mailstate.reconciler.codeowners import plan_approvals
+
+        root = Path(plan_meta(plan).state_dir)
+        render_plan(plan, fmt, out, approvals=plan_approvals(root, plan))
+    else:
+        render_plan(plan, fmt, out, color=use_color(out))
     if os.environ.get("MAILSTATE_TIMINGS"):
         timings = plan_meta(plan).timings
         click.echo("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in timings.items()), err=True)
@@ -61,7 +74,9 @@ def _render(plan: Any, fmt: str, out: IO[str]) -> None:
     default=None,
     help="Save the plan (JSON, with fingerprints) for a later `apply FILE`.",
 )
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=PLAN_FORMATS, default="text", show_default=True,
+              help="gitlab: the counts GitLab's merge-request widget reads (docs/gitops.md).")
+@no_color_option
 @click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when it has none."
 )
@@ -97,6 +112,16 @@ def plan_cmd(
 @state_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (jobs, CI).")
 @click.option(
+    "--reviewed",
+    "reviewed",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PLANFILE",
+    help="Plan afresh; apply only if the new plan holds exactly this reviewed plan's changes (CI, "
+    "after merge).",
+)
+@no_color_option
+@click.option(
     "--allow-destructive", is_flag=True, help="Allow a plan that locks or removes more than [safety] allows."
 )
 @as_of_option
@@ -130,6 +155,7 @@ def apply_cmd(
     planfile: Path | None,
     state_dir: Path | None,
     yes: bool,
+    reviewed: Path | None,
     allow_destructive: bool,
     as_of: str | None,
     scope: tuple[str, ...],
@@ -150,7 +176,20 @@ def apply_cmd(
     from mailstate.reconciler.journal import home_dir
 
     root = resolve_state(state_dir)
-    if planfile is not None:
+    if reviewed is not None:
+        from mailstate.cli.gitops_cmds import lang, reviewed_plan
+        from mailstate.reconciler.gitops import text
+
+        if planfile is not None or scope:
+            raise MailstateError("--reviewed PLANFILE: give neither another PLANFILE nor --scope (the scope "
+                                 "is the reviewed plan's)")
+        plan = reviewed_plan(reviewed, root, as_of, provider_names)
+        if plan is None:
+            click.echo(text("reviewed_nothing", lang()))
+            return
+        _render(plan, "text", sys.stdout)
+        yes = True  # what was reviewed and merged is what is applied
+    elif planfile is not None:
         if scope:
             raise MailstateError("--scope comes from the saved plan; do not give it with PLANFILE")
         plan = load_plan(planfile)
@@ -169,8 +208,7 @@ def apply_cmd(
     if planfile is None and not yes:
         if not sys.stdin.isatty():
             raise MailstateError("not a terminal: give --yes to apply without confirmation")
-        what = "this change" if len(changes) == 1 else f"these {len(changes)} changes"
-        if not click.confirm(f"apply {what}?", default=False):
+        if not confirm_apply(len(changes)):
             raise MailstateError("cancelled: nothing was applied")
     if passwords_out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -239,7 +277,9 @@ def _plan_and_print(
 
 @click.command("drift")
 @state_option
-@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
+              help="The drift report: changed by hand, lifecycle due, not in the TOML (json: nightly issue).")
+@no_color_option
 @as_of_option
 @scope_option
 @provider_option
@@ -252,9 +292,12 @@ def drift_cmd(
     provider_names: tuple[str, ...],
 ) -> None:
     """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
-    from mailstate.reconciler.engine import plan_changes, plan_unlisted
+    from mailstate.cli.gitops_cmds import drift_output
+    from mailstate.reconciler.engine import make_plan, plan_changes, plan_unlisted
 
-    plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names)
+    plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of,
+                     providers=list(provider_names) or None)
+    click.echo(drift_output(plan, fmt), nl=False)
     if plan_changes(plan) or plan_unlisted(plan):
         sys.exit(2)
 

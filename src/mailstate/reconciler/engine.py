@@ -989,7 +989,7 @@ def _raise_if_unsafe(plan: Any, state: State, allow_destructive: bool) -> None:
     plan.raise_if_unsafe(allow_destructive)
 
 
-def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False) -> None:
+def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False, **options: Any) -> None:
     """Render with the core renderers; JSON is the saved-plan JSON (same schema, plus fingerprints)."""
     if fmt == "json":
         out.write(json.dumps(plan_json(plan), ensure_ascii=False, indent=2) + "\n")
@@ -1001,7 +1001,8 @@ def render_plan(plan: Any, fmt: str, out: Any, *, color: bool = False) -> None:
             raise
         _plain(plan, out)
         return
-    options: dict[str, Any] = {"color": color} if fmt == "text" else {}
+    if fmt == "text":
+        options["color"] = color
     text = render(plan, fmt, **options)
     out.write(text if text.endswith("\n") else text + "\n")
 

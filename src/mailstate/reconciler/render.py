@@ -276,13 +276,18 @@ class MarkdownRenderer:
     name: ClassVar[str] = "markdown"
     CALLOUT_MAX = 50
 
-    def __init__(self, max_length: int = MAX_MARKDOWN, full_plan: str | None = None) -> None:
+    def __init__(self, max_length: int = MAX_MARKDOWN, full_plan: str | None = None,
+                 approvals: Sequence[tuple[str, str, Sequence[str]]] = ()) -> None:
         self.max_length = max_length
         self.full_plan = full_plan or "the plan file written with `mailstate plan --out` (the CI artefact)"
+        self.approvals = list(approvals)
+        """(unit, file, owners) from CODEOWNERS (reconciler.codeowners.plan_approvals)."""
 
     def render(self, plan: Plan, state_or_labels: Any = None) -> str:
+        from mailstate.reconciler.gitops import approvals_markdown, marker
+
         labels = unit_labels(plan, state_or_labels)
-        head: list[str] = [f"## mailstate plan — {md(_header(plan))}", ""]
+        head: list[str] = [marker(plan), f"## mailstate plan — {md(_header(plan))}", ""]
         n = len(plan.changes)
         if n == 0:
             head.append("**Không có thay đổi (no changes).**")
@@ -303,6 +308,7 @@ class MarkdownRenderer:
         head += self._callout(f"⚠ Khóa / Lock ({len(locks)})", locks, labels)
         head += self._callout(f"Xóa / Remove ({len(removals)})", removals, labels, removal=True)
         head += self._callout(f"Thu hồi quyền / Revoke ({len(revokes)})", revokes, labels)
+        head += approvals_markdown(self.approvals, labels)
 
         text = "\n".join(head)
         if n:

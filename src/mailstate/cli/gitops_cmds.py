@@ -1,0 +1,183 @@
+"""The GitOps pieces of the CLI: `forge comment|fetch-plan|issue` (the CI pipelines' calls to the forge's
+API), `apply --reviewed`'s planning step, `--no-color`, the language of prompts (MAILSTATE_LANG)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.errors import MailstateError
+
+LANG_ENV = "MAILSTATE_LANG"
+
+
+def lang() -> str:
+    """The language of what the user reads: MAILSTATE_LANG (vi, en), Vietnamese by default."""
+    value = (os.environ.get(LANG_ENV) or "vi").split("_")[0].split(".")[0].lower()
+    return value if value in ("vi", "en") else "vi"
+
+
+def use_color(stream: Any) -> bool:
+    """Colour only on a terminal, and never with NO_COLOR set (https://no-color.org) or --no-color."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["NO_COLOR"] = "1"
+
+
+no_color_option = click.option(
+    "--no-color", is_flag=True, expose_value=False, is_eager=True, callback=_no_color,
+    help="No colour (as NO_COLOR=1 does).",
+)
+
+
+def confirm_apply(n: int) -> bool:
+    from mailstate.reconciler.gitops import text
+
+    question = text("confirm_one", lang()) if n == 1 else text("confirm_many", lang(), n=n)
+    return click.confirm(question, default=False)
+
+
+def reviewed_plan(reviewed: Path, root: Path, as_of: str | None, provider_names: tuple[str, ...]) -> Any:
+    """Plan afresh (the reviewed plan's scope, today) and return the fresh plan when it holds exactly the
+    reviewed changes; None when they are all live already; StalePlan naming every difference otherwise."""
+    from mailstate.reconciler.engine import load_plan, make_plan, plan_meta
+    from mailstate.reconciler.gitops import text
+    from mailstate.reconciler.reviewed import check_reviewed
+
+    old = load_plan(reviewed)
+    meta = plan_meta(old)
+    fresh = make_plan(root, scope=[f"unit:{u}" for u in meta.scope] if meta.scope else None, as_of=as_of,
+                      providers=list(provider_names) or None)
+    if plan_meta(fresh).domain != meta.domain:
+        raise MailstateError(f"{reviewed}: the plan was made for {meta.domain}, the state directory "
+                             f"{root} is {plan_meta(fresh).domain}")
+    if not check_reviewed(old, fresh):
+        return None
+    click.echo(text("reviewed_ok", lang(), n=len(fresh.changes)), err=True)
+    return fresh
+
+
+# --------------------------------------------------------------------------------------------------
+# forge
+
+
+forge_option = click.option("--forge", "kind", type=click.Choice(["gitlab", "github"]), required=True)
+mr_option = click.option("--mr", default=None, help="The merge request (default: the pipeline's own).")
+
+
+@click.group("forge")
+def forge_group() -> None:
+    """Talk to GitLab or GitHub from a CI job (token: $MAILSTATE_FORGE_TOKEN; API from the CI's variables)."""
+
+
+@forge_group.command("comment")
+@forge_option
+@mr_option
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A plan saved with `plan --out`: rendered as the Markdown comment (with its marker).")
+@click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Post this file's text instead (a new comment unless it starts with a marker).")
+@click.option("--merged", is_flag=True, help="The merge request merged as this commit (after merge).")
+@state_option
+@errors_to_exit
+def comment_cmd(kind: str, mr: str | None, plan_file: Path | None, body_file: Path | None, merged: bool,
+                state_dir: Path | None) -> None:
+    """Create or update the plan comment of a merge request (one per organisation and scope)."""
+    from mailstate import forge
+
+    if (plan_file is None) == (body_file is None):
+        raise MailstateError("give exactly one of --plan and --body-file")
+    if plan_file is not None:
+        body = render_markdown(plan_file, resolve_state(state_dir))
+    else:
+        assert body_file is not None
+        try:
+            body = body_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise MailstateError(f"--body-file {body_file}: {exc.strerror or exc}") from None
+    f = forge.Forge.from_env(kind)
+    if mr is None:
+        mr = f.merged_request(forge.commit_sha(kind)) if merged else forge.current_request(kind)
+    what, ident = f.upsert_comment(mr, body)
+    click.echo(f"comment {ident} {what} on merge request {mr}")
+
+
+def render_markdown(plan_file: Path, root: Path) -> str:
+    """The Markdown comment of a saved plan, with the CODEOWNERS approvals of the state in ``root``."""
+    from mailstate.reconciler.codeowners import plan_approvals
+    from mailstate.reconciler.engine import load_plan
+    from mailstate.reconciler.render import render
+
+    plan = load_plan(plan_file)
+    return render(plan, "markdown", approvals=plan_approvals(root, plan))
+
+
+@forge_group.command("fetch-plan")
+@forge_option
+@mr_option
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--job", default="mailstate-plan", show_default=True, help="GitLab: the job keeping it.")
+@click.option("--artifact", default="plan.json", show_default=True,
+              help="GitLab: the artifact's path; GitHub: the artifact's name, suffixed -<number>.")
+@errors_to_exit
+def fetch_plan_cmd(kind: str, mr: str | None, out: Path, job: str, artifact: str) -> None:
+    """Download the plan reviewed on the merge request merged as this commit (for `apply --reviewed`)."""
+    from mailstate import forge
+
+    f = forge.Forge.from_env(kind)
+    if mr is None:
+        mr = f.merged_request(forge.commit_sha(kind))
+    data = f.fetch_plan(mr, job, artifact)
+    out.write_bytes(data)
+    click.echo(f"plan of merge request {mr} saved to {out}", err=True)
+
+
+@forge_group.command("issue")
+@forge_option
+@click.option("--body-file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--title", default=None, help="Default: the report's title (its first heading).")
+@errors_to_exit
+def issue_cmd(kind: str, body_file: Path, title: str | None) -> None:
+    """Open, or update, the one open issue labelled mailstate-drift with a drift report."""
+    from mailstate import forge
+
+    try:
+        body = body_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MailstateError(f"--body-file {body_file}: {exc.strerror or exc}") from None
+    if title is None:
+        heading = next((line for line in body.splitlines() if line.startswith("## ")), "## mailstate drift")
+        title = heading[3:].strip()[:200]
+    what, ident = forge.Forge.from_env(kind).upsert_issue(title, body)
+    click.echo(f"issue {ident} {what}")
+
+
+def drift_output(plan: Any, fmt: str) -> str:
+    from mailstate.reconciler import drift
+
+    rep = drift.report(plan)
+    if fmt == "json":
+        import json
+
+        return json.dumps(rep, ensure_ascii=False, indent=2) + "\n"
+    if fmt == "markdown":
+        return drift.markdown(rep, lang())
+    return drift.text(rep, lang())
+
+
+def write(text: str) -> None:
+    sys.stdout.write(text)
+
+
+COMMANDS = [forge_group]
