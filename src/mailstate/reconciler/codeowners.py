@@ -67,8 +67,12 @@ class CodeOwners:
             if not line or line.startswith("#") or line.startswith("[") or line.startswith("^["):
                 continue
             parts = line.split()
-            owners = tuple(p for p in parts[1:] if not p.startswith("#"))
-            rules.append((_regex(parts[0].replace("\\#", "#")), owners))
+            owners: list[str] = []
+            for p in parts[1:]:
+                if p.startswith("#"):  # a trailing comment
+                    break
+                owners.append(p)
+            rules.append((_regex(parts[0].replace("\\#", "#")), tuple(owners)))
         return cls(tuple(rules))
 
     def owners(self, path: str) -> tuple[str, ...]:
