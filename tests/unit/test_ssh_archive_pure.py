@@ -113,3 +113,23 @@ def test_uid_set() -> None:
     assert uid_set([7, 1, 2, 3, 9, 10, 3]) == "1:3,7,9:10"
     assert uid_set([5]) == "5"
     assert uid_set([]) == ""
+
+
+def test_acl_files_name_owners_the_shared_dict_misses() -> None:
+    """Mail roots from ``doveadm mailbox path -A``; owners from their ACL files: a negative right or one
+    without lookup counts, the owner's own entries do not, a file under no known root is ignored."""
+    from mailstate.providers.ssh import mail_roots, parse_acl_files
+
+    roots = mail_roots(
+        "username\tpath\nbangnv\t/m/bangnv/mdbox/mailboxes/INBOX/dbox-Mails\n"
+        "bang\t/m/bang/mdbox/mailboxes/INBOX/dbox-Mails\nhoa\t/m/hoa/Maildir\n"
+    )
+    assert roots == {"/m/bangnv/mdbox": "bangnv", "/m/bang/mdbox": "bang", "/m/hoa/Maildir": "hoa"}
+    grep = (
+        b"/m/bangnv/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0-user=khanh r\n"
+        b"/m/bang/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0user=bang lrwstipekxa\n"
+        b"/m/bang/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0owner lrwstipekxa\n"
+        b"/m/hoa/Maildir/.L&AbA-u tr&Hu8-/dovecot-acl\0user=thuytt r\n"
+        b"/elsewhere/dovecot-acl\0user=x lr\n"
+    )
+    assert parse_acl_files(grep, roots) == {"bangnv", "hoa"}

@@ -114,6 +114,41 @@ def parse_shared_owners(text: str) -> set[str]:
     return out
 
 
+ACL_FILE = "dovecot-acl"
+FIND_ARGS_MAX = 64 * 1024
+"""Bytes of mail roots per ``find`` command (a command line stays far below the kernel's argument limit)."""
+
+
+def mail_roots(path_tab: str) -> dict[str, str]:
+    """{mail root: user} from ``doveadm -f tab mailbox path -A -t control INBOX``: the directory above
+    ``mailboxes/`` (dbox) or the INBOX control directory itself (Maildir, where folders sit under it)."""
+    out: dict[str, str] = {}
+    for row in parse_doveadm_tab(path_tab):
+        user, path = row.get("username", ""), row.get("path", "").rstrip("/")
+        if user and path.startswith("/"):
+            out[path.split("/mailboxes/", 1)[0] if "/mailboxes/" in path else path] = user
+    return out
+
+
+def parse_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> set[str]:
+    """Owners with an ACL entry for anyone but themselves in their ACL files (``grep -HZ '' FILE…`` output:
+    ``path NUL line``): any entry, negative (``-user=x``) or without the lookup right included — the ACL
+    shared dict records only entries that grant lookup, so it misses those."""
+    out: set[str] = set()
+    by_length = sorted(roots, key=len, reverse=True)
+    for raw in grep_out.split(b"\n"):
+        path_b, sep, line_b = raw.partition(b"\0")
+        line = line_b.decode("utf-8", "replace").strip()
+        if not sep or not line or line.startswith("#"):
+            continue
+        path = path_b.decode("utf-8", "surrogateescape")
+        owner = next((roots[r] for r in by_length if path.startswith(r + "/")), None)
+        ident = line.split()[0]
+        if owner is not None and ident not in ("owner", f"user={owner}"):
+            out.add(owner)
+    return out
+
+
 def parse_quota_get(text: str) -> dict[str, int | None]:
     """``doveadm -f tab quota get -A`` → {user: STORAGE limit in bytes, None when unlimited}."""
     out: dict[str, int | None] = {}
@@ -627,11 +662,43 @@ class SshProvider:
         return parse_last_login(self.doveadm("-f", "tab", "dict", "iter", uri, prefix), prefix)
 
     def shared_owners(self) -> set[str]:
-        """Every user with an ACL entry for someone else on a folder (Dovecot's acl_shared_dict), one pass."""
+        """Every user with an ACL entry for someone else on a folder: the owners Dovecot's acl_shared_dict
+        names (one pass), and those whose ACL files hold an entry the dict does not record (a negative right
+        ``-user``, rights without lookup: ``acl_owners``)."""
         uri = self.config("plugin/acl_shared_dict")
         if not uri:
             raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
-        return parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
+        owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
+        return owners | self.acl_owners()
+
+    def acl_owners(self) -> set[str]:
+        """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every
+        user's mail root from one ``doveadm mailbox path -A``, then ``find … -name dovecot-acl`` over the
+        roots (a few commands for any number of users) and their lines read with grep."""
+        roots = mail_roots(self.doveadm("-f", "tab", "mailbox", "path", "-A", "-t", "control", "INBOX"))
+        out: set[str] = set()
+        batch: list[str] = []
+        size = 0
+        for root in sorted(roots):
+            batch.append(root)
+            size += len(root) + 3
+            if size >= FIND_ARGS_MAX or root == max(roots):
+                words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
+                command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
+                rc, text, err = self.run(command, check=False)
+                missing = {f"find: {shlex.quote(r)}: No such file or directory" for r in batch}
+                missing |= {f"find: '{r}': No such file or directory" for r in batch}
+                lines = [ln.strip() for ln in err.splitlines()]
+                tools = ("find:", "grep:", "sh:")
+                errors = [ln for ln in lines if ln.startswith(tools) and ln not in missing]
+                # a root not made yet (no mail so far) is fine; anything else is not
+                if rc != 0 and (errors or not missing & set(lines)):
+                    raise ProviderError(
+                        f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
+                    )
+                out |= parse_acl_files(text.encode("utf-8", "surrogateescape"), roots)
+                batch, size = [], 0
+        return out
 
     def quotas(self) -> dict[str, int | None]:
         """Every user's STORAGE limit (bytes), one ``doveadm quota get -A``."""
