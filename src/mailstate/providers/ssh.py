@@ -3,12 +3,15 @@
 - ``read()`` returns facts only (it owns no diffed kind): ``last_login`` = {user: ISO datetime (UTC)} from
   the Dovecot ``last_login`` plugin's dict (``doveadm dict iter``), for the inactivity rules (MOST art.13.3).
 - ``apply(change)`` carries out two actions on a ``person`` / ``unit_mailbox`` (the key is the Dovecot user):
-  ``archive``: ``doveadm backup -u USER mdbox:<archive_dir>/<user>-<date>``, then VERIFY that the archive
-  holds exactly the live mail — same message count and the same SHA-256 over the sorted ``mailbox\\tguid``
-  lines of ``doveadm fetch`` on both sides — and only then write ``<user>-<date>.manifest.json`` beside it;
-  ``delete``: remove the mailbox's mail with doveadm (expunge INBOX, ``mailbox delete -r`` the rest), REFUSED
-  (ProviderError) unless a verified manifest exists and the live mail still has that manifest's digest.
-  Mail is never destroyed without a verified copy (DESIGN §6.1; VL art.9, MIC art.3.5).
+  ``archive``: ``doveadm backup -u USER mdbox:<archive_dir>/<user>-<date>``, then VERIFY by reading every
+  archived message back in full (``doveadm -f pager fetch … text``, streamed and hashed while read) and
+  comparing it — mailbox GUID, message GUID, size, SHA-256 of the full text — with the live original; only
+  then write ``<user>-<date>.manifest.json`` listing each message so verified. The index never counts as
+  the mail: a message whose storage is gone or cut fails the read, an altered text fails the comparison.
+  ``delete``: REFUSED (ProviderError, nothing touched) unless the newest archive set still reads back
+  exactly as its manifests recorded; then, in bounded rounds, expunge by UID only the live messages that
+  set holds (same content), archive whatever arrived meanwhile as an increment (verified the same way),
+  and delete the emptied folders. Mail is never destroyed without a verified copy (VL art.9, MIC art.3.5).
 
 The host key is checked against known_hosts (``load_known_hosts``: hashed names, ``@revoked`` honoured,
 ``@cert-authority`` skipped) with a RejectPolicy: an unknown, changed or revoked key is refused, never
