@@ -23,7 +23,7 @@ from mailstate.desired_state.model import (
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_login, make_person
-from mailstate.providers.imap import RIGHTS, ImapProvider
+from mailstate.providers.imap import RIGHTS, ImapProvider, desired_owners_of
 from mailstate.reconciler.change import Action, Change
 from mailstate.reconciler.desired_imap import project_imap
 from mailstate.reconciler.diff import diff
@@ -333,3 +333,20 @@ def test_bad_url_names_where_it_came_from(agency: Agency, monkeypatch: pytest.Mo
     monkeypatch.setenv("MAILSTATE_IMAP_URL", "http://127.0.0.1:1")
     with pytest.raises(ProviderError, match="MAILSTATE_IMAP_URL: imap: url"):
         ImapProvider.from_state(agency.state)
+
+
+def test_rights_the_shared_dict_misses_are_read_both_ways(agency: Agency, provider: ImapProvider) -> None:
+    """On a person's mailbox that the TOML names for no folder, grant or unit (so the bulk path reads it only
+    if discovered), a negative right (``-user``) and a right without lookup, set by hand, are read on the
+    doveadm bulk path as on the IMAP-only path (Dovecot's shared dict records neither)."""
+    login = sorted(set(agency.state.people) - desired_owners_of(agency.state))[0]
+    owner = agency.login(login)
+    try:
+        owner.create_folder("Riêng")
+        owner.setacl("INBOX", "-anvq", "r")
+        owner.setacl("Riêng", "hoapt", "r")
+    finally:
+        owner.logout()
+    keys = {r.key for r in provider.read().records.values() if r.kind == "acl" and login in r.key}
+    assert any(k.endswith("INBOX#-anvq") for k in keys), keys
+    assert any(k.endswith("Riêng#hoapt") for k in keys), keys

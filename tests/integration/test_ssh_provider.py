@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mailstate.desired_state.model import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import imap_login, imap_master_login, make_person
-from mailstate.providers.ssh import MANIFEST_SUFFIX, Manifest, SshProvider
+from mailstate.lab.testing import doveadm, imap_login, imap_master_login, make_person
+from mailstate.providers.ssh import MANIFEST_SUFFIX, Manifest, Message, SshProvider
 from mailstate.reconciler.change import Action, Change
 
 MESSAGE = b"From: a@lab.example.gov.vn\r\nSubject: %d\r\n\r\nbody %d\r\n"
@@ -126,20 +131,189 @@ def test_removal_after_verified_archive(mailbox: tuple[Lab, str, str], provider:
     assert provider.digest(user, manifest.location) == (manifest.count, manifest.digest)
 
 
-def test_removal_refused_when_mail_arrived_after_archive(
+def test_mail_arrived_after_archive_is_archived_as_increment_then_removed(
     mailbox: tuple[Lab, str, str], provider: SshProvider
 ) -> None:
-    """Mail that arrived after the archive blocks the removal (it is not in the archive)."""
+    """Mail that arrived after the archive is not deleted unarchived: removal archives it as an increment
+    (extending the first archive), then removes it; together the archives hold every message."""
     lab, user, pw = mailbox
-    provider.archive(user)
+    first = provider.archive(user)
+    _append(lab, user, pw, [("INBOX", MESSAGE % (99, 99))])
+    before = _imap_mail(lab, user, pw)
+    last = provider.remove_mail(user)
+    assert _count(lab, user, pw) == 0
+    assert last.archive != first.archive and last.extends == (first.archive,) and last.count == 1
+    assert _archived_mail(lab, user, [first, last]) == before
+
+
+def _append(lab: Lab, user: str, pw: str, messages: list[tuple[str, bytes]]) -> None:
     c = imap_login(lab, user, pw)
     try:
-        c.append("INBOX", MESSAGE % (99, 99))
+        for folder, body in messages:
+            c.append(folder, body)
     finally:
         c.logout()
-    with pytest.raises(ProviderError, match="changed since the archive"):
-        provider.apply(_change(Action.DELETE, user))
-    assert _count(lab, user, pw) == 6
+
+
+def _imap_mail(lab: Lab, user: str, pw: str) -> Counter[tuple[str, str]]:
+    """(folder, SHA-256 of the full text, LF line ends) of every own message, read over IMAP — not with the
+    code under test."""
+    c = imap_login(lab, user, pw)
+    out: Counter[tuple[str, str]] = Counter()
+    try:
+        for flags, _d, name in c.list_folders():
+            if b"\\Noselect" in flags or name.startswith("shared/"):
+                continue
+            c.select_folder(name, readonly=True)
+            ids = c.search()
+            for data in c.fetch(ids, ["BODY.PEEK[]"]).values() if ids else []:
+                text = data[b"BODY[]"].replace(b"\r\n", b"\n")
+                out[(unicodedata.normalize("NFC", name), hashlib.sha256(text).hexdigest())] += 1
+    finally:
+        c.logout()
+    return out
+
+
+def _archived_mail(lab: Lab, user: str, manifests: list[Manifest]) -> Counter[tuple[str, str]]:
+    """The same for archives, read with doveadm's JSON output (not the provider's reader)."""
+    out: Counter[tuple[str, str]] = Counter()
+    for mf in manifests:
+        res = doveadm(lab, "-o", f"mail_location={mf.location}", "-f", "json", "fetch", "-u", user,
+                      "mailbox text", "all")
+        for row in json.loads(res.stdout or "[]"):
+            text = row["text"].encode("utf-8")
+            out[(unicodedata.normalize("NFC", row["mailbox"]), hashlib.sha256(text).hexdigest())] += 1
+    return out
+
+
+def _archive_storage(provider: SshProvider, manifest: Manifest) -> Path:
+    return Path(provider.settings.archive_dir) / manifest.archive / "storage"
+
+
+@pytest.fixture
+def fifty(mailbox: tuple[Lab, str, str]) -> tuple[Lab, str, str]:
+    """bangnv with 50 messages (45 more than ``mailbox``)."""
+    lab, user, pw = mailbox
+    _append(lab, user, pw, [("INBOX" if i % 3 else FOLDER, MESSAGE % (100 + i, i)) for i in range(45)])
+    return mailbox
+
+
+@pytest.mark.parametrize("damage", ["storage deleted", "bodies altered"])
+def test_damaged_archive_refuses_removal_and_is_replaced(
+    fifty: tuple[Lab, str, str], provider: SshProvider, damage: str
+) -> None:
+    """An archive whose storage files are gone (its index still lists every message) or whose message
+    bodies were altered refuses the removal: every message stays. The next archive does not reuse it: a
+    fresh one is made, and the removal then succeeds with everything in it."""
+    lab, user, pw = fifty
+    before = _imap_mail(lab, user, pw)
+    assert sum(before.values()) == 50
+    first = provider.archive(user)
+    assert first.count == 50
+    files = sorted(_archive_storage(provider, first).glob("m.*"))
+    assert files
+    for f in files:
+        if damage == "storage deleted":
+            f.unlink()
+        else:
+            f.write_bytes(f.read_bytes().replace(b"body ", b"BODY "))  # same size, other text
+    with pytest.raises(ProviderError, match="refused, every message kept"):
+        provider.remove_mail(user)
+    assert _imap_mail(lab, user, pw) == before
+    fresh = provider.archive(user)
+    assert fresh.archive != first.archive and fresh.count == 50 and not fresh.extends
+    assert provider.remove_mail(user) == fresh
+    assert _count(lab, user, pw) == 0
+    assert _archived_mail(lab, user, [fresh]) == before
+
+
+class _Arriving(SshProvider):
+    """Delivers mail into the mailbox right before each expunge: after the archive was verified and the live
+    mail read, before anything is deleted — the window the removal must survive."""
+
+    def __init__(self, *args: Any, deliver: Callable[[int], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deliver, self.calls = deliver, 0
+
+    def expunge_archived(self, user: str, messages: Sequence[Message]) -> None:
+        self.calls += 1
+        self.deliver(self.calls)
+        super().expunge_archived(user, messages)
+
+
+def test_mail_delivered_during_removal_is_archived_not_lost(fifty: tuple[Lab, str, str]) -> None:
+    """Messages APPENDed between the verification and the expunge are not deleted: the removal expunges only
+    what the archive holds, archives the rest as an increment, removes it, and the archives together hold
+    all 52 messages (count and digest of each, read independently)."""
+    lab, user, pw = fifty
+    arrived = [("INBOX", MESSAGE % (900, 900)), (FOLDER, MESSAGE % (901, 901))]
+
+    def deliver(call: int) -> None:
+        if call == 1:
+            _append(lab, user, pw, arrived)
+
+    p = _Arriving(SshProvider.from_state(_state(lab)).settings, deliver=deliver)
+    try:
+        first = p.archive(user)
+        assert first.count == 50
+        expected = _imap_mail(lab, user, pw)
+        for folder, body in arrived:
+            expected[(folder, hashlib.sha256(body.replace(b"\r\n", b"\n")).hexdigest())] += 1
+        last = p.remove_mail(user)
+        assert p.calls == 2
+        assert last.extends == (first.archive,) and last.count == 2
+        assert _count(lab, user, pw) == 0
+        assert _archived_mail(lab, user, [first, last]) == expected
+    finally:
+        p.close()
+
+
+def test_removal_stops_when_mail_keeps_arriving(mailbox: tuple[Lab, str, str]) -> None:
+    """Mail arriving before every expunge: the removal stops after its rounds, and every message is either
+    still live or in an archive (none lost)."""
+    lab, user, pw = mailbox
+    sent: list[bytes] = []
+
+    def deliver(call: int) -> None:
+        sent.append(MESSAGE % (700 + call, call))
+        _append(lab, user, pw, [("INBOX", sent[-1])])
+
+    p = _Arriving(SshProvider.from_state(_state(lab)).settings, deliver=deliver)
+    try:
+        first = p.archive(user)
+        expected = _imap_mail(lab, user, pw)
+        with pytest.raises(ProviderError, match="mail keeps arriving"):
+            p.remove_mail(user)
+        for body in sent:
+            expected[("INBOX", hashlib.sha256(body.replace(b"\r\n", b"\n")).hexdigest())] += 1
+        names = [n for n in p.sftp().listdir(p.settings.archive_dir) if n.endswith(MANIFEST_SUFFIX)]
+        manifests = [Manifest.from_json(Path(p.settings.archive_dir, n).read_text()) for n in names]
+        assert first in manifests and len(manifests) > 1  # increments were made, none was enough
+        assert _archived_mail(lab, user, manifests) + _imap_mail(lab, user, pw) == expected
+    finally:
+        p.close()
+
+
+def test_removal_never_touches_mail_shared_with_the_leaver(
+    mailbox: tuple[Lab, str, str], provider: SshProvider
+) -> None:
+    """The leaver's view of another mailbox (shared namespace, with the expunge right) is neither archived
+    nor removed: doveadm finds a folder by GUID in every namespace, so only own folders are acted on."""
+    lab, user, pw = mailbox
+    other_pw = "Pw-" + secrets.token_urlsafe(12)
+    make_person(lab, "thuytt", other_pw, cn="Trần Thị Thủy")
+    _append(lab, "thuytt", other_pw, [("INBOX", MESSAGE % (500, 500))])
+    c = imap_login(lab, "thuytt", other_pw)
+    try:
+        c.setacl("INBOX", user, "lrwstipekxa")
+    finally:
+        c.logout()
+    theirs = _imap_mail(lab, "thuytt", other_pw)
+    manifest = provider.archive(user)
+    assert manifest.count == 5
+    provider.remove_mail(user)
+    assert _count(lab, user, pw) == 0
+    assert _imap_mail(lab, "thuytt", other_pw) == theirs
 
 
 def _other_key(tmp_path: Path) -> str:
@@ -177,7 +351,8 @@ def test_unknown_host_refused(mailbox: tuple[Lab, str, str], provider: SshProvid
 def test_second_archive_after_deletions_keeps_the_first(
     mailbox: tuple[Lab, str, str], provider: SshProvider
 ) -> None:
-    """Archiving again after mail was deleted writes a new archive; the first still holds every message."""
+    """An archive still holding every live message is reused (even after a deletion); mail that is not in it
+    makes a new archive, and the first still holds every message it verified."""
     lab, user, pw = mailbox
     first = provider.archive(user)
     assert provider.archive(user) == first  # nothing changed: the verified archive is reused
@@ -188,6 +363,8 @@ def test_second_archive_after_deletions_keeps_the_first(
         c.expunge()
     finally:
         c.logout()
+    assert provider.archive(user) == first  # it holds the 4 left (and the deleted one)
+    _append(lab, user, pw, [("INBOX", MESSAGE % (77, 77))])
     second = provider.archive(user)
-    assert second.archive != first.archive and second.count == 4
+    assert second.archive != first.archive and second.count == 5 and not second.extends
     assert provider.digest(user, first.location) == (5, first.digest)
