@@ -562,6 +562,14 @@ class Group(Located):
     )
 
 
+def inbox_canonical(path: str) -> str:
+    """A folder path as the IMAP server compares it: a first level ``inbox`` in any letter case is ``INBOX``
+    (RFC 3501 §5.1), every other name exactly as written (``Inbox/X`` is ``INBOX/X``; ``Hồ sơ/inbox`` and
+    ``INBOXES`` stay)."""
+    top, sep, rest = path.partition("/")
+    return "INBOX" + sep + rest if top.upper() == "INBOX" else path
+
+
 class SharedFolder(Located):
     """A folder used by a group or everyone, with read and write rights (MIC art.2, art.7)."""
 

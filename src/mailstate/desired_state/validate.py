@@ -56,6 +56,7 @@ from mailstate.desired_state.model import (
     State,
     StateFile,
     Unit,
+    inbox_canonical,
     parse_ref,
 )
 from mailstate.errors import Problem
@@ -130,13 +131,6 @@ FOLDER_NAME_MAX = 255
 FOLDER_PATH_MAX = 1024
 """mailstate's cap on a whole path (stored form): Dovecot keeps each folder as a directory under the user's
 mail root, and Linux refuses a file path longer than 4,096 bytes (a 4,031-byte folder path already fails)."""
-
-
-def inbox_canonical(path: str) -> str:
-    """The path as the server compares it: a first level ``inbox`` in any letter case is ``INBOX`` (RFC 3501
-    §5.1: INBOX is case-insensitive), every other name exactly as written."""
-    top, sep, rest = path.partition("/")
-    return "INBOX" + sep + rest if top.upper() == "INBOX" else path
 
 
 def folder_path_problem(path: str) -> str | None:
