@@ -36,7 +36,8 @@ HOSTILE = {
 FIELDS = [
     ("mailstate.toml", "[organization]\ndomain = \"sct.binhdinh.gov.vn\"", 'name = {v}', "organization.name"),
     ("units/qlcn.toml", '[unit]\nid = "qlcn"', "name = {v}", "unit.name"),
-    ("units/qlcn.toml", '[unit]\nid = "qlcn"\nname = "Phòng QLCN"', "abbreviation = {v}", "unit.abbreviation"),
+    ("units/qlcn.toml", '[unit]\nid = "qlcn"\nname = "Phòng QLCN"', "abbreviation = {v}",
+     "unit.abbreviation"),
     ("units/qlcn.toml", P := '[unit]\nid = "qlcn"\nname = "Phòng QLCN"\n[[person]]\nid = "bangnv"',
      "name = {v}", "person.name"),
     ("units/qlcn.toml", P + '\nname = "Nguyễn Văn Bằng"', "title = {v}", "person.title"),
@@ -212,7 +213,8 @@ def test_desired_imap_keys_an_inbox_folder_once_as_the_server_names_it(tmp_path:
     from mailstate.reconciler.desired_imap import project_imap
 
     _write(tmp_path, "folders.toml",
-           '[[shared_folder]]\nmailbox = "bangnv"\npurpose = "Văn bản"\nread = ["group:lanhdao"]', 'path = "inbox/X"')
+           '[[shared_folder]]\nmailbox = "bangnv"\npurpose = "Văn bản"\nread = ["group:lanhdao"]',
+           'path = "inbox/X"')
     (tmp_path / "groups.toml").write_text('[[group]]\nid = "lanhdao"\nname = "Lãnh đạo"\nmembers = ["thuy"]\n'
                                           '[[person]]\nid = "thuy"\nname = "Trần Thủy"\nunit = "qlcn"\n',
                                           encoding="utf-8")
