@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailstate.text import visible
+
 
 class MailstateError(Exception):
     """Root of every error mailstate raises deliberately (the CLI prints it without a traceback)."""
@@ -21,8 +23,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        """``FILE:LINE: field: message`` on one line: a control character a message quotes from the input
+        (an id, a table key) is shown escaped, never sent to the terminal."""
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        return visible(text)
 
 
 class ValidationError(MailstateError):

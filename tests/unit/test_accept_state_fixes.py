@@ -166,16 +166,18 @@ def test_newcomer_id_avoids_uids_owning_live_addresses(agency: Path) -> None:
 
 
 def test_bom_and_crlf_survive_assign(agency: Path) -> None:
-    """A file with a BOM and CRLF line ends keeps both, and a multi-line name without id gets id + address."""
+    """A file with a BOM and CRLF line ends keeps both, and a multi-line name without id gets id + address
+    (written with line-ending backslashes: the name itself is one line, a line break in it is refused)."""
     path = agency / "units" / "ktv.toml"
-    path.write_bytes(("\ufeff" + KTV + '\n[[person]]\nname = """\nTrần Văn\nAn"""').replace("\n", "\r\n")
+    path.write_bytes(("\ufeff" + KTV + '\n[[person]]\nname = """\\\nTrần Văn \\\nAn"""').replace("\n", "\r\n")
                      .encode("utf-8"))
     res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
     assert res.exit_code == 0, res.output
     assert path.read_bytes().decode("utf-8") == (
         "\ufeff"
         + KTV.replace('"Phòng Kế toán"\n', '"Phòng Kế toán"\naddress = "pkt@syt.soctrang.gov.vn"\n')
-        + '\n[[person]]\nid = "tran.an"\naddress = "tran.an@syt.soctrang.gov.vn"\nname = """\nTrần Văn\nAn"""'
+        + '\n[[person]]\nid = "tran.an"\naddress = "tran.an@syt.soctrang.gov.vn"\n'
+        + 'name = """\\\nTrần Văn \\\nAn"""'
     ).replace("\n", "\r\n")
     assert "units/ktv.toml:8: person tran.an: id = tran.an" in res.output
     assert "units/ktv.toml:9: person tran.an: address = tran.an@syt.soctrang.gov.vn" in res.output

@@ -44,7 +44,7 @@ title  = "Trưởng phòng"   # odd    spacing   kept
 
 [[person]]
 id = "thuytt"
-name = \"\"\"Trần Thị
+name = \"\"\"Trần Thị \\
 Thủy\"\"\"
 mobile = "0905 123 456"
 
@@ -66,7 +66,8 @@ VP_TOML = "\r\n".join(  # CRLF line ends
 
 @pytest.fixture()
 def state_dir(tmp_path: Path) -> Path:
-    """A small state repository: comments, odd layout, a multi-line name, CRLF, no final newline."""
+    """A small state repository: comments, odd layout, a multi-line name (a line-ending backslash: the name is
+    one line), CRLF, no final newline."""
     (tmp_path / "units").mkdir()
     (tmp_path / "mailstate.toml").write_text(MAILSTATE_TOML, encoding="utf-8")
     (tmp_path / "units" / "qlcn.toml").write_bytes(QLCN_TOML.encode())

@@ -31,17 +31,17 @@ name = "Nguyễn Văn Bằng"
 [[person]]    # a comment after the header
 id    = "thuytt"
 name  = "Trần Thị Thủy"
-title = '''
-[[person]]
-id = "not-a-person"
-'''
+title = \"\"\"\\
+[[person]] \\
+id = "not-a-person"\\
+\"\"\"
 mobile = "0905 123 456"
 
 [[shared_folder]]
 mailbox = "unit:qlcn"
 path    = "Văn bản đến/2026"
-purpose = \"\"\"Văn bản đến
-[unit]
+purpose = \"\"\"Văn bản đến \\
+[unit]\\
 \"\"\"
 read    = [ "bangnv", "thuytt" ] # a comment with [brackets] and "quotes
 write   = ["bangnv"]
@@ -49,7 +49,9 @@ write   = ["bangnv"]
 
 
 def test_positions_of_tables_and_keys_across_files(write_state: WriteState, org: str) -> None:
-    """Each object records its file (relative to the state dir) and the line of its table and of each key."""
+    """Each object records its file (relative to the state dir) and the line of its table and of each key
+    (multi-line strings whose lines look like tables are skipped; their values are one line: a line break
+    is refused in text)."""
     root = write_state({"mailstate.toml": org, "units/qlcn.toml": UNIT_FILE})
     state = load_state(root)
     assert state.organization.source.file == "mailstate.toml"

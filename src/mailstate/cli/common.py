@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from mailstate.errors import MailstateError
+from mailstate.text import visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,8 @@ def errors_to_exit(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MailstateError as exc:
-            click.echo(f"error: {exc}", err=True)
+            # a message may quote the live side (a cn, a folder name): controls shown escaped, line by line
+            click.echo("error: " + "\n".join(visible(line) for line in str(exc).split("\n")), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

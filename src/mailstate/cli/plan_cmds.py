@@ -16,6 +16,7 @@ import click
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
 from mailstate.cli.gitops_cmds import confirm_apply, no_color_option, use_color
 from mailstate.errors import MailstateError
+from mailstate.text import visible
 
 FORMATS = click.Choice(["text", "markdown", "json"])
 PLAN_FORMATS = click.Choice(["text", "markdown", "json", "gitlab"])
@@ -322,8 +323,10 @@ def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: P
     """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory."""
     from mailstate.reconciler.importer import import_state
 
-    files = import_state(out, domain=domain, name=org_name, state_dir=state_dir)
-    click.echo(f"wrote {len(files)} files to {out}")
+    result = import_state(out, domain=domain, name=org_name, state_dir=state_dir)
+    for why in result.skipped:
+        click.echo(f"warning: {visible(why)}", err=True)
+    click.echo(f"wrote {len(result.files)} files to {out}")
 
 
 @click.command("directory")

@@ -31,6 +31,9 @@ from pydantic import (
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from mailstate.text import CONTROL_CLASS, control_message
 
 # --------------------------------------------------------------------------------------------------
 # Small value types
@@ -48,8 +51,45 @@ def nfc(value: Any) -> Any:
     return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
 
 
-Text = Annotated[str, BeforeValidator(nfc)]
-"""Free text (names, titles, purposes): always NFC."""
+CONTROL_ERROR = "control_character"
+"""The pydantic error type of a string holding a control or bidi character (validate.py maps it to its
+message, which never echoes the value)."""
+
+
+def _refuse_controls(value: Any) -> Any:
+    """Every string in ``value`` (a string, or inside lists, tuples and dicts, keys too) is free of control,
+    line-separator and bidi characters (mailstate.text): refused with where the first one is."""
+    msg = _controls_in(value)
+    if msg is not None:
+        raise PydanticCustomError(CONTROL_ERROR, "{message}", {"message": msg})
+    return value
+
+
+def _controls_in(value: Any) -> str | None:
+    if isinstance(value, str):
+        return control_message(value)
+    if isinstance(value, list | tuple):
+        for item in value:
+            msg = _controls_in(item)
+            if msg is not None:
+                return msg
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            msg = _controls_in(k) or _controls_in(v)
+            if msg is not None:
+                return msg
+    return None
+
+
+_NO_CONTROLS_SCHEMA = f"^[^{CONTROL_CLASS}]*$".encode("unicode_escape").decode("ascii")
+
+Text = Annotated[
+    str, BeforeValidator(nfc), AfterValidator(_refuse_controls), WithJsonSchema(
+        {"type": "string", "pattern": _NO_CONTROLS_SCHEMA}
+    )
+]
+"""Free text (titles, purposes, reasons …): always NFC, one line of printable characters — no C0/C1
+control, DEL, line separator or bidi override (mailstate.text); ``Located`` checks every other string too."""
 
 
 def _not_blank(value: str) -> str:
@@ -58,8 +98,12 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Name = Annotated[str, BeforeValidator(nfc), AfterValidator(_not_blank), Field(min_length=1)]
-"""The name of an organisation, unit, person or group: NFC, never empty (addresses are derived from it)."""
+Name = Annotated[
+    str, BeforeValidator(nfc), AfterValidator(_refuse_controls), AfterValidator(_not_blank),
+    Field(min_length=1), WithJsonSchema({"type": "string", "minLength": 1, "pattern": _NO_CONTROLS_SCHEMA}),
+]
+"""The name of an organisation, unit, person or group: NFC, never empty (addresses are derived from it),
+no control character (as ``Text``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -212,6 +256,13 @@ class Located(BaseModel):
     def located(self, source: Source) -> Located:
         self._source = source
         return self
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Every string field of every table — free text, addresses, paths, settings, list elements and
+        table keys — refuses control and bidi characters, whatever its declared type: no field can forget."""
+        return _refuse_controls(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,6 +560,14 @@ class Group(Located):
     members: list[Ref] = Field(
         default_factory=list, description='person ids, "unit:<id>" unit mailboxes, "group:<id>" nested groups'
     )
+
+
+def inbox_canonical(path: str) -> str:
+    """A folder path as the IMAP server compares it: a first level ``inbox`` in any letter case is ``INBOX``
+    (RFC 3501 §5.1), every other name exactly as written (``Inbox/X`` is ``INBOX/X``; ``Hồ sơ/inbox`` and
+    ``INBOXES`` stay)."""
+    top, sep, rest = path.partition("/")
+    return "INBOX" + sep + rest if top.upper() == "INBOX" else path
 
 
 class SharedFolder(Located):

@@ -40,6 +40,7 @@ from pydantic import BaseModel
 
 from mailstate.desired_state.loader import Document, KeyPath
 from mailstate.desired_state.model import (
+    CONTROL_ERROR,
     AccessGrant,
     Group,
     Lifecycle,
@@ -55,6 +56,7 @@ from mailstate.desired_state.model import (
     State,
     StateFile,
     Unit,
+    inbox_canonical,
     parse_ref,
 )
 from mailstate.errors import Problem
@@ -123,7 +125,45 @@ EMAIL_RE = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
-FOLDER_BAD_RE = re.compile(r"[*%\x00-\x1f\x7f]")
+FOLDER_NAME_MAX = 255
+"""Dovecot 2.3 refuses a folder name (one level) longer than 255 bytes as stored: IMAP modified UTF-7
+(RFC 3501 §5.1.3), where a Vietnamese letter takes about 2.7 bytes (94 × "ệ" fit, 95 do not)."""
+FOLDER_PATH_MAX = 1024
+"""mailstate's cap on a whole path (stored form): Dovecot keeps each folder as a directory under the user's
+mail root, and Linux refuses a file path longer than 4,096 bytes (a 4,031-byte folder path already fails)."""
+
+
+def folder_path_problem(path: str) -> str | None:
+    """Why Dovecot 2.3 (hierarchy separator '/', fs layout) would refuse ``path`` as a folder to create, or
+    why mailstate does (IMAP wildcards, a blank name), else None. Control characters are refused earlier,
+    for every text field (model.Text)."""
+    from imapclient.imap_utf7 import encode
+
+    if not path:
+        return "is empty: write the folder path, names separated by '/'"
+    if path.startswith("/"):
+        return "begins with '/' (the hierarchy separator): write Văn bản đến/2026, not /Văn bản đến/2026"
+    if path.startswith("~"):
+        return "begins with '~': Dovecot refuses it (it would name a home directory)"
+    parts = path.split("/")
+    if any(not part.strip() for part in parts):
+        return "has an empty folder name ('//', a '/' at the end, or a name of spaces only)"
+    if any(part in (".", "..") for part in parts):
+        return "has a '.' or '..' folder name: Dovecot refuses them (they would point outside the folder)"
+    wild = sorted({c for c in path if c in "*%"})
+    if wild:
+        chars = " and ".join(repr(c) for c in wild)
+        return f"holds {chars}: IMAP LIST wildcards, not allowed in a folder name"
+    for part in parts:
+        size = len(encode(part))
+        if size > FOLDER_NAME_MAX:
+            return (f"the folder name {part[:20]!r}… is {size} bytes as the server stores it (IMAP modified "
+                    f"UTF-7); Dovecot allows {FOLDER_NAME_MAX}: shorten it")
+    size = len(encode(path))
+    if size > FOLDER_PATH_MAX:
+        return (f"is {size} bytes as the server stores it; at most {FOLDER_PATH_MAX}: use fewer or shorter "
+                "levels")
+    return None
 
 
 def is_secret_key(name: str) -> bool:
@@ -344,6 +384,8 @@ def pydantic_problems(
             msg = f"must be {op} {limit}{got}"
             if table == "password":
                 msg += " (MOST art.17.4)"
+        elif typ == CONTROL_ERROR:  # never echoes the value, so shown for secret fields too
+            msg = str(ctx.get("message", err["msg"]))
         elif typ == "value_error":
             msg = str(err["msg"]).removeprefix("Value error, ")
             if secret:
@@ -824,19 +866,21 @@ class Checker:
     def folders(self) -> None:
         seen: dict[tuple[str, str], SharedFolder] = {}
         for f in self.s.shared_folders:
-            parts = f.path.split("/")
-            if not f.path or any(not part.strip() for part in parts) or FOLDER_BAD_RE.search(f.path):
-                self.b.at(f, "path", "shared_folder.path",
-                          f"'{f.path}' is not a folder path: names separated by '/', none empty, "
-                          "no '*' or '%'")
+            why = folder_path_problem(f.path)
+            if why is not None:
+                self.b.at(f, "path", "shared_folder.path", f"'{f.path}' {why}")
                 continue
-            if parts[0].upper() == "INBOX" and len(parts) == 1:
+            path = inbox_canonical(f.path)
+            if path == "INBOX":
                 self.b.at(f, "path", "shared_folder.path", "INBOX cannot be a shared folder")
-            key = (f.mailbox, f.path)
+            key = (f.mailbox, path)  # compared as the server does: inbox/X and INBOX/X are one folder
             prior = seen.get(key)
             if prior is not None:
+                same = ("" if prior.path == f.path
+                        else f" (as '{prior.path}': INBOX is one folder in any letter case)")
                 self.b.at(f, "path", "shared_folder.path",
-                          f"shared folder '{f.path}' of '{f.mailbox}' is already defined at {prior.source}")
+                          f"shared folder '{f.path}' of '{f.mailbox}' is already defined at {prior.source}"
+                          f"{same}")
             else:
                 seen[key] = f
 

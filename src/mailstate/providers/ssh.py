@@ -39,6 +39,7 @@ from mailstate.desired_state.model import SshSettings
 from mailstate.errors import ProviderError
 from mailstate.providers.imap import parse_doveadm_tab
 from mailstate.reconciler.change import Action, Change
+from mailstate.text import CONTROL_RE, visible
 
 if TYPE_CHECKING:
     from mailstate.desired_state.model import State
@@ -722,6 +723,13 @@ class SshProvider:
         return root.rstrip("/")
 
     def _path(self, name: str) -> str:
+        """``archive_dir/name`` for an entry name built from a login read from the live side: one plain name
+        (no "/", no leading ".", no control character): an archive is never written outside archive_dir."""
+        if not name or "/" in name or name in (".", "..") or name.startswith(".") or CONTROL_RE.search(name):
+            raise ProviderError(
+                f"ssh: {visible(name)!r} is not a plain file name inside archive_dir: nothing is archived "
+                "or removed for it"
+            )
         return f"{self.archive_root}/{name}"
 
     def other_prefixes(self) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from mailstate.desired_state.model import Source, State
+from mailstate.desired_state.model import Source, State, inbox_canonical
 from mailstate.providers.imap import (
     INBOX,
     acl_key,
@@ -66,10 +66,13 @@ def owner_unit(state: State, ref: str) -> str | None:
 
 
 def _folders_of(state: State) -> dict[str, list[str]]:
-    """Shared folder paths by mailbox reference, in TOML order."""
+    """Shared folder paths by mailbox reference, in TOML order, as the server names them (``inbox/X`` is
+    ``INBOX/X``: one folder, keyed once)."""
     out: dict[str, list[str]] = {}
     for sf in state.shared_folders:
-        out.setdefault(sf.mailbox, []).append(sf.path)
+        path = inbox_canonical(sf.path)
+        if path not in out.setdefault(sf.mailbox, []):
+            out[sf.mailbox].append(path)
     return out
 
 
@@ -157,7 +160,7 @@ def project_imap(state: State, as_of: date) -> Desired:
         )
         give_refs(
             sf.mailbox,
-            sf.path,
+            inbox_canonical(sf.path),
             sf.read,
             "read",
             f"MIC art.7.1: reader of shared folder '{sf.path}'",
@@ -165,7 +168,7 @@ def project_imap(state: State, as_of: date) -> Desired:
         )
         give_refs(
             sf.mailbox,
-            sf.path,
+            inbox_canonical(sf.path),
             sf.write,
             "write",
             f"MIC art.7.1: writer of shared folder '{sf.path}'",

@@ -3,6 +3,10 @@
 Listed: every unit not dissolved (name, address, parent) and every person who has not left and is not
 locked (name, unit, title, office phone, address). Mobile numbers and backup mailboxes are personal
 data and are not published. Output as HTML (escaped), CSV or vCard 4.0 (RFC 6350).
+
+Every value is shown with control characters escaped (validation refuses them already; this is the second
+line of defence), and a CSV cell that starts like a spreadsheet formula (``= + - @``, tab, carriage return)
+gets a leading ``'`` (OWASP "CSV injection"): ``=HYPERLINK(…)`` is shown, never run.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from mailstate.errors import MailstateError
+from mailstate.text import csv_cell, visible
 
 
 @dataclass(frozen=True)
@@ -100,21 +105,15 @@ def to_csv(entries: list[Entry]) -> str:
     for e in entries:
         w.writerow(
             [
-                e.kind,
-                e.id,
-                e.name,
-                e.unit or "",
-                e.unit_name or "",
-                e.title or "",
-                e.phone or "",
-                e.email or "",
+                csv_cell(v or "")
+                for v in (e.kind, e.id, e.name, e.unit, e.unit_name, e.title, e.phone, e.email)
             ]
         )
     return buf.getvalue()
 
 
 def _h(value: str | None) -> str:
-    return html.escape(value or "", quote=True)
+    return html.escape(visible(value or ""), quote=True)
 
 
 def to_html(entries: list[Entry]) -> str:
@@ -150,8 +149,9 @@ def to_html(entries: list[Entry]) -> str:
 
 
 def _v(value: str) -> str:
-    """RFC 6350 §3.4 text escaping: backslash, comma, semicolon, newline."""
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;").replace("\n", "\\n")
+    """RFC 6350 §3.4 text escaping: backslash, comma, semicolon, newline; other controls shown escaped."""
+    value = value.replace("\\", "\\\\").replace(",", "\\,").replace(";", "\\;").replace("\n", "\\n")
+    return visible(value)
 
 
 def to_vcard(entries: list[Entry]) -> str:

@@ -5,18 +5,48 @@ Reads the LDAP provider's snapshot (the same bulk read a plan does) and writes, 
 ``units/<id>.toml`` per unit holding its people, and ``groups.toml``. People whose unit is unknown go to
 ``units/_unassigned.toml``. Addresses are written pinned, so a plan right after the import is empty
 for what the directory holds.
+
+The directory is input like any other: an entry whose id (``ou=``, ``uid=``, ``cn=`` of its DN) is not a
+valid id — ``ou=../../x``, ``ou=/tmp/x`` — is not imported but reported (``Imported.skipped``), and every
+file is checked to resolve inside ``out`` before anything is written. Text holding a control or bidi
+character (a cn with ESC or a newline) is written escaped by tomlkit and reported: ``validate`` refuses it
+until it is fixed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mailstate.desired_state.model import ID_RE
 from mailstate.errors import MailstateError
 from mailstate.reconciler.change import Record
+from mailstate.text import control_message, visible
+
+
+@dataclass
+class Imported:
+    """What ``import_state`` did: the files written, and each live entry left out or to fix, and why."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` if it resolves inside ``root`` (symbolic links followed), else a MailstateError: nothing
+    read from the directory may make import write elsewhere."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise MailstateError(f"import: {visible(str(path))} is outside {root}: nothing was written")
+    return path
 
 
 def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out: Path) -> Any:
@@ -62,10 +92,26 @@ def _lock_fields(reason: str | None) -> dict[str, Any]:
     return {"suspended": reason}
 
 
+_ID_HELP = "a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)"
+
+
+def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
+    """Report each text attribute of a live entry that holds a control or bidi character."""
+    for name, value in attrs.items():
+        if name.startswith("_"):
+            continue
+        for v in value if isinstance(value, list | tuple) else [value]:
+            msg = control_message(v) if isinstance(v, str) else None
+            if msg is not None:
+                result.skipped.append(f"{what}: {name} {msg} (written escaped; fix it in the TOML or the "
+                                      "directory: validate refuses it)")
+                break
+
+
 def import_state(
     out: Path, *, domain: str | None = None, name: str | None = None, state_dir: Path | None = None
-) -> list[Path]:
-    """Write the repository into ``out`` (absent or empty); return the files written."""
+) -> Imported:
+    """Write the repository into ``out`` (absent or empty); return the files written and what was skipped."""
     import tomlkit
 
     from mailstate.reconciler.engine import close_providers, open_providers
@@ -80,8 +126,16 @@ def import_state(
     finally:
         close_providers(provs)
     records = list(snap.records.values())
+    result = Imported()
     by_kind: dict[str, list[Record]] = {}
     for rec in records:
+        if not _valid_id(rec.key) and rec.kind in ("unit", "person", "group", "unit_mailbox"):
+            result.skipped.append(
+                f"{rec.kind} {visible(rec.key)!r}: not imported: its id is not {_ID_HELP}"
+                + (" (its people go to units/_unassigned.toml)" if rec.kind == "unit" else "")
+            )
+            continue
+        _check_text(result, f"{rec.kind} {rec.key}", rec.attrs)
         by_kind.setdefault(rec.kind, []).append(rec)
 
     files: dict[Path, tomlkit.TOMLDocument] = {}
@@ -134,6 +188,10 @@ def import_state(
     for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
         a = rec.attrs
         unit = a.get("unit")
+        if unit is not None and not _valid_id(unit):
+            result.skipped.append(f"person {rec.key}: unit {visible(str(unit))!r} is not a valid id: "
+                                  "left out (the person is in units/_unassigned.toml)")
+            unit = None
         target = unit if unit in unit_docs else "_unassigned"
         if target not in unit_docs:
             unit_docs[target] = tomlkit.document()
@@ -205,7 +263,10 @@ def import_state(
         gdoc["group"] = aot
         files[out / "groups.toml"] = gdoc
 
+    for path in files:
+        _inside(out, path)  # every path checked before the first is written
     for path, doc in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(tomlkit.dumps(doc), encoding="utf-8")
-    return sorted(files)
+    result.files = sorted(files)
+    return result

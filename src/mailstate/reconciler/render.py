@@ -10,6 +10,11 @@
 
 No secret in any rendering: values of attributes named like a password or secret are redacted here as
 well (they should never reach a Record in the first place).
+
+Live values are hostile (a cn, title or folder name read back from LDAP/IMAP may hold a newline, an ESC
+sequence or a bidi override): every text and Markdown rendering shows them through ``mailstate.text.visible``
+(``\n``, ``\x1b``, ``\u202e``), so no value can forge a line of the plan or act on the terminal. The text
+renderer hands rich plain ``Text`` (never markup), so ``[bold]`` in a value is printed as written.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from mailstate.desired_state.model import format_size
 from mailstate.reconciler.change import Action, Change
 from mailstate.reconciler.diff import REDACTED, is_secret
 from mailstate.reconciler.plan import MAILBOX_KINDS, Plan
+from mailstate.text import visible
 
 MAX_MARKDOWN = 65_536
 """GitHub refuses a comment body longer than this."""
@@ -107,6 +113,7 @@ def value_text(name: str, value: Any) -> str:
         text = ", ".join(f"{k}={value_text(str(k), v)}" for k, v in value.items())
     else:
         text = str(value)
+    text = visible(text)
     return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
 
 
@@ -138,7 +145,7 @@ def _is_seq(value: Any) -> bool:
 
 def set_change_text(name: str, before: Any, after: Any) -> str:
     """What a multi-valued attribute gains and loses: "+a, +b, −c" (short, secret-free)."""
-    b, a = {str(v) for v in before}, {str(v) for v in after}
+    b, a = {visible(str(v)) for v in before}, {visible(str(v)) for v in after}
     parts = [f"+{v}" for v in sorted(a - b)] + [f"−{v}" for v in sorted(b - a)]
     return value_text(name, parts) if parts else "(same values, order or case only)"
 
@@ -175,7 +182,7 @@ def _header(plan: Plan) -> str:
     org = plan.organization or "the organisation"
     when = f" as of {plan.as_of.isoformat()}" if plan.as_of else ""
     scope = f" (scope: {', '.join(plan.scope)})" if plan.scope else ""
-    return f"{org}{when}{scope}"
+    return visible(f"{org}{when}{scope}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,7 +206,7 @@ class TextRenderer:
         def out(text: str = "", style: str = "") -> None:
             lines.append((text, style))
 
-        labels = unit_labels(plan, state_or_labels)
+        labels = {visible(k): visible(v) for k, v in unit_labels(plan, state_or_labels).items()}
         n = len(plan.changes)
         head = f"Plan for {_header(plan)}: "
         if n == 0:
@@ -211,16 +218,18 @@ class TextRenderer:
         boxes = plan.destructive_mailboxes()
         if boxes:
             out(f"⚠ locks or removes {len(boxes)} mailbox(es): "
-                + ", ".join(f"{k} {key}" for k, key in boxes[:20])
+                + ", ".join(f"{k} {visible(key)}" for k, key in boxes[:20])
                 + (" …" if len(boxes) > 20 else ""), "bold red")
         for unit, items in group_by_unit(plan):
             out()
+            unit = visible(unit)
             title = f"unit {unit} — {labels[unit]}" if unit in labels else (
                 f"unit {unit}" if unit else "organisation-wide")
             out(f"{title} ({counts_text([c for _, c in items])})", "bold underline")
             for i, c in items:
                 prov = f"  [{c.provider}]" if c.provider else ""
-                out(f"  {i:>4}. {SYMBOLS.get(c.action, '?')} {c.action.label} {c.kind} {c.key}{prov}",
+                symbol = SYMBOLS.get(c.action, "?")
+                out(f"  {i:>4}. {symbol} {c.action.label} {c.kind} {visible(c.key)}{prov}",
                     STYLES.get(c.action, ""))
                 for f, b, a in field_lines(c):
                     if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
@@ -228,12 +237,13 @@ class TextRenderer:
                     else:
                         out(f"          {f}: {a or b}")
                 for r in c.reasons:
-                    out(f"          why: {r}", "dim")
+                    out(f"          why: {visible(r)}", "dim")
         if plan.unlisted:
             out()
             out("Not in the TOML (reported, not deleted — DESIGN §6.2):", "bold")
             for rec in plan.unlisted:
-                out(f"  ? {rec.kind} {rec.key}" + (f" (unit {rec.unit})" if rec.unit else ""))
+                unit = f" (unit {visible(rec.unit)})" if rec.unit else ""
+                out(f"  ? {rec.kind} {visible(rec.key)}{unit}")
         if not self.color:
             return "".join(text + "\n" for text, _ in lines)
         return self._coloured(lines)
@@ -259,15 +269,21 @@ class TextRenderer:
 
 
 def md(text: str) -> str:
-    """Text made safe inside Markdown/HTML: HTML-escaped, and Markdown's active characters neutralised."""
+    """Text made safe inside Markdown/HTML: HTML-escaped, Markdown's active characters neutralised, control
+    and bidi characters shown as escapes (a newline cannot start a list item or a heading)."""
     out = html.escape(text, quote=False)
-    for ch in ("\\", "`", "*", "_", "[", "]", "|", "#", "~"):
+    for ch in ("\\", "`", "*", "_", "[", "]", "|", "#", "~", "!"):
         out = out.replace(ch, "\\" + ch)
-    return out.replace("\n", " ")
+    return visible(out)
+
+
+def code(text: str) -> str:
+    """``text`` as a Markdown code span: controls escaped, no backtick (it would close the span)."""
+    return "`" + visible(text).replace("`", "'") + "`"
 
 
 def _obj(c: Change) -> str:
-    return f"{c.kind} `{c.key.replace('`', '')}`"
+    return f"{c.kind} {code(c.key)}"
 
 
 class MarkdownRenderer:
@@ -355,8 +371,8 @@ class MarkdownRenderer:
 
     def _unit_block(self, unit: str, items: list[tuple[int, Change]], labels: Mapping[str, str]) -> str:
         name = labels.get(unit)
-        title = (f"<b>{html.escape(unit)}</b> — {html.escape(name)}" if unit and name
-                 else f"<b>{html.escape(unit)}</b>" if unit else "<b>Toàn cơ quan (organisation-wide)</b>")
+        title = (f"<b>{md(unit)}</b> — {md(name)}" if unit and name
+                 else f"<b>{md(unit)}</b>" if unit else "<b>Toàn cơ quan (organisation-wide)</b>")
         lines = [
             "<details>",
             f"<summary>{title}: {len(items)} change(s) ({html.escape(counts_text([c for _, c in items]))})"
@@ -391,7 +407,7 @@ class MarkdownRenderer:
         used = sum(len(line) + 1 for line in lines) + 400
         for i, r in enumerate(plan.unlisted):
             unit = f" (unit {md(r.unit)})" if r.unit else ""
-            line = f"- {r.kind} `{r.key.replace('`', '')}`{unit}"
+            line = f"- {r.kind} {code(r.key)}{unit}"
             if used + len(line) + 1 > budget:
                 rest = len(plan.unlisted) - i
                 lines.append(f"- … {rest} more not shown (comment size); see {self.full_plan}")
