@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from mailstate.errors import MailstateError
+from mailstate.redact import strip_userinfo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,7 +42,7 @@ def errors_to_exit(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MailstateError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {strip_userinfo(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

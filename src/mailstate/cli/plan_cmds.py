@@ -141,19 +141,23 @@ def apply_cmd(
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
     from mailstate.reconciler.engine import (
+        ApplyIncomplete,
         apply_plan,
         load_plan,
         make_plan,
         plan_changes,
         plan_meta,
+        refuse_future,
     )
-    from mailstate.reconciler.journal import home_dir
+    from mailstate.reconciler.journal import home_dir, private_dir
 
     root = resolve_state(state_dir)
+    refuse_future(as_of, "--as-of")  # before anything is read: a lifecycle date is never applied early
     if planfile is not None:
         if scope:
             raise MailstateError("--scope comes from the saved plan; do not give it with PLANFILE")
         plan = load_plan(planfile)
+        refuse_future(plan_meta(plan).as_of, f"{planfile}: the plan applies the lifecycle rules as of")
     else:
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
         _render(plan, "text", sys.stdout)
@@ -172,11 +176,12 @@ def apply_cmd(
         what = "this change" if len(changes) == 1 else f"these {len(changes)} changes"
         if not click.confirm(f"apply {what}?", default=False):
             raise MailstateError("cancelled: nothing was applied")
+    base_is_home = passwords_out is None and journal_dir is None
     if passwords_out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         base = journal_dir if journal_dir is not None else home_dir(plan_meta(plan).domain)
         passwords_out = base / f"initial-passwords-{stamp}.tsv"
-    passwords_out.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(passwords_out.parent, tighten=base_is_home)
 
     total = len(changes)
     step = max(1, total // 10)
@@ -193,18 +198,29 @@ def apply_cmd(
                 click.echo(f"  applied {count}/{total}", err=True)
         elif event == "failed":
             click.echo(f"  FAILED {change.action.label} {change.kind} {change.key}", err=True)
+        elif event == "refused":
+            what = f"{change.action.label} {change.kind} {change.key}"
+            click.echo(f"  REFUSED {what} (going on without it)", err=True)
+        elif event == "skipped" and total <= 200:
+            what = f"{change.action.label} {change.kind} {change.key}"
+            click.echo(f"  skipped {what} (depends on a refused change)", err=True)
 
-    result = apply_plan(
-        plan,
-        root,
-        allow_destructive=allow_destructive,
-        journal_dir=journal_dir,
-        audit_log=audit_log,
-        passwords_out=passwords_out,
-        break_lock=break_lock,
-        as_of=as_of,
-        on_change=progress,
-    )
+    try:
+        result = apply_plan(
+            plan,
+            root,
+            allow_destructive=allow_destructive,
+            journal_dir=journal_dir,
+            audit_log=audit_log,
+            passwords_out=passwords_out,
+            break_lock=break_lock,
+            as_of=as_of,
+            on_change=progress,
+        )
+    except ApplyIncomplete as exc:
+        for notice in exc.notices:
+            click.echo(f"note: {notice}")
+        raise
     for notice in result.notices:
         click.echo(f"note: {notice}")
     click.echo(
