@@ -44,6 +44,11 @@ class ProviderError(MailstateError):
     """A back-end (LDAP, IMAP, SSH) failed: a read that failed aborts the plan, a write stops apply."""
 
 
+class ChangeRefused(ProviderError):
+    """The server answered and refused this one change (a name it does not accept, a schema or access rule):
+    the connection is fine, so an apply goes on with the changes that do not depend on it."""
+
+
 class UnsafePlan(MailstateError):
     """The plan removes or locks more than the safety threshold; the message names the flag that allows it."""
 

@@ -333,9 +333,10 @@ def test_stale_plan_refused_after_live_change(env: Lab, tmp_path: Path) -> None:
 
 
 def test_plan_for_another_day_needs_its_date_confirmed(env: Lab, tmp_path: Path) -> None:
-    """A plan made --as-of another day is refused by apply unless that date is given again; then applied."""
+    """A plan made --as-of an earlier day is refused by apply unless that date is given again; then applied
+    (a day after today is never applied: test_apply_safety)."""
     state = small_state(tmp_path / "state", "lab.example.gov.vn")
-    later = (date.today() + timedelta(days=40)).isoformat()
+    later = (date.today() - timedelta(days=40)).isoformat()
     plan_file = tmp_path / "plan.json"
     save_plan(make_plan(state, providers=LDAP_ONLY, as_of=later), plan_file)
     with pytest.raises(StalePlan, match=f"--as-of {later}"):

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from mailstate.errors import MailstateError
+from mailstate.redact import strip_userinfo
 from mailstate.text import visible
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,8 +43,10 @@ def errors_to_exit(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MailstateError as exc:
-            # a message may quote the live side (a cn, a folder name): controls shown escaped, line by line
-            click.echo("error: " + "\n".join(visible(line) for line in str(exc).split("\n")), err=True)
+            # a message may quote the live side (a cn, a folder name): controls shown escaped, line by line;
+            # a URL in it loses its userinfo
+            message = strip_userinfo(str(exc))
+            click.echo("error: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -168,15 +168,18 @@ def apply_cmd(
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
     from mailstate.reconciler.engine import (
+        ApplyIncomplete,
         apply_plan,
         load_plan,
         make_plan,
         plan_changes,
         plan_meta,
+        refuse_future,
     )
-    from mailstate.reconciler.journal import home_dir
+    from mailstate.reconciler.journal import home_dir, private_dir
 
     root = resolve_state(state_dir)
+    refuse_future(as_of, "--as-of")  # before anything is read: a lifecycle date is never applied early
     if reviewed is not None:
         from mailstate.cli.gitops_cmds import lang, reviewed_plan
         from mailstate.reconciler.gitops import text
@@ -194,6 +197,7 @@ def apply_cmd(
         if scope:
             raise MailstateError("--scope comes from the saved plan; do not give it with PLANFILE")
         plan = load_plan(planfile)
+        refuse_future(plan_meta(plan).as_of, f"{planfile}: the plan applies the lifecycle rules as of")
     else:
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
         _render(plan, "text", sys.stdout)
@@ -211,11 +215,12 @@ def apply_cmd(
             raise MailstateError("not a terminal: give --yes to apply without confirmation")
         if not confirm_apply(len(changes)):
             raise MailstateError("cancelled: nothing was applied")
+    base_is_home = passwords_out is None and journal_dir is None
     if passwords_out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         base = journal_dir if journal_dir is not None else home_dir(plan_meta(plan).domain)
         passwords_out = base / f"initial-passwords-{stamp}.tsv"
-    passwords_out.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(passwords_out.parent, tighten=base_is_home)
 
     total = len(changes)
     step = max(1, total // 10)
@@ -232,18 +237,29 @@ def apply_cmd(
                 click.echo(f"  applied {count}/{total}", err=True)
         elif event == "failed":
             click.echo(f"  FAILED {change.action.label} {change.kind} {change.key}", err=True)
+        elif event == "refused":
+            what = f"{change.action.label} {change.kind} {change.key}"
+            click.echo(f"  REFUSED {what} (going on without it)", err=True)
+        elif event == "skipped" and total <= 200:
+            what = f"{change.action.label} {change.kind} {change.key}"
+            click.echo(f"  skipped {what} (depends on a refused change)", err=True)
 
-    result = apply_plan(
-        plan,
-        root,
-        allow_destructive=allow_destructive,
-        journal_dir=journal_dir,
-        audit_log=audit_log,
-        passwords_out=passwords_out,
-        break_lock=break_lock,
-        as_of=as_of,
-        on_change=progress,
-    )
+    try:
+        result = apply_plan(
+            plan,
+            root,
+            allow_destructive=allow_destructive,
+            journal_dir=journal_dir,
+            audit_log=audit_log,
+            passwords_out=passwords_out,
+            break_lock=break_lock,
+            as_of=as_of,
+            on_change=progress,
+        )
+    except ApplyIncomplete as exc:
+        for notice in exc.notices:
+            click.echo(f"note: {notice}")
+        raise
     for notice in result.notices:
         click.echo(f"note: {notice}")
     click.echo(

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from imapclient.response_parser import parse_response
 
 from mailstate.desired_state.model import ImapSettings, parse_ref
-from mailstate.errors import ProviderError
+from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.reconciler.change import Action, Change, Record
 
 if TYPE_CHECKING:
@@ -375,6 +375,10 @@ def settings_from_env(settings: ImapSettings | None) -> ImapSettings:
         value = _env(env)
         if value is not None:
             updates[name] = value
+    from mailstate.redact import refuse_userinfo
+
+    where = "MAILSTATE_IMAP_URL" if "url" in updates else "providers.imap.url"
+    refuse_userinfo(where, updates.get("url", base.url))
     return base.model_copy(update=updates)
 
 
@@ -778,9 +782,9 @@ class ImapProvider:
                     client.create_folder(folder)
                 except IMAPClientError as exc:
                     if not client.folder_exists(folder):
-                        raise ProviderError(
-                            f"imap: cannot create {folder!r} in {ref}: {_clean(exc)}"
-                        ) from None
+                        # the server answered NO/BAD (the connection works): only this folder is refused
+                        what = f"imap: cannot create {folder!r} in {ref}: {_clean(exc)}"
+                        raise _refused(exc)(what) from None
                 live = folder
             if "purpose" in after:
                 self._set_purpose(client, live, after.get("purpose"))
@@ -839,12 +843,18 @@ class ImapProvider:
             if not rights and not client.folder_exists(folder):
                 return
             verb = f"SETACL {key.identifier} {rights}" if rights else f"DELETEACL {key.identifier}"
-            raise ProviderError(f"imap: {verb} on {folder!r} of {key.ref}: {_clean(exc)}") from None
+            raise _refused(exc)(f"imap: {verb} on {folder!r} of {key.ref}: {_clean(exc)}") from None
 
 
 def _folder_arg(client: IMAPClient, folder: str) -> bytes:
     arg = client._normalise_folder(folder)
     return arg if isinstance(arg, bytes) else str(arg).encode("ascii")
+
+
+def _refused(exc: BaseException) -> type[ProviderError]:
+    """ChangeRefused when the server answered the command with NO/BAD (the connection is fine), else
+    ProviderError (the connection broke: the apply stops)."""
+    return ProviderError if isinstance(exc, (IMAPClientAbortError, OSError)) else ChangeRefused
 
 
 def _logout(client: IMAPClient) -> None:

@@ -34,7 +34,7 @@ from ldap3.utils.dn import escape_rdn, safe_dn
 from ldap3.utils.hashed import hashed
 
 from mailstate.desired_state.model import LdapSettings, PasswordPolicy
-from mailstate.errors import ProviderError
+from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.gcpause import with_gc_paused
 from mailstate.providers.base import Snapshot
 from mailstate.providers.ldap_parse import (
@@ -57,6 +57,7 @@ from mailstate.providers.ldap_parse import (
 )
 from mailstate.providers.passwords import append_password, generate_password
 from mailstate.reconciler.change import Action, Change, Record
+from mailstate.redact import refuse_userinfo
 
 if TYPE_CHECKING:
     from mailstate.desired_state.model import State
@@ -66,6 +67,10 @@ READ_ORDER = ("unit", "unit_mailbox", "person", "group", "alias")
 
 # LDAP result codes this module acts on
 SUCCESS, TIME_LIMIT, SIZE_LIMIT, NO_SUCH_OBJECT, ALREADY_EXISTS, ADMIN_LIMIT = 0, 3, 4, 32, 68, 11
+
+REFUSED_RESULTS = frozenset({19, 20, 21, 34, 50, 53, 64, 65, 66, 67, 69})
+"""Result codes by which the server refuses one operation on one entry (constraint, syntax, access, naming,
+object class ...): the connection is fine and the other changes of an apply can go on (ChangeRefused)."""
 
 STALE_LOCK_HOURS = 6.0
 """An apply lock older than this may be broken, and only with an explicit flag (break_stale=True)."""
@@ -94,6 +99,10 @@ def resolve_settings(
     ):
         if env.get(var):
             overrides[field] = env[var]
+    if "url" in overrides:
+        refuse_userinfo("MAILSTATE_LDAP_URL", overrides["url"])
+    else:
+        refuse_userinfo("providers.ldap.url", settings.url)
     for var, field in (
         ("MAILSTATE_LDAP_START_TLS", "start_tls"),
         ("MAILSTATE_LDAP_ALLOW_PLAIN", "allow_plain"),
@@ -195,6 +204,8 @@ class LdapProvider:
         return text
 
     def _fail(self, what: str, exc: object) -> ProviderError:
+        if isinstance(exc, Mapping) and exc.get("result") in REFUSED_RESULTS:
+            return ChangeRefused(self._fail(what, dict(exc, result=None)).args[0])
         if isinstance(exc, Mapping):
             desc = str(exc.get("description") or exc.get("result") or "failed")
             if exc.get("message"):

@@ -70,6 +70,10 @@ def settings_from_env(settings: SshSettings | None) -> SshSettings:
         value = os.environ.get(env)
         if value:
             updates[name] = value
+    from mailstate.redact import refuse_userinfo
+
+    refuse_userinfo("MAILSTATE_SSH_HOST" if "host" in updates else "providers.ssh.host",
+                    updates.get("host", base.host), host=True)
     if "port" in updates:
         try:
             updates["port"] = int(updates["port"])

@@ -21,6 +21,8 @@ import hashlib
 import json
 import os
 import re
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +31,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailstate.errors import MailstateError, ProviderError, StalePlan
+from mailstate.errors import ChangeRefused, MailstateError, ProviderError, StalePlan
 from mailstate.reconciler.change import Change, Record
-from mailstate.reconciler.journal import Journal, actor, git_commit, home_dir
+from mailstate.reconciler.journal import Journal, actor, git_commit, home_dir, open_private, private_dir
+from mailstate.redact import strip_userinfo
 
 if TYPE_CHECKING:
     from mailstate.desired_state.model import State
@@ -52,8 +55,12 @@ class ApplyFailed(MailstateError):
         not_tried: Sequence[Change],
         journal: Path | None = None,
         passwords_file: Path | None = None,
+        refused: Sequence[tuple[Change, str]] = (),
+        skipped: Sequence[tuple[Change, Sequence[str]]] = (),
     ) -> None:
         self.done = list(done)
+        self.refused = list(refused)
+        self.skipped = list(skipped)
         self.failed = failed
         self.error = error
         self.not_tried = list(not_tried)
@@ -67,6 +74,11 @@ class ApplyFailed(MailstateError):
             + (", ".join(_label(c) for c in self.not_tried[:20]) or "nothing")
             + (" …" if len(self.not_tried) > 20 else ""),
         ]
+        for change, refusal in self.refused:
+            lines.append(f"  refused before it: {_label(change)}: {refusal}")
+        if self.skipped:
+            lines.append(f"  skipped, depend on a refused change ({len(self.skipped)}): "
+                         + _listed([c for c, _ in self.skipped]))
         if journal is not None:
             lines.append(f"  journal: {journal}")
         self.passwords_file = passwords_file
@@ -78,6 +90,85 @@ class ApplyFailed(MailstateError):
 
 class ApplyLocked(MailstateError):
     """Another apply holds the organisation's apply lock."""
+
+
+def _listed(changes: Sequence[Change], limit: int = 20) -> str:
+    more = " …" if len(changes) > limit else ""
+    return (", ".join(_label(c) for c in changes[:limit]) or "nothing") + more
+
+
+class ApplyIncomplete(MailstateError):
+    """An apply went through, but the server refused some changes: those and the changes that depend on them
+    (``Change.depends_on``, transitively) were not made; everything else was."""
+
+    def __init__(
+        self,
+        done: Sequence[Change],
+        refused: Sequence[tuple[Change, str]],
+        skipped: Sequence[tuple[Change, Sequence[str]]],
+        journal: Path | None = None,
+        passwords_file: Path | None = None,
+        notices: Sequence[str] = (),
+    ) -> None:
+        self.done = list(done)
+        self.refused = list(refused)
+        self.skipped = list(skipped)
+        self.journal = journal
+        self.passwords_file = passwords_file
+        self.notices = list(notices)
+        waiting: dict[str, list[Change]] = {}
+        for change, roots in self.skipped:
+            for root in roots:
+                waiting.setdefault(root, []).append(change)
+        lines = [
+            f"apply incomplete: {len(self.refused)} change{'' if len(self.refused) == 1 else 's'} refused by "
+            f"the server, {len(self.skipped)} skipped because they depend on one; {len(self.done)} done"
+        ]
+        for change, error in self.refused:
+            lines.append(f"  refused: {_label(change)}: {error}")
+            if waiting.get(change.id):
+                after = waiting[change.id]
+                lines.append(f"    skipped, depend on it ({len(after)}): {_listed(after)}")
+        if journal is not None:
+            lines.append(f"  journal: {journal}")
+        if passwords_file is not None:
+            lines.append(f"  initial passwords of the people created: {passwords_file} (mode 0600)")
+        lines.append("  fix the refused changes in the TOML (or on the server) and run apply again")
+        super().__init__("\n".join(lines))
+
+
+class ApplyInterrupted(MailstateError):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped an apply; the journal says where, the lock is released.
+    The exit code is the shell's for that signal (128 + its number)."""
+
+    def __init__(
+        self,
+        signum: int,
+        done: Sequence[Change],
+        not_tried: Sequence[Change],
+        *,
+        at_once: Change | None = None,
+        journal: Path | None = None,
+    ) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.done = list(done)
+        self.not_tried = list(not_tried)
+        name = signal.Signals(signum).name
+        how = (
+            f"at once during {_label(at_once)} (a second signal; that change may be partly done)"
+            if at_once is not None
+            else "after the change in progress"
+        )
+        lines = [
+            f"apply stopped by {name} {how}; the apply lock is released",
+            f"  done ({len(self.done)}): {_listed(self.done)}",
+            f"  not tried ({len(self.not_tried)}): {_listed(self.not_tried)}",
+        ]
+        if journal is not None:
+            lines.append(f"  journal: {journal}")
+        lines.append("  run apply again: it only does what is still missing")
+        super().__init__("\n".join(lines))
 
 
 def _label(change: Change) -> str:
@@ -589,11 +680,16 @@ def _now() -> str:
 
 
 def save_plan(plan: Plan, path: Path | str) -> None:
-    """Write the plan as JSON (the documented schema plus the engine's fingerprints); never a secret."""
+    """Write the plan as JSON (the documented schema plus the engine's fingerprints); never a secret, but
+    names, addresses and phone numbers of people: the file is created 0600 (replacing a wider one)."""
     data = plan_json(plan)
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # a leftover of a killed run: start from a new file (its mode is ours)
+    fd = open_private(tmp, os.O_WRONLY | os.O_EXCL)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, target)
 
 
@@ -621,8 +717,8 @@ def apply_lock(
 ) -> Iterator[None]:
     """Hold the organisation's apply lock: the LDAP provider's lock entry in the directory when it offers
     one (``apply_lock(holder)``, a context manager), and always a local file lock as well."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / "apply.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    private_dir(lock_dir)
+    fd = open_private(lock_dir / "apply.lock", os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -724,9 +820,10 @@ def _secrets(state: State) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` without the configured secret values and without the user and password of any URL."""
     for secret in secrets:
         text = text.replace(secret, "<redacted>")
-    return text
+    return strip_userinfo(text)
 
 
 def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> None:
@@ -769,6 +866,89 @@ def _change_json(change: Change | None) -> str | None:
     return json.dumps(change.to_json(), sort_keys=True, ensure_ascii=False, default=str)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What ends a run: Ctrl-C, `timeout` / systemd / a cancelled CI job, a closed terminal or SSH session."""
+
+
+class _StopNow(BaseException):
+    """A second stop signal: interrupt the change in progress (raised by the handler, caught by apply)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """While an apply runs, SIGINT / SIGTERM / SIGHUP ask it to stop after the change in progress (it is
+    journaled, the run's end too, and the lock released); a second one stops the change in progress at once
+    — except while the journal is closed and the lock released (``armed`` False). Handlers can only be set in
+    the main thread: elsewhere the signals keep their defaults."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.count = 0
+        self.armed = True
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.received is None:
+            self.received = signum
+        if self.count == 1:
+            name = signal.Signals(signum).name
+            with contextlib.suppress(OSError):  # a hung-up terminal: nowhere to say it
+                os.write(2, f"\n{name}: stopping after the change in progress (again: at once)\n".encode())
+            return
+        if self.armed:
+            raise _StopNow(signum)
+
+
+class Blocked:
+    """Which changes cannot be made because a change they depend on (``depends_on``, transitively) was
+    refused. Changes are given in plan order (dependencies first), so one pass knows every blocker."""
+
+    def __init__(self) -> None:
+        self._roots: dict[str, frozenset[str]] = {}
+
+    def refuse(self, change: Change) -> None:
+        self._roots[change.id] = frozenset({change.id})
+
+    def roots(self, change: Change) -> list[str]:
+        """The refused changes ``change`` waits for (empty: it can be made); remembered for its dependents."""
+        found: set[str] = set()
+        for dep in change.depends_on:
+            found |= self._roots.get(dep, frozenset())
+        if found:
+            self._roots[change.id] = frozenset(found)
+        return sorted(found)
+
+
+def refuse_future(day: date | str | None, what: str) -> None:
+    """A lifecycle action is never applied before its date: ``day`` (an --as-of, a saved plan's as_of) after
+    today is refused with ``MailstateError`` saying how to preview it instead."""
+    if day is None:
+        return
+    wanted = _as_of(day)
+    today = date.today()
+    if wanted > today:
+        raise MailstateError(
+            f"{what} {wanted.isoformat()} is after today ({today.isoformat()}): a lock, archive or removal "
+            f"is never applied before its date; nothing was applied. Preview that day with `mailstate plan "
+            f"--as-of {wanted.isoformat()}`, and apply on or after it"
+        )
+
+
 def apply_plan(
     plan: Plan,
     state_dir: Path | str,
@@ -784,12 +964,21 @@ def apply_plan(
     as_of: date | str | None = None,
 ) -> ApplyResult:
     """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
-    (event: started / done / failed) — progress display, and the tests' way to stop a server mid-apply."""
+    (event: started / done / failed / refused / skipped) — progress display, and the tests' way to stop a
+    server mid-apply.
+
+    A change the server refuses (``ChangeRefused``) does not stop the run: the changes that depend on it are
+    skipped, the others made, and ``ApplyIncomplete`` names both at the end. Any other failure stops at once
+    (``ApplyFailed``). SIGINT, SIGTERM, SIGHUP stop it after the change in progress (``ApplyInterrupted``).
+    A plan or ``as_of`` for a day after today is refused before anything is read."""
     from mailstate.desired_state.loader import load_state
 
+    refuse_future(as_of, "--as-of")
+    meta = plan_meta(plan)
+    refuse_future(meta.as_of, "the plan applies the lifecycle rules as of")
+    refuse_future(getattr(plan, "as_of", None), "the plan applies the lifecycle rules as of")
     root = Path(state_dir)
     state = load_state(root)
-    meta = plan_meta(plan)
     if meta.domain != state.domain:
         raise StalePlan(f"the plan was made for {meta.domain}, the state directory is {state.domain}")
     today = date.today().isoformat()
@@ -808,6 +997,7 @@ def apply_plan(
 
     _raise_if_unsafe(plan, state, allow_destructive)
     changes = list(plan_changes(plan))
+    private_dir(jdir, tighten=journal_dir is None)  # the default home is mailstate's own: 0700
 
     own = not isinstance(providers, Mapping)
     provider_kwargs: dict[str, dict[str, Any]] = dict(PLAN_READ_OPTIONS)
@@ -823,61 +1013,126 @@ def apply_plan(
         names += [c.provider for c in changes if c.provider not in names]
         provs = open_providers(state, names, **provider_kwargs)
     done: list[Change] = []
+    refused: list[tuple[Change, str]] = []
+    skipped: list[tuple[Change, list[str]]] = []
     who = actor()
+
+    def pw_written() -> Path | None:
+        return pw_path if pw_path is not None and pw_path.exists() else None
+
+    def tell(change: Change, event: str) -> None:
+        if on_change:
+            on_change(change, event)
+
     try:
         holder = f"{who}@{os.uname().nodename} pid {os.getpid()}"
-        with apply_lock(provs, holder, jdir, break_lock):
-            if check_stale:
-                check_fresh(plan, root, provs, state)
-            journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
+        with StopSignals() as signals:
             try:
-                journal.run_started(plan_fingerprint=meta.fingerprint.combined, changes=len(changes))
-                for i, change in enumerate(changes):
-                    prov = provs.get(change.provider)
-                    journal.started(change)
-                    if on_change:
-                        on_change(change, "started")
+                with apply_lock(provs, holder, jdir, break_lock):
                     try:
-                        if prov is None:
-                            raise ProviderError(f"provider {change.provider!r} is not configured")
-                        prov.apply(change)
-                    except Exception as exc:
-                        error = redact(_describe(exc), secrets)
-                        journal.failed(change, error)
-                        journal.run_finished(
-                            outcome="failed", done=len(done), failed=1, not_tried=len(changes) - i - 1
-                        )
-                        if on_change:
-                            on_change(change, "failed")
-                        pw_written = pw_path if pw_path is not None and pw_path.exists() else None
-                        raise ApplyFailed(
-                            done, change, error, changes[i + 1 :], journal_path, pw_written
-                        ) from None
-                    except KeyboardInterrupt:
-                        # the change may or may not have happened: say so, a rerun converges either way
-                        journal.failed(change, "interrupted (Ctrl-C); the change may be partly done")
-                        journal.run_finished(
-                            outcome="interrupted", done=len(done), failed=1, not_tried=len(changes) - i - 1
-                        )
-                        raise
-                    journal.done(change)
-                    done.append(change)
-                    if on_change:
-                        on_change(change, "done")
-                journal.run_finished(outcome="ok", done=len(done), failed=0, not_tried=0)
-            finally:
-                journal.close()
+                        if check_stale:
+                            check_fresh(plan, root, provs, state)
+                        signals.armed = False  # from here, only a change in progress is cut short
+                        journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
+                        try:
+                            _run(
+                                changes, provs, journal, signals, secrets, tell, done, refused, skipped,
+                                journal_path, pw_written, meta.fingerprint.combined,
+                            )
+                        finally:
+                            journal.close()
+                    finally:
+                        signals.armed = False  # a further signal must not cut the lock's release
+            except _StopNow as stop:  # a second signal before the first change (stale check, lock)
+                raise ApplyInterrupted(stop.signum, done, changes[len(done):], journal=None) from None
         notices = [str(n) for p in provs.values() for n in getattr(p, "notices", None) or []]
     finally:
         if own:
             close_providers(provs)
+    if refused:
+        raise ApplyIncomplete(done, refused, skipped, journal_path, pw_written(), notices)
     return ApplyResult(
         notices=notices,
         done=done,
         journal=journal_path,
         audit_log=audit_path,
-        passwords_file=pw_path if pw_path is not None and pw_path.exists() else None,
+        passwords_file=pw_written(),
     )
+
+
+def _run(
+    changes: list[Change],
+    provs: Mapping[str, Provider],
+    journal: Journal,
+    signals: StopSignals,
+    secrets: list[str],
+    tell: Callable[[Change, str], None],
+    done: list[Change],
+    refused: list[tuple[Change, str]],
+    skipped: list[tuple[Change, list[str]]],
+    journal_path: Path,
+    pw_written: Callable[[], Path | None],
+    plan_fingerprint: str,
+) -> None:
+    """The change loop of ``apply_plan``: journal, apply, and on a refusal skip its dependents."""
+    blocked = Blocked()
+    journal.run_started(plan_fingerprint=plan_fingerprint, changes=len(changes))
+
+    def finish(outcome: str, failed: int, not_tried: int, **extra: Any) -> None:
+        journal.run_finished(
+            outcome=outcome, done=len(done), failed=failed, not_tried=not_tried, skipped=len(skipped), **extra
+        )
+
+    for i, change in enumerate(changes):
+        if signals.received is not None:
+            name = signal.Signals(signals.received).name
+            finish("interrupted", len(refused), len(changes) - i, signal=name)
+            raise ApplyInterrupted(signals.received, done, changes[i:], journal=journal_path)
+        roots = blocked.roots(change)
+        if roots:
+            journal.skipped(change, roots)
+            skipped.append((change, roots))
+            tell(change, "skipped")
+            continue
+        prov = provs.get(change.provider)
+        journal.started(change)
+        tell(change, "started")
+        try:
+            if prov is None:
+                raise ProviderError(f"provider {change.provider!r} is not configured")
+            signals.armed = True
+            try:
+                prov.apply(change)
+            finally:
+                signals.armed = False
+        except ChangeRefused as exc:
+            error = redact(_describe(exc), secrets)
+            journal.failed(change, error, refused=True)
+            refused.append((change, error))
+            blocked.refuse(change)
+            tell(change, "refused")
+            continue
+        except Exception as exc:
+            error = redact(_describe(exc), secrets)
+            journal.failed(change, error)
+            finish("failed", len(refused) + 1, len(changes) - i - 1)
+            tell(change, "failed")
+            raise ApplyFailed(
+                done, change, error, changes[i + 1 :], journal_path, pw_written(), refused, skipped
+            ) from None
+        except (KeyboardInterrupt, _StopNow) as exc:
+            # a second signal (or Ctrl-C without our handler): the change may or may not have happened;
+            # say so, a rerun converges either way
+            signum = exc.signum if isinstance(exc, _StopNow) else signal.SIGINT
+            name = signal.Signals(signum).name
+            journal.failed(change, f"interrupted ({name}); the change may be partly done")
+            finish("interrupted", len(refused) + 1, len(changes) - i - 1, signal=name)
+            rest = changes[i + 1 :]
+            raise ApplyInterrupted(signum, done, rest, at_once=change, journal=journal_path) from None
+        journal.done(change)
+        done.append(change)
+        tell(change, "done")
+    finish("incomplete" if refused else "ok", len(refused), 0)
 
 
 def _describe(exc: BaseException) -> str:

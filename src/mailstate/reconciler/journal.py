@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import stat
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.reconciler.change import Change
+from mailstate.redact import strip_userinfo
 
 SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
 """Attribute names whose values are never written, only their presence."""
@@ -80,14 +82,58 @@ def home_dir(domain: str) -> Path:
     return Path(xdg).expanduser() / "mailstate" / domain
 
 
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path, *, tighten: bool = False) -> Path:
+    """Make ``path`` and any missing parent with mode 0700 (``Path.mkdir(parents=True)`` gives the parents
+    the umask's 0755). With ``tighten``, an existing ``path`` (a directory of mailstate's own, e.g. the
+    default home) that others may read is set to 0700 too; a directory someone named explicitly is left as
+    it is (the files in it are 0600 either way)."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for part in reversed(missing):
+        try:
+            part.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue
+        part.chmod(PRIVATE_DIR)  # mkdir's mode is masked by the umask; 0700 is never widened by it
+    if tighten and not missing:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
+            path.chmod(PRIVATE_DIR)
+    return path
+
+
+def open_private(path: Path, flags: int) -> int:
+    """``os.open`` of a file that may hold personal data: created 0600, and an existing file that others may
+    read or write (an older version, a copy, a umask of 022) tightened to 0600 on every open."""
+    fd = os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, PRIVATE_FILE)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
 def scrub(value: Any) -> Any:
-    """A copy of ``value`` with the values of secret-named attributes replaced by "<redacted>"."""
+    """A copy of ``value`` with the values of secret-named attributes replaced by "<redacted>", and the
+    user and password of any URL in a text removed."""
     if isinstance(value, Mapping):
         return {
             k: ("<redacted>" if k in SECRET_FIELDS and v is not None else scrub(v)) for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):
         return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return strip_userinfo(value)
     return value
 
 
@@ -98,8 +144,8 @@ class JsonLines:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        private_dir(path.parent)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: Mapping[str, Any], *, sync: bool = False) -> None:
@@ -150,16 +196,29 @@ class Journal:
             {**self._base("apply-started"), "fingerprint": plan_fingerprint, "changes": changes}
         )
 
-    def run_finished(self, *, outcome: str, done: int, failed: int, not_tried: int) -> None:
-        self._journal.write(
-            {
-                **self._base("apply-finished"),
-                "outcome": outcome,
-                "done": done,
-                "failed": failed,
-                "not_tried": not_tried,
-            }
-        )
+    def run_finished(
+        self,
+        *,
+        outcome: str,
+        done: int,
+        failed: int,
+        not_tried: int,
+        skipped: int = 0,
+        signal: str | None = None,
+    ) -> None:
+        """The run's last line; ``outcome``: ok, incomplete (changes refused, their dependents skipped),
+        failed, interrupted (``signal`` names what stopped it). Synced to disk."""
+        record: dict[str, Any] = {
+            **self._base("apply-finished"),
+            "outcome": outcome,
+            "done": done,
+            "failed": failed,
+            "not_tried": not_tried,
+            "skipped": skipped,
+        }
+        if signal is not None:
+            record["signal"] = signal
+        self._journal.write(record, sync=True)
 
     def started(self, change: Change) -> None:
         self._journal.write({**self._base("started"), **_what(change)})
@@ -169,9 +228,17 @@ class Journal:
         self._journal.write(entry)
         self._audit.write({**entry, "event": "applied", "before": change.before, "after": change.after})
 
-    def failed(self, change: Change, error: str) -> None:
-        self._journal.write({**self._base("failed"), **_what(change), "error": error}, sync=True)
+    def failed(self, change: Change, error: str, *, refused: bool = False) -> None:
+        """A change that failed; ``refused``: the server refused it and the run went on without it."""
+        entry = {**self._base("failed"), **_what(change), "error": error}
+        if refused:
+            entry["refused"] = True
+        self._journal.write(entry, sync=True)
         self._audit.sync()
+
+    def skipped(self, change: Change, because: list[str]) -> None:
+        """A change not tried because a change it depends on (ids in ``because``) was refused."""
+        self._journal.write({**self._base("skipped"), **_what(change), "because": because})
 
     def close(self) -> None:
         self._journal.close()
