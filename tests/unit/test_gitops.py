@@ -65,7 +65,7 @@ def test_codeowners_patterns(pattern: str, path: str, matches: bool) -> None:
 
 
 def test_codeowners_last_match_wins_comments_and_sections_skipped() -> None:
-    co = CodeOwners.parse("# c\n* @all\n[Section]\n/units/ @units # trailing\n/units/vp.toml @vp @it\n")
+    co = CodeOwners.parse("# c\n* @all\n/units/ @units # trailing\n/units/vp.toml @vp @it\n")
     assert co.owners("units/vp.toml") == ("@vp", "@it")
     assert co.owners("units/qlcn.toml") == ("@units",)
     assert co.owners("mailstate.toml") == ("@all",)

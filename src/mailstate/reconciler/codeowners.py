@@ -2,10 +2,13 @@
 
 GitHub and GitLab read the file from the repository root, ``.github/``, ``.gitlab/`` or ``docs/``; the
 first found here (in that order) is used. Syntax: ``pattern owner…`` lines, ``#`` comments, the last
-matching pattern wins; GitLab's ``[Section]`` headers are accepted (the last match across sections wins
-here too: a reviewer list, not an enforcement). Patterns follow gitignore: a leading ``/`` anchors at the
-root, a pattern without any other ``/`` matches at any depth, ``*`` stays inside one folder, ``**`` crosses
-folders, a trailing ``/`` means everything below.
+matching pattern wins. GitLab's sections (``[Name]``, ``[Name][2]``, ``[Name] @default-owners``) are read as
+GitLab does: the last match wins within each section, every section that matches adds its owners (each must
+approve), an entry without owners takes its section's default owners, and an optional section
+(``^[Name]``) adds none (its approval is not needed). Patterns follow gitignore: a leading ``/`` anchors at
+the root, a pattern without any other ``/`` matches at any depth, ``*`` stays inside one folder, ``**``
+crosses folders, a trailing ``/`` means everything below, and a final ``/*`` only the files directly in
+that folder. ``\ `` is a space inside a pattern, ``\#`` a ``#``.
 """
 
 from __future__ import annotations
@@ -52,37 +55,69 @@ def _regex(pattern: str) -> re.Pattern[str]:
             out += re.escape(body[i])
             i += 1
     prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{out}(?:/.*)?$")
+    # `docs/*` owns the files directly in docs/, not deeper (GitHub and GitLab); anything else that names a
+    # folder owns everything below it
+    below = "" if pattern.endswith("/*") and not pattern.endswith("**/*") else "(?:/.*)?"
+    return re.compile(f"^{prefix}{out}{below}$")
+
+
+_TOKEN = re.compile(r"(?:\\.|[^\s\\])+\\?")
+_SECTION = re.compile(r"^(?P<optional>\^?)\[(?P<name>[^\]]*)\](?:\[\d+\])?(?P<owners>.*)$")
+
+
+def _words(line: str) -> list[str]:
+    """The line's words up to a comment; ``\\ `` and ``\\#`` are a space and a ``#`` inside a word."""
+    words = []
+    for m in _TOKEN.finditer(line):
+        word = m.group(0)
+        if word.startswith("#"):  # a trailing comment
+            break
+        words.append(re.sub(r"\\(.)", r"\1", word))
+    return words
 
 
 @dataclass(frozen=True)
 class CodeOwners:
     rules: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...]
+    """(pattern, owners) of the entries outside any section (GitHub's whole file)."""
+    sections: tuple[tuple[str, bool, tuple[tuple[re.Pattern[str], tuple[str, ...]], ...]], ...] = ()
+    """(name, optional, rules) of GitLab's sections, in order."""
 
     @classmethod
     def parse(cls, text: str) -> CodeOwners:
-        rules = []
+        top: list[tuple[re.Pattern[str], tuple[str, ...]]] = []
+        sections: dict[str, tuple[bool, list[tuple[re.Pattern[str], tuple[str, ...]]]]] = {}
+        current = top
+        defaults: tuple[str, ...] = ()
         for raw in text.splitlines():
             line = raw.strip()
-            if not line or line.startswith("#") or line.startswith("[") or line.startswith("^["):
+            if not line or line.startswith("#"):
                 continue
-            parts = line.split()
-            owners: list[str] = []
-            for p in parts[1:]:
-                if p.startswith("#"):  # a trailing comment
-                    break
-                owners.append(p)
-            rules.append((_regex(parts[0].replace("\\#", "#")), tuple(owners)))
-        return cls(tuple(rules))
+            if m := _SECTION.match(line):
+                name = m.group("name").strip().lower()  # GitLab joins sections of one name, any case
+                optional, current = sections.setdefault(name, (bool(m.group("optional")), []))
+                defaults = tuple(_words(m.group("owners")))
+                continue
+            words = _words(line)
+            if not words:
+                continue
+            owners = tuple(words[1:]) or (defaults if current is not top else ())
+            current.append((_regex(words[0]), owners))
+        return cls(tuple(top), tuple((n, opt, tuple(rules)) for n, (opt, rules) in sections.items()))
 
     def owners(self, path: str) -> tuple[str, ...]:
-        """The owners of ``path`` (relative, ``/``-separated): the last matching line's; () when none."""
+        """The owners of ``path`` (relative, ``/``-separated): the last matching entry's, and in each GitLab
+        section that is not optional its last matching entry's, without repeats; () when none."""
         path = path.lstrip("/")
-        found: tuple[str, ...] = ()
-        for rx, owners in self.rules:
-            if rx.match(path):
-                found = owners
-        return found
+        found: dict[str, None] = {}
+        for optional, rules in [(False, self.rules)] + [(opt, r) for _, opt, r in self.sections]:
+            last: tuple[str, ...] = ()
+            for rx, owners in rules:
+                if rx.match(path):
+                    last = owners
+            if not optional:
+                found.update(dict.fromkeys(last))
+        return tuple(found)
 
 
 def unit_files(state: Any) -> dict[str, str]:

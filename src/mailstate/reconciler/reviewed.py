@@ -68,15 +68,19 @@ def _after_value(change: Any, key: str) -> str:
 
 def compare(reviewed: Iterable[Any], fresh: Iterable[Any]) -> Comparison:
     """What separates the fresh changes from the reviewed ones (by action, kind, key, provider; after)."""
-    old = {ident(c): c for c in reviewed}
-    new = {ident(c): c for c in fresh}
+    old: dict[Ident, list[Any]] = {}
+    for c in reviewed:
+        old.setdefault(ident(c), []).append(c)
     result = Comparison()
-    for k, c in new.items():
-        if k not in old:
+    for c in fresh:
+        mates = old.get(ident(c))
+        if not mates:  # not reviewed, or reviewed fewer times than planned now (a hand-edited plan file)
             result.added.append(c)
-        elif _after(old[k]) != _after(c):
-            result.different.append((old[k], c))
-    result.missing = [c for k, c in old.items() if k not in new]
+            continue
+        was = mates.pop(0)
+        if _after(was) != _after(c):
+            result.different.append((was, c))
+    result.missing = [c for mates in old.values() for c in mates]
     return result
 
 
