@@ -292,13 +292,15 @@ def fake_forge() -> Iterator[tuple[str, FakeForge]]:
             headers = {k.lower(): v for k, v in self.headers.items()}
             state.requests.append((self.command, self.path, headers, body))
             path, _, query = self.path.partition("?")
-            if self.command == "GET" and path.endswith("/notes"):
+            if self.command == "GET" and path.endswith("/user"):
+                self._send({"id": 7, "username": "project_42_bot"})
+            elif self.command == "GET" and path.endswith("/notes"):
                 page = int(dict(q.split("=") for q in query.split("&")).get("page", "1"))
                 chunk = state.notes[(page - 1) * 100: page * 100]
                 nxt = {"X-Next-Page": str(page + 1)} if page * 100 < len(state.notes) else {}
                 self._send(chunk, nxt)
             elif self.command == "POST":
-                note = {"id": 1000 + len(state.notes), "body": body["body"]}
+                note = {"id": 1000 + len(state.notes), "body": body["body"], "author": {"id": 7}}
                 state.notes.append(note)
                 self._send(note)
             elif self.command == "PUT":
@@ -330,13 +332,15 @@ def test_forge_comment_created_then_updated(fake_forge: tuple[str, FakeForge]) -
     env = {"MAILSTATE_FORGE_TOKEN": token, "CI_API_V4_URL": url, "CI_PROJECT_ID": "group/state"}
     f = Forge.from_env("gitlab", env)
     body = "<!-- mailstate-plan org=x scope=all -->\n## plan 1"
+    # another participant's comment that starts with the marker is not the pipeline's: never updated
+    state.notes.insert(0, {"id": 999, "body": body + "\nfake plan", "author": {"id": 99}})
     assert f.upsert_comment("7", body)[0] == "created"
     assert f.upsert_comment("7", body.replace("plan 1", "plan 2"))[0] == "updated"  # found on page 2
     marked = [n["body"] for n in state.notes if n["body"].startswith("<!--")]
-    assert marked == [body.replace("plan 1", "plan 2")]
+    assert marked == [body + "\nfake plan", body.replace("plan 1", "plan 2")]
     assert f.upsert_comment("7", "applied 3 changes")[0] == "created"  # no marker: a new comment
-    assert all(path.startswith("/api/v4/projects/group%2Fstate/merge_requests/7/notes") for _, path, _, _ in
-               state.requests)
+    assert all(path.startswith("/api/v4/projects/group%2Fstate/merge_requests/7/notes") or path == "/api/v4/user"
+               for _, path, _, _ in state.requests)
     assert all(h.get("private-token") == token and token not in p for _, p, h, _ in state.requests)
 
 

@@ -1,4 +1,4 @@
-"""CODEOWNERS of the state repository: who must approve the file of each unit a plan touches. Pure.
+r"""CODEOWNERS of the state repository: who must approve the file of each unit a plan touches. Pure.
 
 GitHub and GitLab read the file from the repository root, ``.github/``, ``.gitlab/`` or ``docs/``; the
 first found here (in that order) is used. Syntax: ``pattern owner…`` lines, ``#`` comments, the last

@@ -11,6 +11,7 @@ issue (first line a hidden marker ``<!-- mailstate-drift org=… -->``); ``text(
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mailstate.reconciler.gitops import text as t
@@ -135,10 +136,19 @@ def markdown(rep: dict[str, Any], lang: str = "vi") -> str:
     return "\n".join(lines) + "\n"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def term(value: Any) -> str:
+    """Text safe on a terminal: a control character (escape sequences, carriage return, bell, newline) from
+    the TOML or the live side is shown as ``\\xNN``, never sent to the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(value))
+
+
 def text(rep: dict[str, Any], lang: str = "vi") -> str:
-    title = f"{t('drift_title', lang)}: {rep['organization'] or ''}"
-    lines = [title + (f" ({rep['as_of']})" if rep["as_of"] else "")]
-    body = _lines(rep, str, str)
+    title = f"{t('drift_title', lang)}: {term(rep['organization'] or '')}"
+    lines = [title + (f" ({term(rep['as_of'])})" if rep["as_of"] else "")]
+    body = _lines(rep, term, term)
     idx = 0 if lang == "vi" else 1
     if not rep["drift"]:
         lines.append("Không có sai lệch (no drift).")
