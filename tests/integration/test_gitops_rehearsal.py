@@ -66,12 +66,14 @@ def gitlab() -> Iterator[tuple[str, GitLab]]:
             if self.headers.get("PRIVATE-TOKEN") != TOKEN:
                 return self._send(401, {"message": "401 Unauthorized"})
             path = self.path.split("?", 1)[0]
+            if path == "/api/v4/user":  # the project access token's bot user
+                return self._send(200, {"id": 1, "username": "project_42_bot"})
             if m := re.fullmatch(r"/api/v4/projects/42/merge_requests/(\d+)/notes(?:/(\d+))?", path):
                 notes = g.notes.setdefault(m.group(1), [])
                 if self.command == "GET":
                     return self._send(200, notes)
                 if self.command == "POST":
-                    notes.append({"id": g.next_id, "body": body["body"]})
+                    notes.append({"id": g.next_id, "body": body["body"], "author": {"id": 1}})
                     g.next_id += 1
                     return self._send(201, notes[-1])
                 for note in notes:
@@ -109,11 +111,19 @@ def git(repo: Path, *args: str) -> str:
                                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}).stdout.strip()
 
 
+PROTECTED = ("MAILSTATE_LDAP_PASSWORD", "MAILSTATE_IMAP_PASSWORD")
+"""The writing accounts' passwords (docs/gitops.md: protected variables, main only)."""
+
+
 def run_job(name: str, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The job's `script` lines, in one bash with errexit (as GitLab's shell runner does), its variables
     expanded from the environment."""
     job = PIPELINE[name]
     job_env = dict(env)
+    if any("merge_request_event" in str(rule.get("if")) for rule in job.get("rules", [])):
+        # GitLab gives protected variables only to protected branches: not to a merge request's jobs
+        for key in PROTECTED:
+            job_env.pop(key, None)
     for key, value in {**PIPELINE.get("variables", {}), **job.get("variables", {})}.items():
         if key == "MAILSTATE_HOME":
             continue  # the test's own home instead of /var/lib/mailstate
@@ -136,6 +146,9 @@ def test_pipeline_rehearsal(sct_all: Lab, gitlab: tuple[str, GitLab], tmp_path: 
         "MAILSTATE_FORGE_TOKEN": TOKEN,
         "MAILSTATE_LDAP_READ_BIND_DN": os.environ["MAILSTATE_LDAP_BIND_DN"],
         "MAILSTATE_LDAP_READ_PASSWORD": os.environ["MAILSTATE_LDAP_PASSWORD"],
+        # the lab has one master user; a real server gives plans their own (docs/gitops.md)
+        "MAILSTATE_IMAP_READ_USER": os.environ["MAILSTATE_IMAP_USER"],
+        "MAILSTATE_IMAP_READ_PASSWORD": os.environ["MAILSTATE_IMAP_PASSWORD"],
     })
     base = subprocess.run(["mailstate", "apply", "--yes"], cwd=origin, env=env, capture_output=True,
                           text=True)

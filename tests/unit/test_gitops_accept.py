@@ -214,3 +214,21 @@ def test_drift_text_shows_no_control_characters_from_the_live_side() -> None:
         out = drift.text(drift.report(plan), lang)
         assert not any(ord(ch) < 32 and ch != "\n" for ch in out), repr(out)
         assert "\x7f" not in out
+
+
+# ------------------------------------------------------------------------------------------------
+# Every error names the variable to fix, once
+
+
+def test_missing_imap_password_names_the_variable_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailstate.desired_state.model import ImapSettings
+    from mailstate.providers.imap import password_of
+
+    monkeypatch.delenv("MAILSTATE_IMAP_PASSWORD", raising=False)
+    monkeypatch.delenv("SCT_IMAP_PASSWORD", raising=False)
+    with pytest.raises(Exception) as exc:
+        password_of(ImapSettings(url="imaps://mail.x.gov.vn", admin_user="mailstate"))
+    assert str(exc.value).count("MAILSTATE_IMAP_PASSWORD") == 1
+    with pytest.raises(Exception) as exc:
+        password_of(ImapSettings(url="imaps://mail.x.gov.vn", admin_user="m", password_env="SCT_IMAP_PASSWORD"))
+    assert "MAILSTATE_IMAP_PASSWORD or SCT_IMAP_PASSWORD" in str(exc.value)

@@ -397,7 +397,8 @@ def password_of(settings: ImapSettings) -> str:
     if not value:
         raise ProviderError(
             "imap: no password for the master user: set MAILSTATE_IMAP_PASSWORD"
-            + (f" or {settings.password_env}" if settings.password_env else "")
+            + (f" or {settings.password_env}"
+               if settings.password_env and settings.password_env != "MAILSTATE_IMAP_PASSWORD" else "")
             + " (or password_file in [providers.imap])"
         )
     return value
