@@ -35,7 +35,7 @@ TOKEN_ENV = "MAILSTATE_FORGE_TOKEN"
 DRIFT_LABEL = "mailstate-drift"
 TIMEOUT = 30
 MAX_BODY = 65_536
-"""The longest comment or issue GitHub takes (GitLab takes more): a longer body is cut, its first line kept."""
+"""The longest comment or issue GitHub takes (GitLab more): a longer body is cut, its first line kept."""
 GITHUB_ACTIONS_LOGIN = "github-actions[bot]"
 """Who GITHUB_TOKEN is (it may not read /user)."""
 
@@ -117,13 +117,15 @@ class Forge:
                 headers = resp.headers
         except urllib.error.HTTPError as exc:
             # the standard phrase, never the server's own words (which could echo the token back)
-            phrase = http.HTTPStatus(exc.code).phrase if exc.code in http.HTTPStatus._value2member_map_ else ""
+            known = exc.code in http.HTTPStatus._value2member_map_
+            phrase = http.HTTPStatus(exc.code).phrase if known else ""
             hint = (f" (check {TOKEN_ENV}: its scope and expiry)" if exc.code in (401, 403)
                     else f" (check {self.api_env} and the project)" if exc.code == 404 else "")
             raise self._error(f"{where}: HTTP {exc.code} {phrase}{hint}", exc.code) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
-            raise self._error(f"{where}: cannot reach the forge API ({reason}; check {self.api_env})") from None
+            raise self._error(f"{where}: cannot reach the forge API ({reason}; check {self.api_env})"
+                              ) from None
         if raw:
             return payload, headers
         try:

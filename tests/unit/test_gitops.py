@@ -339,7 +339,8 @@ def test_forge_comment_created_then_updated(fake_forge: tuple[str, FakeForge]) -
     marked = [n["body"] for n in state.notes if n["body"].startswith("<!--")]
     assert marked == [body + "\nfake plan", body.replace("plan 1", "plan 2")]
     assert f.upsert_comment("7", "applied 3 changes")[0] == "created"  # no marker: a new comment
-    assert all(path.startswith("/api/v4/projects/group%2Fstate/merge_requests/7/notes") or path == "/api/v4/user"
+    notes = "/api/v4/projects/group%2Fstate/merge_requests/7/notes"
+    assert all(path.startswith(notes) or path == "/api/v4/user"
                for _, path, _, _ in state.requests)
     assert all(h.get("private-token") == token and token not in p for _, p, h, _ in state.requests)
 

@@ -111,7 +111,8 @@ def hostile() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
             elif mode == "dict":
                 self._send(200, b'{"message": "404 Project Not Found"}')
             elif mode == "elsewhere":
-                self._send(200, b"[]", X_Next_Page="2") if "page=" not in self.path else self._send(200, b"[]")
+                more = {} if "page=" in self.path else {"X_Next_Page": "2"}
+                self._send(200, b"[]", **more)
             elif self.path.endswith("/user"):
                 self._send(200, b'{"id": 7}')
             elif self.command == "GET":
@@ -131,7 +132,8 @@ def hostile() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
 
 
 def _forge(api: str) -> Forge:
-    return Forge.from_env("gitlab", {"MAILSTATE_FORGE_TOKEN": TOKEN, "CI_API_V4_URL": api, "CI_PROJECT_ID": "4"})
+    env = {"MAILSTATE_FORGE_TOKEN": TOKEN, "CI_API_V4_URL": api, "CI_PROJECT_ID": "4"}
+    return Forge.from_env("gitlab", env)
 
 
 _FAILURES = [
@@ -230,5 +232,6 @@ def test_missing_imap_password_names_the_variable_once(monkeypatch: pytest.Monke
         password_of(ImapSettings(url="imaps://mail.x.gov.vn", admin_user="mailstate"))
     assert str(exc.value).count("MAILSTATE_IMAP_PASSWORD") == 1
     with pytest.raises(Exception) as exc:
-        password_of(ImapSettings(url="imaps://mail.x.gov.vn", admin_user="m", password_env="SCT_IMAP_PASSWORD"))
+        password_of(ImapSettings(url="imaps://mail.x.gov.vn", admin_user="m",
+                                 password_env="SCT_IMAP_PASSWORD"))
     assert "MAILSTATE_IMAP_PASSWORD or SCT_IMAP_PASSWORD" in str(exc.value)
