@@ -14,6 +14,7 @@ import contextlib
 import grp
 import os
 import smtplib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +140,10 @@ def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> 
         os.chown(path, 0, user.gid)  # proxymap (the lab user) reads it; holds the read-only password
     log = d / "postfix.log"
     log.touch()
-    lab._spawn("postfix", [MASTER, "-c", str(d / "etc"), "-d"], d / "master.log", ROOT, d, info)
+    argv = [MASTER, "-c", str(d / "etc"), "-d"]
+    if lab.die_with_parent:  # master forgets the parent-death signal: a guard keeps it (lab._guard)
+        argv = [sys.executable, "-m", "mailstate.lab._guard", *argv]
+    lab._spawn("postfix", argv, d / "master.log", ROOT, d, info)
 
 
 def ready(lab: Lab) -> None:
