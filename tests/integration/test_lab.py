@@ -434,8 +434,9 @@ def test_secrets_stay_in_0600_files(lab: Lab) -> None:
             assert (f.stat().st_uid, f.stat().st_gid) == (0, pwd.getpwnam(lab.info["user"]).pw_gid)
     for text in texts:
         assert not [v for v in values if v in text]
+    postfix_master = b"/usr/lib/postfix/sbin/master"
     as_root = {master} | {p for p, _ in _proc.descendants(master or 0)
-                          if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"/usr/lib/postfix/sbin/master")}
+                          if Path(f"/proc/{p}/cmdline").read_bytes().startswith(postfix_master)}
     for pid in lab.pids():
         if pid not in as_root:  # Postfix's master (and the guard that starts it) only
             assert Path(f"/proc/{pid}").stat().st_uid != 0, pid

@@ -442,7 +442,8 @@ class Lab:
         info = self.info
         ports = info["ports"]
         svc_ports = {"slapd": {"ldap": ports["ldap"], "ldaps": ports["ldaps"]},
-                     "dovecot": {"imaps": ports["imaps"], **({"lmtp": ports["lmtp"]} if "lmtp" in ports else {})},
+                     "dovecot": {"imaps": ports["imaps"],
+                                 **({"lmtp": ports["lmtp"]} if "postfix" in info["services"] else {})},
                      "sshd": {"ssh": ports["ssh"]}, "postfix": {"smtp": ports.get("smtp")}}
         out: dict[str, dict[str, Any]] = {}
         for name in info.get("services", SERVICES):

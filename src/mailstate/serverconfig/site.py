@@ -8,7 +8,7 @@ store; the lab puts its own throwaway passwords in their place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 READONLY_PASSWORD = "@READONLY_PASSWORD@"
 """Placeholder for the read-only account's password (cn=dovecot) in Dovecot's and Postfix's LDAP files."""
@@ -46,7 +46,6 @@ class Site:
     # archive account (doveadm over SSH)
     archive_dir: str = "/var/vmail-archive"
     doveadm: str = "doveadm"
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def ldap(self) -> str:
