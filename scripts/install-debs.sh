@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install the Debian packages the lab needs (slapd, ldap-utils, dovecot-imapd, dovecot-ldap,
-# openssh-server, openssl), and python3-venv (a fresh Debian 12 cannot `python3 -m venv` without it),
+# dovecot-lmtpd, postfix, postfix-ldap, openssh-server, openssl), and python3-venv (a fresh Debian 12 cannot `python3 -m venv` without it),
 # without starting the system's own daemons. Idempotent: does nothing when all
 # are installed. If a package's postinst started a system daemon anyway (no policy-rc.d honoured),
 # that daemon is stopped again — only one this run started, never one that was running before.
 set -euo pipefail
-PKGS=(slapd ldap-utils dovecot-imapd dovecot-ldap openssh-server openssh-client openssl python3-venv)
+PKGS=(slapd ldap-utils dovecot-imapd dovecot-ldap dovecot-lmtpd postfix postfix-ldap openssh-server
+      openssh-client openssl python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,7 +22,7 @@ fi
 # Pids of the system daemons the packages might start (by their Debian pid files).
 daemon_pids() {
   local f pid
-  for f in /run/slapd/slapd.pid /run/dovecot/master.pid /run/sshd.pid; do
+  for f in /run/slapd/slapd.pid /run/dovecot/master.pid /run/sshd.pid /var/spool/postfix/pid/master.pid; do
     pid=""
     if [ -r "$f" ]; then read -r pid <"$f" || true; fi
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo "$f:$pid"; fi
@@ -41,6 +42,12 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 
 echo "installing: ${missing[*]}"
+# Postfix: "No configuration" — the package installs without writing a main.cf or starting a mail
+# system; the lab runs its own instance from its own configuration directory.
+if command -v debconf-set-selections >/dev/null 2>&1; then
+  printf 'postfix postfix/main_mailer_type select No configuration\npostfix postfix/mailname string localhost\n' \
+    | $SUDO debconf-set-selections
+fi
 # `env` inside sudo: sudo drops DEBIAN_FRONTEND from the environment, and slapd's debconf would then ask
 # for an admin password interactively in the middle of `make demo`.
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -57,7 +64,7 @@ done
 # Keep the system daemons this install brought in from starting at the next boot with Debian's default
 # configuration (slapd's dc=nodomain, Dovecot on every interface): the lab runs its own instances.
 # Only services whose package this run installed; one that was installed before is left as it was.
-for pair in slapd:slapd dovecot-imapd:dovecot openssh-server:ssh; do
+for pair in slapd:slapd dovecot-imapd:dovecot openssh-server:ssh postfix:postfix; do
   pkg="${pair%%:*}"; svc="${pair##*:}"
   case " ${missing[*]} " in *" $pkg "*) ;; *) continue ;; esac
   if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

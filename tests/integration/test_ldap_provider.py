@@ -86,6 +86,7 @@ def _person(lab: Lab, name: str = NAME, **over: Any) -> dict[str, Any]:
         "quota": 2 * 1024**3,
         "locked": False,
         "lock_reason": None,
+        "refuse_mail": None,
     }
     attrs.update(over)
     return attrs

@@ -115,6 +115,7 @@ def test_person_is_parsed_to_the_record_contract() -> None:
         "quota": 2147483648,
         "locked": False,
         "lock_reason": None,
+        "refuse_mail": None,
     }
 
 

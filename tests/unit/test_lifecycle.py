@@ -40,6 +40,10 @@ def test_lifecycle_case(path: Path) -> None:
     assert (got.locked, got.remove) == (exp["locked"], exp["remove"]), (case["description"], got)
     if "lock_reason" in exp:
         assert got.lock_reason == exp["lock_reason"]
+    if "refuse_mail" in exp:  # "" = mail is delivered
+        assert (got.refuse_mail or "") == exp["refuse_mail"], (case["description"], got)
+    if got.refuse_mail:
+        assert got.locked and got.refuse_mail.isascii(), "refused only to a locked leaver (ASCII text)"
     for fragment in exp.get("reasons_contain", []):
         assert any(fragment in r for r in got.reasons), (fragment, got.reasons)
     if "reasons_count" in exp:

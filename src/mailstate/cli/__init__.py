@@ -5,6 +5,7 @@ Command modules (each owned by its area, registered here):
 - lab_cmds:   lab up|down|status|env
 - plan_cmds:  plan, apply, drift, import, directory
 - gitops_cmds: forge comment|fetch-plan|issue (CI pipelines)
+- serverconfig_cmds: server-config
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def cli() -> None:
     """Keep an agency's official e-mail system as TOML in git and make OpenLDAP + Dovecot match it."""
 
 
-for _module in ("state_cmds", "assign_cmd", "lab_cmds", "plan_cmds", "gitops_cmds"):
+for _module in ("state_cmds", "assign_cmd", "lab_cmds", "plan_cmds", "gitops_cmds", "serverconfig_cmds"):
     try:
         _mod = importlib.import_module(f"mailstate.cli.{_module}")
     except ModuleNotFoundError as _exc:  # a command module not written yet

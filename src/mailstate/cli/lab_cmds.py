@@ -63,7 +63,7 @@ def organisation_of(state_dir: Path) -> tuple[str, str, str | None]:
 
 @click.group("lab")
 def lab() -> None:
-    """A throwaway OpenLDAP + Dovecot + sshd on 127.0.0.1, unprivileged, TLS with its own CA."""
+    """A throwaway OpenLDAP + Dovecot + sshd (+ Postfix as root) on 127.0.0.1, TLS with its own CA."""
 
 
 @lab.command("up")
@@ -83,6 +83,10 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
     p = info["ports"]
     click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
                f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
+    if info.get("delivery") == "available":
+        click.echo(f"mail: smtp://127.0.0.1:{p['smtp']} (Postfix → LMTP → Dovecot; MAILSTATE_LAB_SMTP)")
+    else:
+        click.echo(info.get("delivery") or "mail delivery is not available")
     click.echo(f'point mailstate at it: eval "$(mailstate lab env --dir {shlex.quote(str(the_lab.dir))})"')
 
 

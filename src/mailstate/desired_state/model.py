@@ -364,6 +364,11 @@ class Lifecycle(Located):
     keep_old_address: DurationField = Field(
         default=Duration(6, "month"), description=f"a changed address keeps receiving as an alias; {_D}"
     )
+    deliver_to_leavers: bool = Field(
+        default=False,
+        description="keep delivering mail to a person locked because they left (default: refused at "
+        "RCPT with a 5xx and the reason, docs/mailflow.md)",
+    )
     cite: dict[LifecycleRule, Text] = Field(
         default_factory=dict,
         description="the article each rule cites in plan reasons, where the agency's own regulation "

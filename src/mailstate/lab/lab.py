@@ -29,14 +29,16 @@ from ldap3.core.exceptions import LDAPException
 
 from mailstate.desired_state.model import base_dn_of
 from mailstate.errors import LabError
-from mailstate.lab import _proc, dovecot, slapd, sshd
+from mailstate.lab import _proc, dovecot, postfix, slapd, sshd
 from mailstate.lab._proc import LabUser
 from mailstate.lab.tls import make_tls
 
 STATE_FILE = "lab.json"
 _DOMAIN = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
-SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd")
+SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd", "postfix")
+"""Postfix runs only when the lab is started as root (its master needs root); otherwise it is left out and
+`info["delivery"]` says why."""
 READY_TIMEOUT = 10.0
 LOCK_TIMEOUT = 60.0
 FAST_RESET_ABOVE = 300
@@ -45,7 +47,7 @@ _UNSAFE_IN_PATH = frozenset('"\\%$#,')
 """Characters of a lab directory's path that a server's configuration would misread: quotes and escapes
 (slapd.conf, sshd_config), % and $ (Dovecot variables), # (comments), comma (Dovecot's user_attrs)."""
 # Sub-directories `up` (re)creates; nothing else in DIR is ever touched.
-_OWN = ("tls", "secrets", "slapd", "dovecot", "mail", "ssh", "archive", STATE_FILE)
+_OWN = ("tls", "secrets", "slapd", "dovecot", "mail", "ssh", "archive", "postfix", STATE_FILE)
 
 
 def _write(path: Path, text: str | bytes, mode: int = 0o644) -> None:
@@ -153,10 +155,10 @@ class Lab:
     def _check(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
                ) -> None:
         """Refuse what cannot make a lab (unknown service, missing program, bad domain, suffix or path)."""
-        unknown = set(services) - {"slapd", "dovecot", "sshd"}
+        unknown = set(services) - {"slapd", "dovecot", "sshd", "postfix"}
         if unknown:
             raise LabError(f"unknown lab service(s): {', '.join(sorted(unknown))}")
-        missing = _proc.missing_programs(services)
+        missing = _proc.missing_programs(tuple(s for s in services if s != "postfix"))
         if missing:
             progs = ", ".join(prog for prog, _ in missing)
             pkgs = " ".join(sorted({pkg for _, pkg in missing}))
@@ -184,7 +186,10 @@ class Lab:
         base = base_dn or base_dn_of(domain)
         user = _proc.lab_user()
         self._prepare_dir(user)
-        ports = dict(zip(("ldap", "ldaps", "imaps", "ssh"), _proc.free_ports(4), strict=True))
+        delivery = postfix.unavailable(user, self.dir) if "postfix" in services else "not requested"
+        if delivery is not None:
+            services = tuple(s for s in services if s != "postfix")
+        ports = dict(zip(("ldap", "ldaps", "imaps", "ssh", "lmtp", "smtp"), _proc.free_ports(6), strict=True))
         info: dict[str, Any] = {
             "version": 1,
             "domain": domain,
@@ -193,6 +198,7 @@ class Lab:
             "user": user.name,
             "uid": user.uid,
             "services": list(services),
+            "delivery": delivery or "available",
             "ports": ports,
             "pids": {},
             "paths": self._paths(),
@@ -219,6 +225,8 @@ class Lab:
             self._start_slapd(info, pw, user)
             timings["slapd_config_and_start"] = round(time.monotonic() - t, 3)
             t = time.monotonic()
+            if "postfix" in services:  # first: its master takes longest to listen
+                postfix.start(self, info, pw, user)
             if "dovecot" in services:
                 dovecot.start(self, info, pw, user)
             if "sshd" in services:
@@ -252,6 +260,8 @@ class Lab:
             "ssh_key": str(d / "secrets" / "id_ed25519"),
             "known_hosts": str(d / "ssh" / "known_hosts"),
             "archive": str(d / "archive"),
+            "postfix_conf": str(d / "postfix" / "etc"),
+            "postfix_log": str(d / "postfix" / "postfix.log"),
         }
 
     def _prepare_dir(self, user: LabUser) -> None:
@@ -333,6 +343,8 @@ class Lab:
             checks.append(("dovecot", lambda: dovecot.ready(self)))
         if "sshd" in info["services"]:
             checks.append(("sshd", lambda: sshd.ready(self)))
+        if "postfix" in info["services"]:
+            checks.append(("postfix", lambda: postfix.ready(self)))
         for name, check in checks:
             if only is not None and name not in only:
                 continue
@@ -384,8 +396,8 @@ class Lab:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 old.wait(timeout=1)
         cmd = info["commands"][name]
-        self._spawn(name, list(cmd["argv"]), Path(cmd["log"]), _proc.lab_user(), Path(cmd["cwd"]), info,
-                    cmd.get("env"))
+        user = postfix.ROOT if name == "postfix" else _proc.lab_user()  # Postfix's master needs root
+        self._spawn(name, list(cmd["argv"]), Path(cmd["log"]), user, Path(cmd["cwd"]), info, cmd.get("env"))
         self._wait_ready(info, only=(name,))
         self._save(info)
 
@@ -430,7 +442,9 @@ class Lab:
         info = self.info
         ports = info["ports"]
         svc_ports = {"slapd": {"ldap": ports["ldap"], "ldaps": ports["ldaps"]},
-                     "dovecot": {"imaps": ports["imaps"]}, "sshd": {"ssh": ports["ssh"]}}
+                     "dovecot": {"imaps": ports["imaps"],
+                                 **({"lmtp": ports["lmtp"]} if "postfix" in info["services"] else {})},
+                     "sshd": {"ssh": ports["ssh"]}, "postfix": {"smtp": ports.get("smtp")}}
         out: dict[str, dict[str, Any]] = {}
         for name in info.get("services", SERVICES):
             entry = info["pids"].get(name)
@@ -506,6 +520,8 @@ class Lab:
                 "MAILSTATE_SSH_DOVEADM": f"doveadm -c {shlex.quote(paths['dovecot_conf'])}",
                 "MAILSTATE_SSH_ARCHIVE_DIR": paths["archive"],
             })
+        if "postfix" in info["services"]:
+            env["MAILSTATE_LAB_SMTP"] = f"127.0.0.1:{p['smtp']}"
         return env
 
     def env_script(self) -> str:

@@ -74,6 +74,7 @@ MANAGED_ATTRS: dict[str, tuple[str, ...]] = {
         "mailstateBackupMail",
         "mailstateQuota",
         "mailstateLockReason",
+        "mailstateRefuseMail",
     ),
     "unit_mailbox": (
         "uid",
@@ -289,6 +290,7 @@ def parse_person(raw: Mapping[str, Any], dn: str | None = None) -> Record:
         "mobile": _single(e, "mobile"),
         "backup_email": _addr(_one(e, "mailstateBackupMail")),
         **_mailbox_attrs(e, address),
+        "refuse_mail": _single(e, "mailstateRefuseMail"),
     }
     return _record("person", key, attrs, e, unit)
 
@@ -459,6 +461,7 @@ def build_entry(kind: str, key: str, attrs: Mapping[str, Any], base: str) -> Ent
             "mobile": _v(a.get("mobile")),
             "mailstateBackupMail": _v(_addr(a.get("backup_email"))),
             "mailstateQuota": _v(a.get("quota")),
+            "mailstateRefuseMail": _v(a.get("refuse_mail")),
         }
     elif kind == "unit_mailbox":
         address = _addr(a.get("address"))
@@ -512,6 +515,7 @@ _DIRECT: dict[str, dict[str, str]] = {
         "quota": "mailstateQuota",
         "given": "givenName",
         "family": "sn",
+        "refuse_mail": "mailstateRefuseMail",
     },
     "unit_mailbox": {"name": "description", "quota": "mailstateQuota"},
     "unit": {

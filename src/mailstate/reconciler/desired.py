@@ -187,6 +187,7 @@ def project(
 
     # Units and their unit mailboxes -------------------------------------------------------------
     removed: set[str] = set()  # references of mailboxes being removed (no delivery to them)
+    refused: set[str] = set()  # people who left whose mail is refused at RCPT (not in group deliveries)
     for unit in sorted(state.units.values(), key=lambda u: u.id):
         src = source_of(unit)
         address = address_of(f"unit:{unit.id}")
@@ -241,6 +242,8 @@ def project(
             removed.add(person.id)
             out.remove(("person", person.id), decision.reasons, src)
             continue
+        if decision.refuse_mail:
+            refused.add(person.id)
         out.add(
             _person_record(person, state, address_of(person.id), decision),
             [f"{_where(src)}: person {person.id} ({person.name})", *decision.reasons],
@@ -253,7 +256,7 @@ def project(
     # Groups ---------------------------------------------------------------------------------------
     for group in sorted(state.groups.values(), key=lambda g: g.id):
         src = source_of(group)
-        delivers = sorted(_expand(state, f"group:{group.id}", address_of, removed))
+        delivers = sorted(_expand(state, f"group:{group.id}", address_of, removed | refused))
         out.add(
             Record(
                 "group",
@@ -295,6 +298,7 @@ def _person_record(person: Person, state: State, address: str | None, decision: 
             "quota": state.quota.overrides.get(person.id, state.quota.person),
             "locked": decision.locked,
             "lock_reason": decision.lock_reason,
+            "refuse_mail": decision.refuse_mail,
         },
         provider="ldap",
         unit=person.unit,

@@ -46,6 +46,9 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     lock_reason: str | None = None
     """Stable text stored with the lock (names the rule and the event's date, never ``as_of``)."""
+    refuse_mail: str | None = None
+    """Locked because the person left (and ``deliver_to_leavers`` is off): the short ASCII text mail to
+    them is refused with at RCPT (docs/mailflow.md). None: mail is delivered (suspended, inactive, …)."""
 
 
 def as_date(value: Any) -> date | None:
@@ -86,6 +89,7 @@ def decide_person(
     reasons: list[str] = []
     lock_reasons: list[str] = []
     locked = remove = False
+    left_locked = False
 
     if person.suspended:
         locked = True
@@ -103,7 +107,7 @@ def decide_person(
                 f"(keep_after_leaving): not locked or removed for leaving"
             )
         elif as_of >= remove_on:
-            locked = remove = True
+            locked = remove = left_locked = True
             reasons.append(
                 f"{lc.citation('remove_after_leaving')}: left on {person.left_on.isoformat()}, "
                 f"{_ago(lc.remove_after_leaving)} before {as_of.isoformat()}: "
@@ -113,7 +117,7 @@ def decide_person(
                 f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}"
             )
         elif as_of >= lock_on:
-            locked = True
+            locked = left_locked = True
             text = f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}"
             reasons.append(
                 f"{text}, {_ago(lc.lock_after_leaving)} before {as_of.isoformat()} "
@@ -149,12 +153,21 @@ def decide_person(
                 reasons.append(f"{text}, {_ago(lc.lock_after_inactivity)}")
                 lock_reasons.append(text)
 
+    refuse = None
+    if left_locked and person.left_on is not None and not lc.deliver_to_leavers:
+        refuse = refuse_text(person.left_on)
     return Decision(
         locked=locked,
         remove=remove,
         reasons=reasons,
         lock_reason=lock_reasons[0] if locked and lock_reasons else None,
+        refuse_mail=refuse,
     )
+
+
+def refuse_text(left_on: date) -> str:
+    """What a sender is told at RCPT about a person who left (ASCII: an SMTP reply; stable, no as_of)."""
+    return f"this person left the agency on {left_on.isoformat()}; mail to this address is not delivered"
 
 
 def decide_unit_mailbox(

@@ -1,0 +1,60 @@
+"""`mailstate server-config --out DIR`: what an agency installs on its servers, generated from the state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.errors import MailstateError
+
+
+@click.command("server-config")
+@state_option
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the files into (created; files of the same name are replaced).")
+@click.option("--ldap-uri", default=None, help="slapd as Dovecot and Postfix reach it "
+              "(default: [providers.ldap].url of the state).")
+@click.option("--ldap-ca-file", default=None, help="CA bundle verifying slapd's certificate "
+              "(default: the system bundle).")
+@click.option("--mail-root", default=None, help="Where the mail store is (default: /var/vmail).")
+@errors_to_exit
+def server_config(state_dir: Path | None, out: Path, ldap_uri: str | None, ldap_ca_file: str | None,
+                  mail_root: str | None) -> None:
+    """Write LDIF for slapd, Dovecot and Postfix configuration and the sshd set-up (docs/production.md)."""
+    from mailstate.desired_state.loader import load_state
+    from mailstate.serverconfig.generate import generate
+    from mailstate.serverconfig.site import Site
+
+    state = load_state(resolve_state(state_dir))
+    values: dict[str, Any] = {}
+    uri = ldap_uri or state.providers.ldap.url
+    if uri:
+        values["ldap_uri"] = uri
+    if ldap_ca_file:
+        values["ldap_ca_file"] = ldap_ca_file
+    if mail_root:
+        values["mail_root"] = mail_root.rstrip("/")
+    for name, value in values.items():
+        if any(not c.isprintable() or c.isspace() for c in value):
+            raise MailstateError(f"--{name.replace('_', '-')}: {value!r} must be one word without control "
+                                 "characters (it is written into configuration files)")
+    site = Site(domain=state.domain, base_dn=state.base_dn, org_name=state.organization.name, **values)
+    files = generate(site)
+    for rel, f in files.items():
+        path = out / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(f.text)
+            os.chmod(path, f.mode)
+        except OSError as exc:
+            raise MailstateError(f"cannot write {path}: {exc.strerror}") from None
+    click.echo(f"wrote {len(files)} files for {state.domain} into {out} (see {out / 'README.txt'})")
+
+
+COMMANDS = [server_config]
