@@ -15,8 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.desired_state.model import ImapSettings
+from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import imap_master_login
+from mailstate.lab.testing import doveadm, imap_master_login, make_person
+from mailstate.providers.imap import ImapProvider, MailboxInfo
+from mailstate.reconciler.change import Action, Change
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +119,94 @@ def test_many_unit_mailboxes_apply_and_swap_heads_in_one_run(run: Run) -> None:
         live = dict(zip(numbers, threads.map(lambda n: acls(run.lab, f"dv{n:03d}"), numbers), strict=True))
     want = {n: {"INBOX": {f"cv{n:03d}": full}, FOLDER: {f"cv{n:03d}": full}} for n in numbers}
     assert {n: got for n, got in live.items() if got != want[n]} == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# The pool on Dovecot: bound, reuse, a connection the server drops
+
+
+def provider_for(lab: Lab, mailboxes: int, max_connections: int) -> ImapProvider:
+    """``mailboxes`` unit mailboxes mb01… in the lab, and a provider with room for ``max_connections``."""
+    env = lab.env()
+    infos = {}
+    for n in range(1, mailboxes + 1):
+        login = f"mb{n:02d}"
+        make_person(lab, login, container="mailboxes", quota=1024**3)
+        infos[login] = MailboxInfo(f"unit:{login}", login, login)
+    settings = ImapSettings(
+        url=env["MAILSTATE_IMAP_URL"], ca_file=env["MAILSTATE_IMAP_CA_FILE"], max_connections=max_connections
+    )
+    return ImapProvider(settings, env["MAILSTATE_IMAP_PASSWORD"], infos, workers=8)
+
+
+def grant(owner: str, who: str, rights: str = "lr") -> Change:
+    return Change(f"c-{owner}-{who}", Action.GRANT, "acl", f"unit:{owner}/INBOX#{who}", "imap", None,
+                  {"rights": rights})
+
+
+def inbox_acl(lab: Lab, owner: str) -> dict[str, str]:
+    c = imap_master_login(lab, owner)
+    try:
+        return {i.decode(): r.decode() for i, r in c.getacl("INBOX") if i != owner.encode()}
+    finally:
+        c.logout()
+
+
+def test_provider_stays_within_its_connections_and_logs_in_once_per_owner(clean_lab: Lab) -> None:
+    p = provider_for(clean_lab, 12, max_connections=3)
+    try:
+        snap = p.read()  # 8 worker threads asked for, 3 connections allowed
+        assert p.timings["mailboxes_read"] == 12 and snap.records == {}
+        assert p.pool.peak <= 3 and p.pool.opened == 12
+        for n in range(1, 13):  # two changes per owner, one after the other: one login each
+            p.apply(grant(f"mb{n:02d}", "tuanlm"))
+            p.apply(grant(f"mb{n:02d}", "hoapt", "lrs"))
+        assert p.pool.peak <= 3 and p.pool.open == 3
+        assert p.pool.opened == 12 + 12  # the read's connections were evicted in turn
+    finally:
+        p.close()
+    assert p.pool.open == 0
+    assert all(inbox_acl(clean_lab, f"mb{n:02d}") == {"tuanlm": "lr", "hoapt": "lrs"} for n in (1, 7, 12))
+
+
+def test_a_connection_the_server_dropped_is_replaced(clean_lab: Lab) -> None:
+    """`doveadm kick` closes the pooled connection on the server side: the next change of that owner
+    finds it dropped, logs in again and is carried out; so is the next read."""
+    p = provider_for(clean_lab, 1, max_connections=2)
+    try:
+        p.apply(grant("mb01", "tuanlm"))
+        doveadm(clean_lab, "kick", "mb01")
+        p.apply(grant("mb01", "hoapt"))
+        assert p.pool.opened == 2
+        doveadm(clean_lab, "kick", "mb01")
+        keys = {key for _kind, key in p.read().records}
+        assert keys == {"unit:mb01/INBOX#tuanlm", "unit:mb01/INBOX#hoapt"}
+        assert p.pool.opened == 3
+    finally:
+        p.close()
+    assert inbox_acl(clean_lab, "mb01") == {"tuanlm": "lr", "hoapt": "lr"}
+
+
+def test_a_server_that_stays_away_is_a_clear_error(lab_for: Callable[..., Lab]) -> None:
+    """Dovecot stopped: the pooled connection is dropped, the new login tried twice, then the change
+    fails naming the server and the login (never the password)."""
+    lab = lab_for("pool-down.example.gov.vn")
+    lab.reset()
+    p = provider_for(lab, 1, max_connections=2)
+    password = lab.env()["MAILSTATE_IMAP_PASSWORD"]
+    try:
+        p.apply(grant("mb01", "tuanlm"))
+        lab.stop_service("dovecot")
+        try:
+            with pytest.raises(ProviderError) as err:
+                p.apply(grant("mb01", "hoapt"))
+        finally:
+            lab.start_service("dovecot")
+        msg = str(err.value)
+        assert "cannot log in to imaps://127.0.0.1:" in msg and "as mb01*mailstate" in msg
+        assert "refused" in msg.lower() and password not in msg
+        assert p.pool.open == 0
+        p.apply(grant("mb01", "hoapt"))  # the server is back: the provider carries on
+    finally:
+        p.close()
+    assert inbox_acl(lab, "mb01") == {"tuanlm": "lr", "hoapt": "lr"}
