@@ -6,7 +6,9 @@ see docs/records.md and docs/imap.md.
 
 How it talks to Dovecot: imapclient over TLS (``imaps://`` or STARTTLS on ``imap://``; plain only with
 ``allow_plain``), logging in as the master user on behalf of each mailbox owner (``<owner>*<admin_user>``),
-so every ACL is read and set as the owner would (RFC 4314 GETACL / SETACL / DELETEACL), folders are
+so every ACL is read and set as the owner would (RFC 4314 GETACL / SETACL / DELETEACL), over a pool of at
+most ``max_connections`` connections (one per owner, least recently used logged out first; docs/imap.md
+§7a), folders are
 created with CREATE (names passed to imapclient as ``str``: it does the modified UTF-7), the purpose of a
 shared folder is kept as IMAP METADATA (RFC 5464) ``/shared/comment`` on the folder, and the quota limit
 that the LDAP side set (``mailstateQuota`` → ``quota_rule``) is read back with GETQUOTAROOT as a fact.
