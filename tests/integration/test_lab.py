@@ -512,3 +512,53 @@ def test_up_refuses_a_non_empty_foreign_directory(tmp_path: Path) -> None:
     with pytest.raises(LabError, match="not empty"):
         Lab(tmp_path).up(domain="x.example.gov.vn")
     assert (keep / "important").read_text() == "do not delete"
+
+
+DOVECOT_LIMITS = (
+    "default_process_limit",
+    "default_client_limit",
+    "mail_max_userip_connections",
+    "service/imap-login/service_count",
+    "service/imap-login/process_limit",
+    "service/imap-login/client_limit",
+    "service/imap/process_limit",
+    "service/imap/client_limit",
+)
+
+
+def test_dovecot_connection_limits_are_a_default_dovecots(lab: Lab, tmp_path: Path) -> None:
+    """The lab refuses connections where a Dovecot installed with its defaults does (a service's
+    process_limit / client_limit of 0 means default_process_limit / default_client_limit)."""
+    empty = tmp_path / "empty.conf"
+    empty.write_text("")
+
+    def effective(values: dict[str, str]) -> dict[str, str]:
+        out = dict(values)
+        for name, value in values.items():
+            if name.startswith("service/") and name.endswith("_limit") and value == "0":
+                out[name] = values["default_" + name.rsplit("/", 1)[1]]
+        return out
+
+    def conf(argv: list[str]) -> dict[str, str]:
+        return {n: subprocess.run([*argv, "-h", n], capture_output=True, text=True, check=True).stdout.strip()
+                for n in DOVECOT_LIMITS}
+
+    defaults = effective(conf(["doveconf", "-c", str(empty)]))
+    lab_conf = lab.info["paths"]["dovecot_conf"]
+    got = effective({
+        n: lab.run_as_lab_user(["doveconf", "-c", lab_conf, "-h", n]).stdout.strip() for n in DOVECOT_LIMITS
+    })
+    assert got == defaults
+    assert got["service/imap-login/process_limit"] == "100"  # with TLS: 100 connections at once
+
+
+def test_eleventh_connection_of_one_user_is_refused(clean_lab: Lab) -> None:
+    """mail_max_userip_connections = 10, as in production: one owner, one connection is the rule."""
+    make_person(clean_lab, "bangnv", "Mk-Bangnv-2026")
+    held = [imap_master_login(clean_lab, "bangnv") for _ in range(10)]
+    try:
+        with pytest.raises(IMAPClientError, match="mail_max_userip_connections=10"):
+            imap_master_login(clean_lab, "bangnv")
+    finally:
+        for c in held:
+            c.logout()

@@ -448,6 +448,13 @@ class ImapSettings(Located):
     ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
     allow_plain: bool = Field(default=False, description="allow imap:// without TLS (never in production)")
     timeout: float = Field(default=30.0, gt=0, description="seconds")
+    max_connections: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="IMAP connections open at once (reads and apply together); a default Dovecot drops "
+        "connections past 100 in all, mail clients included",
+    )
 
 
 class SshSettings(Located):

@@ -73,10 +73,17 @@ mail_plugins = $mail_plugins acl quota
 mail_attribute_dict = file:%h/dovecot-attributes
 imap_metadata = yes
 mail_shared_explicit_inbox = yes
-mail_max_userip_connections = 200
+# Connection limits: Dovecot 2.3's own defaults, written out so that the lab refuses what a default
+# production server refuses (with TLS each connection keeps its imap-login process: 100 at once).
+default_process_limit = 100
+default_client_limit = 1000
+mail_max_userip_connections = 10
 
 service imap-login {{
   chroot =
+  service_count = 1
+  process_limit = 100
+  client_limit = 1000
   inet_listener imap {{
     port = 0
   }}
@@ -100,7 +107,8 @@ service submission-login {{
   chroot =
 }}
 service imap {{
-  process_limit = 200
+  process_limit = 1024
+  client_limit = 1
 }}
 {_lmtp_service(lmtp_port)}
 passdb {{

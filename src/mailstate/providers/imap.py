@@ -6,7 +6,9 @@ see docs/records.md and docs/imap.md.
 
 How it talks to Dovecot: imapclient over TLS (``imaps://`` or STARTTLS on ``imap://``; plain only with
 ``allow_plain``), logging in as the master user on behalf of each mailbox owner (``<owner>*<admin_user>``),
-so every ACL is read and set as the owner would (RFC 4314 GETACL / SETACL / DELETEACL), folders are
+so every ACL is read and set as the owner would (RFC 4314 GETACL / SETACL / DELETEACL), over a pool of at
+most ``max_connections`` connections (one per owner, least recently used logged out first; docs/imap.md
+§7a), folders are
 created with CREATE (names passed to imapclient as ``str``: it does the modified UTF-7), the purpose of a
 shared folder is kept as IMAP METADATA (RFC 5464) ``/shared/comment`` on the folder, and the quota limit
 that the LDAP side set (``mailstateQuota`` → ``quota_rule``) is read back with GETQUOTAROOT as a fact.
@@ -22,12 +24,13 @@ import ssl
 import threading
 import time
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from imapclient import IMAPClient
@@ -465,6 +468,106 @@ class BulkSource(Protocol):
 
 
 # --------------------------------------------------------------------------------------------------
+# A bounded pool of connections, one per owner
+
+C = TypeVar("C")
+T = TypeVar("T")
+
+
+class ConnectionPool(Generic[C]):
+    """At most ``size`` open connections, each logged in on behalf of one owner, shared by threads.
+
+    ``acquire(login)`` hands out the idle connection of ``login`` if there is one; otherwise it opens a new
+    one, first closing the least recently used idle connection when ``size`` are open, or waiting for a
+    connection to come back when all ``size`` are in use. ``release`` puts it back as idle (or closes it:
+    broken, or a second one of the same login). So however many mailboxes a read or an apply touches, the
+    server never sees more than ``size`` connections from it. A thread must not hold two connections at
+    once (with ``size`` 1 it would wait for itself).
+    """
+
+    def __init__(self, size: int, connect: Callable[[str], C], close: Callable[[C], None]) -> None:
+        if size < 1:
+            raise ValueError("a connection pool needs room for one connection")
+        self.size = size
+        self._connect, self._close = connect, close
+        self._idle: OrderedDict[str, C] = OrderedDict()
+        self._busy = 0
+        self._cond = threading.Condition()
+        self.opened = 0
+        """Connections opened so far (logins)."""
+        self.peak = 0
+        """The most connections open at one time."""
+
+    @property
+    def open(self) -> int:
+        """Connections open now (idle and in use)."""
+        with self._cond:
+            return len(self._idle) + self._busy
+
+    def acquire(self, login: str) -> C:
+        evict: C | None = None
+        with self._cond:
+            while True:
+                client = self._idle.pop(login, None)
+                if client is not None:
+                    self._busy += 1
+                    return client
+                if len(self._idle) + self._busy < self.size:
+                    break
+                if self._idle:
+                    _, evict = self._idle.popitem(last=False)
+                    break
+                self._cond.wait()
+            self._busy += 1  # the slot is taken before connecting: the bound holds while logging in
+            self.peak = max(self.peak, len(self._idle) + self._busy)
+        try:
+            if evict is not None:
+                self._close(evict)
+            client = self._connect(login)
+        except BaseException:
+            with self._cond:
+                self._busy -= 1
+                self._cond.notify()
+            raise
+        with self._cond:
+            self.opened += 1
+        return client
+
+    def release(self, login: str, client: C, broken: bool = False) -> None:
+        with self._cond:
+            self._busy -= 1
+            keep = not broken and login not in self._idle
+            if keep:
+                self._idle[login] = client
+            self._cond.notify()
+        if not keep:
+            self._close(client)
+
+    @contextmanager
+    def connection(self, login: str) -> Iterator[C]:
+        """``acquire`` … ``release``; an exception that escapes marks the connection broken (closed)."""
+        client = self.acquire(login)
+        try:
+            yield client
+        except BaseException:
+            self.release(login, client, broken=True)
+            raise
+        self.release(login, client)
+
+    def close(self) -> None:
+        """Close every idle connection (those in use are closed when they come back broken, or here later)."""
+        with self._cond:
+            idle, self._idle = list(self._idle.values()), OrderedDict()
+        for client in idle:
+            self._close(client)
+
+
+DROPPED: tuple[type[BaseException], ...] = (IMAPClientAbortError, OSError)
+"""What a connection the server dropped raises (reset, broken pipe, EOF, timeout, TLS failure): the
+connection is replaced and the same, idempotent, work done once more."""
+
+
+# --------------------------------------------------------------------------------------------------
 # The provider
 
 
@@ -511,8 +614,11 @@ class ImapProvider:
         no-op read at 2,000 mailboxes); False leaves facts["quota"] empty."""
         self.desired_owners = frozenset(desired_owners)
         """Dovecot users the TOML gives rights on or folders in: always read."""
-        self._clients: dict[str, IMAPClient] = {}
-        self._lock = threading.Lock()
+        self.pool: ConnectionPool[IMAPClient] = ConnectionPool(
+            settings.max_connections, self.connect, _logout
+        )
+        """Every master-user connection of this provider, reads and apply alike: at most
+        ``settings.max_connections`` at once, the least recently used closed first."""
         self._other_prefixes: tuple[str, ...] | None = None
         self.metadata_supported: bool | None = None
         self.timings: dict[str, float] = {}
@@ -561,50 +667,69 @@ class ImapProvider:
         return ctx
 
     def connect(self, login: str, password: str | None = None, master: bool = True) -> IMAPClient:
-        """A new logged-in connection: as ``login*admin_user`` (master) or as ``login`` with its password."""
+        """A new logged-in connection: as ``login*admin_user`` (master) or as ``login`` with its password.
+        A connection the server drops or resets while it is being made is tried once more."""
         ep = self.endpoint
         user = f"{login}*{self.settings.admin_user}" if master else login
-        try:
-            client = IMAPClient(
-                ep.host,
-                port=ep.port,
-                ssl=ep.tls,
-                ssl_context=self._ssl_context() if ep.tls else None,
-                timeout=self.settings.timeout,
-            )
-            if ep.starttls:
-                client.starttls(self._ssl_context())
-            client.login(user, self._password if password is None else password)
-        except (IMAPClientError, OSError, ssl.SSLError) as exc:
-            raise ProviderError(
-                f"imap: cannot log in to {self.settings.url} as {user}: {_clean(exc)}"
-            ) from None
-        return client
+        for attempt in (1, 2):
+            client: IMAPClient | None = None
+            try:
+                client = IMAPClient(
+                    ep.host,
+                    port=ep.port,
+                    ssl=ep.tls,
+                    ssl_context=self._ssl_context() if ep.tls else None,
+                    timeout=self.settings.timeout,
+                )
+                if ep.starttls:
+                    client.starttls(self._ssl_context())
+                client.login(user, self._password if password is None else password)
+                return client
+            except (IMAPClientError, OSError) as exc:
+                if client is not None:
+                    _logout(client)
+                dropped = isinstance(exc, DROPPED) and not isinstance(exc, ssl.SSLCertVerificationError)
+                if attempt == 1 and dropped:
+                    continue
+                raise ProviderError(
+                    f"imap: cannot log in to {self.settings.url} as {user}: {_clean(exc)}"
+                ) from None
+        raise AssertionError("unreachable")
 
-    @contextmanager
-    def owner(self, login: str) -> Iterator[IMAPClient]:
-        """A cached master connection on behalf of ``login`` (reused by apply)."""
-        with self._lock:
-            client = self._clients.get(login)
-        if client is None:
-            client = self.connect(login)
-            with self._lock:
-                self._clients[login] = client
-        try:
-            yield client
-        except (IMAPClientError, OSError) as exc:
-            with self._lock:
-                self._clients.pop(login, None)
-            _logout(client)
-            raise ProviderError(f"imap: {login}: {_clean(exc)}") from None
+    def _on(self, login: str, work: Callable[[IMAPClient], T], what: str) -> T:
+        """``work`` on the pooled connection of ``login``. A connection found dropped (the server reset or
+        closed it, also while it sat idle in the pool) is replaced and ``work`` — idempotent — done once
+        more; dropped again, it is an error. Any other IMAP failure closes the connection and names
+        ``what`` was being done."""
+        for attempt in (1, 2):
+            client = self.pool.acquire(login)
+            try:
+                result = work(client)
+            except DROPPED as exc:
+                self.pool.release(login, client, broken=True)
+                if attempt == 1:
+                    continue
+                raise ProviderError(
+                    f"imap: {what}: the server dropped the connection twice in a row ({_clean(exc)}); "
+                    "is it refusing connections? (a default Dovecot accepts 100 at once)"
+                ) from None
+            except IMAPClientError as exc:
+                self.pool.release(login, client, broken=True)
+                raise ProviderError(f"imap: {what} failed: {_clean(exc)}") from None
+            except ProviderError:
+                self.pool.release(login, client)  # refused by the server or by mailstate: still usable
+                raise
+            except BaseException:
+                self.pool.release(login, client, broken=True)
+                raise
+            self.pool.release(login, client)
+            return result
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self.bulk is not None:
             self.bulk.close()
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            _logout(client)
+        self.pool.close()
 
     # -- read ----------------------------------------------------------------------------------
 
@@ -620,41 +745,43 @@ class ImapProvider:
     def read_owner(
         self, info: MailboxInfo, client: IMAPClient | None = None, quota: bool = True
     ) -> _OwnerRead:
-        """One mailbox: LIST its own folders, GETACL each, GETMETADATA of the shared ones, GETQUOTAROOT."""
-        owned = client is None
+        """One mailbox: LIST its own folders, GETACL each, GETMETADATA of the shared ones, GETQUOTAROOT
+        (on the pooled connection of its owner unless ``client`` is given)."""
         if client is None:
-            client = self.connect(info.login)
-        out = _OwnerRead()
+            return self._on(
+                info.login, lambda c: self._read_owner(info, c, quota), f"reading the mailbox of {info.login}"
+            )
         try:
-            folders = self._own_folders(client)
-            out.folders = folders
-            self._check_listed_paths(info, client)
-            acls = {folder: client.getacl(folder) for folder in folders}
-            listed = {f for f in folders if folder_key(info.ref, f) in self.listed_folders}
-            records, shared = mailbox_acl_records(info.ref, info.login, info.unit, acls, listed)
-            out.records.extend(records)
-            for folder in folders:
-                if folder.upper() == INBOX:
-                    continue
-                purpose = self._get_purpose(client, folder)
-                if not self.metadata_supported:
-                    # not stored (no METADATA on this server): reported by facts["metadata"], never diffed
-                    purpose = self.listed_folders.get(folder_key(info.ref, folder))
-                rec = Record(
-                    "shared_folder", folder_key(info.ref, folder), {"purpose": purpose}, "imap", info.unit
-                )
-                if folder in listed:
-                    out.records.append(rec)
-                elif folder in shared or purpose is not None:
-                    out.unlisted.append(rec)
-            if quota and client.has_capability("QUOTA"):
-                _root, quotas = client.get_quota_root(INBOX)
-                out.quota = parse_quota_limit(quotas)
+            return self._read_owner(info, client, quota)
         except (IMAPClientError, OSError) as exc:
             raise ProviderError(f"imap: reading the mailbox of {info.login} failed: {_clean(exc)}") from None
-        finally:
-            if owned:
-                _logout(client)
+
+    def _read_owner(self, info: MailboxInfo, client: IMAPClient, quota: bool) -> _OwnerRead:
+        out = _OwnerRead()
+        folders = self._own_folders(client)
+        out.folders = folders
+        self._check_listed_paths(info, client)
+        acls = {folder: client.getacl(folder) for folder in folders}
+        listed = {f for f in folders if folder_key(info.ref, f) in self.listed_folders}
+        records, shared = mailbox_acl_records(info.ref, info.login, info.unit, acls, listed)
+        out.records.extend(records)
+        for folder in folders:
+            if folder.upper() == INBOX:
+                continue
+            purpose = self._get_purpose(client, folder)
+            if not self.metadata_supported:
+                # not stored (no METADATA on this server): reported by facts["metadata"], never diffed
+                purpose = self.listed_folders.get(folder_key(info.ref, folder))
+            rec = Record(
+                "shared_folder", folder_key(info.ref, folder), {"purpose": purpose}, "imap", info.unit
+            )
+            if folder in listed:
+                out.records.append(rec)
+            elif folder in shared or purpose is not None:
+                out.unlisted.append(rec)
+        if quota and client.has_capability("QUOTA"):
+            _root, quotas = client.get_quota_root(INBOX)
+            out.quota = parse_quota_limit(quotas)
         return out
 
     def _check_listed_paths(self, info: MailboxInfo, client: IMAPClient) -> None:
@@ -699,9 +826,10 @@ class ImapProvider:
             infos = list(self.mailboxes.values())
         infos = [m for m in infos if units is None or m.unit in units]
         snap = Snapshot(self.name)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        # as many threads as the pool has connections, at most: a thread always finds or makes one
+        with ThreadPoolExecutor(max_workers=min(self.workers, self.pool.size)) as threads:
             with_quota = self.bulk is None and self.quota_facts
-            results = list(pool.map(lambda i: self.read_owner(i, quota=with_quota), infos))
+            results = list(threads.map(lambda i: self.read_owner(i, quota=with_quota), infos))
         for info, res in zip(infos, results, strict=True):
             for rec in res.records:
                 snap.add(rec)
@@ -729,7 +857,9 @@ class ImapProvider:
                 uid=False,
                 response_name="METADATA",
             )
-        except IMAPClientError:
+        except IMAPClientError as exc:
+            if isinstance(exc, DROPPED):
+                raise
             return None
         return parse_metadata_value(data)
 
@@ -776,12 +906,15 @@ class ImapProvider:
                 "it is reported as unlisted — move or remove it by hand after checking its content"
             )
         after = change.after or {}
-        with self.owner(login) as client:
+
+        def work(client: IMAPClient) -> None:
             live = self._live_name(client, folder)
             if live is None:
                 try:
                     client.create_folder(folder)
                 except IMAPClientError as exc:
+                    if isinstance(exc, DROPPED):
+                        raise
                     if not client.folder_exists(folder):
                         # the server answered NO/BAD (the connection works): only this folder is refused
                         what = f"imap: cannot create {folder!r} in {ref}: {_clean(exc)}"
@@ -790,13 +923,16 @@ class ImapProvider:
             if "purpose" in after:
                 self._set_purpose(client, live, after.get("purpose"))
 
+        self._on(login, work, f"{change.action.label} of the folder {folder!r} in {ref}")
+
     def _apply_acl(self, change: Change) -> None:
         key = parse_acl_key(change.key)
         revoke = change.action in (Action.DELETE, Action.REVOKE)
         rights = "" if revoke else normalise_rights(str((change.after or {}).get("rights", "")))
         if not revoke and not rights:
             raise ProviderError(f"imap: {change.key}: no rights to set")
-        with self.owner(key.login) as client:
+
+        def work(client: IMAPClient) -> None:
             folders = [key.folder]
             if key.folder.upper() != INBOX:
                 folders = [self._live_name(client, key.folder) or key.folder]
@@ -809,6 +945,20 @@ class ImapProvider:
                 ]
             for folder in folders:
                 self._set_one(client, key, folder, rights)
+
+        self._on(key.login, work, f"{change.action.label} of {change.key}")
+
+    def connection_group(self, change: Change) -> str | None:
+        """The mailbox whose connection ``change`` goes over (its owner's login); apply brings the changes of
+        one mailbox together so that each owner is logged in once (reconciler.engine)."""
+        try:
+            if change.kind == "acl":
+                return parse_acl_key(change.key).login
+            if change.kind == "shared_folder":
+                return login_of(parse_folder_key(change.key)[0])
+        except ValueError:
+            return None
+        return None
 
     def _own_folders(self, client: IMAPClient) -> list[str]:
         """The selectable folders of the logged-in mailbox, named exactly as the server names them: a
@@ -841,6 +991,8 @@ class ImapProvider:
             else:
                 client._command_and_check("deleteacl", client._normalise_folder(folder), key.identifier)
         except IMAPClientError as exc:
+            if isinstance(exc, DROPPED):
+                raise
             if not rights and not client.folder_exists(folder):
                 return
             verb = f"SETACL {key.identifier} {rights}" if rights else f"DELETEACL {key.identifier}"

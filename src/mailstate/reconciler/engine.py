@@ -1012,6 +1012,7 @@ def apply_plan(
         )
         names += [c.provider for c in changes if c.provider not in names]
         provs = open_providers(state, names, **provider_kwargs)
+    changes = group_by_connection(changes, provs)
     done: list[Change] = []
     refused: list[tuple[Change, str]] = []
     skipped: list[tuple[Change, list[str]]] = []
@@ -1133,6 +1134,29 @@ def _run(
         done.append(change)
         tell(change, "done")
     finish("incomplete" if refused else "ok", len(refused), 0)
+
+
+def group_by_connection(changes: Sequence[Change], provs: Mapping[str, Provider]) -> list[Change]:
+    """The plan's order, except that a change a provider places on a connection
+    (``provider.connection_group(change)``, e.g. the IMAP mailbox it is made in) is moved up to follow the
+    previous change of that connection, as long as everything it depends on still comes before it. So one
+    mailbox's folder creation, revokes and grants go over one connection, instead of one login per phase."""
+    slots: list[list[Change]] = []
+    slot_of: dict[str, int] = {}
+    last: dict[tuple[str, str], int] = {}
+    for c in changes:
+        fn = getattr(provs.get(c.provider), "connection_group", None)
+        group = fn(c) if fn is not None else None
+        ready = max((slot_of[d] for d in c.depends_on if d in slot_of), default=-1)
+        at = last.get((c.provider, group)) if group is not None else None
+        if at is None or at < ready:
+            slots.append([])
+            at = len(slots) - 1
+            if group is not None:
+                last[(c.provider, group)] = at
+        slots[at].append(c)
+        slot_of[c.id] = at
+    return [c for slot in slots for c in slot]
 
 
 def _describe(exc: BaseException) -> str:
