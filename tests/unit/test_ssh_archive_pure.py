@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import io
 from collections import Counter
+from datetime import date
 
 import pytest
 
 from mailstate.providers.ssh import (
+    MANIFEST_SUFFIX,
     FetchFormatError,
     Manifest,
     Message,
+    _archive_order,
     archive_mismatches,
     covered_by,
     entries_digest,
+    latest_manifest_name,
     read_fetch_stream,
     uid_set,
 )
@@ -133,3 +137,24 @@ def test_acl_files_name_owners_the_shared_dict_misses() -> None:
         b"/elsewhere/dovecot-acl\0user=x lr\n"
     )
     assert parse_acl_files(grep, roots) == {"bangnv", "hoa"}
+
+
+@pytest.mark.parametrize(
+    ("name", "order"),
+    [
+        ("bangnv-2026-12-06", (date(2026, 12, 6), 1)),
+        ("bangnv-2026-12-06.12", (date(2026, 12, 6), 12)),
+        ("bangnv-2026-12-06.2/../../mail/bangnv", None),  # a path, not an archive name
+        ("bangnv-2026-12-06/../x", None),
+        ("bangnv-20261206", None),  # other ISO forms date.fromisoformat accepts
+        ("bangnv-2026-W49-1", None),
+        ("bangnv-2026-12-06.+2", None),
+        ("bangnv-2026-12-06.٢", None),  # non-ASCII digits int() accepts
+        ("bangnv2-2026-12-06", None),  # another user
+    ],
+)
+def test_archive_names_are_exact(name: str, order: tuple[date, int] | None) -> None:
+    """Only ``<user>-<YYYY-MM-DD>[.<n>]`` (ASCII) is an archive of the user: a manifest cannot name a path."""
+    assert _archive_order(name, "bangnv") == order
+    manifest = name + MANIFEST_SUFFIX
+    assert latest_manifest_name([manifest], "bangnv") == (manifest if order else None)

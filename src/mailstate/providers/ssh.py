@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import threading
 import time
@@ -441,11 +442,14 @@ def _archive_order(name: str, user: str) -> tuple[date, int] | None:
     """(date, sequence) of an archive name ``<user>-<YYYY-MM-DD>`` or ``<user>-<YYYY-MM-DD>.<n>``."""
     if not name.startswith(f"{user}-"):
         return None
-    day, _, seq = name[len(user) + 1 :].partition(".")
+    m = _ARCHIVE_SUFFIX.fullmatch(name[len(user) + 1 :])
     try:
-        return date.fromisoformat(day), int(seq) if seq else 1
+        return (date.fromisoformat(m[1]), int(m[2] or 1)) if m else None
     except ValueError:
         return None
+
+
+_ARCHIVE_SUFFIX = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.([0-9]{1,9}))?", re.ASCII)
 
 
 def latest_manifest_name(names: Iterable[str], user: str) -> str | None:
@@ -804,9 +808,10 @@ class SshProvider:
         """``doveadm backup`` into a fresh directory, then verification: every archived message is read back
         and must equal (size, SHA-256 of the full text) its live original. The manifest lists the messages so
         verified; mail that arrived after the copy is not in it (and stays until an increment holds it)."""
-        name = next_archive_name(names, user, day)
+        name = self._claim(user, day, names)
         location = f"mdbox:{self._path(name)}"
         self.doveadm("backup", "-u", user, location)
+        self._check_archive_dir(name)
         try:
             boxes, archived = self.messages(user, location)
         except ProviderError as exc:
@@ -840,6 +845,49 @@ class SshProvider:
         self._write(self._path(name + MANIFEST_SUFFIX), manifest.to_json())
         return manifest
 
+    def _claim(self, user: str, day: date, names: Iterable[str]) -> str:
+        """A fresh archive directory, made (SFTP mkdir, which fails if the name exists) before anything is
+        copied into it: another apply running at the same time, or a stale listing, never makes two backups
+        share a directory — ``doveadm backup`` into an existing archive would mirror the live mailbox and drop
+        from it mail that archive verified."""
+        taken = set(names)
+        for _ in range(100):
+            name = next_archive_name(taken, user, day)
+            try:
+                self.sftp().mkdir(self._path(name), 0o700)
+                return name
+            except OSError as exc:
+                try:
+                    self.sftp().lstat(self._path(name))
+                except OSError:
+                    raise ProviderError(
+                        f"ssh: cannot make the archive directory {self._path(name)} on {self.settings.host}: "
+                        f"{exc.strerror or exc}"
+                    ) from None
+                taken.add(name)  # made meanwhile by someone else: take the next name
+        raise ProviderError(
+            f"ssh: no free archive name for {user} on {day.isoformat()} in {self.archive_root}"
+        )
+
+    def _check_archive_dir(self, name: str) -> None:
+        """The archive ``name`` must be a real directory of archive_dir with no symbolic link inside: a link
+        (to the live mailbox, or to its storage files) would make the read-back read the live mail and find
+        it "archived", and removing the live mail would then remove the only copy."""
+        path = self._path(name)
+        words = ["realpath", "-e", "--", self.archive_root, path]
+        command = " ".join(shlex.quote(w) for w in words)
+        command += " && " + " ".join(shlex.quote(w) for w in ["find", path, "-type", "l", "-print", "-quit"])
+        rc, out, err = self.run(command, check=False)
+        lines = out.splitlines()
+        if rc != 0 or len(lines) < 2 or lines[1] != f"{lines[0].rstrip('/')}/{name}" or len(lines) > 2:
+            detail = " ".join(err.split()[-12:]) or "a link"
+            why = (
+                f"a symbolic link ({lines[2]})"
+                if len(lines) > 2
+                else f"it is not a directory of {self.archive_root} ({detail})"
+            )
+            raise ProviderError(f"ssh: the archive {name} is not trusted: {why}")
+
     def _archive_entries(self) -> list[str]:
         try:
             return list(self.sftp().listdir(self.archive_root))
@@ -863,9 +911,14 @@ class SshProvider:
     def _read_manifest(self, name: str) -> Manifest:
         try:
             with self.sftp().open(self._path(name)) as fh:
-                return Manifest.from_json(fh.read().decode("utf-8"))
+                mf = Manifest.from_json(fh.read().decode("utf-8"))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ProviderError(f"ssh: manifest {name} unreadable: {exc}") from None
+        if mf.archive != name.removesuffix(MANIFEST_SUFFIX):
+            # a manifest speaks only for the archive beside it: one naming another directory (the live mail,
+            # another user's archive, ../…) would have that read back as the archive
+            raise ProviderError(f"ssh: manifest {name} describes {mf.archive!r}, not the archive beside it")
+        return mf
 
     def _load_set(self, user: str, names: Iterable[str]) -> list[Manifest]:
         """The newest archive set of ``user``, newest first: the newest manifest and the earlier archives it
@@ -886,10 +939,15 @@ class SshProvider:
         recorded, with the same size and text digest. Returns what they hold; ProviderError otherwise."""
         held: Counter[Entry] = Counter()
         for mf in manifests:
-            if mf.user != user or mf.location != f"mdbox:{self._path(mf.archive)}":
+            if (
+                mf.user != user
+                or _archive_order(mf.archive, user) is None
+                or mf.location != f"mdbox:{self._path(mf.archive)}"
+            ):
                 raise ProviderError(
                     f"ssh: manifest {mf.archive} is not {user}'s archive in {self.archive_root}"
                 )
+            self._check_archive_dir(mf.archive)
             try:
                 _boxes, got = self.messages(user, mf.location)
             except ProviderError as exc:
