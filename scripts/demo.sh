@@ -12,14 +12,14 @@ command -v "$MAILSTATE" >/dev/null 2>&1 || MAILSTATE=mailstate
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # A fresh lab every time (the demo shows a first apply onto an empty directory).
-"$MAILSTATE" lab down --dir "$LABDIR" >/dev/null 2>&1 || true
+"$MAILSTATE" lab down --dir "$LABDIR" >/dev/null 2>&1 || true   # then `up --reset`: wipes the old lab
 
 step "lab up ($LABDIR)"
 if [ -f "$EXAMPLE/mailstate.toml" ]; then
-  "$MAILSTATE" lab up --dir "$LABDIR" --state "$EXAMPLE"
+  "$MAILSTATE" lab up --reset --dir "$LABDIR" --state "$EXAMPLE"
 else
   echo "($EXAMPLE not found: starting the lab for sct.binhdinh.gov.vn)"
-  "$MAILSTATE" lab up --dir "$LABDIR" --domain sct.binhdinh.gov.vn --org-name "Sở Công Thương tỉnh Bình Định"
+  "$MAILSTATE" lab up --reset --dir "$LABDIR" --domain sct.binhdinh.gov.vn --org-name "Sở Công Thương tỉnh Bình Định"
 fi
 
 # Every later command talks to the lab (MAILSTATE_LDAP_URL, …_IMAP_…, …_SSH_…; the lab's own throwaway secrets).

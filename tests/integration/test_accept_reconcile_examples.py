@@ -64,6 +64,7 @@ def test_example_applies_and_converges_with_every_provider(
 
     first = ms("plan", "--detailed-exitcode", "--out", str(tmp_path / "plan.json"))
     assert first.returncode == 2, first.stdout + first.stderr
+    assert_filtered(scoped_plans(state, env, "")[""])
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert {c["provider"] for c in plan["changes"]} >= {"ldap", "imap"}
     applied = ms("apply", str(tmp_path / "plan.json"))
@@ -73,6 +74,12 @@ def test_example_applies_and_converges_with_every_provider(
     assert json.loads(second.stdout)["changes"] == []
     again = ms("apply", "--yes")
     assert again.returncode == 0 and "nothing to apply" in again.stdout, again.stdout + again.stderr
+    # converged: every unit's nightly drift check is quiet; a later date's plans are filtered too
+    now = scoped_plans(state, env, "", read_each=True)[""]
+    assert {uid: plan for uid, plan in now.items() if plan["changes"] or plan["unlisted"]} == {}
+    drift = ms("drift", "--scope", f"unit:{sorted(now)[1]}")  # sorted(now)[0] is "", the full plan
+    assert drift.returncode == 0, drift.stdout[-2000:] + drift.stderr
+    assert_filtered(scoped_plans(state, env, "2028-01-01")["2028-01-01"])
 
     later = ms("plan", "--as-of", "2028-01-01", "--format", "json")
     assert later.returncode == 0, later.stderr
@@ -95,3 +102,60 @@ def test_example_applies_and_converges_with_every_provider(
     for text in texts:
         for secret in secrets:
             assert secret not in text
+
+
+SCOPED_PLANS = """
+import json, sys
+from pathlib import Path
+from mailstate.desired_state.loader import load_state
+from mailstate.reconciler.engine import (PLAN_READ_OPTIONS, _as_of, close_providers, make_plan,
+                                         open_providers, plan_changes, plan_from, plan_unlisted, read_all)
+root, read_each = Path(sys.argv[1]), sys.argv[2] == "read-each"
+state = load_state(root)
+provs = open_providers(state, **PLAN_READ_OPTIONS)
+out = {}
+try:
+    snapshots = read_all(provs, None)
+    for as_of in sys.argv[3:]:
+        out[as_of] = {}
+        for scope in [None, *([u] for u in sorted(state.units))]:
+            if read_each:  # make_plan reads the servers for each scope, as `plan --scope` does
+                plan = make_plan(root, scope=scope, as_of=as_of or None, providers=provs, state=state)
+            else:
+                plan = plan_from(state, root, snapshots, scope_units=scope, as_of=_as_of(as_of or None))
+            out[as_of][scope[0] if scope else ""] = {
+                "changes": [json.dumps(c.to_json(), sort_keys=True) for c in plan_changes(plan)],
+                "units": [c.unit for c in plan_changes(plan)],
+                "unlisted": sorted(f"{r.kind}:{r.key}" for r in plan_unlisted(plan)),
+            }
+finally:
+    close_providers(provs)
+print(json.dumps(out))
+"""
+
+
+def scoped_plans(state: Path, env: dict[str, str], *as_of: str, read_each: bool = False
+                 ) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """By date ("" today): the full plan (key "") and every unit's scoped plan, from one read of the servers
+    or (``read_each``) one read per plan."""
+    each = "read-each" if read_each else "read-once"
+    res = subprocess.run([sys.executable, "-c", SCOPED_PLANS, str(state), each, *as_of],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return dict(json.loads(res.stdout))
+
+
+def assert_filtered(plans: dict[str, dict[str, list[str]]]) -> None:
+    """Every unit's plan is the full plan filtered: changes identical and in the full plan's order, every
+    change of the unit's own records in it, and no change of the full plan left out of all of them."""
+    full = plans[""]
+    position = {c: i for i, c in enumerate(full["changes"])}
+    seen: set[str] = set()
+    for uid, plan in plans.items():
+        assert [c for c in plan["changes"] if c not in position] == [], uid
+        assert [position[c] for c in plan["changes"]] == sorted(position[c] for c in plan["changes"]), uid
+        own = {c for c, u in zip(full["changes"], full["units"], strict=True) if u == uid}
+        assert own <= set(plan["changes"]), uid
+        assert set(plan["unlisted"]) <= set(full["unlisted"]), uid
+        seen.update(plan["changes"])
+    assert [c for c in full["changes"] if c not in seen] == []

@@ -562,3 +562,70 @@ def test_eleventh_connection_of_one_user_is_refused(clean_lab: Lab) -> None:
     finally:
         for c in held:
             c.logout()
+
+
+def test_start_and_restart_keep_the_data_and_up_refuses_to_wipe_it() -> None:
+    """A stopped lab comes back with `lab start` holding its directory entry and its mail; `lab restart
+    dovecot` restarts Dovecot alone; `lab up` on it is refused (nothing wiped) unless --reset, which wipes."""
+    root = Path(tempfile.mkdtemp(prefix="mailstate-restart-lab-", dir="/dev/shm" if Path("/dev/shm").is_dir()
+                                 else None))
+    root.chmod(0o711)
+    lab_dir = root / "lab"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(MAILSTATE), "lab", *args, "--dir", str(lab_dir)], capture_output=True,
+                              text=True, timeout=120)
+
+    message = b"From: a@lab.vn\r\nTo: keep@keep.example.gov.vn\r\nSubject: keep me\r\n\r\nStill here.\r\n"
+
+    def kept(lab: Lab) -> bool:
+        client = imap_login(lab, "keep", "Keep-password-1")
+        try:
+            client.select_folder("INBOX")
+            bodies = [m[b"RFC822"] for m in client.fetch(client.search(), ["RFC822"]).values()]
+        finally:
+            client.logout()
+        return bodies == [message]
+
+    try:
+        assert cli("up", "--domain", "keep.example.gov.vn").returncode == 0
+        lab = Lab(lab_dir)
+        make_person(lab, "keep", "Keep-password-1")
+        client = imap_master_login(lab, "keep")
+        client.append("INBOX", message)
+        client.logout()
+        ports = lab.info["ports"]
+        assert cli("down").returncode == 0
+
+        refused = cli("up", "--domain", "keep.example.gov.vn")
+        assert refused.returncode == 1 and "lab start" in refused.stderr and "--reset" in refused.stderr
+        assert not lab.is_running() and any((lab_dir / "mail").iterdir())
+
+        started = cli("start")
+        assert started.returncode == 0 and started.stdout.startswith("started slapd"), started.stderr
+        assert all(name in started.stdout for name in lab.info["commands"]), started.stdout
+        assert lab.info["ports"] == ports and kept(lab)
+        assert cli("status").returncode == 0
+        assert "everything runs" in cli("start").stdout
+
+        slapd_pid, dovecot_pid = (lab.info["pids"][n]["pid"] for n in ("slapd", "dovecot"))
+        assert cli("restart", "dovecot").returncode == 0
+        assert lab.info["pids"]["slapd"]["pid"] == slapd_pid
+        assert lab.info["pids"]["dovecot"]["pid"] != dovecot_pid and kept(lab)
+        os.kill(lab.info["pids"]["sshd"]["pid"], signal.SIGKILL)  # one server down: start brings it back
+        assert "started sshd" in cli("start").stdout
+        assert cli("restart").returncode == 0 and kept(lab)
+        unknown = cli("restart", "postgres")
+        assert unknown.returncode == 1 and "has no postgres" in unknown.stderr
+
+        assert cli("down").returncode == 0
+        assert cli("up", "--reset", "--domain", "keep.example.gov.vn").returncode == 0
+        conn = lab.ldap("service")
+        try:
+            assert conn.search(f"ou=people,{lab.base_dn}", "(uid=keep)") is False  # wiped, as asked
+        finally:
+            conn.unbind()
+        assert list((lab_dir / "mail").iterdir()) == []
+    finally:
+        Lab(lab_dir).down()
+        shutil.rmtree(root, ignore_errors=True)

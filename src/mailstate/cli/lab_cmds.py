@@ -1,4 +1,4 @@
-"""`mailstate lab up|down|status|env`: a local OpenLDAP + Dovecot + sshd on loopback, unprivileged."""
+"""`mailstate lab up|start|restart|down|status|env`: OpenLDAP + Dovecot + sshd on loopback, unprivileged."""
 
 from __future__ import annotations
 
@@ -71,15 +71,21 @@ def lab() -> None:
 @state_option
 @click.option("--domain", default=None, help="Organisation domain (instead of reading --state).")
 @click.option("--org-name", default=None, help="Organisation name (with --domain; default: the domain).")
+@click.option("--reset", is_flag=True,
+              help="Wipe a lab that has run in DIR (its entries, mail, archives) and make a new one.")
 @errors_to_exit
-def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_name: str | None) -> None:
-    """Start the lab for the organisation of STATE (or --domain); returns when every server answers."""
+def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_name: str | None,
+       reset: bool) -> None:
+    """Make a new lab for the organisation of STATE (or --domain); returns when every server answers.
+
+    A lab that has run in DIR is refused (its data would be wiped): `lab start` brings it back as it was,
+    `lab up --reset` wipes it."""
     base_dn = None
     if domain is None:
         domain, name, base_dn = organisation_of(resolve_state(state_dir))
         org_name = org_name or name
     the_lab = _lab(lab_dir)
-    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn)
+    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset)
     p = info["ports"]
     click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
                f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
@@ -88,6 +94,27 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
     else:
         click.echo(info.get("delivery") or "mail delivery is not available")
     click.echo(f'point mailstate at it: eval "$(mailstate lab env --dir {shlex.quote(str(the_lab.dir))})"')
+
+
+@lab.command("start")
+@dir_option
+@errors_to_exit
+def start(lab_dir: Path | None) -> None:
+    """Start again the servers of the lab that are down, with their data, ports and secrets."""
+    the_lab = _lab(lab_dir)
+    started = the_lab.start()
+    click.echo(f"lab {the_lab.dir}: " + (f"started {', '.join(started)}" if started else "everything runs"))
+
+
+@lab.command("restart")
+@click.argument("server", required=False)
+@dir_option
+@errors_to_exit
+def restart(server: str | None, lab_dir: Path | None) -> None:
+    """Stop SERVER (slapd, dovecot, sshd; default: every server) and start it again, keeping its data."""
+    the_lab = _lab(lab_dir)
+    started = the_lab.restart((server,) if server else None)
+    click.echo(f"lab {the_lab.dir}: restarted {', '.join(started)}")
 
 
 @lab.command("down")
@@ -117,7 +144,7 @@ def status(lab_dir: Path | None, as_json: bool) -> None:
     elif not info.get("pids"):
         when = f" since {info['stopped_at']}" if info.get("stopped_at") else ""
         click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}): stopped{when}, nothing runs "
-                   f"(start it with: mailstate lab up --dir {the_lab.dir})")
+                   f"(start it again with: mailstate lab start --dir {the_lab.dir})")
     else:
         click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}), servers run as {info['user']}")
         for name, s in st.items():
@@ -139,11 +166,13 @@ def env(lab_dir: Path | None) -> None:
     """
     the_lab = _lab(lab_dir)
     if not the_lab.is_running():
-        raise LabError(f"the lab in {the_lab.dir} is not running (mailstate lab up --dir {the_lab.dir})")
+        raise LabError(f"the lab in {the_lab.dir} is not running (start it: mailstate lab start --dir "
+                       f"{the_lab.dir})")
     down = [name for name, s in the_lab.status().items() if not s["alive"]]
     if down:  # still printed (the ports are right), but the operator should know before using them
         click.echo(f"warning: {', '.join(down)} of the lab in {the_lab.dir} is not running "
-                   "(mailstate lab status; restart: lab down, then lab up)", err=True)
+                   f"(mailstate lab status; start it again: mailstate lab start --dir {the_lab.dir})",
+                   err=True)
     click.echo(the_lab.env_script(), nl=False)
 
 

@@ -112,23 +112,100 @@ class Lab:
 
     # ----------------------------------------------------------------- up
     def up(self, domain: str, org_name: str | None = None, base_dn: str | None = None,
-           services: tuple[str, ...] = SERVICES) -> dict[str, Any]:
-        """Start the lab for an organisation; return its info once every server answers over TLS.
+           services: tuple[str, ...] = SERVICES, reset: bool = False) -> dict[str, Any]:
+        """Start a new lab for an organisation; return its info once every server answers over TLS.
 
-        Ports are chosen free just before the servers bind them; if another process takes one in between
-        (another lab starting at the same moment), the start is retried once with new ports."""
+        A lab that has run before may hold data (directory entries, mail, archives): `up` refuses it
+        unless ``reset`` (which wipes it); `start` brings it back as it was. Ports are chosen free just
+        before the servers bind them; if another process takes one in between (another lab starting at the
+        same moment), the start is retried once with new ports."""
         self._check(domain, org_name, base_dn, services)  # bad input: refused before DIR is even created
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LabError(f"cannot create the lab directory {self.dir}: {exc.strerror}") from None
         with self._locked():
+            if not reset and not self.is_running() and self.has_data():
+                raise LabError(
+                    f"{self.dir} holds a lab that has run (its directory entries, mail and archives): `up` "
+                    f"would wipe it. Start it again as it was: mailstate lab start --dir {self.dir}; or "
+                    f"wipe it and start afresh: mailstate lab up --reset --dir {self.dir}")
             try:
                 return self._up(domain, org_name, base_dn, services)
             except LabError as exc:
                 if "already in use" not in str(exc):
                     raise
                 return self._up(domain, org_name, base_dn, services)
+
+    def has_data(self) -> bool:
+        """Whether DIR holds a lab that came up at least once (its servers may have written data since),
+        or mail or archives. A lab whose first `up` failed holds nothing but its bootstrap: reused."""
+        if not self.state_file.exists():
+            return False
+        try:
+            started = bool(self.info.get("started_at"))
+        except LabError:
+            started = False
+        return started or any(any(_iter_children(self.dir / name)) for name in ("mail", "archive"))
+
+    def start(self, services: tuple[str, ...] | None = None) -> list[str]:
+        """Bring back the servers of a stopped (or partly stopped) lab with the commands they were started
+        with: same configuration, ports, secrets and data. Returns the servers started (those that were
+        down), in start order (slapd first: the others authenticate against it), once each answers."""
+        if not self.state_file.exists():
+            raise LabError(f"no lab in {self.dir} (create one with `mailstate lab up --dir {self.dir}`)")
+        with self._locked():
+            info = self.info
+            names = self._service_names(info, services)
+            started: list[str] = []
+            for name in names:
+                entry = info["pids"].get(name)
+                if entry and _running(entry):
+                    continue
+                self._spawn_recorded(info, name)
+                started.append(name)
+                self._wait_ready(info, only=(name,))
+            if started:
+                info["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                info.pop("stopped_at", None)
+            self._save(info)
+            return started
+
+    def restart(self, services: tuple[str, ...] | None = None) -> list[str]:
+        """Stop the named servers (default: all) and start them again on the same ports and data."""
+        if not self.state_file.exists():
+            raise LabError(f"no lab in {self.dir} (create one with `mailstate lab up --dir {self.dir}`)")
+        with self._locked():
+            info = self.info
+            names = self._service_names(info, services)
+            for name in reversed(names):
+                entry = info["pids"].pop(name, None)
+                if entry:
+                    _proc.stop(entry["pid"], entry["start_time"], child=self._children.pop(name, None))
+                    self._save(info)
+        return self.start(tuple(names))
+
+    def _service_names(self, info: dict[str, Any], services: tuple[str, ...] | None) -> list[str]:
+        """The lab's servers named (all by default), in start order; an unknown name is an error."""
+        known = list(info.get("services", SERVICES))
+        unknown = sorted(set(services or ()) - set(known))
+        if unknown:
+            raise LabError(f"the lab in {self.dir} has no {', '.join(unknown)} (it runs {', '.join(known)})")
+        missing = [n for n in known if n not in info.get("commands", {})]
+        if missing:
+            raise LabError(f"the lab in {self.dir} never started completely ({', '.join(missing)} never "
+                           f"ran): make it again with `mailstate lab up --reset --dir {self.dir}`")
+        return [n for n in known if services is None or n in services]
+
+    def _spawn_recorded(self, info: dict[str, Any], name: str) -> None:
+        """Spawn one server with the command recorded when it was first started."""
+        old = self._children.pop(name, None)
+        if old is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                old.wait(timeout=1)
+        cmd = info["commands"][name]
+        user = postfix.ROOT if name == "postfix" else _proc.lab_user()  # Postfix's master needs root
+        self._spawn(name, list(cmd["argv"]), Path(cmd["log"]), user, Path(cmd["cwd"]), info, cmd.get("env"))
 
     @contextlib.contextmanager
     def _locked(self, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
@@ -384,20 +461,9 @@ class Lab:
         if name not in info.get("commands", {}):
             raise LabError(f"the lab in {self.dir} has no {name}")
         entry = info["pids"].get(name)
-        if entry:  # a server killed a moment ago is still "alive" while it exits: wait for that, briefly
-            deadline = time.monotonic() + 5
-            while (_proc.alive(entry["pid"], entry["start_time"]) and _proc.dying(entry["pid"])
-                   and time.monotonic() < deadline):
-                time.sleep(0.02)
-        if entry and _proc.alive(entry["pid"], entry["start_time"]):
+        if entry and _running(entry):
             raise LabError(f"{name} already runs (pid {entry['pid']})")
-        old = self._children.pop(name, None)
-        if old is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                old.wait(timeout=1)
-        cmd = info["commands"][name]
-        user = postfix.ROOT if name == "postfix" else _proc.lab_user()  # Postfix's master needs root
-        self._spawn(name, list(cmd["argv"]), Path(cmd["log"]), user, Path(cmd["cwd"]), info, cmd.get("env"))
+        self._spawn_recorded(info, name)
         self._wait_ready(info, only=(name,))
         self._save(info)
 
@@ -585,6 +651,16 @@ class Lab:
     def run_as_lab_user(self, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """Run a command as the lab user (e.g. doveadm) and capture its output."""
         return _proc.run_as(argv, _proc.lab_user(), self.dir, timeout=timeout)
+
+
+def _running(entry: dict[str, Any]) -> bool:
+    """Whether a recorded server runs. One killed a moment ago is still "alive" while it exits: wait for
+    that, briefly, so that it is not taken for running (nor started again while it holds its port)."""
+    deadline = time.monotonic() + 5
+    while (_proc.alive(entry["pid"], entry["start_time"]) and _proc.dying(entry["pid"])
+           and time.monotonic() < deadline):
+        time.sleep(0.02)
+    return _proc.alive(entry["pid"], entry["start_time"])
 
 
 def _iter_children(path: Path) -> Iterator[Path]:

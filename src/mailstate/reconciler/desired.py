@@ -257,6 +257,11 @@ def project(
     for group in sorted(state.groups.values(), key=lambda g: g.id):
         src = source_of(group)
         delivers = sorted(_expand(state, f"group:{group.id}", address_of, removed | refused))
+        gone = [
+            f"member {m} is removed ({(out.absent.get(record_ref_of(m)) or ['its lifecycle rule'])[0]}): "
+            "it no longer receives the group's mail"
+            for m in sorted(set(group.members)) if m in removed
+        ]
         out.add(
             Record(
                 "group",
@@ -270,7 +275,7 @@ def project(
                 provider="ldap",
                 unit=None,
             ),
-            [f"{_where(src)}: group {group.id} ({group.name})"],
+            [f"{_where(src)}: group {group.id} ({group.name})", *gone],
             src,
         )
 
@@ -480,22 +485,39 @@ def _merge_imap(state: State, as_of: date, out: Desired) -> None:
     if fn is None:
         return
     other = fn(state, as_of)
-    removed_mailboxes = {ref_of(k, key) for (k, key) in out.absent if k in MAILBOX_KINDS}
-    removed_logins = {r.removeprefix("unit:") for r in removed_mailboxes}
+    removed_mailboxes = {ref_of(k, key): (k, key) for (k, key) in out.absent if k in MAILBOX_KINDS}
+    removed_logins = {r.removeprefix("unit:"): r for r in removed_mailboxes}
+
+    def rule(mailbox: str) -> str:
+        """The rule that removes a mailbox (its lifecycle decision), for what goes with it."""
+        reasons = out.absent.get(removed_mailboxes[mailbox]) or []
+        return f" ({reasons[0]})" if reasons else ""
+
     for ref, rec in list(other.records.items()):
         owner = rec.key.split("/", 1)[0]
         who = rec.key.rsplit("#", 1)[-1] if rec.kind == "acl" and "#" in rec.key else None
         if who is not None and who in removed_logins and owner not in removed_mailboxes:
             del other.records[ref]
             other.absent.setdefault(ref, []).append(
-                f"{who} is being removed: its rights on {owner} are revoked"
+                f"{who} is being removed{rule(removed_logins[who])}: its rights on {owner} are revoked "
+                f"({'; '.join(other.reasons.get(ref, ()))})"
             )
         elif rec.kind == "acl" and owner in removed_mailboxes:
             # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
             del other.records[ref]
-            other.absent.setdefault(ref, []).append(f"{owner} is being removed: rights on it are revoked")
+            other.absent.setdefault(ref, []).append(
+                f"{owner} is being removed{rule(owner)}: rights on it are revoked "
+                f"({'; '.join(other.reasons.get(ref, ()))})"
+            )
         elif rec.kind == "shared_folder" and owner in removed_mailboxes:
-            del other.records[ref]  # its mail goes with the mailbox, archived first; never deleted alone
+            # its mail goes with the mailbox, archived first; never deleted alone: the removal says so
+            del other.records[ref]
+            path = rec.key.split("/", 1)[1] if "/" in rec.key else rec.key
+            src = other.sources.get(ref)
+            out.absent[removed_mailboxes[owner]].append(
+                f"{src}: its shared folder '{path}' goes with it: archived with its mail, then removed"
+                if src else f"its shared folder '{path}' goes with it: archived with its mail, then removed"
+            )
     out.merge(other)
 
 

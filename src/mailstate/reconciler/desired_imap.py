@@ -105,25 +105,50 @@ def project_imap(state: State, as_of: date) -> Desired:
         themselves, nobody logs in as the unit (MIC art.6) — so they get the rights too."""
         logins = expand_refs(refs, state.groups)
         give(ref, folder, logins, rights, why, source)
-        for uid, users in unit_users(logins).items():
+        for uid, users in unit_users(logins, ref, folder, why, source).items():
             give(ref, folder, users, rights, f"{why} (through unit:{uid}: its head and delegates)", source)
             logins |= set(users)
         return logins
 
-    def unit_users(logins: Iterable[str]) -> dict[str, list[str]]:
-        """The head and delegates of every unit (not dissolved) among ``logins``."""
+    dropped: dict[tuple[str, str, str], tuple[str, Source | None]] = {}
+    """Rights the TOML would give but a dissolved unit no longer does: revoked, saying why (the rule)."""
+
+    def dissolved(uid: str) -> str | None:
+        """Why unit ``uid`` no longer gives rights, or None when it is not dissolved on ``as_of``."""
+        unit = state.units[uid]
+        if unit.dissolved_on is None or unit.dissolved_on > as_of:
+            return None
+        return (f"{state.lifecycle.citation('dissolved')}: unit {uid} dissolved on "
+                f"{unit.dissolved_on.isoformat()}")
+
+    def unit_users(logins: Iterable[str], ref: str = "", folder: str = "", why: str = "",
+                   source: Source | None = None) -> dict[str, list[str]]:
+        """The head and delegates of every unit (not dissolved) among ``logins``; those of a dissolved
+        one are noted in ``dropped`` for ``ref``/``folder``, with the rule."""
         out: dict[str, list[str]] = {}
         for uid in sorted(set(logins) & state.units.keys()):
             unit = state.units[uid]
-            if unit.dissolved_on is None or unit.dissolved_on > as_of:
-                out[uid] = ([unit.head] if unit.head else []) + list(unit.delegates)
+            users = ([unit.head] if unit.head else []) + list(unit.delegates)
+            dissolution = dissolved(uid)
+            if dissolution is None:
+                out[uid] = users
+            elif ref:
+                for user in users:
+                    why_not = f"{dissolution}: no rights through unit:{uid} any more ({why})"
+                    dropped.setdefault((ref, folder, user), (why_not, source))
         return out
 
     # Delegation of unit mailboxes.
     for uid, unit in sorted(state.units.items()):
-        if unit.dissolved_on is not None and unit.dissolved_on <= as_of:
-            continue
         ref = f"unit:{uid}"
+        dissolution = dissolved(uid)
+        if dissolution is not None:
+            for folder in everywhere(ref):
+                for user in ([unit.head] if unit.head else []) + list(unit.delegates):
+                    why_not = (f"{dissolution}: its head and delegates no longer use its mailbox (locked; "
+                               "its mail is kept, then archived)")
+                    dropped.setdefault((ref, folder, user), (why_not, unit.source))
+            continue
         for folder in everywhere(ref):
             if unit.head:
                 give(
@@ -229,4 +254,8 @@ def project_imap(state: State, as_of: date) -> Desired:
         k = ("acl", acl_key(ref, folder, login))
         if k not in out.records:
             out.remove(k, [reason], source)
+    for (ref, folder, login), (reason, source) in dropped.items():
+        k = ("acl", acl_key(ref, folder, login))
+        if k not in out.records:
+            out.remove(k, [f"{source}: {reason}" if source else reason], source)
     return out

@@ -253,6 +253,8 @@ def diff(
         cur = live_n[ref]
         kind = ref[0]
         if kind in NEVER_DELETED:
+            if record_ref_of(cur.key.split("/", 1)[0]) in absent:
+                continue  # goes with its mailbox, archived first: the mailbox's removal names it
             unlisted.append(cur)  # holds mail: reported, never removed by a plan (DESIGN §6.1)
         elif ref in absent:
             _remove(cur, absent[ref], desired, ref, emit)

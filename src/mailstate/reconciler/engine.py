@@ -330,7 +330,11 @@ _REF_SPLIT = re.compile(r"[/#]")
 
 @dataclass
 class ScopeFilter:
-    """Which records a scoped plan covers: the units, their people and mailboxes, objects naming them."""
+    """Which records a scoped plan covers: the units, their people and mailboxes, objects naming them.
+
+    A scoped plan is the full plan filtered (``scope_plan``): a change belongs to the scope when its
+    desired record or its live record is covered, so a change whose before or after touches the scope is
+    in it (a person transferred from one unit to another is in both units' plans)."""
 
     units: frozenset[str]
     people: frozenset[str] = frozenset()
@@ -351,11 +355,17 @@ class ScopeFilter:
             return True
         names = self.names()
         attrs = record.attrs
+        if record.kind == "unit":  # a unit headed or delegated by a person of the scope names them
+            return attrs.get("head") in names or any(d in names for d in attrs.get("delegates") or ())
         if record.kind == "group":
-            return record.key in self.groups or any(m in names for m in attrs.get("members") or ())
+            return (
+                record.key in self.groups
+                or any(m in names for m in attrs.get("members") or ())
+                or any(str(a).lower() in self.addresses for a in attrs.get("delivers_to") or ())
+            )
         if record.kind == "alias":
-            target = str(attrs.get("target") or "").lower()
-            return str(attrs.get("_owner") or "") in names or target in self.addresses
+            targets = {t.strip().lower() for t in str(attrs.get("target") or "").split(",")}
+            return str(attrs.get("_owner") or "") in names or bool(targets & self.addresses)
         if record.kind in ("shared_folder", "acl", "grant", "quota"):
             head = _REF_SPLIT.split(record.key, 1)[0]
             if head in names:
@@ -401,6 +411,26 @@ def _scope_filter(
         groups=frozenset(groups),
         addresses=frozenset(addresses),
     )
+
+
+def _ref_key(kind: str, key: str) -> tuple[str, str]:
+    return (kind, key.strip().lower() if kind == "alias" else key)  # as the diff matches them
+
+
+def scope_plan(
+    plan: Plan, sf: ScopeFilter, desired: Mapping[tuple[str, str], Record], live: Mapping[Any, Record]
+) -> Plan:
+    """The full ``plan`` filtered to the scope, in place: the changes whose desired or live record the
+    scope covers (in the full plan's order, unchanged), and the unlisted records it covers."""
+    sides = [{_ref_key(*ref): rec for ref, rec in side.items()} for side in (desired, live)]
+
+    def touches(change: Change) -> bool:
+        ref = _ref_key(change.kind, change.key)
+        return any((rec := side.get(ref)) is not None and sf.covers(rec) for side in sides)
+
+    plan.changes = [c for c in plan.changes if touches(c)]
+    plan.unlisted = [rec for rec in plan.unlisted if sf.covers(rec)]
+    return plan
 
 
 # --------------------------------------------------------------------------------------------------
@@ -464,7 +494,12 @@ def close_providers(providers: Mapping[str, Provider]) -> None:
 def read_all(
     providers: Mapping[str, Provider], scope_units: list[str] | None, timings: dict[str, float] | None = None
 ) -> dict[str, Snapshot]:
-    """Every provider's snapshot; a failed read aborts (never treated as "absent")."""
+    """Every provider's snapshot; a failed read aborts (never treated as "absent").
+
+    Every provider reads everything, whatever ``scope_units`` (kept for callers): a scoped plan is the full
+    plan filtered (``scope_plan``) — a person transferred into the scope is still under their old unit
+    live, a grant to the scope's people lives in another unit's mailbox; a narrowed read would miss them
+    and plan changes that do not exist."""
     snapshots: dict[str, Snapshot] = {}
     # the directory first: the mail providers can only read mailboxes that exist in it
     names = sorted(providers, key=lambda n: (n != "ldap", n))
@@ -474,7 +509,7 @@ def read_all(
             _tell_live_mailboxes(prov, snapshots["ldap"])
         t0 = time.perf_counter()
         try:
-            snapshots[name] = prov.read(scope_units)
+            snapshots[name] = prov.read(None)
         except MailstateError:
             raise
         except Exception as exc:  # a provider that leaked a library error: still abort, clearly
@@ -555,26 +590,6 @@ def _project(
     return project(state, as_of, None, facts=facts, live=live, imap="imap" in snapshots)
 
 
-def _filter_desired(desired: Any, sf: ScopeFilter) -> Any:
-    """Keep only the desired records (and removals) the scope covers."""
-    keep = {ref for ref, rec in desired.records.items() if sf.covers(rec)}
-    desired.records = {ref: rec for ref, rec in desired.records.items() if ref in keep}
-    absent = {}
-    for ref, reasons in desired.absent.items():
-        kind, key = ref
-        probe = Record(kind, key, {}, unit=None)
-        src = desired.sources.get(ref)
-        if (
-            sf.covers(probe)
-            or (kind == "person" and key in sf.people)
-            or src is not None
-            and any(src.file.endswith(f"units/{u}.toml") for u in sf.units)
-        ):
-            absent[ref] = reasons
-    desired.absent = absent
-    return desired
-
-
 def _live_records(snapshots: Mapping[str, Snapshot]) -> tuple[dict[tuple[str, str], Record], list[Record]]:
     live: dict[tuple[str, str], Record] = {}
     unmanaged: list[Record] = []
@@ -643,10 +658,6 @@ def plan_from(
     sf = _scope_filter(scope_units, state, snapshots)
     live, unmanaged = _live_records(snapshots)
     desired = _project(state, as_of, snapshots, live)
-    if sf is not None:
-        desired = _filter_desired(desired, sf)
-        live = {ref: rec for ref, rec in live.items() if sf.covers(rec)}
-        unmanaged = [rec for rec in unmanaged if sf.covers(rec)]
     t1 = time.perf_counter()
     manage = list(state.providers.ldap.manage_unlisted)
     changes, unlisted = diff(desired, live, unmanaged=unmanaged, manage_unlisted=manage or False)
@@ -665,6 +676,8 @@ def plan_from(
         providers=sorted(snapshots),
     )
     plan = _build_plan(state, changes, unlisted, meta, live)
+    if sf is not None:  # a scoped plan is the full plan filtered: nothing else can be right
+        scope_plan(plan, sf, desired.records, live)
     timings["order"] = time.perf_counter() - t3
     return plan
 

@@ -1,0 +1,131 @@
+"""A dissolved unit's mailbox (MOST art.13.1): what the TOML still gives through it or on it — its head's and
+delegates' rights, rights reaching people through it, its shared folders, its grants, its place in groups —
+is not dropped silently: every change that takes one away says so with the rule, and a shared folder that
+goes with the removed mailbox is named by the removal instead of being listed as "not in the TOML"."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from mailstate.desired_state.loader import load_state
+from mailstate.providers.base import Snapshot
+from mailstate.reconciler.change import Record
+from mailstate.reconciler.engine import plan_changes, plan_from, plan_unlisted
+
+UNITS = {
+    "a": '''[unit]
+id = "a"
+name = "Phòng A"
+head = "bangnv"
+
+[[person]]
+id = "bangnv"
+name = "Nguyễn Văn Bằng"
+
+[[shared_folder]]
+mailbox = "unit:a"
+path = "Chung"
+purpose = "Văn bản chung"
+read = ["unit:old", "tuanpm"]
+''',
+    "old": '''[unit]
+id = "old"
+name = "Phòng Cũ"
+head = "tuanpm"
+delegates = ["thuytt"]
+dissolved_on = 2026-03-01
+
+[[person]]
+id = "tuanpm"
+name = "Phạm Minh Tuấn"
+unit = "old"
+left_on = 2026-03-01
+
+[[person]]
+id = "thuytt"
+name = "Trần Thị Thủy"
+unit = "old"
+left_on = 2026-03-01
+
+[[shared_folder]]
+mailbox = "unit:old"
+path = "Lưu trữ"
+purpose = "Hồ sơ của phòng"
+read = ["bangnv"]
+
+[[access_grant]]
+mailbox = "unit:old"
+to = "bangnv"
+rights = "read"
+until = 2030-12-31
+reason = "Quyết định 1/QĐ"
+
+[[group]]
+id = "all"
+name = "Toàn thể"
+members = ["bangnv", "unit:old"]
+''',
+}
+
+
+def _state(root: Path) -> Path:
+    (root / "units").mkdir(parents=True)
+    (root / "mailstate.toml").write_text(
+        '[organization]\nname = "Sở X"\ndomain = "x.gov.vn"\n\n'
+        '[lifecycle]\nremove_after_leaving = "12 months"\n',
+        encoding="utf-8",
+    )
+    for uid, text in UNITS.items():
+        (root / "units" / f"{uid}.toml").write_text(text, encoding="utf-8")
+    return root
+
+
+def _plan(root: Path, live: dict[str, Snapshot], day: date):  # type: ignore[no-untyped-def]
+    return plan_from(load_state(root), root, live, scope_units=None, as_of=day)
+
+
+def _applied(root: Path, day: date) -> dict[str, Snapshot]:
+    """The live side after applying the state on ``day`` (before the dissolution)."""
+    live = {"ldap": Snapshot("ldap"), "imap": Snapshot("imap")}
+    for c in plan_changes(_plan(root, {"ldap": Snapshot("ldap"), "imap": Snapshot("imap")}, day)):
+        live[c.provider].add(Record(c.kind, c.key, dict(c.after or {}), c.provider, c.unit))
+    return live
+
+
+def test_rights_through_a_dissolved_unit_are_revoked_citing_the_rule(tmp_path: Path) -> None:
+    """Locked (dissolved, not yet removed): every right its head and delegates had on its mailbox or through
+    it is revoked with "MOST art.13.1: unit old dissolved on 2026-03-01" — none with the generic rule."""
+    root = _state(tmp_path / "s")
+    live = _applied(root, date(2026, 1, 1))
+    plan = _plan(root, live, date(2026, 4, 1))
+    revokes = {c.key: c.reasons for c in plan_changes(plan) if c.action.label == "revoke"}
+    assert set(revokes) == {
+        "unit:old/INBOX#tuanpm", "unit:old/INBOX#thuytt",
+        "unit:old/Lưu trữ#tuanpm", "unit:old/Lưu trữ#thuytt",
+        "unit:a/Chung#thuytt",  # through unit:old; tuanpm keeps his own right on it
+    }
+    for key, reasons in revokes.items():
+        assert any("MOST art.13.1: unit old dissolved on 2026-03-01" in r for r in reasons), (key, reasons)
+        assert not any("rights not listed in the TOML" in r for r in reasons), (key, reasons)
+
+
+def test_what_goes_with_a_removed_unit_mailbox_is_named(tmp_path: Path) -> None:
+    """Removed (12 months after): its shared folder is named by the mailbox's archive and removal (not listed
+    as unlisted), the grant on it and the rights of its login are revoked citing the rule, and the group
+    that lost it says why."""
+    root = _state(tmp_path / "s")
+    live = _applied(root, date(2026, 1, 1))
+    plan = _plan(root, live, date(2027, 6, 1))
+    changes = plan_changes(plan)
+    assert [r.key for r in plan_unlisted(plan)] == []
+    archive = next(c for c in changes if c.action.label == "archive" and c.key == "old")
+    assert any("its shared folder 'Lưu trữ' goes with it" in r for r in archive.reasons), archive.reasons
+    assert any("units/old.toml" in r and "Lưu trữ" in r for r in archive.reasons)
+    revokes = {c.key: c.reasons for c in changes if c.action.label == "revoke"}
+    for key in ("unit:old/INBOX#bangnv", "unit:old/Lưu trữ#bangnv", "unit:a/Chung#old"):
+        assert any("MOST art.13.1: unit dissolved on 2026-03-01" in r for r in revokes[key]), key
+    group = next(c for c in changes if c.kind == "group" and c.key == "all")
+    assert group.fields == ("delivers_to",)
+    assert any("member unit:old is removed (MOST art.13.1: unit dissolved on 2026-03-01" in r
+               for r in group.reasons), group.reasons
