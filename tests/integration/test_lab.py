@@ -602,7 +602,7 @@ def test_start_and_restart_keep_the_data_and_up_refuses_to_wipe_it() -> None:
         assert not lab.is_running() and any((lab_dir / "mail").iterdir())
 
         started = cli("start")
-        assert started.returncode == 0 and started.stdout.startswith("started slapd"), started.stderr
+        assert started.returncode == 0 and "started slapd" in started.stdout, started.stderr
         assert all(name in started.stdout for name in lab.info["commands"]), started.stdout
         assert lab.info["ports"] == ports and kept(lab)
         assert cli("status").returncode == 0
