@@ -325,7 +325,7 @@ class Lab:
             "dir": str(d),
             "ca_file": str(d / "tls" / "ca.pem"),
             "server_cert": str(d / "tls" / "server.pem"),
-            "slapd_conf": str(d / "slapd" / "slapd.conf"),
+            "slapd_conf": str(d / "slapd" / "slapd.d"),
             "slapd_log": str(d / "slapd" / "slapd.log"),
             "dovecot_conf": str(d / "dovecot" / "dovecot.conf"),
             "dovecot_log": str(d / "dovecot" / "dovecot.log"),
@@ -374,26 +374,7 @@ class Lab:
             _proc.chown(self.dir / name, user)
 
     def _start_slapd(self, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
-        base, d = info["base_dn"], self.dir / "slapd"
-        schema = d / "mailstate.schema"
-        _write(schema, slapd.mailstate_schema().read_bytes(), 0o644)
-        conf = d / "slapd.conf"
-        _write(conf, slapd.slapd_conf(base=base, root_pw_hash=slapd.ssha(pw["ldap_root"]), slapd_dir=d,
-                                      tls_dir=self.dir / "tls"), 0o600)
-        _proc.chown(conf, user)
-        ldif = d / "bootstrap.ldif"
-        _write(ldif, slapd.bootstrap_ldif(base=base, org_name=info["org_name"],
-                                          service_pw_hash=slapd.ssha(pw["ldap_service"]),
-                                          dovecot_pw_hash=slapd.ssha(pw["ldap_dovecot"])), 0o600)
-        _proc.chown(ldif, user)
-        # slapadd from slapd.conf creates the mdb database; slaptest (which opens it read-only) then
-        # converts slapd.conf into cn=config (slapd.d), which slapd runs from.
-        res = _proc.run_as(["slapadd", "-q", "-f", str(conf), "-b", base, "-l", str(ldif)], user, d)
-        if res.returncode != 0:
-            raise LabError(f"slapadd of the bootstrap entries failed: {(res.stderr or res.stdout).strip()}")
-        res = _proc.run_as(["slaptest", "-Q", "-f", str(conf), "-F", str(d / "slapd.d")], user, d)
-        if res.returncode != 0:
-            raise LabError(f"slaptest rejected the lab's slapd.conf: {(res.stderr or res.stdout).strip()}")
+        slapd.configure(self.dir, info, pw, user)  # cn=config from Debian's + server-config's LDIF
         self._spawn_slapd(info, user)
 
     def _spawn_slapd(self, info: dict[str, Any], user: LabUser) -> None:

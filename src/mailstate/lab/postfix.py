@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 from mailstate.errors import LabError
 from mailstate.lab import _proc
 from mailstate.lab._proc import LabUser
+from mailstate.lab.site import lab_files
 from mailstate.serverconfig import postfix as pf
-from mailstate.serverconfig.site import Site
 
 if TYPE_CHECKING:
     from mailstate.lab.lab import Lab
@@ -82,15 +82,6 @@ def unavailable(user: LabUser, lab_dir: Path) -> str | None:
     return None
 
 
-def lab_site(lab: Lab, info: dict[str, Any], pw: dict[str, str]) -> Site:
-    """The production Site with the lab's loopback addresses, ports, paths and throwaway password."""
-    d = lab.dir / "postfix"
-    return Site(domain=info["domain"], base_dn=info["base_dn"], org_name=info["org_name"],
-                ldap_uri=f"ldaps://127.0.0.1:{info['ports']['ldaps']}", ldap_ca_file=str(lab.ca_file),
-                readonly_password=pw["ldap_dovecot"], postfix_dir=str(d / "etc"), smtp_interfaces="127.0.0.1",
-                myhostname=f"mail.{info['domain']}", lmtp_host="127.0.0.1", lmtp_port=info["ports"]["lmtp"])
-
-
 def lab_main_cf(d: Path, user: LabUser) -> str:
     """What only the lab sets: its own queue, data directory, log, unprivileged mail owner, no local mail."""
     return f"""
@@ -117,7 +108,7 @@ biff = no
 def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
     """Write the configuration (server-config's output + the lab block), the queue, and start `master`."""
     d = lab.dir / "postfix"
-    site = lab_site(lab, info, pw)
+    gen = lab_files(lab.dir, info, user, pw["ldap_dovecot"])
     (d / "etc" / "mailstate").mkdir(parents=True, mode=0o755)
     for name in ("queue", "data"):
         (d / name).mkdir(mode=0o755)
@@ -129,10 +120,11 @@ def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> 
         os.chmod(p, mode)
         if name != "pid":
             os.chown(p, user.uid, postdrop if name in ("maildrop", "public") else 0)
-    (d / "etc" / "main.cf").write_text(pf.main_cf(site) + lab_main_cf(d, user))
+    (d / "etc" / "main.cf").write_text(gen["postfix/main.cf"].text + lab_main_cf(d, user))
     (d / "etc" / "master.cf").write_text(MASTER_CF.format(port=f"127.0.0.1:{info['ports']['smtp']}"))
-    for name, text in pf.tables(site).items():
-        path = Path(pf.table_path(site, name))
+    for name in pf.TABLES:
+        text = gen[f"postfix/mailstate/{name}.cf"].text
+        path = d / "etc" / "mailstate" / f"{name}.cf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

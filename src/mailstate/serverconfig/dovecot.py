@@ -58,6 +58,20 @@ mail_plugins = $mail_plugins acl quota
 mail_attribute_dict = file:%h/dovecot-attributes
 imap_metadata = yes
 mail_shared_explicit_inbox = yes
+# Connection limits: Dovecot 2.3's own defaults, written out because mailstate's IMAP connection pool is
+# sized against them (docs/imap.md): with TLS each connection keeps its imap-login process, so 100 at once.
+default_process_limit = 100
+default_client_limit = 1000
+mail_max_userip_connections = 10
+service imap-login {{
+  service_count = 1
+  process_limit = 100
+  client_limit = 1000
+}}
+service imap {{
+  process_limit = 1024
+  client_limit = 1
+}}
 
 passdb {{
   driver = passwd-file
@@ -126,6 +140,10 @@ plugin {{
 """
 
 
+MASTER_HASH = "{SSHA512}REPLACE-WITH-doveadm-pw-OUTPUT"
+"""Placeholder for the master user's password hash in master-users."""
+
+
 def master_users_template() -> str:
     return ("# mailstate's master user: replace the hash with `doveadm pw -s SSHA512` of its password\n"
-            "# (mode 0640 root:dovecot).\nmailstate:{SSHA512}REPLACE-WITH-doveadm-pw-OUTPUT\n")
+            f"# (mode 0640 root:dovecot).\nmailstate:{MASTER_HASH}\n")

@@ -23,10 +23,12 @@ def generate(site: Site) -> dict[str, GeneratedFile]:
     ldapmodify = "ldapmodify -Y EXTERNAL -H ldapi:///"
     out = {
         "ldap/01-mailstate-schema.ldif": GeneratedFile(
-            ldap.schema_ldif(mailstate_schema().read_text(encoding="utf-8")), 0o644, f"{ldapadd} -f …"),
-        "ldap/02-ppolicy.ldif": GeneratedFile(ldap.ppolicy_ldif(site), 0o644, f"{ldapmodify} -a -f …"),
-        "ldap/03-database.ldif": GeneratedFile(ldap.database_ldif(site), 0o644, f"{ldapmodify} -f …"),
-        "ldap/04-entries.ldif": GeneratedFile(
+            ldap.schema_ldif(mailstate_schema().read_text(encoding="utf-8")), 0o644,
+            f"{ldapadd} -f … (after {', '.join(f'/etc/ldap/schema/{s}.ldif' for s in ldap.EXTRA_SCHEMAS)})"),
+        "ldap/02-ppolicy-module.ldif": GeneratedFile(ldap.ppolicy_module_ldif(), 0o644, f"{ldapmodify} -f …"),
+        "ldap/03-ppolicy-overlay.ldif": GeneratedFile(ldap.ppolicy_overlay_ldif(site), 0o644, f"{ldapadd} -f …"),
+        "ldap/04-database.ldif": GeneratedFile(ldap.database_ldif(site), 0o644, f"{ldapmodify} -f …"),
+        "ldap/05-entries.ldif": GeneratedFile(
             ldap.entries_ldif(site), 0o644, "ldapadd -x -D <admin DN> -W -H ldapi:/// -f …"),
         "dovecot/conf.d/90-mailstate.conf": GeneratedFile(
             dovecot.conf_snippet(site), 0o644, f"{site.dovecot_dir}/conf.d/90-mailstate.conf"),
@@ -39,9 +41,9 @@ def generate(site: Site) -> dict[str, GeneratedFile]:
         "postfix/main.cf": GeneratedFile(
             postfix.main_cf(site), 0o644, f"append to {site.postfix_dir}/main.cf"),
         "ssh/sshd_config.d/mailstate.conf": GeneratedFile(
-            sshd.sshd_snippet(site), 0o644, "/etc/ssh/sshd_config.d/mailstate.conf"),
+            sshd.sshd_snippet(site), 0o644, "/etc/ssh/sshd_config.d/mailstate.conf (0644 root)"),
         "ssh/authorized_keys": GeneratedFile(
-            sshd.authorized_keys_template(), 0o644, "/etc/ssh/mailstate/authorized_keys"),
+            sshd.authorized_keys_template(), 0o644, f"{site.ssh_authorized_keys} (0644 root)"),
     }
     for name, text in postfix.tables(site).items():
         out[f"postfix/mailstate/{name}.cf"] = GeneratedFile(

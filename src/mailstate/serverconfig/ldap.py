@@ -29,6 +29,12 @@ DEFAULT_POLICY: dict[str, list[str]] = {
 }
 DATABASE = "olcDatabase={1}mdb,cn=config"
 """The database Debian's slapd package creates for the suffix given at `dpkg-reconfigure slapd`."""
+FRONTEND = "olcDatabase={-1}frontend,cn=config"
+PASSWORD_PLACEHOLDER = "{SSHA}set-with-ldappasswd"
+"""userPassword of the two accounts in 05-entries.ldif: replaced by ldappasswd (the lab: its own hashes)."""
+EXTRA_SCHEMAS = ("misc",)
+"""Schemas of /etc/ldap/schema that Debian's slapd does not load but mailstate needs (misc:
+mailLocalAddress); loaded before 01-mailstate-schema.ldif."""
 
 
 def policy_dn(base: str) -> str:
@@ -77,15 +83,21 @@ def schema_ldif(schema_text: str) -> str:
     return head + "\n".join(out) + "\n"
 
 
-def ppolicy_ldif(site: Site) -> str:
-    return f"""# ppolicy: locks (pwdAccountLockedTime) and "change at first login" enforced by slapd itself
-dn: cn=module{{0}},cn=config
+def ppolicy_module_ldif() -> str:
+    """Load the ppolicy module (its schema is built in, OpenLDAP 2.5). A file of its own: the overlay's
+    object class exists only once the module is loaded (offline tools such as `slapmodify -n0` load
+    modules when they start, so the overlay must come in a later run)."""
+    return """# ppolicy: locks (pwdAccountLockedTime) and "change at first login" enforced by slapd itself
+dn: cn=module{0},cn=config
 changetype: modify
 add: olcModuleLoad
 olcModuleLoad: ppolicy
+"""
 
+
+def ppolicy_overlay_ldif(site: Site) -> str:
+    return f"""# ppolicy overlay on {site.base_dn}: the default policy (05-entries.ldif) applies to every entry
 dn: olcOverlay=ppolicy,{DATABASE}
-changetype: add
 objectClass: olcOverlayConfig
 objectClass: olcPPolicyConfig
 olcOverlay: ppolicy
@@ -112,7 +124,10 @@ replace: olcLimits
 -
 replace: olcDbIndex
 {idx}
--
+
+# Passwords written in clear (ppolicy hashes them) are stored salted: a setting of the frontend.
+dn: {FRONTEND}
+changetype: modify
 replace: olcPasswordHash
 olcPasswordHash: {{SSHA}}
 """
@@ -125,10 +140,10 @@ def entries_ldif(site: Site) -> str:
               for c in CONTAINERS]
     blocks.append(f"dn: {service_dn(base)}\nobjectClass: applicationProcess\nobjectClass: "
                   "simpleSecurityObject\ncn: mailstate\ndescription: mailstate reconciler service account\n"
-                  "userPassword: {SSHA}set-with-ldappasswd\n")
+                  f"userPassword: {PASSWORD_PLACEHOLDER}\n")
     blocks.append(f"dn: {readonly_dn(base)}\nobjectClass: applicationProcess\nobjectClass: "
                   "simpleSecurityObject\ncn: dovecot\ndescription: Dovecot and Postfix lookups (read only)\n"
-                  "userPassword: {SSHA}set-with-ldappasswd\n")
+                  f"userPassword: {PASSWORD_PLACEHOLDER}\n")
     policy = "".join(f"{k}: {v}\n" for k, vs in DEFAULT_POLICY.items() for v in vs)
     blocks.append(f"dn: {policy_dn(base)}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\n"
                   f"description: default password policy (MOST: change at first login)\n{policy}")

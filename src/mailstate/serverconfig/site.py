@@ -45,6 +45,8 @@ class Site:
     ssl_key: str = "/etc/dovecot/private/dovecot.key"
     # archive account (doveadm over SSH)
     archive_dir: str = "/var/vmail-archive"
+    ssh_authorized_keys: str = "/etc/ssh/mailstate/authorized_keys"
+    """mailstate's public key (root-owned: the archive account cannot change who may log in as it)."""
     doveadm: str = "doveadm"
 
     @property

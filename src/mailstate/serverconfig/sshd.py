@@ -7,6 +7,15 @@ import shlex
 
 from mailstate.serverconfig.site import Site
 
+PUBLIC_KEY = "REPLACE-WITH-THE-PUBLIC-KEY"
+"""Placeholder for the base64 part of mailstate's ed25519 public key in authorized_keys."""
+
+
+def quote(value: str) -> str:
+    """One sshd_config argument in double quotes, escaped the way sshd's argv_split reads it back (paths
+    with spaces or quotes; the shell-quoted doveadm command holds both kinds of quote)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'") + '"'
+
 
 def sshd_snippet(site: Site) -> str:
     """/etc/ssh/sshd_config.d/mailstate.conf: key-only login for the mail-store owner, nothing forwarded."""
@@ -17,16 +26,16 @@ Match User {site.vmail_user}
     AuthenticationMethods publickey
     PasswordAuthentication no
     KbdInteractiveAuthentication no
-    AuthorizedKeysFile /etc/ssh/mailstate/authorized_keys
+    AuthorizedKeysFile {quote(site.ssh_authorized_keys)}
     AllowTcpForwarding no
     AllowAgentForwarding no
     AllowStreamLocalForwarding no
     X11Forwarding no
     PermitTunnel no
-    SetEnv "MAILSTATE_SSH_DOVEADM={doveadm}" "MAILSTATE_SSH_ARCHIVE_DIR={site.archive_dir}"
+    SetEnv {quote(f"MAILSTATE_SSH_DOVEADM={doveadm}")} {quote(f"MAILSTATE_SSH_ARCHIVE_DIR={site.archive_dir}")}
 """
 
 
 def authorized_keys_template() -> str:
-    return ("# /etc/ssh/mailstate/authorized_keys (mode 0644 root): mailstate's public key, one line:\n"
-            "restrict,pty ssh-ed25519 REPLACE-WITH-THE-PUBLIC-KEY mailstate\n")
+    return ("# mailstate's public key, one line (mode 0644 root):\n"
+            f"restrict,pty ssh-ed25519 {PUBLIC_KEY} mailstate\n")
