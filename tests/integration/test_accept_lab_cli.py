@@ -184,13 +184,13 @@ def test_env_warns_when_a_server_of_the_lab_died(root: Path) -> None:
 
 
 def test_slapd_reads_the_schema_from_the_lab_directory(root: Path) -> None:
-    """slapd.conf includes mailstate.schema from DIR/slapd (a copy), not from the package, which the lab
-    user cannot read when root runs a clone under /root."""
+    """mailstate.schema is loaded into cn=config (from a copy of server-config's LDIF in DIR/slapd), never
+    read from the package, which the lab user cannot read when root runs a clone under /root."""
     lab = Lab(root / "lab")
     lab.up(domain="a.vn")
-    conf = (root / "lab" / "slapd" / "slapd.conf").read_text()
-    assert f'include "{root}/lab/slapd/mailstate.schema"' in conf
-    assert "site-packages" not in conf and "/src/mailstate/" not in conf
+    config = "".join(p.read_text() for p in (root / "lab" / "slapd" / "slapd.d").rglob("*.ldif"))
+    assert "mailstateAccount" in config
+    assert "site-packages" not in config and "/src/mailstate/" not in config
     lab.ldap("service").unbind()
 
 

@@ -21,7 +21,7 @@ from imapclient.exceptions import LoginError
 from mailstate.errors import LabError
 from mailstate.lab import _proc
 from mailstate.lab._proc import LabUser
-from mailstate.lab.site import lab_files
+from mailstate.lab.site import group_name, lab_files
 from mailstate.serverconfig import dovecot as sc_dovecot
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 default_login_user = {user}
 default_internal_user = {user}
-default_internal_group = {user}
+default_internal_group = {group}
 listen = 127.0.0.1
 shutdown_clients = yes
 auth_failure_delay = 0
@@ -95,12 +95,13 @@ namespace inbox {{
 
 def dovecot_conf(*, d: Path, user: LabUser, imaps_port: int, instance: str, generated: str) -> str:
     """dovecot.conf for one lab instance: the lab's head, then server-config's snippet as generated."""
-    return LAB_HEAD.format(instance=instance, d=d, user=user.name, imaps_port=imaps_port) + generated
+    return LAB_HEAD.format(instance=instance, d=d, user=user.name, group=group_name(user),
+                           imaps_port=imaps_port) + generated
 
 
 def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
     """Write the configuration and start `dovecot -F` as the lab user."""
-    d, lab_dir = lab.dir / "dovecot", lab.dir
+    d = lab.dir / "dovecot"
     for sub in ("run", "state"):
         (d / sub).mkdir(mode=0o755, exist_ok=True)
         _proc.chown(d / sub, user)

@@ -4,6 +4,7 @@ throwaway secrets substituted (docs/lab.md, docs/production.md)."""
 
 from __future__ import annotations
 
+import grp
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +13,25 @@ from mailstate.serverconfig.generate import GeneratedFile, generate
 from mailstate.serverconfig.site import Site
 
 
+def group_name(user: LabUser) -> str:
+    """The name of the lab user's primary group (`nogroup` for nobody: not always the user's name)."""
+    try:
+        return grp.getgrgid(user.gid).gr_name
+    except KeyError:
+        return str(user.gid)
+
+
 def lab_site(lab_dir: Path, info: dict[str, Any], user: LabUser, readonly_password: str) -> Site:
     """The production Site with the lab's loopback addresses, ports, paths, user and read-only password."""
     d = Path(lab_dir)
     return Site(domain=info["domain"], base_dn=info["base_dn"], org_name=info["org_name"],
-                ldap_uri=f"ldaps://127.0.0.1:{info['ports']['ldaps']}", ldap_ca_file=str(d / "tls" / "ca.pem"),
+                ldap_uri=f"ldaps://127.0.0.1:{info['ports']['ldaps']}",
+                ldap_ca_file=str(d / "tls" / "ca.pem"),
                 readonly_password=readonly_password,
                 postfix_dir=str(d / "postfix" / "etc"), smtp_interfaces="127.0.0.1",
                 myhostname=f"mail.{info['domain']}",
                 dovecot_dir=str(d / "dovecot"), mail_root=str(d / "mail"), vmail_user=user.name,
+                vmail_group=group_name(user),
                 dict_dir=str(d / "dovecot"), lmtp_host="127.0.0.1", lmtp_port=info["ports"]["lmtp"],
                 ssl_cert=str(d / "tls" / "server.pem"), ssl_key=str(d / "tls" / "server.key"),
                 archive_dir=str(d / "archive"), doveadm="doveadm",

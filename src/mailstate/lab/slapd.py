@@ -1,5 +1,6 @@
-"""slapd for the lab: cn=config built offline from Debian's stock configuration and `mailstate server-config`'s
-LDIF (schema, ppolicy, access rules, limits, indexes), plus TLS and the lab's settings; bootstrap entries."""
+"""slapd for the lab: cn=config built offline from Debian's stock configuration and the LDIF of
+`mailstate server-config` (schema, ppolicy, access rules, limits, indexes), plus TLS and the lab's
+settings; bootstrap entries."""
 
 from __future__ import annotations
 
@@ -93,8 +94,8 @@ def debian_config_ldif(*, base: str, root_pw_hash: str) -> str:
     return text
 
 
-LAB_CONFIG_LDIF = """# Lab only (mailstate lab): TLS with the lab CA, no plain binds, no pid/args files (the lab records
-# slapd's pid), no fsync, the lab's size limits.
+LAB_CONFIG_LDIF = """# Lab only (mailstate lab): TLS with the lab CA, no plain binds, no pid/args files
+# (the lab records slapd's pid), no fsync, the lab's size limits.
 dn: cn=config
 changetype: modify
 delete: olcPidFile

@@ -50,7 +50,7 @@ auth_mechanisms = plain login
 # The master user (mailstate's IMAP provider) logs in as "<owner>*mailstate"; ACLs apply as the owner.
 auth_master_user_separator = *
 mail_uid = {site.vmail_user}
-mail_gid = {site.vmail_user}
+mail_gid = {site.vmail_group}
 first_valid_uid = 100
 mail_home = {site.mail_root}/%n
 mail_location = mdbox:~/mdbox

@@ -26,7 +26,8 @@ def generate(site: Site) -> dict[str, GeneratedFile]:
             ldap.schema_ldif(mailstate_schema().read_text(encoding="utf-8")), 0o644,
             f"{ldapadd} -f … (after {', '.join(f'/etc/ldap/schema/{s}.ldif' for s in ldap.EXTRA_SCHEMAS)})"),
         "ldap/02-ppolicy-module.ldif": GeneratedFile(ldap.ppolicy_module_ldif(), 0o644, f"{ldapmodify} -f …"),
-        "ldap/03-ppolicy-overlay.ldif": GeneratedFile(ldap.ppolicy_overlay_ldif(site), 0o644, f"{ldapadd} -f …"),
+        "ldap/03-ppolicy-overlay.ldif": GeneratedFile(
+            ldap.ppolicy_overlay_ldif(site), 0o644, f"{ldapadd} -f …"),
         "ldap/04-database.ldif": GeneratedFile(ldap.database_ldif(site), 0o644, f"{ldapmodify} -f …"),
         "ldap/05-entries.ldif": GeneratedFile(
             ldap.entries_ldif(site), 0o644, "ldapadd -x -D <admin DN> -W -H ldapi:/// -f …"),

@@ -96,7 +96,7 @@ olcModuleLoad: ppolicy
 
 
 def ppolicy_overlay_ldif(site: Site) -> str:
-    return f"""# ppolicy overlay on {site.base_dn}: the default policy (05-entries.ldif) applies to every entry
+    return f"""# ppolicy overlay on {site.base_dn}: the default policy (05-entries.ldif) applies to all
 dn: olcOverlay=ppolicy,{DATABASE}
 objectClass: olcOverlayConfig
 objectClass: olcPPolicyConfig
