@@ -77,6 +77,12 @@ class Change:
     unit: str | None = None
     fields: tuple[str, ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        # a reason given as plain text (older callers, plan files without "why") is kept as such
+        if any(not isinstance(r, Reason) for r in self.reasons):
+            object.__setattr__(self, "reasons", tuple(
+                r if isinstance(r, Reason) else Reason.from_json(str(r)) for r in self.reasons))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,

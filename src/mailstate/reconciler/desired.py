@@ -25,7 +25,7 @@ from mailstate.gcpause import with_gc_paused
 from mailstate.i18n import DEFAULT_LANGUAGE
 from mailstate.reconciler.change import Record
 from mailstate.reconciler.lifecycle import Decision, decide_person, decide_unit_mailbox
-from mailstate.reconciler.reason import Reason, reason, source
+from mailstate.reconciler.reason import Reason, as_reason, reason, source
 from mailstate.regulation import Regulation
 
 Ref = tuple[str, str]
@@ -50,15 +50,15 @@ class Desired:
     language: str = DEFAULT_LANGUAGE
     """The organisation's language: texts stored on the live side (lock reasons) are written in it."""
 
-    def add(self, record: Record, reasons: Iterable[Reason] = (), source: Source | None = None) -> None:
+    def add(self, record: Record, reasons: Iterable[Reason | str] = (), source: Source | None = None) -> None:
         self.records[record.ref] = record
-        self.reasons.setdefault(record.ref, []).extend(reasons)
+        self.reasons.setdefault(record.ref, []).extend(as_reason(r) for r in reasons)
         if source is not None:
             self.sources[record.ref] = source
 
-    def remove(self, ref: Ref, reasons: Iterable[Reason], source: Source | None = None) -> None:
+    def remove(self, ref: Ref, reasons: Iterable[Reason | str], source: Source | None = None) -> None:
         """Mark ``ref`` as an object that must not exist, with the rule(s) that say so."""
-        self.absent.setdefault(ref, []).extend(reasons)
+        self.absent.setdefault(ref, []).extend(as_reason(r) for r in reasons)
         if source is not None:
             self.sources.setdefault(ref, source)
 

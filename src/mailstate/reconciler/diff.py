@@ -35,7 +35,7 @@ from mailstate.gcpause import with_gc_paused
 from mailstate.i18n import use
 from mailstate.reconciler.change import Action, Change, Record
 from mailstate.reconciler.desired import MAILBOX_KINDS, Desired, Ref, record_ref_of
-from mailstate.reconciler.reason import Reason, reason
+from mailstate.reconciler.reason import Reason, as_reason, reason
 from mailstate.regulation import Regulation
 
 ADDRESS_ATTRS = frozenset({"address", "aliases", "delivers_to", "target", "backup_email", "mail"})
@@ -360,7 +360,7 @@ def _remove(cur: Record, reasons: list[Reason], desired: Desired, ref: Ref, emit
 def _stored_text(r: Reason, desired: Desired) -> str:
     """A reason as stored in the directory: in the organisation's language, never --lang's."""
     with use(desired.language):
-        return r.text()
+        return as_reason(r).text()
 
 
 def _with_deps(change: Change, deps: Iterable[str]) -> Change:

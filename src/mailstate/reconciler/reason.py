@@ -155,7 +155,7 @@ class Reason:
     @classmethod
     def from_json(cls, data: Any) -> Reason:
         if isinstance(data, str):
-            return cls("text", (("text", data),))
+            return as_reason(data)
         params = []
         for k, v in (data.get("params") or {}).items():
             if isinstance(v, Mapping) and "code" in v:
@@ -186,6 +186,11 @@ def reason(code: str, regulation: Regulation | None = None, where: Any = None, *
 def source(kind: str, where: Any, **params: Any) -> Reason:
     """Where an object is written: "units/qlcn.toml:12: person bangnv (Nguyễn Văn Bằng)"."""
     return Reason(f"source.{kind}", tuple(params.items()), None, str(where) if where else None)
+
+
+def as_reason(r: Reason | str) -> Reason:
+    """``r`` itself, or a plain text kept as a reason with no rule (older callers and plan files)."""
+    return r if isinstance(r, Reason) else Reason("text", (("text", str(r)),))
 
 
 def texts(reasons: Iterable[Reason | str]) -> list[str]:
