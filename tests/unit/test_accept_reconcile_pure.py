@@ -112,5 +112,6 @@ def test_markdown_calls_out_a_lock_with_its_rule_not_its_toml_line() -> None:
     with use("en"):
         text = render(plan, "markdown")
     callout = text.split("### ⚠", 1)[1].split("###", 1)[0]
-    assert "namdv" in callout and "left on 2026-08-01 (Article 5 clause 3, Quyết định 1862/QĐ-BTTTT)" in callout
+    assert "namdv" in callout
+    assert "left on 2026-08-01 (Article 5 clause 3, Quyết định 1862/QĐ-BTTTT)" in callout
     assert "units/vp.toml:28" not in callout

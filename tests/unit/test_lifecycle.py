@@ -11,8 +11,8 @@ import pytest
 
 from mailstate.desired_state.model import Lifecycle, Organization, Person, Regulation, State, Unit
 from mailstate.i18n import use
-from mailstate.regulation import RULES
 from mailstate.reconciler.lifecycle import Decision, as_date, decide, decide_person
+from mailstate.regulation import RULES
 
 CASES = sorted((Path(__file__).parent / "lifecycle_cases").glob("*.toml"))
 
