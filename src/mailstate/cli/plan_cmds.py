@@ -202,7 +202,8 @@ def apply_cmd(
     root = resolve_state(state_dir)
     refuse_future(as_of, "--as-of")  # before anything is read: a lifecycle date is never applied early
     if reviewed is not None:
-        from mailstate.cli.gitops_cmds import lang, reviewed_plan
+        from mailstate.cli.gitops_cmds import lang as gitops_lang
+        from mailstate.cli.gitops_cmds import reviewed_plan
         from mailstate.reconciler.gitops import text
 
         if planfile is not None or scope:
@@ -210,7 +211,7 @@ def apply_cmd(
                                  "is the reviewed plan's)")
         plan = reviewed_plan(reviewed, root, as_of, provider_names)
         if plan is None:
-            click.echo(text("reviewed_nothing", lang()))
+            click.echo(text("reviewed_nothing", lang or gitops_lang()))
             return
         _render(plan, "text", sys.stdout, lang)
         yes = True  # what was reviewed and merged is what is applied
