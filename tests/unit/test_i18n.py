@@ -168,3 +168,22 @@ def test_catalogues_are_package_data() -> None:
     assert "locale/*/LC_MESSAGES/*.po" in pkg and "regulations/*.toml" in pkg
     for lang in i18n.LANGUAGES:
         assert (resources.files("mailstate") / "locale" / lang / "LC_MESSAGES" / "mailstate.po").is_file()
+
+
+@pytest.mark.parametrize("lang", i18n.LANGUAGES)
+@pytest.mark.parametrize("regulation", [None, "most-4105"])
+def test_import_reads_back_the_lock_reasons_it_wrote(lang: str, regulation: str | None) -> None:
+    """The lock reason stored in the directory (in the organisation's language, cited or not) is turned
+    back into left_on / suspended by import, so an imported state plans no unlock."""
+    from pathlib import Path as P
+
+    from mailstate.desired_state.model import Organization, Person, State
+    from mailstate.reconciler.importer import _lock_fields
+    from mailstate.reconciler.lifecycle import decide_person
+
+    state = State(root=P("."), organization=Organization(name="X", domain="x.gov.vn", language=lang,
+                                                         regulation=regulation))
+    left = decide_person(Person(id="a", name="A B", left_on=date(2026, 8, 15)), state, date(2026, 12, 1))
+    assert _lock_fields(left.lock_reason) == {"left_on": date(2026, 8, 15)}
+    held = decide_person(Person(id="b", name="B C", suspended="lộ mật khẩu: đổi ngay"), state, AS_OF)
+    assert _lock_fields(held.lock_reason) == {"suspended": "lộ mật khẩu: đổi ngay"}
