@@ -293,7 +293,10 @@ RuleCode = Literal[
 ]
 """Every rule code (``mailstate.regulation.RULES``; a test keeps the two equal)."""
 
-Article = Annotated[str, Field(pattern=r"^\d{1,3}(\.\d{1,3})?(\.?[a-zđ])?$", max_length=12)]
+Article = Annotated[
+    str, Field(pattern=r"^\d{1,3}(\.\d{1,3})?(\.?[a-zđ])?$", max_length=12),
+    BeforeValidator(_refuse_controls),  # before the pattern: a control character is named, never echoed
+]
 
 
 class Regulation(Located):
