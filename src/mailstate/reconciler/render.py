@@ -89,6 +89,7 @@ FIELD_NAMES = {
     "delegates": N_("delegates"), "members": N_("members"), "delivers_to": N_("delivers to"),
     "rights": N_("rights"), "purpose": N_("purpose"), "expires": N_("expires"), "archived": N_("archived"),
     "mail": N_("mail"), "owner": N_("owner"), "target": N_("delivers to"),
+    "refuse_mail": N_("mail refused with"),
 }
 UNIT_FIELDS = frozenset({"unit", "parent"})
 DATE_FIELDS = frozenset({"expires", "left_on", "until", "dissolved_on"})
