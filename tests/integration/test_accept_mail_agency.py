@@ -168,7 +168,8 @@ def test_rights_by_hand_revoked_and_grants_end_with_their_reason(agency: Agency)
     later = agency.plan("--as-of", "2100-01-01")
     ended = [ch for ch in later["changes"] if ch["key"] == "unit:kh/INBOX#hoatt"]
     assert [ch["action"] for ch in ended] == ["revoke"]
-    assert any("2099-12-31" in r and "QĐ 99/QĐ-SNN" in r for r in ended[0]["reasons"])
+    assert any(w["rule"] == "grant.ended" and w["params"]["until"] == "2099-12-31" for w in ended[0]["why"])
+    assert any("31/12/2099" in r and "QĐ 99/QĐ-SNN" in r for r in ended[0]["reasons"])
 
 
 def test_removal_waits_for_a_verified_archive(agency: Agency) -> None:

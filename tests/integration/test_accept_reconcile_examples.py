@@ -87,7 +87,9 @@ def test_example_applies_and_converges_with_every_provider(
                 if c["action"] in ("lock", "archive", "delete", "revoke")]
     assert removals
     for c in removals:
-        assert any(re.search(r"art\.\s*\d|§\d", r) for r in c["reasons"]), c
+        # every removal names its rule (a stable code) and, in the text, its article or its setting
+        assert any(not w["rule"].startswith(("source.", "text")) for w in c["why"]), c
+        assert any(re.search(r"\(Điều \d+[^)]*Quyết định|theo `\w+`", r) for r in c["reasons"]), c
     md = ms("plan", "--as-of", "2028-01-01", "--format", "markdown")
     assert md.returncode == 0 and len(md.stdout) <= 65536, md.stderr
 

@@ -123,7 +123,7 @@ def test_person_left_without_a_password_gets_one(qn: tuple[Lab, Path, dict[str, 
     plan = plan_json(env, state)
     [change] = plan["changes"]
     assert (change["action"], change["kind"], change["key"]) == ("create", "person", "sonlh")
-    assert any("without a password" in r for r in change["reasons"])
+    assert any(w["rule"] == "password.missing" for w in change["why"])
 
     home = Path(env["MAILSTATE_HOME"])
 

@@ -231,7 +231,7 @@ def test_grant_before_until_and_revoked_after(agency: Agency, provider: ImapProv
     changes, _ = diff(project_imap(agency.state, later), snap.records, unmanaged=snap.unmanaged)
     revoke = [ch for ch in changes if ch.key == "bangnv/INBOX#thanhtra"]
     assert revoke and revoke[0].action is Action.REVOKE
-    assert any("MOST art.18.9" in r and "2026-12-31" in r for r in revoke[0].reasons)
+    assert any(r.rule == "grant.ended" and dict(r.params)["until"] == "2026-12-31" for r in revoke[0].reasons)
     converge(provider, agency.state, later)
     c = agency.login("thanhtra")
     try:

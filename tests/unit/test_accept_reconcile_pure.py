@@ -85,7 +85,7 @@ def test_display_name_and_other_login_names_are_drift() -> None:
     want.add(Record("person", "sonlh", {"title": "Trưởng phòng"}, "ldap", "ktht"))
     changes, _ = diff(want, {rec.ref: rec})
     assert [(c.action, c.key) for c in changes] == [(Action.CREATE, "sonlh")]
-    assert any("boss" in r for r in changes[0].reasons)
+    assert any(r.rule == "naming.login_names" and "boss" in r.text() for r in changes[0].reasons)
 
 
 def test_markdown_calls_out_a_lock_with_its_rule_not_its_toml_line() -> None:
@@ -97,14 +97,21 @@ def test_markdown_calls_out_a_lock_with_its_rule_not_its_toml_line() -> None:
     from mailstate.reconciler.render import render
 
     want = Desired(as_of=date(2026, 11, 23))
-    attrs = {"name": "Đỗ Văn Nam", "locked": True, "lock_reason": "MIC art.5.3: left on 2026-08-01"}
-    why = ["units/vp.toml:28: person namdv (Đỗ Văn Nam)", "MIC art.5.3: left on 2026-08-01, over 2 months"]
+    from mailstate.i18n import use
+    from mailstate.reconciler.reason import reason, source
+    from mailstate.regulation import preset
+
+    attrs = {"name": "Đỗ Văn Nam", "locked": True, "lock_reason": "left on 2026-08-01"}
+    why = [source("person", "units/vp.toml:28", id="namdv", name="Đỗ Văn Nam"),
+           reason("lifecycle.lock_after_leaving.locked", preset("mic-1862"), left_on="2026-08-01")]
     want.add(Record("person", "namdv", attrs, "ldap", "vp"), why)
     live = {("person", "namdv"): Record("person", "namdv", {**attrs, "locked": False, "lock_reason": None},
                                         "ldap", "vp")}
     changes, unlisted = diff(want, live)
     plan = Plan.build(changes, unlisted, as_of=date(2026, 11, 23), live=live, organization="x.vn")
-    text = render(plan, "markdown")
+    with use("en"):
+        text = render(plan, "markdown")
     callout = text.split("### ⚠", 1)[1].split("###", 1)[0]
-    assert "namdv" in callout and "MIC art.5.3: left on 2026-08-01" in callout
+    assert "namdv" in callout
+    assert "left on 2026-08-01 (Article 5 clause 3, Quyết định 1862/QĐ-BTTTT)" in callout
     assert "units/vp.toml:28" not in callout

@@ -1,5 +1,6 @@
-"""A dissolved unit's mailbox (MOST art.13.1): what the TOML still gives through it or on it — its head's and
-delegates' rights, rights reaching people through it, its shared folders, its grants, its place in groups —
+"""A dissolved unit's mailbox (rule lifecycle.dissolved): what the TOML still gives through it or on it —
+its head's and delegates' rights, rights reaching people through it, its shared folders,
+its grants, its place in groups —
 is not dropped silently: every change that takes one away says so with the rule, and a shared folder that
 goes with the removed mailbox is named by the removal instead of being listed as "not in the TOML"."""
 
@@ -9,6 +10,7 @@ from datetime import date
 from pathlib import Path
 
 from mailstate.desired_state.loader import load_state
+from mailstate.i18n import use
 from mailstate.providers.base import Snapshot
 from mailstate.reconciler.change import Record
 from mailstate.reconciler.engine import plan_changes, plan_from, plan_unlisted
@@ -95,7 +97,7 @@ def _applied(root: Path, day: date) -> dict[str, Snapshot]:
 
 def test_rights_through_a_dissolved_unit_are_revoked_citing_the_rule(tmp_path: Path) -> None:
     """Locked (dissolved, not yet removed): every right its head and delegates had on its mailbox or through
-    it is revoked with "MOST art.13.1: unit old dissolved on 2026-03-01" — none with the generic rule."""
+    it is revoked citing the dissolution (rule lifecycle.dissolved) — none with the generic rule."""
     root = _state(tmp_path / "s")
     live = _applied(root, date(2026, 1, 1))
     plan = _plan(root, live, date(2026, 4, 1))
@@ -106,8 +108,10 @@ def test_rights_through_a_dissolved_unit_are_revoked_citing_the_rule(tmp_path: P
         "unit:a/Chung#thuytt",  # through unit:old; tuanpm keeps his own right on it
     }
     for key, reasons in revokes.items():
-        assert any("MOST art.13.1: unit old dissolved on 2026-03-01" in r for r in reasons), (key, reasons)
-        assert not any("rights not listed in the TOML" in r for r in reasons), (key, reasons)
+        codes = {r.code for r in reasons}
+        assert codes & {"lifecycle.dissolved.no_rights_through", "lifecycle.dissolved.mailbox_unused"}, key
+        assert all(r.rule == "lifecycle.dissolved" for r in reasons), (key, reasons)  # none generic
+        assert all(dict(r.params)["dissolved_on"] == date(2026, 3, 1) for r in reasons), (key, reasons)
 
 
 def test_what_goes_with_a_removed_unit_mailbox_is_named(tmp_path: Path) -> None:
@@ -120,12 +124,17 @@ def test_what_goes_with_a_removed_unit_mailbox_is_named(tmp_path: Path) -> None:
     changes = plan_changes(plan)
     assert [r.key for r in plan_unlisted(plan)] == []
     archive = next(c for c in changes if c.action.label == "archive" and c.key == "old")
-    assert any("its shared folder 'Lưu trữ' goes with it" in r for r in archive.reasons), archive.reasons
-    assert any("units/old.toml" in r and "Lưu trữ" in r for r in archive.reasons)
+    goes = [r for r in archive.reasons if r.code == "archive.before_removal.folder_goes_with"]
+    assert [dict(r.params)["path"] for r in goes] == ["Lưu trữ"], archive.reasons
+    assert "units/old.toml" in (goes[0].where or "")
+    with use("en"):
+        assert "its shared folder 'Lưu trữ' goes with it" in goes[0].text()
     revokes = {c.key: c.reasons for c in changes if c.action.label == "revoke"}
     for key in ("unit:old/INBOX#bangnv", "unit:old/Lưu trữ#bangnv", "unit:a/Chung#old"):
-        assert any("MOST art.13.1: unit dissolved on 2026-03-01" in r for r in revokes[key]), key
+        assert any(r.code.startswith("removal.") for r in revokes[key]), key
     group = next(c for c in changes if c.kind == "group" and c.key == "all")
     assert group.fields == ("delivers_to",)
-    assert any("member unit:old is removed (MOST art.13.1: unit dissolved on 2026-03-01" in r
-               for r in group.reasons), group.reasons
+    gone = [r for r in group.reasons if r.code == "removal.rights_revoked.group_member"]
+    assert [dict(r.params)["member"] for r in gone] == ["unit:old"], group.reasons
+    with use("en"):
+        assert gone[0].text().startswith("member unit:old is removed (unit dissolved on"), gone[0].text()

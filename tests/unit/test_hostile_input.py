@@ -50,7 +50,7 @@ FIELDS = [
      "shared_folder.path"),
     ("grants.toml", '[[access_grant]]\nmailbox = "bangnv"\nto = "group:lanhdao"\nuntil = 2030-01-01',
      "reason = {v}", "access_grant.reason"),
-    ("policy.toml", "[lifecycle.cite]", "lock_after_leaving = {v}", "lifecycle.cite.lock_after_leaving"),
+    ("policy.toml", "[regulation]", "decision = {v}", "regulation.decision"),
     ("policy.toml", "[naming]", "person = {v}", "naming.person"),
     ("policy.toml", "[quota.overrides]", '{v} = "1 GiB"', "quota.overrides"),
     ("policy.toml", "[providers.ssh]", "archive_dir = {v}", "providers.ssh.archive_dir"),
@@ -344,3 +344,23 @@ def test_import_refuses_a_path_outside_out(tmp_path: Path) -> None:
     (out / "link").symlink_to(tmp_path)
     with pytest.raises(MailstateError, match="outside"):
         _inside(out, out / "link" / "x.toml")
+
+
+@pytest.mark.parametrize(("header", "line", "label"), [
+    ("[lifecycle.cite]", "lock_after_leaving = {v}", "lifecycle.cite.lock_after_leaving"),
+    ("[regulation.articles]", '"lifecycle.lock_after_leaving" = {v}',
+     "regulation.articles.lifecycle.lock_after_leaving"),
+])
+def test_an_article_with_a_control_character_is_named_not_echoed(
+    tmp_path: Path, header: str, line: str, label: str
+) -> None:
+    """An article ("13.2.b") is not free text, but a control character in one is still reported by its
+    code point at its line, before the article's own format is checked (which would echo the value)."""
+    value, code = HOSTILE["esc"]
+    at = _write(tmp_path, "policy.toml", header, line.format(v=_toml("13" + value)))
+    with pytest.raises(ValidationError) as exc:
+        load_state(tmp_path)
+    mine = [p for p in exc.value.problems if (p.file, p.line) == ("policy.toml", at)]
+    assert mine and code in mine[0].message, "\n".join(map(str, exc.value.problems))
+    for problem in exc.value.problems:
+        assert not CONTROL_RE.search(str(problem))

@@ -1,6 +1,7 @@
 """The IMAP connection pool (bound, LRU eviction with logout, reuse, broken connections) and apply's
 grouping of one mailbox's changes onto one connection. The pool is exercised with plain objects standing
-for connections: what is tested is its bookkeeping; tests/integration/test_imap_pool_lab.py runs it on Dovecot."""
+for connections: what is tested is its bookkeeping; tests/integration/test_imap_pool_lab.py runs it on
+Dovecot."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ def test_classes_are_counted() -> None:
 
 
 def test_compliant_password_passes() -> None:
-    """A long password with three classes and without the account name passes MOST art.17.4."""
+    """A long password with three classes and without the account name passes the policy."""
     assert check_password("Tr0ngHoaSen", MOST, "bangnv") == []
 
 
@@ -41,10 +41,10 @@ def test_compliant_password_passes() -> None:
     ],
 )
 def test_policy_breaks_are_refused(password: str, fragment: str) -> None:
-    """A short, two-class or account-name password is refused with a reason citing MOST art.17.4."""
+    """A short, two-class or account-name password is refused with a reason naming its setting."""
     problems = check_password(password, MOST, ["bangnv"])
     assert any(fragment in p for p in problems), problems
-    assert all("MOST art.17.4" in p for p in problems)
+    assert all("[password]" in p for p in problems)
     assert all(password not in p for p in problems)
 
 

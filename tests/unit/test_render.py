@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 
+from mailstate.i18n import use
 from mailstate.reconciler.change import Record
 from mailstate.reconciler.desired import Desired
 from mailstate.reconciler.diff import diff
@@ -23,6 +24,14 @@ from mailstate.reconciler.render import (
 
 ANSI = re.compile(r"\x1b\[")
 SECRET = "Zx9!pQ77-secret-value"
+
+
+
+@pytest.fixture(autouse=True)
+def _english():  # type: ignore[no-untyped-def]
+    """These tests read the English rendering (test_i18n.py checks the Vietnamese one)."""
+    with use("en"):
+        yield
 
 
 def person(key: str, unit: str, **attrs: object) -> Record:
@@ -101,17 +110,17 @@ def test_text_no_changes() -> None:
 def test_markdown_summary_first_then_callouts_then_details() -> None:
     """Markdown starts with the summary table, calls out locks and removals, then folds details per unit."""
     out = MarkdownRenderer().render(small_plan())
-    i_summary = out.index("| hành động (action) | số lượng (count) |")
-    i_lock = out.index("### ⚠ Khóa / Lock (2)")
-    i_remove = out.index("### Xóa / Remove (1)")
+    i_summary = out.index("| action | count |")
+    i_lock = out.index("### ⚠ Locks (2)")
+    i_remove = out.index("### Removals (1)")
     i_details = out.index("<details>")
     assert i_summary < i_lock < i_remove < i_details
-    assert "person `thuytt` — Phòng Quản lý Công nghiệp (lưu trữ trước / archived first)" in out
+    assert "person `thuytt` — Phòng Quản lý Công nghiệp (archived first)" in out
     assert out.count("<details>") == out.count("</details>") == 3  # kh, qlcn, unlisted
     assert "<summary><b>qlcn</b> — Phòng Quản lý Công nghiệp:" in out
     assert "Phó phòng → Trưởng phòng" in out
-    assert "_vì (why)_: MIC art.5.3" in out
-    assert "### Không có trong TOML / Unlisted (1)" in out
+    assert "_why_: MIC art.5.3" in out
+    assert "### Not in the TOML (1)" in out
 
 
 def test_markdown_cut_at_unit_boundary_with_note() -> None:
@@ -121,7 +130,7 @@ def test_markdown_cut_at_unit_boundary_with_note() -> None:
     assert len(full) > MAX_MARKDOWN  # the case really is too big
     out = MarkdownRenderer(full_plan="the CI artefact plan.json").render(plan)
     assert len(out) <= MAX_MARKDOWN
-    m = re.search(r"plan cut\)\*\*: (\d+) change\(s\) in (\d+) unit\(s\) not shown", out)
+    m = re.search(r"Plan cut\*\*: (\d+) change\(s\) in (\d+) unit\(s\) not shown", out)
     assert m, out[-800:]
     shown_units = out.count("<details>")
     assert int(m.group(2)) == 120 - shown_units
@@ -140,7 +149,7 @@ def test_markdown_callouts_capped() -> None:
         live[("person", f"p{i:03d}")] = person(f"p{i:03d}", "u")
     changes, _ = diff(desired, live)
     out = MarkdownRenderer().render(Plan.build(changes))
-    assert "… và 250 nữa (and 250 more)" in out
+    assert "… and 250 more" in out
     assert len(out) <= MAX_MARKDOWN
 
 
@@ -186,7 +195,7 @@ def test_markdown_many_unlisted_and_many_changes() -> None:
     plan.unlisted = [Record("person", f"old{i:05d}", {}, "ldap", "u") for i in range(5000)]
     out = MarkdownRenderer().render(plan)
     assert len(out) <= MAX_MARKDOWN
-    assert "### Không có trong TOML / Unlisted (5000)" in out
+    assert "### Not in the TOML (5000)" in out
     m = re.search(r"- … (\d+) more not shown \(comment size\)", out)
     assert m and 0 < int(m.group(1)) < 5000
     assert out.count("<details>") == out.count("</details>")

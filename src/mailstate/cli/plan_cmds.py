@@ -44,12 +44,29 @@ as_of_option = click.option(
 )
 
 
-def _render(plan: Any, fmt: str, out: IO[str]) -> None:
+lang_option = click.option(
+    "--lang",
+    "lang",
+    type=click.Choice(["vi", "en"]),
+    default=None,
+    help="Language of what is printed (default: [organization] language, else vi).",
+)
+
+
+def _use_language(lang: str | None, plan: Any = None) -> None:
+    """The language of this run: --lang, else the organisation's (from the plan), else vi."""
+    from mailstate.i18n import set_language
+
+    set_language(lang or getattr(plan, "language", None) or "vi")
+
+
+def _render(plan: Any, fmt: str, out: IO[str], lang: str | None = None) -> None:
     import json
     import os
 
     from mailstate.reconciler.engine import plan_meta, render_plan
 
+    _use_language(lang, plan)
     if fmt == "gitlab":  # GitLab's merge-request widget (artifacts:reports:terraform)
         from mailstate.reconciler.gitops import gitlab_report
 
@@ -84,6 +101,7 @@ def _render(plan: Any, fmt: str, out: IO[str]) -> None:
 @as_of_option
 @scope_option
 @provider_option
+@lang_option
 @errors_to_exit
 def plan_cmd(
     state_dir: Path | None,
@@ -93,11 +111,12 @@ def plan_cmd(
     as_of: str | None,
     scope: tuple[str, ...],
     provider_names: tuple[str, ...],
+    lang: str | None,
 ) -> None:
     """Read the live state and print what apply would change."""
     from mailstate.reconciler.engine import plan_changes, save_plan
 
-    plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names)
+    plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names, lang)
     if out is not None:
         try:
             save_plan(plan, out)
@@ -151,6 +170,7 @@ def plan_cmd(
     help="Break the apply lock of a dead apply (held longer than the provider's limit).",
 )
 @provider_option
+@lang_option
 @errors_to_exit
 def apply_cmd(
     planfile: Path | None,
@@ -165,6 +185,7 @@ def apply_cmd(
     passwords_out: Path | None,
     break_lock: bool,
     provider_names: tuple[str, ...],
+    lang: str | None,
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
     from mailstate.reconciler.engine import (
@@ -181,7 +202,8 @@ def apply_cmd(
     root = resolve_state(state_dir)
     refuse_future(as_of, "--as-of")  # before anything is read: a lifecycle date is never applied early
     if reviewed is not None:
-        from mailstate.cli.gitops_cmds import lang, reviewed_plan
+        from mailstate.cli.gitops_cmds import lang as gitops_lang
+        from mailstate.cli.gitops_cmds import reviewed_plan
         from mailstate.reconciler.gitops import text
 
         if planfile is not None or scope:
@@ -189,18 +211,19 @@ def apply_cmd(
                                  "is the reviewed plan's)")
         plan = reviewed_plan(reviewed, root, as_of, provider_names)
         if plan is None:
-            click.echo(text("reviewed_nothing", lang()))
+            click.echo(text("reviewed_nothing", lang or gitops_lang()))
             return
-        _render(plan, "text", sys.stdout)
+        _render(plan, "text", sys.stdout, lang)
         yes = True  # what was reviewed and merged is what is applied
     elif planfile is not None:
         if scope:
             raise MailstateError("--scope comes from the saved plan; do not give it with PLANFILE")
         plan = load_plan(planfile)
         refuse_future(plan_meta(plan).as_of, f"{planfile}: the plan applies the lifecycle rules as of")
+        _use_language(lang, plan)
     else:
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
-        _render(plan, "text", sys.stdout)
+        _render(plan, "text", sys.stdout, lang)
     changes = plan_changes(plan)
     if not changes:
         if planfile is not None:
@@ -278,6 +301,7 @@ def _plan_and_print(
     as_of: str | None,
     scope: tuple[str, ...],
     provider_names: tuple[str, ...],
+    lang: str | None = None,
 ) -> Any:
     """Plan the state in ``state_dir`` (the shared options of plan and drift) and print it as ``fmt``."""
     from mailstate.reconciler.engine import make_plan
@@ -288,7 +312,7 @@ def _plan_and_print(
         as_of=as_of,
         providers=list(provider_names) or None,
     )
-    _render(plan, fmt, sys.stdout)
+    _render(plan, fmt, sys.stdout, lang)
     return plan
 
 
@@ -300,6 +324,7 @@ def _plan_and_print(
 @as_of_option
 @scope_option
 @provider_option
+@lang_option
 @errors_to_exit
 def drift_cmd(
     state_dir: Path | None,
@@ -307,6 +332,7 @@ def drift_cmd(
     as_of: str | None,
     scope: tuple[str, ...],
     provider_names: tuple[str, ...],
+    lang: str | None,
 ) -> None:
     """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
     from mailstate.cli.gitops_cmds import drift_output
@@ -314,6 +340,7 @@ def drift_cmd(
 
     plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of,
                      providers=list(provider_names) or None)
+    _use_language(lang, plan)
     click.echo(drift_output(plan, fmt), nl=False)
     if plan_changes(plan) or plan_unlisted(plan):
         sys.exit(2)
@@ -354,7 +381,7 @@ def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: P
 @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help="Who is listed on this date.")
 @errors_to_exit
 def directory_cmd(state_dir: Path | None, fmt: str, out: Path | None, as_of: str | None) -> None:
-    """The public directory of units and people (BĐ art.6, MIC art.2.3), from the desired state."""
+    """The public directory of units and people, from the desired state."""
     from mailstate.reconciler.directory import render_directory
 
     text = render_directory(resolve_state(state_dir), fmt, as_of=as_of)

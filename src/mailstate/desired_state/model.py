@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +34,9 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mailstate.text import CONTROL_CLASS, control_message
+
+if TYPE_CHECKING:
+    from mailstate.regulation import Regulation as RulesRegulation
 
 # --------------------------------------------------------------------------------------------------
 # Small value types
@@ -274,6 +277,41 @@ def base_dn_of(domain: str) -> str:
     return ",".join(f"dc={part}" for part in domain.split("."))
 
 
+RegulationPreset = Literal["mic-1862", "most-4105", "vinhlong-3088", "monre-2019", "binhdinh-sct-148"]
+"""The regulations shipped in ``mailstate/regulations`` (tests check this list against the files)."""
+
+RuleCode = Literal[
+    "lifecycle.suspended", "lifecycle.keep_after_leaving", "lifecycle.lock_after_leaving",
+    "lifecycle.remove_after_leaving", "lifecycle.lock_after_inactivity", "lifecycle.remove_after_inactivity",
+    "lifecycle.dissolved", "lifecycle.unused_unit_mailbox", "handover.head", "handover.head_changed",
+    "delegation.delegate", "delegation.revoked", "shared_folder.folder", "shared_folder.reader",
+    "shared_folder.writer", "grant.access", "grant.ended", "archive.before_removal",
+    "archive.verified_before_delete", "password.missing", "password.policy", "naming.domain",
+    "naming.address", "naming.old_address_kept", "naming.old_address_expired", "naming.address_taken",
+    "naming.login_names", "registration.backup_mailbox", "unlisted.managed", "acl.not_listed",
+    "removal.rights_revoked", "removal.old_address",
+]
+"""Every rule code (``mailstate.regulation.RULES``; a test keeps the two equal)."""
+
+Article = Annotated[
+    str, Field(pattern=r"^\d{1,3}(\.\d{1,3})?(\.?[a-zđ])?$", max_length=12),
+    BeforeValidator(_refuse_controls),  # before the pattern: a control character is named, never echoed
+]
+
+
+class Regulation(Located):
+    """The agency's own decision and the article of each rule it enforces (cited in plan reasons)."""
+
+    decision: Name | None = Field(
+        default=None,
+        description='the decision, e.g. "Quyết định 25/2021/QĐ-UBND tỉnh Phú Yên"; replaces the preset\'s',
+    )
+    articles: dict[RuleCode, Article] = Field(
+        default_factory=dict,
+        description='article of each rule: "13", "13.2" or "13.2.b" (Điều 13 khoản 2 điểm b)',
+    )
+
+
 class Organization(Located):
     """The agency (exactly one [organization] across the files, normally in mailstate.toml)."""
 
@@ -283,10 +321,17 @@ class Organization(Located):
         Field(
             pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
             max_length=253,
-            description="the agency's own domain; every address uses it (MIC art.2.1, MOST art.12.2)",
+            description="the agency's own domain; every address uses it",
         ),
     ]
     base_dn: str | None = Field(default=None, description="LDAP suffix; defaults from the domain (dc=…)")
+    language: Literal["vi", "en"] = Field(
+        default="vi", description="language of plans, apply and drift reports: vi or en; --lang overrides"
+    )
+    regulation: RegulationPreset | None = Field(
+        default=None,
+        description="the agency's regulation, a shipped preset; [regulation] adds or overrides articles",
+    )
 
     @field_validator("domain", mode="before")
     @classmethod
@@ -321,7 +366,7 @@ class Naming(Located):
 _D = 'a duration such as "90 days", "3 months", "1 year"'
 
 
-LifecycleRule = Literal[
+LifecycleRule = Literal[  # the keys of the older [lifecycle.cite]
     "suspended",
     "keep_after_leaving",
     "lock_after_leaving",
@@ -330,36 +375,36 @@ LifecycleRule = Literal[
     "dissolved",
     "unused_unit_mailbox",
 ]
-DEFAULT_CITATIONS: dict[str, str] = {
-    "suspended": "MOST art.18.4",
-    "keep_after_leaving": "MOST art.18.3",
-    "lock_after_leaving": "MIC art.5.3",
-    "remove_after_leaving": "MOST art.13.2b",
-    "inactivity": "MOST art.13.3",
-    "dissolved": "MOST art.13.1",
-    "unused_unit_mailbox": "BĐ art.5.2",
+LIFECYCLE_CITE_RULES: dict[str, tuple[str, ...]] = {
+    "suspended": ("lifecycle.suspended",),
+    "keep_after_leaving": ("lifecycle.keep_after_leaving",),
+    "lock_after_leaving": ("lifecycle.lock_after_leaving",),
+    "remove_after_leaving": ("lifecycle.remove_after_leaving",),
+    "inactivity": ("lifecycle.lock_after_inactivity", "lifecycle.remove_after_inactivity"),
+    "dissolved": ("lifecycle.dissolved",),
+    "unused_unit_mailbox": ("lifecycle.unused_unit_mailbox",),
 }
-"""The article each lifecycle rule cites by default (REGULATIONS.md §3); [lifecycle].cite overrides."""
+"""``[lifecycle.cite]`` keys → the rule codes whose article they give (kept for older states)."""
 
 
 class Lifecycle(Located):
     """When mailboxes are locked and removed (REGULATIONS §3); durations such as "90 days", "3 months"."""
 
     lock_after_leaving: DurationField = Field(
-        default=Duration(3, "month"), description=f"lock after left_on (MIC art.5.3); {_D}"
+        default=Duration(3, "month"), description=f"lock after left_on; {_D}"
     )
     remove_after_leaving: DurationField = Field(
-        default=Duration(12, "month"), description=f"archive and remove after left_on (MOST art.13.2b); {_D}"
+        default=Duration(12, "month"), description=f"archive and remove after left_on; {_D}"
     )
     lock_after_inactivity: DurationField = Field(
-        default=Duration(6, "month"), description=f"lock after no login for this long (MOST art.13.3); {_D}"
+        default=Duration(6, "month"), description=f"lock after no login for this long; {_D}"
     )
     remove_after_inactivity: DurationField = Field(
         default=Duration(12, "month"),
-        description=f"remove after no login for this long (MOST art.13.3); {_D}",
+        description=f"remove after no login for this long; {_D}",
     )
     remove_unused_unit_mailbox: DurationField = Field(
-        default=Duration(6, "month"), description=f"remove a unit mailbox never used (BĐ art.5.2); {_D}"
+        default=Duration(6, "month"), description=f"remove a unit mailbox never used; {_D}"
     )
     keep_old_address: DurationField = Field(
         default=Duration(6, "month"), description=f"a changed address keeps receiving as an alias; {_D}"
@@ -369,32 +414,30 @@ class Lifecycle(Located):
         description="keep delivering mail to a person locked because they left (default: refused at "
         "RCPT with a 5xx and the reason, docs/mailflow.md)",
     )
-    cite: dict[LifecycleRule, Text] = Field(
+    cite: dict[LifecycleRule, Article] = Field(
         default_factory=dict,
-        description="the article each rule cites in plan reasons, where the agency's own regulation "
-        'differs from the default, e.g. { lock_after_leaving = "QĐ 148/QĐ-SCT art.10.4" }',
+        description="older form of [regulation.articles] for the lifecycle rules, e.g. "
+        '{ lock_after_leaving = "10.4" }: the article of the [regulation] decision',
     )
-
-    def citation(self, rule: LifecycleRule) -> str:
-        """The article a plan reason cites for ``rule``: the agency's own, else the default."""
-        return self.cite.get(rule) or DEFAULT_CITATIONS[rule]
 
 
 class PasswordPolicy(Located):
-    """Password rules enforced on initial and changed passwords (MOST art.17.4, BĐ art.12.1)."""
+    """Password rules enforced on initial and changed passwords."""
 
-    min_length: int = Field(default=8, ge=8, le=128, description="at least 8 characters (MOST art.17.4)")
+    min_length: int = Field(default=8, ge=8, le=128, description="at least 8 characters")
     min_classes: int = Field(
         default=3,
         ge=3,
         le=4,
-        description="of upper, lower, digit, special: at least 3 (MOST art.17.4); BĐ: 4",
+        description="of upper, lower, digit, special: at least 3",
     )
-    change_at_first_login: bool = Field(default=True, description="MOST art.15.2, 17.4; BĐ art.12.1")
+    change_at_first_login: bool = Field(
+        default=True, description="the initial password must be changed at the first login"
+    )
     forbid_account_name: bool = Field(
         default=True, description="the password may not contain the account name"
     )
-    max_age: DurationField | None = Field(default=None, description="periodic change (MOST art.15.2)")
+    max_age: DurationField | None = Field(default=None, description="periodic change")
 
 
 class Quota(Located):
@@ -614,6 +657,7 @@ class StateFile(BaseModel):
     organization: Organization | None = None
     naming: Naming | None = None
     lifecycle: Lifecycle | None = None
+    regulation: Regulation | None = None
     password: PasswordPolicy | None = None
     quota: Quota | None = None
     safety: Safety | None = None
@@ -639,6 +683,7 @@ class State:
     organization: Organization
     naming: Naming = field(default_factory=Naming)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    regulation: Regulation = field(default_factory=Regulation)
     password: PasswordPolicy = field(default_factory=PasswordPolicy)
     quota: Quota = field(default_factory=Quota)
     safety: Safety = field(default_factory=Safety)
@@ -658,6 +703,21 @@ class State:
     @property
     def base_dn(self) -> str:
         return self.organization.suffix
+
+    @property
+    def language(self) -> str:
+        return self.organization.language
+
+    @property
+    def rules(self) -> RulesRegulation:
+        """The organisation's regulation: the preset, its own decision and articles, [lifecycle.cite]."""
+        from mailstate.regulation import combine
+
+        own: dict[str, str] = {}
+        for key, article in self.lifecycle.cite.items():
+            own.update({code: article for code in LIFECYCLE_CITE_RULES[key]})
+        own.update({str(k): v for k, v in self.regulation.articles.items()})
+        return combine(self.organization.regulation, self.regulation.decision, own)
 
     def summary(self) -> str:
         return (

@@ -12,9 +12,9 @@ The checks, in order:
 3. exactly one ``[organization]``; policy tables at most once across all files;
 4. ids unique across files and across people, units and groups (they are LDAP uids / login names);
 5. every reference resolves (with "did you mean …?"), the unit tree and group nesting have no cycle;
-6. addresses: inside the organisation's domain (MIC art.2.1, MOST art.12.2), unique across people,
+6. addresses: inside the organisation's domain, unique across people,
    unit mailboxes, groups and old addresses; backup_email a valid address outside the domain;
-7. heads and delegates belong to their unit or a sub-unit (MIC art.6), a dissolved unit has nobody
+7. heads and delegates belong to their unit or a sub-unit, a dissolved unit has nobody
    left in it, lifecycle durations in a sensible order (lock before remove), shared folder paths are
    folder names and unique per mailbox, no grant to a mailbox's own owner, [naming] templates parse.
 
@@ -51,6 +51,7 @@ from mailstate.desired_state.model import (
     Person,
     Providers,
     Quota,
+    Regulation,
     Safety,
     SharedFolder,
     State,
@@ -106,6 +107,7 @@ SINGLETONS: dict[str, type[Located]] = {
     "organization": Organization,
     "naming": Naming,
     "lifecycle": Lifecycle,
+    "regulation": Regulation,
     "password": PasswordPolicy,
     "quota": Quota,
     "safety": Safety,
@@ -383,7 +385,7 @@ def pydantic_problems(
             limit = next(iter(ctx.values()), "")
             msg = f"must be {op} {limit}{got}"
             if table == "password":
-                msg += " (MOST art.17.4)"
+                msg += " (password.policy)"
         elif typ == CONTROL_ERROR:  # never echoes the value, so shown for secret fields too
             msg = str(ctx.get("message", err["msg"]))
         elif typ == "value_error":
@@ -527,7 +529,7 @@ class _Builder:
             return None
         assert isinstance(org, Organization)
         state = State(root=self.root, organization=org, files=[d.path for d in docs])
-        for key in ("naming", "lifecycle", "password", "quota", "safety", "providers"):
+        for key in ("naming", "lifecycle", "regulation", "password", "quota", "safety", "providers"):
             if key in self.singletons:
                 setattr(state, key, self.singletons[key])
         self.index(state)
@@ -576,6 +578,14 @@ class Checker:
         self.b = builder
         self.domain = state.organization.domain
         self._near: dict[tuple[str, str], str | None] = {}
+
+    def _cite(self, rule: str) -> str:
+        """" (Article 6, Quyết định 1862/QĐ-BTTTT)" when the organisation's regulation has the rule."""
+        try:
+            citation = self.s.rules.citation(rule)
+        except KeyError:
+            return ""
+        return f" ({citation.text()})" if citation else ""
 
     def run(self) -> None:
         self.references()
@@ -764,7 +774,7 @@ class Checker:
             return False
         if domain != self.domain:
             self.b.at(obj, field, label, f"'{address}' is outside the organisation's domain "
-                      f"{self.domain} (MIC art.2.1, MOST art.12.2)", index)
+                      f"{self.domain}{self._cite('naming.domain')}", index)
             return False
         if not LOCAL_RE.match(local) or ".." in local:
             self.b.at(obj, field, label,
@@ -809,8 +819,7 @@ class Checker:
                               f"'{p.backup_email}' is not a valid e-mail address")
                 elif p.backup_email.rpartition("@")[2].lower() == self.domain:
                     self.b.at(p, "backup_email", "person.backup_email",
-                              f"the backup mailbox is outside the agency, not in {self.domain} "
-                              "(MOST appendix 03)")
+                              f"the backup mailbox is outside the agency, not in {self.domain}")
 
     # -- membership, dissolution -------------------------------------------------------------------
 
@@ -837,8 +846,8 @@ class Checker:
                         role = "the head" if field == "head" else "a delegate"
                         self.b.at(u, field, f"unit.{field}",
                                   f"'{pid}' is in unit '{p.unit}', so cannot be {role} of '{u.id}': the "
-                                  "unit mailbox is managed by its head and delegated to people of the unit "
-                                  "(MIC art.6)")
+                                  "unit mailbox is managed by its head and delegated to people of the unit"
+                                  + self._cite("delegation.delegate"))
 
     def dissolved(self) -> None:
         for u in self.s.units.values():
@@ -906,7 +915,7 @@ class Checker:
             if getattr(lc, lock).after(ref) > getattr(lc, remove).after(ref):
                 self.b.at(lc, remove, f"lifecycle.{remove}",
                           f"{remove} ({getattr(lc, remove)}) is shorter than {lock} ({getattr(lc, lock)}): "
-                          "a mailbox is locked before it is removed (MOST art.13)")
+                          "a mailbox is locked before it is removed")
 
 
 def build_state(

@@ -128,13 +128,13 @@ def resolve_settings(
     return resolved, password
 
 
-def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[str]) -> str | None:
+def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[object]) -> str | None:
     """The reason stored with a lock: the record's ``lock_reason`` when it names one (even None, so the
     next plan converges), else the change's reasons (for auditors)."""
     if "lock_reason" in attrs:
         value = attrs["lock_reason"]
         return str(value) if value else None
-    return "; ".join(reasons) or None
+    return "; ".join(str(r) for r in reasons) or None
 
 
 class LdapProvider:
@@ -533,7 +533,7 @@ class LdapProvider:
                 self._call(f"add {parent}", self.conn.add, parent, ["organizationalUnit"], {"ou": ou})
                 return
 
-    def _ensure(self, kind: str, key: str, attrs: dict[str, Any], *, reasons: Iterable[str] = ()) -> None:
+    def _ensure(self, kind: str, key: str, attrs: dict[str, Any], *, reasons: Iterable[object] = ()) -> None:
         """Make the entry exist with exactly these attributes (create, or compare and modify)."""
         spec = build_entry(kind, key, attrs, self.base_dn)
         extra: dict[str, list[str]] = {}

@@ -1,4 +1,4 @@
-"""Initial passwords: the policy check (MOST art.17.4, BĐ art.12.1), the generator, the operator's 0600 file.
+"""Initial passwords: the policy check ([password]), the generator, the operator's 0600 file.
 
 A generated password leaves this process in exactly two ways: the LDAP Password Modify extended
 operation (slapd hashes it) and one line ``id<TAB>address<TAB>password`` appended to the operator's file,
@@ -24,7 +24,7 @@ CLASSES: tuple[tuple[str, str], ...] = (
     ("digit", string.digits),
     ("special", string.punctuation + " "),
 )
-"""The four character classes of MOST art.17.4: upper case, lower case, digit, special."""
+"""The four character classes of the password rule: upper case, lower case, digit, special."""
 
 # What the generator draws from: no look-alikes (O 0 l 1 I), no quote, backslash or space, so a password
 # can be read off the operator's file and typed, and passes through IMAP LOGIN and shells unquoted.
@@ -56,23 +56,25 @@ def check_password(password: str, policy: PasswordPolicy, account: str | Iterabl
     """Every way ``password`` breaks ``policy`` (empty when it complies); messages never contain the password.
 
     ``account`` is the account name (or several: the id, the local part of the address) that the password
-    must not contain, case-insensitively (MOST art.17.4).
+    must not contain, case-insensitively (``forbid_account_name``).
     """
     problems: list[str] = []
     if len(password) < policy.min_length:
-        problems.append(f"shorter than {policy.min_length} characters ({len(password)}) (MOST art.17.4)")
+        problems.append(
+            f"shorter than {policy.min_length} characters ({len(password)}) ([password] min_length)"
+        )
     used = character_classes(password)
     if len(used) < policy.min_classes:
         problems.append(
             f"uses {len(used)} of the 4 character classes (upper, lower, digit, special); "
-            f"the policy needs {policy.min_classes} (MOST art.17.4)"
+            f"the policy needs {policy.min_classes} ([password] min_classes)"
         )
     if policy.forbid_account_name:
         names = [account] if isinstance(account, str) else list(account)
         lowered = password.casefold()
         for name in names:
             if name and name.casefold() in lowered:
-                problems.append(f"contains the account name {name!r} (MOST art.17.4)")
+                problems.append(f"contains the account name {name!r} ([password] forbid_account_name)")
     return problems
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailstate.reconciler.reason import Reason
+
 
 class Action(enum.Enum):
     """What a change does; ``phase`` orders changes of different actions (lower first)."""
@@ -70,10 +72,16 @@ class Change:
     provider: str
     before: Mapping[str, Any] | None
     after: Mapping[str, Any] | None
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[Reason, ...] = ()
     depends_on: tuple[str, ...] = ()
     unit: str | None = None
     fields: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # a reason given as plain text (older callers, plan files without "why") is kept as such
+        if any(not isinstance(r, Reason) for r in self.reasons):
+            object.__setattr__(self, "reasons", tuple(
+                r if isinstance(r, Reason) else Reason.from_json(str(r)) for r in self.reasons))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,7 +94,8 @@ class Change:
             "fields": list(self.fields),
             "before": _jsonable(self.before),
             "after": _jsonable(self.after),
-            "reasons": list(self.reasons),
+            "reasons": [r.text() for r in self.reasons],
+            "why": [r.to_json() for r in self.reasons],
             "depends_on": list(self.depends_on),
         }
 
@@ -100,7 +109,7 @@ class Change:
             provider=data["provider"],
             before=data.get("before"),
             after=data.get("after"),
-            reasons=tuple(data.get("reasons") or ()),
+            reasons=tuple(Reason.from_json(r) for r in (data.get("why") or data.get("reasons") or ())),
             depends_on=tuple(data.get("depends_on") or ()),
             unit=data.get("unit"),
             fields=tuple(data.get("fields") or ()),

@@ -143,7 +143,7 @@ def approvals(
         if unit and unit in files_of_units:
             seen.setdefault((unit, files_of_units[unit]), None)
             continue
-        cited = [m.group("file") for r in getattr(c, "reasons", ()) if (m := _SOURCE.match(r))]
+        cited = [m.group("file") for r in getattr(c, "reasons", ()) if (m := _SOURCE.match(str(r)))]
         for f in cited or [files_of_units.get(unit) or MAIN_FILE]:
             seen.setdefault((unit, f), None)
     out = []

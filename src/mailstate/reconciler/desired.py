@@ -22,8 +22,11 @@ from typing import Any
 
 from mailstate.desired_state.model import Person, Source, State, Unit, nfc, parse_ref
 from mailstate.gcpause import with_gc_paused
+from mailstate.i18n import DEFAULT_LANGUAGE
 from mailstate.reconciler.change import Record
 from mailstate.reconciler.lifecycle import Decision, decide_person, decide_unit_mailbox
+from mailstate.reconciler.reason import Reason, as_reason, reason, source
+from mailstate.regulation import Regulation
 
 Ref = tuple[str, str]
 """(kind, key) of a record."""
@@ -36,22 +39,26 @@ class Desired:
     """What must exist (records), why (reasons), what must not (absent, with its rule), and where."""
 
     records: dict[Ref, Record] = field(default_factory=dict)
-    reasons: dict[Ref, list[str]] = field(default_factory=dict)
-    absent: dict[Ref, list[str]] = field(default_factory=dict)
+    reasons: dict[Ref, list[Reason]] = field(default_factory=dict)
+    absent: dict[Ref, list[Reason]] = field(default_factory=dict)
     sources: dict[Ref, Source] = field(default_factory=dict)
     as_of: date | None = None
     decisions: dict[Ref, Decision] = field(default_factory=dict)
     """The lifecycle decision of every mailbox (person / unit_mailbox), for renderings and the directory."""
+    regulation: Regulation | None = None
+    """The organisation's regulation: the diff's own reasons cite it."""
+    language: str = DEFAULT_LANGUAGE
+    """The organisation's language: texts stored on the live side (lock reasons) are written in it."""
 
-    def add(self, record: Record, reasons: Iterable[str] = (), source: Source | None = None) -> None:
+    def add(self, record: Record, reasons: Iterable[Reason | str] = (), source: Source | None = None) -> None:
         self.records[record.ref] = record
-        self.reasons.setdefault(record.ref, []).extend(reasons)
+        self.reasons.setdefault(record.ref, []).extend(as_reason(r) for r in reasons)
         if source is not None:
             self.sources[record.ref] = source
 
-    def remove(self, ref: Ref, reasons: Iterable[str], source: Source | None = None) -> None:
+    def remove(self, ref: Ref, reasons: Iterable[Reason | str], source: Source | None = None) -> None:
         """Mark ``ref`` as an object that must not exist, with the rule(s) that say so."""
-        self.absent.setdefault(ref, []).extend(reasons)
+        self.absent.setdefault(ref, []).extend(as_reason(r) for r in reasons)
         if source is not None:
             self.sources.setdefault(ref, source)
 
@@ -64,6 +71,7 @@ class Desired:
             self.absent.setdefault(ref, []).extend(rs)
         self.sources.update(other.sources)
         self.decisions.update(other.decisions)
+        self.regulation = self.regulation or other.regulation
 
 
 # --------------------------------------------------------------------------------------------------
@@ -178,7 +186,7 @@ def project(
             merged.update({str(a).lower(): str(o) for a, o in fact.items()})
         live_addresses = merged or None
     addrs = _derive(state, live_addresses)
-    out = Desired(as_of=as_of)
+    out = Desired(as_of=as_of, regulation=state.rules, language=state.language)
 
     def address_of(ref: str) -> str | None:
         kind, id_ = parse_ref(ref)
@@ -205,7 +213,7 @@ def project(
                 provider="ldap",
                 unit=unit.id,
             ),
-            [f"{_where(src)}: unit {unit.id} ({unit.name})"],
+            [source("unit", _where(src), id=unit.id, name=unit.name)],
             src,
         )
         decision = decide_unit_mailbox(unit, state, as_of, facts)
@@ -229,7 +237,7 @@ def project(
                 provider="ldap",
                 unit=unit.id,
             ),
-            [f"{_where(src)}: unit mailbox of {unit.id} ({unit.name})", *decision.reasons],
+            [source("unit_mailbox", _where(src), id=unit.id, name=unit.name), *decision.reasons],
             src,
         )
 
@@ -246,7 +254,7 @@ def project(
             refused.add(person.id)
         out.add(
             _person_record(person, state, address_of(person.id), decision),
-            [f"{_where(src)}: person {person.id} ({person.name})", *decision.reasons],
+            [source("person", _where(src), id=person.id, name=person.name), *decision.reasons],
             src,
         )
 
@@ -258,8 +266,8 @@ def project(
         src = source_of(group)
         delivers = sorted(_expand(state, f"group:{group.id}", address_of, removed | refused))
         gone = [
-            f"member {m} is removed ({(out.absent.get(record_ref_of(m)) or ['its lifecycle rule'])[0]}): "
-            "it no longer receives the group's mail"
+            reason("removal.rights_revoked.group_member", member=m,
+                   text=(out.absent.get(record_ref_of(m)) or [reason("removal.rights_revoked.by_rule")])[0])
             for m in sorted(set(group.members)) if m in removed
         ]
         out.add(
@@ -275,7 +283,7 @@ def project(
                 provider="ldap",
                 unit=None,
             ),
-            [f"{_where(src)}: group {group.id} ({group.name})", *gone],
+            [source("group", _where(src), id=group.id, name=group.name), *gone],
             src,
         )
 
@@ -357,6 +365,7 @@ def _project_aliases(
     - Past its expiry an alias is absent (deleted) and leaves the owner's ``aliases``.
     """
     keep = state.lifecycle.keep_old_address
+    reg = state.rules
     domain = state.domain
     full_live = {
         (a if "@" in a else f"{a}@{domain}").strip().lower(): owner for a, owner in live_addresses.items()
@@ -409,8 +418,8 @@ def _project_aliases(
         for old in sorted(o for o in olds if o):
             holder = current_of.get(old)
             if holder is not None and holder != owner:
-                out.remove(("alias", old), [f"DESIGN §3: {old} is now the address of {holder}; it stops "
-                                            f"delivering to {owner}"], src)
+                out.remove(("alias", old), [reason("naming.address_taken", reg, address=old, holder=holder,
+                                                   owner=owner)], src)
                 continue
             la = live_alias.get(old)
             expires = (la.attrs.get("expires") if la is not None else None) or None
@@ -418,21 +427,21 @@ def _project_aliases(
                 expires = keep.after(as_of).isoformat()
             owner_unit = _owner_unit(state, owner)
             if owner in removed:
-                out.remove(("alias", old), [f"{_where(src)}: {owner} is removed, so is its old address"])
+                out.remove(("alias", old), [reason("removal.old_address", reg, _where(src), owner=owner)])
                 continue
             if expires is not None and expires <= as_of.isoformat():
                 out.remove(
                     ("alias", old),
-                    [f"DESIGN §3: old address {old} of {owner} kept until {expires} (keep_old_address "
-                     f"{keep}); expired by {as_of.isoformat()}"],
+                    [reason("naming.old_address_expired", reg, address=old, owner=owner, expires=expires,
+                            duration=(keep.amount, keep.unit), as_of=as_of.isoformat())],
                     src,
                 )
                 continue
             why = (
-                f"{_where(src)}: old address {old} of {owner} listed in old_addresses"
+                source("old_address", _where(src), address=old, owner=owner)
                 if old in listed_full and expires is None
-                else f"DESIGN §3: old address {old} of {owner} keeps delivering until {expires} "
-                f"(keep_old_address {keep})"
+                else reason("naming.old_address_kept", reg, address=old, owner=owner, expires=expires,
+                            duration=(keep.amount, keep.unit))
             )
             out.add(
                 Record(
@@ -498,25 +507,18 @@ def _merge_imap(state: State, as_of: date, out: Desired) -> None:
         who = rec.key.rsplit("#", 1)[-1] if rec.kind == "acl" and "#" in rec.key else None
         if who is not None and who in removed_logins and owner not in removed_mailboxes:
             del other.records[ref]
-            other.absent.setdefault(ref, []).append(
-                f"{who} is being removed{rule(removed_logins[who])}: its rights on {owner} are revoked "
-                f"({'; '.join(other.reasons.get(ref, ()))})"
-            )
+            other.absent.setdefault(ref, []).append(reason("removal.rights_revoked", who=who, owner=owner))
         elif rec.kind == "acl" and owner in removed_mailboxes:
             # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
             del other.records[ref]
-            other.absent.setdefault(ref, []).append(
-                f"{owner} is being removed{rule(owner)}: rights on it are revoked "
-                f"({'; '.join(other.reasons.get(ref, ()))})"
-            )
+            other.absent.setdefault(ref, []).append(reason("removal.rights_on_it", owner=owner))
         elif rec.kind == "shared_folder" and owner in removed_mailboxes:
             # its mail goes with the mailbox, archived first; never deleted alone: the removal says so
             del other.records[ref]
             path = rec.key.split("/", 1)[1] if "/" in rec.key else rec.key
             src = other.sources.get(ref)
             out.absent[removed_mailboxes[owner]].append(
-                f"{src}: its shared folder '{path}' goes with it: archived with its mail, then removed"
-                if src else f"its shared folder '{path}' goes with it: archived with its mail, then removed"
+                reason("archive.before_removal.folder_goes_with", where=src, path=path)
             )
     out.merge(other)
 

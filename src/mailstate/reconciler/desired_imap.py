@@ -1,12 +1,12 @@
 """The desired side of the IMAP kinds (shared_folder, acl), projected from the TOML. Pure.
 
 ``project_imap(state, as_of) -> Desired`` (reconciler.desired merges it into ``project()``):
-- unit mailboxes: the head gets ``full`` and each delegate ``delegate`` rights (MIC art.6, BĐ art.13.1,
-  MOST art.14) on ``INBOX`` — which every folder without an ACL of its own inherits (Dovecot
+- unit mailboxes: the head gets ``full`` and each delegate ``delegate`` rights (rules ``handover.head``,
+  ``delegation.delegate``) on ``INBOX`` — which every folder without an ACL of its own inherits (Dovecot
   ``acl_defaults_from_inbox = yes``) — and on every shared folder of that mailbox;
-- shared folders (MIC art.7): a ``shared_folder`` record (``purpose``) and, for every login the ``read``
-  and ``write`` lists reach (groups expanded recursively), an acl with ``read`` / ``write`` rights;
-- access grants (MOST art.18.9) still running on ``as_of``: their rights on INBOX and on the shared
+- shared folders (``shared_folder.*``): a ``shared_folder`` record (``purpose``) and, for every login the
+  ``read`` and ``write`` lists reach (groups expanded recursively), an acl with ``read`` / ``write`` rights;
+- access grants (``grant.access``) still running on ``as_of``: their rights on INBOX and on the shared
   folders of that mailbox; a grant that has ended (``until < as_of``) is put in ``absent`` with its
   reason and date, so the diff revokes it with that reason.
 
@@ -18,10 +18,11 @@ acl on a shared folder, that folder's record.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from mailstate.desired_state.model import Source, State, inbox_canonical
+from mailstate.i18n import use
 from mailstate.providers.imap import (
     INBOX,
     acl_key,
@@ -32,6 +33,7 @@ from mailstate.providers.imap import (
 )
 from mailstate.reconciler.change import Record
 from mailstate.reconciler.desired import Desired
+from mailstate.reconciler.reason import Reason, reason
 
 
 @dataclass
@@ -41,9 +43,9 @@ class _Acl:
     login: str
     unit: str | None
     rights: set[str] = field(default_factory=set)
-    why: list[tuple[str, Source | None]] = field(default_factory=list)
+    why: list[tuple[Reason, Source | None]] = field(default_factory=list)
 
-    def give(self, rights: str, why: str, source: Source | None) -> None:
+    def give(self, rights: str, why: Reason, source: Source | None) -> None:
         self.rights |= set(rights_letters(rights))
         if all(w != why for w, _ in self.why):
             self.why.append((why, source))
@@ -52,9 +54,9 @@ class _Acl:
     def source(self) -> Source | None:
         return self.why[0][1] if self.why else None
 
-    def reasons(self) -> list[str]:
+    def reasons(self) -> list[Reason]:
         """Each source of the right, prefixed with where it is written (file:line)."""
-        return [f"{src}: {w}" if src else w for w, src in self.why]
+        return [replace(w, where=str(src)) if src else w for w, src in self.why]
 
 
 def owner_unit(state: State, ref: str) -> str | None:
@@ -79,11 +81,18 @@ def _folders_of(state: State) -> dict[str, list[str]]:
 def project_imap(state: State, as_of: date) -> Desired:
     """Project shared folders, delegation and access grants into shared_folder / acl records."""
     out = Desired(as_of=as_of)
+    reg = state.rules
+
+    def why_text(why: list[tuple[Reason, Source | None]]) -> str:
+        """Stored with the ACL: in the organisation's language (not --lang), so it does not drift."""
+        with use(state.language):
+            return "; ".join(w.text() for w, _ in why)
+
     acls: dict[tuple[str, str, str], _Acl] = {}
     folders = _folders_of(state)
 
     def give(
-        ref: str, folder: str, logins: Iterable[str], rights: str, why: str, source: Source | None
+        ref: str, folder: str, logins: Iterable[str], rights: str, why: Reason, source: Source | None
     ) -> None:
         owner = ref.removeprefix("unit:")
         for login in sorted(set(logins)):
@@ -98,30 +107,30 @@ def project_imap(state: State, as_of: date) -> Desired:
         return [INBOX, *folders.get(ref, [])]
 
     def give_refs(
-        ref: str, folder: str, refs: Iterable[str], rights: str, why: str, source: Source | None
+        ref: str, folder: str, refs: Iterable[str], rights: str, why: Reason, source: Source | None
     ) -> set[str]:
         """Give ``rights`` to every login ``refs`` reach. A unit mailbox reached (directly or through a
         group) is also reached through the people who use it — its head and delegates log in as
-        themselves, nobody logs in as the unit (MIC art.6) — so they get the rights too."""
+        themselves, nobody logs in as the unit — so they get the rights too."""
         logins = expand_refs(refs, state.groups)
         give(ref, folder, logins, rights, why, source)
         for uid, users in unit_users(logins, ref, folder, why, source).items():
-            give(ref, folder, users, rights, f"{why} (through unit:{uid}: its head and delegates)", source)
+            give(ref, folder, users, rights, reason("delegation.through_unit", text=why, unit=f"unit:{uid}"),
+                 source)
             logins |= set(users)
         return logins
 
-    dropped: dict[tuple[str, str, str], tuple[str, Source | None]] = {}
+    dropped: dict[tuple[str, str, str], tuple[Reason, Source | None]] = {}
     """Rights the TOML would give but a dissolved unit no longer does: revoked, saying why (the rule)."""
 
-    def dissolved(uid: str) -> str | None:
-        """Why unit ``uid`` no longer gives rights, or None when it is not dissolved on ``as_of``."""
+    def dissolved(uid: str) -> date | None:
+        """The day unit ``uid`` was dissolved, or None when it is not dissolved on ``as_of``."""
         unit = state.units[uid]
         if unit.dissolved_on is None or unit.dissolved_on > as_of:
             return None
-        return (f"{state.lifecycle.citation('dissolved')}: unit {uid} dissolved on "
-                f"{unit.dissolved_on.isoformat()}")
+        return unit.dissolved_on
 
-    def unit_users(logins: Iterable[str], ref: str = "", folder: str = "", why: str = "",
+    def unit_users(logins: Iterable[str], ref: str = "", folder: str = "", why: Reason | None = None,
                    source: Source | None = None) -> dict[str, list[str]]:
         """The head and delegates of every unit (not dissolved) among ``logins``; those of a dissolved
         one are noted in ``dropped`` for ``ref``/``folder``, with the rule."""
@@ -134,7 +143,8 @@ def project_imap(state: State, as_of: date) -> Desired:
                 out[uid] = users
             elif ref:
                 for user in users:
-                    why_not = f"{dissolution}: no rights through unit:{uid} any more ({why})"
+                    why_not = reason("lifecycle.dissolved.no_rights_through", reg, unit=f"unit:{uid}",
+                                     dissolved_on=dissolution, text=why or "")
                     dropped.setdefault((ref, folder, user), (why_not, source))
         return out
 
@@ -145,8 +155,8 @@ def project_imap(state: State, as_of: date) -> Desired:
         if dissolution is not None:
             for folder in everywhere(ref):
                 for user in ([unit.head] if unit.head else []) + list(unit.delegates):
-                    why_not = (f"{dissolution}: its head and delegates no longer use its mailbox (locked; "
-                               "its mail is kept, then archived)")
+                    why_not = reason("lifecycle.dissolved.mailbox_unused", reg, unit=uid,
+                                     dissolved_on=dissolution)
                     dropped.setdefault((ref, folder, user), (why_not, unit.source))
             continue
         for folder in everywhere(ref):
@@ -156,7 +166,7 @@ def project_imap(state: State, as_of: date) -> Desired:
                     folder,
                     [unit.head],
                     "full",
-                    f"MIC art.6, MOST art.14: {unit.head} heads unit {uid}",
+                    reason("handover.head", reg, login=unit.head, unit=uid),
                     unit.source,
                 )
             give(
@@ -164,7 +174,7 @@ def project_imap(state: State, as_of: date) -> Desired:
                 folder,
                 unit.delegates,
                 "delegate",
-                f"MIC art.6, BĐ art.13.1: delegate of unit {uid}",
+                reason("delegation.delegate", reg, unit=uid),
                 unit.source,
             )
 
@@ -180,7 +190,8 @@ def project_imap(state: State, as_of: date) -> Desired:
         )
         out.add(
             rec,
-            [f"{sf.source}: MIC art.7.1: shared folder '{sf.path}' of {sf.mailbox} ({sf.purpose})"],
+            [reason("shared_folder.folder", reg, sf.source, path=sf.path, mailbox=sf.mailbox,
+                    purpose=sf.purpose)],
             sf.source,
         )
         give_refs(
@@ -188,7 +199,7 @@ def project_imap(state: State, as_of: date) -> Desired:
             inbox_canonical(sf.path),
             sf.read,
             "read",
-            f"MIC art.7.1: reader of shared folder '{sf.path}'",
+            reason("shared_folder.reader", reg, path=sf.path),
             sf.source,
         )
         give_refs(
@@ -196,12 +207,12 @@ def project_imap(state: State, as_of: date) -> Desired:
             inbox_canonical(sf.path),
             sf.write,
             "write",
-            f"MIC art.7.1: writer of shared folder '{sf.path}'",
+            reason("shared_folder.writer", reg, path=sf.path),
             sf.source,
         )
 
     # Access grants.
-    ended: dict[tuple[str, str, str], tuple[str, Source | None, str]] = {}
+    ended: dict[tuple[str, str, str], tuple[Reason, Source | None, str]] = {}
     for grant in state.access_grants:
         if grant.until >= as_of:
             for folder in everywhere(grant.mailbox):
@@ -210,8 +221,8 @@ def project_imap(state: State, as_of: date) -> Desired:
                     folder,
                     [grant.to],
                     grant.rights,
-                    f"MOST art.18.9: access grant ({grant.rights}) until {grant.until.isoformat()}: "
-                    f"{grant.reason}",
+                    reason("grant.access", reg, rights=grant.rights, until=grant.until.isoformat(),
+                           text=grant.reason),
                     grant.source,
                 )
         else:
@@ -221,9 +232,8 @@ def project_imap(state: State, as_of: date) -> Desired:
             for folder in everywhere(grant.mailbox):
                 for login in sorted(logins):
                     ended[(grant.mailbox, folder, login)] = (
-                        f"MOST art.18.9: access grant to {grant.to} on {grant.mailbox} ({grant.rights}) "
-                        f"ended "
-                        f"{grant.until.isoformat()} ({grant.reason}); {grant.source}",
+                        reason("grant.ended", reg, to=grant.to, mailbox=grant.mailbox, rights=grant.rights,
+                               until=grant.until.isoformat(), text=grant.reason, where=str(grant.source)),
                         grant.source,
                         rights_letters(grant.rights),
                     )
@@ -237,7 +247,7 @@ def project_imap(state: State, as_of: date) -> Desired:
             acl_key(acl.ref, acl.folder, acl.login),
             {
                 "rights": "".join(sorted(acl.rights)),
-                "why": "; ".join(w for w, _ in acl.why),
+                "why": why_text(acl.why),
                 "_depends_on": tuple(depends),
             },
             "imap",
@@ -250,12 +260,12 @@ def project_imap(state: State, as_of: date) -> Desired:
             reasons.append(gone[0])
         out.add(rec, reasons, acl.source)
 
-    for (ref, folder, login), (reason, source, _letters) in ended.items():
+    for (ref, folder, login), (why, source, _letters) in ended.items():
         k = ("acl", acl_key(ref, folder, login))
         if k not in out.records:
-            out.remove(k, [reason], source)
-    for (ref, folder, login), (reason, source) in dropped.items():
+            out.remove(k, [why], source)
+    for (ref, folder, login), (why_not, source) in dropped.items():
         k = ("acl", acl_key(ref, folder, login))
         if k not in out.records:
-            out.remove(k, [f"{source}: {reason}" if source else reason], source)
+            out.remove(k, [replace(why_not, where=str(source)) if source else why_not], source)
     return out

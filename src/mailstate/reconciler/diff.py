@@ -32,8 +32,11 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from mailstate.gcpause import with_gc_paused
+from mailstate.i18n import use
 from mailstate.reconciler.change import Action, Change, Record
 from mailstate.reconciler.desired import MAILBOX_KINDS, Desired, Ref, record_ref_of
+from mailstate.reconciler.reason import Reason, as_reason, reason
+from mailstate.regulation import Regulation
 
 ADDRESS_ATTRS = frozenset({"address", "aliases", "delivers_to", "target", "backup_email", "mail"})
 """Attributes holding e-mail addresses: compared case-insensitively."""
@@ -132,7 +135,7 @@ def change_id(action: Action, kind: str, key: str, provider: str) -> str:
 
 
 def _field_change(
-    action: Action, rec: Record, cur: Record, names: list[str], reasons: Iterable[str]
+    action: Action, rec: Record, cur: Record, names: list[str], reasons: Iterable[Reason]
 ) -> Change:
     """A change of the attributes ``names`` only: their live values before, their desired values after."""
     return _change(
@@ -150,7 +153,7 @@ def _change(
     rec: Record,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
-    reasons: Iterable[str],
+    reasons: Iterable[Reason],
     *,
     provider: str | None = None,
     fields: Iterable[str] = (),
@@ -196,7 +199,8 @@ def diff(
     """Compare ``desired`` with ``live``: the changes (unordered, depends_on set) and the unlisted records."""
     live_n: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in live.items()}
     want: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in desired.records.items()}
-    absent: dict[Ref, list[str]] = {(k, _norm_key(k, key)): rs for (k, key), rs in desired.absent.items()}
+    absent: dict[Ref, list[Reason]] = {(k, _norm_key(k, key)): rs for (k, key), rs in desired.absent.items()}
+    reg = desired.regulation
     as_of = desired.as_of.isoformat() if desired.as_of else None
 
     changes: list[Change] = []
@@ -220,16 +224,14 @@ def diff(
         if rec.kind == "person" and cur.attrs.get("_no_password"):
             # created by an apply that stopped before the initial password was set: nobody can log in
             # and no password was handed over; the create completes the entry and sets one
-            why = [*reasons, "MOST art.15.2: the entry exists without a password (an apply stopped before "
-                   "its initial password was set)"]
+            why = [*reasons, reason("password.missing", reg)]
             emit(ref, _change(Action.CREATE, rec, None, public_attrs(rec.attrs), why))
             continue
         if rec.kind in MAILBOX_KINDS and cur.attrs.get("_other_uids"):
             # another uid value is another login name for the same mailbox (Dovecot finds the entry by
             # uid): the create rewrites the entry to exactly what is wanted, its id the only uid
             others = ", ".join(cur.attrs["_other_uids"])
-            why = [*reasons, f"DESIGN §4: the entry also answers to the login name(s) {others}; its id "
-                   f"{rec.key} is its only one"]
+            why = [*reasons, reason("naming.login_names", reg, others=others, id=rec.key)]
             emit(ref, _change(Action.CREATE, rec, None, public_attrs(rec.attrs), why))
             continue
         fields = differing_fields(rec.attrs, cur.attrs)
@@ -259,12 +261,12 @@ def diff(
         elif ref in absent:
             _remove(cur, absent[ref], desired, ref, emit)
         elif kind == "acl":
-            _remove(cur, _acl_revoke_reasons(cur, live_n, want), desired, ref, emit)
+            _remove(cur, _acl_revoke_reasons(cur, live_n, want, reg), desired, ref, emit)
         elif kind == "alias" and as_of and (cur.attrs.get("expires") or "9999") <= as_of:
             _remove(
                 cur,
-                [f"DESIGN §3: old address {cur.key} kept until {cur.attrs.get('expires')} "
-                 f"(keep_old_address); expired by {as_of}"],
+                [reason("naming.old_address_expired.live", reg, address=cur.key,
+                        expires=cur.attrs.get("expires"), as_of=as_of)],
                 desired,
                 ref,
                 emit,
@@ -272,8 +274,7 @@ def diff(
         elif _wants_managed(kind, manage_unlisted):
             _remove(
                 cur,
-                [f"DESIGN §6.2: {kind} {cur.key} is not in the TOML and its subtree is managed "
-                 f"([providers.ldap].manage_unlisted)"],
+                [reason("unlisted.managed", reg, kind=kind, key=cur.key)],
                 desired,
                 ref,
                 emit,
@@ -286,7 +287,9 @@ def diff(
     return changes, unlisted
 
 
-def _acl_revoke_reasons(cur: Record, live: Mapping[Ref, Record], want: Mapping[Ref, Record]) -> list[str]:
+def _acl_revoke_reasons(
+    cur: Record, live: Mapping[Ref, Record], want: Mapping[Ref, Record], reg: Regulation | None
+) -> list[Reason]:
     """Why a live right the TOML does not give is revoked: on a unit mailbox, a head or delegate the TOML no
     longer names as such (the live unit still does) is told so; otherwise the general rule."""
     mailbox, _, login = cur.key.rpartition("#")
@@ -296,16 +299,14 @@ def _acl_revoke_reasons(cur: Record, live: Mapping[Ref, Record], want: Mapping[R
         if old is not None and new is not None:
             new_head = new.attrs.get("head")
             if old.attrs.get("head") == login and new_head != login:
-                return [f"MIC art.6, MOST art.14.4: {login} no longer heads unit {uid} (head now: "
-                        f"{new_head or 'none'}); the unit mailbox and all its mail stay"]
+                return [reason("handover.head_changed", reg, login=login, unit=uid, head=new_head or "-")]
             was, now = old.attrs.get("delegates") or (), new.attrs.get("delegates") or ()
             if login in was and login not in now:
-                return [f"MIC art.6, BĐ art.13.1: {login} is no longer a delegate of unit {uid}"]
-    return ["MIC art.4.5, art.7: rights not listed in the TOML are removed (no one reads another's "
-            "mailbox except by delegation, a shared folder or a grant)"]
+                return [reason("delegation.revoked", reg, login=login, unit=uid)]
+    return [reason("acl.not_listed", reg)]
 
 
-def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: Any) -> None:
+def _remove(cur: Record, reasons: list[Reason], desired: Desired, ref: Ref, emit: Any) -> None:
     """The removal of a live object: revoke (acl, grant), delete, or lock → archive → delete for a mailbox."""
     if cur.kind in ("acl", "grant"):
         emit(ref, _change(Action.REVOKE, cur, public_attrs(cur.attrs), None, reasons))
@@ -316,7 +317,8 @@ def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: A
     chain: list[Change] = []
     if not cur.attrs.get("locked"):
         decision = desired.decisions.get(ref)
-        lock_reason = (decision.lock_reason if decision else None) or (reasons[0] if reasons else None)
+        lock_reason = (decision.lock_reason if decision else None) or (
+            _stored_text(reasons[0], desired) if reasons else None)
         chain.append(
             _change(
                 Action.LOCK,
@@ -334,7 +336,7 @@ def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: A
             cur,
             {"address": address},
             {"archived": True},
-            [*reasons, "DESIGN §6.1, VL art.9: mail is archived (verified) before any removal"],
+            [*reasons, reason("archive.before_removal", desired.regulation)],
             provider="ssh",
         )
     )
@@ -344,7 +346,7 @@ def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: A
             cur,
             {"address": address, "mail": "kept in the verified archive"},
             None,
-            [*reasons, "DESIGN §6.1: the mail is removed only once its archive is verified"],
+            [*reasons, reason("archive.verified_before_delete", desired.regulation)],
             provider="ssh",
         )
     )
@@ -355,6 +357,12 @@ def _remove(cur: Record, reasons: list[str], desired: Desired, ref: Ref, emit: A
             c = _with_deps(c, (prev.id,))
         emit(ref, c)
         prev = c
+
+
+def _stored_text(r: Reason, desired: Desired) -> str:
+    """A reason as stored in the directory: in the organisation's language, never --lang's."""
+    with use(desired.language):
+        return as_reason(r).text()
 
 
 def _with_deps(change: Change, deps: Iterable[str]) -> Change:

@@ -33,7 +33,8 @@ def report(plan: Any) -> dict[str, Any]:
     for c in plan.changes:
         entry: dict[str, Any] = {
             "action": c.action.label, "kind": c.kind, "key": c.key, "unit": c.unit, "provider": c.provider,
-            "reasons": list(c.reasons),
+            "reasons": [str(r) for r in c.reasons],
+            "rules": [r.rule for r in c.reasons],
         }
         if c.action.label in LIFECYCLE:
             lifecycle.append(entry)

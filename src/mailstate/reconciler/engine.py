@@ -1200,6 +1200,7 @@ def _build_plan(
         unit_names={uid: u.name for uid, u in state.units.items()},
     )
     plan.created_at = meta.created_at
+    plan.language = state.language
     plan.desired_fingerprint = meta.fingerprint.desired
     plan.live_fingerprint = meta.fingerprint.live
     plan.live_digests = dict(meta.fingerprint.records)

@@ -70,16 +70,21 @@ def _clean(table: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-POLICY_TABLES = ("naming", "lifecycle", "password", "safety")
+POLICY_TABLES = ("naming", "lifecycle", "regulation", "password", "safety")
 """Tables copied from --state's mailstate.toml (quota comes from the directory itself)."""
 
-_SUSPENDED = re.compile(r"^MOST art\.18\.4: suspended: (?P<reason>.+)$", re.S)
+# A lock reason as the lifecycle writes it, in either language (mailstate.i18n; its citation or setting
+# at the end), or as older versions wrote it ("<citation>: suspended: …", "left on YYYY-MM-DD").
+_SUSPENDED = re.compile(
+    r"^(?:[^:\n]*: )?(?:suspended|tạm khóa): (?P<reason>.+?)"
+    r"(?:, (?:under|theo) `suspended`| \((?:Article|Điều) [^()]*\))?$", re.S)
 _LEFT_ON = re.compile(r"\bleft on (?P<day>\d{4}-\d{2}-\d{2})\b")
+_LEFT_ON_VI = re.compile(r"\bnghỉ việc từ (?P<d>\d{2})/(?P<m>\d{2})/(?P<y>\d{4})\b")
 
 
 def _lock_fields(reason: str | None) -> dict[str, Any]:
     """The TOML fields that explain a live lock: the lifecycle's own reasons are turned back into
-    ``left_on`` (leaving, MIC art.5.3 / MOST art.13.2b) or ``suspended`` (MOST art.18.4); any other
+    ``left_on`` (the leaving rules) or ``suspended`` (a temporary lock); any other
     reason (set by hand) becomes ``suspended``."""
     if not reason:
         return {"suspended": "imported: locked in the directory"}
@@ -89,6 +94,9 @@ def _lock_fields(reason: str | None) -> dict[str, Any]:
     m = _LEFT_ON.search(reason)
     if m:
         return {"left_on": date.fromisoformat(m.group("day"))}
+    v = _LEFT_ON_VI.search(reason)
+    if v:
+        return {"left_on": date(int(v.group("y")), int(v.group("m")), int(v.group("d")))}
     return {"suspended": reason}
 
 

@@ -2,39 +2,41 @@
 
 ``decide(state, ref, as_of, facts)`` looks at one personal mailbox (``ref`` = person id) or unit mailbox
 (``ref`` = ``unit:<id>``) and returns a ``Decision``: ``locked``, ``remove`` (which always implies a lock
-first: lock → archive → remove, MOST art.13.2b and DESIGN §6.1), the ``reasons`` (each names its rule and
+first: lock → archive → remove: mail is never destroyed), the ``reasons`` (each names its rule and
 its dates) and a stable ``lock_reason`` (what is written to the directory: it names the rule and the
 event's date but not ``as_of``, so it does not change from one day to the next).
 
-Rules, in order:
-- suspended (person)                      → locked            MOST art.18.4
-- left_on + lock_after_leaving passed      → locked            MIC art.5.3
-- left_on + remove_after_leaving passed    → removed           MOST art.13.2b
-  unless keep_after_leaving (neither lock nor removal for leaving: MOST art.18.3 exception)
+Rules, in order (each with its rule code; the article comes from the organisation's regulation):
+- suspended (person)                      → locked            lifecycle.suspended
+- left_on + lock_after_leaving passed      → locked            lifecycle.lock_after_leaving
+- left_on + remove_after_leaving passed    → removed           lifecycle.remove_after_leaving
+  unless keep_after_leaving (lifecycle.keep_after_leaving)
 - no login since L (or since creation C when never logged in)
-  + lock_after_inactivity passed           → locked            MOST art.13.3   (personal mailboxes)
-  + remove_after_inactivity passed         → removed           MOST art.13.3
-- unit dissolved on D                      → unit mailbox locked  MOST art.13.1
-  + remove_after_leaving passed            → removed (archived first)  MOST art.13.1, 13.2b
+  + lock_after_inactivity passed           → locked            lifecycle.lock_after_inactivity (personal)
+  + remove_after_inactivity passed         → removed           lifecycle.remove_after_inactivity
+- unit dissolved on D                      → unit mailbox locked  lifecycle.dissolved
+  + remove_after_leaving passed            → removed (archived first)  lifecycle.dissolved
 - unit mailbox never logged in, created C
-  + remove_unused_unit_mailbox passed      → removed           BĐ art.5.2
+  + remove_unused_unit_mailbox passed      → removed           lifecycle.unused_unit_mailbox
 
 Facts (from the providers' ``Snapshot.facts``, all optional): ``last_login: {uid: ISO datetime}`` and
 ``created: {uid: ISO date/datetime}``. The inactivity rules only apply when ``last_login`` facts were
 read at all (no facts → no inactivity decision: an unknown is never a reason to lock). A mailbox absent
 from ``last_login`` is treated as never logged in since its creation, and only when its creation date is
 known. Unit mailboxes are not subject to the personal inactivity rule (delegates reach them through the
-shared namespace, which does not count as a login of the unit mailbox), only to BĐ art.5.2.
+shared namespace, which does not count as a login of the unit mailbox), only to the unused rule.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
 from mailstate.desired_state.model import Duration, Person, State, Unit
+from mailstate.i18n import use
+from mailstate.reconciler.reason import Reason, reason
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Decision:
 
     locked: bool = False
     remove: bool = False
-    reasons: list[str] = field(default_factory=list)
+    reasons: list[Reason] = field(default_factory=list)
     lock_reason: str | None = None
     """Stable text stored with the lock (names the rule and the event's date, never ``as_of``)."""
     refuse_mail: str | None = None
@@ -77,8 +79,18 @@ def _logins_known(facts: Mapping[str, Any] | None) -> bool:
     return isinstance((facts or {}).get("last_login"), Mapping)
 
 
-def _ago(d: Duration) -> str:
-    return f"more than {d}"
+def _dur(d: Duration) -> tuple[int, str]:
+    return (d.amount, d.unit)
+
+
+def _decision(
+    state: State, locked: bool, remove: bool, reasons: list[Reason], locks: list[Reason]
+) -> Decision:
+    lock_reason = None
+    if locked and locks:
+        with use(state.language):  # stored in the directory: the organisation's language, not --lang
+            lock_reason = locks[0].text()
+    return Decision(locked=locked, remove=remove, reasons=reasons, lock_reason=lock_reason)
 
 
 def decide_person(
@@ -86,83 +98,61 @@ def decide_person(
 ) -> Decision:
     """The lifecycle decision for one personal mailbox on ``as_of``."""
     lc = state.lifecycle
-    reasons: list[str] = []
-    lock_reasons: list[str] = []
+    reg = state.rules
+    reasons: list[Reason] = []
+    lock_reasons: list[Reason] = []
     locked = remove = False
     left_locked = False
 
     if person.suspended:
         locked = True
-        text = f"{lc.citation('suspended')}: suspended: {person.suspended}"
-        reasons.append(text)
-        lock_reasons.append(text)
+        r = reason("lifecycle.suspended", reg, text=person.suspended)
+        reasons.append(r)
+        lock_reasons.append(r)
 
     if person.left_on is not None and person.left_on <= as_of:
         lock_on = lc.lock_after_leaving.after(person.left_on)
         remove_on = lc.remove_after_leaving.after(person.left_on)
+        left = person.left_on.isoformat()
         if person.keep_after_leaving:
-            reasons.append(
-                f"{lc.citation('keep_after_leaving')}: left on {person.left_on.isoformat()} "
-                "but kept on request "
-                f"(keep_after_leaving): not locked or removed for leaving"
-            )
+            reasons.append(reason("lifecycle.keep_after_leaving", reg, left_on=left))
         elif as_of >= remove_on:
             locked = remove = left_locked = True
-            reasons.append(
-                f"{lc.citation('remove_after_leaving')}: left on {person.left_on.isoformat()}, "
-                f"{_ago(lc.remove_after_leaving)} before {as_of.isoformat()}: "
-                f"locked, archived, then removed"
-            )
-            lock_reasons.append(
-                f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}"
-            )
+            reasons.append(reason("lifecycle.remove_after_leaving", reg, left_on=left,
+                                  duration=_dur(lc.remove_after_leaving)))
+            lock_reasons.append(reason("lifecycle.lock_after_leaving.locked", reg, left_on=left))
         elif as_of >= lock_on:
             locked = left_locked = True
-            text = f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}"
-            reasons.append(
-                f"{text}, {_ago(lc.lock_after_leaving)} before {as_of.isoformat()} "
-                f"(removal due {remove_on.isoformat()}, {lc.citation('remove_after_leaving')})"
-            )
-            lock_reasons.append(text)
+            reasons.append(reason("lifecycle.lock_after_leaving.removal_due", reg, left_on=left,
+                                  duration=_dur(lc.lock_after_leaving), remove_on=remove_on.isoformat()))
+            lock_reasons.append(reason("lifecycle.lock_after_leaving.locked", reg, left_on=left))
         else:
-            reasons.append(
-                f"{lc.citation('lock_after_leaving')}: left on {person.left_on.isoformat()}; "
-                f"lock due {lock_on.isoformat()}"
-            )
+            reasons.append(reason("lifecycle.lock_after_leaving.pending", reg, left_on=left,
+                                  lock_on=lock_on.isoformat()))
 
     if _logins_known(facts):
         last = _fact(facts, "last_login", person.id)
         created = _fact(facts, "created", person.id)
         since = last or created
         if since is not None:
-            what = (
-                f"no login since {last.isoformat()}"
-                if last is not None
-                else f"never logged in since creation on {since.isoformat()}"
-            )
+            never = ".never" if last is None else ""
             if as_of >= lc.remove_after_inactivity.after(since):
                 locked = remove = True
-                reasons.append(
-                    f"{lc.citation('inactivity')}: {what}, {_ago(lc.remove_after_inactivity)}: "
-                    "locked, archived, then removed"
-                )
-                lock_reasons.append(f"{lc.citation('inactivity')}: {what}")
+                reasons.append(reason("lifecycle.remove_after_inactivity" + never, reg,
+                                      since=since.isoformat(), duration=_dur(lc.remove_after_inactivity)))
+                lock_reasons.append(reason("lifecycle.lock_after_inactivity.locked", reg,
+                                           since=since.isoformat()))
             elif as_of >= lc.lock_after_inactivity.after(since):
                 locked = True
-                text = f"{lc.citation('inactivity')}: {what}"
-                reasons.append(f"{text}, {_ago(lc.lock_after_inactivity)}")
-                lock_reasons.append(text)
+                reasons.append(reason("lifecycle.lock_after_inactivity" + never, reg,
+                                      since=since.isoformat(), duration=_dur(lc.lock_after_inactivity)))
+                lock_reasons.append(reason("lifecycle.lock_after_inactivity.locked", reg,
+                                           since=since.isoformat()))
 
     refuse = None
     if left_locked and person.left_on is not None and not lc.deliver_to_leavers:
         refuse = refuse_text(person.left_on)
-    return Decision(
-        locked=locked,
-        remove=remove,
-        reasons=reasons,
-        lock_reason=lock_reasons[0] if locked and lock_reasons else None,
-        refuse_mail=refuse,
-    )
+    return replace(_decision(state, locked, remove, reasons, lock_reasons), refuse_mail=refuse)
 
 
 def refuse_text(left_on: date) -> str:
@@ -175,23 +165,23 @@ def decide_unit_mailbox(
 ) -> Decision:
     """The lifecycle decision for one unit mailbox on ``as_of``."""
     lc = state.lifecycle
-    reasons: list[str] = []
-    lock_reasons: list[str] = []
+    reg = state.rules
+    reasons: list[Reason] = []
+    lock_reasons: list[Reason] = []
     locked = remove = False
 
     if unit.dissolved_on is not None and unit.dissolved_on <= as_of:
         locked = True
-        text = f"{lc.citation('dissolved')}: unit dissolved on {unit.dissolved_on.isoformat()}"
-        lock_reasons.append(text)
+        on = unit.dissolved_on.isoformat()
+        lock_reasons.append(reason("lifecycle.dissolved.locked", reg, dissolved_on=on))
         remove_on = lc.remove_after_leaving.after(unit.dissolved_on)
         if as_of >= remove_on:
             remove = True
-            reasons.append(
-                f"{text}, {_ago(lc.remove_after_leaving)} before {as_of.isoformat()} "
-                f"({lc.citation('remove_after_leaving')}): locked, archived, then removed"
-            )
+            reasons.append(reason("lifecycle.dissolved.remove", reg, dissolved_on=on,
+                                  duration=_dur(lc.remove_after_leaving)))
         else:
-            reasons.append(f"{text}: locked; archived and removed from {remove_on.isoformat()}")
+            reasons.append(reason("lifecycle.dissolved", reg, dissolved_on=on,
+                                  remove_on=remove_on.isoformat()))
 
     if _logins_known(facts):
         uid = unit.id
@@ -201,21 +191,12 @@ def decide_unit_mailbox(
             due = lc.remove_unused_unit_mailbox.after(created)
             if as_of >= due:
                 locked = remove = True
-                text = (
-                    f"{lc.citation('unused_unit_mailbox')}: unit mailbox never used since its creation "
-                    f"on {created.isoformat()}"
-                )
-                reasons.append(
-                    f"{text}, {_ago(lc.remove_unused_unit_mailbox)}: locked, archived, then removed"
-                )
-                lock_reasons.append(text)
+                reasons.append(reason("lifecycle.unused_unit_mailbox", reg, created=created.isoformat(),
+                                      duration=_dur(lc.remove_unused_unit_mailbox)))
+                lock_reasons.append(reason("lifecycle.unused_unit_mailbox.locked", reg,
+                                           created=created.isoformat()))
 
-    return Decision(
-        locked=locked,
-        remove=remove,
-        reasons=reasons,
-        lock_reason=lock_reasons[0] if locked and lock_reasons else None,
-    )
+    return _decision(state, locked, remove, reasons, lock_reasons)
 
 
 def decide(state: State, ref: str, as_of: date, facts: Mapping[str, Any] | None = None) -> Decision:
@@ -226,5 +207,5 @@ def decide(state: State, ref: str, as_of: date, facts: Mapping[str, Any] | None 
 
 
 def old_address_expires(changed_on: date, state: State) -> date:
-    """The last day an old address keeps delivering (DESIGN §3: ``keep_old_address`` after the change)."""
+    """The last day an old address keeps delivering (``keep_old_address`` after the change)."""
     return state.lifecycle.keep_old_address.after(changed_on)

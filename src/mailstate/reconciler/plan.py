@@ -153,6 +153,8 @@ class Plan:
     live_mailboxes: int = 0
     """How many personal and unit mailboxes exist live (the base of the share threshold)."""
     unit_names: dict[str, str] = field(default_factory=dict)
+    language: str = "vi"
+    """The organisation's language ([organization] language): renderings use it unless --lang says."""
     """unit id → name, for renderings (a unit head reads the Markdown)."""
 
     @classmethod
@@ -249,6 +251,7 @@ class Plan:
             "changes": [c.to_json() for c in self.changes],
             "unlisted": [record_to_json(r) for r in self.unlisted],
             "unit_names": dict(sorted(self.unit_names.items())),
+            "language": self.language,
         }
 
     def dumps(self) -> str:
@@ -282,6 +285,7 @@ class Plan:
                 safety=SafetyLimits.of(safety),
                 live_mailboxes=live_mailboxes,
                 unit_names=dict(data.get("unit_names") or {}),
+                language=str(data.get("language") or "vi"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MailstateError(f"plan file: malformed ({type(exc).__name__}: {exc})") from None

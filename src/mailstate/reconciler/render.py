@@ -23,15 +23,16 @@ import html
 import io
 import json
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from mailstate.desired_state.model import format_size
+from mailstate.i18n import N_, _, fmt_date, ngettext, rights_text
 from mailstate.reconciler.change import Action, Change
 from mailstate.reconciler.diff import REDACTED, is_secret
 from mailstate.reconciler.plan import MAILBOX_KINDS, Plan
+from mailstate.reconciler.reason import Reason
 from mailstate.text import visible
 
 MAX_MARKDOWN = 65_536
@@ -60,17 +61,50 @@ STYLES = {
     Action.ARCHIVE: "magenta",
     Action.DELETE: "bold red",
 }
-VI_ACTION = {
-    "create": "tạo",
-    "update": "sửa",
-    "rename": "đổi tên",
-    "grant": "cấp quyền",
-    "unlock": "mở khóa",
-    "lock": "khóa",
-    "revoke": "thu hồi",
-    "archive": "lưu trữ",
-    "delete": "xóa",
+ACTION_NAMES = {
+    "create": N_("create"),
+    "update": N_("update"),
+    "rename": N_("rename"),
+    "grant": N_("grant"),
+    "unlock": N_("unlock"),
+    "lock": N_("lock"),
+    "revoke": N_("revoke"),
+    "archive": N_("archive"),
+    "delete": N_("delete"),
 }
+KIND_NAMES = {
+    "person": N_("person"),
+    "unit": N_("unit"),
+    "unit_mailbox": N_("unit mailbox"),
+    "group": N_("group"),
+    "alias": N_("old address"),
+    "shared_folder": N_("shared folder"),
+    "acl": N_("rights"),
+}
+FIELD_NAMES = {
+    "name": N_("name"), "given": N_("given name"), "family": N_("family name"), "unit": N_("unit"),
+    "title": N_("title"), "phone": N_("phone"), "mobile": N_("mobile"), "backup_email": N_("backup mailbox"),
+    "address": N_("address"), "aliases": N_("old addresses"), "quota": N_("quota"), "locked": N_("locked"),
+    "lock_reason": N_("lock reason"), "parent": N_("parent unit"), "head": N_("head"),
+    "delegates": N_("delegates"), "members": N_("members"), "delivers_to": N_("delivers to"),
+    "rights": N_("rights"), "purpose": N_("purpose"), "expires": N_("expires"), "archived": N_("archived"),
+    "mail": N_("mail"), "owner": N_("owner"), "target": N_("delivers to"),
+    "refuse_mail": N_("mail refused with"),
+}
+UNIT_FIELDS = frozenset({"unit", "parent"})
+DATE_FIELDS = frozenset({"expires", "left_on", "until", "dissolved_on"})
+
+
+def action_name(label: str) -> str:
+    return _(ACTION_NAMES[label]) if label in ACTION_NAMES else label
+
+
+def kind_name(kind: str) -> str:
+    return _(KIND_NAMES[kind]) if kind in KIND_NAMES else kind
+
+
+def field_name(name: str) -> str:
+    return _(FIELD_NAMES[name]) if name in FIELD_NAMES else name
 MAX_VALUE = 200
 
 
@@ -97,8 +131,9 @@ def unit_labels(plan: Plan, state_or_labels: Any = None) -> dict[str, str]:
     return labels
 
 
-def value_text(name: str, value: Any) -> str:
-    """A short, secret-free text of one attribute value."""
+def value_text(name: str, value: Any, labels: Mapping[str, str] | None = None) -> str:
+    """A short, secret-free text of one attribute value, in the current language: rights in words, unit
+    names beside unit ids, dates as the language writes them."""
     if is_secret(name):
         return REDACTED
     if value is None:
@@ -106,9 +141,15 @@ def value_text(name: str, value: Any) -> str:
     if name == "quota" and isinstance(value, int) and not isinstance(value, bool):
         return format_size(value)
     if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, tuple, set, frozenset)):
-        text = ", ".join(str(v) for v in value) if value else "(none)"
+        return _("yes") if value else _("no")
+    if name == "rights" and isinstance(value, str):
+        text = rights_text(value)
+    elif name in DATE_FIELDS and isinstance(value, str):
+        text = fmt_date(value)
+    elif name in UNIT_FIELDS and isinstance(value, str) and labels and value in labels:
+        text = f"{labels[value]} ({value})"
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        text = ", ".join(str(v) for v in value) if value else _("(none)")
     elif isinstance(value, Mapping):
         text = ", ".join(f"{k}={value_text(str(k), v)}" for k, v in value.items())
     else:
@@ -117,7 +158,7 @@ def value_text(name: str, value: Any) -> str:
     return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"
 
 
-def field_lines(change: Change) -> list[tuple[str, str, str]]:
+def field_lines(change: Change, labels: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
     """(field, before, after) for what the change touches; creates/removals show their attributes once."""
     before = dict(change.before or {})
     after = dict(change.after or {})
@@ -131,11 +172,11 @@ def field_lines(change: Change) -> list[tuple[str, str, str]]:
             continue  # a create or removal lists only the attributes that have a value
         bv, av = before.get(f), after.get(f)
         if not listing and _is_seq(bv) and _is_seq(av) and not is_secret(f):
-            out.append((f, "", set_change_text(f, bv, av)))  # members: +x, −y (not two long lists)
+            out.append((field_name(f), "", set_change_text(f, bv, av)))  # members: +x, −y
             continue
-        b = value_text(f, bv) if f in before else ""
-        a = value_text(f, av) if f in after else ""
-        out.append((f, b, a))
+        b = value_text(f, bv, labels) if f in before else ""
+        a = value_text(f, av, labels) if f in after else ""
+        out.append((field_name(f), b, a))
     return out
 
 
@@ -147,7 +188,7 @@ def set_change_text(name: str, before: Any, after: Any) -> str:
     """What a multi-valued attribute gains and loses: "+a, +b, −c" (short, secret-free)."""
     b, a = {visible(str(v)) for v in before}, {visible(str(v)) for v in after}
     parts = [f"+{v}" for v in sorted(a - b)] + [f"−{v}" for v in sorted(b - a)]
-    return value_text(name, parts) if parts else "(same values, order or case only)"
+    return value_text(name, parts) if parts else _("(same values, order or case only)")
 
 
 def group_by_unit(plan: Plan) -> list[tuple[str, list[tuple[int, Change]]]]:
@@ -162,7 +203,7 @@ def counts_text(changes: list[Change]) -> str:
     counts: dict[str, int] = {}
     for c in sorted(changes, key=lambda c: c.action.phase):
         counts[c.action.label] = counts.get(c.action.label, 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in counts.items())
+    return ", ".join(f"{action_name(k)} {v}" for k, v in counts.items())
 
 
 def locks_and_removals(plan: Plan) -> tuple[list[Change], list[Change], list[Change]]:
@@ -179,9 +220,9 @@ def locks_and_removals(plan: Plan) -> tuple[list[Change], list[Change], list[Cha
 
 
 def _header(plan: Plan) -> str:
-    org = plan.organization or "the organisation"
-    when = f" as of {plan.as_of.isoformat()}" if plan.as_of else ""
-    scope = f" (scope: {', '.join(plan.scope)})" if plan.scope else ""
+    org = plan.organization or _("the organisation")
+    when = _(" as of {date}").format(date=fmt_date(plan.as_of)) if plan.as_of else ""
+    scope = _(" (scope: {units})").format(units=", ".join(plan.scope)) if plan.scope else ""
     return visible(f"{org}{when}{scope}")
 
 
@@ -208,42 +249,46 @@ class TextRenderer:
 
         labels = {visible(k): visible(v) for k, v in unit_labels(plan, state_or_labels).items()}
         n = len(plan.changes)
-        head = f"Plan for {_header(plan)}: "
+        head = _("Plan for {what}: ").format(what=_header(plan))
         if n == 0:
-            out(head + "no changes.", "bold green")
+            out(head + _("no changes."), "bold green")
         else:
-            out(f"{head}{n} change{'s' if n != 1 else ''} ({counts_text(plan.changes)})", "bold")
+            out(head + ngettext("{n} change ({counts})", "{n} changes ({counts})", n).format(
+                n=n, counts=counts_text(plan.changes)), "bold")
         if plan.unlisted:
-            out(f"{len(plan.unlisted)} live object(s) not in the TOML (listed at the end, not deleted)")
+            out(ngettext("{n} live object not in the TOML (listed at the end, not deleted)",
+                         "{n} live objects not in the TOML (listed at the end, not deleted)",
+                         len(plan.unlisted)).format(n=len(plan.unlisted)))
         boxes = plan.destructive_mailboxes()
         if boxes:
-            out(f"⚠ locks or removes {len(boxes)} mailbox(es): "
-                + ", ".join(f"{k} {visible(key)}" for k, key in boxes[:20])
+            out("⚠ " + ngettext("locks or removes {n} mailbox: ", "locks or removes {n} mailboxes: ",
+                                len(boxes)).format(n=len(boxes))
+                + ", ".join(f"{kind_name(k)} {visible(key)}" for k, key in boxes[:20])
                 + (" …" if len(boxes) > 20 else ""), "bold red")
         for unit, items in group_by_unit(plan):
             out()
             unit = visible(unit)
-            title = f"unit {unit} — {labels[unit]}" if unit in labels else (
-                f"unit {unit}" if unit else "organisation-wide")
+            title = _("unit {id} — {name}").format(id=unit, name=labels[unit]) if unit in labels else (
+                _("unit {id}").format(id=unit) if unit else _("organisation-wide"))
             out(f"{title} ({counts_text([c for _, c in items])})", "bold underline")
             for i, c in items:
                 prov = f"  [{c.provider}]" if c.provider else ""
                 symbol = SYMBOLS.get(c.action, "?")
-                out(f"  {i:>4}. {symbol} {c.action.label} {c.kind} {visible(c.key)}{prov}",
-                    STYLES.get(c.action, ""))
-                for f, b, a in field_lines(c):
+                out(f"  {i:>4}. {symbol} {action_name(c.action.label)} {kind_name(c.kind)} "
+                    f"{visible(c.key)}{prov}", STYLES.get(c.action, ""))
+                for f, b, a in field_lines(c, labels):
                     if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
                         out(f"          {f}: {b} → {a}")
                     else:
                         out(f"          {f}: {a or b}")
                 for r in c.reasons:
-                    out(f"          why: {visible(r)}", "dim")
+                    out("          " + _("why: {reason}").format(reason=visible(r.text())), "dim")
         if plan.unlisted:
             out()
-            out("Not in the TOML (reported, not deleted — DESIGN §6.2):", "bold")
+            out(_("Not in the TOML (reported, not deleted):"), "bold")
             for rec in plan.unlisted:
-                unit = f" (unit {visible(rec.unit)})" if rec.unit else ""
-                out(f"  ? {rec.kind} {visible(rec.key)}{unit}")
+                unit = " (" + _("unit {id}").format(id=visible(rec.unit)) + ")" if rec.unit else ""
+                out(f"  ? {kind_name(rec.kind)} {visible(rec.key)}{unit}")
         if not self.color:
             return "".join(text + "\n" for text, _ in lines)
         return self._coloured(lines)
@@ -283,7 +328,7 @@ def code(text: str) -> str:
 
 
 def _obj(c: Change) -> str:
-    return f"{c.kind} {code(c.key)}"
+    return f"{kind_name(c.kind)} {code(c.key)}"
 
 
 class MarkdownRenderer:
@@ -295,40 +340,43 @@ class MarkdownRenderer:
     def __init__(self, max_length: int = MAX_MARKDOWN, full_plan: str | None = None,
                  approvals: Sequence[tuple[str, str, Sequence[str]]] = ()) -> None:
         self.max_length = max_length
-        self.full_plan = full_plan or "the plan file written with `mailstate plan --out` (the CI artefact)"
+        self.full_plan = full_plan
         self.approvals = list(approvals)
         """(unit, file, owners) from CODEOWNERS (reconciler.codeowners.plan_approvals)."""
 
     def render(self, plan: Plan, state_or_labels: Any = None) -> str:
         from mailstate.reconciler.gitops import approvals_markdown, marker
 
+        if self.full_plan is None:
+            self.full_plan = _("the plan file written with `mailstate plan --out` (the CI artefact)")
         labels = unit_labels(plan, state_or_labels)
-        head: list[str] = [marker(plan), f"## mailstate plan — {md(_header(plan))}", ""]
+        head: list[str] = [marker(plan), _("## mailstate plan — {what}").format(what=md(_header(plan))), ""]
         n = len(plan.changes)
         if n == 0:
-            head.append("**Không có thay đổi (no changes).**")
+            head.append("**" + _("No changes.") + "**")
         else:
-            head.append(f"**{n} thay đổi ({n} change{'s' if n != 1 else ''})**")
+            head.append("**" + ngettext("{n} change", "{n} changes", n).format(n=n) + "**")
             head.append("")
-            head.append("| hành động (action) | số lượng (count) |")
+            head.append("| " + _("action") + " | " + _("count") + " |")
             head.append("|---|---:|")
             for label, count in plan.summary.items():
-                head.append(f"| {VI_ACTION.get(label, label)} ({label}) | {count} |")
+                head.append(f"| {action_name(label)} | {count} |")
         if plan.unlisted:
             head.append("")
-            head.append(f"{len(plan.unlisted)} đối tượng không có trong TOML (unlisted live objects): "
-                        f"báo cáo, không xóa (reported, not deleted).")
+            head.append(ngettext("{n} live object is not in the TOML: reported, not deleted.",
+                                 "{n} live objects are not in the TOML: reported, not deleted.",
+                                 len(plan.unlisted)).format(n=len(plan.unlisted)))
         head.append("")
 
         locks, removals, revokes = locks_and_removals(plan)
-        head += self._callout(f"⚠ Khóa / Lock ({len(locks)})", locks, labels)
-        head += self._callout(f"Xóa / Remove ({len(removals)})", removals, labels, removal=True)
-        head += self._callout(f"Thu hồi quyền / Revoke ({len(revokes)})", revokes, labels)
+        head += self._callout("⚠ " + _("Locks ({n})").format(n=len(locks)), locks, labels)
+        head += self._callout(_("Removals ({n})").format(n=len(removals)), removals, labels, removal=True)
+        head += self._callout(_("Rights revoked ({n})").format(n=len(revokes)), revokes, labels)
         head += approvals_markdown(self.approvals, labels)
 
         text = "\n".join(head)
         if n:
-            text += "\n### Chi tiết theo đơn vị (details per unit)\n\n"
+            text += "\n### " + _("Details per unit") + "\n\n"
         reserve = 600 + (3000 if plan.unlisted else 0)  # room for the cut note and some unlisted objects
         groups = group_by_unit(plan)
         cut_at: int | None = None
@@ -341,15 +389,16 @@ class MarkdownRenderer:
         if cut_at is not None:
             left = groups[cut_at:]
             changes_left = sum(len(items) for _, items in left)
-            text += (
-                f"\n> ⚠ **Kế hoạch bị cắt bớt (plan cut)**: {changes_left} change(s) in {len(left)} unit(s) "
-                f"not shown here (from unit {md(left[0][0] or 'organisation-wide')} on) to keep this comment "
-                f"under {self.max_length:,} characters. The full plan: {self.full_plan}.\n"
-            )
+            text += "\n> ⚠ **" + _("Plan cut") + "**: " + _(
+                "{changes} change(s) in {units} unit(s) not shown here (from unit {first} on) to keep this "
+                "comment under {limit} characters. The full plan: {full}."
+            ).format(changes=changes_left, units=len(left), first=md(left[0][0] or _("organisation-wide")),
+                     limit=f"{self.max_length:,}", full=self.full_plan) + "\n"
         if plan.unlisted:
             text += self._unlisted_block(plan, self.max_length - len(text) - 100)
         if len(text) > self.max_length:  # a huge header (callouts are capped, so only by a pathological plan)
-            note = f"\n\n> ⚠ cut at {self.max_length:,} characters; the full plan: {self.full_plan}.\n"
+            note = "\n\n> ⚠ " + _("cut at {limit} characters; the full plan: {full}.").format(
+                limit=f"{self.max_length:,}", full=self.full_plan) + "\n"
             text = text[: self.max_length - len(note)] + note
         return text
 
@@ -360,57 +409,59 @@ class MarkdownRenderer:
         out = [f"### {title}", ""]
         for c in changes[: self.CALLOUT_MAX]:
             unit = f" — {md(labels.get(c.unit, c.unit))}" if c.unit else ""
-            extra = " (lưu trữ trước / archived first)" if removal and c.kind in MAILBOX_KINDS else ""
+            extra = " (" + _("archived first") + ")" if removal and c.kind in MAILBOX_KINDS else ""
             why = f": {md(_rule_reason(c.reasons))}" if c.reasons else ""
             out.append(f"- {_obj(c)}{unit}{extra}{why}")
         if len(changes) > self.CALLOUT_MAX:
             more = len(changes) - self.CALLOUT_MAX
-            out.append(f"- … và {more} nữa (and {more} more)")
+            out.append("- … " + _("and {n} more").format(n=more))
         out.append("")
         return out
 
     def _unit_block(self, unit: str, items: list[tuple[int, Change]], labels: Mapping[str, str]) -> str:
         name = labels.get(unit)
         title = (f"<b>{md(unit)}</b> — {md(name)}" if unit and name
-                 else f"<b>{md(unit)}</b>" if unit else "<b>Toàn cơ quan (organisation-wide)</b>")
+                 else f"<b>{md(unit)}</b>" if unit else "<b>" + _("Organisation-wide") + "</b>")
         lines = [
             "<details>",
-            f"<summary>{title}: {len(items)} change(s) ({html.escape(counts_text([c for _, c in items]))})"
-            f"</summary>",
+            f"<summary>{title}: "
+            + ngettext("{n} change", "{n} changes", len(items)).format(n=len(items))
+            + f" ({html.escape(counts_text([c for _i, c in items]))})</summary>",
             "",
         ]
         for i, c in items:
-            vi = VI_ACTION.get(c.action.label, c.action.label)
             prov = f" · {c.provider}" if c.provider else ""
-            lines.append(f"- **#{i} {vi} ({c.action.label})** {_obj(c)}{prov}")
-            for f, b, a in field_lines(c):
+            lines.append(f"- **#{i} {action_name(c.action.label)}** {_obj(c)}{prov}")
+            for f, b, a in field_lines(c, labels):
                 if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
                     lines.append(f"   - `{f}`: {md(b)} → {md(a)}")
                 else:
                     lines.append(f"   - `{f}`: {md(a or b)}")
             for r in c.reasons:
-                lines.append(f"   - _vì (why)_: {md(r)}")
+                lines.append("   - _" + _("why") + f"_: {md(r.text())}")
         lines += ["", "</details>", ""]
         return "\n".join(lines) + "\n"
 
     def _unlisted_block(self, plan: Plan, budget: int) -> str:
         """The unlisted section, listing as many objects as ``budget`` characters allow."""
         lines = [
-            f"\n### Không có trong TOML / Unlisted ({len(plan.unlisted)})",
+            "\n### " + _("Not in the TOML ({n})").format(n=len(plan.unlisted)),
             "",
-            "Live objects the TOML does not mention: reported, not deleted (DESIGN §6.2).",
+            _("Live objects the TOML does not mention: reported, not deleted."),
             "",
             "<details>",
-            f"<summary>{len(plan.unlisted)} object(s)</summary>",
+            "<summary>" + ngettext("{n} object", "{n} objects", len(plan.unlisted)).format(
+                n=len(plan.unlisted)) + "</summary>",
             "",
         ]
         used = sum(len(line) + 1 for line in lines) + 400
         for i, r in enumerate(plan.unlisted):
-            unit = f" (unit {md(r.unit)})" if r.unit else ""
-            line = f"- {r.kind} {code(r.key)}{unit}"
+            unit = " (" + _("unit {id}").format(id=md(labels_text(r.unit, plan))) + ")" if r.unit else ""
+            line = f"- {kind_name(r.kind)} {code(r.key)}{unit}"
             if used + len(line) + 1 > budget:
                 rest = len(plan.unlisted) - i
-                lines.append(f"- … {rest} more not shown (comment size); see {self.full_plan}")
+                lines.append("- … " + _("{n} more not shown (comment size); see {full}").format(
+                    n=rest, full=self.full_plan))
                 break
             lines.append(line)
             used += len(line) + 1
@@ -449,10 +500,13 @@ def render(plan: Plan, fmt: str = "text", state_or_labels: Any = None, **options
     return str(cls(**options).render(plan, state_or_labels))
 
 
-_SOURCE_ONLY = re.compile(r"^[^\s:]+\.toml:\d+: ")
+def _rule_reason(reasons: Sequence[Reason]) -> str:
+    """The reason to call out: the first that names a rule (``left on …``), not merely the TOML line
+    that defines the object (``units/vp.toml:12: person x``); that line when it is all there is."""
+    return next((r for r in reasons if not r.code.startswith("source.")), reasons[0]).text()
 
 
-def _rule_reason(reasons: Sequence[str]) -> str:
-    """The reason to call out: the first that names a rule (``MIC art.5.3: left on …``), not merely the
-    TOML line that defines the object (``units/vp.toml:12: person x``); that line when it is all there is."""
-    return next((r for r in reasons if not _SOURCE_ONLY.match(r)), reasons[0])
+def labels_text(unit: str, plan: Plan) -> str:
+    """"Phòng Kế hoạch (khtc)": a unit's name beside its id, when the plan knows it."""
+    name = plan.unit_names.get(unit)
+    return f"{name} ({unit})" if name else unit

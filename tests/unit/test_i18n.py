@@ -1,0 +1,189 @@
+"""Languages and the agency's regulation: catalogues complete, citations from the state only, golden plans.
+
+Golden files: tests/unit/golden/<example>.<lang>.md is the Markdown plan of examples/<example> against an
+empty live system on a fixed date. MAILSTATE_UPDATE_GOLDEN=1 rewrites them (then read the diff!).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+import typing
+from datetime import date
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+
+from mailstate import i18n
+from mailstate.desired_state.loader import load_state
+from mailstate.desired_state.model import RegulationPreset, RuleCode
+from mailstate.reconciler.diff import diff
+from mailstate.reconciler.plan import Plan
+from mailstate.reconciler.reason import MESSAGES, Reason, _rule_of
+from mailstate.reconciler.render import render
+from mailstate.regulation import RULES, preset, preset_names
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "mailstate"
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").iterdir() if (p / "mailstate.toml").is_file())
+GOLDEN = Path(__file__).parent / "golden"
+AS_OF = date(2027, 9, 1)
+
+
+def _message_ids() -> set[str]:
+    """Every message id the code marks with _, N_ or ngettext (what pybabel extract finds)."""
+    ids: set[str] = set()
+    keywords = {"_": None, "N_": None, "ngettext": (1, 2)}
+    for _file, _line, message, _comments, _ctx in extract_from_dir(str(SRC), keywords=keywords):
+        if isinstance(message, tuple):
+            ids.add(message[0])
+        elif message:
+            ids.add(message)
+    return ids
+
+
+@pytest.mark.parametrize("lang", i18n.LANGUAGES)
+def test_every_message_has_a_translation(lang: str) -> None:
+    """A message id without a (non-empty) translation in a catalogue fails, naming it."""
+    catalogue = i18n.catalogue(lang)
+    ids = _message_ids()
+    assert len(ids) > 100
+    missing = sorted(m for m in ids if not (catalogue.get(m) and all(catalogue.get(m).string)
+                                            if isinstance(catalogue.get(m).string if catalogue.get(m)
+                                                          else None, tuple)
+                                            else catalogue.get(m) and catalogue.get(m).string))
+    assert not missing, f"{lang}: messages without a translation: {missing}"
+
+
+def test_placeholders_survive_translation() -> None:
+    """A translation keeps exactly the {placeholders} of its message id (else .format fails or drops one)."""
+    for message in i18n.catalogue("vi"):
+        if not message.id:
+            continue
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        want = set(re.findall(r"\{(\w+)\}", ids[0]))
+        for s in strings:
+            assert set(re.findall(r"\{(\w+)\}", s)) == want, (message.id, s)
+
+
+def test_rule_codes_are_one_list() -> None:
+    """The TOML's rule codes, the regulation's and the messages' are the same set."""
+    assert set(typing.get_args(RuleCode)) == set(RULES)
+    for code in MESSAGES:
+        if not code.startswith(("source.", "text", "delegation.through_unit", "removal.rights_on_it")):
+            assert _rule_of(code) in RULES, code
+
+
+def test_presets_are_the_shipped_files_and_cite_known_rules() -> None:
+    """Each preset names its decision; every article is of a known rule and reads as Điều/khoản/điểm."""
+    assert set(typing.get_args(RegulationPreset)) == set(preset_names())
+    for name in preset_names():
+        reg = preset(name)
+        assert reg.decision and reg.decision.startswith("Quyết định ")
+        for rule in reg.articles:
+            assert rule in RULES, (name, rule)
+            with i18n.use("vi"):
+                text = reg.citation(rule).text()  # type: ignore[union-attr]
+            assert text.startswith("Điều ") and text.endswith(reg.decision), text
+
+
+def test_no_agency_article_is_written_in_the_code() -> None:
+    """Articles come from the regulation table: none of MIC, MOST, VL, BĐ or MONRE in the rule code."""
+    pattern = re.compile(r"\b(MIC|MOST|VL|BĐ|MONRE)\b[^\n]{0,3}art\.")
+    offenders = []
+    for name in ("reconciler/desired_imap.py", "reconciler/diff.py", "reconciler/desired.py",
+                 "reconciler/lifecycle.py", "reconciler/render.py", "reconciler/reason.py",
+                 "desired_state/validate.py", "providers/passwords.py"):
+        for n, line in enumerate((SRC / name).read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.search(line) and not line.lstrip().startswith("#"):
+                offenders.append(f"{name}:{n}: {line.strip()}")
+    assert not offenders, offenders
+
+
+def test_reason_json_round_trip_keeps_rule_and_renders_in_either_language() -> None:
+    """JSON keeps the rule code and the parameters, so a saved plan renders in the language asked."""
+    r = Reason("lifecycle.remove_after_leaving", (("left_on", "2026-08-15"), ("duration", (12, "month"))),
+               preset("most-4105").citation("lifecycle.remove_after_leaving"), "units/vp.toml:3")
+    data = r.to_json()
+    assert data["rule"] == "lifecycle.remove_after_leaving"
+    back = Reason.from_json(data)
+    assert back == Reason(r.code, (("left_on", "2026-08-15"), ("duration", (12, "month"))), r.cite, r.where)
+    with i18n.use("vi"):
+        assert back.text() == ("units/vp.toml:3: nghỉ việc từ 15/08/2026, đã quá 12 tháng: khóa, lưu trữ rồi "
+                               "xóa (Điều 13 khoản 2 điểm b, Quyết định 4105/QĐ-BKHCN)")
+    with i18n.use("en"):
+        assert back.text().endswith("(Article 13 clause 2 point b, Quyết định 4105/QĐ-BKHCN)")
+
+
+def _plan(example: str) -> tuple[Plan, object]:
+    from mailstate.reconciler.desired import project
+
+    state = load_state(ROOT / "examples" / example)
+    desired = project(state, AS_OF, imap=True)
+    changes, unlisted = diff(desired, {})
+    plan = Plan.build(changes, unlisted, as_of=AS_OF, organization=state.domain,
+                      unit_names={u: x.name for u, x in state.units.items()})
+    plan.language = state.language
+    return plan, state
+
+
+@pytest.mark.parametrize("lang", i18n.LANGUAGES)
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_example_plan_matches_golden(example: str, lang: str) -> None:
+    """The Markdown plan of every example, in Vietnamese and in English, is the reviewed golden file."""
+    plan, state = _plan(example)
+    with i18n.use(lang):
+        text = render(plan, "markdown", state)
+    path = GOLDEN / f"{example}.{lang}.md"
+    if os.environ.get("MAILSTATE_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_vietnamese_plan_has_no_english_rule_text(example: str) -> None:
+    """A Vietnamese plan has no English summary words, no rights letters and no other agency's article."""
+    plan, state = _plan(example)
+    with i18n.use("vi"):
+        text = render(plan, "markdown", state)
+    for english in ("change(s)", "left on", "locked, archived", " why", "`locked`", "create ", "more than"):
+        assert english not in text, english
+    assert not re.search(r"`quyền`: [aeiklprstwx]+\s", text)  # rights in words
+    own = preset(str(state.organization.regulation)).decision  # type: ignore[attr-defined]
+    cited = re.findall(r"\(Điều [^()]*?, (Quyết định [^()]+)\)", text)
+    assert cited or not preset(str(state.organization.regulation)).articles  # type: ignore[attr-defined]
+    for decision in cited:
+        assert decision == own, decision
+
+
+def test_catalogues_are_package_data() -> None:
+    """The .po files and presets ship inside the package (a wheel has them: pyproject package-data)."""
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pkg = data["tool"]["setuptools"]["package-data"]["mailstate"]
+    assert "locale/*/LC_MESSAGES/*.po" in pkg and "regulations/*.toml" in pkg
+    for lang in i18n.LANGUAGES:
+        assert (resources.files("mailstate") / "locale" / lang / "LC_MESSAGES" / "mailstate.po").is_file()
+
+
+@pytest.mark.parametrize("lang", i18n.LANGUAGES)
+@pytest.mark.parametrize("regulation", [None, "most-4105"])
+def test_import_reads_back_the_lock_reasons_it_wrote(lang: str, regulation: str | None) -> None:
+    """The lock reason stored in the directory (in the organisation's language, cited or not) is turned
+    back into left_on / suspended by import, so an imported state plans no unlock."""
+    from pathlib import Path as P
+
+    from mailstate.desired_state.model import Organization, Person, State
+    from mailstate.reconciler.importer import _lock_fields
+    from mailstate.reconciler.lifecycle import decide_person
+
+    state = State(root=P("."), organization=Organization(name="X", domain="x.gov.vn", language=lang,
+                                                         regulation=regulation))
+    left = decide_person(Person(id="a", name="A B", left_on=date(2026, 8, 15)), state, date(2026, 12, 1))
+    assert _lock_fields(left.lock_reason) == {"left_on": date(2026, 8, 15)}
+    held = decide_person(Person(id="b", name="B C", suspended="lộ mật khẩu: đổi ngay"), state, AS_OF)
+    assert _lock_fields(held.lock_reason) == {"suspended": "lộ mật khẩu: đổi ngay"}
