@@ -33,13 +33,13 @@ sys.path.insert(0, str(HERE))
 from gen_agency import generate  # noqa: E402
 
 from mailstate.desired_state.loader import load_state  # noqa: E402
-from mailstate.desired_state.model import State  # noqa: E402
+from mailstate.desired_state.projection_imap import project_imap  # noqa: E402
+from mailstate.desired_state.schema import State  # noqa: E402
 from mailstate.lab import Lab  # noqa: E402
 from mailstate.lab.testing import imap_master_login, person_dn  # noqa: E402
-from mailstate.providers.imap import ImapProvider  # noqa: E402
-from mailstate.providers.ssh import SshProvider  # noqa: E402
-from mailstate.reconciler.desired_imap import project_imap  # noqa: E402
-from mailstate.reconciler.diff import diff  # noqa: E402
+from mailstate.providers.doveadm.provider import SshProvider  # noqa: E402
+from mailstate.providers.imap.provider import ImapProvider  # noqa: E402
+from mailstate.reconciler.plan.diff import diff  # noqa: E402
 
 DOMAIN = "bench.example.gov.vn"
 

@@ -59,9 +59,9 @@ def run_timed(argv: list[str], env: dict[str, str]) -> tuple[float, int, int, fl
 
 
 IMPORTS = (
-    "import mailstate.cli, mailstate.cli.plan_cmds, mailstate.reconciler.engine, "
-    "mailstate.desired_state.loader, mailstate.desired_state.validate, mailstate.providers.ldap, "
-    "mailstate.reconciler.desired, mailstate.reconciler.diff"
+    "import mailstate.cli, mailstate.cli.plan_cmds, mailstate.reconciler.pipeline, "
+    "mailstate.desired_state.loader, mailstate.desired_state.validate, mailstate.providers.ldap.provider, "
+    "mailstate.desired_state.projection, mailstate.reconciler.plan.diff"
 )
 
 
@@ -106,7 +106,8 @@ def tomllib_floor(state: Path) -> float:
 
 def bench(people: int, seed: int, repeat: int, workdir: Path) -> dict[str, Any]:
     from mailstate.lab import Lab
-    from mailstate.reconciler.engine import apply_plan, make_plan, plan_changes, plan_meta
+    from mailstate.reconciler.pipeline import apply_plan, make_plan
+    from mailstate.reconciler.plan.plan import plan_changes, plan_meta
 
     lab = Lab(workdir / "lab")
     state = workdir / "state"

@@ -18,6 +18,7 @@ No dependency on the rest of mailstate: errors, the model and every renderer use
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 
@@ -88,3 +89,21 @@ def csv_cell(text: str) -> str:
     injection advice); control characters are shown escaped."""
     prefix = "'" if text.startswith(CSV_FORMULA_START) else ""
     return prefix + visible(text)
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def md(text: str) -> str:
+    """Text made safe inside Markdown/HTML: HTML-escaped, Markdown's active characters neutralised, control
+    and bidi characters shown as escapes (a newline cannot start a list item or a heading)."""
+    out = html.escape(text, quote=False)
+    for ch in ("\\", "`", "*", "_", "[", "]", "|", "#", "~", "!"):
+        out = out.replace(ch, "\\" + ch)
+    return visible(out)
+
+
+def code(text: str) -> str:
+    """``text`` as a Markdown code span: controls escaped, no backtick (it would close the span)."""
+    return "`" + visible(text).replace("`", "'") + "`"

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from mailstate.desired_state.model import Organization, State
+from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import doveadm, imap_login, make_person
-from mailstate.providers.ssh import MANIFEST_SUFFIX, Manifest, SshProvider
+from mailstate.providers.doveadm.parse import MANIFEST_SUFFIX, Manifest
+from mailstate.providers.doveadm.provider import SshProvider
 
 FOLDER = "Lưu trữ/2025"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from mailstate.desired_state.model import Organization, State
+from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.providers.ssh import SshProvider
+from mailstate.providers.doveadm.provider import SshProvider
 
 pytestmark = pytest.mark.integration
 

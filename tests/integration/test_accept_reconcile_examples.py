@@ -110,11 +110,12 @@ SCOPED_PLANS = """
 import json, sys
 from pathlib import Path
 from mailstate.desired_state.loader import load_state
-from mailstate.reconciler.engine import (PLAN_READ_OPTIONS, _as_of, close_providers, make_plan,
-                                         open_providers, plan_changes, plan_from, plan_unlisted, read_all)
+from mailstate.reconciler.plan.plan import as_of_date as _as_of, plan_changes, plan_unlisted
+from mailstate.providers.registry import close_providers, open_providers
+from mailstate.reconciler.pipeline import make_plan, plan_from, read_all
 root, read_each = Path(sys.argv[1]), sys.argv[2] == "read-each"
 state = load_state(root)
-provs = open_providers(state, **PLAN_READ_OPTIONS)
+provs = open_providers(state, for_plan=True)
 out = {}
 try:
     snapshots = read_all(provs, None)

@@ -243,7 +243,7 @@ def test_one_paged_search_per_subtree_unless_someone_may_lack_a_password(
     """A read searches each managed subtree once; only when a person has no pwdChangedTime (ppolicy removes
     it with the password) does one presence search of ou=people follow, and it flags that person."""
     from mailstate.desired_state.loader import load_state
-    from mailstate.reconciler.engine import open_providers
+    from mailstate.providers.registry import open_providers
 
     lab, state, env = qn
     assert ms(env, "apply", "--state", str(state), "--provider", "ldap", "--yes").returncode == 0

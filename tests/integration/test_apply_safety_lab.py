@@ -16,7 +16,7 @@ import pytest
 
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_master_login
-from mailstate.reconciler.journal import read_lines
+from mailstate.reconciler.apply.journal import read_lines
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ def home(lab_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 CHILD = """
 import os, signal, sys
 from mailstate.cli import cli
-from mailstate.reconciler import journal
+from mailstate.reconciler.apply import journal
 
 done, sig = 0, getattr(signal, sys.argv[2])
 original = journal.Journal.done

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mailstate.cli import cli
 from mailstate.desired_state.assign import assign
 from mailstate.lab import Lab
-from mailstate.reconciler.engine import apply_plan, make_plan
+from mailstate.reconciler.pipeline import apply_plan, make_plan
 
 pytestmark = pytest.mark.integration
 

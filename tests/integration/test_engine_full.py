@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from mailstate.cli import cli
 from mailstate.lab import Lab
-from mailstate.reconciler.engine import apply_plan, make_plan, plan_changes, plan_meta
+from mailstate.reconciler.pipeline import apply_plan, make_plan
+from mailstate.reconciler.plan.plan import plan_changes, plan_meta
 
 pytestmark = pytest.mark.integration
 

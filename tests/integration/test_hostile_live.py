@@ -17,8 +17,8 @@ from ldap3.utils.dn import escape_rdn
 from mailstate.cli import cli
 from mailstate.lab import Lab
 from mailstate.lab.testing import make_person, person_dn
-from mailstate.reconciler.engine import make_plan
-from mailstate.reconciler.render import render
+from mailstate.reconciler.pipeline import make_plan
+from mailstate.reconciler.plan.render import render
 from mailstate.text import CONTROL_RE
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from mailstate.desired_state.model import ImapSettings
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import doveadm, imap_master_login, make_person
-from mailstate.providers.imap import ImapProvider, MailboxInfo
-from mailstate.reconciler.change import Action, Change
+from mailstate.model.change import Action, Change
+from mailstate.model.settings import ImapSettings
+from mailstate.providers.imap.provider import ImapProvider, MailboxInfo
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from mailstate.desired_state.model import (
+from mailstate.desired_state.projection_imap import project_imap
+from mailstate.desired_state.schema import (
     AccessGrant,
     Group,
     Organization,
@@ -23,10 +24,10 @@ from mailstate.desired_state.model import (
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_login, make_person
-from mailstate.providers.imap import RIGHTS, ImapProvider, desired_owners_of
-from mailstate.reconciler.change import Action, Change
-from mailstate.reconciler.desired_imap import project_imap
-from mailstate.reconciler.diff import diff
+from mailstate.model.change import Action, Change
+from mailstate.model.rights import RIGHTS
+from mailstate.providers.imap.provider import ImapProvider, desired_owners_of
+from mailstate.reconciler.plan.diff import diff
 
 TODAY = date(2026, 11, 23)
 FOLDER = "Văn bản đến/2026"

@@ -17,13 +17,14 @@ import ldap3
 import pytest
 from imapclient.exceptions import LoginError
 
-from mailstate.desired_state.model import LdapSettings, Organization, PasswordPolicy, State
+from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_login, make_person
-from mailstate.providers.base import make_provider
-from mailstate.providers.ldap import LdapProvider
-from mailstate.reconciler.change import Action, Change
+from mailstate.model.change import Action, Change
+from mailstate.model.settings import LdapSettings, PasswordPolicy
+from mailstate.providers.ldap.provider import LdapProvider
+from mailstate.providers.registry import make_provider
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,10 @@ import pytest
 
 from mailstate.desired_state.loader import load_state
 from mailstate.lab import Lab
-from mailstate.providers.imap import ImapProvider
-from mailstate.providers.ssh import SshProvider
-from mailstate.reconciler.engine import apply_plan, make_plan, plan_changes, plan_meta
+from mailstate.providers.doveadm.provider import SshProvider
+from mailstate.providers.imap.provider import ImapProvider
+from mailstate.reconciler.pipeline import apply_plan, make_plan
+from mailstate.reconciler.plan.plan import plan_changes, plan_meta
 
 pytestmark = pytest.mark.integration
 

@@ -28,16 +28,10 @@ from click.testing import CliRunner
 from mailstate.cli import cli
 from mailstate.errors import MailstateError, ProviderError, StalePlan, UnsafePlan
 from mailstate.lab import Lab
-from mailstate.reconciler.change import Action, Change
-from mailstate.reconciler.engine import (
-    ApplyFailed,
-    apply_plan,
-    load_plan,
-    make_plan,
-    plan_changes,
-    plan_json,
-    save_plan,
-)
+from mailstate.model.change import Action, Change
+from mailstate.reconciler.apply.run import ApplyFailed
+from mailstate.reconciler.pipeline import apply_plan, make_plan
+from mailstate.reconciler.plan.plan import load_plan, plan_changes, plan_json, save_plan
 
 pytestmark = pytest.mark.integration
 
@@ -273,7 +267,7 @@ def test_live_change_behind_our_back_is_planned_and_repaired(env: Lab, tmp_path:
 def test_live_object_not_in_the_toml_is_reported_not_deleted(env: Lab, tmp_path: Path) -> None:
     """A person added by hand is listed as unlisted (drift exits 2), never deleted by apply (DESIGN §6.2)."""
     from mailstate.lab.testing import make_person
-    from mailstate.reconciler.engine import plan_unlisted
+    from mailstate.reconciler.plan.plan import plan_unlisted
 
     state = small_state(tmp_path / "state", "lab.example.gov.vn")
     apply(make_plan(state, providers=LDAP_ONLY), state, tmp_path / "home")
@@ -488,7 +482,7 @@ def test_read_failure_with_wrong_ca_aborts_the_plan(
 def test_apply_lock_held_elsewhere_refuses(env: Lab, tmp_path: Path) -> None:
     """While another apply holds the lock in the directory, apply refuses and changes nothing."""
     from mailstate.desired_state.loader import load_state
-    from mailstate.providers.ldap import LdapProvider
+    from mailstate.providers.ldap.provider import LdapProvider
 
     state = small_state(tmp_path / "state", "lab.example.gov.vn")
     plan = make_plan(state, providers=LDAP_ONLY)

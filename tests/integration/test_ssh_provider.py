@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from mailstate.desired_state.model import Organization, State
+from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import doveadm, imap_login, imap_master_login, make_person
-from mailstate.providers.ssh import MANIFEST_SUFFIX, Manifest, Message, SshProvider
-from mailstate.reconciler.change import Action, Change
+from mailstate.model.change import Action, Change
+from mailstate.providers.doveadm.parse import MANIFEST_SUFFIX, Manifest, Message
+from mailstate.providers.doveadm.provider import SshProvider
 
 MESSAGE = b"From: a@lab.example.gov.vn\r\nSubject: %d\r\n\r\nbody %d\r\n"
 FOLDER = "Lưu trữ/2025"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from mailstate.desired_state.model import (
+from mailstate.desired_state.projection_imap import project_imap
+from mailstate.desired_state.schema import (
     AccessGrant,
     Group,
     Organization,
@@ -14,8 +15,7 @@ from mailstate.desired_state.model import (
     State,
     Unit,
 )
-from mailstate.providers.imap import RIGHTS
-from mailstate.reconciler.desired_imap import project_imap
+from mailstate.model.rights import RIGHTS
 
 
 def _state() -> State:
@@ -88,9 +88,9 @@ def test_folder_path_is_quoted_verbatim_in_reasons() -> None:
 
 def test_revoke_reason_names_the_head_handover_and_the_removed_delegate() -> None:
     """Revoking the old head's or a removed delegate's rights cites the handover, not the general rule."""
-    from mailstate.reconciler.change import Record
-    from mailstate.reconciler.desired import Desired
-    from mailstate.reconciler.diff import diff
+    from mailstate.desired_state.projection import Desired
+    from mailstate.model.records import Record
+    from mailstate.reconciler.plan.diff import diff
 
     unit_live = Record("unit", "tt", {"head": "hoatt", "delegates": ("binhvt", "yenlt")}, "ldap", "tt")
     unit_new = Record("unit", "tt", {"head": "binhvt", "delegates": ()}, "ldap", "tt")
@@ -109,7 +109,7 @@ def test_revoke_reason_names_the_head_handover_and_the_removed_delegate() -> Non
 
 def test_folder_key_treats_a_first_level_inbox_in_any_case_as_inbox() -> None:
     """`inbox/Con` is the server's `INBOX/Con` (INBOX is case-insensitive); other levels keep their case."""
-    from mailstate.providers.imap import folder_key
+    from mailstate.model.records import folder_key
 
     assert folder_key("lantt", "inbox/Con") == "lantt/INBOX/Con"
     assert folder_key("lantt", "Inbox") == "lantt/INBOX"
@@ -140,7 +140,7 @@ def test_reserved_acl_identifiers_are_refused_as_ids(tmp_path: Path) -> None:
 
 def _en(reasons):  # type: ignore[no-untyped-def]
     """The reasons' texts in English."""
-    from mailstate.i18n import use
+    from mailstate.model.i18n import use
 
     with use("en"):
         return [r.text() for r in reasons]

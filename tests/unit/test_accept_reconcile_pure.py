@@ -3,11 +3,12 @@ without a password, and what a --scope covers."""
 
 from __future__ import annotations
 
-from mailstate.providers.ldap_parse import parse_person
-from mailstate.reconciler.change import Action, Record
-from mailstate.reconciler.desired import Desired
-from mailstate.reconciler.diff import diff, differing_fields
-from mailstate.reconciler.engine import ScopeFilter
+from mailstate.desired_state.projection import Desired
+from mailstate.model.change import Action
+from mailstate.model.records import Record
+from mailstate.providers.ldap.parse import parse_person
+from mailstate.reconciler.plan.diff import diff, differing_fields
+from mailstate.reconciler.plan.scope import ScopeFilter
 
 ENTRY = {
     "objectClass": ["inetOrgPerson", "inetLocalMailRecipient", "mailstateAccount"],
@@ -63,7 +64,7 @@ def test_a_phone_slapd_would_refuse_is_a_validation_error() -> None:
     import pytest
     from pydantic import ValidationError
 
-    from mailstate.desired_state.model import Person
+    from mailstate.desired_state.schema import Person
 
     assert Person(id="a", name="Lê Văn Tí", phone="(+84) 255 3822-123", mobile="0905 123 456").phone
     for bad in ("(+84) 255 * 1", "máy lẻ 12", "0255#1"):
@@ -93,13 +94,13 @@ def test_markdown_calls_out_a_lock_with_its_rule_not_its_toml_line() -> None:
     TOML line that defines the person, which the diff lists first."""
     from datetime import date
 
-    from mailstate.reconciler.plan import Plan
-    from mailstate.reconciler.render import render
+    from mailstate.reconciler.plan.plan import Plan
+    from mailstate.reconciler.plan.render import render
 
     want = Desired(as_of=date(2026, 11, 23))
-    from mailstate.i18n import use
-    from mailstate.reconciler.reason import reason, source
-    from mailstate.regulation import preset
+    from mailstate.model.i18n import use
+    from mailstate.model.reason import reason, source
+    from mailstate.model.regulation import preset
 
     attrs = {"name": "Đỗ Văn Nam", "locked": True, "lock_reason": "left on 2026-08-01"}
     why = [source("person", "units/vp.toml:28", id="namdv", name="Đỗ Văn Nam"),

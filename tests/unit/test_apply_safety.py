@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 
 from mailstate.cli.common import errors_to_exit
-from mailstate.desired_state.model import LdapSettings
 from mailstate.errors import MailstateError, ProviderError
-from mailstate.providers import imap, ssh
-from mailstate.providers.ldap import resolve_settings
-from mailstate.reconciler.change import Action, Change
-from mailstate.reconciler.engine import Blocked, apply_lock, redact, refuse_future
-from mailstate.reconciler.journal import Journal, private_dir, read_lines
+from mailstate.model.change import Action, Change
+from mailstate.model.settings import LdapSettings
+from mailstate.private_files import private_dir
+from mailstate.providers.doveadm import provider as ssh
+from mailstate.providers.imap import provider as imap
+from mailstate.providers.ldap.provider import resolve_settings
+from mailstate.reconciler.apply.journal import Journal, read_lines
+from mailstate.reconciler.apply.lock import apply_lock
+from mailstate.reconciler.apply.run import Blocked, redact, refuse_future
 from mailstate.redact import strip_userinfo, url_userinfo_problem
 
 SECRET = "s3cr3t-Pw"

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from mailstate.cli import cli
 from mailstate.desired_state.assign import AssignError, assign, live_addresses_of, write_texts
-from mailstate.providers.base import Snapshot
-from mailstate.reconciler.change import Record
+from mailstate.model.provider import Snapshot
+from mailstate.model.records import Record
 
 MAILSTATE_TOML = """\
 # Sở Công Thương — state repository

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from mailstate.reconciler.change import Action, Record
-from mailstate.reconciler.desired import Desired
-from mailstate.reconciler.diff import change_id, diff, normalise, scrub
-from mailstate.reconciler.plan import order
+from mailstate.desired_state.projection import Desired
+from mailstate.model.change import Action
+from mailstate.model.records import Record
+from mailstate.reconciler.plan.diff import change_id, diff, normalise, scrub
+from mailstate.reconciler.plan.plan import order
 
 CASES = sorted((Path(__file__).parent / "diff_cases").glob("*.json"))
 
@@ -184,7 +185,7 @@ def load_small_state(tmp_path: Path) -> Any:
 
 def test_projection_records(tmp_path: Path) -> None:
     """Units, unit mailboxes, people and groups are projected with normalised attributes and quotas."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
     p = d.records[("person", "bangnv")].attrs
@@ -199,7 +200,7 @@ def test_projection_records(tmp_path: Path) -> None:
 
 def test_projection_lifecycle(tmp_path: Path) -> None:
     """A person who left long ago is absent (with its rule); a suspended one is locked, stable reason."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
     assert ("person", "thuytt") not in d.records
@@ -210,7 +211,7 @@ def test_projection_lifecycle(tmp_path: Path) -> None:
 
 def test_projection_group_expansion(tmp_path: Path) -> None:
     """delivers_to expands nested groups and unit mailboxes and leaves out members being removed."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
     toanso = d.records[("group", "toanso")].attrs
@@ -223,7 +224,7 @@ def test_projection_group_expansion(tmp_path: Path) -> None:
 
 def test_projection_old_addresses(tmp_path: Path) -> None:
     """A listed old address is an alias without expiry; an address changed live is kept keep_old_address."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     state = load_small_state(tmp_path)
     live_addresses = {"hoa.lt@sct.binhdinh.gov.vn": "hoalt", "hoalt@sct.binhdinh.gov.vn": "hoalt"}
@@ -238,7 +239,7 @@ def test_projection_old_addresses(tmp_path: Path) -> None:
 
 def test_projection_alias_expiry_read_back(tmp_path: Path) -> None:
     """The expiry already set live is kept (it does not move day by day), and past it the alias is absent."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     state = load_small_state(tmp_path)
     old = "hoa.lt@sct.binhdinh.gov.vn"
@@ -264,7 +265,7 @@ def _as_live(d: Any) -> dict[Any, Record]:
 
 def test_address_change_converges_and_expires(tmp_path: Path) -> None:
     """An address change plans the alias once, then nothing for months, then removes it at expiry."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     state = load_small_state(tmp_path)
     old = "hoa.lt@sct.binhdinh.gov.vn"
@@ -294,7 +295,7 @@ def test_address_change_converges_and_expires(tmp_path: Path) -> None:
 
 def test_projection_never_hands_out_an_address_held_live_by_someone_else(tmp_path: Path) -> None:
     """An address an unmanaged live entry holds (the LDAP 'addresses' fact) is not given to a new person."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     files = dict(STATE_FILES)
     files["units/kh.toml"] = (
@@ -315,7 +316,7 @@ def test_projection_never_hands_out_an_address_held_live_by_someone_else(tmp_pat
 
 def test_old_address_now_someone_elses_is_not_kept(tmp_path: Path) -> None:
     """An old address that is now another owner's address is not kept as an alias for its former owner."""
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     state = load_small_state(tmp_path)
     taken = "hoalt@sct.binhdinh.gov.vn"  # pinned to hoalt in the TOML, once held by bangnv
@@ -333,7 +334,7 @@ def test_old_address_now_someone_elses_is_not_kept(tmp_path: Path) -> None:
 def test_rights_of_a_removed_person_are_revoked(tmp_path: Path) -> None:
     """When a delegate's mailbox is removed, the rights that delegate held on the unit mailbox are revoked."""
     from mailstate.desired_state.loader import load_state
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     files = dict(STATE_FILES)
     files["units/qlcn.toml"] = files["units/qlcn.toml"].replace('head = "bangnv"\n',
@@ -351,7 +352,7 @@ def test_rights_of_a_removed_person_are_revoked(tmp_path: Path) -> None:
 
 def _en(reasons):  # type: ignore[no-untyped-def]
     """The reasons' texts in English."""
-    from mailstate.i18n import use
+    from mailstate.model.i18n import use
 
     with use("en"):
         return [r.text() for r in reasons]

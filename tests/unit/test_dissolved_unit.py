@@ -10,10 +10,11 @@ from datetime import date
 from pathlib import Path
 
 from mailstate.desired_state.loader import load_state
-from mailstate.i18n import use
-from mailstate.providers.base import Snapshot
-from mailstate.reconciler.change import Record
-from mailstate.reconciler.engine import plan_changes, plan_from, plan_unlisted
+from mailstate.model.i18n import use
+from mailstate.model.provider import Snapshot
+from mailstate.model.records import Record
+from mailstate.reconciler.pipeline import plan_from
+from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
 
 UNITS = {
     "a": '''[unit]

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.adopt.directory import Entry, to_csv, to_html, to_vcard
 from mailstate.errors import MailstateError
-from mailstate.reconciler.change import Action, Change, Record
-from mailstate.reconciler.directory import Entry, to_csv, to_html, to_vcard
-from mailstate.reconciler.engine import (
-    Fingerprint,
-    ScopeFilter,
-    file_digests,
-    parse_scope,
-    record_digest,
-    redact,
-    stale_reasons,
-)
-from mailstate.reconciler.journal import Journal, read_lines, scrub
+from mailstate.model.change import Action, Change
+from mailstate.model.records import Record
+from mailstate.reconciler.apply.journal import Journal, read_lines, scrub
+from mailstate.reconciler.apply.run import redact
+from mailstate.reconciler.plan.fingerprint import Fingerprint, file_digests, record_digest, stale_reasons
+from mailstate.reconciler.plan.scope import ScopeFilter, parse_scope
 
 
 def _person(key: str, unit: str, **attrs: object) -> Record:
@@ -196,8 +191,9 @@ def test_plan_from_an_empty_live_side_creates_everything_and_then_nothing(tmp_pa
     from datetime import date
 
     from mailstate.desired_state.loader import load_state
-    from mailstate.providers.base import Snapshot
-    from mailstate.reconciler.engine import plan_changes, plan_from, plan_meta
+    from mailstate.model.provider import Snapshot
+    from mailstate.reconciler.pipeline import plan_from
+    from mailstate.reconciler.plan.plan import plan_changes, plan_meta
 
     root = _tiny_state(tmp_path / "s")
     state = load_state(root)
@@ -218,8 +214,9 @@ def test_plan_from_with_a_scope_plans_only_that_unit(tmp_path: Path) -> None:
     from datetime import date
 
     from mailstate.desired_state.loader import load_state
-    from mailstate.providers.base import Snapshot
-    from mailstate.reconciler.engine import plan_changes, plan_from
+    from mailstate.model.provider import Snapshot
+    from mailstate.reconciler.pipeline import plan_from
+    from mailstate.reconciler.plan.plan import plan_changes
 
     root = _tiny_state(tmp_path / "s")
     plan = plan_from(

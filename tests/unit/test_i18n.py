@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from mailstate import i18n
 from mailstate.desired_state.loader import load_state
-from mailstate.desired_state.model import RegulationPreset, RuleCode
-from mailstate.reconciler.diff import diff
-from mailstate.reconciler.plan import Plan
-from mailstate.reconciler.reason import MESSAGES, Reason, _rule_of
-from mailstate.reconciler.render import render
-from mailstate.regulation import RULES, preset, preset_names
+from mailstate.desired_state.schema import RegulationPreset, RuleCode
+from mailstate.model import i18n
+from mailstate.model.reason import MESSAGES, Reason, _rule_of
+from mailstate.model.regulation import RULES, preset, preset_names
+from mailstate.reconciler.plan.diff import diff
+from mailstate.reconciler.plan.plan import Plan
+from mailstate.reconciler.plan.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "mailstate"
@@ -95,9 +95,9 @@ def test_no_agency_article_is_written_in_the_code() -> None:
     """Articles come from the regulation table: none of MIC, MOST, VL, BĐ or MONRE in the rule code."""
     pattern = re.compile(r"\b(MIC|MOST|VL|BĐ|MONRE)\b[^\n]{0,3}art\.")
     offenders = []
-    for name in ("reconciler/desired_imap.py", "reconciler/diff.py", "reconciler/desired.py",
-                 "reconciler/lifecycle.py", "reconciler/render.py", "reconciler/reason.py",
-                 "desired_state/validate.py", "providers/passwords.py"):
+    for name in ("desired_state/projection_imap.py", "reconciler/plan/diff.py", "desired_state/projection.py",
+                 "desired_state/lifecycle.py", "reconciler/plan/render/__init__.py", "model/reason.py",
+                 "desired_state/validate.py", "providers/ldap/passwords.py"):
         for n, line in enumerate((SRC / name).read_text(encoding="utf-8").splitlines(), 1):
             if pattern.search(line) and not line.lstrip().startswith("#"):
                 offenders.append(f"{name}:{n}: {line.strip()}")
@@ -120,7 +120,7 @@ def test_reason_json_round_trip_keeps_rule_and_renders_in_either_language() -> N
 
 
 def _plan(example: str) -> tuple[Plan, object]:
-    from mailstate.reconciler.desired import project
+    from mailstate.desired_state.projection import project
 
     state = load_state(ROOT / "examples" / example)
     desired = project(state, AS_OF, imap=True)
@@ -177,9 +177,9 @@ def test_import_reads_back_the_lock_reasons_it_wrote(lang: str, regulation: str 
     back into left_on / suspended by import, so an imported state plans no unlock."""
     from pathlib import Path as P
 
-    from mailstate.desired_state.model import Organization, Person, State
-    from mailstate.reconciler.importer import _lock_fields
-    from mailstate.reconciler.lifecycle import decide_person
+    from mailstate.adopt.importer import _lock_fields
+    from mailstate.desired_state.lifecycle import decide_person
+    from mailstate.desired_state.schema import Organization, Person, State
 
     state = State(root=P("."), organization=Organization(name="X", domain="x.gov.vn", language=lang,
                                                          regulation=regulation))

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from mailstate.desired_state.model import ImapSettings
-from mailstate.providers.imap import ConnectionPool, ImapProvider
-from mailstate.reconciler.change import Action, Change
-from mailstate.reconciler.engine import group_by_connection
-from mailstate.reconciler.plan import order
+from mailstate.model.change import Action, Change
+from mailstate.model.settings import ImapSettings
+from mailstate.providers.imap.provider import ConnectionPool, ImapProvider
+from mailstate.reconciler.apply.run import group_by_connection
+from mailstate.reconciler.plan.plan import order
 
 
 class Server:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mailstate.desired_state.model import (
+from mailstate.desired_state.projection_imap import project_imap
+from mailstate.desired_state.schema import (
     AccessGrant,
     Group,
     Organization,
@@ -17,23 +18,16 @@ from mailstate.desired_state.model import (
     Unit,
 )
 from mailstate.errors import ProviderError
-from mailstate.providers.imap import (
-    RIGHTS,
+from mailstate.model.records import parse_acl_key, parse_folder_key
+from mailstate.model.rights import RIGHTS, expand_refs, normalise_rights, rights_letters
+from mailstate.providers.doveadm.parse import (
     doveadm_rights_to_letters,
-    expand_refs,
-    live_acl_records,
-    mailbox_acl_records,
-    normalise_rights,
-    parse_acl_key,
     parse_doveadm_acl,
     parse_doveadm_mailbox_list,
     parse_doveadm_tab,
-    parse_folder_key,
-    parse_metadata_value,
-    parse_url,
-    rights_letters,
 )
-from mailstate.reconciler.desired_imap import project_imap
+from mailstate.providers.imap.parse import live_acl_records, mailbox_acl_records, parse_metadata_value
+from mailstate.providers.imap.provider import parse_url
 
 # Recorded from Dovecot 2.3.19.1 (doveadm -f tab …) in the lab.
 ACL_GET_A = (
@@ -254,7 +248,7 @@ DICT_ITER = (
 
 def test_last_login_parsing() -> None:
     """dict iter output becomes {user: ISO UTC time}; keys of another prefix (master logins) are ignored."""
-    from mailstate.providers.ssh import last_login_prefix, parse_last_login
+    from mailstate.providers.doveadm.parse import last_login_prefix, parse_last_login
 
     prefix = last_login_prefix("last-login/%u")
     assert prefix == "shared/last-login/"
@@ -264,14 +258,14 @@ def test_last_login_parsing() -> None:
 
 def test_other_namespace_prefixes() -> None:
     """The shared namespace's static prefix is found, so removal never touches others' shared folders."""
-    from mailstate.providers.ssh import other_namespace_prefixes
+    from mailstate.providers.doveadm.parse import other_namespace_prefixes
 
     assert other_namespace_prefixes(NAMESPACE_CONFIG) == ["shared/"]
 
 
 def test_latest_manifest_and_command_quoting() -> None:
     """The newest manifest of exactly that user is picked; commands quote every word."""
-    from mailstate.providers.ssh import doveadm_command, latest_manifest_name
+    from mailstate.providers.doveadm.parse import doveadm_command, latest_manifest_name
 
     names = [
         "bangnv-2026-01-02.manifest.json",
@@ -311,7 +305,7 @@ def test_mailbox_wide_rights_are_the_intersection_over_unlisted_folders() -> Non
 
 def test_shared_dict_owners_and_quota_get() -> None:
     """The ACL shared dict names the owners that share something; quota get -A gives limits in bytes."""
-    from mailstate.providers.ssh import parse_quota_get, parse_shared_owners
+    from mailstate.providers.doveadm.parse import parse_quota_get, parse_shared_owners
 
     dict_iter = (
         "key\tvalue\nshared/shared-boxes/user/bangnv/qlcn\t1\nshared/shared-boxes/user/tuan/qlcn\t1\n"
@@ -328,7 +322,7 @@ def test_shared_dict_owners_and_quota_get() -> None:
 
 def test_archive_names_never_reuse_an_archive() -> None:
     """A second archive on the same day gets a new name, and the newest (date, sequence) manifest wins."""
-    from mailstate.providers.ssh import latest_manifest_name, next_archive_name
+    from mailstate.providers.doveadm.parse import latest_manifest_name, next_archive_name
 
     day = date(2026, 11, 23)
     assert next_archive_name([], "bangnv", day) == "bangnv-2026-11-23"
@@ -341,7 +335,7 @@ def test_archive_names_never_reuse_an_archive() -> None:
 
 def test_each_reason_names_its_own_source_line() -> None:
     """A right with two sources cites each one's file:line, not the first one's for both."""
-    from mailstate.desired_state.model import Source
+    from mailstate.model.settings import Source
 
     st = _state()
     st.units["qlcn"].located(Source("units/qlcn.toml", 3))
@@ -354,8 +348,8 @@ def test_each_reason_names_its_own_source_line() -> None:
 
 def test_provider_repr_has_no_password() -> None:
     """The provider's repr (as logs and tracebacks would show it) never contains the master password."""
-    from mailstate.desired_state.model import ImapSettings
-    from mailstate.providers.imap import ImapProvider
+    from mailstate.model.settings import ImapSettings
+    from mailstate.providers.imap.provider import ImapProvider
 
     p = ImapProvider(ImapSettings(url="imaps://127.0.0.1:1"), "s3cret-Master-pw")
     assert "s3cret" not in repr(p) and "s3cret" not in str(vars(p).get("settings"))
@@ -363,7 +357,7 @@ def test_provider_repr_has_no_password() -> None:
 
 def _en(reasons):  # type: ignore[no-untyped-def]
     """The reasons' texts in English."""
-    from mailstate.i18n import use
+    from mailstate.model.i18n import use
 
     with use("en"):
         return [r.text() for r in reasons]

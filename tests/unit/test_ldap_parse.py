@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from ldap3 import MODIFY_REPLACE
 
-from mailstate.desired_state.model import LdapSettings
 from mailstate.errors import ProviderError
-from mailstate.providers.ldap import LdapProvider, resolve_settings
-from mailstate.providers.ldap_parse import (
+from mailstate.model.settings import LdapSettings
+from mailstate.providers.ldap.parse import (
     LOCKED_TIME,
     build_entry,
     digest,
@@ -35,6 +34,7 @@ from mailstate.providers.ldap_parse import (
     parse_unit_mailbox,
     split_name,
 )
+from mailstate.providers.ldap.provider import LdapProvider, resolve_settings
 
 BASE = "dc=sct,dc=binhdinh,dc=gov,dc=vn"
 
@@ -260,7 +260,7 @@ def test_single_word_name() -> None:
 @pytest.mark.parametrize("key", ["a,b", "a+b", 'a"b', "a\\b", "a(b", "#ab", " ab", "ab "])
 def test_dn_escapes_special_characters(key: str) -> None:
     """An RDN value with , + \" \\ ( # or a leading/trailing space is escaped and parses back to itself."""
-    from mailstate.providers.ldap_parse import rdn_value
+    from mailstate.providers.ldap.parse import rdn_value
 
     dn = dn_of("group", key, BASE)
     assert dn.endswith(",ou=groups," + BASE)
@@ -317,7 +317,7 @@ def test_generalized_time_conversion() -> None:
 
 def test_hex_escaped_rdn_values_are_unescaped() -> None:
     """Hex escapes in a DN from the server (\\2C, UTF-8 bytes) come back as the original characters."""
-    from mailstate.providers.ldap_parse import unescape_rdn
+    from mailstate.providers.ldap.parse import unescape_rdn
 
     assert unescape_rdn("a\\2Cb") == "a,b"
     assert unescape_rdn("\\C3\\A0 la") == "à la"
@@ -390,7 +390,7 @@ def test_scope_filters_escape_unit_ids() -> None:
 def test_direct_values_for_fields_that_stand_alone() -> None:
     """Fields with their own attribute map directly (addresses lower case, dates generalized); a field
     that feeds several attributes (a person's name, address, aliases) asks for a read instead."""
-    from mailstate.providers.ldap_parse import direct_values
+    from mailstate.providers.ldap.parse import direct_values
 
     assert direct_values(
         "person", {"title": None, "unit": "tchc", "backup_email": "A@B.vn", "locked": True}

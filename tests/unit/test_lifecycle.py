@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from mailstate.desired_state.model import Lifecycle, Organization, Person, Regulation, State, Unit
-from mailstate.i18n import use
-from mailstate.reconciler.lifecycle import Decision, as_date, decide, decide_person
-from mailstate.regulation import RULES
+from mailstate.desired_state.lifecycle import Decision, as_date, decide, decide_person
+from mailstate.desired_state.schema import Lifecycle, Organization, Person, Regulation, State, Unit
+from mailstate.model.i18n import use
+from mailstate.model.regulation import RULES
 
 CASES = sorted((Path(__file__).parent / "lifecycle_cases").glob("*.toml"))
 

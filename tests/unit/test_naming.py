@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mailstate.desired_state.model import Group, Naming, Organization, Person, Source, State, Unit
 from mailstate.desired_state.naming import (
     UNIT_FIELDS,
     NameParts,
@@ -22,7 +21,9 @@ from mailstate.desired_state.naming import (
     unit_name_key,
     unit_values,
 )
+from mailstate.desired_state.schema import Group, Naming, Organization, Person, State, Unit
 from mailstate.errors import ValidationError
+from mailstate.model.settings import Source
 
 BD = "{given}{initials}"
 VL = "{initials}{given}.{unit}"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mailstate.desired_state.model import PasswordPolicy
-from mailstate.providers.passwords import (
+from mailstate.model.settings import PasswordPolicy
+from mailstate.providers.ldap.passwords import (
     append_password,
     character_classes,
     check_password,

@@ -6,10 +6,10 @@ import gc
 
 import pytest
 
+from mailstate.desired_state.projection import project
 from mailstate.gcpause import gc_paused, with_gc_paused
-from mailstate.providers.ldap import LdapProvider
-from mailstate.reconciler.desired import project
-from mailstate.reconciler.diff import diff
+from mailstate.providers.ldap.provider import LdapProvider
+from mailstate.reconciler.plan.diff import diff
 
 
 def test_gc_paused_restores_an_enabled_collector_even_on_error() -> None:

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from mailstate.desired_state.projection import Desired
 from mailstate.errors import MailstateError, UnsafePlan
-from mailstate.reconciler.change import Action, Change, Record
-from mailstate.reconciler.desired import Desired
-from mailstate.reconciler.diff import change_id, diff
-from mailstate.reconciler.plan import SCHEMA_PATH, SCHEMA_VERSION, Plan, SafetyLimits, order
+from mailstate.model.change import Action, Change
+from mailstate.model.records import Record
+from mailstate.reconciler.plan.diff import change_id, diff
+from mailstate.reconciler.plan.plan import SCHEMA_PATH, SCHEMA_VERSION, Plan, SafetyLimits, order
 
 
 def ch(action: Action, kind: str, key: str, deps: tuple[str, ...] = (), provider: str = "ldap") -> Change:
@@ -174,7 +175,7 @@ def test_share_not_applied_below_min_existing() -> None:
 
 def test_thresholds_from_state_safety() -> None:
     """The plan takes its thresholds from [safety] (a stricter count of 2 stops 3 locks)."""
-    from mailstate.desired_state.model import Safety
+    from mailstate.desired_state.schema import Safety
 
     cs = [ch(Action.LOCK, "person", f"p{i}") for i in range(3)]
     plan = Plan.build(cs, live_mailboxes=1000, safety=Safety(max_destructive_count=2))

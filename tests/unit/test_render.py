@@ -8,12 +8,12 @@ from datetime import date
 
 import pytest
 
-from mailstate.i18n import use
-from mailstate.reconciler.change import Record
-from mailstate.reconciler.desired import Desired
-from mailstate.reconciler.diff import diff
-from mailstate.reconciler.plan import Plan
-from mailstate.reconciler.render import (
+from mailstate.desired_state.projection import Desired
+from mailstate.model.i18n import use
+from mailstate.model.records import Record
+from mailstate.reconciler.plan.diff import diff
+from mailstate.reconciler.plan.plan import Plan
+from mailstate.reconciler.plan.render import (
     MAX_MARKDOWN,
     RENDERERS,
     JsonRenderer,

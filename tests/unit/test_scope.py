@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 
 from mailstate.desired_state.loader import load_state
-from mailstate.desired_state.model import State
-from mailstate.providers.base import Snapshot
-from mailstate.reconciler.change import Change, Record
-from mailstate.reconciler.engine import plan_changes, plan_from, plan_unlisted
+from mailstate.desired_state.schema import State
+from mailstate.model.change import Change
+from mailstate.model.provider import Snapshot
+from mailstate.model.records import Record
+from mailstate.reconciler.pipeline import plan_from
+from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMES = sorted(p.name for p in EXAMPLES.iterdir() if (p / "mailstate.toml").is_file())

@@ -10,7 +10,7 @@ from datetime import date
 
 import pytest
 
-from mailstate.providers.ssh import (
+from mailstate.providers.doveadm.parse import (
     MANIFEST_SUFFIX,
     FetchFormatError,
     Manifest,
@@ -122,7 +122,7 @@ def test_uid_set() -> None:
 def test_acl_files_name_owners_the_shared_dict_misses() -> None:
     """Mail roots from ``doveadm mailbox path -A``; owners from their ACL files: a negative right or one
     without lookup counts, the owner's own entries do not, a file under no known root is ignored."""
-    from mailstate.providers.ssh import mail_roots, parse_acl_files
+    from mailstate.providers.doveadm.parse import mail_roots, parse_acl_files
 
     roots = mail_roots(
         "username\tpath\nbangnv\t/m/bangnv/mdbox/mailboxes/INBOX/dbox-Mails\n"

@@ -535,7 +535,7 @@ def test_every_example_file_fits_the_editor_schema_model(tmp_path: Path) -> None
     import sys
     import tomllib
 
-    from mailstate.desired_state.model import StateFile
+    from mailstate.desired_state.schema import StateFile
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     from gen_agency import generate

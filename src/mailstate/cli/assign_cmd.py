@@ -23,10 +23,11 @@ def assign_command(state_dir: Path | None, check: bool, read_live: bool) -> None
     """Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."""
     from mailstate.cli.state_cmds import shown_from
     from mailstate.desired_state.assign import assign
+    from mailstate.reconciler.pipeline import read_live_addresses
 
     root = resolve_state(state_dir)
     try:
-        result = assign(root, check=check, read_live=read_live)
+        result = assign(root, check=check, read_live=read_live_addresses if read_live else None)
     except ValidationError as exc:
         for problem in exc.problems:  # FILE as seen from here, as `validate` prints it
             click.echo(f"error: {shown_from(problem, root)}", err=True)

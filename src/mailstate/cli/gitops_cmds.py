@@ -42,7 +42,7 @@ no_color_option = click.option(
 
 
 def confirm_apply(n: int) -> bool:
-    from mailstate.reconciler.gitops import text
+    from mailstate.reconciler.plan.render.gitops import text
 
     question = text("confirm_one", lang()) if n == 1 else text("confirm_many", lang(), n=n)
     return click.confirm(question, default=False)
@@ -51,9 +51,10 @@ def confirm_apply(n: int) -> bool:
 def reviewed_plan(reviewed: Path, root: Path, as_of: str | None, provider_names: tuple[str, ...]) -> Any:
     """Plan afresh (the reviewed plan's scope, today) and return the fresh plan when it holds exactly the
     reviewed changes; None when they are all live already; StalePlan naming every difference otherwise."""
-    from mailstate.reconciler.engine import load_plan, make_plan, plan_meta
-    from mailstate.reconciler.gitops import text
-    from mailstate.reconciler.reviewed import check_reviewed
+    from mailstate.reconciler.apply.reviewed import check_reviewed
+    from mailstate.reconciler.pipeline import make_plan
+    from mailstate.reconciler.plan.plan import load_plan, plan_meta
+    from mailstate.reconciler.plan.render.gitops import text
 
     old = load_plan(reviewed)
     meta = plan_meta(old)
@@ -115,9 +116,9 @@ def comment_cmd(kind: str, mr: str | None, plan_file: Path | None, body_file: Pa
 
 def render_markdown(plan_file: Path, root: Path) -> str:
     """The Markdown comment of a saved plan, with the CODEOWNERS approvals of the state in ``root``."""
-    from mailstate.reconciler.codeowners import plan_approvals
-    from mailstate.reconciler.engine import load_plan
-    from mailstate.reconciler.render import render
+    from mailstate.reconciler.plan.codeowners import plan_approvals
+    from mailstate.reconciler.plan.plan import load_plan
+    from mailstate.reconciler.plan.render import render
 
     plan = load_plan(plan_file)
     return render(plan, "markdown", approvals=plan_approvals(root, plan))
@@ -164,7 +165,7 @@ def issue_cmd(kind: str, body_file: Path, title: str | None) -> None:
 
 
 def drift_output(plan: Any, fmt: str) -> str:
-    from mailstate.reconciler import drift
+    from mailstate.reconciler.plan.render import drift
 
     rep = drift.report(plan)
     if fmt == "json":

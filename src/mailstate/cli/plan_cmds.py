@@ -55,7 +55,7 @@ lang_option = click.option(
 
 def _use_language(lang: str | None, plan: Any = None) -> None:
     """The language of this run: --lang, else the organisation's (from the plan), else vi."""
-    from mailstate.i18n import set_language
+    from mailstate.model.i18n import set_language
 
     set_language(lang or getattr(plan, "language", None) or "vi")
 
@@ -64,15 +64,16 @@ def _render(plan: Any, fmt: str, out: IO[str], lang: str | None = None) -> None:
     import json
     import os
 
-    from mailstate.reconciler.engine import plan_meta, render_plan
+    from mailstate.reconciler.plan.plan import plan_meta
+    from mailstate.reconciler.plan.render import render_plan
 
     _use_language(lang, plan)
     if fmt == "gitlab":  # GitLab's merge-request widget (artifacts:reports:terraform)
-        from mailstate.reconciler.gitops import gitlab_report
+        from mailstate.reconciler.plan.render.gitops import gitlab_report
 
         out.write(json.dumps(gitlab_report(plan)) + "\n")
     elif fmt == "markdown":
-        from mailstate.reconciler.codeowners import plan_approvals
+        from mailstate.reconciler.plan.codeowners import plan_approvals
 
         root = Path(plan_meta(plan).state_dir)
         render_plan(plan, fmt, out, approvals=plan_approvals(root, plan))
@@ -114,7 +115,7 @@ def plan_cmd(
     lang: str | None,
 ) -> None:
     """Read the live state and print what apply would change."""
-    from mailstate.reconciler.engine import plan_changes, save_plan
+    from mailstate.reconciler.plan.plan import plan_changes, save_plan
 
     plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names, lang)
     if out is not None:
@@ -188,23 +189,17 @@ def apply_cmd(
     lang: str | None,
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
-    from mailstate.reconciler.engine import (
-        ApplyIncomplete,
-        apply_plan,
-        load_plan,
-        make_plan,
-        plan_changes,
-        plan_meta,
-        refuse_future,
-    )
-    from mailstate.reconciler.journal import home_dir, private_dir
+    from mailstate.private_files import home_dir, private_dir
+    from mailstate.reconciler.apply.run import ApplyIncomplete, refuse_future
+    from mailstate.reconciler.pipeline import apply_plan, make_plan
+    from mailstate.reconciler.plan.plan import load_plan, plan_changes, plan_meta
 
     root = resolve_state(state_dir)
     refuse_future(as_of, "--as-of")  # before anything is read: a lifecycle date is never applied early
     if reviewed is not None:
         from mailstate.cli.gitops_cmds import lang as gitops_lang
         from mailstate.cli.gitops_cmds import reviewed_plan
-        from mailstate.reconciler.gitops import text
+        from mailstate.reconciler.plan.render.gitops import text
 
         if planfile is not None or scope:
             raise MailstateError("--reviewed PLANFILE: give neither another PLANFILE nor --scope (the scope "
@@ -304,7 +299,7 @@ def _plan_and_print(
     lang: str | None = None,
 ) -> Any:
     """Plan the state in ``state_dir`` (the shared options of plan and drift) and print it as ``fmt``."""
-    from mailstate.reconciler.engine import make_plan
+    from mailstate.reconciler.pipeline import make_plan
 
     plan = make_plan(
         resolve_state(state_dir),
@@ -336,7 +331,8 @@ def drift_cmd(
 ) -> None:
     """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
     from mailstate.cli.gitops_cmds import drift_output
-    from mailstate.reconciler.engine import make_plan, plan_changes, plan_unlisted
+    from mailstate.reconciler.pipeline import make_plan
+    from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
 
     plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of,
                      providers=list(provider_names) or None)
@@ -364,7 +360,7 @@ def drift_cmd(
 @errors_to_exit
 def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: Path | None) -> None:
     """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory."""
-    from mailstate.reconciler.importer import import_state
+    from mailstate.adopt.importer import import_state
 
     result = import_state(out, domain=domain, name=org_name, state_dir=state_dir)
     for why in result.skipped:
@@ -382,7 +378,7 @@ def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: P
 @errors_to_exit
 def directory_cmd(state_dir: Path | None, fmt: str, out: Path | None, as_of: str | None) -> None:
     """The public directory of units and people, from the desired state."""
-    from mailstate.reconciler.directory import render_directory
+    from mailstate.adopt.directory import render_directory
 
     text = render_directory(resolve_state(state_dir), fmt, as_of=as_of)
     if out is None:

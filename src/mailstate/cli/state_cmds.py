@@ -23,7 +23,7 @@ def state_file_schema() -> dict[str, Any]:
     Draft-07 with ``definitions`` (not ``$defs``): Taplo implements draft 4 features and resolves
     ``#/definitions/…`` pointers, as do the other editors' validators.
     """
-    from mailstate.desired_state.model import StateFile
+    from mailstate.desired_state.schema import StateFile
 
     raw = StateFile.model_json_schema(mode="validation", ref_template="#/definitions/{model}")
     schema = _without_null(raw)

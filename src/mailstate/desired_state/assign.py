@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,12 @@ from typing import Any
 import tomlkit
 
 from mailstate.desired_state.loader import Document, KeyPath, read_documents
-from mailstate.desired_state.model import ID_RE, State
 from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
+from mailstate.desired_state.schema import State
 from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, Problem, ValidationError
-from mailstate.providers.base import Snapshot
+from mailstate.model.provider import Snapshot
+from mailstate.model.settings import ID_RE
 
 ANCHORS = ("name", "id")
 """The address goes right after the later of these keys in its table."""
@@ -293,16 +294,8 @@ def live_addresses_of(snapshots: Iterable[Snapshot]) -> dict[str, str]:
 _LIVE_OWNER = {"person": "", "unit_mailbox": "unit:", "group": "group:"}
 
 
-def read_live_addresses(state: State) -> dict[str, str]:
-    """The addresses in use in the live directory (the ``ldap`` provider, configured as for ``plan``)."""
-    from mailstate.reconciler import engine
-
-    providers = engine.open_providers(state, ["ldap"])
-    try:
-        snapshots = engine.read_all(providers, None)
-    finally:
-        engine.close_providers(providers)
-    return live_addresses_of(snapshots.values())
+LiveReader = Callable[[State], Mapping[str, str]]
+"""Reads the addresses in use live (address → owner) for a state."""
 
 
 PROVISIONAL_ID = "zzzz-new-{:05d}"
@@ -378,12 +371,13 @@ def _new_ids(
 
 
 def plan_assign(
-    root: Path, live: Mapping[str, str] | None = None, *, read_live: bool = False
+    root: Path, live: Mapping[str, str] | None = None, *, read_live: LiveReader | None = None
 ) -> AssignResult:
     """Load and validate the state under ``root``, derive addresses (and the ids of people written
     without one), and compute the new file texts.
 
-    ``live`` (address → owner) or ``read_live`` (read them from the directory) keeps every address in use
+    ``live`` (address → owner) or ``read_live`` (given the state, reads them from the directory: the
+    pipeline's ``read_live_addresses``; this module never talks to a server) keeps every address in use
     live from being handed to anyone else. Writes nothing. Raises ``ValidationError`` (bad state, bad
     template), ``AssignError`` or, with ``read_live``, ``ProviderError``.
     """
@@ -395,8 +389,8 @@ def plan_assign(
     state, problems = build_state(root, docs)
     if problems or state is None:
         raise ValidationError(_without_provisional(problems, provisional))
-    if read_live:
-        live = {**read_live_addresses(state), **(live or {})}
+    if read_live is not None:
+        live = {**read_live(state), **(live or {})}
     try:
         addresses = derive_addresses(state, live)
     except ValidationError as exc:
@@ -503,7 +497,8 @@ def write_texts(root: Path, texts: Mapping[str, str]) -> None:
 
 
 def assign(
-    root: Path, *, check: bool = False, live: Mapping[str, str] | None = None, read_live: bool = False
+    root: Path, *, check: bool = False, live: Mapping[str, str] | None = None,
+    read_live: LiveReader | None = None,
 ) -> AssignResult:
     """Derive and write the missing addresses (``check``: compute only, write nothing)."""
     result = plan_assign(root, live, read_live=read_live)

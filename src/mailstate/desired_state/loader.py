@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailstate.desired_state.model import Source, State
+from mailstate.desired_state.schema import State
 from mailstate.errors import Problem, ValidationError
+from mailstate.model.settings import Source
 
 Key = str | int
 KeyPath = tuple[Key, ...]

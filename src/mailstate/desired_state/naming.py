@@ -25,8 +25,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from mailstate.desired_state.model import Group, Naming, Person, State, Unit, parse_ref
+from mailstate.desired_state.schema import Group, Naming, Person, State, Unit
 from mailstate.errors import Problem, ValidationError
+from mailstate.model.records import parse_ref
 
 Kind = Literal["person", "unit", "group"]
 Origin = Literal["pinned", "live", "derived"]

@@ -39,15 +39,12 @@ import pydantic
 from pydantic import BaseModel
 
 from mailstate.desired_state.loader import Document, KeyPath
-from mailstate.desired_state.model import (
-    CONTROL_ERROR,
+from mailstate.desired_state.schema import (
     AccessGrant,
     Group,
     Lifecycle,
-    Located,
     Naming,
     Organization,
-    PasswordPolicy,
     Person,
     Providers,
     Quota,
@@ -57,10 +54,10 @@ from mailstate.desired_state.model import (
     State,
     StateFile,
     Unit,
-    inbox_canonical,
-    parse_ref,
 )
 from mailstate.errors import Problem
+from mailstate.model.records import inbox_canonical, parse_ref
+from mailstate.model.settings import CONTROL_ERROR, Located, PasswordPolicy
 
 M = TypeVar("M", bound=Located)
 

@@ -27,7 +27,7 @@ from typing import Any
 import ldap3
 from ldap3.core.exceptions import LDAPException
 
-from mailstate.desired_state.model import base_dn_of
+from mailstate.desired_state.schema import base_dn_of
 from mailstate.errors import LabError
 from mailstate.lab import _proc, dovecot, postfix, slapd, sshd
 from mailstate.lab._proc import LabUser

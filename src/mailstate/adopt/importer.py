@@ -1,0 +1,280 @@
+"""`mailstate import`: write a state repository from the live directory, to adopt an existing system.
+
+Reads the LDAP provider's snapshot (the same bulk read a plan does) and writes, with tomlkit:
+``mailstate.toml`` (organisation, the LDAP connection settings without any secret), one
+``units/<id>.toml`` per unit holding its people, and ``groups.toml``. People whose unit is unknown go to
+``units/_unassigned.toml``. Addresses are written pinned, so a plan right after the import is empty
+for what the directory holds.
+
+The directory is input like any other: an entry whose id (``ou=``, ``uid=``, ``cn=`` of its DN) is not a
+valid id — ``ou=../../x``, ``ou=/tmp/x`` — is not imported but reported (``Imported.skipped``), and every
+file is checked to resolve inside ``out`` before anything is written. Text holding a control or bidi
+character (a cn with ESC or a newline) is written escaped by tomlkit and reported: ``validate`` refuses it
+until it is fixed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from mailstate.errors import MailstateError
+from mailstate.model.records import Record
+from mailstate.model.settings import ID_RE
+from mailstate.text import control_message, visible
+
+
+@dataclass
+class Imported:
+    """What ``import_state`` did: the files written, and each live entry left out or to fix, and why."""
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` if it resolves inside ``root`` (symbolic links followed), else a MailstateError: nothing
+    read from the directory may make import write elsewhere."""
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise MailstateError(f"import: {visible(str(path))} is outside {root}: nothing was written")
+    return path
+
+
+def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out: Path) -> Any:
+    from mailstate.desired_state.loader import load_state
+    from mailstate.desired_state.schema import Organization, State
+
+    if domain is None:
+        if state_dir is None or not (Path(state_dir) / "mailstate.toml").exists():
+            raise MailstateError("import: give --domain (or --state with a mailstate.toml naming it)")
+        return load_state(Path(state_dir))
+    try:
+        org = Organization(name=name or domain, domain=domain)
+    except Exception as exc:  # pydantic's error, made one line
+        raise MailstateError(f"import: --domain {domain!r} is not a valid domain") from exc
+    return State(root=out, organization=org)
+
+
+def _clean(table: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in table.items() if v not in (None, (), [], "")
+    }
+
+
+POLICY_TABLES = ("naming", "lifecycle", "regulation", "password", "safety")
+"""Tables copied from --state's mailstate.toml (quota comes from the directory itself)."""
+
+# A lock reason as the lifecycle writes it, in either language (mailstate.i18n; its citation or setting
+# at the end), or as older versions wrote it ("<citation>: suspended: …", "left on YYYY-MM-DD").
+_SUSPENDED = re.compile(
+    r"^(?:[^:\n]*: )?(?:suspended|tạm khóa): (?P<reason>.+?)"
+    r"(?:, (?:under|theo) `suspended`| \((?:Article|Điều) [^()]*\))?$", re.S)
+_LEFT_ON = re.compile(r"\bleft on (?P<day>\d{4}-\d{2}-\d{2})\b")
+_LEFT_ON_VI = re.compile(r"\bnghỉ việc từ (?P<d>\d{2})/(?P<m>\d{2})/(?P<y>\d{4})\b")
+
+
+def _lock_fields(reason: str | None) -> dict[str, Any]:
+    """The TOML fields that explain a live lock: the lifecycle's own reasons are turned back into
+    ``left_on`` (the leaving rules) or ``suspended`` (a temporary lock); any other
+    reason (set by hand) becomes ``suspended``."""
+    if not reason:
+        return {"suspended": "imported: locked in the directory"}
+    m = _SUSPENDED.match(reason)
+    if m:
+        return {"suspended": m.group("reason")}
+    m = _LEFT_ON.search(reason)
+    if m:
+        return {"left_on": date.fromisoformat(m.group("day"))}
+    v = _LEFT_ON_VI.search(reason)
+    if v:
+        return {"left_on": date(int(v.group("y")), int(v.group("m")), int(v.group("d")))}
+    return {"suspended": reason}
+
+
+_ID_HELP = "a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)"
+
+
+def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
+    """Report each text attribute of a live entry that holds a control or bidi character."""
+    for name, value in attrs.items():
+        if name.startswith("_"):
+            continue
+        for v in value if isinstance(value, list | tuple) else [value]:
+            msg = control_message(v) if isinstance(v, str) else None
+            if msg is not None:
+                result.skipped.append(f"{what}: {name} {msg} (written escaped; fix it in the TOML or the "
+                                      "directory: validate refuses it)")
+                break
+
+
+def import_state(
+    out: Path, *, domain: str | None = None, name: str | None = None, state_dir: Path | None = None
+) -> Imported:
+    """Write the repository into ``out`` (absent or empty); return the files written and what was skipped."""
+    import tomlkit
+
+    from mailstate.providers.registry import close_providers, open_providers
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise MailstateError(f"import: {out} is not empty")
+    state = _state_for(domain, name, state_dir, out)
+    provs = open_providers(state, ["ldap"])
+    try:
+        snap = provs["ldap"].read(None)
+    finally:
+        close_providers(provs)
+    records = list(snap.records.values())
+    result = Imported()
+    by_kind: dict[str, list[Record]] = {}
+    for rec in records:
+        if not _valid_id(rec.key) and rec.kind in ("unit", "person", "group", "unit_mailbox"):
+            result.skipped.append(
+                f"{rec.kind} {visible(rec.key)!r}: not imported: its id is not {_ID_HELP}"
+                + (" (its people go to units/_unassigned.toml)" if rec.kind == "unit" else "")
+            )
+            continue
+        _check_text(result, f"{rec.kind} {rec.key}", rec.attrs)
+        by_kind.setdefault(rec.kind, []).append(rec)
+
+    files: dict[Path, tomlkit.TOMLDocument] = {}
+    top = tomlkit.document()
+    top.add(
+        tomlkit.comment("Imported from the live directory by `mailstate import`; review before committing.")
+    )
+    org = tomlkit.table()
+    org["name"] = state.organization.name
+    org["domain"] = state.domain
+    if state.organization.base_dn:
+        org["base_dn"] = state.organization.base_dn
+    top["organization"] = org
+    ldap = state.providers.ldap
+    prov = tomlkit.table(is_super_table=True)
+    lt = tomlkit.table()
+    lt["url"] = ldap.url
+    if ldap.bind_dn:
+        lt["bind_dn"] = ldap.bind_dn
+    if ldap.password_env:
+        lt["password_env"] = ldap.password_env
+    prov["ldap"] = lt
+    top["providers"] = prov
+    if state_dir is not None and domain is None:
+        # the policies of the state given with --state (lifecycle, naming …) explain the live locks
+        source = tomlkit.parse((Path(state_dir) / "mailstate.toml").read_text(encoding="utf-8"))
+        for table in POLICY_TABLES:
+            if table in source:
+                top[table] = source[table]
+    files[out / "mailstate.toml"] = top
+
+    unit_docs: dict[str, tomlkit.TOMLDocument] = {}
+    mailboxes = {r.key: r for r in by_kind.get("unit_mailbox", [])}
+    for rec in sorted(by_kind.get("unit", []), key=lambda r: r.key):
+        doc = tomlkit.document()
+        a = rec.attrs
+        doc["unit"] = _clean(
+            {
+                "id": rec.key,
+                "name": a.get("name") or rec.key,
+                "parent": a.get("parent"),
+                "head": a.get("head"),
+                "delegates": a.get("delegates"),
+                "address": a.get("address")
+                or (mailboxes[rec.key].attrs.get("address") if rec.key in mailboxes else None),
+            }
+        )
+        unit_docs[rec.key] = doc
+    quota_overrides: dict[str, int] = {}
+    for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
+        a = rec.attrs
+        unit = a.get("unit")
+        if unit is not None and not _valid_id(unit):
+            result.skipped.append(f"person {rec.key}: unit {visible(str(unit))!r} is not a valid id: "
+                                  "left out (the person is in units/_unassigned.toml)")
+            unit = None
+        target = unit if unit in unit_docs else "_unassigned"
+        if target not in unit_docs:
+            unit_docs[target] = tomlkit.document()
+        doc = unit_docs[target]
+        if "person" not in doc:
+            doc["person"] = tomlkit.aot()
+        person = _clean(
+            {
+                "id": rec.key,
+                "name": a.get("name") or rec.key,
+                "unit": unit,
+                "title": a.get("title"),
+                "phone": a.get("phone"),
+                "mobile": a.get("mobile"),
+                "backup_email": a.get("backup_email"),
+                "address": a.get("address"),
+                "old_addresses": [x for x in (a.get("aliases") or ()) if x != a.get("address")],
+                **(_lock_fields(a.get("lock_reason")) if a.get("locked") else {}),
+            }
+        )
+        doc["person"].append(person)
+        if isinstance(a.get("quota"), int):
+            quota_overrides[rec.key] = int(a["quota"])
+    for key, mb in mailboxes.items():
+        if isinstance(mb.attrs.get("quota"), int):
+            quota_overrides[f"unit:{key}"] = int(mb.attrs["quota"])
+    if quota_overrides:
+        # the most common value becomes the default, the rest are overrides
+        from collections import Counter
+
+        from mailstate.model.settings import format_size
+
+        q = tomlkit.table()
+        people_q = Counter(v for k, v in quota_overrides.items() if not k.startswith("unit:"))
+        unit_q = Counter(v for k, v in quota_overrides.items() if k.startswith("unit:"))
+        default_p = people_q.most_common(1)[0][0] if people_q else None
+        default_u = unit_q.most_common(1)[0][0] if unit_q else None
+        if default_p is not None:
+            q["person"] = format_size(default_p)
+        if default_u is not None:
+            q["unit"] = format_size(default_u)
+        over = {
+            k: format_size(v)
+            for k, v in sorted(quota_overrides.items())
+            if v != (default_u if k.startswith("unit:") else default_p)
+        }
+        if over:
+            q["overrides"] = over
+        top["quota"] = q
+    for uid, doc in unit_docs.items():
+        files[out / "units" / f"{uid}.toml"] = doc
+
+    groups = sorted(by_kind.get("group", []), key=lambda r: r.key)
+    if groups:
+        gdoc = tomlkit.document()
+        aot = tomlkit.aot()
+        for rec in groups:
+            a = rec.attrs
+            aot.append(
+                _clean(
+                    {
+                        "id": rec.key,
+                        "name": a.get("name") or rec.key,
+                        "address": a.get("address"),
+                        "members": a.get("members"),
+                    }
+                )
+            )
+        gdoc["group"] = aot
+        files[out / "groups.toml"] = gdoc
+
+    for path in files:
+        _inside(out, path)  # every path checked before the first is written
+    for path, doc in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    result.files = sorted(files)
+    return result

@@ -1,0 +1,212 @@
+"""Lifecycle policy (REGULATIONS.md §3): is a mailbox locked, or removed, on a given date? Pure.
+
+``decide(state, ref, as_of, facts)`` looks at one personal mailbox (``ref`` = person id) or unit mailbox
+(``ref`` = ``unit:<id>``) and returns a ``Decision``: ``locked``, ``remove`` (which always implies a lock
+first: lock → archive → remove: mail is never destroyed), the ``reasons`` (each names its rule and
+its dates) and a stable ``lock_reason`` (what is written to the directory: it names the rule and the
+event's date but not ``as_of``, so it does not change from one day to the next).
+
+Rules, in order (each with its rule code; the article comes from the organisation's regulation):
+- suspended (person)                      → locked            lifecycle.suspended
+- left_on + lock_after_leaving passed      → locked            lifecycle.lock_after_leaving
+- left_on + remove_after_leaving passed    → removed           lifecycle.remove_after_leaving
+  unless keep_after_leaving (lifecycle.keep_after_leaving)
+- no login since L (or since creation C when never logged in)
+  + lock_after_inactivity passed           → locked            lifecycle.lock_after_inactivity (personal)
+  + remove_after_inactivity passed         → removed           lifecycle.remove_after_inactivity
+- unit dissolved on D                      → unit mailbox locked  lifecycle.dissolved
+  + remove_after_leaving passed            → removed (archived first)  lifecycle.dissolved
+- unit mailbox never logged in, created C
+  + remove_unused_unit_mailbox passed      → removed           lifecycle.unused_unit_mailbox
+
+Facts (from the providers' ``Snapshot.facts``, all optional): ``last_login: {uid: ISO datetime}`` and
+``created: {uid: ISO date/datetime}``. The inactivity rules only apply when ``last_login`` facts were
+read at all (no facts → no inactivity decision: an unknown is never a reason to lock). A mailbox absent
+from ``last_login`` is treated as never logged in since its creation, and only when its creation date is
+known. Unit mailboxes are not subject to the personal inactivity rule (delegates reach them through the
+shared namespace, which does not count as a login of the unit mailbox), only to the unused rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+
+from mailstate.desired_state.schema import Person, State, Unit
+from mailstate.model.i18n import use
+from mailstate.model.reason import Reason, reason
+from mailstate.model.settings import Duration
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the lifecycle policy says about one mailbox on one date."""
+
+    locked: bool = False
+    remove: bool = False
+    reasons: list[Reason] = field(default_factory=list)
+    lock_reason: str | None = None
+    """Stable text stored with the lock (names the rule and the event's date, never ``as_of``)."""
+    refuse_mail: str | None = None
+    """Locked because the person left (and ``deliver_to_leavers`` is off): the short ASCII text mail to
+    them is refused with at RCPT (docs/mailflow.md). None: mail is delivered (suspended, inactive, …)."""
+
+
+def as_date(value: Any) -> date | None:
+    """A date from a ``date``, a ``datetime`` or an ISO string (date or datetime, 'Z' accepted); else None."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value).date()  # noqa: DTZ006 - a day is precise enough
+    text = str(value).strip()
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def _fact(facts: Mapping[str, Any] | None, name: str, uid: str) -> date | None:
+    table = (facts or {}).get(name) or {}
+    return as_date(table.get(uid)) if isinstance(table, Mapping) else None
+
+
+def _logins_known(facts: Mapping[str, Any] | None) -> bool:
+    return isinstance((facts or {}).get("last_login"), Mapping)
+
+
+def _dur(d: Duration) -> tuple[int, str]:
+    return (d.amount, d.unit)
+
+
+def _decision(
+    state: State, locked: bool, remove: bool, reasons: list[Reason], locks: list[Reason]
+) -> Decision:
+    lock_reason = None
+    if locked and locks:
+        with use(state.language):  # stored in the directory: the organisation's language, not --lang
+            lock_reason = locks[0].text()
+    return Decision(locked=locked, remove=remove, reasons=reasons, lock_reason=lock_reason)
+
+
+def decide_person(
+    person: Person, state: State, as_of: date, facts: Mapping[str, Any] | None = None
+) -> Decision:
+    """The lifecycle decision for one personal mailbox on ``as_of``."""
+    lc = state.lifecycle
+    reg = state.rules
+    reasons: list[Reason] = []
+    lock_reasons: list[Reason] = []
+    locked = remove = False
+    left_locked = False
+
+    if person.suspended:
+        locked = True
+        r = reason("lifecycle.suspended", reg, text=person.suspended)
+        reasons.append(r)
+        lock_reasons.append(r)
+
+    if person.left_on is not None and person.left_on <= as_of:
+        lock_on = lc.lock_after_leaving.after(person.left_on)
+        remove_on = lc.remove_after_leaving.after(person.left_on)
+        left = person.left_on.isoformat()
+        if person.keep_after_leaving:
+            reasons.append(reason("lifecycle.keep_after_leaving", reg, left_on=left))
+        elif as_of >= remove_on:
+            locked = remove = left_locked = True
+            reasons.append(reason("lifecycle.remove_after_leaving", reg, left_on=left,
+                                  duration=_dur(lc.remove_after_leaving)))
+            lock_reasons.append(reason("lifecycle.lock_after_leaving.locked", reg, left_on=left))
+        elif as_of >= lock_on:
+            locked = left_locked = True
+            reasons.append(reason("lifecycle.lock_after_leaving.removal_due", reg, left_on=left,
+                                  duration=_dur(lc.lock_after_leaving), remove_on=remove_on.isoformat()))
+            lock_reasons.append(reason("lifecycle.lock_after_leaving.locked", reg, left_on=left))
+        else:
+            reasons.append(reason("lifecycle.lock_after_leaving.pending", reg, left_on=left,
+                                  lock_on=lock_on.isoformat()))
+
+    if _logins_known(facts):
+        last = _fact(facts, "last_login", person.id)
+        created = _fact(facts, "created", person.id)
+        since = last or created
+        if since is not None:
+            never = ".never" if last is None else ""
+            if as_of >= lc.remove_after_inactivity.after(since):
+                locked = remove = True
+                reasons.append(reason("lifecycle.remove_after_inactivity" + never, reg,
+                                      since=since.isoformat(), duration=_dur(lc.remove_after_inactivity)))
+                lock_reasons.append(reason("lifecycle.lock_after_inactivity.locked", reg,
+                                           since=since.isoformat()))
+            elif as_of >= lc.lock_after_inactivity.after(since):
+                locked = True
+                reasons.append(reason("lifecycle.lock_after_inactivity" + never, reg,
+                                      since=since.isoformat(), duration=_dur(lc.lock_after_inactivity)))
+                lock_reasons.append(reason("lifecycle.lock_after_inactivity.locked", reg,
+                                           since=since.isoformat()))
+
+    refuse = None
+    if left_locked and person.left_on is not None and not lc.deliver_to_leavers:
+        refuse = refuse_text(person.left_on)
+    return replace(_decision(state, locked, remove, reasons, lock_reasons), refuse_mail=refuse)
+
+
+def refuse_text(left_on: date) -> str:
+    """What a sender is told at RCPT about a person who left (ASCII: an SMTP reply; stable, no as_of)."""
+    return f"this person left the agency on {left_on.isoformat()}; mail to this address is not delivered"
+
+
+def decide_unit_mailbox(
+    unit: Unit, state: State, as_of: date, facts: Mapping[str, Any] | None = None
+) -> Decision:
+    """The lifecycle decision for one unit mailbox on ``as_of``."""
+    lc = state.lifecycle
+    reg = state.rules
+    reasons: list[Reason] = []
+    lock_reasons: list[Reason] = []
+    locked = remove = False
+
+    if unit.dissolved_on is not None and unit.dissolved_on <= as_of:
+        locked = True
+        on = unit.dissolved_on.isoformat()
+        lock_reasons.append(reason("lifecycle.dissolved.locked", reg, dissolved_on=on))
+        remove_on = lc.remove_after_leaving.after(unit.dissolved_on)
+        if as_of >= remove_on:
+            remove = True
+            reasons.append(reason("lifecycle.dissolved.remove", reg, dissolved_on=on,
+                                  duration=_dur(lc.remove_after_leaving)))
+        else:
+            reasons.append(reason("lifecycle.dissolved", reg, dissolved_on=on,
+                                  remove_on=remove_on.isoformat()))
+
+    if _logins_known(facts):
+        uid = unit.id
+        last = _fact(facts, "last_login", uid)
+        created = _fact(facts, "created", uid)
+        if last is None and created is not None:
+            due = lc.remove_unused_unit_mailbox.after(created)
+            if as_of >= due:
+                locked = remove = True
+                reasons.append(reason("lifecycle.unused_unit_mailbox", reg, created=created.isoformat(),
+                                      duration=_dur(lc.remove_unused_unit_mailbox)))
+                lock_reasons.append(reason("lifecycle.unused_unit_mailbox.locked", reg,
+                                           created=created.isoformat()))
+
+    return _decision(state, locked, remove, reasons, lock_reasons)
+
+
+def decide(state: State, ref: str, as_of: date, facts: Mapping[str, Any] | None = None) -> Decision:
+    """The decision for a mailbox reference: a person id, or ``unit:<id>`` for a unit mailbox."""
+    if ref.startswith("unit:"):
+        return decide_unit_mailbox(state.units[ref[5:]], state, as_of, facts)
+    return decide_person(state.people[ref], state, as_of, facts)
+
+
+def old_address_expires(changed_on: date, state: State) -> date:
+    """The last day an old address keeps delivering (``keep_old_address`` after the change)."""
+    return state.lifecycle.keep_old_address.after(changed_on)

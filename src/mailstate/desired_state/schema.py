@@ -1,0 +1,407 @@
+"""The desired state: pydantic models of the TOML files (DESIGN §2) and of the merged organisation.
+
+Two layers:
+- ``StateFile`` is what one TOML file may hold (any file may hold any table); it is also what
+  ``mailstate schema`` exports as JSON Schema for editors.
+- ``State`` is the whole organisation after every file is loaded, merged and validated; everything
+  downstream (naming, plan, providers) works on it.
+
+Every object loaded from a file carries a ``Source`` (file, line of its table, line of each key) in a
+private attribute, so that errors and plan reasons can point at it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
+
+from mailstate.model.regulation import Regulation as RulesRegulation
+from mailstate.model.regulation import combine
+from mailstate.model.settings import (
+    Duration,
+    DurationField,
+    Id,
+    ImapSettings,
+    LdapSettings,
+    Located,
+    Name,
+    PasswordPolicy,
+    Ref,
+    SizeField,
+    SshSettings,
+    Text,
+    _refuse_controls,
+)
+
+# --------------------------------------------------------------------------------------------------
+# mailstate.toml tables
+
+
+def base_dn_of(domain: str) -> str:
+    """dc=sct,dc=binhdinh,dc=gov,dc=vn from sct.binhdinh.gov.vn."""
+    return ",".join(f"dc={part}" for part in domain.split("."))
+
+
+RegulationPreset = Literal["mic-1862", "most-4105", "vinhlong-3088", "monre-2019", "binhdinh-sct-148"]
+"""The regulations shipped in ``mailstate/regulations`` (tests check this list against the files)."""
+
+RuleCode = Literal[
+    "lifecycle.suspended", "lifecycle.keep_after_leaving", "lifecycle.lock_after_leaving",
+    "lifecycle.remove_after_leaving", "lifecycle.lock_after_inactivity", "lifecycle.remove_after_inactivity",
+    "lifecycle.dissolved", "lifecycle.unused_unit_mailbox", "handover.head", "handover.head_changed",
+    "delegation.delegate", "delegation.revoked", "shared_folder.folder", "shared_folder.reader",
+    "shared_folder.writer", "grant.access", "grant.ended", "archive.before_removal",
+    "archive.verified_before_delete", "password.missing", "password.policy", "naming.domain",
+    "naming.address", "naming.old_address_kept", "naming.old_address_expired", "naming.address_taken",
+    "naming.login_names", "registration.backup_mailbox", "unlisted.managed", "acl.not_listed",
+    "removal.rights_revoked", "removal.old_address",
+]
+"""Every rule code (``mailstate.regulation.RULES``; a test keeps the two equal)."""
+
+Article = Annotated[
+    str, Field(pattern=r"^\d{1,3}(\.\d{1,3})?(\.?[a-zđ])?$", max_length=12),
+    BeforeValidator(_refuse_controls),  # before the pattern: a control character is named, never echoed
+]
+
+
+class Regulation(Located):
+    """The agency's own decision and the article of each rule it enforces (cited in plan reasons)."""
+
+    decision: Name | None = Field(
+        default=None,
+        description='the decision, e.g. "Quyết định 25/2021/QĐ-UBND tỉnh Phú Yên"; replaces the preset\'s',
+    )
+    articles: dict[RuleCode, Article] = Field(
+        default_factory=dict,
+        description='article of each rule: "13", "13.2" or "13.2.b" (Điều 13 khoản 2 điểm b)',
+    )
+
+
+class Organization(Located):
+    """The agency (exactly one [organization] across the files, normally in mailstate.toml)."""
+
+    name: Name = Field(description="full name, e.g. Sở Công Thương tỉnh Bình Định (Unicode, stored NFC)")
+    domain: Annotated[
+        str,
+        Field(
+            pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+            max_length=253,
+            description="the agency's own domain; every address uses it",
+        ),
+    ]
+    base_dn: str | None = Field(default=None, description="LDAP suffix; defaults from the domain (dc=…)")
+    language: Literal["vi", "en"] = Field(
+        default="vi", description="language of plans, apply and drift reports: vi or en; --lang overrides"
+    )
+    regulation: RegulationPreset | None = Field(
+        default=None,
+        description="the agency's regulation, a shipped preset; [regulation] adds or overrides articles",
+    )
+
+    @field_validator("domain", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @property
+    def suffix(self) -> str:
+        return self.base_dn or base_dn_of(self.domain)
+
+
+class Naming(Located):
+    """Address templates (REGULATIONS §2): {given} {family} {middle} {initials} {unit} {unit_name} {group}."""
+
+    person: str = Field(
+        default="{given}{initials}",
+        description='address template for people: BĐ "{given}{initials}", VL "{initials}{given}.{unit}"',
+    )
+    unit: str = Field(
+        default="{unit}", description='address template for unit mailboxes: "{unit}" or "{unit_name}"'
+    )
+    group: str = Field(default="{group}", description="address template for groups")
+    collision: Literal["number"] = Field(
+        default="number", description="bangnv, bangnv2, bangnv3 … (BĐ art.4.2)"
+    )
+    collision_start: int = Field(default=2, ge=2, le=9, description="first sequence number: bangnv2")
+    separator: str = Field(
+        default="", pattern=r"^[.-]?$", description='between the name and its sequence number: "", "." or "-"'
+    )
+
+
+_D = 'a duration such as "90 days", "3 months", "1 year"'
+
+
+LifecycleRule = Literal[  # the keys of the older [lifecycle.cite]
+    "suspended",
+    "keep_after_leaving",
+    "lock_after_leaving",
+    "remove_after_leaving",
+    "inactivity",
+    "dissolved",
+    "unused_unit_mailbox",
+]
+LIFECYCLE_CITE_RULES: dict[str, tuple[str, ...]] = {
+    "suspended": ("lifecycle.suspended",),
+    "keep_after_leaving": ("lifecycle.keep_after_leaving",),
+    "lock_after_leaving": ("lifecycle.lock_after_leaving",),
+    "remove_after_leaving": ("lifecycle.remove_after_leaving",),
+    "inactivity": ("lifecycle.lock_after_inactivity", "lifecycle.remove_after_inactivity"),
+    "dissolved": ("lifecycle.dissolved",),
+    "unused_unit_mailbox": ("lifecycle.unused_unit_mailbox",),
+}
+"""``[lifecycle.cite]`` keys → the rule codes whose article they give (kept for older states)."""
+
+
+class Lifecycle(Located):
+    """When mailboxes are locked and removed (REGULATIONS §3); durations such as "90 days", "3 months"."""
+
+    lock_after_leaving: DurationField = Field(
+        default=Duration(3, "month"), description=f"lock after left_on; {_D}"
+    )
+    remove_after_leaving: DurationField = Field(
+        default=Duration(12, "month"), description=f"archive and remove after left_on; {_D}"
+    )
+    lock_after_inactivity: DurationField = Field(
+        default=Duration(6, "month"), description=f"lock after no login for this long; {_D}"
+    )
+    remove_after_inactivity: DurationField = Field(
+        default=Duration(12, "month"),
+        description=f"remove after no login for this long; {_D}",
+    )
+    remove_unused_unit_mailbox: DurationField = Field(
+        default=Duration(6, "month"), description=f"remove a unit mailbox never used; {_D}"
+    )
+    keep_old_address: DurationField = Field(
+        default=Duration(6, "month"), description=f"a changed address keeps receiving as an alias; {_D}"
+    )
+    deliver_to_leavers: bool = Field(
+        default=False,
+        description="keep delivering mail to a person locked because they left (default: refused at "
+        "RCPT with a 5xx and the reason, docs/mailflow.md)",
+    )
+    cite: dict[LifecycleRule, Article] = Field(
+        default_factory=dict,
+        description="older form of [regulation.articles] for the lifecycle rules, e.g. "
+        '{ lock_after_leaving = "10.4" }: the article of the [regulation] decision',
+    )
+
+
+class Quota(Located):
+    """Mailbox sizes such as "2 GiB" or "500 MB"."""
+
+    person: SizeField = Field(default=2 * 1024**3, description='personal mailboxes, e.g. "2 GiB"')
+    unit: SizeField = Field(default=10 * 1024**3, description='unit mailboxes, e.g. "10 GiB"')
+    overrides: dict[str, SizeField] = Field(
+        default_factory=dict, description='per reference: bangnv = "5 GiB", "unit:qlcn" = "20 GiB"'
+    )
+
+
+class Providers(Located):
+    """Connection settings of the back-ends (overridable by MAILSTATE_* environment variables)."""
+
+    ldap: LdapSettings = Field(default_factory=LdapSettings)
+    imap: ImapSettings | None = None
+    ssh: SshSettings | None = None
+
+
+class Safety(Located):
+    """DESIGN §6.3: a plan that removes or locks more than this stops unless explicitly allowed."""
+
+    max_destructive_count: int = Field(default=10, ge=0, description="removals and locks allowed in one plan")
+    max_destructive_share: float = Field(default=0.3, ge=0, le=1, description="share of live mailboxes (0–1)")
+    min_existing: int = Field(
+        default=10, ge=0, description="below this many live mailboxes the share is not applied"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Units, people, groups, folders, grants
+
+
+class Unit(Located):
+    """A unit (phòng, chi cục …) and its unit mailbox (MIC art.2; MOST art.12.3a; BĐ art.4.1)."""
+
+    id: Id = Field(description="stable key, never reused: the unit mailbox's login and LDAP uid")
+    name: Name = Field(description="e.g. Phòng Quản lý Công nghiệp (Unicode, stored NFC)")
+    parent: Id | None = Field(default=None, description="the parent unit's id: units form a tree")
+    head: Id | None = Field(
+        default=None, description="person id of the head, who manages the unit mailbox (MIC art.6)"
+    )
+    delegates: list[Id] = Field(
+        default_factory=list, description="people of the unit who may use the unit mailbox (MIC art.6)"
+    )
+    address: str | None = Field(
+        default=None, description="derived from [naming].unit, then pinned by `assign`"
+    )
+    abbreviation: str | None = Field(
+        default=None, description="{unit} in templates when it differs from the id"
+    )
+    dissolved_on: date | None = Field(
+        default=None, description="the unit mailbox is locked, archived, removed"
+    )
+
+
+PHONE_PATTERN = r"^[A-Za-z0-9'()+,./:?= -]+$"
+"""LDAP's telephoneNumber syntax is a PrintableString (RFC 4517 §3.3.31): slapd refuses anything else
+(``*``, ``#``, ``;``, letters with marks) at apply time, so validation refuses it first."""
+
+
+class Person(Located):
+    """A staff member and their personal mailbox (MIC art.2; MOST art.12.3b)."""
+
+    id: Id = Field(description="stable key (LDAP uid, login); never changes, even when the address does")
+    name: Name = Field(description="full Vietnamese name, family name first (Unicode, stored NFC)")
+    unit: Id | None = Field(default=None, description="the unit's id; defaults to the file's [unit]")
+    title: Text | None = Field(default=None, description="position (chức vụ)")
+    phone: str | None = Field(default=None, description="office phone (digits, space, ( ) + - . /)")
+    mobile: str | None = None
+    backup_email: str | None = Field(
+        default=None, description="backup mailbox outside the agency (MOST appendix 03)"
+    )
+    address: str | None = Field(
+        default=None, description="derived from [naming].person, then pinned by `assign`"
+    )
+    joined_on: date | None = None
+    left_on: date | None = Field(
+        default=None, description="retirement / transfer out: the lifecycle clock starts"
+    )
+    keep_after_leaving: bool = Field(default=False, description="MOST art.18.3 exception")
+    suspended: Text | None = Field(default=None, description="reason of a temporary lock (MOST art.18.4)")
+    old_addresses: list[str] = Field(
+        default_factory=list, description="kept as aliases until keep_old_address"
+    )
+
+    @field_validator("phone", "mobile")
+    @classmethod
+    def _telephone_number(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(PHONE_PATTERN, v):
+            bad = "".join(sorted({c for c in v if not re.fullmatch(PHONE_PATTERN, c)}))
+            raise ValueError(
+                f"{v!r} is not a telephone number LDAP accepts (a PrintableString): {bad!r} not allowed; "
+                "use digits, letters without marks, space and ' ( ) + , - . / : ? ="
+            )
+        return v
+
+
+class Group(Located):
+    """A group address that forwards to its members (MOST art.12.5c)."""
+
+    id: Id = Field(description="stable key, unique across people, units and groups")
+    name: Name
+    address: str | None = Field(
+        default=None, description="derived from [naming].group, then pinned by `assign`"
+    )
+    members: list[Ref] = Field(
+        default_factory=list, description='person ids, "unit:<id>" unit mailboxes, "group:<id>" nested groups'
+    )
+
+
+class SharedFolder(Located):
+    """A folder used by a group or everyone, with read and write rights (MIC art.2, art.7)."""
+
+    mailbox: Ref = Field(description='whose mailbox holds it: a person id or "unit:<id>"')
+    path: Text = Field(description="folder path, names separated by '/', e.g. Văn bản đến/2026")
+    purpose: Text = Field(description="the nature of its content (MIC art.7.1)")
+    read: list[Ref] = Field(
+        default_factory=list, description="who may read: person ids, unit:<id>, group:<id>"
+    )
+    write: list[Ref] = Field(
+        default_factory=list, description="who may write: person ids, unit:<id>, group:<id>"
+    )
+
+
+class AccessGrant(Located):
+    """Time-boxed access to a mailbox (MOST art.18.9); revoked when it expires."""
+
+    mailbox: Ref = Field(description='the mailbox: a person id or "unit:<id>"')
+    to: Ref = Field(description="who gets access: a person id, unit:<id> or group:<id>")
+    rights: Literal["read", "write", "full"] = "read"
+    until: date = Field(description="last day of access, a TOML date such as 2026-12-31")
+    reason: Text = Field(description="the decision that allows it, e.g. Quyết định 12/QĐ-TTr")
+
+
+class StateFile(BaseModel):
+    """What one TOML file of the state repository may hold (any file may hold any table)."""
+
+    model_config = ConfigDict(extra="forbid", title="mailstate state file")
+
+    organization: Organization | None = None
+    naming: Naming | None = None
+    lifecycle: Lifecycle | None = None
+    regulation: Regulation | None = None
+    password: PasswordPolicy | None = None
+    quota: Quota | None = None
+    safety: Safety | None = None
+    providers: Providers | None = None
+    unit: Unit | list[Unit] | None = Field(
+        default=None, description="[unit] in a unit's file, or [[unit]] entries"
+    )
+    person: list[Person] = Field(default_factory=list)
+    group: list[Group] = Field(default_factory=list)
+    shared_folder: list[SharedFolder] = Field(default_factory=list)
+    access_grant: list[AccessGrant] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------------
+# The merged organisation
+
+
+@dataclass
+class State:
+    """The whole desired state after loading every file; ids are unique across files."""
+
+    root: Path
+    organization: Organization
+    naming: Naming = field(default_factory=Naming)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    regulation: Regulation = field(default_factory=Regulation)
+    password: PasswordPolicy = field(default_factory=PasswordPolicy)
+    quota: Quota = field(default_factory=Quota)
+    safety: Safety = field(default_factory=Safety)
+    providers: Providers = field(default_factory=Providers)
+    units: dict[str, Unit] = field(default_factory=dict)
+    people: dict[str, Person] = field(default_factory=dict)
+    groups: dict[str, Group] = field(default_factory=dict)
+    shared_folders: list[SharedFolder] = field(default_factory=list)
+    access_grants: list[AccessGrant] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    """Every TOML file read, absolute, in the order read (sorted)."""
+
+    @property
+    def domain(self) -> str:
+        return self.organization.domain
+
+    @property
+    def base_dn(self) -> str:
+        return self.organization.suffix
+
+    @property
+    def language(self) -> str:
+        return self.organization.language
+
+    @property
+    def rules(self) -> RulesRegulation:
+        """The organisation's regulation: the preset, its own decision and articles, [lifecycle.cite]."""
+
+        own: dict[str, str] = {}
+        for key, article in self.lifecycle.cite.items():
+            own.update({code: article for code in LIFECYCLE_CITE_RULES[key]})
+        own.update({str(k): v for k, v in self.regulation.articles.items()})
+        return combine(self.organization.regulation, self.regulation.decision, own)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.units)} units, {len(self.people)} people, {len(self.groups)} groups, "
+            f"{len(self.shared_folders)} shared folders, {len(self.access_grants)} access grants"
+        )

@@ -1,0 +1,130 @@
+"""The provider interface (DESIGN §4, STYLE): declare kinds and settings, read in bulk, apply one change.
+
+A provider never diffs, orders or applies policy: that is central (reconciler). It only
+- ``read(scope)``: the live records of the kinds it owns, in bulk (one paged search / one pass), limited
+  to ``scope`` (unit ids; None = everything). A read that fails raises ProviderError — never "absent".
+- ``apply(change)``: carry out one change idempotently (re-running a done change is a no-op).
+- ``from_state(state, **options)``: an instance configured from the desired state's ``[providers.<name>]``
+  (and its environment variables); ``state`` is anything shaped like ``DesiredState``.
+
+What some providers offer beyond that is a capability of its own (a Protocol checked with ``isinstance``,
+never a ``getattr`` guess): ``HoldsApplyLock``, ``HasNotices``, ``TakesLiveMailboxes``,
+``GroupsConnections``. Built-in providers are found exactly as a third party's are: entry points in the
+group ``mailstate.providers`` (providers/registry.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from mailstate.model.change import Change
+from mailstate.model.records import Record
+
+
+@dataclass
+class Snapshot:
+    """What a provider read: its records, and digests of the raw objects (for stale-plan detection)."""
+
+    provider: str
+    records: dict[tuple[str, str], Record] = field(default_factory=dict)
+    unmanaged: list[Record] = field(default_factory=list)
+    """Live objects in the provider's subtrees that mailstate does not recognise as its own."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """Read-only facts for policies (e.g. last login per mailbox), never diffed."""
+
+    def add(self, record: Record) -> None:
+        self.records[record.ref] = record
+
+
+class DesiredState(Protocol):
+    """What a provider may read of the desired state (desired_state.schema.State is one)."""
+
+    @property
+    def root(self) -> Path | None: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def base_dn(self) -> str: ...
+    @property
+    def providers(self) -> Any: ...
+    @property
+    def password(self) -> Any: ...
+    @property
+    def people(self) -> Mapping[str, Any]: ...
+    @property
+    def units(self) -> Mapping[str, Any]: ...
+    @property
+    def groups(self) -> Mapping[str, Any]: ...
+    @property
+    def shared_folders(self) -> Sequence[Any]: ...
+    @property
+    def access_grants(self) -> Sequence[Any]: ...
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: ClassVar[str]
+    kinds: ClassVar[frozenset[str]]
+    """The record kinds whose changes this provider carries out (a change goes to the provider it names,
+    which must declare its kind: registry.check_routes)."""
+    settings_model: ClassVar[type[BaseModel]]
+    """The model of its ``[providers.<name>]`` table."""
+
+    @classmethod
+    def from_state(cls, state: DesiredState, **options: Any) -> Provider: ...
+
+    def read(self, scope: Iterable[str] | None = None) -> Snapshot: ...
+
+    def apply(self, change: Change) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# Optional capabilities
+
+
+@runtime_checkable
+class HoldsApplyLock(Protocol):
+    """A provider holding the organisation-wide apply lock (the LDAP lock entry)."""
+
+    def apply_lock(
+        self, holder: str, *, break_stale: bool = ..., stale_after_hours: float = ...
+    ) -> AbstractContextManager[Any]: ...
+
+
+@runtime_checkable
+class HasNotices(Protocol):
+    """A provider with things the operator should know after an apply (never a secret)."""
+
+    notices: list[str]
+
+
+@runtime_checkable
+class TakesLiveMailboxes(Protocol):
+    """A mail provider that can only read mailboxes the directory holds: told their logins before it reads
+    (a master-user login to a user that does not exist fails; the plan creates it after the directory)."""
+
+    def set_live_mailboxes(self, logins: set[str]) -> None: ...
+
+
+@runtime_checkable
+class GroupsConnections(Protocol):
+    """A provider that makes changes over connections (the IMAP mailbox a change is made in): apply keeps
+    one connection's changes together when the order allows."""
+
+    def connection_group(self, change: Change) -> str | None: ...
+
+
+@runtime_checkable
+class ReadsThrough(Protocol):
+    """A provider that reads through another one when that one is configured (IMAP's bulk discovery
+    through doveadm): the registry opens the other once and hands it over (``peers``)."""
+
+    peers: ClassVar[tuple[str, ...]]

@@ -1,0 +1,345 @@
+"""The base of every TOML table (``Located``: its source position, no control character in any string),
+the small value types the tables share (ids, references, durations, sizes, free text), and the settings of
+the built-in providers (``[providers.ldap]``, ``[providers.imap]``, ``[providers.ssh]``, ``[password]``).
+
+These are vocabulary: the desired state is made of them and the providers are configured with them, so
+they live below both (desired_state.schema builds the organisation from them).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from mailstate.text import CONTROL_CLASS, control_message
+
+# --------------------------------------------------------------------------------------------------
+# Small value types
+
+ID_PATTERN = r"^[a-z][a-z0-9._-]{0,63}$"
+"""A stable id: a safe LDAP uid / RDN value (lower-case ASCII letter first, then letters, digits, . _ -)."""
+ID_RE = re.compile(ID_PATTERN)
+
+REF_PATTERN = r"^((unit|group):)?[a-z][a-z0-9._-]{0,63}$"
+REF_RE = re.compile(REF_PATTERN)
+
+
+def nfc(value: Any) -> Any:
+    """``value`` in Unicode NFC if it is a string (Vietnamese text is stored NFC: VL art.9, BĐ art.7.2)."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+CONTROL_ERROR = "control_character"
+"""The pydantic error type of a string holding a control or bidi character (validate.py maps it to its
+message, which never echoes the value)."""
+
+
+def _refuse_controls(value: Any) -> Any:
+    """Every string in ``value`` (a string, or inside lists, tuples and dicts, keys too) is free of control,
+    line-separator and bidi characters (mailstate.text): refused with where the first one is."""
+    msg = _controls_in(value)
+    if msg is not None:
+        raise PydanticCustomError(CONTROL_ERROR, "{message}", {"message": msg})
+    return value
+
+
+def _controls_in(value: Any) -> str | None:
+    if isinstance(value, str):
+        return control_message(value)
+    if isinstance(value, list | tuple):
+        for item in value:
+            msg = _controls_in(item)
+            if msg is not None:
+                return msg
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            msg = _controls_in(k) or _controls_in(v)
+            if msg is not None:
+                return msg
+    return None
+
+
+_NO_CONTROLS_SCHEMA = f"^[^{CONTROL_CLASS}]*$".encode("unicode_escape").decode("ascii")
+
+Text = Annotated[
+    str, BeforeValidator(nfc), AfterValidator(_refuse_controls), WithJsonSchema(
+        {"type": "string", "pattern": _NO_CONTROLS_SCHEMA}
+    )
+]
+"""Free text (titles, purposes, reasons …): always NFC, one line of printable characters — no C0/C1
+control, DEL, line separator or bidi override (mailstate.text); ``Located`` checks every other string too."""
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty: write the full name")
+    return value
+
+
+Name = Annotated[
+    str, BeforeValidator(nfc), AfterValidator(_refuse_controls), AfterValidator(_not_blank),
+    Field(min_length=1), WithJsonSchema({"type": "string", "minLength": 1, "pattern": _NO_CONTROLS_SCHEMA}),
+]
+"""The name of an organisation, unit, person or group: NFC, never empty (addresses are derived from it),
+no control character (as ``Text``)."""
+
+
+@dataclass(frozen=True, order=True)
+class Duration:
+    """A calendar duration such as "90 days", "3 months", "1 year" (months and years are calendar-aware)."""
+
+    amount: int
+    unit: Literal["day", "week", "month", "year"]
+
+    _RE = re.compile(r"^\s*(\d+)\s*(day|days|d|week|weeks|w|month|months|year|years|y)\s*$", re.I)
+
+    @classmethod
+    def parse(cls, value: Any) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        if not isinstance(value, str):
+            raise ValueError('a duration is a string such as "90 days", "3 months" or "1 year"')
+        m = cls._RE.match(value)
+        if not m:
+            raise ValueError(f'{value!r} is not a duration such as "90 days", "3 months" or "1 year"')
+        unit = m.group(2).lower()
+        unit = {"d": "day", "w": "week", "y": "year"}.get(unit, unit).rstrip("s")
+        amount = int(m.group(1))
+        if amount * {"day": 1, "week": 7, "month": 31, "year": 366}[unit] > 100 * 366:
+            raise ValueError(f"{value!r} is longer than 100 years")  # a date that far out does not exist
+        return cls(amount, unit)  # type: ignore[arg-type]
+
+    def after(self, start: date) -> date:
+        """The date this duration after ``start`` (31 Jan + 1 month = 28/29 Feb)."""
+        if self.unit == "day":
+            return date.fromordinal(start.toordinal() + self.amount)
+        if self.unit == "week":
+            return date.fromordinal(start.toordinal() + 7 * self.amount)
+        months = self.amount * (12 if self.unit == "year" else 1)
+        y, m = divmod(start.month - 1 + months, 12)
+        year, month = start.year + y, m + 1
+        return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.unit}{'s' if self.amount != 1 else ''}"
+
+
+DurationField = Annotated[
+    Duration,
+    BeforeValidator(Duration.parse),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+\s*(days?|weeks?|months?|years?|d|w|y)\s*$"}),
+]
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|K|M|G|T)?\s*$", re.I)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
+    "t": 1024**4,
+}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from "2 GiB", "500 MB", or an integer number of bytes."""
+    if isinstance(value, bool):
+        raise ValueError('a size is a string such as "2 GiB"')
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if isinstance(value, str):
+        m = _SIZE_RE.match(value)
+        if m:
+            return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+    raise ValueError(f'{value!r} is not a size such as "2 GiB" or "500 MiB"')
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor} {unit}"
+    return f"{n} B"
+
+
+SizeField = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    PlainSerializer(format_size, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|[KMGT]|B)?\s*$"}),
+]
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Ref = Annotated[str, Field(pattern=REF_PATTERN)]
+"""A reference: a bare id is a person, ``unit:<id>`` a unit mailbox, ``group:<id>`` a group."""
+
+GRANT_RIGHTS = ("read", "write", "full")
+"""Rights an access grant or a shared-folder list may give; see providers.imap for the RFC 4314 letters."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Source positions
+
+
+@dataclass
+class Source:
+    """Where an object was written: its file (relative to the state dir), its table line, each key line."""
+
+    file: str
+    line: int
+    fields: dict[str, int] = field(default_factory=dict)
+    items: dict[str, list[int]] = field(default_factory=dict)
+    """Line of each element of an array written over several lines (``members = [`` one per line)."""
+
+    def line_of(self, name: str, index: int | None = None) -> int:
+        """Line of key ``name`` (of its ``index``-th element when the array spans lines), else the table's."""
+        if index is not None:
+            lines = self.items.get(name)
+            if lines is not None and 0 <= index < len(lines):
+                return lines[index]
+        return self.fields.get(name, self.line)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class Located(BaseModel):
+    """Base of every TOML table: forbids unknown fields and carries its ``Source`` privately."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, validate_default=True)
+    _source: Source | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Source:
+        return self._source or Source("<unknown>", 0)
+
+    def located(self, source: Source) -> Located:
+        self._source = source
+        return self
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Every string field of every table — free text, addresses, paths, settings, list elements and
+        table keys — refuses control and bidi characters, whatever its declared type: no field can forget."""
+        return _refuse_controls(value)
+
+
+class PasswordPolicy(Located):
+    """Password rules enforced on initial and changed passwords."""
+
+    min_length: int = Field(default=8, ge=8, le=128, description="at least 8 characters")
+    min_classes: int = Field(
+        default=3,
+        ge=3,
+        le=4,
+        description="of upper, lower, digit, special: at least 3",
+    )
+    change_at_first_login: bool = Field(
+        default=True, description="the initial password must be changed at the first login"
+    )
+    forbid_account_name: bool = Field(
+        default=True, description="the password may not contain the account name"
+    )
+    max_age: DurationField | None = Field(default=None, description="periodic change")
+
+
+_SECRET = "secrets never in TOML: only the name of the variable or file holding them"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+"""``password_env`` holds the name of an environment variable, never the password itself."""
+
+
+class LdapSettings(Located):
+    """The directory (OpenLDAP) connection; the password comes from password_env or password_file."""
+
+    url: str = Field(default="ldaps://localhost", description="ldaps://host[:port] (ldap:// needs start_tls)")
+    bind_dn: str | None = Field(
+        default=None, description="the service account, cn=mailstate,ou=system,<base>"
+    )
+    password_env: str | None = Field(
+        default="MAILSTATE_LDAP_PASSWORD", description=_SECRET, pattern=ENV_NAME_PATTERN
+    )
+    password_file: str | None = Field(default=None, description=_SECRET)
+    ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
+    start_tls: bool = False
+    allow_plain: bool = Field(
+        default=False, description="allow ldap:// without StartTLS (never in production)"
+    )
+    page_size: int = Field(default=500, ge=1, le=100000)
+    timeout: float = Field(default=30.0, gt=0, description="seconds")
+    manage_unlisted: list[str] = Field(
+        default_factory=list,
+        description="subtrees (ou names) where live objects absent from the TOML are deleted (DESIGN §6.2)",
+    )
+
+
+class ImapSettings(Located):
+    """The IMAP server (Dovecot), reached as a master user; its password from password_env or _file."""
+
+    ENV_SWITCH: ClassVar[str] = "MAILSTATE_IMAP_URL"
+    """Setting this variable configures the provider without a [providers.imap] table."""
+
+    url: str = Field(default="imaps://localhost", description="imaps://host[:port]")
+    admin_user: str = Field(default="mailstate", description="a Dovecot master user")
+    password_env: str | None = Field(
+        default="MAILSTATE_IMAP_PASSWORD", description=_SECRET, pattern=ENV_NAME_PATTERN
+    )
+    password_file: str | None = Field(default=None, description=_SECRET)
+    ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
+    allow_plain: bool = Field(default=False, description="allow imap:// without TLS (never in production)")
+    timeout: float = Field(default=30.0, gt=0, description="seconds")
+    max_connections: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="IMAP connections open at once (reads and apply together); a default Dovecot drops "
+        "connections past 100 in all, mail clients included",
+    )
+
+
+class SshSettings(Located):
+    """The mail host over SSH, for doveadm (bulk reads, last logins, archives)."""
+
+    ENV_SWITCH: ClassVar[str] = "MAILSTATE_SSH_HOST"
+    """Setting this variable configures the provider without a [providers.ssh] table."""
+
+    host: str = "localhost"
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "mailstate"
+    key_file: str = Field(
+        default="~/.ssh/mailstate_ed25519", description="private key file (never the key itself)"
+    )
+    known_hosts: str | None = None
+    archive_dir: str = Field(
+        default="/srv/mail-archive", description="where mailboxes are archived before removal"
+    )
+    doveadm: str = "doveadm"
+    timeout: float = Field(default=30.0, gt=0, description="seconds")
+
+

@@ -1,0 +1,534 @@
+"""The doveadm provider's pure part: doveadm's tab output, fetch streams, archive names and manifests,
+the verification of an archive against the live messages. Unit-tested on recorded output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, BinaryIO, TypeVar
+
+import paramiko
+
+from mailstate.errors import ProviderError
+from mailstate.model.records import INBOX, Record, acl_key
+from mailstate.model.rights import OWNER_IDENTIFIERS, normalise_rights
+from mailstate.model.settings import SshSettings
+
+MANIFEST_SUFFIX = ".manifest.json"
+SHARED_BOXES = "shared/shared-boxes/"
+T = TypeVar("T")
+
+# --------------------------------------------------------------------------------------------------
+# Pure parts
+
+
+def settings_from_env(settings: SshSettings | None) -> SshSettings:
+    """[providers.ssh] overridden by MAILSTATE_SSH_HOST/PORT/USER/KEY_FILE/KNOWN_HOSTS/DOVEADM/ARCHIVE_DIR."""
+    base = settings.model_copy() if settings is not None else SshSettings()
+    updates: dict[str, Any] = {}
+    for env, name in (
+        ("MAILSTATE_SSH_HOST", "host"),
+        ("MAILSTATE_SSH_PORT", "port"),
+        ("MAILSTATE_SSH_USER", "user"),
+        ("MAILSTATE_SSH_KEY_FILE", "key_file"),
+        ("MAILSTATE_SSH_KNOWN_HOSTS", "known_hosts"),
+        ("MAILSTATE_SSH_DOVEADM", "doveadm"),
+        ("MAILSTATE_SSH_ARCHIVE_DIR", "archive_dir"),
+    ):
+        value = os.environ.get(env)
+        if value:
+            updates[name] = value
+    from mailstate.redact import refuse_userinfo
+
+    refuse_userinfo("MAILSTATE_SSH_HOST" if "host" in updates else "providers.ssh.host",
+                    updates.get("host", base.host), host=True)
+    if "port" in updates:
+        try:
+            updates["port"] = int(updates["port"])
+        except ValueError:
+            raise ProviderError(f"ssh: MAILSTATE_SSH_PORT={updates['port']!r} is not a port number") from None
+    return SshSettings.model_validate({**base.model_dump(), **updates})
+
+
+def doveadm_command(doveadm: str, *args: str) -> str:
+    """One shell command line: the configured doveadm (may carry options, e.g. ``doveadm -c CONF``) + args,
+    every word quoted with shlex.quote."""
+    return " ".join(shlex.quote(w) for w in [*shlex.split(doveadm), *args])
+
+
+def parse_last_login(text: str, prefix: str) -> dict[str, str]:
+    """``doveadm -f tab dict iter DICT PREFIX`` → {user: ISO datetime UTC}; values are Unix times."""
+    out: dict[str, str] = {}
+    for row in parse_doveadm_tab(text):
+        key, value = row.get("key", ""), row.get("value", "").strip()
+        if not key.startswith(prefix) or not value:
+            continue
+        try:
+            when = datetime.fromtimestamp(int(value), tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            continue
+        out[key[len(prefix) :]] = when.isoformat(timespec="seconds")
+    return out
+
+
+def last_login_prefix(key_template: str) -> str:
+    """The dict key prefix of the last_login key template (``last-login/%u`` → ``shared/last-login/``);
+    the plugin stores its keys in the shared namespace of the dict."""
+    template = key_template.strip() or "last-login/%u"
+    static = template.split("%", 1)[0]
+    return static if static.startswith(("shared/", "priv/")) else f"shared/{static}"
+
+
+def parse_shared_owners(text: str) -> set[str]:
+    """Owners named by the ACL shared dict (``doveadm -f tab dict iter -R DICT shared/shared-boxes/``): keys
+    ``shared/shared-boxes/user/<grantee>/<owner>``, ``…/anyone/<owner>``, ``…/group/<g>/<owner>``."""
+    out: set[str] = set()
+    for row in parse_doveadm_tab(text):
+        key = row.get("key", "")
+        if key.startswith(SHARED_BOXES) and "/" in key[len(SHARED_BOXES) :]:
+            out.add(key.rsplit("/", 1)[1])
+    return out
+
+
+ACL_FILE = "dovecot-acl"
+FIND_ARGS_MAX = 64 * 1024
+"""Bytes of mail roots per ``find`` command (a command line stays far below the kernel's argument limit)."""
+
+
+def mail_roots(path_tab: str) -> dict[str, str]:
+    """{mail root: user} from ``doveadm -f tab mailbox path -A -t control INBOX``: the directory above
+    ``mailboxes/`` (dbox) or the INBOX control directory itself (Maildir, where folders sit under it)."""
+    out: dict[str, str] = {}
+    for row in parse_doveadm_tab(path_tab):
+        user, path = row.get("username", ""), row.get("path", "").rstrip("/")
+        if user and path.startswith("/"):
+            out[path.split("/mailboxes/", 1)[0] if "/mailboxes/" in path else path] = user
+    return out
+
+
+def parse_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> set[str]:
+    """Owners with an ACL entry for anyone but themselves in their ACL files (``grep -HZ '' FILE…`` output:
+    ``path NUL line``): any entry, negative (``-user=x``) or without the lookup right included — the ACL
+    shared dict records only entries that grant lookup, so it misses those."""
+    out: set[str] = set()
+    by_length = sorted(roots, key=len, reverse=True)
+    for raw in grep_out.split(b"\n"):
+        path_b, sep, line_b = raw.partition(b"\0")
+        line = line_b.decode("utf-8", "replace").strip()
+        if not sep or not line or line.startswith("#"):
+            continue
+        path = path_b.decode("utf-8", "surrogateescape")
+        owner = next((roots[r] for r in by_length if path.startswith(r + "/")), None)
+        ident = line.split()[0]
+        if owner is not None and ident not in ("owner", f"user={owner}"):
+            out.add(owner)
+    return out
+
+
+def parse_quota_get(text: str) -> dict[str, int | None]:
+    """``doveadm -f tab quota get -A`` → {user: STORAGE limit in bytes, None when unlimited}."""
+    out: dict[str, int | None] = {}
+    for row in parse_doveadm_tab(text):
+        if row.get("type", "").upper() != "STORAGE" or not row.get("username"):
+            continue
+        limit = row.get("limit", "").strip()
+        out[row["username"]] = int(limit) * 1024 if limit.isdigit() else None
+    return out
+
+
+ENTRY_FIELDS = "mailbox-guid uid guid size.physical text"
+"""The ``doveadm fetch`` fields read for verification, in this order; ``text``: the full message as stored."""
+DIGEST_ALGORITHM = (
+    "per message: mailbox GUID, message GUID, size and SHA-256 of the full text (doveadm fetch text); "
+    "digest: SHA-256 over the sorted 'mailbox-guid<TAB>guid<TAB>size<TAB>sha256' lines"
+)
+MAX_REMOVAL_ROUNDS = 5
+"""Rounds of expunge → re-list → increment archive before a removal gives up (mail keeps arriving)."""
+EXPUNGE_CHUNK = 2000
+"""UIDs per ``doveadm expunge`` command (keeps each command line short)."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as read back with ``doveadm fetch``: where it is, what it is, and a digest of its text."""
+
+    mailbox_guid: str
+    uid: int
+    guid: str
+    size: int
+    sha256: str
+
+    @property
+    def entry(self) -> Entry:
+        return (self.mailbox_guid, self.guid, self.size, self.sha256)
+
+
+Entry = tuple[str, str, int, str]
+"""(mailbox GUID, message GUID, size, SHA-256 of the full text): what a manifest records per message."""
+
+
+class FetchFormatError(ValueError):
+    """``doveadm -f pager fetch`` output that is not the exact record layout asked for."""
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _field(stream: BinaryIO, name: bytes, first: bytes = b"") -> str:
+    line = first + stream.readline(4096)
+    prefix = name + b": "
+    if not line.startswith(prefix) or not line.endswith(b"\n"):
+        raise FetchFormatError(f"expected {name.decode()!r}, got {line[:60]!r}")
+    return line[len(prefix) : -1].decode("utf-8", "strict")
+
+
+def read_fetch_stream(stream: BinaryIO) -> Iterator[Message]:
+    """Messages of ``doveadm -f pager fetch … 'mailbox-guid uid guid size.physical text' …``, one at a time.
+
+    Each record is ``name: value`` lines, then ``text:`` and exactly size.physical bytes of the message, then
+    ``\\f\\n`` before the next record. The text is hashed while it is read (never held whole), so a mailbox of
+    any size is read in constant memory. Anything else — a field missing, a text shorter than its size (a
+    storage file gone or cut), trailing bytes — raises FetchFormatError: a message that cannot be read back
+    is never counted as archived."""
+    first = stream.read(1)
+    while first:
+        mailbox_guid = _field(stream, b"mailbox-guid", first)
+        uid_text = _field(stream, b"uid")
+        guid = _field(stream, b"guid")
+        size_text = _field(stream, b"size.physical")
+        hex_guid = bool(mailbox_guid) and set(mailbox_guid) <= _HEX
+        if not (uid_text.isdigit() and size_text.isdigit() and hex_guid):
+            raise FetchFormatError(f"bad record header (uid {uid_text!r}, size {size_text!r})")
+        if not guid or any(ord(c) < 0x20 for c in guid):
+            raise FetchFormatError(f"bad message guid {guid!r}")
+        if stream.readline(16) != b"text:\n":
+            raise FetchFormatError(f"no text for message {guid} (the message could not be read)")
+        size, h, left = int(size_text), hashlib.sha256(), int(size_text)
+        while left:
+            chunk = stream.read(min(left, 1 << 20))
+            if not chunk:
+                raise FetchFormatError(f"message {guid}: text ends {left} bytes before its size {size}")
+            h.update(chunk)
+            left -= len(chunk)
+        yield Message(mailbox_guid, int(uid_text), guid, size, h.hexdigest())
+        sep = stream.read(2)
+        if sep == b"":
+            return
+        if sep != b"\f\n":
+            raise FetchFormatError(f"message {guid}: text longer than its size {size} ({sep!r} follows)")
+        first = stream.read(1)
+        if not first:
+            raise FetchFormatError("output ends after a record separator")
+
+
+def entries_digest(entries: Iterable[Entry]) -> tuple[int, str]:
+    """(count, SHA-256 over the sorted entry lines): order-independent, changes with any message."""
+    lines = sorted(f"{m}\t{g}\t{s}\t{d}" for m, g, s, d in entries)
+    h = hashlib.sha256()
+    for ln in lines:
+        h.update(ln.encode("utf-8") + b"\n")
+    return len(lines), h.hexdigest()
+
+
+def covered_by(live: Iterable[Message], archived: Counter[Entry]) -> tuple[list[Message], list[Message]]:
+    """Split live messages into (held by the archive, not held): a live message is held when an archived
+    message has the same mailbox GUID, GUID, size and text digest; each archived copy covers one live copy."""
+    left = Counter(archived)
+    held, not_held = [], []
+    for m in live:
+        if left[m.entry] > 0:
+            left[m.entry] -= 1
+            held.append(m)
+        else:
+            not_held.append(m)
+    return held, not_held
+
+
+def archive_mismatches(live: Iterable[Message], archived: Iterable[Message]) -> list[str]:
+    """Archived messages whose live original (same mailbox GUID and GUID) has another size or text: the copy
+    is not faithful. An archived message no longer live (deleted meanwhile) cannot be compared: it is left
+    out of the manifest, not counted as a mismatch."""
+    by_key: dict[tuple[str, str], set[tuple[int, str]]] = {}
+    for m in live:
+        by_key.setdefault((m.mailbox_guid, m.guid), set()).add((m.size, m.sha256))
+    out = []
+    for a in archived:
+        seen = by_key.get((a.mailbox_guid, a.guid))
+        if seen is not None and (a.size, a.sha256) not in seen:
+            out.append(f"{a.guid} in mailbox {a.mailbox_guid} ({a.size} bytes, not the live text)")
+    return out
+
+
+def uid_set(uids: Iterable[int]) -> str:
+    """An IMAP sequence set of UIDs: ``1:3,7,9:10``."""
+    parts: list[str] = []
+    run: list[int] = []
+    for u in sorted(set(uids)):
+        if run and u == run[-1] + 1:
+            run.append(u)
+            continue
+        if run:
+            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1]}")
+        run = [u]
+    if run:
+        parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}:{run[-1]}")
+    return ",".join(parts)
+
+
+def other_namespace_prefixes(config_text: str) -> list[str]:
+    """Static prefixes of the non-private namespaces in ``doveadm config -h namespace`` output (``shared/``
+    for ``shared/%%n/``), so that removing a user's mail never touches what others share with them."""
+    out: list[str] = []
+    block: dict[str, str] = {}
+    for raw in config_text.splitlines():
+        line = raw.strip()
+        if line.startswith("namespace ") and line.endswith("{"):
+            block = {}
+        elif line == "}":
+            if block.get("type", "private") != "private" and block.get("prefix"):
+                out.append(block["prefix"].split("%", 1)[0])
+            block = {}
+        elif "=" in line:
+            k, _, v = line.partition("=")
+            block[k.strip()] = v.strip()
+    return out
+
+
+def _in_other_namespace(name: str, prefixes: Iterable[str]) -> bool:
+    """A folder of a non-private namespace, its root included (``shared`` for the prefix ``shared/``)."""
+    return any(name.startswith(p) or (p and name == p[:-1]) for p in prefixes)
+
+
+def archive_name(user: str, day: date) -> str:
+    return f"{user}-{day.isoformat()}"
+
+
+class _RevokedHostKey(paramiko.SSHException):
+    """The server presented a host key that known_hosts marks ``@revoked``."""
+
+
+def _key_id(key: paramiko.PKey) -> tuple[str, bytes]:
+    return key.get_name(), key.asbytes()
+
+
+class _Refuse(paramiko.MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, saying so when the unknown key is one known_hosts marks ``@revoked``."""
+
+    def __init__(self, revoked: set[tuple[str, bytes]]) -> None:
+        self.revoked = revoked
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if _key_id(key) in self.revoked:
+            raise _RevokedHostKey(
+                f"the host key of {hostname} ({key.get_name()}) is marked @revoked in known_hosts"
+            )
+        raise paramiko.SSHException(f"Server {hostname!r} not found in known_hosts")
+
+
+def load_known_hosts(path: str, into: paramiko.HostKeys) -> set[tuple[str, bytes]]:
+    """Read an OpenSSH known_hosts file: plain and hashed host lines go ``into`` the client's host keys; the
+    keys of ``@revoked`` lines are returned (never trusted, for any host, even if also listed as known);
+    ``@cert-authority`` lines are skipped (host certificates are not used: such a line trusts nothing).
+    A line that cannot be read is skipped, as OpenSSH does — it only trusts less — except a ``@revoked``
+    line: ignoring that would trust a key the operator revoked, so it stops the connection (ProviderError)."""
+    revoked: set[tuple[str, bytes]] = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = list(enumerate(f, 1))
+    for lineno, raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        marker = ""
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+            line = line.strip()
+            if marker != "@revoked":
+                continue
+        error: Exception | None = None
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
+        except Exception as exc:  # paramiko raises SSHException, InvalidHostKey or binascii errors
+            entry, error = None, exc
+        if entry is None or entry.key is None:
+            if marker:
+                raise ProviderError(
+                    f"ssh: known_hosts {path}:{lineno}: unreadable @revoked line ({type(error).__name__}): "
+                    "fix or remove it"
+                )
+            continue
+        if marker:
+            revoked.add(_key_id(entry.key))
+            continue
+        for host in entry.hostnames:
+            into.add(host, entry.key.get_name(), entry.key)
+    return revoked
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a verified archive holds, message by message: written only after every archived message was read
+    back and compared (size and SHA-256 of its full text) with the live original. ``extends`` names the
+    earlier archives of the same set: an increment made during removal for mail that arrived meanwhile."""
+
+    user: str
+    archive: str
+    location: str
+    date: str
+    count: int
+    digest: str
+    verified_at: str
+    algorithm: str = DIGEST_ALGORITHM
+    messages: tuple[Entry, ...] = ()
+    mailboxes: dict[str, str] = field(default_factory=dict)
+    extends: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        data = {**self.__dict__, "messages": [list(e) for e in self.messages], "extends": list(self.extends)}
+        return json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """A manifest; ValueError when it is of the older format (no per-message digests) or its messages do
+        not add up to its count and digest (edited by hand)."""
+        data = json.loads(text)
+        if data.get("algorithm") != DIGEST_ALGORITHM or "messages" not in data:
+            raise ValueError("manifest of an older format (no per-message content digests)")
+        messages = tuple((str(m), str(g), int(n), str(d)) for m, g, n, d in data["messages"])
+        out = cls(
+            **{k: data[k] for k in cls.__dataclass_fields__ if k not in ("messages", "extends", "mailboxes")},
+            messages=messages,
+            mailboxes={str(k): str(v) for k, v in data.get("mailboxes", {}).items()},
+            extends=tuple(str(x) for x in data.get("extends", ())),
+        )
+        if entries_digest(messages) != (out.count, out.digest):
+            raise ValueError("its messages do not match its count and digest")
+        return out
+
+
+def _archive_order(name: str, user: str) -> tuple[date, int] | None:
+    """(date, sequence) of an archive name ``<user>-<YYYY-MM-DD>`` or ``<user>-<YYYY-MM-DD>.<n>``."""
+    if not name.startswith(f"{user}-"):
+        return None
+    m = _ARCHIVE_SUFFIX.fullmatch(name[len(user) + 1 :])
+    try:
+        return (date.fromisoformat(m[1]), int(m[2] or 1)) if m else None
+    except ValueError:
+        return None
+
+
+_ARCHIVE_SUFFIX = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})(?:\.([0-9]{1,9}))?", re.ASCII)
+
+
+def latest_manifest_name(names: Iterable[str], user: str) -> str | None:
+    """The newest ``<user>-<YYYY-MM-DD>[.<n>].manifest.json`` among directory entries (exact user match)."""
+    found = []
+    for name in names:
+        if name.endswith(MANIFEST_SUFFIX) and (order := _archive_order(name[: -len(MANIFEST_SUFFIX)], user)):
+            found.append((order, name))
+    return max(found)[1] if found else None
+
+
+def next_archive_name(names: Iterable[str], user: str, day: date) -> str:
+    """A fresh archive name for ``day``: ``<user>-<day>``, else ``<user>-<day>.2``, ``.3`` … — an existing
+    archive is never synced into again (``doveadm backup`` mirrors, so it would drop mail deleted since)."""
+    taken = {n.removesuffix(MANIFEST_SUFFIX) for n in names}
+    base = archive_name(user, day)
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}.{n}" in taken:
+        n += 1
+    return f"{base}.{n}"
+
+
+
+
+def parse_doveadm_tab(text: str) -> list[dict[str, str]]:
+    """Rows of ``doveadm -f tab …`` output: a header line of field names, then a tab-separated row a line."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return []
+    header = [h.strip().lower() for h in lines[0].split("\t")]
+    rows = []
+    for ln in lines[1:]:
+        cells = ln.split("\t")
+        cells += [""] * (len(header) - len(cells))
+        rows.append(dict(zip(header, cells, strict=False)))
+    return rows
+
+
+DOVEADM_RIGHT_LETTERS: Mapping[str, str] = {
+    "lookup": "l",
+    "read": "r",
+    "write-seen": "s",
+    "write": "w",
+    "insert": "i",
+    "post": "p",
+    "create": "k",
+    "delete": "x",
+    "write-deleted": "t",
+    "expunge": "e",
+    "admin": "a",
+}
+"""doveadm acl shows and takes right names (LAB-NOTES); their RFC 4314 letters."""
+
+
+def doveadm_rights_to_letters(names: str) -> str:
+    """``lookup read write-seen`` → ``lrs``; unknown names raise ValueError."""
+    letters = []
+    for name in names.split():
+        if name not in DOVEADM_RIGHT_LETTERS:
+            raise ValueError(f"unknown doveadm right {name!r}")
+        letters.append(DOVEADM_RIGHT_LETTERS[name])
+    return normalise_rights("".join(letters))
+
+
+def parse_doveadm_acl(
+    text: str,
+    mailbox_of_user: Mapping[str, tuple[str, str | None]],
+    folder: str = INBOX,
+    user: str | None = None,
+) -> list[Record]:
+    """acl records from ``doveadm -f tab acl get [-A|-u USER] FOLDER`` (columns [username] id global rights).
+
+    ``mailbox_of_user`` maps a Dovecot user to (mailbox ref, unit). Owner rows and global (acl file of the
+    administrator) rows are left out: mailstate manages only the per-mailbox ACL.
+    """
+    out: list[Record] = []
+    for row in parse_doveadm_tab(text):
+        owner = row.get("username") or user
+        if owner is None or owner not in mailbox_of_user:
+            continue
+        ident = row.get("id", "")
+        if ident.startswith("user="):
+            ident = ident[5:]
+        if ident == owner or ident in OWNER_IDENTIFIERS or row.get("global", "").strip() in ("1", "yes", "y"):
+            continue
+        rights = doveadm_rights_to_letters(row.get("rights", ""))
+        if not rights:
+            continue
+        ref, unit = mailbox_of_user[owner]
+        out.append(Record("acl", acl_key(ref, folder, ident), {"rights": rights, "why": None}, "imap", unit))
+    return out
+
+
+def parse_doveadm_mailbox_list(text: str) -> dict[str, list[str]]:
+    """``doveadm -f tab mailbox list -A`` → {user: [folder, …]} (folder names as doveadm prints them)."""
+    out: dict[str, list[str]] = {}
+    for row in parse_doveadm_tab(text):
+        user = row.get("username", "")
+        name = row.get("mailbox", "")
+        if user and name:
+            out.setdefault(user, []).append(unicodedata.normalize("NFC", name))
+    return out
+
+

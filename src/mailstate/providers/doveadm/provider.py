@@ -1,0 +1,688 @@
+"""The SSH provider: doveadm on the mail host over paramiko — last-login facts, verified archives, removal.
+
+- ``read()`` returns facts only (it owns no diffed kind): ``last_login`` = {user: ISO datetime (UTC)} from
+  the Dovecot ``last_login`` plugin's dict (``doveadm dict iter``), for the inactivity rules (MOST art.13.3).
+- ``apply(change)`` carries out two actions on a ``person`` / ``unit_mailbox`` (the key is the Dovecot user):
+  ``archive``: ``doveadm backup -u USER mdbox:<archive_dir>/<user>-<date>``, then VERIFY by reading every
+  archived message back in full (``doveadm -f pager fetch … text``, streamed and hashed while read) and
+  comparing it — mailbox GUID, message GUID, size, SHA-256 of the full text — with the live original; only
+  then write ``<user>-<date>.manifest.json`` listing each message so verified. The index never counts as
+  the mail: a message whose storage is gone or cut fails the read, an altered text fails the comparison.
+  ``delete``: REFUSED (ProviderError, nothing touched) unless the newest archive set still reads back
+  exactly as its manifests recorded; then, in bounded rounds, expunge by UID only the live messages that
+  set holds (same content), archive whatever arrived meanwhile as an increment (verified the same way),
+  and delete the emptied folders. Mail is never destroyed without a verified copy (VL art.9, MIC art.3.5).
+
+The host key is checked against known_hosts (``load_known_hosts``: hashed names, ``@revoked`` honoured,
+``@cert-authority`` skipped) with a RejectPolicy: an unknown, changed or revoked key is refused, never
+accepted. Every command is built with shlex.quote; no password is ever sent or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, BinaryIO, ClassVar
+
+import paramiko
+
+from mailstate.errors import ProviderError
+from mailstate.model.change import Action, Change
+from mailstate.model.provider import DesiredState, Snapshot
+from mailstate.model.records import MAILBOX_KINDS
+from mailstate.model.settings import SshSettings
+from mailstate.providers.doveadm.parse import (
+    ACL_FILE,
+    ENTRY_FIELDS,
+    EXPUNGE_CHUNK,
+    FIND_ARGS_MAX,
+    MANIFEST_SUFFIX,
+    MAX_REMOVAL_ROUNDS,
+    SHARED_BOXES,
+    Entry,
+    Manifest,
+    Message,
+    T,
+    _archive_order,
+    _in_other_namespace,
+    _key_id,
+    _Refuse,
+    _RevokedHostKey,
+    archive_mismatches,
+    covered_by,
+    doveadm_command,
+    entries_digest,
+    last_login_prefix,
+    latest_manifest_name,
+    load_known_hosts,
+    mail_roots,
+    next_archive_name,
+    other_namespace_prefixes,
+    parse_acl_files,
+    parse_doveadm_tab,
+    parse_last_login,
+    parse_quota_get,
+    parse_shared_owners,
+    read_fetch_stream,
+    settings_from_env,
+    uid_set,
+)
+from mailstate.text import CONTROL_RE, visible
+
+# --------------------------------------------------------------------------------------------------
+# The provider
+
+
+class SshProvider:
+    """doveadm over SSH (paramiko): last-login facts, verified archives, removal of archived mail."""
+
+    name: ClassVar[str] = "ssh"
+    kinds: ClassVar[frozenset[str]] = frozenset()
+    """It owns no diffed kind: it reads facts and carries out ``archive`` / ``delete`` of person and
+    unit_mailbox changes routed to it (change.provider == "ssh")."""
+    settings_model: ClassVar[type[SshSettings]] = SshSettings
+
+    def __init__(self, settings: SshSettings, today: date | None = None) -> None:
+        self.settings = settings
+        self.today = today
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._config: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"SshProvider({s.user}@{s.host}:{s.port})"
+
+    @classmethod
+    def from_state(cls, state: DesiredState, **kwargs: Any) -> SshProvider:
+        return cls(settings_from_env(state.providers.ssh), **kwargs)
+
+    # -- connection ----------------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        s = self.settings
+        return f"{s.user}@{s.host}:{s.port}"
+
+    def connect(self) -> paramiko.SSHClient:
+        if self._client is not None:
+            return self._client
+        s = self.settings
+        client = paramiko.SSHClient()
+        path = os.path.expanduser(s.known_hosts or "~/.ssh/known_hosts")
+        try:
+            revoked = load_known_hosts(path, client.get_host_keys())
+        except OSError as exc:
+            raise ProviderError(f"ssh: cannot read known_hosts {path}: {exc.strerror or exc}") from None
+        client.set_missing_host_key_policy(_Refuse(revoked))
+        try:
+            client.connect(
+                s.host,
+                port=s.port,
+                username=s.user,
+                key_filename=os.path.expanduser(s.key_file),
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=s.timeout,
+                banner_timeout=s.timeout,
+                auth_timeout=s.timeout,
+            )
+        except _RevokedHostKey as exc:
+            client.close()
+            raise ProviderError(
+                f"ssh: {exc}: refused (check the key and update known_hosts by hand)"
+            ) from None
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise ProviderError(
+                f"ssh: the host key of {s.host}:{s.port} ({exc.key.get_name()}) does not match known_hosts: "
+                "refused (possible man-in-the-middle; check the key and update known_hosts by hand)"
+            ) from None
+        except paramiko.SSHException as exc:
+            client.close()
+            raise ProviderError(f"ssh: {self.where}: {exc} (unknown host keys are refused)") from None
+        except OSError as exc:
+            client.close()
+            raise ProviderError(f"ssh: cannot connect to {self.where}: {exc.strerror or exc}") from None
+        transport = client.get_transport()
+        server_key = transport.get_remote_server_key() if transport else None
+        if server_key is None or _key_id(server_key) in revoked:
+            client.close()
+            raise ProviderError(
+                f"ssh: the host key of {s.host}:{s.port} is marked @revoked in {path}: refused "
+                "(check the key and update known_hosts by hand)"
+            )
+        self._client = client
+        return client
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = self.connect().open_sftp()
+        return self._sftp
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def run(self, command: str, check: bool = True) -> tuple[int, str, str]:
+        """Run one command line on the host; with ``check`` a non-zero exit raises ProviderError."""
+        client = self.connect()
+        try:
+            # A bare channel rather than exec_command(): the stdin file that exec_command() makes closes the
+            # channel's write side in its __del__, and if the garbage collector frees it in paramiko's
+            # transport thread while that thread holds the channel lock, everything deadlocks.
+            transport = client.get_transport()
+            if transport is None:
+                raise paramiko.SSHException("the SSH connection is gone")
+            chan = transport.open_session(timeout=self.settings.timeout)
+            chan.settimeout(max(self.settings.timeout, 600))
+            chan.exec_command(command)
+            stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
+            # stderr is drained while stdout is read: both share the channel's window, so a command that
+            # writes more than the window (2 MiB) to stderr before it ends its stdout would otherwise stall
+            # both sides until the timeout (e.g. a warning per user from `doveadm quota get -A`)
+            err_parts: list[bytes] = []
+            drain = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
+            drain.start()
+            out = stdout.read().decode("utf-8", "replace")
+            drain.join()
+            err = b"".join(err_parts).decode("utf-8", "replace")
+            rc = chan.recv_exit_status()
+            chan.close()
+        except (paramiko.SSHException, OSError) as exc:
+            raise ProviderError(f"ssh: {self.where}: running {command!r} failed: {exc}") from None
+        if check and rc != 0:
+            detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
+            raise ProviderError(f"ssh: {command} failed on {self.settings.host}: {detail}")
+        return rc, out, err
+
+    def stream(self, command: str, consume: Callable[[BinaryIO], T]) -> T:
+        """Run one command line and hand its stdout, as a stream, to ``consume`` (so a mailbox of any size is
+        read in constant memory); a non-zero exit, or an error raised by ``consume`` (it stops reading),
+        raises ProviderError naming the command's last error lines."""
+        client = self.connect()
+        try:
+            transport = client.get_transport()
+            if transport is None:
+                raise paramiko.SSHException("the SSH connection is gone")
+            chan = transport.open_session(timeout=self.settings.timeout)
+            chan.settimeout(max(self.settings.timeout, 600))
+            chan.exec_command(command)
+            stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
+            err_parts: list[bytes] = []
+            drain = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
+            drain.start()
+            try:
+                result = consume(stdout)
+                failure: Exception | None = None
+            except (ValueError, UnicodeDecodeError) as exc:
+                result, failure = None, exc
+                chan.close()  # stop the command: the rest of its output is of no use
+            drain.join(self.settings.timeout if failure else None)
+            err = b"".join(err_parts).decode("utf-8", "replace")
+            rc = chan.recv_exit_status() if failure is None else -1
+            chan.close()
+        except (paramiko.SSHException, OSError) as exc:
+            raise ProviderError(f"ssh: {self.where}: running {command!r} failed: {exc}") from None
+        if failure is not None or rc != 0:
+            detail = " ".join(err.strip().splitlines()[-3:])
+            why = f"{failure}; " if failure is not None else ""
+            raise ProviderError(
+                f"ssh: {command} failed on {self.settings.host}: {why}{detail or f'exit status {rc}'}"
+            )
+        return result  # type: ignore[return-value]
+
+    def doveadm(self, *args: str, check: bool = True) -> str:
+        return self.run(doveadm_command(self.settings.doveadm, *args), check=check)[1]
+
+    # -- read ----------------------------------------------------------------------------------
+
+    def read(self, scope: Iterable[str] | None = None) -> Snapshot:
+        """Facts: ``last_login`` {user: ISO datetime} for every user with a recorded login."""
+        from mailstate.model.provider import Snapshot
+
+        t0 = time.perf_counter()
+        snap = Snapshot(self.name)
+        snap.facts["last_login"] = self.last_logins()
+        self.timings["read"] = time.perf_counter() - t0
+        return snap
+
+    def config(self, name: str) -> str:
+        """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""
+        if name not in self._config:
+            self._config[name] = self.doveadm("config", "-h", name).strip()
+        return self._config[name]
+
+    def last_logins(self) -> dict[str, str]:
+        uri = self.config("plugin/last_login_dict")
+        if not uri:
+            raise ProviderError(
+                f"ssh: Dovecot on {self.settings.host} has no plugin/last_login_dict: the inactivity rules "
+                "(MOST art.13.3) need the last_login plugin"
+            )
+        prefix = last_login_prefix(self.config("plugin/last_login_key"))
+        return parse_last_login(self.doveadm("-f", "tab", "dict", "iter", uri, prefix), prefix)
+
+    def shared_owners(self) -> set[str]:
+        """Every user with an ACL entry for someone else on a folder: the owners Dovecot's acl_shared_dict
+        names (one pass), and those whose ACL files hold an entry the dict does not record (a negative right
+        ``-user``, rights without lookup: ``acl_owners``)."""
+        uri = self.config("plugin/acl_shared_dict")
+        if not uri:
+            raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
+        owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
+        return owners | self.acl_owners()
+
+    def acl_owners(self) -> set[str]:
+        """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every
+        user's mail root from one ``doveadm mailbox path -A``, then ``find … -name dovecot-acl`` over the
+        roots (a few commands for any number of users) and their lines read with grep."""
+        roots = mail_roots(self.doveadm("-f", "tab", "mailbox", "path", "-A", "-t", "control", "INBOX"))
+        out: set[str] = set()
+        batch: list[str] = []
+        size = 0
+        for root in sorted(roots):
+            batch.append(root)
+            size += len(root) + 3
+            if size >= FIND_ARGS_MAX or root == max(roots):
+                words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
+                command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
+                rc, text, err = self.run(command, check=False)
+                missing = {f"find: {shlex.quote(r)}: No such file or directory" for r in batch}
+                missing |= {f"find: '{r}': No such file or directory" for r in batch}
+                lines = [ln.strip() for ln in err.splitlines()]
+                tools = ("find:", "grep:", "sh:")
+                errors = [ln for ln in lines if ln.startswith(tools) and ln not in missing]
+                # a root not made yet (no mail so far) is fine; anything else is not
+                if rc != 0 and (errors or not missing & set(lines)):
+                    raise ProviderError(
+                        f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
+                    )
+                out |= parse_acl_files(text.encode("utf-8", "surrogateescape"), roots)
+                batch, size = [], 0
+        return out
+
+    def quotas(self) -> dict[str, int | None]:
+        """Every user's STORAGE limit (bytes), one ``doveadm quota get -A``."""
+        return parse_quota_get(self.doveadm("-f", "tab", "quota", "get", "-A"))
+
+    # -- archive and removal -------------------------------------------------------------------
+
+    @property
+    def archive_root(self) -> str:
+        """archive_dir, which must be an absolute path on the mail host: doveadm and SFTP would resolve a
+        relative or empty one against different directories (an archive where the check never looks)."""
+        root = self.settings.archive_dir
+        if not root.startswith("/") or root.rstrip("/") == "":
+            raise ProviderError(
+                f"ssh: archive_dir {self.settings.archive_dir!r} is not an absolute directory on the mail "
+                "host (set [providers.ssh].archive_dir or MAILSTATE_SSH_ARCHIVE_DIR, e.g. /srv/mail-archive)"
+            )
+        return root.rstrip("/")
+
+    def _path(self, name: str) -> str:
+        """``archive_dir/name`` for an entry name built from a login read from the live side: one plain name
+        (no "/", no leading ".", no control character): an archive is never written outside archive_dir."""
+        if not name or "/" in name or name in (".", "..") or name.startswith(".") or CONTROL_RE.search(name):
+            raise ProviderError(
+                f"ssh: {visible(name)!r} is not a plain file name inside archive_dir: nothing is archived "
+                "or removed for it"
+            )
+        return f"{self.archive_root}/{name}"
+
+    def other_prefixes(self) -> list[str]:
+        """Prefixes of the non-private namespaces (``shared/``): never part of a user's own mail."""
+        if "namespace" not in self._config:
+            self._config["namespace"] = self.doveadm("config", "-h", "namespace")  # multi-line
+        return other_namespace_prefixes(self._config["namespace"])
+
+    def own_mailboxes(self, user: str, location: str | None = None) -> dict[str, str]:
+        """{mailbox GUID: name} of the user's own folders (live, or of the archive at ``location``); folders
+        of the shared namespace (others' mail the user may see) are never included."""
+        opts = ["-o", f"mail_location={location}"] if location else []
+        text = self.doveadm(*opts, "-f", "tab", "mailbox", "status", "-u", user, "guid", "*")
+        others = self.other_prefixes()
+        out: dict[str, str] = {}
+        for row in parse_doveadm_tab(text):
+            name = unicodedata.normalize("NFC", row.get("mailbox", ""))
+            guid = row.get("guid", "")
+            if name and guid and not _in_other_namespace(name, others):
+                out[guid] = name
+        return out
+
+    def messages(self, user: str, location: str | None = None) -> tuple[dict[str, str], list[Message]]:
+        """Read every message of the user's own folders back in full — live, or from the archive at
+        ``location`` — and digest it while reading (``doveadm -f pager fetch … text all``, streamed).
+        Returns ({mailbox GUID: name}, messages). A message that cannot be read (its storage file gone, its
+        text cut short) raises ProviderError: the index alone never counts as the mail."""
+        boxes = self.own_mailboxes(user, location)
+        opts = ["-o", f"mail_location={location}"] if location else []
+        command = doveadm_command(
+            self.settings.doveadm, *opts, "-f", "pager", "fetch", "-u", user, ENTRY_FIELDS, "all"
+        )
+        t0 = time.perf_counter()
+        got = self.stream(command, lambda out: list(read_fetch_stream(out)))
+        key = f"read:{'archive' if location else 'live'}"
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+        return boxes, [m for m in got if m.mailbox_guid in boxes]
+
+    def digest(self, user: str, location: str | None = None) -> tuple[int, str]:
+        """(count, digest) of a user's live mail, or of an archive at ``location`` (e.g. ``mdbox:/path``),
+        every message read in full."""
+        return entries_digest(m.entry for m in self.messages(user, location)[1])
+
+    def archive(self, user: str, day: date | None = None) -> Manifest:
+        """Back the user's mail up into a fresh directory of archive_dir, read every archived message back
+        and compare it with the live one, write the manifest. Idempotent: if the newest archive set still
+        holds, read back, every message it recorded and every live message is among them, its newest
+        manifest is returned and nothing is copied; a set that no longer reads back is never reused."""
+        day = day or self.today or date.today()
+        t0 = time.perf_counter()
+        names = self._archive_entries()
+        try:
+            current = self._load_set(user, names)
+            if current:
+                held = self._check_set(user, current)
+                _boxes, live = self.messages(user)
+                if not covered_by(live, held)[1]:
+                    return current[0]
+        except ProviderError:
+            pass  # unreadable, altered or incomplete: make a fresh archive
+        manifest = self._new_archive(user, day, names)
+        self.timings[f"archive:{user}"] = time.perf_counter() - t0
+        return manifest
+
+    def _new_archive(
+        self, user: str, day: date, names: Iterable[str], extends: Sequence[str] = ()
+    ) -> Manifest:
+        """``doveadm backup`` into a fresh directory, then verification: every archived message is read back
+        and must equal (size, SHA-256 of the full text) its live original. The manifest lists the messages so
+        verified; mail that arrived after the copy is not in it (and stays until an increment holds it)."""
+        name = self._claim(user, day, names)
+        location = f"mdbox:{self._path(name)}"
+        self.doveadm("backup", "-u", user, location)
+        self._check_archive_dir(name)
+        try:
+            boxes, archived = self.messages(user, location)
+        except ProviderError as exc:
+            raise ProviderError(
+                f"ssh: the archive of {user} at {location} cannot be read back ({exc}); no manifest written, "
+                "the mailbox will not be removed"
+            ) from None
+        _live_boxes, live = self.messages(user)
+        bad = archive_mismatches(live, archived)
+        if bad:
+            raise ProviderError(
+                f"ssh: the archive of {user} at {location} does not verify: {len(bad)} archived messages "
+                f"differ from the live mail (first: {bad[0]}); no manifest written, the mailbox will not be "
+                "removed"
+            )
+        held, _extra = covered_by(archived, Counter(m.entry for m in live))
+        entries = tuple(sorted(m.entry for m in held))
+        count, digest = entries_digest(entries)
+        manifest = Manifest(
+            user=user,
+            archive=name,
+            location=location,
+            date=day.isoformat(),
+            count=count,
+            digest=digest,
+            verified_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            messages=entries,
+            mailboxes={g: boxes[g] for g in sorted({e[0] for e in entries})},
+            extends=tuple(extends),
+        )
+        self._write(self._path(name + MANIFEST_SUFFIX), manifest.to_json())
+        return manifest
+
+    def _claim(self, user: str, day: date, names: Iterable[str]) -> str:
+        """A fresh archive directory, made (SFTP mkdir, which fails if the name exists) before anything is
+        copied into it: another apply running at the same time, or a stale listing, never makes two backups
+        share a directory — ``doveadm backup`` into an existing archive would mirror the live mailbox and drop
+        from it mail that archive verified."""
+        taken = set(names)
+        for _ in range(100):
+            name = next_archive_name(taken, user, day)
+            try:
+                self.sftp().mkdir(self._path(name), 0o700)
+                return name
+            except OSError as exc:
+                try:
+                    self.sftp().lstat(self._path(name))
+                except OSError:
+                    raise ProviderError(
+                        f"ssh: cannot make the archive directory {self._path(name)} on {self.settings.host}: "
+                        f"{exc.strerror or exc}"
+                    ) from None
+                taken.add(name)  # made meanwhile by someone else: take the next name
+        raise ProviderError(
+            f"ssh: no free archive name for {user} on {day.isoformat()} in {self.archive_root}"
+        )
+
+    def _check_archive_dir(self, name: str) -> None:
+        """The archive ``name`` must be a real directory of archive_dir with no symbolic link inside: a link
+        (to the live mailbox, or to its storage files) would make the read-back read the live mail and find
+        it "archived", and removing the live mail would then remove the only copy."""
+        path = self._path(name)
+        words = ["realpath", "-e", "--", self.archive_root, path]
+        command = " ".join(shlex.quote(w) for w in words)
+        command += " && " + " ".join(shlex.quote(w) for w in ["find", path, "-type", "l", "-print", "-quit"])
+        rc, out, err = self.run(command, check=False)
+        lines = out.splitlines()
+        if rc != 0 or len(lines) < 2 or lines[1] != f"{lines[0].rstrip('/')}/{name}" or len(lines) > 2:
+            detail = " ".join(err.split()[-12:]) or "a link"
+            why = (
+                f"a symbolic link ({lines[2]})"
+                if len(lines) > 2
+                else f"it is not a directory of {self.archive_root} ({detail})"
+            )
+            raise ProviderError(f"ssh: the archive {name} is not trusted: {why}")
+
+    def _archive_entries(self) -> list[str]:
+        try:
+            return list(self.sftp().listdir(self.archive_root))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ProviderError(
+                f"ssh: cannot list the archive dir {self.settings.archive_dir} on {self.settings.host}: {exc}"
+            ) from None
+
+    def _write(self, path: str, text: str) -> None:
+        sftp = self.sftp()
+        tmp = path + ".tmp"
+        try:
+            with sftp.open(tmp, "w") as fh:
+                fh.write(text.encode("utf-8"))
+            sftp.posix_rename(tmp, path)
+        except OSError as exc:
+            raise ProviderError(f"ssh: cannot write {path} on {self.settings.host}: {exc}") from None
+
+    def _read_manifest(self, name: str) -> Manifest:
+        try:
+            with self.sftp().open(self._path(name)) as fh:
+                mf = Manifest.from_json(fh.read().decode("utf-8"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ProviderError(f"ssh: manifest {name} unreadable: {exc}") from None
+        if mf.archive != name.removesuffix(MANIFEST_SUFFIX):
+            # a manifest speaks only for the archive beside it: one naming another directory (the live mail,
+            # another user's archive, ../…) would have that read back as the archive
+            raise ProviderError(f"ssh: manifest {name} describes {mf.archive!r}, not the archive beside it")
+        return mf
+
+    def _load_set(self, user: str, names: Iterable[str]) -> list[Manifest]:
+        """The newest archive set of ``user``, newest first: the newest manifest and the earlier archives it
+        extends (increments made during a removal). [] when the user has no manifest."""
+        newest = latest_manifest_name(names, user)
+        if newest is None:
+            return []
+        head = self._read_manifest(newest)
+        out = [head]
+        for name in head.extends:
+            if _archive_order(name, user) is None:
+                raise ProviderError(f"ssh: manifest {newest} extends {name!r}, not an archive of {user}")
+            out.append(self._read_manifest(name + MANIFEST_SUFFIX))
+        return out
+
+    def _check_set(self, user: str, manifests: Sequence[Manifest]) -> Counter[Entry]:
+        """Read every archive of the set back in full; each must still hold every message its manifest
+        recorded, with the same size and text digest. Returns what they hold; ProviderError otherwise."""
+        held: Counter[Entry] = Counter()
+        for mf in manifests:
+            if (
+                mf.user != user
+                or _archive_order(mf.archive, user) is None
+                or mf.location != f"mdbox:{self._path(mf.archive)}"
+            ):
+                raise ProviderError(
+                    f"ssh: manifest {mf.archive} is not {user}'s archive in {self.archive_root}"
+                )
+            self._check_archive_dir(mf.archive)
+            try:
+                _boxes, got = self.messages(user, mf.location)
+            except ProviderError as exc:
+                raise ProviderError(f"ssh: the archive {mf.archive} cannot be read back: {exc}") from None
+            missing = Counter(mf.messages) - Counter(m.entry for m in got)
+            if missing:
+                raise ProviderError(
+                    f"ssh: the archive {mf.archive} no longer holds {sum(missing.values())} of the "
+                    f"{mf.count} messages it verified (missing, unreadable or altered)"
+                )
+            held.update(mf.messages)
+        return held
+
+    def _verified_set(self, user: str) -> tuple[list[Manifest], Counter[Entry]]:
+        try:
+            current = self._load_set(user, self._archive_entries())
+            if not current:
+                raise ProviderError(
+                    f"ssh: no verified archive manifest of {user} in {self.settings.archive_dir} (archive it "
+                    "first: mail is never destroyed without a verified copy)"
+                )
+            held = self._check_set(user, current)
+        except ProviderError as exc:
+            raise ProviderError(
+                f"removal of {user}'s mail refused, every message kept: {exc}. The next apply makes a "
+                "fresh archive"
+            ) from None
+        return current, held
+
+    def verified_manifest(self, user: str) -> Manifest:
+        """The newest manifest of ``user`` whose archive set still reads back exactly as verified;
+        ProviderError (saying why) otherwise."""
+        return self._verified_set(user)[0][0]
+
+    def remove_mail(self, user: str) -> Manifest:
+        """Remove the user's mail, only what a verified archive holds.
+
+        The archive set is read back in full first (refused, nothing touched, if any message is missing or
+        altered). Then, in rounds: read every live message, expunge by UID only those an archive holds
+        (same mailbox, GUID, size and text digest); mail that arrived meanwhile is archived as an increment
+        (verified the same way) and removed in the next round; when nothing is left the folders are deleted
+        (``-e``: only empty ones) and the mailbox is listed once more. After MAX_REMOVAL_ROUNDS rounds with
+        mail still arriving it stops (ProviderError): what is left stays live."""
+        day = self.today or date.today()
+        current, held = self._verified_set(user)
+        t0 = time.perf_counter()
+        for _ in range(MAX_REMOVAL_ROUNDS):
+            _boxes, live = self.messages(user)
+            done, pending = covered_by(live, held)
+            if done:
+                self.expunge_archived(user, done)
+            if pending:
+                inc = self._new_archive(user, day, self._archive_entries(), [m.archive for m in current])
+                current.insert(0, inc)
+                held.update(inc.messages)
+                continue
+            if done:
+                continue  # list again: mail may have arrived while expunging
+            if self._delete_folders(user) and not self._listing(user):
+                break
+        else:
+            left = len(self._listing(user))
+            raise ProviderError(
+                f"ssh: removal of {user}'s mail stopped after {MAX_REMOVAL_ROUNDS} rounds: mail keeps "
+                f"arriving ({left} messages left live, every removed one is in the archive "
+                f"{current[0].archive}); "
+                "refuse delivery to the address first, then apply again"
+            )
+        self.doveadm("purge", "-u", user, check=False)
+        self.timings[f"remove:{user}"] = time.perf_counter() - t0
+        return current[0]
+
+    def expunge_archived(self, user: str, messages: Sequence[Message]) -> None:
+        """Expunge exactly these messages: per own folder, by UID, after checking that each UID still names
+        the message (GUID) that was read and found in the archive."""
+        by_box: dict[str, dict[int, str]] = {}
+        for m in messages:
+            by_box.setdefault(m.mailbox_guid, {})[m.uid] = m.guid
+        own = self.own_mailboxes(user)
+        for box, uids in sorted(by_box.items()):
+            if box not in own:
+                continue
+            rows = parse_doveadm_tab(
+                self.doveadm("-f", "tab", "fetch", "-u", user, "uid guid", "mailbox-guid", box, "all")
+            )
+            now = {int(r["uid"]): r.get("guid", "") for r in rows if r.get("uid", "").isdigit()}
+            same = sorted(u for u, g in uids.items() if now.get(u) == g)
+            for i in range(0, len(same), EXPUNGE_CHUNK):
+                chunk = uid_set(same[i : i + EXPUNGE_CHUNK])
+                self.doveadm("expunge", "-u", user, "mailbox-guid", box, "uid", chunk)
+
+    def _listing(self, user: str) -> list[tuple[str, str]]:
+        """(mailbox GUID, UID) of every message in the user's own folders, from the index (cheap)."""
+        own = self.own_mailboxes(user)
+        rows = parse_doveadm_tab(self.doveadm("-f", "tab", "fetch", "-u", user, "mailbox-guid uid", "all"))
+        return [(r["mailbox-guid"], r["uid"]) for r in rows if r.get("mailbox-guid") in own]
+
+    def _delete_folders(self, user: str) -> bool:
+        """Delete the user's own folders but INBOX, only if empty (``mailbox delete -e -r``); never folders of
+        the shared namespace. False when one was not empty (mail arrived): the caller lists again."""
+        others = self.other_prefixes()
+        folders = [
+            unicodedata.normalize("NFC", row.get("mailbox", ""))
+            for row in parse_doveadm_tab(self.doveadm("-f", "tab", "mailbox", "list", "-u", user))
+        ]
+        own = [f for f in folders if f and not _in_other_namespace(f, others)]
+        tops = sorted({f.split("/", 1)[0] for f in own if f.upper() != "INBOX"})
+        if not tops:
+            return True
+        try:
+            self.doveadm("mailbox", "delete", "-u", user, "-e", "-r", "-s", *tops)
+        except ProviderError:
+            if self._listing(user):
+                return False
+            raise
+        return True
+
+    # -- apply ---------------------------------------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        """``archive`` → verified archive + manifest; ``delete`` → removal of the mail, only if archived."""
+        if change.kind not in MAILBOX_KINDS:
+            raise ProviderError(f"ssh: cannot apply {change.action.label} of a {change.kind}")
+        if change.action is Action.ARCHIVE:
+            self.archive(change.key)
+        elif change.action is Action.DELETE:
+            self.remove_mail(change.key)
+        else:
+            raise ProviderError(
+                f"ssh: cannot apply {change.action.label} of a {change.kind} (archive, delete only)"
+            )
+
+
+def mailbox_users(records: Mapping[tuple[str, str], Any] | Sequence[Any]) -> list[str]:
+    """Dovecot users of mailbox records (person / unit_mailbox keys are the users)."""
+    items = records.values() if isinstance(records, Mapping) else records
+    return sorted({r.key for r in items if getattr(r, "kind", None) in MAILBOX_KINDS})

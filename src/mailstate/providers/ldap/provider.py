@@ -1,0 +1,784 @@
+"""The LDAP provider (ldap3): units, people, unit mailboxes, groups, aliases and their locks (docs/ldap.md).
+
+- ``LdapProvider.from_state(state, passwords_out=...)``: settings from ``[providers.ldap]``, overridden by
+  ``MAILSTATE_LDAP_URL``, ``MAILSTATE_LDAP_BIND_DN``, ``MAILSTATE_LDAP_PASSWORD`` (else the variable named
+  by ``password_env``, else ``password_file``), ``MAILSTATE_LDAP_CA_FILE``. TLS always (``ldaps://``, or
+  ``ldap://`` + StartTLS with ``start_tls``), certificate verified against the CA file or the system
+  store; plain ``ldap://`` only with ``allow_plain = true``.
+- ``read(scope)``: one paged search per subtree; truncation (sizeLimitExceeded, timeLimitExceeded, a
+  page that ends early) and any failure raise ``ProviderError`` — a failed read is never "absent".
+- ``apply(change)``: idempotent create/update/delete/lock/unlock/rename. New people get a generated
+  initial password (providers.passwords), set through the Password Modify extended operation so slapd
+  hashes it, appended to the operator's 0600 file and nowhere else.
+- ``apply_lock(holder)``: DESIGN §6.4, one apply at a time, held in the directory.
+
+The translation between entries and Records is pure and lives in providers.ldap_parse.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import ssl
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from ldap3 import BASE, HASHED_SALTED_SHA, LEVEL, MODIFY_ADD, MODIFY_REPLACE, NONE, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn, safe_dn
+from ldap3.utils.hashed import hashed
+
+from mailstate.errors import ChangeRefused, ProviderError
+from mailstate.gcpause import with_gc_paused
+from mailstate.model.change import Action, Change
+from mailstate.model.provider import DesiredState, Snapshot
+from mailstate.model.records import Record
+from mailstate.model.settings import LdapSettings, PasswordPolicy
+from mailstate.providers.ldap.parse import (
+    CONTAINERS,
+    KINDS,
+    LOCKED_TIME,
+    PARSERS,
+    READ_ATTRS,
+    addresses_of,
+    build_entry,
+    direct_values,
+    dn_of,
+    lock_values,
+    missing_classes,
+    modifications,
+    normalize,
+    owner_ref,
+    parse_entry,
+    rdn_value,
+)
+from mailstate.providers.ldap.passwords import append_password, generate_password
+from mailstate.redact import refuse_userinfo
+
+PAGED_OID = "1.2.840.113556.1.4.319"
+READ_ORDER = ("unit", "unit_mailbox", "person", "group", "alias")
+
+# LDAP result codes this module acts on
+SUCCESS, TIME_LIMIT, SIZE_LIMIT, NO_SUCH_OBJECT, ALREADY_EXISTS, ADMIN_LIMIT = 0, 3, 4, 32, 68, 11
+
+REFUSED_RESULTS = frozenset({19, 20, 21, 34, 50, 53, 64, 65, 66, 67, 69})
+"""Result codes by which the server refuses one operation on one entry (constraint, syntax, access, naming,
+object class ...): the connection is fine and the other changes of an apply can go on (ChangeRefused)."""
+
+STALE_LOCK_HOURS = 6.0
+"""An apply lock older than this may be broken, and only with an explicit flag (break_stale=True)."""
+
+
+def _truthy(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_settings(
+    settings: LdapSettings, env: Mapping[str, str] | None = None, root: Path | None = None
+) -> tuple[LdapSettings, str | None]:
+    """Settings with the MAILSTATE_LDAP_* environment applied, and the bind password (never logged).
+
+    A relative ``password_file`` is relative to ``root`` (the state directory); its first line is the
+    password.
+    """
+    env = os.environ if env is None else env
+    overrides: dict[str, Any] = {}
+    for var, field in (
+        ("MAILSTATE_LDAP_URL", "url"),
+        ("MAILSTATE_LDAP_BIND_DN", "bind_dn"),
+        ("MAILSTATE_LDAP_CA_FILE", "ca_file"),
+    ):
+        if env.get(var):
+            overrides[field] = env[var]
+    if "url" in overrides:
+        refuse_userinfo("MAILSTATE_LDAP_URL", overrides["url"])
+    else:
+        refuse_userinfo("providers.ldap.url", settings.url)
+    for var, field in (
+        ("MAILSTATE_LDAP_START_TLS", "start_tls"),
+        ("MAILSTATE_LDAP_ALLOW_PLAIN", "allow_plain"),
+    ):
+        flag = _truthy(env.get(var))
+        if flag is not None:
+            overrides[field] = flag
+    resolved = settings.model_copy(update=overrides)
+    password: str | None = env.get("MAILSTATE_LDAP_PASSWORD") or None
+    if password is None and resolved.password_env:
+        password = env.get(resolved.password_env) or None
+    if password is None and resolved.password_file:
+        path = Path(resolved.password_file).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ProviderError(f"cannot read the LDAP password file {path}: {exc.strerror}") from None
+        password = lines[0] if lines and lines[0] else None
+        if password is None:
+            raise ProviderError(f"the LDAP password file {path} is empty")
+    return resolved, password
+
+
+def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[object]) -> str | None:
+    """The reason stored with a lock: the record's ``lock_reason`` when it names one (even None, so the
+    next plan converges), else the change's reasons (for auditors)."""
+    if "lock_reason" in attrs:
+        value = attrs["lock_reason"]
+        return str(value) if value else None
+    return "; ".join(str(r) for r in reasons) or None
+
+
+class LdapProvider:
+    """Reads and changes the directory entries mailstate manages (docs/ldap.md)."""
+
+    name: ClassVar[str] = "ldap"
+    kinds: ClassVar[frozenset[str]] = frozenset(KINDS)
+    settings_model: ClassVar[type[LdapSettings]] = LdapSettings
+
+    def __init__(
+        self,
+        settings: LdapSettings,
+        *,
+        base_dn: str,
+        password: str | None,
+        password_policy: PasswordPolicy | None = None,
+        passwords_out: Path | None = None,
+        size_limit: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.size_limit = size_limit
+        """A client-side size limit on each read search (0: none); the read must then fail, not shorten."""
+        self.base_dn = base_dn
+        self._password = password
+        self.password_policy = password_policy or PasswordPolicy()
+        self.passwords_out = passwords_out
+        self.notices: list[str] = []
+        """Things an operator should know about applied changes (never secrets)."""
+        self._conn: Connection | None = None
+        self._check_transport()
+
+    @classmethod
+    def from_state(
+        cls, state: DesiredState, *, passwords_out: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> LdapProvider:
+        settings, password = resolve_settings(state.providers.ldap, env, root=state.root)
+        return cls(
+            settings,
+            base_dn=state.base_dn,
+            password=password,
+            password_policy=state.password,
+            passwords_out=passwords_out,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Connection
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def _check_transport(self) -> None:
+        parts = urlsplit(self.settings.url)
+        if parts.scheme not in ("ldap", "ldaps"):
+            raise ProviderError(f"LDAP url {self.settings.url!r}: the scheme must be ldaps:// or ldap://")
+        if parts.scheme == "ldap" and not self.settings.start_tls and not self.settings.allow_plain:
+            raise ProviderError(
+                f"LDAP url {self.settings.url} is plain ldap:// without StartTLS: use ldaps://, set "
+                "start_tls = true, or (never in production) allow_plain = true in [providers.ldap]"
+            )
+        if not parts.hostname:
+            raise ProviderError(f"LDAP url {self.settings.url!r} names no host")
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    def _fail(self, what: str, exc: object) -> ProviderError:
+        if isinstance(exc, Mapping) and exc.get("result") in REFUSED_RESULTS:
+            return ChangeRefused(self._fail(what, dict(exc, result=None)).args[0])
+        if isinstance(exc, Mapping):
+            desc = str(exc.get("description") or exc.get("result") or "failed")
+            if exc.get("message"):
+                desc += f" ({exc['message']})"
+            exc = desc
+        return ProviderError(self._scrub(f"LDAP {self.settings.url}: {what}: {exc}"))
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> Connection:
+        s = self.settings
+        parts = urlsplit(s.url)
+        use_ssl = parts.scheme == "ldaps"
+        port = parts.port or (636 if use_ssl else 389)
+        tls = None
+        if use_ssl or s.start_tls:
+            ca_file = str(Path(s.ca_file).expanduser()) if s.ca_file else None
+            if ca_file and not Path(ca_file).is_file():
+                raise ProviderError(f"LDAP CA file {ca_file} does not exist")
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
+        server = Server(
+            parts.hostname or "",
+            port=port,
+            use_ssl=use_ssl,
+            tls=tls,
+            get_info=NONE,
+            connect_timeout=max(1, int(s.timeout)),
+        )
+        conn = Connection(
+            server,
+            user=s.bind_dn,
+            password=self._password,
+            receive_timeout=max(1, int(s.timeout)),
+            raise_exceptions=False,
+            auto_referrals=False,
+            return_empty_attributes=False,
+        )
+        try:
+            conn.open()
+            if conn.closed:
+                raise self._fail("cannot connect", conn.last_error or "connection closed")
+            if s.start_tls and not use_ssl and not conn.start_tls():
+                raise self._fail("StartTLS failed", conn.result.get("description") if conn.result else "")
+            if s.bind_dn and not conn.bind():
+                desc = (conn.result or {}).get("description", "bind failed")
+                raise self._fail(f"cannot bind as {s.bind_dn}", desc)
+        except ProviderError:
+            raise
+        except Exception as exc:  # ldap3 raises LDAPException, OSError, ssl errors alike here
+            try:
+                conn.unbind()
+            except Exception:
+                pass
+            raise self._fail("cannot connect", exc) from None
+        return conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.unbind()
+            except LDAPException:
+                pass
+            self._conn = None
+
+    def __enter__(self) -> LdapProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run one ldap3 operation; return its result dict; connection-level failures → ProviderError."""
+        owner = getattr(func, "__self__", None)
+        conn = owner if isinstance(owner, Connection) else self._conn
+        try:
+            func(*args, **kwargs)
+        except (LDAPException, OSError) as exc:
+            self._conn = None
+            raise self._fail(what, exc) from None
+        result = dict((conn.result if conn is not None else None) or {})
+        if not result and conn is not None and conn.closed:
+            self._conn = None
+            raise self._fail(what, conn.last_error or "the server closed the connection")
+        return result
+
+    # ----------------------------------------------------------------------------------------------
+    # Reading
+
+    def container(self, kind: str) -> str:
+        return safe_dn(f"ou={CONTAINERS[kind][0]},{self.base_dn}")
+
+    def search_all(
+        self, base: str, filt: str, attributes: list[str], *, size_limit: int = 0
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every entry one level under ``base`` matching ``filt``, page by page; any shortfall raises."""
+        conn = self.conn
+        out: list[tuple[str, dict[str, Any]]] = []
+        cookie: Any = None
+        pages = 0
+        while True:
+            result = self._call(
+                f"search {base}",
+                conn.search,
+                base,
+                filt,
+                search_scope=LEVEL,
+                attributes=attributes,
+                paged_size=self.settings.page_size,
+                paged_cookie=cookie,
+                size_limit=size_limit,
+                time_limit=int(self.settings.timeout),
+            )
+            code = result.get("result")
+            entries = [
+                (r["dn"], dict(r["attributes"]))
+                for r in conn.response or []
+                if r.get("type") == "searchResEntry"
+            ]
+            if code == SIZE_LIMIT:
+                raise self._fail(
+                    f"search of {base} truncated",
+                    f"sizeLimitExceeded after {len(out) + len(entries)} entries "
+                    "(raise the service account's size.pr/size.prtotal limits in slapd)",
+                )
+            if code == TIME_LIMIT:
+                raise self._fail(f"search of {base} timed out", "timeLimitExceeded")
+            if code == ADMIN_LIMIT:
+                raise self._fail(
+                    f"search of {base} refused",
+                    f"adminLimitExceeded (is page_size {self.settings.page_size} above the size.pr limit?)",
+                )
+            if code == NO_SUCH_OBJECT and pages == 0:
+                return []
+            if code != SUCCESS:
+                raise self._fail(f"search of {base} failed", result.get("description") or code)
+            pages += 1
+            out.extend(entries)
+            control = (result.get("controls") or {}).get(PAGED_OID) or {}
+            cookie = (control.get("value") or {}).get("cookie")
+            if not cookie:
+                break
+            if len(entries) < self.settings.page_size:
+                # slapd sends a full page unless it is the last one: a short page with a cookie
+                # means a limit cut the result short.
+                raise self._fail(
+                    f"search of {base} truncated", f"a page of {len(entries)} entries before the end"
+                )
+        return out
+
+    def _check_base(self) -> None:
+        result = self._call(
+            f"read {self.base_dn}",
+            self.conn.search,
+            self.base_dn,
+            "(objectClass=*)",
+            search_scope=BASE,
+            attributes=["1.1"],
+            time_limit=int(self.settings.timeout),
+        )
+        if result.get("result") == NO_SUCH_OBJECT:
+            raise self._fail(
+                "base DN not found", f"{self.base_dn} does not exist (is the directory bootstrapped?)"
+            )
+        if result.get("result") != SUCCESS:
+            raise self._fail(f"cannot read {self.base_dn}", result)
+
+    @staticmethod
+    def scope_filter(kind: str, units: list[str] | None) -> str:
+        """The search filter of a subtree for a scope of unit ids (None: everything)."""
+        if units is None or kind in ("group", "alias"):
+            return "(objectClass=*)"
+        attr = {"person": "departmentNumber", "unit_mailbox": "uid", "unit": "ou"}[kind]
+        if not units:
+            return "(!(objectClass=*))"
+        parts = "".join(f"({attr}={escape_filter_chars(u)})" for u in units)
+        return parts if len(units) == 1 else f"(|{parts})"
+
+    @with_gc_paused  # tens of thousands of decoded entries: the collector only slows the read down
+    def read(self, scope: Iterable[str] | None = None) -> Snapshot:
+        """The live records in the managed subtrees (limited to ``scope`` unit ids); failures raise."""
+        units = None if scope is None else sorted({s.removeprefix("unit:") for s in scope})
+        snap = Snapshot(provider=self.name)
+        self._check_base()
+        digests: dict[str, str] = {}
+        addresses: dict[str, str] = {}
+        lockouts: dict[str, str] = {}
+        dns: dict[str, str] = {}
+        # people with no pwdChangedTime: ppolicy sets it with every password and removes it with the
+        # password, so only they can be without one (not part of the record or its digest: a person
+        # changing their password never makes a plan stale)
+        unchanged_password: set[str] = set()
+        for kind in READ_ORDER:
+            attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
+            for dn, raw in self.search_all(
+                self.container(kind),
+                self.scope_filter(kind, units),
+                attributes,
+                size_limit=self.size_limit,
+            ):
+                if kind == "person":
+                    changed = [k for k in raw if k.lower() == "pwdchangedtime"]
+                    if not any(raw[k] for k in changed):
+                        unchanged_password.add(dn.lower())
+                    raw = {k: v for k, v in raw.items() if k not in changed}
+                record, managed = parse_entry(kind, dn, raw)
+                if not managed:
+                    snap.unmanaged.append(record)
+                    continue
+                snap.add(record)
+                ref = f"{kind}/{record.key}"
+                digests[ref] = record.attrs["_digest"]
+                dns[ref] = dn
+                for address in addresses_of(record):
+                    addresses.setdefault(address, owner_ref(record))
+                lock = next((v for k, v in raw.items() if k.lower() == "pwdaccountlockedtime"), None)
+                lock = lock[0] if isinstance(lock, list) and lock else lock
+                if lock and str(lock) != LOCKED_TIME:
+                    lockouts[record.key] = str(lock)
+        # people without any password (an apply stopped between the add and the initial password): a
+        # presence filter, so no password hash is ever read; only asked when someone may be one of them
+        no_password: list[str] = []
+        people_filter = self.scope_filter("person", units)
+        candidates = unchanged_password & {dn.lower() for ref, dn in dns.items() if ref.startswith("person/")}
+        for dn, _raw in self.search_all(
+            self.container("person"),
+            f"(&(objectClass=mailstateAccount)(!(userPassword=*)){people_filter})",
+            ["1.1"],
+            size_limit=self.size_limit,
+        ) if candidates else []:
+            found = snap.records.get(("person", rdn_value(dn)))
+            if found is not None:
+                snap.records[("person", found.key)] = Record(
+                    found.kind, found.key, {**found.attrs, "_no_password": True}, found.provider, found.unit
+                )
+                no_password.append(found.key)
+        # an alias's old address belongs to whoever it delivers to
+        for (kind, key), record in snap.records.items():
+            if kind == "alias":
+                target = record.attrs.get("target")
+                if target and target in addresses:
+                    addresses[key] = addresses[target]
+        snap.facts.update(
+            {"digests": digests, "addresses": addresses, "lockouts": lockouts, "dns": dns,
+             "no_password": sorted(no_password)}
+        )
+        return snap
+
+    def get(self, kind: str, key: str) -> tuple[str, dict[str, Any]] | None:
+        """(dn, attributes) of one entry, or None when it does not exist."""
+        dn = dn_of(kind, key, self.base_dn)
+        result = self._call(
+            f"read {dn}",
+            self.conn.search,
+            dn,
+            "(objectClass=*)",
+            search_scope=BASE,
+            attributes=READ_ATTRS[kind],
+            time_limit=int(self.settings.timeout),
+        )
+        if result.get("result") == NO_SUCH_OBJECT:
+            return None
+        if result.get("result") != SUCCESS:
+            raise self._fail(f"cannot read {dn}", result)
+        for r in self.conn.response or []:
+            if r.get("type") == "searchResEntry":
+                return r["dn"], dict(r["attributes"])
+        return None
+
+    def read_one(self, kind: str, key: str) -> Record | None:
+        """One live record (parsed like ``read``), or None."""
+        found = self.get(kind, key)
+        return PARSERS[kind](found[1], found[0]) if found else None
+
+    # ----------------------------------------------------------------------------------------------
+    # Applying
+
+    def apply(self, change: Change) -> None:
+        """Carry out one change; re-applying a change already done is a no-op."""
+        if change.kind not in KINDS:
+            raise ProviderError(f"the ldap provider does not manage {change.kind!r} ({change.id})")
+        action = change.action
+        if action is Action.CREATE:
+            self._ensure(change.kind, change.key, dict(change.after or {}), reasons=change.reasons)
+        elif action is Action.UPDATE:
+            self._update(change)
+        elif action is Action.DELETE:
+            self._delete(change.kind, change.key)
+        elif action in (Action.LOCK, Action.UNLOCK):
+            self._lock(change, locked=action is Action.LOCK)
+        elif action is Action.RENAME:
+            self._rename(change)
+        else:
+            raise ProviderError(f"the ldap provider cannot {action.label} a {change.kind} ({change.id})")
+
+    def _modify(self, dn: str, changes: dict[str, list[tuple[Any, list[str]]]]) -> None:
+        if not changes:
+            return
+        result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
+        if result.get("result") != SUCCESS:
+            raise self._fail(
+                f"cannot modify {dn} ({', '.join(changes)})", result.get("description") or result
+            )
+
+    def _add(self, dn: str, classes: tuple[str, ...], attrs: dict[str, list[str]]) -> int:
+        body = {k: v for k, v in attrs.items() if v}
+        result = self._call(f"add {dn}", self.conn.add, dn, list(classes), body)
+        code = int(result.get("result", -1))
+        if code == NO_SUCH_OBJECT:
+            self._ensure_container(dn)
+            result = self._call(f"add {dn}", self.conn.add, dn, list(classes), body)
+            code = int(result.get("result", -1))
+        if code not in (SUCCESS, ALREADY_EXISTS):
+            raise self._fail(f"cannot add {dn}", result)
+        return code
+
+    def _ensure_container(self, dn: str) -> None:
+        parent = dn.split(",", 1)[1] if "," in dn else ""
+        for kind in KINDS:
+            if parent.lower() == self.container(kind).lower():
+                ou = CONTAINERS[kind][0]
+                self._call(f"add {parent}", self.conn.add, parent, ["organizationalUnit"], {"ou": ou})
+                return
+
+    def _ensure(self, kind: str, key: str, attrs: dict[str, Any], *, reasons: Iterable[object] = ()) -> None:
+        """Make the entry exist with exactly these attributes (create, or compare and modify)."""
+        spec = build_entry(kind, key, attrs, self.base_dn)
+        extra: dict[str, list[str]] = {}
+        if kind == "unit_mailbox":
+            # a unit mailbox is used through delegation (IMAP ACL), never through its own password:
+            # simpleSecurityObject needs one, so it gets a random one that nobody knows.
+            extra["userPassword"] = [hashed(HASHED_SALTED_SHA, secrets.token_urlsafe(32))]
+        lock: dict[str, list[str]] = {}
+        if kind in ("person", "unit_mailbox") and "locked" in attrs:
+            reason = _lock_reason(attrs, reasons)
+            lock = lock_values(bool(attrs["locked"]), reason)
+        code = self._add(spec.dn, spec.object_classes, {**spec.attrs, **extra, **lock})
+        if code == ALREADY_EXISTS:
+            found = self.get(kind, key)
+            if found is None:  # pragma: no cover - deleted between the two calls
+                raise self._fail(f"cannot add {spec.dn}", "it exists and does not")
+            classes = missing_classes(found[1], spec.object_classes)
+            if classes:
+                self._modify(spec.dn, {"objectClass": [(MODIFY_ADD, classes)]})
+            self._modify(spec.dn, modifications(found[1], {**spec.attrs, **lock}))
+        if kind == "person" and (code == SUCCESS or not self._has_password(spec.dn)):
+            # setting a password clears ppolicy's pwdAccountLockedTime: lock again afterwards
+            if self._initial_password(key, spec.dn, attrs.get("address")) and lock.get(
+                "pwdAccountLockedTime"
+            ):
+                self._set_lock(spec.dn, True, lock["mailstateLockReason"][0])
+
+    def _has_password(self, dn: str) -> bool:
+        result = self._call(
+            f"read {dn}", self.conn.search, dn, "(userPassword=*)", search_scope=BASE, attributes=["1.1"]
+        )
+        return result.get("result") == SUCCESS and any(
+            r.get("type") == "searchResEntry" for r in self.conn.response or []
+        )
+
+    def _initial_password(self, key: str, dn: str, address: str | None) -> bool:
+        """Generate, record (0600 file) and set a new person's password; False when there is no file."""
+        if self.passwords_out is None:
+            self.notices.append(
+                f"person {key}: created without a password (no initial-password file was given)"
+            )
+            return False
+        accounts = [key] + ([address.split("@", 1)[0]] if address else [])
+        password = generate_password(self.password_policy, accounts)
+        append_password(self.passwords_out, key, address, password)
+        try:
+            self.conn.extend.standard.modify_password(user=dn, new_password=password)
+        except LDAPException as exc:
+            self._conn = None
+            raise self._fail(f"cannot set the initial password of {dn}", type(exc).__name__) from None
+        result = dict(self.conn.result or {})
+        if result.get("result") != SUCCESS:
+            raise self._fail(
+                f"cannot set the initial password of {dn}", result.get("description") or "failed"
+            )
+        want_reset = self.password_policy.change_at_first_login
+        self._modify_operational(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"] if want_reset else [])]})
+        return True
+
+    def _modify_operational(self, dn: str, changes: dict[str, list[tuple[Any, list[str]]]]) -> None:
+        result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
+        code = result.get("result")
+        if code == 16 and all(
+            v == [] for ops in changes.values() for _, v in ops
+        ):  # noSuchAttribute on removal
+            return
+        if code != SUCCESS:
+            raise self._fail(
+                f"cannot modify {dn} ({', '.join(changes)})", result.get("description") or result
+            )
+
+    def _set_lock(self, dn: str, locked: bool, reason: str | None) -> None:
+        """Lock or unlock in one modify (replacing with the same value or with nothing is idempotent)."""
+        wanted = lock_values(locked, reason)
+        changes = {name: [(MODIFY_REPLACE, values)] for name, values in wanted.items()}
+        result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
+        if result.get("result") == NO_SUCH_OBJECT:
+            raise self._fail(f"cannot {'lock' if locked else 'unlock'} {dn}", "no such entry")
+        if result.get("result") != SUCCESS:
+            raise self._fail(f"cannot {'lock' if locked else 'unlock'} {dn}", result)
+
+    def _update(self, change: Change) -> None:
+        kind, key = change.kind, change.key
+        after = dict(change.after or {})
+        dn = dn_of(kind, key, self.base_dn)
+        gone = ProviderError(
+            f"{change.id}: cannot update {kind} {key}: {dn} no longer exists "
+            "(the live state changed since the plan: plan again)"
+        )
+        # a reason-only change needs the live lock state: read first
+        reason_only = "lock_reason" in after and "locked" not in after
+        direct = None if reason_only else direct_values(kind, after)
+        if direct is not None:
+            # every field maps to its own attribute: replace them, no read needed
+            if direct:
+                changes = {name: [(MODIFY_REPLACE, values)] for name, values in direct.items()}
+                result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
+                if result.get("result") == NO_SUCH_OBJECT:
+                    raise gone
+                if result.get("result") != SUCCESS:
+                    raise self._fail(f"cannot modify {dn} ({', '.join(changes)})", result)
+            locked: bool | None = after.get("locked") if "locked" in after else None
+        else:
+            found = self.get(kind, key)
+            if found is None:
+                raise gone
+            live = PARSERS[kind](found[1], found[0])
+            merged = {k: v for k, v in live.attrs.items() if not k.startswith("_")}
+            merged.update(after)
+            # a changed full name re-derives given/family unless the change names them
+            if kind == "person" and "name" in after:
+                for part in ("given", "family"):
+                    if part not in after:
+                        merged[part] = None
+            spec = build_entry(kind, key, merged, self.base_dn)
+            classes = missing_classes(found[1], spec.object_classes)
+            if classes:
+                self._modify(spec.dn, {"objectClass": [(MODIFY_ADD, classes)]})
+            self._modify(spec.dn, modifications(found[1], spec.attrs))
+            locked = bool(merged.get("locked"))
+        if kind in ("person", "unit_mailbox") and ("locked" in after or "lock_reason" in after):
+            self._set_lock(dn, bool(locked), _lock_reason(after, change.reasons) if locked else None)
+
+    def _lock(self, change: Change, *, locked: bool) -> None:
+        if change.kind not in ("person", "unit_mailbox"):
+            raise ProviderError(
+                f"{change.id}: only people and unit mailboxes can be locked, not a {change.kind}"
+            )
+        after = change.after or {}
+        reason = _lock_reason(after, change.reasons)
+        self._set_lock(dn_of(change.kind, change.key, self.base_dn), locked, reason)
+
+    def _delete(self, kind: str, key: str) -> None:
+        dn = dn_of(kind, key, self.base_dn)
+        result = self._call(f"delete {dn}", self.conn.delete, dn)
+        if result.get("result") not in (SUCCESS, NO_SUCH_OBJECT):
+            raise self._fail(f"cannot delete {dn}", result)
+
+    def _rename(self, change: Change) -> None:
+        """A record whose key changes (e.g. an alias's address): move the entry, then set its attributes."""
+        old_key = (change.before or {}).get("key")
+        new_key = (change.after or {}).get("key") or change.key
+        if old_key and old_key != new_key:
+            old_dn = dn_of(change.kind, old_key, self.base_dn)
+            rdn_attr = CONTAINERS[change.kind][1]
+            result = self._call(
+                f"rename {old_dn}",
+                self.conn.modify_dn,
+                old_dn,
+                f"{rdn_attr}={escape_rdn(new_key)}",
+                delete_old_dn=True,
+            )
+            code = result.get("result")
+            if code == NO_SUCH_OBJECT and self.get(change.kind, new_key) is not None:
+                pass  # already renamed
+            elif code != SUCCESS:
+                raise self._fail(f"cannot rename {old_dn}", result)
+        attrs = {k: v for k, v in (change.after or {}).items() if k != "key"}
+        if attrs:
+            self._update(
+                Change(
+                    change.id,
+                    Action.UPDATE,
+                    change.kind,
+                    new_key,
+                    change.provider,
+                    None,
+                    attrs,
+                    change.reasons,
+                )
+            )
+
+    # ----------------------------------------------------------------------------------------------
+    # The apply lock (DESIGN §6.4)
+
+    @property
+    def lock_dn(self) -> str:
+        return safe_dn(f"cn=apply-lock,ou=system,{self.base_dn}")
+
+    @contextmanager
+    def apply_lock(
+        self, holder: str, *, break_stale: bool = False, stale_after_hours: float = STALE_LOCK_HOURS
+    ) -> Iterator[None]:
+        """Hold the organisation's apply lock (an entry added atomically) for the ``with`` block."""
+        since = datetime.now(UTC).replace(microsecond=0)
+        description = f"{holder} since {since.isoformat()}"
+        attrs = {"cn": "apply-lock", "description": description}
+        for attempt in range(2):
+            result = self._call(
+                f"add {self.lock_dn}", self.conn.add, self.lock_dn, ["applicationProcess"], attrs
+            )
+            code = result.get("result")
+            if code == SUCCESS:
+                break
+            if code != ALREADY_EXISTS:
+                raise self._fail("cannot take the apply lock", result)
+            other, age = self._lock_holder()
+            if age is None and attempt == 0:
+                continue  # the lock vanished between the add and the read: try once more
+            stale = age is not None and age >= stale_after_hours * 3600
+            if attempt == 0 and break_stale and stale:
+                self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
+                self.notices.append(f"broke a stale apply lock: {other}")
+                continue
+            hint = (
+                f"; it is older than {stale_after_hours:g} hours: if that apply is dead, break the lock "
+                "explicitly (--break-lock)"
+                if stale
+                else f"; wait for it to finish (a lock older than {stale_after_hours:g} hours can be broken "
+                "with --break-lock)"
+            )
+            raise ProviderError(f"another apply is running: {other}{hint}")
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception):  # never hide the real error behind a failed release
+                self._release_lock(description)
+            raise
+        self._release_lock(description)
+
+    def _release_lock(self, description: str) -> None:
+        other, _ = self._lock_holder()
+        if other == description:
+            self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
+
+    def _lock_holder(self) -> tuple[str, float | None]:
+        result = self._call(
+            f"read {self.lock_dn}",
+            self.conn.search,
+            self.lock_dn,
+            "(objectClass=*)",
+            search_scope=BASE,
+            attributes=["description", "createTimestamp"],
+        )
+        if result.get("result") != SUCCESS:
+            return "(unknown holder: the lock entry vanished)", None
+        for r in self.conn.response or []:
+            if r.get("type") == "searchResEntry":
+                e = normalize(r["attributes"])
+                desc = (e.get("description") or ["(no description)"])[0]
+                created = (e.get("createtimestamp") or [""])[0]
+                age = None
+                if created:
+                    try:
+                        when = datetime.strptime(created[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+                        age = (datetime.now(UTC) - when).total_seconds()
+                    except ValueError:
+                        age = None
+                return desc, age
+        return "(unknown holder)", None

@@ -1,0 +1,108 @@
+"""The one registry of providers: the entry points of the group ``mailstate.providers`` (see pyproject.toml).
+
+Built-in providers are found exactly as a third party's are. A provider is configured when its
+``[providers.<name>]`` table is written (a table with defaults for every field, such as ldap's, always is)
+or when its settings' switch variable (``ENV_SWITCH``: MAILSTATE_IMAP_URL, MAILSTATE_SSH_HOST) is set.
+Nothing here knows a provider by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Mapping
+from importlib.metadata import entry_points
+from typing import Any, get_args
+
+from pydantic import BaseModel
+
+from mailstate.errors import ProviderError
+from mailstate.model.provider import DesiredState, Provider
+
+ENTRY_POINT_GROUP = "mailstate.providers"
+
+
+def provider_classes() -> dict[str, type[Provider]]:
+    """Every registered provider class by name (the built-in ones come through entry points too)."""
+    found: dict[str, type[Provider]] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found[ep.name] = ep.load()
+        except Exception as exc:  # a broken third-party plug-in must not hide the others
+            raise ProviderError(f"provider {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    return found
+
+
+def provider_class(name: str) -> type[Provider]:
+    """Load one provider class from the entry points (only the one asked for: importing a provider
+    imports its client library, which a run that does not use it should not pay for)."""
+    eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not eps:
+        known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+        raise ProviderError(f"no provider named {name!r}; registered: {', '.join(known) or 'none'}")
+    try:
+        cls: type[Provider] = eps[0].load()
+    except Exception as exc:  # a missing or broken plug-in: one clear message
+        raise ProviderError(f"provider {name!r} ({eps[0].value}) failed to load: {exc}") from exc
+    return cls
+
+
+def make_provider(name: str, state: DesiredState, **kwargs: Any) -> Provider:
+    return provider_class(name).from_state(state, **kwargs)
+
+
+def _settings_class(annotation: Any) -> type[BaseModel] | None:
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def configured_providers(state: DesiredState) -> list[str]:
+    """The providers the state configures, in the order of its ``[providers]`` tables (ldap, imap, ssh)."""
+    section = state.providers
+    names: list[str] = []
+    for name, info in type(section).model_fields.items():
+        switch = getattr(_settings_class(info.annotation), "ENV_SWITCH", None)
+        if getattr(section, name) is not None or (switch and os.environ.get(switch)):
+            names.append(name)
+    return names
+
+
+def open_providers(
+    state: DesiredState, names: Iterable[str] | None = None, *, for_plan: bool = False, **kwargs: Any
+) -> dict[str, Provider]:
+    """Instantiate the providers (``from_state``); on a failure close those already opened.
+
+    ``kwargs[name]`` are options for that provider; ``for_plan`` adds each provider's ``plan_options``
+    (what a plan's read leaves out). A provider reading through others (``peers``, e.g. IMAP through
+    doveadm) is given the configured ones: those opened here are shared, others opened for it alone."""
+    order = list(names or configured_providers(state))
+    wanted = list(order)
+    configured = set(configured_providers(state))
+    classes = {name: provider_class(name) for name in wanted}
+    # a peer first, so that the one instance (one SSH session) serves both
+    wanted.sort(key=lambda n: 1 if getattr(classes[n], "peers", ()) else 0)
+    opened: dict[str, Provider] = {}
+    try:
+        for name in wanted:
+            cls = classes[name]
+            extra: dict[str, Any] = dict(getattr(cls, "plan_options", {})) if for_plan else {}
+            extra.update(kwargs.get(name) or {})
+            peers = [p for p in getattr(cls, "peers", ()) if p in configured]
+            if peers and "peers" not in extra:
+                extra["peers"] = {p: opened[p] for p in peers if p in opened}
+                extra["own_peers"] = {
+                    p: provider_class(p).from_state(state) for p in peers if p not in opened
+                }
+            opened[name] = cls.from_state(state, **extra)
+    except BaseException:
+        close_providers(opened)
+        raise
+    return {name: opened[name] for name in order}
+
+
+def close_providers(providers: Mapping[str, Provider]) -> None:
+    for prov in providers.values():
+        with contextlib.suppress(Exception):
+            prov.close()

@@ -1,0 +1,206 @@
+"""The apply journal and the audit log (DESIGN §5, §6.5): append-only JSON-lines files, never a secret.
+
+- The **journal** records every change of one apply before and after it is carried out:
+  ``started`` → ``done`` | ``failed`` (with the error text), plus one ``apply`` line at the start and
+  the end of the run. It is what an operator reads after a failed apply to see what was done.
+- The **audit log** keeps one line per *applied* change: who, when, which commit of the state
+  repository, what (action, kind, key, the attributes that changed — names only for secrets).
+
+Neither lives in the state repository (a git work tree): both default to
+``$MAILSTATE_HOME/<domain>/`` or, without that variable, ``$XDG_STATE_HOME/mailstate/<domain>/``
+(``~/.local/state/mailstate/<domain>/``). Both paths can be given explicitly.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mailstate.model.change import Change
+from mailstate.private_files import open_private, private_dir
+from mailstate.redact import strip_userinfo
+
+SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
+"""Attribute names whose values are never written, only their presence."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def actor() -> str:
+    """Who applies: $MAILSTATE_ACTOR, else $GITHUB_ACTOR (CI), else the login name."""
+    for var in ("MAILSTATE_ACTOR", "GITHUB_ACTOR"):
+        value = os.environ.get(var)
+        if value:
+            return value
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (a container without /etc/passwd entry)
+        return f"uid:{os.getuid()}"
+
+
+def git_commit(state_dir: Path) -> str | None:
+    """The commit checked out in the state directory (``git rev-parse HEAD``), with ``+dirty`` when the
+    state files differ from it (uncommitted edits were applied), or None outside a git repository."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(state_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        sha = out.stdout.strip()
+        if out.returncode != 0 or not sha:
+            return None
+        status = subprocess.run(
+            ["git", "-C", str(state_dir), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + "+dirty" if status.returncode == 0 and status.stdout.strip() else sha
+
+
+def scrub(value: Any) -> Any:
+    """A copy of ``value`` with the values of secret-named attributes replaced by "<redacted>", and the
+    user and password of any URL in a text removed."""
+    if isinstance(value, Mapping):
+        return {
+            k: ("<redacted>" if k in SECRET_FIELDS and v is not None else scrub(v)) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    if isinstance(value, str):
+        return strip_userinfo(value)
+    return value
+
+
+class JsonLines:
+    """An append-only JSON-lines file. Every line is flushed to the OS as it is written (it survives the
+    process being killed); ``sync()`` forces it to disk (done at the start and end of a run and on a
+    failure: one fsync per line would cost more than the change itself on a real disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        private_dir(path.parent)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)
+        self._fh = os.fdopen(fd, "a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any], *, sync: bool = False) -> None:
+        self._fh.write(json.dumps(scrub(record), ensure_ascii=False, sort_keys=True, default=str) + "\n")
+        self._fh.flush()
+        if sync:
+            os.fsync(self._fh.fileno())
+
+    def sync(self) -> None:
+        if not self._fh.closed:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self.sync()
+            self._fh.close()
+
+    def __enter__(self) -> JsonLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    """Every record of a JSON-lines file (an empty list when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class Journal:
+    """The journal of one apply run plus the audit log; both append-only."""
+
+    def __init__(self, journal_path: Path, audit_path: Path, *, who: str, commit: str | None) -> None:
+        self.run_id = uuid.uuid4().hex[:12]
+        self.who = who
+        self.commit = commit
+        self._journal = JsonLines(journal_path)
+        self._audit = JsonLines(audit_path)
+
+    def _base(self, event: str) -> dict[str, Any]:
+        return {"event": event, "time": now_iso(), "run": self.run_id, "who": self.who, "commit": self.commit}
+
+    def run_started(self, *, plan_fingerprint: str, changes: int) -> None:
+        self._journal.write(
+            {**self._base("apply-started"), "fingerprint": plan_fingerprint, "changes": changes}
+        )
+
+    def run_finished(
+        self,
+        *,
+        outcome: str,
+        done: int,
+        failed: int,
+        not_tried: int,
+        skipped: int = 0,
+        signal: str | None = None,
+    ) -> None:
+        """The run's last line; ``outcome``: ok, incomplete (changes refused, their dependents skipped),
+        failed, interrupted (``signal`` names what stopped it). Synced to disk."""
+        record: dict[str, Any] = {
+            **self._base("apply-finished"),
+            "outcome": outcome,
+            "done": done,
+            "failed": failed,
+            "not_tried": not_tried,
+            "skipped": skipped,
+        }
+        if signal is not None:
+            record["signal"] = signal
+        self._journal.write(record, sync=True)
+
+    def started(self, change: Change) -> None:
+        self._journal.write({**self._base("started"), **_what(change)})
+
+    def done(self, change: Change) -> None:
+        entry = {**self._base("done"), **_what(change)}
+        self._journal.write(entry)
+        self._audit.write({**entry, "event": "applied", "before": change.before, "after": change.after})
+
+    def failed(self, change: Change, error: str, *, refused: bool = False) -> None:
+        """A change that failed; ``refused``: the server refused it and the run went on without it."""
+        entry = {**self._base("failed"), **_what(change), "error": error}
+        if refused:
+            entry["refused"] = True
+        self._journal.write(entry, sync=True)
+        self._audit.sync()
+
+    def skipped(self, change: Change, because: list[str]) -> None:
+        """A change not tried because a change it depends on (ids in ``because``) was refused."""
+        self._journal.write({**self._base("skipped"), **_what(change), "because": because})
+
+    def close(self) -> None:
+        self._journal.close()
+        self._audit.close()
+
+
+def _what(change: Change) -> dict[str, Any]:
+    return {
+        "change": change.id,
+        "action": change.action.label,
+        "kind": change.kind,
+        "key": change.key,
+        "provider": change.provider,
+        "fields": list(change.fields),
+    }

@@ -1,0 +1,387 @@
+"""Carrying out a plan's changes: journal each one before and after, stop on a failure, skip what a refused
+change blocks, stop cleanly on a signal; the errors that say what was done, what failed and what was not
+tried. The pipeline (reconciler.pipeline.apply_plan) loads, checks and locks, then calls ``run``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from mailstate.desired_state.schema import State
+from mailstate.errors import ChangeRefused, MailstateError, ProviderError
+from mailstate.model.change import Change
+from mailstate.model.provider import GroupsConnections, Provider
+from mailstate.reconciler.apply.journal import Journal
+from mailstate.reconciler.plan.plan import as_of_date
+from mailstate.redact import strip_userinfo
+
+
+class ApplyFailed(MailstateError):
+    """An apply stopped on a failed change: what was done, what failed (and why), what was not tried."""
+
+    def __init__(
+        self,
+        done: Sequence[Change],
+        failed: Change,
+        error: str,
+        not_tried: Sequence[Change],
+        journal: Path | None = None,
+        passwords_file: Path | None = None,
+        refused: Sequence[tuple[Change, str]] = (),
+        skipped: Sequence[tuple[Change, Sequence[str]]] = (),
+    ) -> None:
+        self.done = list(done)
+        self.refused = list(refused)
+        self.skipped = list(skipped)
+        self.failed = failed
+        self.error = error
+        self.not_tried = list(not_tried)
+        self.journal = journal
+        lines = [
+            f"apply stopped: {_label(failed)} failed: {error}",
+            f"  done ({len(self.done)}): "
+            + (", ".join(_label(c) for c in self.done[:20]) or "nothing")
+            + (" …" if len(self.done) > 20 else ""),
+            f"  not tried ({len(self.not_tried)}): "
+            + (", ".join(_label(c) for c in self.not_tried[:20]) or "nothing")
+            + (" …" if len(self.not_tried) > 20 else ""),
+        ]
+        for change, refusal in self.refused:
+            lines.append(f"  refused before it: {_label(change)}: {refusal}")
+        if self.skipped:
+            lines.append(f"  skipped, depend on a refused change ({len(self.skipped)}): "
+                         + _listed([c for c, _ in self.skipped]))
+        if journal is not None:
+            lines.append(f"  journal: {journal}")
+        self.passwords_file = passwords_file
+        if passwords_file is not None:
+            lines.append(f"  initial passwords of the people created so far: {passwords_file} (mode 0600)")
+        lines.append("  fix the cause and run apply again: it only does what is still missing")
+        super().__init__("\n".join(lines))
+
+
+def _listed(changes: Sequence[Change], limit: int = 20) -> str:
+    more = " …" if len(changes) > limit else ""
+    return (", ".join(_label(c) for c in changes[:limit]) or "nothing") + more
+
+
+class ApplyIncomplete(MailstateError):
+    """An apply went through, but the server refused some changes: those and the changes that depend on them
+    (``Change.depends_on``, transitively) were not made; everything else was."""
+
+    def __init__(
+        self,
+        done: Sequence[Change],
+        refused: Sequence[tuple[Change, str]],
+        skipped: Sequence[tuple[Change, Sequence[str]]],
+        journal: Path | None = None,
+        passwords_file: Path | None = None,
+        notices: Sequence[str] = (),
+    ) -> None:
+        self.done = list(done)
+        self.refused = list(refused)
+        self.skipped = list(skipped)
+        self.journal = journal
+        self.passwords_file = passwords_file
+        self.notices = list(notices)
+        waiting: dict[str, list[Change]] = {}
+        for change, roots in self.skipped:
+            for root in roots:
+                waiting.setdefault(root, []).append(change)
+        lines = [
+            f"apply incomplete: {len(self.refused)} change{'' if len(self.refused) == 1 else 's'} refused by "
+            f"the server, {len(self.skipped)} skipped because they depend on one; {len(self.done)} done"
+        ]
+        for change, error in self.refused:
+            lines.append(f"  refused: {_label(change)}: {error}")
+            if waiting.get(change.id):
+                after = waiting[change.id]
+                lines.append(f"    skipped, depend on it ({len(after)}): {_listed(after)}")
+        if journal is not None:
+            lines.append(f"  journal: {journal}")
+        if passwords_file is not None:
+            lines.append(f"  initial passwords of the people created: {passwords_file} (mode 0600)")
+        lines.append("  fix the refused changes in the TOML (or on the server) and run apply again")
+        super().__init__("\n".join(lines))
+
+
+class ApplyInterrupted(MailstateError):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped an apply; the journal says where, the lock is released.
+    The exit code is the shell's for that signal (128 + its number)."""
+
+    def __init__(
+        self,
+        signum: int,
+        done: Sequence[Change],
+        not_tried: Sequence[Change],
+        *,
+        at_once: Change | None = None,
+        journal: Path | None = None,
+    ) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.done = list(done)
+        self.not_tried = list(not_tried)
+        name = signal.Signals(signum).name
+        how = (
+            f"at once during {_label(at_once)} (a second signal; that change may be partly done)"
+            if at_once is not None
+            else "after the change in progress"
+        )
+        lines = [
+            f"apply stopped by {name} {how}; the apply lock is released",
+            f"  done ({len(self.done)}): {_listed(self.done)}",
+            f"  not tried ({len(self.not_tried)}): {_listed(self.not_tried)}",
+        ]
+        if journal is not None:
+            lines.append(f"  journal: {journal}")
+        lines.append("  run apply again: it only does what is still missing")
+        super().__init__("\n".join(lines))
+
+
+def _label(change: Change) -> str:
+    return f"{change.id} ({change.action.label} {change.kind} {change.key})"
+
+
+@dataclass
+class ApplyResult:
+    done: list[Change]
+    journal: Path
+    audit_log: Path
+    passwords_file: Path | None
+    notices: list[str] = field(default_factory=list)
+    """What the providers want the operator to know (never a secret)."""
+
+
+_PASSWORD_ENV = re.compile(r"^MAILSTATE_[A-Z0-9_]+_PASSWORD$")
+"""The providers' default password variables (MAILSTATE_LDAP_PASSWORD, MAILSTATE_IMAP_PASSWORD …)."""
+
+
+def secrets_of(state: State) -> list[str]:
+    """The configured secret values (to scrub them from any error text that might echo them): every
+    provider's ``password_env`` / ``password_file``, and every MAILSTATE_*_PASSWORD variable."""
+    found: list[str] = []
+    providers = state.providers
+    settings = [getattr(providers, name) for name in type(providers).model_fields]
+    env_names = {n for n in os.environ if _PASSWORD_ENV.match(n)}
+    for s in settings:
+        if s is None:
+            continue
+        env = getattr(s, "password_env", None)
+        if env:
+            env_names.add(env)
+        pf = getattr(s, "password_file", None)
+        if pf:
+            with contextlib.suppress(OSError):
+                found.append(Path(pf).expanduser().read_text(encoding="utf-8").strip())
+    found.extend(os.environ[n] for n in env_names if os.environ.get(n))
+    return [s for s in found if len(s) >= 4]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` without the configured secret values and without the user and password of any URL."""
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return strip_userinfo(text)
+
+
+def change_json(change: Change | None) -> str | None:
+    if change is None:
+        return None
+    return json.dumps(change.to_json(), sort_keys=True, ensure_ascii=False, default=str)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What ends a run: Ctrl-C, `timeout` / systemd / a cancelled CI job, a closed terminal or SSH session."""
+
+
+class StopNow(BaseException):
+    """A second stop signal: interrupt the change in progress (raised by the handler, caught by apply)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """While an apply runs, SIGINT / SIGTERM / SIGHUP ask it to stop after the change in progress (it is
+    journaled, the run's end too, and the lock released); a second one stops the change in progress at once
+    — except while the journal is closed and the lock released (``armed`` False). Handlers can only be set in
+    the main thread: elsewhere the signals keep their defaults."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.count = 0
+        self.armed = True
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.received is None:
+            self.received = signum
+        if self.count == 1:
+            name = signal.Signals(signum).name
+            with contextlib.suppress(OSError):  # a hung-up terminal: nowhere to say it
+                os.write(2, f"\n{name}: stopping after the change in progress (again: at once)\n".encode())
+            return
+        if self.armed:
+            raise StopNow(signum)
+
+
+class Blocked:
+    """Which changes cannot be made because a change they depend on (``depends_on``, transitively) was
+    refused. Changes are given in plan order (dependencies first), so one pass knows every blocker."""
+
+    def __init__(self) -> None:
+        self._roots: dict[str, frozenset[str]] = {}
+
+    def refuse(self, change: Change) -> None:
+        self._roots[change.id] = frozenset({change.id})
+
+    def roots(self, change: Change) -> list[str]:
+        """The refused changes ``change`` waits for (empty: it can be made); remembered for its dependents."""
+        found: set[str] = set()
+        for dep in change.depends_on:
+            found |= self._roots.get(dep, frozenset())
+        if found:
+            self._roots[change.id] = frozenset(found)
+        return sorted(found)
+
+
+def refuse_future(day: date | str | None, what: str) -> None:
+    """A lifecycle action is never applied before its date: ``day`` (an --as-of, a saved plan's as_of) after
+    today is refused with ``MailstateError`` saying how to preview it instead."""
+    if day is None:
+        return
+    wanted = as_of_date(day)
+    today = date.today()
+    if wanted > today:
+        raise MailstateError(
+            f"{what} {wanted.isoformat()} is after today ({today.isoformat()}): a lock, archive or removal "
+            f"is never applied before its date; nothing was applied. Preview that day with `mailstate plan "
+            f"--as-of {wanted.isoformat()}`, and apply on or after it"
+        )
+
+
+def run(
+    changes: list[Change],
+    provs: Mapping[str, Provider],
+    journal: Journal,
+    signals: StopSignals,
+    secrets: list[str],
+    tell: Callable[[Change, str], None],
+    done: list[Change],
+    refused: list[tuple[Change, str]],
+    skipped: list[tuple[Change, list[str]]],
+    journal_path: Path,
+    pw_written: Callable[[], Path | None],
+    plan_fingerprint: str,
+) -> None:
+    """The change loop of ``apply_plan``: journal, apply, and on a refusal skip its dependents."""
+    blocked = Blocked()
+    journal.run_started(plan_fingerprint=plan_fingerprint, changes=len(changes))
+
+    def finish(outcome: str, failed: int, not_tried: int, **extra: Any) -> None:
+        journal.run_finished(
+            outcome=outcome, done=len(done), failed=failed, not_tried=not_tried, skipped=len(skipped), **extra
+        )
+
+    for i, change in enumerate(changes):
+        if signals.received is not None:
+            name = signal.Signals(signals.received).name
+            finish("interrupted", len(refused), len(changes) - i, signal=name)
+            raise ApplyInterrupted(signals.received, done, changes[i:], journal=journal_path)
+        roots = blocked.roots(change)
+        if roots:
+            journal.skipped(change, roots)
+            skipped.append((change, roots))
+            tell(change, "skipped")
+            continue
+        prov = provs.get(change.provider)
+        journal.started(change)
+        tell(change, "started")
+        try:
+            if prov is None:
+                raise ProviderError(f"provider {change.provider!r} is not configured")
+            signals.armed = True
+            try:
+                prov.apply(change)
+            finally:
+                signals.armed = False
+        except ChangeRefused as exc:
+            error = redact(_describe(exc), secrets)
+            journal.failed(change, error, refused=True)
+            refused.append((change, error))
+            blocked.refuse(change)
+            tell(change, "refused")
+            continue
+        except Exception as exc:
+            error = redact(_describe(exc), secrets)
+            journal.failed(change, error)
+            finish("failed", len(refused) + 1, len(changes) - i - 1)
+            tell(change, "failed")
+            raise ApplyFailed(
+                done, change, error, changes[i + 1 :], journal_path, pw_written(), refused, skipped
+            ) from None
+        except (KeyboardInterrupt, StopNow) as exc:
+            # a second signal (or Ctrl-C without our handler): the change may or may not have happened;
+            # say so, a rerun converges either way
+            signum = exc.signum if isinstance(exc, StopNow) else signal.SIGINT
+            name = signal.Signals(signum).name
+            journal.failed(change, f"interrupted ({name}); the change may be partly done")
+            finish("interrupted", len(refused) + 1, len(changes) - i - 1, signal=name)
+            rest = changes[i + 1 :]
+            raise ApplyInterrupted(signum, done, rest, at_once=change, journal=journal_path) from None
+        journal.done(change)
+        done.append(change)
+        tell(change, "done")
+    finish("incomplete" if refused else "ok", len(refused), 0)
+
+
+def group_by_connection(changes: Sequence[Change], provs: Mapping[str, Provider]) -> list[Change]:
+    """The plan's order, except that a change a provider places on a connection
+    (``provider.connection_group(change)``, e.g. the IMAP mailbox it is made in) is moved up to follow the
+    previous change of that connection, as long as everything it depends on still comes before it. So one
+    mailbox's folder creation, revokes and grants go over one connection, instead of one login per phase."""
+    slots: list[list[Change]] = []
+    slot_of: dict[str, int] = {}
+    last: dict[tuple[str, str], int] = {}
+    for c in changes:
+        prov = provs.get(c.provider)
+        group = prov.connection_group(c) if isinstance(prov, GroupsConnections) else None
+        ready = max((slot_of[d] for d in c.depends_on if d in slot_of), default=-1)
+        at = last.get((c.provider, group)) if group is not None else None
+        if at is None or at < ready:
+            slots.append([])
+            at = len(slots) - 1
+            if group is not None:
+                last[(c.provider, group)] = at
+        slots[at].append(c)
+        slot_of[c.id] = at
+    return [c for slot in slots for c in slot]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, MailstateError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

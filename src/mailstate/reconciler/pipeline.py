@@ -1,0 +1,366 @@
+"""The reconcile loop, top to bottom: load → read → project → diff → plan, then apply.
+
+``make_plan`` never writes anything. ``apply_plan`` refuses a stale plan, checks the safety rules,
+takes the apply lock (DESIGN §6.4), carries out the changes in plan order through their providers,
+journals each one before and after, writes the audit log (DESIGN §6.5), and on a failure stops and
+raises ``ApplyFailed`` saying what was done, what failed and what was not tried. Rerunning converges:
+every provider change is idempotent and a new plan only holds what is still different.
+
+Each step is a module of its own: desired_state (load, project), providers.registry (open, read),
+reconciler.plan (scope, diff, order, fingerprint, the Plan), reconciler.apply (lock, journal, run).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from mailstate.desired_state.assign import live_addresses_of
+from mailstate.desired_state.loader import load_state
+from mailstate.desired_state.projection import Desired, project
+from mailstate.desired_state.schema import State
+from mailstate.errors import MailstateError, ProviderError, StalePlan
+from mailstate.model.change import Change
+from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes
+from mailstate.model.records import MAILBOX_KINDS, Record
+from mailstate.private_files import home_dir, private_dir
+from mailstate.providers.registry import close_providers, configured_providers, open_providers, provider_class
+from mailstate.reconciler.apply.journal import Journal, actor, git_commit, now_iso
+from mailstate.reconciler.apply.lock import apply_lock
+from mailstate.reconciler.apply.run import (
+    ApplyIncomplete,
+    ApplyInterrupted,
+    ApplyResult,
+    StopNow,
+    StopSignals,
+    change_json,
+    group_by_connection,
+    refuse_future,
+    run,
+    secrets_of,
+)
+from mailstate.reconciler.plan.diff import diff
+from mailstate.reconciler.plan.fingerprint import fingerprint, stale_reasons, state_files
+from mailstate.reconciler.plan.plan import Plan, PlanMeta, as_of_date, build_plan, plan_changes, plan_meta
+from mailstate.reconciler.plan.scope import parse_scope, scope_filter, scope_plan
+
+# --------------------------------------------------------------------------------------------------
+# Read
+
+
+def read_all(
+    providers: Mapping[str, Provider], scope_units: list[str] | None, timings: dict[str, float] | None = None
+) -> dict[str, Snapshot]:
+    """Every provider's snapshot; a failed read aborts (never treated as "absent").
+
+    Every provider reads everything, whatever ``scope_units`` (kept for callers): a scoped plan is the full
+    plan filtered (``scope_plan``) — a person transferred into the scope is still under their old unit
+    live, a grant to the scope's people lives in another unit's mailbox; a narrowed read would miss them
+    and plan changes that do not exist."""
+    snapshots: dict[str, Snapshot] = {}
+    # the directory (the provider of the mailbox kinds) first: the mail providers can only read mailboxes
+    # that exist in it
+    names = sorted(providers, key=lambda n: (not _holds_mailboxes(providers[n]), n))
+    directory: Snapshot | None = None
+    for name in names:
+        prov = providers[name]
+        if directory is not None:
+            _tell_live_mailboxes(prov, directory)
+        t0 = time.perf_counter()
+        try:
+            snapshots[name] = prov.read(None)
+        except MailstateError:
+            raise
+        except Exception as exc:  # a provider that leaked a library error: still abort, clearly
+            raise ProviderError(
+                f"{name}: reading the live state failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        if timings is not None:
+            timings[f"read:{name}"] = time.perf_counter() - t0
+        if directory is None and _holds_mailboxes(prov):
+            directory = snapshots[name]
+    return snapshots
+
+
+def _holds_mailboxes(prov: Provider) -> bool:
+    return bool(MAILBOX_KINDS & prov.kinds)
+
+
+def read_live_addresses(state: State) -> dict[str, str]:
+    """The addresses in use live (address → owner), read from the directory as ``plan`` reads it: what
+    ``assign --live`` must never hand out (desired_state.assign takes it as ``read_live``)."""
+    names = [n for n in configured_providers(state) if MAILBOX_KINDS & provider_class(n).kinds]
+    providers = open_providers(state, names)
+    try:
+        snapshots = read_all(providers, None)
+    finally:
+        close_providers(providers)
+    return live_addresses_of(snapshots.values())
+
+
+def live_logins(snapshot: Snapshot) -> set[str]:
+    """The logins (person and unit mailbox ids) of the mailboxes that exist in the directory."""
+    return {rec.key for rec in snapshot.records.values() if rec.kind in MAILBOX_KINDS}
+
+
+def _tell_live_mailboxes(prov: Provider, ldap_snapshot: Snapshot) -> None:
+    """Let a mail provider skip mailboxes the directory does not hold yet (``TakesLiveMailboxes``)."""
+    if isinstance(prov, TakesLiveMailboxes):
+        prov.set_live_mailboxes(live_logins(ldap_snapshot))
+
+
+# --------------------------------------------------------------------------------------------------
+# Plan
+
+
+def _project(
+    state: State, as_of: date, snapshots: Mapping[str, Snapshot], live: Mapping[tuple[str, str], Record]
+) -> Desired:
+    facts: dict[str, Any] = {}
+    for snap in snapshots.values():
+        for name, value in snap.facts.items():
+            if isinstance(value, Mapping) and isinstance(facts.get(name), Mapping):
+                facts[name] = {**facts[name], **value}
+            else:
+                facts[name] = value
+    return project(state, as_of, None, facts=facts, live=live, imap="imap" in snapshots)
+
+
+def _live_records(snapshots: Mapping[str, Snapshot]) -> tuple[dict[tuple[str, str], Record], list[Record]]:
+    live: dict[tuple[str, str], Record] = {}
+    unmanaged: list[Record] = []
+    for snap in snapshots.values():
+        live.update(snap.records)
+        unmanaged.extend(snap.unmanaged)
+    return live, unmanaged
+
+
+def make_plan(
+    state_dir: Path | str,
+    *,
+    scope: Iterable[str] | None = None,
+    as_of: date | str | None = None,
+    providers: Mapping[str, Provider] | Iterable[str] | None = None,
+    state: State | None = None,
+) -> Plan:
+    """Load the state, read every provider (in bulk), project, diff, order and fingerprint. Writes nothing.
+
+    ``scope`` takes ``unit:<id>`` values (or bare unit ids). ``providers`` is either opened providers by
+    name (not closed here), or the names of the providers to use (default: the configured ones), which
+    are opened and closed here.
+    """
+    root = Path(state_dir)
+    scope_units = parse_scope([s if ":" in s else f"unit:{s}" for s in scope] if scope else None)
+    day = as_of_date(as_of)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if state is None:
+        state = load_state(root)
+    timings["load"] = time.perf_counter() - t0
+    if scope_units:
+        unknown = [u for u in scope_units if u not in state.units]
+        if unknown:
+            raise MailstateError(f"--scope: no unit {', '.join(unknown)} in the desired state")
+    own = not isinstance(providers, Mapping)
+    provs = (
+        dict(providers)
+        if isinstance(providers, Mapping)
+        else open_providers(state, providers, for_plan=True)
+    )
+    try:
+        snapshots = read_all(provs, scope_units, timings)
+    finally:
+        if own:
+            close_providers(provs)
+    return plan_from(state, root, snapshots, scope_units=scope_units, as_of=day, timings=timings)
+
+
+def plan_from(
+    state: State,
+    root: Path,
+    snapshots: Mapping[str, Snapshot],
+    *,
+    scope_units: list[str] | None,
+    as_of: date,
+    timings: dict[str, float] | None = None,
+) -> Plan:
+    """The pure part of planning: given the state and what was read, build the ordered, fingerprinted plan."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    sf = scope_filter(scope_units, state, snapshots)
+    live, unmanaged = _live_records(snapshots)
+    desired = _project(state, as_of, snapshots, live)
+    t1 = time.perf_counter()
+    manage = list(state.providers.ldap.manage_unlisted)
+    changes, unlisted = diff(desired, live, unmanaged=unmanaged, manage_unlisted=manage or False)
+    t2 = time.perf_counter()
+    fp = fingerprint(root, snapshots, sf, files=state.files or None)
+    t3 = time.perf_counter()
+    timings.update({"project": t1 - t0, "diff": t2 - t1, "fingerprint": t3 - t2})
+    meta = PlanMeta(
+        timings=timings,
+        fingerprint=fp,
+        state_dir=str(root),
+        scope=scope_units,
+        as_of=as_of.isoformat(),
+        domain=state.domain,
+        created_at=now_iso(),
+        providers=sorted(snapshots),
+    )
+    plan = build_plan(state, changes, unlisted, meta, live)
+    if sf is not None:  # a scoped plan is the full plan filtered: nothing else can be right
+        scope_plan(plan, sf, desired.records, live)
+    timings["order"] = time.perf_counter() - t3
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------
+# Apply
+
+
+def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> None:
+    """Raise StalePlan when the TOML or a live object in the plan's scope changed since the plan was made."""
+    meta = plan_meta(plan)
+    scope_units = meta.scope
+    snapshots = read_all(providers, scope_units)
+    sf = scope_filter(scope_units, state, snapshots)
+    current = fingerprint(state_dir, snapshots, sf, files=state.files or state_files(state_dir))
+    reasons = stale_reasons(meta.fingerprint, current)
+    if reasons:
+        shown = reasons[:20] + ([f"… and {len(reasons) - 20} more"] if len(reasons) > 20 else [])
+        raise StalePlan(
+            "the saved plan is stale; nothing was applied. Since it was made:\n  "
+            + "\n  ".join(shown)
+            + "\nmake a new plan"
+        )
+    # Same TOML, same live objects: planning again gives the same changes. Anything else means the plan
+    # file was edited (or is not this state's): what was reviewed is all that may be applied.
+    again = plan_from(state, state_dir, snapshots, scope_units=scope_units, as_of=as_of_date(meta.as_of))
+    saved = {c.id: c for c in plan_changes(plan)}
+    fresh = {c.id: c for c in plan_changes(again)}
+    edited = sorted(
+        f"{c.action.label} {c.kind} {c.key}"
+        for cid, c in {**fresh, **saved}.items()
+        if change_json(saved.get(cid)) != change_json(fresh.get(cid))
+    )
+    if edited or [*saved] != [*fresh]:
+        shown = edited[:20] + ([f"… and {len(edited) - 20} more"] if len(edited) > 20 else [])
+        raise StalePlan(
+            "the saved plan does not hold the changes its TOML and the live state give (was the file "
+            "edited?); nothing was applied:\n  " + "\n  ".join(shown or ["the order of the changes"])
+            + "\nmake a new plan"
+        )
+
+
+def apply_plan(
+    plan: Plan,
+    state_dir: Path | str,
+    *,
+    allow_destructive: bool = False,
+    journal_dir: Path | str | None = None,
+    audit_log: Path | str | None = None,
+    passwords_out: Path | str | None = None,
+    providers: Mapping[str, Provider] | Iterable[str] | None = None,
+    check_stale: bool = True,
+    on_change: Callable[[Change, str], None] | None = None,
+    break_lock: bool = False,
+    as_of: date | str | None = None,
+) -> ApplyResult:
+    """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
+    (event: started / done / failed / refused / skipped) — progress display, and the tests' way to stop a
+    server mid-apply.
+
+    A change the server refuses (``ChangeRefused``) does not stop the run: the changes that depend on it are
+    skipped, the others made, and ``ApplyIncomplete`` names both at the end. Any other failure stops at once
+    (``ApplyFailed``). SIGINT, SIGTERM, SIGHUP stop it after the change in progress (``ApplyInterrupted``).
+    A plan or ``as_of`` for a day after today is refused before anything is read."""
+    refuse_future(as_of, "--as-of")
+    meta = plan_meta(plan)
+    refuse_future(meta.as_of, "the plan applies the lifecycle rules as of")
+    refuse_future(plan.as_of, "the plan applies the lifecycle rules as of")
+    root = Path(state_dir)
+    state = load_state(root)
+    if meta.domain != state.domain:
+        raise StalePlan(f"the plan was made for {meta.domain}, the state directory is {state.domain}")
+    today = date.today().isoformat()
+    confirmed = as_of_date(as_of).isoformat() if as_of is not None else None
+    if meta.as_of != today and meta.as_of != confirmed:
+        raise StalePlan(
+            f"the plan applies the lifecycle rules as of {meta.as_of}, not today ({today}); nothing was "
+            f"applied. Make a new plan, or confirm that date explicitly with --as-of {meta.as_of}"
+        )
+    home = home_dir(state.domain)
+    jdir = Path(journal_dir) if journal_dir is not None else home
+    journal_path = jdir / "journal.jsonl"
+    audit_path = Path(audit_log) if audit_log is not None else home / "audit.jsonl"
+    pw_path = Path(passwords_out) if passwords_out is not None else None
+    secrets = secrets_of(state)
+
+    plan.raise_if_unsafe(allow_destructive)
+    changes = list(plan_changes(plan))
+    private_dir(jdir, tighten=journal_dir is None)  # the default home is mailstate's own: 0700
+
+    own = not isinstance(providers, Mapping)
+    provider_kwargs: dict[str, dict[str, Any]] = {}
+    if pw_path is not None:
+        provider_kwargs["ldap"] = {"passwords_out": pw_path}
+    if isinstance(providers, Mapping):
+        provs = dict(providers)
+    else:
+        # the providers the plan was read from (a stale check re-reads them all), and any a change names
+        names = (
+            list(providers) if providers is not None else list(meta.providers or configured_providers(state))
+        )
+        names += [c.provider for c in changes if c.provider not in names]
+        provs = open_providers(state, names, for_plan=True, **provider_kwargs)
+    changes = group_by_connection(changes, provs)
+    done: list[Change] = []
+    refused: list[tuple[Change, str]] = []
+    skipped: list[tuple[Change, list[str]]] = []
+    who = actor()
+
+    def pw_written() -> Path | None:
+        return pw_path if pw_path is not None and pw_path.exists() else None
+
+    def tell(change: Change, event: str) -> None:
+        if on_change:
+            on_change(change, event)
+
+    try:
+        holder = f"{who}@{os.uname().nodename} pid {os.getpid()}"
+        with StopSignals() as signals:
+            try:
+                with apply_lock(provs, holder, jdir, break_lock):
+                    try:
+                        if check_stale:
+                            check_fresh(plan, root, provs, state)
+                        signals.armed = False  # from here, only a change in progress is cut short
+                        journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
+                        try:
+                            run(
+                                changes, provs, journal, signals, secrets, tell, done, refused, skipped,
+                                journal_path, pw_written, meta.fingerprint.combined,
+                            )
+                        finally:
+                            journal.close()
+                    finally:
+                        signals.armed = False  # a further signal must not cut the lock's release
+            except StopNow as stop:  # a second signal before the first change (stale check, lock)
+                raise ApplyInterrupted(stop.signum, done, changes[len(done):], journal=None) from None
+        notices = [str(n) for p in provs.values() if isinstance(p, HasNotices) for n in p.notices]
+    finally:
+        if own:
+            close_providers(provs)
+    if refused:
+        raise ApplyIncomplete(done, refused, skipped, journal_path, pw_written(), notices)
+    return ApplyResult(
+        notices=notices,
+        done=done,
+        journal=journal_path,
+        audit_log=audit_path,
+        passwords_file=pw_written(),
+    )
