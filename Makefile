@@ -31,6 +31,7 @@ unit: venv
 lint: venv
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 demo: deps venv
 	@bash scripts/demo.sh "$(EXAMPLE)" "$(LABDIR)"
