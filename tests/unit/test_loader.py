@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mailstate.desired_state.loader import Document, KeyPath, load_documents, load_state, scan_positions
+from mailstate.desired_state.documents import Document, KeyPath, load_documents, scan_positions
+from mailstate.desired_state.loader import load_state
 
 WriteState = Callable[[dict[str, str]], Path]
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from mailstate.desired_state.loader import load_state
+from mailstate.desired_state.naming import derive_addresses
 from mailstate.errors import MailstateError
 from mailstate.text import csv_cell, visible
 
@@ -36,9 +38,6 @@ class Entry:
 
 def directory_entries(state_dir: Path, as_of: date | None = None) -> list[Entry]:
     """The entries to publish on ``as_of`` (default today): units, then people by unit and name."""
-    from mailstate.desired_state.loader import load_state
-    from mailstate.desired_state.naming import derive_addresses
-
     day = as_of or date.today()
     state = load_state(Path(state_dir))
     addresses = derive_addresses(state)

@@ -22,16 +22,18 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mailstate.desired_state.loader import load_state
+from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import MailstateError
 from mailstate.model.records import Record
-from mailstate.model.settings import ID_RE
+from mailstate.model.settings import ID_RE, format_size
+from mailstate.providers.registry import close_providers, open_providers
 from mailstate.text import control_message, visible
 
 
 @dataclass
 class Imported:
     """What ``import_state`` did: the files written, and each live entry left out or to fix, and why."""
-
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -50,8 +52,6 @@ def _inside(root: Path, path: Path) -> Path:
 
 
 def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out: Path) -> Any:
-    from mailstate.desired_state.loader import load_state
-    from mailstate.desired_state.schema import Organization, State
 
     if domain is None:
         if state_dir is None or not (Path(state_dir) / "mailstate.toml").exists():
@@ -122,7 +122,6 @@ def import_state(
     """Write the repository into ``out`` (absent or empty); return the files written and what was skipped."""
     import tomlkit
 
-    from mailstate.providers.registry import close_providers, open_providers
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -230,7 +229,6 @@ def import_state(
         # the most common value becomes the default, the rest are overrides
         from collections import Counter
 
-        from mailstate.model.settings import format_size
 
         q = tomlkit.table()
         people_q = Counter(v for k, v in quota_overrides.items() if not k.startswith("unit:"))

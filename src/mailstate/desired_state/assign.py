@@ -26,7 +26,7 @@ from typing import Any
 
 import tomlkit
 
-from mailstate.desired_state.loader import Document, KeyPath, read_documents
+from mailstate.desired_state.documents import Document, KeyPath, read_documents
 from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
 from mailstate.desired_state.schema import State
 from mailstate.desired_state.validate import build_state

@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 import pydantic
 from pydantic import BaseModel
 
-from mailstate.desired_state.loader import Document, KeyPath
+from mailstate.desired_state.documents import Document, KeyPath
+from mailstate.desired_state.naming import FIELDS, TemplateError, parse_template, transliterate
 from mailstate.desired_state.schema import (
     AccessGrant,
     Group,
@@ -72,7 +73,6 @@ PEM_KEY_RE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 URL_CREDENTIALS_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 """``ldaps://user:password@host``: a password inside a URL."""
 
-
 RESERVED_LOGINS = {
     "anyone": "every user, even unauthenticated ones",
     "authenticated": "every logged-in user",
@@ -81,13 +81,11 @@ RESERVED_LOGINS = {
 """IMAP ACL identifiers with a special meaning: a person or unit with such an id would hand its rights to
 everyone (a reader named ``anyone``) or be skipped as the owner."""
 
-
 MISSING_PERSON_ID = (
     "missing required field 'id' (write id = \"…\", or run `mailstate assign` to derive it from the name)"
 )
 STANDIN_ID = "zzzz-no-id-{:05d}"
 """Stands in for the id of a person written without one while the rest of their table is checked."""
-
 
 def secret_value_message(value: Any) -> str | None:
     """Why a value (whatever its key) is a secret itself: a private key, or a URL holding a password."""
@@ -130,7 +128,6 @@ FOLDER_NAME_MAX = 255
 FOLDER_PATH_MAX = 1024
 """mailstate's cap on a whole path (stored form): Dovecot keeps each folder as a directory under the user's
 mail root, and Linux refuses a file path longer than 4,096 bytes (a 4,031-byte folder path already fails)."""
-
 
 def folder_path_problem(path: str) -> str | None:
     """Why Dovecot 2.3 (hierarchy separator '/', fs layout) would refuse ``path`` as a folder to create, or
@@ -288,8 +285,6 @@ _REF_HELP = "a reference is a person id, unit:<id> or group:<id>"
 def _respelt(value: Any, pattern: str, show: bool) -> str:
     """"; did you mean 'unit:ktv'?" for "Unit: KTV" (or 'mai' for "Maì"): the value transliterated, in lower
     case and without spaces around its ':', if that fits."""
-    from mailstate.desired_state.naming import transliterate
-
     if not show or not isinstance(value, str):
         return ""
     fixed = re.sub(r"\s*:\s*", ":", transliterate(value).strip())
@@ -405,7 +400,6 @@ def pydantic_problems(
 
 class _Builder:
     """Validates each file's tables into model objects, then merges them into a ``State``."""
-
     def __init__(self, root: Path) -> None:
         self.root = root
         self.problems: list[Problem] = []
@@ -569,7 +563,6 @@ class _Builder:
 
 class Checker:
     """Cross-object checks on a merged state; problems go to the builder."""
-
     def __init__(self, state: State, builder: _Builder) -> None:
         self.s = state
         self.b = builder
@@ -892,8 +885,6 @@ class Checker:
 
     def templates(self) -> None:
         """The [naming] address templates parse, with known placeholders only (desired_state.naming)."""
-        from mailstate.desired_state.naming import FIELDS, TemplateError, parse_template
-
         naming = self.s.naming
         for kind in ("person", "unit", "group"):
             text = getattr(naming, kind)

@@ -23,6 +23,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from mailstate.model.rights import RIGHTS, normalise_rights
+
 LANGUAGES = ("vi", "en")
 DEFAULT_LANGUAGE = "vi"
 DOMAIN = "mailstate"
@@ -130,8 +132,6 @@ RIGHTS_WORDS = {
 def rights_text(value: Any) -> str:
     """IMAP rights in words ("read and write"), from a name or RFC 4314 letters; the letters stay in
     JSON. A set that is none of the named ones is said as its letters."""
-    from mailstate.model.rights import RIGHTS, normalise_rights
-
     text = str(value)
     if text in RIGHTS_WORDS:
         return _(RIGHTS_WORDS[text])

@@ -22,6 +22,7 @@ from mailstate.errors import ProviderError
 from mailstate.model.records import INBOX, Record, acl_key
 from mailstate.model.rights import OWNER_IDENTIFIERS, normalise_rights
 from mailstate.model.settings import SshSettings
+from mailstate.redact import refuse_userinfo
 
 MANIFEST_SUFFIX = ".manifest.json"
 SHARED_BOXES = "shared/shared-boxes/"
@@ -47,7 +48,6 @@ def settings_from_env(settings: SshSettings | None) -> SshSettings:
         value = os.environ.get(env)
         if value:
             updates[name] = value
-    from mailstate.redact import refuse_userinfo
 
     refuse_userinfo("MAILSTATE_SSH_HOST" if "host" in updates else "providers.ssh.host",
                     updates.get("host", base.host), host=True)
@@ -103,7 +103,6 @@ ACL_FILE = "dovecot-acl"
 FIND_ARGS_MAX = 64 * 1024
 """Bytes of mail roots per ``find`` command (a command line stays far below the kernel's argument limit)."""
 
-
 def mail_roots(path_tab: str) -> dict[str, str]:
     """{mail root: user} from ``doveadm -f tab mailbox path -A -t control INBOX``: the directory above
     ``mailboxes/`` (dbox) or the INBOX control directory itself (Maildir, where folders sit under it)."""
@@ -156,11 +155,9 @@ MAX_REMOVAL_ROUNDS = 5
 EXPUNGE_CHUNK = 2000
 """UIDs per ``doveadm expunge`` command (keeps each command line short)."""
 
-
 @dataclass(frozen=True)
 class Message:
     """One message as read back with ``doveadm fetch``: where it is, what it is, and a digest of its text."""
-
     mailbox_guid: str
     uid: int
     guid: str
@@ -175,10 +172,8 @@ class Message:
 Entry = tuple[str, str, int, str]
 """(mailbox GUID, message GUID, size, SHA-256 of the full text): what a manifest records per message."""
 
-
 class FetchFormatError(ValueError):
     """``doveadm -f pager fetch`` output that is not the exact record layout asked for."""
-
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -315,14 +310,12 @@ def archive_name(user: str, day: date) -> str:
 class _RevokedHostKey(paramiko.SSHException):
     """The server presented a host key that known_hosts marks ``@revoked``."""
 
-
 def _key_id(key: paramiko.PKey) -> tuple[str, bytes]:
     return key.get_name(), key.asbytes()
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
     """paramiko's RejectPolicy, saying so when the unknown key is one known_hosts marks ``@revoked``."""
-
     def __init__(self, revoked: set[tuple[str, bytes]]) -> None:
         self.revoked = revoked
 
@@ -378,7 +371,6 @@ class Manifest:
     """What a verified archive holds, message by message: written only after every archived message was read
     back and compared (size and SHA-256 of its full text) with the live original. ``extends`` names the
     earlier archives of the same set: an increment made during removal for mail that arrived meanwhile."""
-
     user: str
     archive: str
     location: str
@@ -480,7 +472,6 @@ DOVEADM_RIGHT_LETTERS: Mapping[str, str] = {
     "admin": "a",
 }
 """doveadm acl shows and takes right names (LAB-NOTES); their RFC 4314 letters."""
-
 
 def doveadm_rights_to_letters(names: str) -> str:
     """``lookup read write-seen`` → ``lrs``; unknown names raise ValueError."""

@@ -81,7 +81,6 @@ from mailstate.text import CONTROL_RE, visible
 
 class SshProvider:
     """doveadm over SSH (paramiko): last-login facts, verified archives, removal of archived mail."""
-
     name: ClassVar[str] = "ssh"
     kinds: ClassVar[frozenset[str]] = frozenset()
     """It owns no diffed kind: it reads facts and carries out ``archive`` / ``delete`` of person and
@@ -250,8 +249,6 @@ class SshProvider:
 
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
         """Facts: ``last_login`` {user: ISO datetime} for every user with a recorded login."""
-        from mailstate.model.provider import Snapshot
-
         t0 = time.perf_counter()
         snap = Snapshot(self.name)
         snap.facts["last_login"] = self.last_logins()

@@ -57,6 +57,7 @@ from mailstate.providers.imap.parse import (
     parse_metadata_value,
     parse_quota_limit,
 )
+from mailstate.redact import refuse_userinfo
 
 # --------------------------------------------------------------------------------------------------
 # Settings and connections
@@ -79,7 +80,6 @@ def settings_from_env(settings: ImapSettings | None) -> ImapSettings:
         value = _env(env)
         if value is not None:
             updates[name] = value
-    from mailstate.redact import refuse_userinfo
 
     where = "MAILSTATE_IMAP_URL" if "url" in updates else "providers.imap.url"
     refuse_userinfo(where, updates.get("url", base.url))
@@ -129,7 +129,6 @@ def parse_url(url: str, allow_plain: bool = False) -> Endpoint:
 @dataclass
 class MailboxInfo:
     """A mailbox the provider looks after: its reference, its Dovecot user and its unit."""
-
     ref: str
     login: str
     unit: str | None
@@ -160,7 +159,6 @@ def _unknown_mailbox(login: str) -> MailboxInfo:
 
 class BulkSource(Protocol):
     """One-pass discovery on the mail host (implemented by providers.ssh.SshProvider)."""
-
     def shared_owners(self) -> set[str]: ...
 
     def quotas(self) -> dict[str, int | None]: ...
@@ -185,7 +183,6 @@ class ConnectionPool(Generic[C]):
     server never sees more than ``size`` connections from it. A thread must not hold two connections at
     once (with ``size`` 1 it would wait for itself).
     """
-
     def __init__(self, size: int, connect: Callable[[str], C], close: Callable[[C], None]) -> None:
         if size < 1:
             raise ValueError("a connection pool needs room for one connection")
@@ -198,7 +195,6 @@ class ConnectionPool(Generic[C]):
         """Connections opened so far (logins)."""
         self.peak = 0
         """The most connections open at one time."""
-
     @property
     def open(self) -> int:
         """Connections open now (idle and in use)."""
@@ -267,7 +263,6 @@ DROPPED: tuple[type[BaseException], ...] = (IMAPClientAbortError, OSError)
 """What a connection the server dropped raises (reset, broken pipe, EOF, timeout, TLS failure): the
 connection is replaced and the same, idempotent, work done once more."""
 
-
 # --------------------------------------------------------------------------------------------------
 # The provider
 
@@ -282,7 +277,6 @@ class _OwnerRead:
 
 class ImapProvider:
     """Shared folders and ACLs over IMAP (RFC 4314, 5464, 9208) with a Dovecot master user."""
-
     name: ClassVar[str] = "imap"
     kinds: ClassVar[frozenset[str]] = frozenset({"shared_folder", "acl"})
     settings_model: ClassVar[type[ImapSettings]] = ImapSettings
@@ -291,7 +285,6 @@ class ImapProvider:
     plan_options: ClassVar[dict[str, Any]] = {"quota_facts": False}
     """A plan (and apply's stale check) uses no quota fact (quota is the directory's mailstateQuota), and
     their doveadm pass is 2/3 of a bulk read."""
-
     def __init__(
         self,
         settings: ImapSettings,
@@ -529,8 +522,6 @@ class ImapProvider:
         every mailbox where someone other than the owner has a right; only those and the ones the TOML names
         are read over IMAP, and the quotas come from one ``doveadm quota get -A``.
         """
-        from mailstate.model.provider import Snapshot
-
         units = set(scope) if scope is not None else None
         t0 = time.perf_counter()
         quota: dict[str, int | None] = {}

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailstate.errors import StalePlan
+from mailstate.model.change import jsonable as _jsonable
 
 Ident = tuple[str, str, str, str]
 
@@ -27,7 +28,6 @@ def ident(change: Any) -> Ident:
 
 
 def _after(change: Any) -> str:
-    from mailstate.model.change import jsonable as _jsonable
 
     return json.dumps(_jsonable(change.after), sort_keys=True, ensure_ascii=False, default=str)
 
@@ -40,7 +40,6 @@ class Comparison:
     """Reviewed, not in the fresh plan."""
     different: list[tuple[Any, Any]] = field(default_factory=list)
     """(reviewed, fresh) with other after-values."""
-
     @property
     def same(self) -> bool:
         return not (self.added or self.missing or self.different)
@@ -61,7 +60,6 @@ class Comparison:
 
 
 def _after_value(change: Any, key: str) -> str:
-    from mailstate.model.change import jsonable as _jsonable
 
     return json.dumps(_jsonable((change.after or {}).get(key)), sort_keys=True, default=str)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mailstate.desired_state.loader import load_state
+
 LOCATIONS = ("CODEOWNERS", ".github/CODEOWNERS", ".gitlab/CODEOWNERS", "docs/CODEOWNERS")
 MAIN_FILE = "mailstate.toml"
 _SOURCE = re.compile(r"^(?P<file>[^\s:]+\.toml):\d+: ")
@@ -82,7 +84,6 @@ class CodeOwners:
     """(pattern, owners) of the entries outside any section (GitHub's whole file)."""
     sections: tuple[tuple[str, bool, tuple[tuple[re.Pattern[str], tuple[str, ...]], ...]], ...] = ()
     """(name, optional, rules) of GitLab's sections, in order."""
-
     @classmethod
     def parse(cls, text: str) -> CodeOwners:
         top: list[tuple[re.Pattern[str], tuple[str, ...]]] = []
@@ -160,7 +161,6 @@ def plan_approvals(root: Path, plan: Any, state: Any = None) -> list[tuple[str, 
     if path is None:
         return []
     if state is None:
-        from mailstate.desired_state.loader import load_state
 
         state = load_state(root)
     co = CodeOwners.parse(path.read_text(encoding="utf-8", errors="replace"))

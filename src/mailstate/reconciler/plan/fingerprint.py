@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailstate.desired_state.loader import iter_toml_files
+from mailstate.desired_state.documents import iter_toml_files
 from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 from mailstate.reconciler.plan.scope import ScopeFilter

@@ -14,19 +14,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mailstate.model.change import jsonable as _jsonable
+from mailstate.reconciler.plan.diff import REDACTED, is_secret
+from mailstate.reconciler.plan.render.gitops import marker
 from mailstate.reconciler.plan.render.gitops import text as t
+from mailstate.text import md
 
 LIFECYCLE = frozenset({"lock", "unlock", "archive", "delete", "revoke"})
 
 
 def _value(v: Any) -> Any:
-    from mailstate.model.change import jsonable as _jsonable
 
     return _jsonable(v)
 
 
 def report(plan: Any) -> dict[str, Any]:
-    from mailstate.reconciler.plan.diff import REDACTED, is_secret
 
     by_hand: list[dict[str, Any]] = []
     lifecycle: list[dict[str, Any]] = []
@@ -110,8 +112,6 @@ def _lines(rep: dict[str, Any], esc: Any, code: Any) -> dict[str, list[str]]:
 
 
 def markdown(rep: dict[str, Any], lang: str = "vi") -> str:
-    from mailstate.reconciler.plan.render.gitops import marker
-    from mailstate.text import md
 
     class _P:
         organization = rep["organization"]

@@ -16,6 +16,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from mailstate.text import md
+
 TEXTS: dict[str, dict[str, str]] = {
     "vi": {
         "approvals_title": "Cần duyệt (approvals needed)",
@@ -63,7 +65,6 @@ def approvals_markdown(
     """Markdown lines of the approvals section ([] when there is nothing to approve)."""
     if not rows:
         return []
-    from mailstate.text import md
 
     out = [f"### {text('approvals_title', lang)}", "", text("approvals_intro", lang), ""]
     for unit, file, owners in rows:
@@ -89,7 +90,6 @@ GITLAB_COUNTS: dict[str, str] = {
 """Action label → the GitLab widget's count: what appears (an object, a right) is a create; what stays but
 changes (attributes, name, lock state, a verified archive copy) an update; what goes (a right, an object)
 a delete."""
-
 
 def gitlab_report(plan: Any) -> dict[str, int]:
     counts = {"create": 0, "update": 0, "delete": 0}
