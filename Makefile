@@ -39,8 +39,10 @@ demo: deps venv
 demo-down: venv
 	-$(VENV)/bin/mailstate lab down --dir "$(LABDIR)"
 
+# make bench: the validate and plan benchmarks on a generated 2,000-person agency (bench/*.py, figures printed)
 bench: deps venv
-	$(PY) bench/run.py
+	$(PY) bench/bench_validate.py --people 2000
+	$(PY) bench/bench_plan.py --people 2000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -174,26 +174,34 @@ class SshProvider:
             self._client.close()
             self._client = None
 
+    def _exec(
+        self, client: paramiko.SSHClient, command: str
+    ) -> tuple[paramiko.Channel, BinaryIO, list[bytes], threading.Thread]:
+        """Start ``command`` on a channel of its own: the channel, its stdout, and stderr being drained (into
+        the list, by the thread) while stdout is read."""
+        # A bare channel rather than exec_command(): the stdin file that exec_command() makes closes the
+        # channel's write side in its __del__, and if the garbage collector frees it in paramiko's
+        # transport thread while that thread holds the channel lock, everything deadlocks.
+        transport = client.get_transport()
+        if transport is None:
+            raise paramiko.SSHException("the SSH connection is gone")
+        chan = transport.open_session(timeout=self.settings.timeout)
+        chan.settimeout(max(self.settings.timeout, 600))
+        chan.exec_command(command)
+        stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
+        # stderr is drained while stdout is read: both share the channel's window, so a command that
+        # writes more than the window (2 MiB) to stderr before it ends its stdout would otherwise stall
+        # both sides until the timeout (e.g. a warning per user from `doveadm quota get -A`)
+        err_parts: list[bytes] = []
+        drain = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
+        drain.start()
+        return chan, stdout, err_parts, drain
+
     def run(self, command: str, check: bool = True) -> tuple[int, str, str]:
         """Run one command line on the host; with ``check`` a non-zero exit raises ProviderError."""
         client = self.connect()
         try:
-            # A bare channel rather than exec_command(): the stdin file that exec_command() makes closes the
-            # channel's write side in its __del__, and if the garbage collector frees it in paramiko's
-            # transport thread while that thread holds the channel lock, everything deadlocks.
-            transport = client.get_transport()
-            if transport is None:
-                raise paramiko.SSHException("the SSH connection is gone")
-            chan = transport.open_session(timeout=self.settings.timeout)
-            chan.settimeout(max(self.settings.timeout, 600))
-            chan.exec_command(command)
-            stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
-            # stderr is drained while stdout is read: both share the channel's window, so a command that
-            # writes more than the window (2 MiB) to stderr before it ends its stdout would otherwise stall
-            # both sides until the timeout (e.g. a warning per user from `doveadm quota get -A`)
-            err_parts: list[bytes] = []
-            drain = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
-            drain.start()
+            chan, stdout, err_parts, drain = self._exec(client, command)
             out = stdout.read().decode("utf-8", "replace")
             drain.join()
             err = b"".join(err_parts).decode("utf-8", "replace")
@@ -212,16 +220,7 @@ class SshProvider:
         raises ProviderError naming the command's last error lines."""
         client = self.connect()
         try:
-            transport = client.get_transport()
-            if transport is None:
-                raise paramiko.SSHException("the SSH connection is gone")
-            chan = transport.open_session(timeout=self.settings.timeout)
-            chan.settimeout(max(self.settings.timeout, 600))
-            chan.exec_command(command)
-            stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
-            err_parts: list[bytes] = []
-            drain = threading.Thread(target=lambda: err_parts.append(stderr.read()), daemon=True)
-            drain.start()
+            chan, stdout, err_parts, drain = self._exec(client, command)
             try:
                 result = consume(stdout)
                 failure: Exception | None = None
