@@ -225,3 +225,23 @@ def test_plan_from_with_a_scope_plans_only_that_unit(tmp_path: Path) -> None:
     keys = {(c.kind, c.key) for c in plan_changes(plan)}
     assert ("person", "tuanpm") in keys and ("unit", "b") in keys
     assert not any(k[1] in ("a", "bangnv") for k in keys)
+
+
+def test_a_malformed_plan_file_is_named_in_the_error(tmp_path: Path) -> None:
+    """A saved plan whose changes are damaged: the error names the file (not only "plan file")."""
+    import json
+
+    import pytest
+
+    from mailstate.errors import MailstateError
+    from mailstate.reconciler.plan.plan import load_plan
+
+    path = tmp_path / "damaged-plan.json"
+    data = {"schema_version": 1, "created_at": "2026-01-01T00:00:00Z", "changes": [{"id": "x"}],
+            "fingerprint": {"desired": "a", "live": "b"}, "engine": {"schema": 1, "as_of": "2026-01-01",
+                                                                     "domain": "x.vn", "files": {}}}
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(MailstateError) as err:
+        load_plan(path)
+    assert str(path) in str(err.value)
+    assert "malformed" in str(err.value)

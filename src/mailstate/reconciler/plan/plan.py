@@ -401,6 +401,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 
 def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
     eng = data["engine"]
+    if not isinstance(eng, Mapping):
+        raise MailstateError(f"{source}: damaged plan file (its engine block is not an object)")
     if eng.get("schema") != PLAN_FILE_SCHEMA:
         raise MailstateError(
             f"{source}: plan file schema {eng.get('schema')!r} is not supported "
@@ -408,6 +410,9 @@ def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
         )
     try:
         plan = Plan.from_json(data)
+    except MailstateError as exc:  # "plan file: …": say which file
+        raise MailstateError(f"{source}: {str(exc).removeprefix('plan file: ')}") from None
+    try:
         fp = data["fingerprint"]
         fpr = Fingerprint(
             desired=str(fp["desired"]),
