@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gen_agency import generate  # noqa: E402
 
-from mailstate.desired_state.documents import iter_toml_files, read_documents, scan_positions
+from mailstate.desired_state.documents import iter_toml_files, read_documents, scan_positions  # noqa: E402
 from mailstate.desired_state.loader import load_state  # noqa: E402
 from mailstate.desired_state.validate import build_state  # noqa: E402
 
