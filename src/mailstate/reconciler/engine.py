@@ -16,6 +16,7 @@ Fingerprints (what makes a saved plan stale):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -839,8 +840,10 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return strip_userinfo(text)
 
 
-def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> None:
-    """Raise StalePlan when the TOML or a live object in the plan's scope changed since the plan was made."""
+def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> Plan:
+    """Raise StalePlan when the TOML or a live object in the plan's scope changed since the plan was made;
+    return the plan made again from them (same changes; its safety rules and live mailbox count are the
+    TOML's and the servers', never those written in the plan file)."""
     meta = plan_meta(plan)
     scope_units = meta.scope
     snapshots = read_all(providers, scope_units)
@@ -871,6 +874,7 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
             "edited?); nothing was applied:\n  " + "\n  ".join(shown or ["the order of the changes"])
             + "\nmake a new plan"
         )
+    return again
 
 
 def _change_json(change: Change | None) -> str | None:
@@ -1045,7 +1049,8 @@ def apply_plan(
                 with apply_lock(provs, holder, jdir, break_lock):
                     try:
                         if check_stale:
-                            check_fresh(plan, root, provs, state)
+                            fresh = check_fresh(plan, root, provs, state)
+                            _raise_if_unsafe(fresh, state, allow_destructive)
                         signals.armed = False  # from here, only a change in progress is cut short
                         journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
                         try:
@@ -1090,6 +1095,17 @@ def _run(
 ) -> None:
     """The change loop of ``apply_plan``: journal, apply, and on a refusal skip its dependents."""
     blocked = Blocked()
+    report = tell
+
+    def tell(change: Change, event: str) -> None:
+        try:
+            report(change, event)
+        except OSError:
+            # the output is gone (`| head`, a log collector that died): a write to a closed pipe is what
+            # SIGPIPE signals, and it stops the run the same way — after this change, journaled, unlocked
+            if signals.received is None:
+                signals.received = signal.SIGPIPE
+
     journal.run_started(plan_fingerprint=plan_fingerprint, changes=len(changes))
 
     def finish(outcome: str, failed: int, not_tried: int, **extra: Any) -> None:
@@ -1279,6 +1295,12 @@ def plan_from_json(data: Mapping[str, Any], source: str = "<plan>") -> Plan:
 
 
 def _raise_if_unsafe(plan: Any, state: State, allow_destructive: bool) -> None:
+    """The ``[safety]`` rules of the TOML, never those a saved plan file carries: an edited file could raise
+    its own limits (or its live mailbox count, which ``check_fresh``'s plan made again corrects)."""
+    from mailstate.reconciler.plan import SafetyLimits
+
+    if dataclasses.is_dataclass(plan) and hasattr(plan, "safety"):
+        plan = dataclasses.replace(plan, safety=SafetyLimits.of(state.safety))
     plan.raise_if_unsafe(allow_destructive)
 
 

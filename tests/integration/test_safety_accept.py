@@ -1,0 +1,138 @@
+"""Acceptance of apply safety against the real lab: a saved plan edited to raise its own [safety] limits, and
+an apply whose output pipe is closed half-way (`mailstate apply --yes 2>&1 | head`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+
+import ldap3
+import pytest
+
+from mailstate.lab import Lab
+from mailstate.reconciler.journal import read_lines
+
+pytestmark = pytest.mark.integration
+
+MAILSTATE = Path(sys.executable).with_name("mailstate")
+DOMAIN = "lab.example.gov.vn"
+
+TOP = f"""
+[organization]
+name = "Lab"
+domain = "{DOMAIN}"
+
+[providers.ldap]
+url = "ldaps://ldap.invalid"
+password_env = "MAILSTATE_LDAP_PASSWORD"
+"""
+
+
+def write_state(root: Path, people: int, *, left: int = 0, top: str = TOP) -> Path:
+    """A unit with ``people`` people; the first ``left`` of them left 200 days ago (their lock is due)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mailstate.toml").write_text(top, encoding="utf-8")
+    gone = (date.today() - timedelta(days=200)).isoformat()
+    rows = ['[unit]\nid = "qlcn"\nname = "Phòng Quản lý Công nghiệp"\n']
+    for i in range(people):
+        extra = f"left_on = {gone}\n" if i < left else ""
+        rows.append(f'[[person]]\nid = "p{i:03d}"\nname = "Nguyễn Văn Người {i:03d}"\n{extra}')
+    (root / "units").mkdir(exist_ok=True)
+    (root / "units" / "qlcn.toml").write_text("\n".join(rows), encoding="utf-8")
+    return root
+
+
+def ms(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(MAILSTATE), *args], capture_output=True, text=True, timeout=180)
+
+
+def people(lab: Lab) -> dict[str, dict[str, list[str]]]:
+    conn = lab.ldap(as_="root")
+    try:
+        conn.search(f"ou=people,{lab.base_dn}", "(objectClass=*)", ldap3.LEVEL, attributes=["*"])
+        return {e.entry_dn: e.entry_attributes_as_dict for e in conn.entries}
+    finally:
+        conn.unbind()
+
+
+def system_dns(lab: Lab) -> set[str]:
+    conn = lab.ldap(as_="root")
+    try:
+        conn.search(f"ou=system,{lab.base_dn}", "(objectClass=*)", ldap3.LEVEL, attributes=["cn"])
+        return {e.entry_dn.lower() for e in conn.entries}
+    finally:
+        conn.unbind()
+
+
+@pytest.fixture
+def home(lab_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    return tmp_path / "home" / DOMAIN
+
+
+@pytest.mark.parametrize(
+    ("toml_safety", "edit"),
+    [
+        ("", {"max_destructive_count": 1000, "max_destructive_share": 1.0}),
+        # the TOML relies on the share alone: a plan file claiming many more live mailboxes dilutes it
+        ("\n[safety]\nmax_destructive_count = 1000\n", {"live_mailboxes": 100000}),
+    ],
+    ids=["limits", "live-mailboxes"],
+)
+def test_saved_plan_edited_to_raise_its_safety_limits_is_refused(
+    home: Path, clean_lab: Lab, tmp_path: Path, toml_safety: str, edit: dict[str, float]
+) -> None:
+    """12 of 14 people left: the plan locks 12 mailboxes, over [safety]. The saved plan edited to carry
+    higher limits (or a larger live mailbox count) is refused as unsafe like the unedited one; nothing is
+    locked; --allow-destructive (the operator's explicit word) still applies it."""
+    state = write_state(tmp_path / "state", 14, top=TOP + toml_safety)
+    assert ms("apply", "--yes", "--provider", "ldap", "--state", str(state)).returncode == 0
+    write_state(state, 14, left=12, top=TOP + toml_safety)
+    plan_file = tmp_path / "plan.json"
+    r = ms("plan", "--provider", "ldap", "--state", str(state), "--out", str(plan_file))
+    assert r.returncode == 0, r.stderr
+    data = json.loads(plan_file.read_text(encoding="utf-8"))
+    assert data["summary"] == {"lock": 12}
+    before = people(clean_lab)
+    plain = ms("apply", str(plan_file), "--state", str(state))
+    assert plain.returncode != 0 and "unsafe plan" in plain.stderr, plain.stdout + plain.stderr
+    data["safety"].update(edit)
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    r = ms("apply", str(edited), "--state", str(state))
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "unsafe plan" in r.stderr and "--allow-destructive" in r.stderr, r.stderr
+    assert "DESIGN" not in r.stderr
+    assert people(clean_lab) == before
+    ok = ms("apply", str(plan_file), "--state", str(state), "--allow-destructive")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_output_pipe_closed_mid_apply_stops_journaled_and_unlocked(
+    home: Path, clean_lab: Lab, tmp_path: Path
+) -> None:
+    """`mailstate apply --yes 2>&1 | head -3`: the reader goes away after the first change's progress line.
+    The apply stops like on SIGPIPE — after the change in progress, the journal ending with apply-finished
+    (interrupted, SIGPIPE), the directory's apply lock released, exit 128 + 13 — and a rerun converges."""
+    state = write_state(tmp_path / "state", 10)
+    proc = subprocess.Popen(
+        [str(MAILSTATE), "apply", "--yes", "--provider", "ldap", "--state", str(state)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("  done"):
+            break
+    proc.stderr.close()  # the reader is gone: the next progress line meets a closed pipe
+    assert proc.wait(timeout=180) == 128 + 13
+    lines = read_lines(home / "journal.jsonl")
+    assert lines[-1]["event"] == "apply-finished", lines[-1]
+    assert lines[-1]["outcome"] == "interrupted" and lines[-1]["signal"] == "SIGPIPE"
+    assert lines[-1]["not_tried"] > 0 and "failed" not in {x["event"] for x in lines}
+    assert f"cn=apply-lock,ou=system,{clean_lab.base_dn}".lower() not in system_dns(clean_lab)
+    again = ms("apply", "--yes", "--provider", "ldap", "--state", str(state))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert len(people(clean_lab)) == 10
