@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -46,7 +47,8 @@ def errors_to_exit(fn: F) -> F:
             # a message may quote the live side (a cn, a folder name): controls shown escaped, line by line;
             # a URL in it loses its userinfo
             message = strip_userinfo(str(exc))
-            click.echo("error: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
+            with contextlib.suppress(OSError):  # stderr gone (a closed pipe): the exit code still tells
+                click.echo("error: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
