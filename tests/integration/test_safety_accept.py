@@ -136,3 +136,41 @@ def test_output_pipe_closed_mid_apply_stops_journaled_and_unlocked(
     again = ms("apply", "--yes", "--provider", "ldap", "--state", str(state))
     assert again.returncode == 0, again.stdout + again.stderr
     assert len(people(clean_lab)) == 10
+
+
+def test_a_leavers_folder_named_like_an_option_stays_a_folder_name(
+    lab_env: dict[str, str], clean_lab: Lab
+) -> None:
+    """The leaver made a folder "-A" (anyone can): removing their mail deletes their folders only.
+    Without "--" doveadm read "-A" as "every user" and deleted the other users' empty folders of the same
+    names (here thuytt's "Dự án", which holds the rights of a shared folder)."""
+    import secrets
+
+    from mailstate.desired_state.model import Organization, State
+    from mailstate.lab.testing import imap_login, make_person
+    from mailstate.providers.ssh import SshProvider
+
+    pw = {u: "Pw-" + secrets.token_urlsafe(12) for u in ("bangnv", "thuytt")}
+    make_person(clean_lab, "bangnv", pw["bangnv"], cn="Nguyễn Văn Bằng")
+    make_person(clean_lab, "thuytt", pw["thuytt"], cn="Trần Thị Thủy")
+    for user, folders in (("bangnv", ["-A", "Dự án"]), ("thuytt", ["Dự án"])):
+        c = imap_login(clean_lab, user, pw[user])
+        try:
+            for f in folders:
+                c.create_folder(f)
+            c.append("INBOX", b"From: a@x\r\nSubject: 1\r\n\r\nbody\r\n")
+        finally:
+            c.logout()
+    state = State(root=Path("."), organization=Organization(name="Lab", domain=clean_lab.info["domain"]))
+    provider = SshProvider.from_state(state)
+    try:
+        provider.archive("bangnv")
+        provider.remove_mail("bangnv")
+    finally:
+        provider.close()
+    for user, left in (("bangnv", {"INBOX"}), ("thuytt", {"INBOX", "Dự án"})):
+        c = imap_login(clean_lab, user, pw[user])
+        try:
+            assert {name for _f, _d, name in c.list_folders() if not name.startswith("shared/")} == left
+        finally:
+            c.logout()
