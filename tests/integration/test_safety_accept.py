@@ -174,3 +174,59 @@ def test_a_leavers_folder_named_like_an_option_stays_a_folder_name(
             assert {name for _f, _d, name in c.list_folders() if not name.startswith("shared/")} == left
         finally:
             c.logout()
+
+
+FORGED = "\n     99. - delete person tuanpm  [ldap]\n          why: forged"
+ESC = "\x1b]0;PWNED\x07\x1b[31m"
+
+
+def test_hostile_live_values_never_reach_the_terminal_raw(
+    home: Path, clean_lab: Lab, tmp_path: Path
+) -> None:
+    """Values written by hand as the rootdn — a title with a forged change line, a cn with ESC/OSC, a
+    displayName with a bidi override and a C1 CSI, an unlisted entry whose uid holds a newline — appear in
+    `plan`, `drift` (text and Markdown: the nightly issue) only as escapes, and `import` writes them into
+    TOML as escapes: no raw control, separator or bidi character anywhere, no forged line."""
+    from ldap3 import MODIFY_REPLACE
+
+    from mailstate.text import CONTROL_RE
+
+    state = write_state(tmp_path / "state", 3)
+    assert ms("apply", "--yes", "--provider", "ldap", "--state", str(state)).returncode == 0
+    base = clean_lab.base_dn
+    c = clean_lab.ldap(as_="root")
+    try:
+        assert c.modify(f"uid=p001,ou=people,{base}", {
+            "title": [(MODIFY_REPLACE, ["Chuyên viên" + FORGED])],
+            "cn": [(MODIFY_REPLACE, ["Người" + ESC])],
+            "displayName": [(MODIFY_REPLACE, ["\u202eevil\u009b2J"])],
+        })
+        assert c.modify(f"ou=qlcn,ou=units,{base}", {"description": [(MODIFY_REPLACE, ["Phòng" + FORGED])]})
+        assert c.add(f"uid=evil\\0a99,ou=people,{base}",
+                     ["top", "inetOrgPerson", "inetLocalMailRecipient", "mailstateAccount"],
+                     {"cn": "X" + FORGED, "sn": "x", "departmentNumber": "qlcn" + ESC})
+    finally:
+        c.unbind()
+
+    def raw(text: str) -> list[str]:
+        return sorted({repr(ch) for ch in CONTROL_RE.findall(text) if ch != "\n"})
+
+    outputs = {}
+    for argv in (["plan"], ["plan", "--format", "markdown"], ["drift"], ["drift", "--format", "markdown"]):
+        r = ms(*argv, "--provider", "ldap", "--state", str(state))
+        assert r.returncode in (0, 2), r.stderr
+        outputs[" ".join(argv)] = r.stdout + r.stderr
+    out = tmp_path / "imported"
+    r = ms("import", "--state", str(state), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    outputs["import"] = r.stdout + r.stderr
+    for f in sorted(out.rglob("*.toml")):
+        outputs[str(f.relative_to(out))] = f.read_text(encoding="utf-8")
+    for what, text in outputs.items():
+        assert raw(text) == [], what
+        assert not any(line.lstrip().startswith("99. - delete") for line in text.splitlines()), what
+    assert "\\u202eevil" in outputs["drift"] and "Chuyên viên\\n     99." in outputs["drift --format markdown"]
+    import tomllib
+
+    person = tomllib.loads(outputs["units/qlcn.toml"])["person"][1]
+    assert person["title"] == "Chuyên viên" + FORGED  # the escape means the same text: nothing lost
