@@ -225,8 +225,54 @@ def test_hostile_live_values_never_reach_the_terminal_raw(
     for what, text in outputs.items():
         assert raw(text) == [], what
         assert not any(line.lstrip().startswith("99. - delete") for line in text.splitlines()), what
-    assert "\\u202eevil" in outputs["drift"] and "Chuyên viên\\n     99." in outputs["drift --format markdown"]
+    assert "\\u202eevil" in outputs["drift"]
+    assert "Chuyên viên\\n     99." in outputs["drift --format markdown"]
     import tomllib
 
     person = tomllib.loads(outputs["units/qlcn.toml"])["person"][1]
     assert person["title"] == "Chuyên viên" + FORGED  # the escape means the same text: nothing lost
+
+
+IMAP_TOP = TOP + """
+[providers.imap]
+url = "imaps://mail.invalid"
+admin_user = "mailstate"
+password_env = "LAB_IMAP_SECRET"
+"""
+
+
+@pytest.mark.parametrize(
+    ("variable", "secret_of"),
+    [
+        ("MAILSTATE_LDAP_URL", "MAILSTATE_LDAP_PASSWORD"),
+        ("MAILSTATE_IMAP_URL", "MAILSTATE_IMAP_PASSWORD"),
+        ("MAILSTATE_IMAP_USER", "MAILSTATE_IMAP_PASSWORD"),
+        ("MAILSTATE_IMAP_USER", "LAB_IMAP_SECRET"),  # a password_env the TOML names
+        ("MAILSTATE_SSH_HOST", "MAILSTATE_LDAP_PASSWORD"),
+        ("MAILSTATE_SSH_USER", "MAILSTATE_IMAP_PASSWORD"),
+    ],
+)
+def test_a_password_set_where_a_setting_belongs_is_never_printed(
+    lab_env: dict[str, str], clean_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    variable: str, secret_of: str,
+) -> None:
+    """Variables shifted in a CI job: a password given as the URL, the user or the host. The error names
+    what failed, never the password (it went to the terminal and the CI log)."""
+    import os
+
+    state = write_state(tmp_path / "state", 1, top=IMAP_TOP + "\n[providers.ssh]\nhost = \"x.invalid\"\n")
+    with (state / "units" / "qlcn.toml").open("a", encoding="utf-8") as f:
+        f.write('\n[[shared_folder]]\nmailbox = "unit:qlcn"\npath = "Văn bản đến"\npurpose = "Văn bản"\n'
+                'read = ["p000"]\n')
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LAB_IMAP_SECRET", os.environ["MAILSTATE_IMAP_PASSWORD"])
+    first = ms("apply", "--yes", "--state", str(state))  # the unit mailbox and its folder exist live
+    assert first.returncode == 0, first.stdout + first.stderr
+    if secret_of == "LAB_IMAP_SECRET":
+        monkeypatch.delenv("MAILSTATE_IMAP_PASSWORD")
+    secret = os.environ[secret_of]
+    monkeypatch.setenv(variable, secret)
+    r = ms("plan", "--state", str(state))
+    assert r.returncode != 0
+    assert secret not in r.stdout + r.stderr, r.stderr
+    assert "<redacted>" in r.stderr or variable in r.stderr, r.stderr

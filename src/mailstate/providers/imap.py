@@ -404,6 +404,9 @@ def password_of(settings: ImapSettings) -> str:
                if settings.password_env and settings.password_env != "MAILSTATE_IMAP_PASSWORD" else "")
             + " (or password_file in [providers.imap])"
         )
+    from mailstate.redact import remember_secret
+
+    remember_secret(value)
     return value
 
 

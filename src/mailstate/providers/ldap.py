@@ -57,7 +57,7 @@ from mailstate.providers.ldap_parse import (
 )
 from mailstate.providers.passwords import append_password, generate_password
 from mailstate.reconciler.change import Action, Change, Record
-from mailstate.redact import refuse_userinfo
+from mailstate.redact import refuse_userinfo, remember_secret
 
 if TYPE_CHECKING:
     from mailstate.desired_state.model import State
@@ -125,6 +125,7 @@ def resolve_settings(
         password = lines[0] if lines and lines[0] else None
         if password is None:
             raise ProviderError(f"the LDAP password file {path} is empty")
+    remember_secret(password)
     return resolved, password
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from mailstate.errors import ChangeRefused, MailstateError, ProviderError, StalePlan
 from mailstate.reconciler.change import Change, Record
 from mailstate.reconciler.journal import Journal, actor, git_commit, home_dir, open_private, private_dir
-from mailstate.redact import strip_userinfo
+from mailstate.redact import hide_secrets
 
 if TYPE_CHECKING:
     from mailstate.desired_state.model import State
@@ -835,9 +835,7 @@ def _secrets(state: State) -> list[str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` without the configured secret values and without the user and password of any URL."""
-    for secret in secrets:
-        text = text.replace(secret, "<redacted>")
-    return strip_userinfo(text)
+    return hide_secrets(text, secrets)
 
 
 def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> Plan:
@@ -1097,7 +1095,7 @@ def _run(
     blocked = Blocked()
     report = tell
 
-    def tell(change: Change, event: str) -> None:
+    def told(change: Change, event: str) -> None:
         try:
             report(change, event)
         except OSError:
@@ -1122,11 +1120,11 @@ def _run(
         if roots:
             journal.skipped(change, roots)
             skipped.append((change, roots))
-            tell(change, "skipped")
+            told(change, "skipped")
             continue
         prov = provs.get(change.provider)
         journal.started(change)
-        tell(change, "started")
+        told(change, "started")
         try:
             if prov is None:
                 raise ProviderError(f"provider {change.provider!r} is not configured")
@@ -1140,13 +1138,13 @@ def _run(
             journal.failed(change, error, refused=True)
             refused.append((change, error))
             blocked.refuse(change)
-            tell(change, "refused")
+            told(change, "refused")
             continue
         except Exception as exc:
             error = redact(_describe(exc), secrets)
             journal.failed(change, error)
             finish("failed", len(refused) + 1, len(changes) - i - 1)
-            tell(change, "failed")
+            told(change, "failed")
             raise ApplyFailed(
                 done, change, error, changes[i + 1 :], journal_path, pw_written(), refused, skipped
             ) from None
@@ -1161,7 +1159,7 @@ def _run(
             raise ApplyInterrupted(signum, done, rest, at_once=change, journal=journal_path) from None
         journal.done(change)
         done.append(change)
-        tell(change, "done")
+        told(change, "done")
     finish("incomplete" if refused else "ok", len(refused), 0)
 
 
@@ -1299,7 +1297,7 @@ def _raise_if_unsafe(plan: Any, state: State, allow_destructive: bool) -> None:
     its own limits (or its live mailbox count, which ``check_fresh``'s plan made again corrects)."""
     from mailstate.reconciler.plan import SafetyLimits
 
-    if dataclasses.is_dataclass(plan) and hasattr(plan, "safety"):
+    if dataclasses.is_dataclass(plan) and not isinstance(plan, type) and hasattr(plan, "safety"):
         plan = dataclasses.replace(plan, safety=SafetyLimits.of(state.safety))
     plan.raise_if_unsafe(allow_destructive)
 

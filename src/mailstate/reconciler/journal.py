@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.reconciler.change import Change
-from mailstate.redact import strip_userinfo
+from mailstate.redact import hide_secrets
 
 SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
 """Attribute names whose values are never written, only their presence."""
@@ -133,7 +133,7 @@ def scrub(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [scrub(v) for v in value]
     if isinstance(value, str):
-        return strip_userinfo(value)
+        return hide_secrets(value)
     return value
 
 
