@@ -276,3 +276,44 @@ def test_a_password_set_where_a_setting_belongs_is_never_printed(
     assert r.returncode != 0
     assert secret not in r.stdout + r.stderr, r.stderr
     assert "<redacted>" in r.stderr or variable in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("trap", ["symlink", "hardlink", "theirs"])
+@pytest.mark.parametrize("target", ["passwords", "journal", "audit"])
+def test_a_planted_link_never_receives_passwords_or_the_journal(
+    home: Path, clean_lab: Lab, tmp_path: Path, trap: str, target: str
+) -> None:
+    """A directory others can write (a shared --journal-dir / --passwords-out place, mode 0777): someone
+    plants the file's name as a link to a file they read (or as their own file). apply refuses before any
+    change, names the file, and writes nothing into theirs (before: the new person's initial password, or
+    the journal, went into the attacker's file and it was chmod-ed)."""
+    import os
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs a second user (runs as root in CI and here)")
+    nobody = pwd.getpwnam("nobody")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_text("")
+    theirs.chmod(0o644)
+    os.chown(theirs, nobody.pw_uid, nobody.pw_gid)
+    names = {"passwords": "pw.tsv", "journal": "journal.jsonl", "audit": "audit.jsonl"}
+    planted = shared / names[target]
+    if trap == "symlink":
+        planted.symlink_to(theirs)
+    elif trap == "hardlink":
+        os.link(theirs, planted)
+    else:
+        planted.write_text("")
+        os.chown(planted, nobody.pw_uid, nobody.pw_gid)
+        theirs = planted
+    state = write_state(tmp_path / "state", 2)
+    r = ms("apply", "--yes", "--provider", "ldap", "--state", str(state), "--journal-dir", str(shared),
+           "--audit-log", str(shared / "audit.jsonl"), "--passwords-out", str(shared / "pw.tsv"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert str(planted) in r.stderr and "refused" in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert theirs.read_text() == "" and theirs.stat().st_mode & 0o777 == 0o644
+    assert people(clean_lab) == {}

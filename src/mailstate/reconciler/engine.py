@@ -1013,6 +1013,9 @@ def apply_plan(
     _raise_if_unsafe(plan, state, allow_destructive)
     changes = list(plan_changes(plan))
     private_dir(jdir, tighten=journal_dir is None)  # the default home is mailstate's own: 0700
+    for private in (journal_path, audit_path, pw_path):  # a link or another's file: refused before any change
+        if private is not None and os.path.lexists(private):
+            os.close(open_private(private, os.O_WRONLY | os.O_APPEND))
 
     own = not isinstance(providers, Mapping)
     provider_kwargs: dict[str, dict[str, Any]] = dict(PLAN_READ_OPTIONS)

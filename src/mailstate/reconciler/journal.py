@@ -13,6 +13,7 @@ Neither lives in the state repository (a git work tree): both default to
 
 from __future__ import annotations
 
+import errno
 import getpass
 import json
 import os
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mailstate.errors import MailstateError
 from mailstate.reconciler.change import Change
 from mailstate.redact import hide_secrets
 
@@ -109,13 +111,38 @@ def private_dir(path: Path, *, tighten: bool = False) -> Path:
     return path
 
 
+class UnsafeFile(MailstateError, PermissionError):
+    """A private file's name is a link or another user's file (an ``OSError`` too, for callers that catch
+    those)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}: refused (name a file of your own, not a link; nothing was written)")
+        self.strerror = str(self)
+
+
 def open_private(path: Path, flags: int) -> int:
     """``os.open`` of a file that may hold personal data: created 0600, and an existing file that others may
-    read or write (an older version, a copy, a umask of 022) tightened to 0600 on every open."""
-    fd = os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    read or write (an older version, a copy, a umask of 022) tightened to 0600 on every open.
+
+    The name must be the file itself: a symbolic link, a file of another user or one with a second hard
+    link is refused (``PermissionError``) — someone who can write the directory (a shared --journal-dir or
+    --passwords-out place) would otherwise receive the journal or the initial passwords in a file they
+    read, or have mailstate append to (and chmod) a file it should never touch."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(path, "is a symbolic link") from None
+        raise
     try:
         info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(path, "is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise UnsafeFile(path, "belongs to another user")
+        if info.st_nlink > 1:
+            raise UnsafeFile(path, "has another name (a hard link)")
+        if stat.S_IMODE(info.st_mode) & 0o077:
             os.fchmod(fd, PRIVATE_FILE)
     except OSError:
         os.close(fd)
