@@ -95,7 +95,7 @@ def test_saved_plan_edited_to_raise_its_safety_limits_is_refused(
     r = ms("plan", "--provider", "ldap", "--state", str(state), "--out", str(plan_file))
     assert r.returncode == 0, r.stderr
     data = json.loads(plan_file.read_text(encoding="utf-8"))
-    assert data["summary"] == {"lock": 12}
+    assert data["summary"]["lock"] == 12
     before = people(clean_lab)
     plain = ms("apply", str(plan_file), "--state", str(state))
     assert plain.returncode != 0 and "unsafe plan" in plain.stderr, plain.stdout + plain.stderr
