@@ -3,9 +3,12 @@ opened private (0600) — journals, audit logs, saved plans, the apply lock."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
+
+from mailstate.errors import MailstateError
 
 
 def home_dir(domain: str) -> Path:
@@ -44,13 +47,38 @@ def private_dir(path: Path, *, tighten: bool = False) -> Path:
     return path
 
 
+class UnsafeFile(MailstateError, PermissionError):
+    """A private file's name is a link or another user's file (an ``OSError`` too, for callers that catch
+    those)."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}: refused (name a file of your own, not a link; nothing was written)")
+        self.strerror = str(self)
+
+
 def open_private(path: Path, flags: int) -> int:
     """``os.open`` of a file that may hold personal data: created 0600, and an existing file that others may
-    read or write (an older version, a copy, a umask of 022) tightened to 0600 on every open."""
-    fd = os.open(path, flags | os.O_CREAT, PRIVATE_FILE)
+    read or write (an older version, a copy, a umask of 022) tightened to 0600 on every open.
+
+    The name must be the file itself: a symbolic link, a file of another user or one with a second hard
+    link is refused (``PermissionError``) — someone who can write the directory (a shared --journal-dir or
+    --passwords-out place) would otherwise receive the journal or the initial passwords in a file they
+    read, or have mailstate append to (and chmod) a file it should never touch."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(path, "is a symbolic link") from None
+        raise
     try:
         info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) & 0o077:
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(path, "is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise UnsafeFile(path, "belongs to another user")
+        if info.st_nlink > 1:
+            raise UnsafeFile(path, "has another name (a hard link)")
+        if stat.S_IMODE(info.st_mode) & 0o077:
             os.fchmod(fd, PRIVATE_FILE)
     except OSError:
         os.close(fd)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from mailstate.errors import ProviderError
 
@@ -56,3 +57,30 @@ def refuse_userinfo(where: str, value: str, *, host: bool = False) -> None:
     problem = host_userinfo_problem(value) if host else url_userinfo_problem(value)
     if problem:
         raise ProviderError(f"{where}: {problem}")
+
+
+SECRET_ENV = ("MAILSTATE_LDAP_PASSWORD", "MAILSTATE_IMAP_PASSWORD", "MAILSTATE_FORGE_TOKEN")
+"""The variables that hold a secret by their name (a TOML's ``password_env`` names another: remembered when
+it is read)."""
+_SECRETS: set[str] = set()
+MIN_SECRET = 4
+"""Shorter values are not hidden (every "a" of a message would go)."""
+
+
+def remember_secret(value: str | None) -> None:
+    """Note a secret read from a variable or a file, so that ``hide_secrets`` removes it from any message."""
+    if value and len(value) >= MIN_SECRET:
+        _SECRETS.add(value)
+
+
+def hide_secrets(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` without any secret value (remembered, ``extra``, or held in a variable of ``SECRET_ENV``) and
+    without the user and password of any URL. An operator who puts a password where a URL, a user or a host
+    belongs (variables shifted in a CI job) gets an error naming the setting, never the password."""
+    import os
+
+    found = set(_SECRETS) | {s for s in extra if s and len(s) >= MIN_SECRET}
+    found |= {v for n in SECRET_ENV if len(v := os.environ.get(n) or "") >= MIN_SECRET}
+    for secret in sorted(found, key=len, reverse=True):  # a longer secret holding a shorter one goes whole
+        text = text.replace(secret, "<redacted>")
+    return strip_userinfo(text)

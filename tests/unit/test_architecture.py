@@ -8,7 +8,7 @@ import grimp
 CORE = ("mailstate.model", "mailstate.desired_state", "mailstate.reconciler", "mailstate.providers",
         "mailstate.adopt", "mailstate.cli")
 PROVIDER_MAY_IMPORT = ("mailstate.model", "mailstate.providers", "mailstate.errors", "mailstate.text",
-                       "mailstate.redact", "mailstate.gcpause")
+                       "mailstate.redact", "mailstate.gcpause", "mailstate.private_files")
 
 
 def _graph() -> grimp.ImportGraph:

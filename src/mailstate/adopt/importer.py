@@ -28,7 +28,7 @@ from mailstate.errors import MailstateError
 from mailstate.model.records import Record
 from mailstate.model.settings import ID_RE, format_size
 from mailstate.providers.registry import close_providers, open_providers
-from mailstate.text import control_message, visible
+from mailstate.text import CONTROL_RE, control_message, visible
 
 
 @dataclass
@@ -101,6 +101,17 @@ def _lock_fields(reason: str | None) -> dict[str, Any]:
 
 
 _ID_HELP = "a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)"
+
+
+def toml_text(doc: Any) -> str:
+    """``doc`` as TOML where no control, separator or bidi character stays raw. tomlkit escapes C0 and DEL
+    but writes C1 (U+009B is a one-byte CSI), U+2028/9 and the bidi overrides as they are, which would make
+    the file display differently from what it holds; each becomes a ``\\uXXXX`` escape (every string we
+    write is a basic string, where that escape means the same character). Line breaks stay."""
+    import tomlkit
+
+    return CONTROL_RE.sub(lambda m: m.group(0) if m.group(0) == "\n" else f"\\u{ord(m.group(0)):04x}",
+                          tomlkit.dumps(doc))
 
 
 def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
@@ -273,6 +284,6 @@ def import_state(
         _inside(out, path)  # every path checked before the first is written
     for path, doc in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+        path.write_text(toml_text(doc), encoding="utf-8")
     result.files = sorted(files)
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from mailstate.errors import MailstateError
-from mailstate.redact import strip_userinfo
+from mailstate.redact import hide_secrets
 from mailstate.text import visible
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,9 +45,10 @@ def errors_to_exit(fn: F) -> F:
             return fn(*args, **kwargs)
         except MailstateError as exc:
             # a message may quote the live side (a cn, a folder name): controls shown escaped, line by line;
-            # a URL in it loses its userinfo
-            message = strip_userinfo(str(exc))
-            click.echo("error: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
+            # a URL in it loses its userinfo, a secret value (a password set as a URL or a user) is hidden
+            message = hide_secrets(str(exc))
+            with contextlib.suppress(OSError):  # stderr gone (a closed pipe): the exit code still tells
+                click.echo("error: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -12,6 +12,7 @@ reconciler.plan (scope, diff, order, fingerprint, the Plan), reconciler.apply (l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +28,7 @@ from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
 from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes
 from mailstate.model.records import MAILBOX_KINDS, Record
-from mailstate.private_files import home_dir, private_dir
+from mailstate.private_files import home_dir, open_private, private_dir
 from mailstate.providers.registry import close_providers, configured_providers, open_providers, provider_class
 from mailstate.reconciler.apply.journal import Journal, actor, git_commit, now_iso
 from mailstate.reconciler.apply.lock import apply_lock
@@ -45,7 +46,15 @@ from mailstate.reconciler.apply.run import (
 )
 from mailstate.reconciler.plan.diff import diff
 from mailstate.reconciler.plan.fingerprint import fingerprint, stale_reasons, state_files
-from mailstate.reconciler.plan.plan import Plan, PlanMeta, as_of_date, build_plan, plan_changes, plan_meta
+from mailstate.reconciler.plan.plan import (
+    Plan,
+    PlanMeta,
+    SafetyLimits,
+    as_of_date,
+    build_plan,
+    plan_changes,
+    plan_meta,
+)
 from mailstate.reconciler.plan.scope import parse_scope, scope_filter, scope_plan
 
 # --------------------------------------------------------------------------------------------------
@@ -222,8 +231,10 @@ def plan_from(
 # Apply
 
 
-def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> None:
-    """Raise StalePlan when the TOML or a live object in the plan's scope changed since the plan was made."""
+def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], state: State) -> Plan:
+    """Raise StalePlan when the TOML or a live object in the plan's scope changed since the plan was made;
+    return the plan made again from them (same changes; its safety rules and live mailbox count are the
+    TOML's and the servers', never those written in the plan file)."""
     meta = plan_meta(plan)
     scope_units = meta.scope
     snapshots = read_all(providers, scope_units)
@@ -254,6 +265,13 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
             "edited?); nothing was applied:\n  " + "\n  ".join(shown or ["the order of the changes"])
             + "\nmake a new plan"
         )
+    return again
+
+
+def _raise_if_unsafe(plan: Plan, state: State, allow_destructive: bool) -> None:
+    """The ``[safety]`` rules of the TOML, never those a saved plan file carries: an edited file could raise
+    its own limits (or its live mailbox count, which ``check_fresh``'s plan made again corrects)."""
+    dataclasses.replace(plan, safety=SafetyLimits.of(state.safety)).raise_if_unsafe(allow_destructive)
 
 
 def apply_plan(
@@ -300,9 +318,12 @@ def apply_plan(
     pw_path = Path(passwords_out) if passwords_out is not None else None
     secrets = secrets_of(state)
 
-    plan.raise_if_unsafe(allow_destructive)
+    _raise_if_unsafe(plan, state, allow_destructive)
     changes = list(plan_changes(plan))
     private_dir(jdir, tighten=journal_dir is None)  # the default home is mailstate's own: 0700
+    for private in (journal_path, audit_path, pw_path):  # a link or another's file: refused before any change
+        if private is not None and os.path.lexists(private):
+            os.close(open_private(private, os.O_WRONLY | os.O_APPEND))
 
     own = not isinstance(providers, Mapping)
     provider_kwargs: dict[str, dict[str, Any]] = {}
@@ -337,7 +358,8 @@ def apply_plan(
                 with apply_lock(provs, holder, jdir, break_lock):
                     try:
                         if check_stale:
-                            check_fresh(plan, root, provs, state)
+                            fresh = check_fresh(plan, root, provs, state)
+                            _raise_if_unsafe(fresh, state, allow_destructive)
                         signals.armed = False  # from here, only a change in progress is cut short
                         journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
                         try:

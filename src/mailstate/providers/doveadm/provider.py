@@ -655,7 +655,8 @@ class SshProvider:
         if not tops:
             return True
         try:
-            self.doveadm("mailbox", "delete", "-u", user, "-e", "-r", "-s", *tops)
+            # "--": a folder the user named "-A" must stay a folder name, not become "every user"
+            self.doveadm("mailbox", "delete", "-u", user, "-e", "-r", "-s", "--", *tops)
         except ProviderError:
             if self._listing(user):
                 return False

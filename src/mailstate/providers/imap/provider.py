@@ -57,7 +57,7 @@ from mailstate.providers.imap.parse import (
     parse_metadata_value,
     parse_quota_limit,
 )
-from mailstate.redact import refuse_userinfo
+from mailstate.redact import refuse_userinfo, remember_secret
 
 # --------------------------------------------------------------------------------------------------
 # Settings and connections
@@ -105,6 +105,8 @@ def password_of(settings: ImapSettings) -> str:
                if settings.password_env and settings.password_env != "MAILSTATE_IMAP_PASSWORD" else "")
             + " (or password_file in [providers.imap])"
         )
+
+    remember_secret(value)
     return value
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 import string
 from collections.abc import Iterable
 from pathlib import Path
 
 from mailstate.errors import ProviderError
 from mailstate.model.settings import PasswordPolicy
+from mailstate.private_files import open_private
 
 CLASSES: tuple[tuple[str, str], ...] = (
     ("upper", string.ascii_uppercase),
@@ -98,13 +98,10 @@ def generate_password(
 def append_password(path: Path, account: str, address: str | None, password: str) -> None:
     """Append ``account<TAB>address<TAB>password`` to the operator's file, kept at mode 0600."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND)  # 0600; never through a link, never another's
     except OSError as exc:
         raise ProviderError(f"cannot open the initial-password file {path}: {exc.strerror}") from None
     try:
-        info = os.fstat(fd)
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            os.fchmod(fd, 0o600)
         os.write(fd, f"{account}\t{address or ''}\t{password}\n".encode())
     except OSError as exc:
         raise ProviderError(f"cannot write the initial-password file {path}: {exc.strerror}") from None

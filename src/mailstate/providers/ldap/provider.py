@@ -58,7 +58,7 @@ from mailstate.providers.ldap.parse import (
     rdn_value,
 )
 from mailstate.providers.ldap.passwords import append_password, generate_password
-from mailstate.redact import refuse_userinfo
+from mailstate.redact import refuse_userinfo, remember_secret
 
 PAGED_OID = "1.2.840.113556.1.4.319"
 READ_ORDER = ("unit", "unit_mailbox", "person", "group", "alias")
@@ -123,6 +123,7 @@ def resolve_settings(
         password = lines[0] if lines and lines[0] else None
         if password is None:
             raise ProviderError(f"the LDAP password file {path} is empty")
+    remember_secret(password)
     return resolved, password
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from mailstate.model.change import Change
 from mailstate.private_files import open_private, private_dir
-from mailstate.redact import strip_userinfo
+from mailstate.redact import hide_secrets
 
 SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
 """Attribute names whose values are never written, only their presence."""
@@ -83,7 +83,7 @@ def scrub(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [scrub(v) for v in value]
     if isinstance(value, str):
-        return strip_userinfo(value)
+        return hide_secrets(value)
     return value
 
 

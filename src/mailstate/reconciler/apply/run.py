@@ -22,7 +22,7 @@ from mailstate.model.change import Change
 from mailstate.model.provider import GroupsConnections, Provider
 from mailstate.reconciler.apply.journal import Journal
 from mailstate.reconciler.plan.plan import as_of_date
-from mailstate.redact import strip_userinfo
+from mailstate.redact import hide_secrets
 
 
 class ApplyFailed(MailstateError):
@@ -189,9 +189,7 @@ def secrets_of(state: State) -> list[str]:
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """``text`` without the configured secret values and without the user and password of any URL."""
-    for secret in secrets:
-        text = text.replace(secret, "<redacted>")
-    return strip_userinfo(text)
+    return hide_secrets(text, secrets)
 
 
 def change_json(change: Change | None) -> str | None:
@@ -299,6 +297,17 @@ def run(
 ) -> None:
     """The change loop of ``apply_plan``: journal, apply, and on a refusal skip its dependents."""
     blocked = Blocked()
+    report = tell
+
+    def told(change: Change, event: str) -> None:
+        try:
+            report(change, event)
+        except OSError:
+            # the output is gone (`| head`, a log collector that died): a write to a closed pipe is what
+            # SIGPIPE signals, and it stops the run the same way — after this change, journaled, unlocked
+            if signals.received is None:
+                signals.received = signal.SIGPIPE
+
     journal.run_started(plan_fingerprint=plan_fingerprint, changes=len(changes))
 
     def finish(outcome: str, failed: int, not_tried: int, **extra: Any) -> None:
@@ -315,11 +324,11 @@ def run(
         if roots:
             journal.skipped(change, roots)
             skipped.append((change, roots))
-            tell(change, "skipped")
+            told(change, "skipped")
             continue
         prov = provs.get(change.provider)
         journal.started(change)
-        tell(change, "started")
+        told(change, "started")
         try:
             if prov is None:
                 raise ProviderError(f"provider {change.provider!r} is not configured")
@@ -333,13 +342,13 @@ def run(
             journal.failed(change, error, refused=True)
             refused.append((change, error))
             blocked.refuse(change)
-            tell(change, "refused")
+            told(change, "refused")
             continue
         except Exception as exc:
             error = redact(_describe(exc), secrets)
             journal.failed(change, error)
             finish("failed", len(refused) + 1, len(changes) - i - 1)
-            tell(change, "failed")
+            told(change, "failed")
             raise ApplyFailed(
                 done, change, error, changes[i + 1 :], journal_path, pw_written(), refused, skipped
             ) from None
@@ -354,7 +363,7 @@ def run(
             raise ApplyInterrupted(signum, done, rest, at_once=change, journal=journal_path) from None
         journal.done(change)
         done.append(change)
-        tell(change, "done")
+        told(change, "done")
     finish("incomplete" if refused else "ok", len(refused), 0)
 
 

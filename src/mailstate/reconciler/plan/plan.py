@@ -269,7 +269,7 @@ class Plan:
         if problems:
             raise UnsafePlan(
                 f"unsafe plan: it locks or removes {n} mailbox{'es' if n != 1 else ''} "
-                f"({'; '.join(problems)}) — [safety] in mailstate.toml, DESIGN §6.3; "
+                f"({'; '.join(problems)}) — [safety] in mailstate.toml; "
                 f"review the plan, then rerun with --allow-destructive"
             )
 

@@ -11,14 +11,13 @@ issue (first line a hidden marker ``<!-- mailstate-drift org=… -->``); ``text(
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mailstate.model.change import jsonable as _jsonable
 from mailstate.reconciler.plan.diff import REDACTED, is_secret
 from mailstate.reconciler.plan.render.gitops import marker
 from mailstate.reconciler.plan.render.gitops import text as t
-from mailstate.text import md
+from mailstate.text import md, visible
 
 LIFECYCLE = frozenset({"lock", "unlock", "archive", "delete", "revoke"})
 
@@ -122,7 +121,7 @@ def markdown(rep: dict[str, Any], lang: str = "vi") -> str:
     if rep["as_of"]:
         title += f" ({md(rep['as_of'])})"
     lines = [head, title, ""]
-    body = _lines(rep, md, lambda k: f"`{str(k).replace('`', '')}`")
+    body = _lines(rep, md, lambda k: f"`{visible(str(k)).replace('`', '')}`")
     idx = 0 if lang == "vi" else 1
     if not rep["drift"]:
         lines.append("**Không có sai lệch (no drift).**")
@@ -137,13 +136,11 @@ def markdown(rep: dict[str, Any], lang: str = "vi") -> str:
     return "\n".join(lines) + "\n"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def term(value: Any) -> str:
-    """Text safe on a terminal: a control character (escape sequences, carriage return, bell, newline) from
-    the TOML or the live side is shown as ``\\xNN``, never sent to the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(value))
+    """Text safe on a terminal: a control character (escape sequences, carriage return, bell, newline), a
+    line separator or a bidi override from the TOML or the live side is shown as an escape (``\\x1b``,
+    ``\\n``, ``\\u202e``), never sent to the terminal."""
+    return visible(str(value))
 
 
 def text(rep: dict[str, Any], lang: str = "vi") -> str:
