@@ -25,9 +25,9 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 import tomllib
-import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -113,6 +113,19 @@ def events_of(state: State) -> list[Event]:
     return out
 
 
+def timeline(events: list[Event], today: date) -> list[int]:
+    """The shifts (days the dates move back) of the steps: before every event; every lock due and no
+    removal; everything due (the grants end on the way). When a removal comes before another mailbox's
+    lock, one step per distinct event date instead."""
+    need = {e: e.shift_needed(today) for e in events}
+    locks = [s for e, s in need.items() if e.kind in ("lock", "dissolve")]
+    removals = [s for e, s in need.items() if e.kind in ("remove", "unit-remove")]
+    first, last = min(need.values()) - 1, max(need.values())
+    if max(locks) < min(removals):
+        return [first, max(locks), last]
+    return [first, *sorted({s for e, s in need.items() if e.kind != "grant-end"} | {last})]
+
+
 # ------------------------------------------------------------------------------------------------------
 # the lab: directory, SMTP, IMAP, archives
 
@@ -176,6 +189,50 @@ def send_round(lab: Lab, addresses: list[str]) -> tuple[dict[str, str], dict[str
     return sent, refused
 
 
+class Sender(threading.Thread):
+    """Mail sent while an apply runs: OTHERS messages round-robin to every address, and to each mailbox the
+    step removes AFTER_ARCHIVE messages once its archive directory exists — mail that arrives between the
+    archive and the removal, which the removal must archive as an increment (mail that never stops arriving
+    stops a removal after a few rounds, by design). Runs until stopped; records what was accepted (address,
+    token) and what was refused at RCPT."""
+
+    OTHERS = 100
+    AFTER_ARCHIVE = 2
+
+    def __init__(self, lab: Lab, owner: dict[str, str], removed: set[str]) -> None:
+        super().__init__(daemon=True)
+        self.lab, self.owner = lab, owner
+        self.targets = {a: uid for a, uid in owner.items() if uid in removed}
+        self.stop = threading.Event()
+        self.accepted: list[tuple[str, str]] = []
+        self.refused: list[tuple[str, int, str]] = []
+
+    def archived(self, uid: str) -> bool:
+        root = Path(self.lab.info["paths"]["archive"])
+        return any(p.name.startswith(f"{uid}-") and p.name[len(uid) + 1 :][:1].isdigit()
+                   for p in root.iterdir())
+
+    def send(self, to: str) -> None:
+        sent, refused = send_round(self.lab, [to])
+        self.accepted += list(sent.items())
+        self.refused += [(a, c, t) for a, (c, t) in refused.items()]
+
+    def run(self) -> None:
+        after: Counter[str] = Counter()
+        cycle = sorted(self.owner)
+        others = 0
+        while not self.stop.is_set():
+            for to, uid in self.targets.items():
+                if after[to] < self.AFTER_ARCHIVE and self.archived(uid):
+                    after[to] += 1
+                    self.send(to)
+            if others < self.OTHERS:
+                self.send(cycle[others % len(cycle)])
+                others += 1
+            else:
+                self.stop.wait(0.02)  # only polls the archive directory; nothing is asserted on time
+
+
 def settle(lab: Lab) -> None:
     """Wait until Postfix's queue is empty and nothing is deferred."""
     queue = Path(lab.info["paths"]["postfix_conf"]).parent / "queue"
@@ -230,12 +287,13 @@ def _read_mailbox(lab: Lab, uid: str) -> tuple[Counter[Key], dict[str, Counter[s
     return out, where
 
 
-def read_archives(lab: Lab, someone: str) -> Counter[Key]:
+def read_archives(lab: Lab, someone: str) -> tuple[Counter[Key], dict[str, Counter[str]]]:
     """Every archived message, read back with doveadm (as ``someone``, any existing account, with the
     archive's own mail_location) and compared with its manifest: a directory that does not match its
     manifest message by message (GUID, size, SHA-256 of the text) is not a verified archive and fails."""
     root = Path(lab.info["paths"]["archive"])
     out: Counter[Key] = Counter()
+    where: dict[str, Counter[str]] = {}
     for mf_path in sorted(root.glob("*.manifest.json")):
         mf = json.loads(mf_path.read_text(encoding="utf-8"))
         directory = root / mf["archive"]
@@ -244,15 +302,18 @@ def read_archives(lab: Lab, someone: str) -> Counter[Key]:
         res = doveadm(lab, "-o", f"mail_location=mdbox:{directory}", "-f", "json", "fetch", "-u", someone,
                       "guid size.physical text", "all", check=False)
         assert res.returncode == 0, res.stderr
-        read = Counter()
+        read: Counter[tuple[str, int, str]] = Counter()
         for row in json.loads(res.stdout or "[]"):
             raw = row["text"].encode("utf-8")
             assert len(raw) == int(row["size.physical"]), row["guid"]
             read[(row["guid"], len(raw), hashlib.sha256(raw).hexdigest())] += 1
             out[(mf["user"], _digest(raw))] += 1
+            m = TOKEN.search(raw.replace(b"\r\n", b"\n"))
+            if m:
+                where.setdefault(m[1].decode(), Counter())[mf["user"]] += 1
         expected = Counter((g, int(n), d) for _mb, g, n, d in mf["messages"])
         assert read == expected, f"{mf_path.name}: the archive read back is not what its manifest says"
-    return out
+    return out, where
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -289,21 +350,31 @@ def test_every_delivered_message_is_live_or_archived_through_the_lifecycle(agenc
     original = load_state(agency.src)
     events = events_of(original)
     assert any(e.kind == "remove" for e in events), "every example has a leaver who is removed"
-    shifts = sorted({e.shift_needed(today) for e in events})
-    steps = [shifts[0] - 1, *shifts]  # step 0: before every event
+    steps = timeline(events, today)
 
     delivered: Counter[Key] = Counter()  # every message ever seen live, per mailbox owner
     known: dict[str, str] = {}  # every address ever in the directory -> its uid
     all_uids = set(original.people) | set(original.units)
+    before: Directory | None = None
     for n, shift in enumerate(steps):
         shift_dates(agency.src, agency.state, shift)
         due = [e for e in events if e.is_due(shift, today)]
-        agency.apply()
+        removed = {e.ref.removeprefix("unit:") for e in due if e.kind in ("remove", "unit-remove")}
+        sender = None
+        if before is not None:  # mail keeps coming while the apply locks, archives and removes
+            owner = {a: uid for a, uid in before.owner.items() if uid not in before.refused}
+            sender = Sender(lab, owner, removed)
+            sender.start()
+        try:
+            agency.apply()
+        finally:
+            if sender is not None:
+                sender.stop.set()
+                sender.join(timeout=60)
         d = read_directory(lab)
         known.update(d.owner)
 
         # the lifecycle as the example's dates say: removed, refused (leavers locked), everyone else present
-        removed = {e.ref.removeprefix("unit:") for e in due if e.kind in ("remove", "unit-remove")}
         left = {e.ref for e in due if e.kind == "lock"} - removed
         present = set(d.owner.values())
         assert present == all_uids - removed, (n, shift)
@@ -325,7 +396,7 @@ def test_every_delivered_message_is_live_or_archived_through_the_lifecycle(agenc
 
         # nothing delivered before is lost: live, or in a verified archive; this round arrived once each
         live, where = read_live(lab, present)
-        archived = read_archives(lab, sorted(present)[0])
+        archived, in_archive = read_archives(lab, sorted(present)[0])
         lost = delivered - live - archived
         assert not lost, f"step {n} (dates moved {shift} days): {len(lost)} messages lost: {sorted(lost)[:5]}"
         for uid in removed:
@@ -333,12 +404,20 @@ def test_every_delivered_message_is_live_or_archived_through_the_lifecycle(agenc
         for a, token in sent.items():
             members = [a] if a in d.owner else d.groups[a]  # a group: each member once
             assert where.get(token, Counter()) == Counter({d.owner[m]: 1 for m in members}), (n, a)
+        if sender is not None and before is not None:
+            assert sender.accepted, "no mail was accepted while the apply ran"
+            for a, code, text in sender.refused:  # refused at RCPT (never accepted): only once gone or left
+                assert code == 550 and before.owner[a] in removed | d.refused, (n, a, code, text)
+            for a, token in sender.accepted:  # accepted while the apply ran: live, or in its archive
+                found = where.get(token, Counter()) + in_archive.get(token, Counter())
+                assert found == Counter({before.owner[a]: 1}), (n, a, token, found)
         delivered |= live
+        before = d
 
     # the end: every leaver and dissolved unit is removed, with every message it ever received archived
     final = {e.ref.removeprefix("unit:") for e in events if e.kind in ("remove", "unit-remove")}
     assert final and not final & set(read_directory(lab).owner.values())
     gone = Counter({k: v for k, v in delivered.items() if k[0] in final})
     assert gone, "the removed mailboxes received mail before their lock"
-    archived = read_archives(lab, sorted(set(read_directory(lab).owner.values()))[0])
+    archived, _ = read_archives(lab, sorted(set(read_directory(lab).owner.values()))[0])
     assert not gone - archived
