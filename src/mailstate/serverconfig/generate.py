@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailstate.lab.slapd import mailstate_schema
 from mailstate.serverconfig import dovecot, ldap, postfix, sshd
 from mailstate.serverconfig.site import Site
 
@@ -19,6 +18,10 @@ class GeneratedFile:
 
 def generate(site: Site) -> dict[str, GeneratedFile]:
     """Relative path in the output directory → file."""
+    # Imported here: the lab imports this module (its servers run on this output), so a module-level import
+    # of the lab made `mailstate server-config`, which loads this module first, a circular import.
+    from mailstate.lab.slapd import mailstate_schema
+
     ldapadd = "ldapadd -Y EXTERNAL -H ldapi:///"
     ldapmodify = "ldapmodify -Y EXTERNAL -H ldapi:///"
     out = {
