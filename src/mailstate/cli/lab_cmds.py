@@ -89,7 +89,8 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
     the_lab = _lab(lab_dir)
     info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset, layout=layout)
     p = info["ports"]
-    click.echo(f"lab up in {info['up_seconds']:.2f} s ({layout} layout): {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
+    click.echo(f"lab up in {info['up_seconds']:.2f} s ({layout} layout): {info['base_dn']} — "
+               f"ldaps://127.0.0.1:{p['ldaps']} "
                f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
     if info.get("delivery") == "available":
         click.echo(f"mail: smtp://127.0.0.1:{p['smtp']} (Postfix → LMTP → Dovecot; MAILSTATE_LAB_SMTP)")

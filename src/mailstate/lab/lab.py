@@ -42,7 +42,7 @@ SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd", "postfix")
 """Postfix runs only when the lab is started as root (its master needs root); otherwise it is left out and
 `info["delivery"]` says why."""
 LAYOUTS = ("default", "iredmail")
-"""How the directory is laid out (docs/lab.md): mailstate's own, or an iRedMail server's (docs/iredmail.md)."""
+"""How the directory is laid out: mailstate's own, or an iRedMail server's (docs/iredmail.md)."""
 READY_TIMEOUT = 10.0
 LOCK_TIMEOUT = 60.0
 FAST_RESET_ABOVE = 300

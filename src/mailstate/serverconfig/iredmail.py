@@ -41,7 +41,8 @@ CONTAINERS = ("Users", "Groups", "Aliases", "Externals")
 MAILSTATE_OUS = ("units",)
 """mailstate's own subtree under the domain (ou=mailstate): what iRedMail has no place for."""
 INDEXES = (
-    "objectClass eq", "entryUUID eq", "uid,mail,cn eq,pres", "domainName,accountStatus,enabledService eq,pres",
+    "objectClass eq", "entryUUID eq", "uid,mail,cn eq,pres",
+    "domainName,accountStatus,enabledService eq,pres",
     "shadowAddress,memberOfGroup,mailForwardingAddress eq,pres", "departmentNumber eq",
     "mailstateParent,mailstateHead,mailstateDelegate eq")
 DOMAIN_SETTINGS = ("minPasswordLength:8", "defaultQuota:1024")
@@ -208,7 +209,7 @@ it: the passdb and Postfix use iRedMail's filters."""
 def ldap_conf(site: Site, user_filter: str = LOGIN_FILTER) -> str:
     """dovecot-ldap.conf.ext the iRedMail way: home and mail location from the entry, quota from
     mailQuota (bytes), auth_bind (slapd checks the password)."""
-    return f"""# mailstate, iRedMail layout: Dovecot's directory lookups (generated; holds cn=vmail's password).
+    return f"""# mailstate, iRedMail layout: Dovecot's directory lookups (generated; holds cn=vmail's password)
 uris = {site.ldap}
 tls_ca_cert_file = {site.ldap_ca_file}
 tls_require_cert = demand
@@ -273,7 +274,7 @@ def table_path(site: Site, name: str) -> str:
 def main_cf(site: Site) -> str:
     """The main.cf lines of iRedMail's LDAP lookups, delivering over LMTP to Dovecot."""
     t = {name: f"proxy:ldap:{table_path(site, name)}" for name in TABLES}
-    return f"""# mailstate, iRedMail layout: mail for {site.domain} with iRedMail's LDAP lookups (docs/iredmail.md).
+    return f"""# mailstate, iRedMail layout: mail for {site.domain}, iRedMail's LDAP lookups (docs/iredmail.md)
 myhostname = {site.hostname}
 inet_interfaces = {site.smtp_interfaces}
 virtual_mailbox_domains = {t["virtual_mailbox_domains"]}
@@ -372,7 +373,8 @@ def generate(site: Site) -> dict[str, GeneratedFile]:
             ldap_conf(site, DISABLED_FILTER), 0o600,
             f"{site.dovecot_dir}/dovecot-ldap-disabled.conf.ext (0600 root)"),
         "dovecot/master-users": GeneratedFile(
-            sc_dovecot.master_users_template(), 0o640, f"{site.dovecot_dir}/master-users (0640 root:dovecot)"),
+            sc_dovecot.master_users_template(), 0o640,
+            f"{site.dovecot_dir}/master-users (0640 root:dovecot)"),
         "postfix/main.cf": GeneratedFile(main_cf(site), 0o644, f"merge into {site.postfix_dir}/main.cf"),
         "ssh/sshd_config.d/mailstate.conf": GeneratedFile(
             sc_sshd.sshd_snippet(site), 0o644, "/etc/ssh/sshd_config.d/mailstate.conf (0644 root)"),

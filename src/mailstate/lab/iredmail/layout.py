@@ -57,7 +57,8 @@ def configure_slapd(lab_dir: Path, info: dict[str, Any], pw: dict[str, str], use
     gen = lab_files(lab_dir, info, user, pw["ldap_dovecot"])
     (d / "ldif").mkdir(mode=0o755, exist_ok=True)
     files = {f"ldif/{rel.split('/', 1)[1]}": f.text for rel, f in gen.items() if rel.startswith("ldap/")}
-    files["debian-config.ldif"] = slapd.debian_config_ldif(base=base, root_pw_hash=slapd.ssha(pw["ldap_root"]))
+    root_hash = slapd.ssha(pw["ldap_root"])
+    files["debian-config.ldif"] = slapd.debian_config_ldif(base=base, root_pw_hash=root_hash)
     files["lab-config.ldif"] = slapd.LAB_CONFIG_LDIF
     entries = slapd.with_passwords(gen["ldap/05-entries.ldif"].text,
                                    {irm.service_dn(base): slapd.ssha(pw["ldap_service"]),
