@@ -209,7 +209,7 @@ it: the passdb and Postfix use iRedMail's filters."""
 def ldap_conf(site: Site, user_filter: str = LOGIN_FILTER) -> str:
     """dovecot-ldap.conf.ext the iRedMail way: home and mail location from the entry, quota from
     mailQuota (bytes), auth_bind (slapd checks the password)."""
-    return f"""# mailstate, iRedMail layout: Dovecot's directory lookups (generated; holds cn=vmail's password)
+    return f"""# mailstate, iRedMail layout: Dovecot's lookups (generated; holds cn=vmail's password)
 uris = {site.ldap}
 tls_ca_cert_file = {site.ldap_ca_file}
 tls_require_cert = demand
@@ -274,7 +274,7 @@ def table_path(site: Site, name: str) -> str:
 def main_cf(site: Site) -> str:
     """The main.cf lines of iRedMail's LDAP lookups, delivering over LMTP to Dovecot."""
     t = {name: f"proxy:ldap:{table_path(site, name)}" for name in TABLES}
-    return f"""# mailstate, iRedMail layout: mail for {site.domain}, iRedMail's LDAP lookups (docs/iredmail.md)
+    return f"""# mailstate, iRedMail layout: mail for {site.domain}, iRedMail's lookups (docs/iredmail.md)
 myhostname = {site.hostname}
 inet_interfaces = {site.smtp_interfaces}
 virtual_mailbox_domains = {t["virtual_mailbox_domains"]}
