@@ -273,7 +273,9 @@ class Journal:
 
 
 def _what(change: Change) -> dict[str, Any]:
-    return {
+    from mailstate.reconciler.lifecycle import notice_of
+
+    what: dict[str, Any] = {
         "change": change.id,
         "action": change.action.label,
         "kind": change.kind,
@@ -281,3 +283,7 @@ def _what(change: Change) -> dict[str, Any]:
         "provider": change.provider,
         "fields": list(change.fields),
     }
+    notice = notice_of(change.reasons)
+    if notice is not None:  # a temporary lock: who must be told, and how (the backup mailbox, or in person)
+        what["notify"] = notice
+    return what
