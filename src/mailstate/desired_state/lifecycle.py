@@ -16,15 +16,18 @@ Rules, in order (each with its rule code; the article comes from the organisatio
   + remove_after_inactivity passed         → removed           lifecycle.remove_after_inactivity
 - unit dissolved on D                      → unit mailbox locked  lifecycle.dissolved
   + remove_after_leaving passed            → removed (archived first)  lifecycle.dissolved
-- unit mailbox never logged in, created C
+- unit mailbox never used, created C
   + remove_unused_unit_mailbox passed      → removed           lifecycle.unused_unit_mailbox
 
-Facts (from the providers' ``Snapshot.facts``, all optional): ``last_login: {uid: ISO datetime}`` and
-``created: {uid: ISO date/datetime}``. The inactivity rules only apply when ``last_login`` facts were
-read at all (no facts → no inactivity decision: an unknown is never a reason to lock). A mailbox absent
-from ``last_login`` is treated as never logged in since its creation, and only when its creation date is
-known. Unit mailboxes are not subject to the personal inactivity rule (delegates reach them through the
-shared namespace, which does not count as a login of the unit mailbox), only to the unused rule.
+Facts (from the providers' ``Snapshot.facts``, all optional): ``last_login: {uid: ISO datetime}``,
+``created: {uid: ISO date/datetime}`` (the directory entry's createTimestamp) and ``used: {uid: sign}`` (a
+unit mailbox someone worked in, whoever logged in: a read message, mail filed or moved). The inactivity
+rules only apply when ``last_login`` facts were read at all (no facts → no inactivity decision: an unknown
+is never a reason to lock). A mailbox absent from ``last_login`` is treated as never logged in since its
+creation, and only when its creation date is known. Unit mailboxes are not subject to the personal
+inactivity rule (delegates reach them through the shared namespace, which does not count as a login of the
+unit mailbox), only to the unused rule, for which a unit mailbox is used when it has a login or appears in
+``used``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,15 @@ def as_date(value: Any) -> date | None:
 def _fact(facts: Mapping[str, Any] | None, name: str, uid: str) -> date | None:
     table = (facts or {}).get(name) or {}
     return as_date(table.get(uid)) if isinstance(table, Mapping) else None
+
+
+def _used(facts: Mapping[str, Any] | None, uid: str) -> bool:
+    """A unit mailbox was put into use: its own login, or anyone's work in it (``used``: delegates read,
+    file and move its mail under their own login, which records no login of the unit mailbox)."""
+    if _fact(facts, "last_login", uid) is not None:
+        return True
+    table = (facts or {}).get("used") or {}
+    return isinstance(table, Mapping) and bool(table.get(uid))
 
 
 def _logins_known(facts: Mapping[str, Any] | None) -> bool:
@@ -253,9 +265,9 @@ def decide_unit_mailbox(
 
     if _logins_known(facts):
         uid = unit.id
-        last = _fact(facts, "last_login", uid)
+        used = _used(facts, uid)
         created = _fact(facts, "created", uid)
-        if last is None and created is not None:
+        if not used and created is not None:
             due = lc.remove_unused_unit_mailbox.due(created)
             if as_of >= due:
                 locked = remove = True

@@ -26,7 +26,7 @@ from mailstate.desired_state.projection import Desired, project
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
-from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes
+from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes, TakesUnitMailboxes
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.private_files import home_dir, open_private, private_dir
 from mailstate.providers.registry import close_providers, configured_providers, open_providers, provider_class
@@ -120,6 +120,9 @@ def _tell_live_mailboxes(prov: Provider, ldap_snapshot: Snapshot) -> None:
     """Let a mail provider skip mailboxes the directory does not hold yet (``TakesLiveMailboxes``)."""
     if isinstance(prov, TakesLiveMailboxes):
         prov.set_live_mailboxes(live_logins(ldap_snapshot))
+    if isinstance(prov, TakesUnitMailboxes):
+        units = {rec.key for rec in ldap_snapshot.records.values() if rec.kind == "unit_mailbox"}
+        prov.set_unit_mailboxes(units)
 
 
 # --------------------------------------------------------------------------------------------------

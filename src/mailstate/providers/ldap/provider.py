@@ -37,7 +37,7 @@ from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.gcpause import with_gc_paused
 from mailstate.model.change import Action, Change
 from mailstate.model.provider import DesiredState, Snapshot
-from mailstate.model.records import Record
+from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.model.settings import LdapSettings, PasswordPolicy
 from mailstate.providers.ldap.parse import (
     CONTAINERS,
@@ -47,6 +47,7 @@ from mailstate.providers.ldap.parse import (
     READ_ATTRS,
     addresses_of,
     build_entry,
+    created_of,
     direct_values,
     dn_of,
     lock_values,
@@ -396,12 +397,15 @@ class LdapProvider:
         addresses: dict[str, str] = {}
         lockouts: dict[str, str] = {}
         dns: dict[str, str] = {}
+        created: dict[str, str] = {}  # mailbox login -> when its entry was created (lifecycle's "created")
         # people with no pwdChangedTime: ppolicy sets it with every password and removes it with the
         # password, so only they can be without one (not part of the record or its digest: a person
         # changing their password never makes a plan stale)
         unchanged_password: set[str] = set()
         for kind in READ_ORDER:
             attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
+            if kind in MAILBOX_KINDS:  # operational: returned only when asked for by name
+                attributes = [*attributes, "createTimestamp"]
             for dn, raw in self.search_all(
                 self.container(kind),
                 self.scope_filter(kind, units),
@@ -413,11 +417,16 @@ class LdapProvider:
                     if not any(raw[k] for k in changed):
                         unchanged_password.add(dn.lower())
                     raw = {k: v for k, v in raw.items() if k not in changed}
+                stamp = [k for k in raw if k.lower() == "createtimestamp"]
+                when = created_of(raw[stamp[0]]) if stamp else None
+                raw = {k: v for k, v in raw.items() if k not in stamp}  # a fact, never part of the record
                 record, managed = parse_entry(kind, dn, raw)
                 if not managed:
                     snap.unmanaged.append(record)
                     continue
                 snap.add(record)
+                if when is not None:
+                    created[record.key] = when
                 ref = f"{kind}/{record.key}"
                 digests[ref] = record.attrs["_digest"]
                 dns[ref] = dn
@@ -452,7 +461,7 @@ class LdapProvider:
                     addresses[key] = addresses[target]
         snap.facts.update(
             {"digests": digests, "addresses": addresses, "lockouts": lockouts, "dns": dns,
-             "no_password": sorted(no_password)}
+             "no_password": sorted(no_password), "created": created}
         )
         return snap
 
