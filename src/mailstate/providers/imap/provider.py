@@ -57,6 +57,7 @@ from mailstate.providers.imap.parse import (
     parse_metadata_value,
     parse_quota_limit,
 )
+from mailstate.providers.registry import open_peers
 from mailstate.redact import refuse_userinfo, remember_secret
 
 # --------------------------------------------------------------------------------------------------
@@ -349,6 +350,9 @@ class ImapProvider:
         listed = {folder_key(sf.mailbox, sf.path): sf.purpose or None for sf in state.shared_folders}
         # the bulk discovery goes through doveadm when it is configured: the registry hands over the
         # doveadm provider it opened (shared: one SSH session) or one opened for this provider alone
+        if "peers" not in kwargs and kwargs.get("bulk") is not False and "bulk" not in kwargs:
+            # made directly, not by the registry: the registry opens the peers for this provider alone
+            kwargs["peers"], kwargs["own_peers"] = open_peers(cls, state)
         shared, owned = dict(kwargs.pop("peers", None) or {}), dict(kwargs.pop("own_peers", None) or {})
         if kwargs.get("bulk") is False:
             kwargs["bulk"] = None
