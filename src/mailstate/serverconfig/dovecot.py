@@ -33,8 +33,8 @@ def ldap_reset_conf(*, uri: str, ca_file: str, base: str, password: str, change_
     for ch in ",%\"\\":
         if ch in change_url:  # pass_attrs is comma-separated and %-expanded (the model refuses these too)
             raise ValueError(f"change_url: {ch!r} cannot go into Dovecot's pass_attrs")
-    return f"""# mailstate: people whose password must be changed first (generated; holds the read-only password:
-# 0600 root). Checked before dovecot-ldap.conf.ext: a right password gets "{RESET_REASON}".
+    return f"""# mailstate: people whose password must be changed first (generated; holds the read-only
+# password: 0600 root). Checked before dovecot-ldap.conf.ext: a right password gets "{RESET_REASON}".
 uris = {uri}
 tls_ca_cert_file = {ca_file}
 tls_require_cert = demand

@@ -103,6 +103,7 @@ def password_section(site: Site) -> str:
     if missing:
         lines.append("NOT ENFORCED by slapd — Debian 12 ships no password check module:")
         lines += [f"  - {m}" for m in missing]
-        lines.append("mailstate checks these on the passwords it generates only. With a module such as ppm")
-        lines.append("(OpenLDAP contrib) on the slapd host: mailstate server-config --password-check-module PATH.")
+        lines.append("mailstate checks these on the passwords it generates only. With a module such as")
+        lines.append("ppm (OpenLDAP contrib) on the slapd host:")
+        lines.append("  mailstate server-config --password-check-module PATH")
     return "\n".join(lines) + "\n"

@@ -214,7 +214,8 @@ def entries_ldif(site: Site) -> str:
                     "# passwords, people's own passwords are only checked for length and history. With a\n"
                     "# module such as ppm: mailstate server-config --password-check-module PATH.\n")
     blocks.append(f"{missing}dn: {policy_dn(base)}\nobjectClass: device\nobjectClass: pwdPolicy\n{checker}"
-                  f"cn: default\ndescription: default password policy (from [password] of the state)\n{policy}")
+                  "cn: default\ndescription: default password policy (from [password] of the state)\n"
+                  f"{policy}")
     return (f"# Entries under {base} (the suffix entry itself exists: dpkg-reconfigure slapd made it).\n"
             + "\n".join(blocks))
 
