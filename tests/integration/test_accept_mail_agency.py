@@ -18,7 +18,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mailstate.lab import Lab
-from mailstate.lab.testing import doveadm, imap_login, imap_master_login
+from mailstate.lab.testing import change_own_password, doveadm, imap_login, imap_master_login
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,8 @@ MSG = b"From: vanthu@snn.quangtri.gov.vn\r\nSubject: cong van\r\n\r\nnoi dung\r\
 class Agency:
     def __init__(self, lab: Lab, state: Path, env: dict[str, str]) -> None:
         self.lab, self.state, self.env = lab, state, env
+        self.changed: dict[str, tuple[str, str]] = {}
+        """uid → (initial password, the one the person changed it to)."""
 
     def ms(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -56,7 +58,16 @@ class Agency:
         return out
 
     def login(self, uid: str) -> IMAPClient:
-        return imap_login(self.lab, uid, self.passwords()[uid])
+        """Log in as `uid`; the first time, the person changes the initial password first (MOST art.15.2:
+        the mail server refuses the initial one)."""
+        initial = self.passwords()[uid]
+        changed = self.changed.get(uid)
+        if changed is None or changed[0] != initial:
+            new = "Doi-" + initial
+            result = change_own_password(self.lab, uid, initial, new)
+            assert result.get("result") == 0, result
+            self.changed[uid] = changed = (initial, new)
+        return imap_login(self.lab, uid, changed[1])
 
     def can(self, uid: str, folder: str) -> tuple[bool, bool]:
         """(may SELECT and FETCH, may APPEND) for `uid` logged in with their own password."""

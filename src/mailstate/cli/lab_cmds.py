@@ -16,6 +16,7 @@ from mailstate.errors import LabError, ValidationError
 
 if TYPE_CHECKING:
     from mailstate.lab import Lab
+    from mailstate.serverconfig.site import PasswordRules
 
 
 def _lab(lab_dir: Path | None) -> Lab:
@@ -33,6 +34,19 @@ dir_option = click.option(
     "--dir", "lab_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Lab directory (default: $MAILSTATE_LAB_DIR or ./.lab).",
 )
+
+
+def password_of(state_dir: Path) -> PasswordRules | None:
+    """The state's `[password]` as the servers enforce it (None — the defaults — if the state does not
+    validate yet: the lab then starts with the default policy)."""
+    from mailstate.serverconfig.site import password_rules
+
+    try:
+        from mailstate.desired_state.loader import load_state
+
+        return password_rules(load_state(state_dir).password)
+    except (ImportError, ValidationError):
+        return None
 
 
 def organisation_of(state_dir: Path) -> tuple[str, str, str | None]:
@@ -82,12 +96,14 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
 
     A lab that has run in DIR is refused (its data would be wiped): `lab start` brings it back as it was,
     `lab up --reset` wipes it."""
-    base_dn = None
+    base_dn, password = None, None
     if domain is None:
         domain, name, base_dn = organisation_of(resolve_state(state_dir))
         org_name = org_name or name
+        password = password_of(resolve_state(state_dir))
     the_lab = _lab(lab_dir)
-    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset, layout=layout)
+    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset, layout=layout,
+                      password=password)
     p = info["ports"]
     click.echo(f"lab up in {info['up_seconds']:.2f} s ({layout} layout): {info['base_dn']} — "
                f"ldaps://127.0.0.1:{p['ldaps']} "

@@ -1,4 +1,4 @@
-"""plan, apply, drift, import, directory: thin click wrappers over mailstate.reconciler.engine.
+"""plan, apply, drift, import, directory: thin click wrappers over mailstate.reconciler.pipeline.
 
 Heavy modules (ldap3, pydantic models, the engine) are imported inside the commands, so that
 ``mailstate --help`` stays fast.

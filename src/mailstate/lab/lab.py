@@ -8,6 +8,7 @@ as ourselves otherwise — never as root.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -34,6 +35,7 @@ from mailstate.lab._proc import LabUser
 from mailstate.lab.iredmail import layout as iredmail_layout
 from mailstate.lab.tls import make_tls
 from mailstate.serverconfig import iredmail as iredmail_sc
+from mailstate.serverconfig.site import PasswordRules
 
 STATE_FILE = "lab.json"
 _DOMAIN = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
@@ -121,9 +123,13 @@ class Lab:
 
     # ----------------------------------------------------------------- up
     def up(self, domain: str, org_name: str | None = None, base_dn: str | None = None,
-           services: tuple[str, ...] = SERVICES, reset: bool = False, layout: str = "default"
-           ) -> dict[str, Any]:
+           services: tuple[str, ...] = SERVICES, reset: bool = False, layout: str = "default",
+           password: PasswordRules | None = None) -> dict[str, Any]:
         """Start a new lab for an organisation; return its info once every server answers over TLS.
+
+        ``password``: the state's `[password]` (serverconfig.site.password_rules), built into slapd's
+        default policy and Dovecot's configuration exactly as `mailstate server-config` writes them
+        (default: `[password]` with every setting at its default).
 
         A lab that has run before may hold data (directory entries, mail, archives): `up` refuses it
         unless ``reset`` (which wipes it); `start` brings it back as it was. Ports are chosen free just
@@ -143,11 +149,11 @@ class Lab:
                     f"would wipe it. Start it again as it was: mailstate lab start --dir {self.dir}; or "
                     f"wipe it and start afresh: mailstate lab up --reset --dir {self.dir}")
             try:
-                return self._up(domain, org_name, base_dn, services, layout)
+                return self._up(domain, org_name, base_dn, services, layout, password)
             except LabError as exc:
                 if "already in use" not in str(exc):
                     raise
-                return self._up(domain, org_name, base_dn, services, layout)
+                return self._up(domain, org_name, base_dn, services, layout, password)
 
     def has_data(self) -> bool:
         """Whether DIR holds a lab that came up at least once (its servers may have written data since),
@@ -264,7 +270,7 @@ class Lab:
                            "(it is written into the slapd, Dovecot and sshd configuration); spaces are fine")
 
     def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...],
-            layout: str = "default") -> dict[str, Any]:
+            layout: str = "default", password: PasswordRules | None = None) -> dict[str, Any]:
         t0 = time.monotonic()
         self._check(domain, org_name, base_dn, services)
         if self.is_running():
@@ -290,6 +296,7 @@ class Lab:
             "services": list(services),
             "delivery": delivery or "available",
             "ports": ports,
+            "password": dataclasses.asdict(password or PasswordRules()),
             "pids": {},
             "paths": self._paths(),
             "dns": {
@@ -615,7 +622,7 @@ class Lab:
                 for dn in sorted(doomed, key=lambda d: d.count(","), reverse=True):
                     conn.delete(dn)
                 if not iredmail:  # the iRedMail layout has no password policy
-                    pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.DEFAULT_POLICY.items()}
+                    pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.lab_policy(info).items()}
                     conn.modify(slapd.policy_dn(base), pol)
         except LDAPException as exc:
             raise LabError(f"lab reset failed in the directory: {exc}") from None

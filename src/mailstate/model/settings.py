@@ -287,7 +287,28 @@ class PasswordPolicy(Located):
     forbid_account_name: bool = Field(
         default=True, description="the password may not contain the account name"
     )
-    max_age: DurationField | None = Field(default=None, description="periodic change")
+    max_age: DurationField | None = Field(
+        default=None, description="periodic change: slapd's pwdMaxAge (a month counts 30 days, a year 365)"
+    )
+    history: int = Field(
+        default=0, ge=0, le=24, description="a change may not reuse one of this many earlier passwords"
+    )
+    max_failures: int = Field(
+        default=0, ge=0, le=1000, description="failed logins in a row that lock the account (0: never)"
+    )
+    lockout_minutes: int = Field(
+        default=15,
+        ge=0,
+        le=100 * 366 * 24 * 60,
+        description="with max_failures: how long such a lock lasts (0: until an administrator unlocks)",
+    )
+    change_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/?&=+-]*)?$",
+        max_length=200,
+        description="where people change their password (self-service, webmail): the mail servers name "
+        "it to a person whose initial password must still be changed",
+    )
 
 
 _SECRET = "secrets never in TOML: only the name of the variable or file holding them"
