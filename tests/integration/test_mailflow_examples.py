@@ -102,12 +102,12 @@ def events_of(state: State) -> list[Event]:
     lc, out = state.lifecycle, []
     for p in state.people.values():
         if p.left_on is not None and not p.keep_after_leaving:
-            out.append(Event("lock", p.id, p.left_on, lc.lock_after_leaving.after))
-            out.append(Event("remove", p.id, p.left_on, lc.remove_after_leaving.after))
+            out.append(Event("lock", p.id, p.left_on, lc.lock_after_leaving.due))
+            out.append(Event("remove", p.id, p.left_on, lc.remove_after_leaving.due))
     for u in state.units.values():
         if u.dissolved_on is not None:
             out.append(Event("dissolve", f"unit:{u.id}", u.dissolved_on, lambda d: d))
-            out.append(Event("unit-remove", f"unit:{u.id}", u.dissolved_on, lc.remove_after_leaving.after))
+            out.append(Event("unit-remove", f"unit:{u.id}", u.dissolved_on, lc.remove_after_leaving.due))
     for g in state.access_grants:
         out.append(Event("grant-end", f"{g.mailbox}>{g.to}", g.until, lambda d: d + timedelta(days=1)))
     return out
