@@ -65,7 +65,7 @@ def test_placeholders_survive_translation() -> None:
             continue
         ids = message.id if isinstance(message.id, tuple) else (message.id,)
         strings = message.string if isinstance(message.string, tuple) else (message.string,)
-        want = set(re.findall(r"\{(\w+)\}", ids[0]))
+        want = set(re.findall(r"\{(\w+)\}", ids[-1]))  # Vietnamese has one form: the plural's
         for s in strings:
             assert set(re.findall(r"\{(\w+)\}", s)) == want, (message.id, s)
 
