@@ -83,7 +83,7 @@ def directory_entries(state_dir: Path | State, as_of: date | None = None) -> lis
 
 
 def render_directory(state_dir: Path, fmt: str, as_of: str | None = None, lang: str | None = None) -> str:
-    """The directory as ``fmt``, its headings and labels in ``lang`` (default: ``[organization] language``)."""
+    """The directory as ``fmt``, its headings and labels in ``lang`` (default: the organisation's)."""
     day = None
     if as_of:
         try:
@@ -138,7 +138,7 @@ def to_html(entries: list[Entry]) -> str:
         f'<head><meta charset="utf-8"><title>{title}</title></head>',
         "<body>",
         f"<h1>{title}</h1>",
-        f"<h2>{_h(_('Units'))}</h2>",
+        "<h2>" + _h(_("Units")) + "</h2>",
         "<table>",
         "<tr>" + "".join(f"<th>{_h(_(c))}</th>" for c in (N_("Unit"), N_("Part of"), N_("E-mail"))) + "</tr>",
     ]
@@ -147,7 +147,7 @@ def to_html(entries: list[Entry]) -> str:
         rows.append(f"<tr><td>{_h(e.name)}</td><td>{_h(e.unit_name)}</td><td>{mail}</td></tr>")
     rows += [
         "</table>",
-        f"<h2>{_h(_('Staff'))}</h2>",
+        "<h2>" + _h(_("Staff")) + "</h2>",
         "<table>",
         "<tr>" + "".join(f"<th>{_h(_(c))}</th>" for c in (N_("Full name"), N_("Unit"), N_("Title"),
                                                            N_("Phone"), N_("E-mail"))) + "</tr>",

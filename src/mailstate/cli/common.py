@@ -99,7 +99,8 @@ def errors_to_exit(fn: F) -> F:
                 raise
             click.echo(
                 _("internal error: {error} in {function} (nothing more is shown; rerun with "
-                  "MAILSTATE_DEBUG=1 for the traceback)").format(error=type(exc).__name__, function=fn.__name__),
+                  "MAILSTATE_DEBUG=1 for the traceback)").format(
+                    error=type(exc).__name__, function=fn.__name__),
                 err=True,
             )
             sys.exit(1)

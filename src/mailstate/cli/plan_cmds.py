@@ -195,8 +195,8 @@ def apply_cmd(
         from mailstate.cli.gitops_cmds import reviewed_plan
 
         if planfile is not None or scope:
-            raise MailstateError(_("--reviewed PLANFILE: give neither another PLANFILE nor --scope (the scope "
-                                   "is the reviewed plan's)"))
+            raise MailstateError(_("--reviewed PLANFILE: give neither another PLANFILE nor --scope "
+                                   "(the scope is the reviewed plan's)"))
         plan = reviewed_plan(reviewed, root, as_of, provider_names)
         if plan is None:
             click.echo(_("nothing to apply: every reviewed change is live already"))
@@ -250,8 +250,8 @@ def apply_cmd(
         elif event == "failed":
             click.echo("  " + _("FAILED: {change}").format(change=change_words(change)), err=True)
         elif event == "refused":
-            click.echo("  " + _("REFUSED: {change} (going on without it)").format(change=change_words(change)),
-                       err=True)
+            said = _("REFUSED: {change} (going on without it)").format(change=change_words(change))
+            click.echo("  " + said, err=True)
         elif event == "skipped" and total <= 200:
             click.echo("  " + _("skipped: {change} (depends on a refused change)").format(
                 change=change_words(change)), err=True)

@@ -245,7 +245,8 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     current = fingerprint(state_dir, snapshots, sf, files=state.files or state_files(state_dir))
     reasons = stale_reasons(meta.fingerprint, current)
     if reasons:
-        shown = reasons[:20] + ([_("… and {n} more").format(n=len(reasons) - 20)] if len(reasons) > 20 else [])
+        more = [_("… and {n} more").format(n=len(reasons) - 20)] if len(reasons) > 20 else []
+        shown = reasons[:20] + more
         raise StalePlan(
             _("the saved plan is stale; nothing was applied. Since it was made:") + "\n  "
             + "\n  ".join(shown)
@@ -265,7 +266,8 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
         shown = edited[:20] + ([_("… and {n} more").format(n=len(edited) - 20)] if len(edited) > 20 else [])
         raise StalePlan(
             _("the saved plan does not hold the changes its TOML and the live state give (was the file "
-              "edited?); nothing was applied:") + "\n  " + "\n  ".join(shown or [_("the order of the changes")])
+              "edited?); nothing was applied:") + "\n  "
+            + "\n  ".join(shown or [_("the order of the changes")])
             + "\n" + _("make a new plan")
         )
     return again

@@ -742,9 +742,11 @@ class LdapProvider:
                 _("it is older than {hours} hours: if that apply is dead, break the lock explicitly "
                   "(--break-lock)")
                 if stale
-                else _("wait for it to finish (a lock older than {hours} hours can be broken with --break-lock)")
+                else _("wait for it to finish (a lock older than {hours} hours can be broken with "
+                       "--break-lock)")
             ).format(hours=f"{stale_after_hours:g}")
-            raise ProviderError(_("another apply is running: {holder}; {hint}").format(holder=other, hint=hint))
+            raise ProviderError(
+                _("another apply is running: {holder}; {hint}").format(holder=other, hint=hint))
         try:
             yield
         except BaseException:

@@ -50,7 +50,8 @@ class ApplyFailed(MailstateError):
         lines = [
             _("apply stopped: {change} failed: {error}").format(change=_label(failed), error=error),
             "  " + _("done ({n}): {changes}").format(n=len(self.done), changes=_listed(self.done)),
-            "  " + _("not tried ({n}): {changes}").format(n=len(self.not_tried), changes=_listed(self.not_tried)),
+            "  " + _("not tried ({n}): {changes}").format(
+                n=len(self.not_tried), changes=_listed(self.not_tried)),
         ]
         for change, refusal in self.refused:
             lines.append("  " + _("refused before it: {change}: {error}").format(change=_label(change),
@@ -62,8 +63,8 @@ class ApplyFailed(MailstateError):
             lines.append("  " + _("journal: {file}").format(file=journal))
         self.passwords_file = passwords_file
         if passwords_file is not None:
-            lines.append("  " + _("initial passwords of the people created so far: {file} (mode 0600)").format(
-                file=passwords_file))
+            said = _("initial passwords of the people created so far: {file} (mode 0600)")
+            lines.append("  " + said.format(file=passwords_file))
         lines.append("  " + _("fix the cause and run apply again: it only does what is still missing"))
         super().__init__("\n".join(lines))
 
@@ -145,7 +146,8 @@ class ApplyInterrupted(MailstateError):
         lines = [
             head,
             "  " + _("done ({n}): {changes}").format(n=len(self.done), changes=_listed(self.done)),
-            "  " + _("not tried ({n}): {changes}").format(n=len(self.not_tried), changes=_listed(self.not_tried)),
+            "  " + _("not tried ({n}): {changes}").format(
+                n=len(self.not_tried), changes=_listed(self.not_tried)),
         ]
         if journal is not None:
             lines.append("  " + _("journal: {file}").format(file=journal))
@@ -245,7 +247,8 @@ class StopSignals:
         if self.count == 1:
             name = signal.Signals(signum).name
             with contextlib.suppress(OSError):  # a hung-up terminal: nowhere to say it
-                said = _("{signal}: stopping after the change in progress (again: at once)").format(signal=name)
+                said = _("{signal}: stopping after the change in progress (again: at once)").format(
+                    signal=name)
                 os.write(2, f"\n{said}\n".encode())
             return
         if self.armed:
@@ -281,9 +284,9 @@ def refuse_future(day: date | str | None, what: str) -> None:
     today = date.today()
     if wanted > today:
         raise MailstateError(
-            _("{what} {date} is after today ({today}): a lock, archive or removal is never applied before its "
-              "date; nothing was applied. Preview that day with `mailstate plan --as-of {iso}`, and apply on "
-              "or after it").format(what=what, date=fmt_date(wanted), today=fmt_date(today),
+            _("{what} {date} is after today ({today}): a lock, archive or removal is never applied before "
+              "its date; nothing was applied. Preview that day with `mailstate plan --as-of {iso}`, and "
+              "apply on or after it").format(what=what, date=fmt_date(wanted), today=fmt_date(today),
                                     iso=wanted.isoformat())
         )
 

@@ -259,7 +259,8 @@ class Plan:
         lim = self.safety
         problems: list[str] = []
         if n > lim.max_destructive_count:
-            problems.append(_("more than max_destructive_count = {limit}").format(limit=lim.max_destructive_count))
+            problems.append(
+                _("more than max_destructive_count = {limit}").format(limit=lim.max_destructive_count))
         if self.live_mailboxes >= lim.min_existing and self.live_mailboxes > 0:
             share = n / self.live_mailboxes
             if share > lim.max_destructive_share:

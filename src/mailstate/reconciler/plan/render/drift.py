@@ -92,7 +92,7 @@ def _fmt(v: Any) -> str:
 def _lines(rep: dict[str, Any], esc: Any, code: Any) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for c in rep["by_hand"]:
-        unit = f" ({esc(_('unit'))} {esc(c['unit'])})" if c["unit"] else ""
+        unit = " (" + _("unit {id}").format(id=esc(c["unit"])) + ")" if c["unit"] else ""
         lines = [f"{esc(action_name(c['action']))} {esc(kind_name(c['kind']))} {code(c['key'])}{unit}"]
         for f in c["fields"]:
             lines.append("  " + _("{field}: live {live} → TOML {toml}").format(
@@ -125,13 +125,13 @@ def _markdown(rep: dict[str, Any]) -> str:
         scope = rep["scope"]
 
     head = marker(_P).replace("mailstate-plan", "mailstate-drift")
-    title = f"## {_('Drift report')} — {md(str(rep['organization'] or ''))}"
+    title = "## " + _("Drift report") + f" — {md(str(rep['organization'] or ''))}"
     if rep["as_of"]:
         title += f" ({md(rep['as_of'])})"
     lines = [head, title, ""]
     body = _lines(rep, md, lambda k: f"`{visible(str(k)).replace('`', '')}`")
     if not rep["drift"]:
-        lines.append(f"**{_('No drift.')}**")
+        lines.append("**" + _("No drift.") + "**")
     for key, title_id in SECTIONS.items():
         items = body.get(key)
         if not items:
@@ -157,7 +157,7 @@ def text(rep: dict[str, Any], lang: str | None = None) -> str:
 
 
 def _text(rep: dict[str, Any]) -> str:
-    title = f"{_('Drift report')}: {term(rep['organization'] or '')}"
+    title = _("Drift report") + f": {term(rep['organization'] or '')}"
     lines = [title + (f" ({term(rep['as_of'])})" if rep["as_of"] else "")]
     body = _lines(rep, term, term)
     if not rep["drift"]:

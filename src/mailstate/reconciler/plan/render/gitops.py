@@ -41,7 +41,8 @@ def approvals_markdown(
 
 
 def _approvals(rows: Sequence[tuple[str, str, Sequence[str]]], labels: dict[str, str]) -> list[str]:
-    out = [f"### {_('Approvals needed')}", "",
+    title = _("Approvals needed")
+    out = [f"### {title}", "",
            _("From CODEOWNERS, the owners of each changed unit's file must approve:"), ""]
     for unit, file, owners in rows:
         name = labels.get(unit, "") if unit else _("Organisation-wide")
