@@ -211,3 +211,43 @@ def test_import_reads_back_the_lock_reasons_it_wrote(lang: str, regulation: str 
     assert _lock_fields(left.lock_reason) == {"left_on": date(2026, 8, 15)}
     held = decide_person(Person(id="b", name="B C", suspended="lộ mật khẩu: đổi ngay"), state, AS_OF)
     assert _lock_fields(held.lock_reason) == {"suspended": "lộ mật khẩu: đổi ngay"}
+
+
+@pytest.mark.parametrize(("args", "heading", "header"), [
+    ((), "<h1>Danh bạ thư điện tử</h1>", "loại,mã,họ tên,đơn vị,tên đơn vị,chức vụ,điện thoại,thư điện tử"),
+    (("--lang", "vi"), "<h1>Danh bạ thư điện tử</h1>", None),
+    (("--lang", "en"), "<h1>E-mail directory</h1>", "kind,id,name,unit,unit name,title,phone,e-mail"),
+])
+def test_directory_speaks_the_language_asked(args: tuple[str, ...], heading: str, header: str | None) -> None:
+    """`directory --lang` overrides [organization] language (vi in the example) in HTML and CSV; ids and
+    addresses stay as written."""
+    from click.testing import CliRunner
+
+    from mailstate.cli import cli
+
+    state = str(ROOT / "examples" / EXAMPLES[0])
+    html_out = CliRunner().invoke(cli, ["directory", "--state", state, *args])
+    assert html_out.exit_code == 0, html_out.output
+    assert heading in html_out.output
+    lang = args[1] if args else "vi"
+    assert f'<html lang="{lang}">' in html_out.output
+    other = "E-mail directory" if lang == "vi" else "Danh bạ"
+    assert other not in html_out.output
+    if header is not None:
+        csv_out = CliRunner().invoke(cli, ["directory", "--state", state, "--format", "csv", *args])
+        assert csv_out.output.splitlines()[0] == header
+        assert "@" in csv_out.output
+
+
+def test_cli_errors_default_to_vietnamese_without_a_state(tmp_path: Path) -> None:
+    """No state to read a language from: the error is Vietnamese, names what to fix once."""
+    from click.testing import CliRunner
+
+    from mailstate.cli import cli
+
+    out = CliRunner().invoke(cli, ["directory", "--state", str(tmp_path), "--as-of", "tomorrow"])
+    assert out.exit_code == 1
+    assert out.output.startswith("lỗi: --as-of 'tomorrow': cần một ngày dạng YYYY-MM-DD")
+    assert out.output.count("--as-of") == 1
+    out = CliRunner().invoke(cli, ["directory", "--state", str(tmp_path), "--as-of", "tomorrow", "--lang", "en"])
+    assert out.output.startswith("error: --as-of 'tomorrow': expected a date YYYY-MM-DD")
