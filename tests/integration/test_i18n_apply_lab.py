@@ -91,7 +91,8 @@ def test_apply_in_vietnamese_then_english(home: Path, tmp_path: Path) -> None:
     assert not re.search(r"[ạảãáàâầấậẩẫăằắặẳẵđêềếệểễơờớợởỡưừứựửữ]", said), said
 
     nothing = ms("apply", "--state", str(root), "--yes")
-    assert nothing.stdout.strip().endswith("không có gì để áp dụng: hệ thống đã đúng như trạng thái mong muốn")
+    assert nothing.stdout.strip().endswith(
+        "không có gì để áp dụng: hệ thống đã đúng như trạng thái mong muốn")
 
 
 def test_the_state_language_is_the_default_of_errors(home: Path, tmp_path: Path) -> None:

@@ -249,5 +249,6 @@ def test_cli_errors_default_to_vietnamese_without_a_state(tmp_path: Path) -> Non
     assert out.exit_code == 1
     assert out.output.startswith("lỗi: --as-of 'tomorrow': cần một ngày dạng YYYY-MM-DD")
     assert out.output.count("--as-of") == 1
-    out = CliRunner().invoke(cli, ["directory", "--state", str(tmp_path), "--as-of", "tomorrow", "--lang", "en"])
+    args = ["directory", "--state", str(tmp_path), "--as-of", "tomorrow"]
+    out = CliRunner().invoke(cli, [*args, "--lang", "en"])
     assert out.output.startswith("error: --as-of 'tomorrow': expected a date YYYY-MM-DD")
