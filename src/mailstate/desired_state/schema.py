@@ -1,4 +1,4 @@
-"""The desired state: pydantic models of the TOML files (DESIGN §2) and of the merged organisation.
+"""The desired state: pydantic models of the TOML files and of the merged organisation.
 
 Two layers:
 - ``StateFile`` is what one TOML file may hold (any file may hold any table); it is also what
@@ -131,7 +131,7 @@ class Organization(Located):
 
 
 class Naming(Located):
-    """Address templates (REGULATIONS §2): {given} {family} {middle} {initials} {unit} {unit_name} {group}."""
+    """Address templates: {given} {family} {middle} {initials} {unit} {unit_name} {group}."""
 
     person: str = Field(
         default="{given}{initials}",
@@ -175,7 +175,7 @@ LIFECYCLE_CITE_RULES: dict[str, tuple[str, ...]] = {
 
 
 class Lifecycle(Located):
-    """When mailboxes are locked and removed (REGULATIONS §3); durations such as "90 days", "3 months"."""
+    """When mailboxes are locked and removed; durations such as "90 days", "3 months"."""
 
     lock_after_leaving: DurationField = Field(
         default=Duration(3, "month"), description=f"lock after left_on; {_D}"
@@ -232,7 +232,7 @@ class Providers(Located):
 
 
 class Safety(Located):
-    """DESIGN §6.3: a plan that removes or locks more than this stops unless explicitly allowed."""
+    """A plan that removes or locks more than this stops unless explicitly allowed (--allow-destructive)."""
 
     max_destructive_count: int = Field(default=10, ge=0, description="removals and locks allowed in one plan")
     max_destructive_share: float = Field(default=0.3, ge=0, le=1, description="share of live mailboxes (0–1)")

@@ -336,7 +336,8 @@ class LdapSettings(Located):
     timeout: float = Field(default=30.0, gt=0, description="seconds")
     manage_unlisted: list[str] = Field(
         default_factory=list,
-        description="subtrees (ou names) where live objects absent from the TOML are deleted (DESIGN §6.2)",
+        description="subtrees (ou names) where live objects absent from the TOML are deleted (other live "
+        "objects are only reported)",
     )
 
 

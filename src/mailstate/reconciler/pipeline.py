@@ -26,6 +26,7 @@ from mailstate.desired_state.projection import Desired, project
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
+from mailstate.model.i18n import _, action_name, fmt_date, kind_name
 from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes, TakesUnitMailboxes
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.private_files import home_dir, open_private, private_dir
@@ -86,7 +87,8 @@ def read_all(
             raise
         except Exception as exc:  # a provider that leaked a library error: still abort, clearly
             raise ProviderError(
-                f"{name}: reading the live state failed: {type(exc).__name__}: {exc}"
+                _("{provider}: reading the live state failed: {error}").format(
+                    provider=name, error=f"{type(exc).__name__}: {exc}")
             ) from exc
         if timings is not None:
             timings[f"read:{name}"] = time.perf_counter() - t0
@@ -176,7 +178,8 @@ def make_plan(
     if scope_units:
         unknown = [u for u in scope_units if u not in state.units]
         if unknown:
-            raise MailstateError(f"--scope: no unit {', '.join(unknown)} in the desired state")
+            raise MailstateError(_("--scope: no unit {units} in the desired state").format(
+                units=", ".join(unknown)))
     own = not isinstance(providers, Mapping)
     provs = (
         dict(providers)
@@ -245,11 +248,12 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     current = fingerprint(state_dir, snapshots, sf, files=state.files or state_files(state_dir))
     reasons = stale_reasons(meta.fingerprint, current)
     if reasons:
-        shown = reasons[:20] + ([f"… and {len(reasons) - 20} more"] if len(reasons) > 20 else [])
+        more = [_("… and {n} more").format(n=len(reasons) - 20)] if len(reasons) > 20 else []
+        shown = reasons[:20] + more
         raise StalePlan(
-            "the saved plan is stale; nothing was applied. Since it was made:\n  "
+            _("the saved plan is stale; nothing was applied. Since it was made:") + "\n  "
             + "\n  ".join(shown)
-            + "\nmake a new plan"
+            + "\n" + _("make a new plan")
         )
     # Same TOML, same live objects: planning again gives the same changes. Anything else means the plan
     # file was edited (or is not this state's): what was reviewed is all that may be applied.
@@ -257,16 +261,17 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     saved = {c.id: c for c in plan_changes(plan)}
     fresh = {c.id: c for c in plan_changes(again)}
     edited = sorted(
-        f"{c.action.label} {c.kind} {c.key}"
+        f"{action_name(c.action.label)} {kind_name(c.kind)} {c.key}"
         for cid, c in {**fresh, **saved}.items()
         if change_json(saved.get(cid)) != change_json(fresh.get(cid))
     )
     if edited or [*saved] != [*fresh]:
-        shown = edited[:20] + ([f"… and {len(edited) - 20} more"] if len(edited) > 20 else [])
+        shown = edited[:20] + ([_("… and {n} more").format(n=len(edited) - 20)] if len(edited) > 20 else [])
         raise StalePlan(
-            "the saved plan does not hold the changes its TOML and the live state give (was the file "
-            "edited?); nothing was applied:\n  " + "\n  ".join(shown or ["the order of the changes"])
-            + "\nmake a new plan"
+            _("the saved plan does not hold the changes its TOML and the live state give (was the file "
+              "edited?); nothing was applied:") + "\n  "
+            + "\n  ".join(shown or [_("the order of the changes")])
+            + "\n" + _("make a new plan")
         )
     return again
 
@@ -301,18 +306,20 @@ def apply_plan(
     A plan or ``as_of`` for a day after today is refused before anything is read."""
     refuse_future(as_of, "--as-of")
     meta = plan_meta(plan)
-    refuse_future(meta.as_of, "the plan applies the lifecycle rules as of")
-    refuse_future(plan.as_of, "the plan applies the lifecycle rules as of")
+    refuse_future(meta.as_of, _("the plan applies the lifecycle rules as of"))
+    refuse_future(plan.as_of, _("the plan applies the lifecycle rules as of"))
     root = Path(state_dir)
     state = load_state(root)
     if meta.domain != state.domain:
-        raise StalePlan(f"the plan was made for {meta.domain}, the state directory is {state.domain}")
+        raise StalePlan(_("the plan was made for {domain}, the state directory is {state_domain}").format(
+            domain=meta.domain, state_domain=state.domain))
     today = date.today().isoformat()
     confirmed = as_of_date(as_of).isoformat() if as_of is not None else None
     if meta.as_of != today and meta.as_of != confirmed:
         raise StalePlan(
-            f"the plan applies the lifecycle rules as of {meta.as_of}, not today ({today}); nothing was "
-            f"applied. Make a new plan, or confirm that date explicitly with --as-of {meta.as_of}"
+            _("the plan applies the lifecycle rules as of {date}, not today ({today}); nothing was applied. "
+              "Make a new plan, or confirm that date explicitly with --as-of {iso}").format(
+                date=fmt_date(meta.as_of), today=fmt_date(today), iso=meta.as_of)
         )
     home = home_dir(state.domain)
     jdir = Path(journal_dir) if journal_dir is not None else home

@@ -38,6 +38,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
+from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import (
     INBOX,
@@ -615,11 +616,11 @@ class ImapProvider:
         ref, folder = parse_folder_key(change.key)
         login = login_of(ref)
         if change.action in (Action.DELETE, Action.REVOKE):
-            # MIC art.7 / DESIGN §6.2: a shared folder holds mail; mailstate never deletes it.
+            # a shared folder holds mail; mailstate never deletes it
             raise ProviderError(
-                f"imap: refusing to delete the folder {folder!r} of {ref}: mail is never destroyed "
-                "(DESIGN §6.1); "
-                "it is reported as unlisted — move or remove it by hand after checking its content"
+                _("imap: refusing to delete the folder {folder} of {owner}: mail is never destroyed; it is "
+                  "reported as unlisted — move or remove it by hand after checking its content").format(
+                    folder=repr(folder), owner=ref)
             )
         after = change.after or {}
 

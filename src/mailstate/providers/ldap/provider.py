@@ -10,7 +10,7 @@
 - ``apply(change)``: idempotent create/update/delete/lock/unlock/rename. New people get a generated
   initial password (providers.passwords), set through the Password Modify extended operation so slapd
   hashes it, appended to the operator's 0600 file and nowhere else.
-- ``apply_lock(holder)``: DESIGN §6.4, one apply at a time, held in the directory.
+- ``apply_lock(holder)``: one apply at a time, held in the directory.
 
 The translation between entries and Records is pure and lives in providers.ldap_parse.
 """
@@ -36,6 +36,7 @@ from ldap3.utils.hashed import hashed
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.gcpause import with_gc_paused
 from mailstate.model.change import Action, Change
+from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.model.settings import LdapSettings, PasswordPolicy
@@ -744,16 +745,17 @@ class LdapProvider:
             stale = age is not None and age >= stale_after_hours * 3600
             if attempt == 0 and break_stale and stale:
                 self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
-                self.notices.append(f"broke a stale apply lock: {other}")
+                self.notices.append(_("broke a stale apply lock: {holder}").format(holder=other))
                 continue
             hint = (
-                f"; it is older than {stale_after_hours:g} hours: if that apply is dead, break the lock "
-                "explicitly (--break-lock)"
+                _("it is older than {hours} hours: if that apply is dead, break the lock explicitly "
+                  "(--break-lock)")
                 if stale
-                else f"; wait for it to finish (a lock older than {stale_after_hours:g} hours can be broken "
-                "with --break-lock)"
-            )
-            raise ProviderError(f"another apply is running: {other}{hint}")
+                else _("wait for it to finish (a lock older than {hours} hours can be broken with "
+                       "--break-lock)")
+            ).format(hours=f"{stale_after_hours:g}")
+            raise ProviderError(
+                _("another apply is running: {holder}; {hint}").format(holder=other, hint=hint))
         try:
             yield
         except BaseException:
