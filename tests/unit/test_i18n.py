@@ -147,7 +147,7 @@ def _plan(example: str) -> tuple[Plan, object]:
     from mailstate.desired_state.projection import project
 
     state = load_state(ROOT / "examples" / example)
-    desired = project(state, AS_OF, imap=True)
+    desired = project(state, AS_OF, folders=True)
     changes, unlisted = diff(desired, {})
     plan = Plan.build(changes, unlisted, as_of=AS_OF, organization=state.domain,
                       unit_names={u: x.name for u, x in state.units.items()})
