@@ -45,13 +45,20 @@ import pytest
 from mailstate.cli import LANG_ENV
 from mailstate.errors import LabError
 from mailstate.lab import Lab
+from mailstate.model import i18n
 from mailstate.serverconfig.site import PasswordRules
 
-# The integration tests assert behaviour through English texts; the language itself (Vietnamese by default)
-# is tested where it is the subject (test_i18n_apply_lab.py, tests/unit/test_i18n.py), which unset this.
-os.environ.setdefault(LANG_ENV, "en")
-
 DEFAULT_DOMAIN = "lab.example.gov.vn"
+
+
+@pytest.fixture(autouse=True)
+def _english(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The integration tests assert behaviour through English texts, in the library and through the CLI
+    (MAILSTATE_LANG, the environment form of --lang). The language itself — Vietnamese by default — is
+    tested where it is the subject (test_i18n_apply_lab.py unsets this; tests/unit/test_i18n.py)."""
+    monkeypatch.setenv(LANG_ENV, "en")
+    with i18n.use("en"):
+        yield
 
 
 def _remove_stale_roots(parent: Path) -> None:
