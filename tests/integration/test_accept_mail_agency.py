@@ -271,8 +271,6 @@ def _removed_and_locked(plan: dict) -> tuple[set[str], set[str]]:
     return deleted, locked
 
 
-@pytest.mark.xfail(strict=True, reason="a delegate's \\Seen is private (INDEXPVT) and his "
-                   "\\Flagged only moves HIGHESTMODSEQ, which ACL changes move too")
 def test_creation_and_delegated_use_on_their_dates(agency: Agency) -> None:
     """The entries' creation time is read from the directory: a person never logged in is locked the day
     after lock_after_inactivity, and a unit mailbox nobody used is removed the day after
