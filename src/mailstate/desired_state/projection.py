@@ -166,6 +166,7 @@ def project(
                     "quota": state.quota.overrides.get(f"unit:{unit.id}", state.quota.unit),
                     "locked": decision.locked,
                     "lock_reason": decision.lock_reason,
+                    "refuse_mail": None,
                 },
                 provider="ldap",
                 unit=unit.id,
