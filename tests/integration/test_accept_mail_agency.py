@@ -202,7 +202,7 @@ def test_removal_waits_for_a_verified_archive(agency: Agency) -> None:
     else:
         archive.chmod(0o555)  # the lab runs as ourselves (make test as an ordinary user): no write for us
     try:
-        out = agency.apply()
+        out = agency.ms("apply", "--yes", "--lang", "en")  # the messages asserted below, in English
         assert out.returncode == 1
         assert "archive person oldpt" in out.stderr and "Permission denied" in out.stderr
         assert "delete person oldpt" in out.stderr.split("not tried", 1)[1]
