@@ -170,6 +170,7 @@ def test_round_trip_of_every_kind(ldap: LdapProvider, clean_lab: Lab) -> None:
             "quota": 10 * 1024**3,
             "locked": False,
             "lock_reason": None,
+            "refuse_mail": "this unit was dissolved on 2026-03-01; mail to this address is not delivered",
         },
         ("person", "bangnv"): _person(lab),
         ("person", "tilv"): _person(

@@ -210,3 +210,37 @@ def test_delivery_rules_through_every_lifecycle_step(mail: Mail) -> None:
     mail.settle()
     archive = Path(mail.lab.info["paths"]["archive"])
     assert any(p.name.startswith("pvdung.ktt") for p in archive.iterdir()), list(archive.iterdir())
+
+
+def test_a_dissolved_units_mailbox_refuses_mail_while_it_is_removed(mail: Mail) -> None:
+    """Once its removal is due, a dissolved unit's mailbox refuses mail at RCPT before its mail is archived
+    and removed: with mail arriving all along, the apply completes (no message lands between the archive
+    and the removal), every accepted message was delivered, and mail to it is refused afterwards."""
+    (mail.state / "units" / "tt.toml").write_text(
+        '[unit]\nid   = "tt"\nname = "Trung tâm Thông tin"\n', encoding="utf-8")
+    mail.apply()
+    unit_tt = mail.address("tt", "mailboxes")
+    before = mail.send(unit_tt)
+    mail.settle()
+    assert mail.count("tt", before) == 1
+    dissolved = date.today() - timedelta(days=120)  # remove_after_leaving = 3 months: removal due
+    name = 'name = "Trung tâm Thông tin"'
+    mail.edit("tt", name, f"{name}\ndissolved_on = {dissolved}")
+    proc = subprocess.Popen([str(MAILSTATE), "apply", "--yes", "--allow-destructive", "--state",
+                             str(mail.state)], env=mail.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    accepted, refused = [], []
+    while proc.poll() is None or not accepted:
+        try:
+            accepted.append(mail.send(unit_tt))
+        except smtplib.SMTPRecipientsRefused as exc:
+            refused.append(exc)
+    output = proc.stdout.read() if proc.stdout else ""
+    assert proc.wait(timeout=300) == 0, output
+    mail.settle()
+    code, text = mail.refused(unit_tt)
+    assert code == 550 and ("dissolved" in text or "unknown" in text.lower()), text
+    assert refused, "mail kept arriving until the mailbox went: " + output
+    assert all(e.recipients[unit_tt][0] == 550 for e in refused)
+    archive = Path(mail.lab.info["paths"]["archive"])
+    assert any(p.name.startswith("tt-") for p in archive.iterdir()), list(archive.iterdir())

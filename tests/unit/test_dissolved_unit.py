@@ -141,6 +141,43 @@ def test_what_goes_with_a_removed_unit_mailbox_is_named(tmp_path: Path) -> None:
         assert gone[0].text().startswith("member unit:old is removed (unit dissolved on"), gone[0].text()
 
 
+def _removal_chain(plan, kind: str, key: str):  # type: ignore[no-untyped-def]
+    changes = [c for c in plan_changes(plan) if c.kind == kind and c.key == key]
+    return [(c.action.name.lower(), c.provider, tuple(c.fields)) for c in changes]
+
+
+def test_mail_is_refused_before_a_removed_mailbox_loses_its_mail(tmp_path: Path) -> None:
+    """A mailbox whose removal is due — a dissolved unit's, a leaver's — is set to refuse mail at RCPT
+    (mailstateRefuseMail) after its lock and before its mail is archived and removed, and the mail removal
+    depends on it: no message can arrive between the archive and the removal."""
+    root = _state(tmp_path / "s")
+    live = _applied(root, date(2026, 1, 1))
+    plan = _plan(root, live, date(2027, 3, 2))
+    for kind, key, text in (("unit_mailbox", "old", "this unit was dissolved on 2026-03-01"),
+                            ("person", "tuanpm", "this person left the agency on 2026-03-01")):
+        assert _removal_chain(plan, kind, key) == [
+            ("lock", "ldap", ("locked", "lock_reason")),
+            ("update", "ldap", ("refuse_mail",)),
+            ("archive", "ssh", ()),
+            ("delete", "ssh", ()),
+            ("delete", "ldap", ()),
+        ], (kind, key)
+        by_id = {c.id: c for c in plan_changes(plan)}
+        refuse = next(c for c in plan_changes(plan) if c.kind == kind and c.key == key and c.fields ==
+                      ("refuse_mail",))
+        assert (refuse.after or {})["refuse_mail"].startswith(text)
+        assert any(r.code == "archive.before_removal.mail_refused" for r in refuse.reasons)
+        mail_removal = next(c for c in plan_changes(plan) if c.kind == kind and c.key == key
+                            and c.provider == "ssh" and c.action.name == "DELETE")
+        seen, todo = set(), list(mail_removal.depends_on)
+        while todo:
+            dep = todo.pop()
+            if dep not in seen:
+                seen.add(dep)
+                todo.extend(by_id[dep].depends_on)
+        assert refuse.id in seen
+
+
 def test_without_the_mail_provider_a_mailbox_is_locked_never_removed(tmp_path: Path) -> None:
     """Planned with the directory and IMAP only (``--provider ldap --provider imap``): no change goes to a
     provider not in use — the mail's archive and removal are left out, and so is the removal of the entry

@@ -4,6 +4,7 @@ mailbox is named in the lock and the journal, and no plan of any example cites a
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -265,3 +266,25 @@ def test_no_plan_of_an_example_cites_another_agency(example: str) -> None:
                         for mark in foreign_decisions + foreign_marks:
                             assert mark not in text, (example, day, text)
     assert seen > 500
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_the_maximum_warning_is_printed_by_plan_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     command: str) -> None:
+    """A duration beyond its article is printed on stderr by plan as by validate (in the state's language),
+    before any server is read (here none answers: the plan then fails, the warning was given); stdout
+    carries none."""
+    from click.testing import CliRunner
+
+    from mailstate.cli import cli
+
+    root = _copy(tmp_path, "most")
+    _edit(root / "mailstate.toml", 'remove_after_leaving    = "12 months"',
+          'remove_after_leaving    = "2 years"')
+    for name in [n for n in os.environ if n.startswith("MAILSTATE_")]:
+        monkeypatch.delenv(name)
+    result = CliRunner().invoke(cli, [command, "--state", str(root)])
+    assert result.exit_code == (0 if command == "validate" else 1), result.output + result.stderr
+    assert "cảnh báo: mailstate.toml:" in result.stderr
+    assert "exceeds the maximum 12 months" in result.stderr
+    assert "cảnh báo" not in result.stdout

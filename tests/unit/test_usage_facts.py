@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailstate.providers.doveadm.parse import unit_work
+from mailstate.providers.doveadm.parse import delegate_work, parse_shared_grantees, status_sections, unit_work
 from mailstate.providers.ldap.parse import created_of
 
 
@@ -27,6 +27,49 @@ def _row(mailbox: str, messages: int, unseen: int, uidnext: int) -> dict[str, st
 )
 def test_unit_work(rows: list[dict[str, str]], used: bool) -> None:
     assert (unit_work(rows, ["shared/"]) is not None) is used
+
+
+@pytest.mark.parametrize(
+    ("rows", "sign"),
+    [
+        ([], None),
+        ([{"mailbox": "shared/vp/INBOX", "messages": "3", "unseen": "3"}], None),  # seen nothing
+        ([{"mailbox": "shared/vp/INBOX", "messages": "0", "unseen": "0"}], None),
+        ([{"mailbox": "shared/vp/INBOX", "messages": "3", "unseen": "1"}], "lantt: shared/vp/INBOX: 2 read"),
+        ([{"mailbox": "shared/vp/Hồ sơ", "messages": "x", "unseen": "1"},
+          {"mailbox": "shared/vp/Lưu", "messages": "1", "unseen": "0"}], "lantt: shared/vp/Lưu: 1 read"),
+    ],
+)
+def test_delegate_work(rows: list[dict[str, str]], sign: str | None) -> None:
+    """A delegate's read shows in their own (private) counters of the unit's folders."""
+    assert delegate_work(rows, "lantt") == sign
+
+
+def test_shared_grantees() -> None:
+    """Users named by the ACL shared dict, per owner; groups, anyone and malformed keys name no one."""
+    text = (
+        "key\tvalue\n"
+        "shared/shared-boxes/user/lantt/vp\t1\n"
+        "shared/shared-boxes/user/hungnv/vp\t1\n"
+        "shared/shared-boxes/user/thaodp/kh\t1\n"
+        "shared/shared-boxes/group/lanhdao/tt\t1\n"
+        "shared/shared-boxes/anyone/tt\t1\n"
+        "shared/shared-boxes/user/vp/vp\t1\n"
+        "shared/shared-boxes/user/a/b/c\t1\n"
+        "shared/last-login/vp\t1\n"
+    )
+    assert parse_shared_grantees(text) == {"vp": {"lantt", "hungnv"}, "kh": {"thaodp"}}
+
+
+def test_status_sections_cut_at_the_marker_only() -> None:
+    """Output of the batched loop: cut at the random marker; a mailbox named like a section does not cut."""
+    text = ("m-1 own vp\nmailbox\tmessages\nINBOX\t1\nown kh\tx\n"
+            "m-1 pvt vp lantt\nm-1 failed\n")
+    assert status_sections(text, "m-1") == [
+        (["own", "vp"], "mailbox\tmessages\nINBOX\t1\nown kh\tx\n"),
+        (["pvt", "vp", "lantt"], ""),
+        (["failed"], ""),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -107,3 +107,10 @@ def errors_to_exit(fn: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def warn_of(state: Any) -> None:
+    """The state's warnings (not errors: a duration longer than its article allows …), one line each on
+    stderr — validate and plan alike."""
+    for warning in state.warnings:
+        click.echo(_("warning: {message}").format(message=visible(str(warning))), err=True)

@@ -13,7 +13,14 @@ from typing import IO, Any
 
 import click
 
-from mailstate.cli.common import choose_language, errors_to_exit, lang_option, resolve_state, state_option
+from mailstate.cli.common import (
+    choose_language,
+    errors_to_exit,
+    lang_option,
+    resolve_state,
+    state_option,
+    warn_of,
+)
 from mailstate.cli.gitops_cmds import confirm_apply, no_color_option, use_color
 from mailstate.errors import MailstateError
 from mailstate.model.i18n import _, ngettext
@@ -299,14 +306,20 @@ def _plan_and_print(
     provider_names: tuple[str, ...],
     lang: str | None = None,
 ) -> Any:
-    """Plan the state in ``state_dir`` (the shared options of plan and drift) and print it as ``fmt``."""
+    """Plan the state in ``state_dir`` (the shared options of plan and drift) and print it as ``fmt``; the
+    state's warnings (a duration longer than its article allows …) go to stderr first, as validate's."""
+    from mailstate.desired_state.loader import load_state
     from mailstate.reconciler.pipeline import make_plan
 
+    root = resolve_state(state_dir)
+    state = load_state(root)
+    warn_of(state)
     plan = make_plan(
-        resolve_state(state_dir),
+        root,
         scope=list(scope) or None,
         as_of=as_of,
         providers=list(provider_names) or None,
+        state=state,
     )
     _render(plan, fmt, sys.stdout, lang)
     return plan

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.cli.common import errors_to_exit, resolve_state, state_option, warn_of
 from mailstate.errors import Problem, ValidationError
 
 SCHEMA_ID = "https://mailstate.invalid/schema/state-file.json"
@@ -106,8 +106,7 @@ def validate(state_dir: Path | None, fmt: str) -> None:
             for line in github_annotations(exc, root):
                 click.echo(line)
         sys.exit(1)
-    for warning in state.warnings:  # e.g. a duration longer than its article allows: not an error
-        click.echo(f"warning: {warning}", err=True)
+    warn_of(state)  # e.g. a duration longer than its article allows: not an error
     click.echo(f"ok: {state.summary()} ({state.domain})")
 
 

@@ -54,8 +54,9 @@ class Decision:
     lock_reason: str | None = None
     """Stable text stored with the lock (names the rule and the event's date, never ``as_of``)."""
     refuse_mail: str | None = None
-    """Locked because the person left (and ``deliver_to_leavers`` is off): the short ASCII text mail to
-    them is refused with at RCPT (docs/mailflow.md). None: mail is delivered (suspended, inactive, …)."""
+    """Locked because the person left (and ``deliver_to_leavers`` is off), or the mailbox is being removed
+    (a person's or a unit's: no mail may arrive between its archive and its removal): the short ASCII
+    text mail to it is refused with at RCPT (docs/mailflow.md). None: mail is delivered (suspended, …)."""
 
 
 def as_date(value: Any) -> date | None:
@@ -212,6 +213,8 @@ def decide_person(
     refuse = None
     if left_locked and person.left_on is not None and not lc.deliver_to_leavers:
         refuse = refuse_text(person.left_on)
+    elif remove:
+        refuse = REMOVAL_REFUSE_TEXT
     return replace(_decision(state, locked, remove, reasons, lock_reasons), refuse_mail=refuse)
 
 
@@ -233,6 +236,16 @@ def notice_of(reasons: Iterable[Reason]) -> dict[str, Any] | None:
                 return {"who": params.get("owner"), "how": "in_person", "to": None}
             return {"who": params.get("owner"), "how": "backup_email", "to": params.get("backup")}
     return None
+
+
+REMOVAL_REFUSE_TEXT = "this mailbox is being removed; mail to this address is not delivered"
+"""What a sender is told at RCPT while a mailbox is archived and removed (ASCII: an SMTP reply)."""
+
+
+def dissolved_refuse_text(dissolved_on: date) -> str:
+    """What a sender is told at RCPT about the mailbox of a dissolved unit whose removal is due."""
+    return (f"this unit was dissolved on {dissolved_on.isoformat()}; mail to this address is not "
+            "delivered")
 
 
 def refuse_text(left_on: date) -> str:
@@ -278,7 +291,12 @@ def decide_unit_mailbox(
                 lock_reasons.append(reason("lifecycle.unused_unit_mailbox.locked", unused_reg,
                                            created=created.isoformat()))
 
-    return _decision(state, locked, remove, reasons, lock_reasons)
+    refuse = None
+    if remove:
+        dissolved = unit.dissolved_on is not None and unit.dissolved_on <= as_of
+        refuse = dissolved_refuse_text(unit.dissolved_on) if dissolved and unit.dissolved_on else (
+            REMOVAL_REFUSE_TEXT)
+    return replace(_decision(state, locked, remove, reasons, lock_reasons), refuse_mail=refuse)
 
 
 def decide(state: State, ref: str, as_of: date, facts: Mapping[str, Any] | None = None) -> Decision:

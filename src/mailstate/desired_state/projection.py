@@ -158,6 +158,7 @@ def project(
                     "quota": state.quota.overrides.get(f"unit:{unit.id}", state.quota.unit),
                     "locked": decision.locked,
                     "lock_reason": decision.lock_reason,
+                    "refuse_mail": None,
                 },
                 unit=unit.id,
             ),

@@ -105,6 +105,8 @@ MESSAGES: dict[str, str] = {
     "lifecycle.dissolved.mailbox_unused": N_("unit {unit} dissolved on {dissolved_on}: its head and "
                                              "delegates no longer use its mailbox (locked; its mail is kept, "
                                              "then archived)"),
+    "archive.before_removal.mail_refused": N_("mail to it is refused at delivery first, so that none "
+                                              "arrives while it is archived and removed"),
     "archive.before_removal.folder_goes_with": N_("its shared folder '{path}' goes with it: archived with "
                                                   "its mail, then removed"),
 }

@@ -6,8 +6,9 @@
 - groups (`virtual_alias_maps`): a group's address → its `rfc822MailMember` values, the delivery list
   mailstate computes (nested groups and unit mailboxes expanded, duplicates removed, leavers whose
   mail is refused left out): one lookup per group, no recursion at delivery time;
-- refused (`check_recipient_access`): a locked person whose `mailstateRefuseMail` is set (left the
-  agency) → `550 5.1.6 <reason>` at RCPT;
+- refused (`check_recipient_access`): a locked mailbox (a person's or a unit's, ou=mailboxes included: the
+  table searches the whole tree) whose `mailstateRefuseMail` is set (left the agency, or being removed)
+  → `550 5.1.6 <reason>` at RCPT;
 - delivery: LMTP to Dovecot, which finds the account by the address (`mailLocalAddress`).
 """
 

@@ -468,6 +468,46 @@ def unit_work(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] =
     return None
 
 
+def parse_shared_grantees(text: str) -> dict[str, set[str]]:
+    """{owner: the users it shares folders with} from the ACL shared dict (``doveadm -f tab dict iter -R DICT
+    shared/shared-boxes/``): keys ``shared/shared-boxes/user/<grantee>/<owner>``; groups and ``anyone``
+    name no one who could be asked."""
+    out: dict[str, set[str]] = {}
+    head = SHARED_BOXES + "user/"
+    for row in parse_doveadm_tab(text):
+        key = row.get("key", "")
+        parts = key[len(head) :].split("/") if key.startswith(head) else []
+        if len(parts) == 2 and all(parts) and parts[0] != parts[1]:
+            out.setdefault(parts[1], set()).add(parts[0])
+    return out
+
+
+def delegate_work(rows: Iterable[Mapping[str, str]], delegate: str) -> str | None:
+    """A sign that ``delegate`` read mail in another's mailbox, from their own ``doveadm -f tab mailbox status
+    'messages unseen'`` rows of its folders (``shared/<unit>/*``): Dovecot keeps a delegate's \\Seen in their
+    private index (INDEXPVT), so the mailbox's own counters never show it — the delegate's view does."""
+    for row in rows:
+        try:
+            messages, unseen = (int(row.get(k) or 0) for k in ("messages", "unseen"))
+        except ValueError:
+            continue
+        if messages > unseen:
+            return f"{delegate}: {row.get('mailbox', '')}: {messages - unseen} read"
+    return None
+
+
+def status_sections(text: str, marker: str) -> list[tuple[list[str], str]]:
+    """The output of one batched remote loop cut at its ``<marker> word…`` lines: [(words, the output that
+    followed)]; ``marker`` is a fresh random word, so no mailbox name can forge a section."""
+    out: list[tuple[list[str], str]] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith(marker + " "):
+            out.append((line[len(marker) + 1 :].split(), ""))
+        elif out:
+            out[-1] = (out[-1][0], out[-1][1] + line)
+    return out
+
+
 def parse_doveadm_tab(text: str) -> list[dict[str, str]]:
     """Rows of ``doveadm -f tab …`` output: a header line of field names, then a tab-separated row a line."""
     lines = [ln for ln in text.splitlines() if ln.strip()]

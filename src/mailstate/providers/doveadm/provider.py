@@ -21,6 +21,7 @@ accepted. Every command is built with shlex.quote; no password is ever sent or p
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import threading
 import time
@@ -56,6 +57,7 @@ from mailstate.providers.doveadm.parse import (
     _RevokedHostKey,
     archive_mismatches,
     covered_by,
+    delegate_work,
     doveadm_command,
     entries_digest,
     last_login_prefix,
@@ -68,9 +70,11 @@ from mailstate.providers.doveadm.parse import (
     parse_doveadm_tab,
     parse_last_login,
     parse_quota_get,
+    parse_shared_grantees,
     parse_shared_owners,
     read_fetch_stream,
     settings_from_env,
+    status_sections,
     uid_set,
     unit_work,
 )
@@ -263,15 +267,50 @@ class SshProvider:
 
     def units_used(self, logins: Iterable[str]) -> dict[str, str]:
         """{login: the sign of work} for each unit mailbox someone worked in (BĐ art.5.2's "put into use"):
-        its own login is not needed, delegates work in it under theirs. One ``mailbox status`` of a few
-        counters per unit mailbox (no message is read); only those without a recorded login are asked."""
+        its own login is not needed, delegates work in it under theirs. Its own counters show mail read
+        by its own login, filed, moved or deleted; a delegate's read (\\Seen, private to them: INDEXPVT)
+        shows only in the delegate's view, so each user the ACL shared dict names for it is asked too.
+        One remote loop of ``mailbox status`` counters for every unit mailbox and pair (no message is
+        read), cut in batches that keep each command line short; only those without a login are asked."""
+        units = sorted(set(logins))
+        if not units:
+            return {}
+        prefixes = self.other_prefixes()
+        shared = prefixes[0] if prefixes else ""
+        uri = self.config("plugin/acl_shared_dict")
+        grantees = parse_shared_grantees(
+            self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
+        ) if uri and shared else {}
+        marker = "ms-" + secrets.token_hex(8)
+        steps: list[tuple[list[str], list[str]]] = []
+        for unit in units:
+            steps.append((["own", unit], ["mailbox", "status", "-u", unit, "messages unseen uidnext", "*"]))
+            for who in sorted(grantees.get(unit, ())):
+                view = ["mailbox", "status", "-u", who, "messages unseen", f"{shared}{unit}/*"]
+                steps.append((["pvt", unit, who], view))
         used: dict[str, str] = {}
-        prefixes = self.other_prefixes() if logins else []
-        for login in logins:
-            text = self.doveadm("-f", "tab", "mailbox", "status", "-u", login, "messages unseen uidnext", "*")
-            sign = unit_work(parse_doveadm_tab(text), prefixes)
-            if sign is not None:
-                used[login] = sign
+        batch: list[str] = []
+        size = 0
+        for i, (words, args) in enumerate(steps):
+            line = (f"echo {shlex.quote(' '.join([marker, *words]))}; "
+                    f"{doveadm_command(self.settings.doveadm, '-f', 'tab', *args)} || echo {marker} failed")
+            batch.append(line)
+            size += len(line) + 1
+            if size < FIND_ARGS_MAX and i < len(steps) - 1:
+                continue
+            text = self.run("\n".join(batch))[1]
+            batch, size = [], 0
+            sections = status_sections(text, marker)
+            for n, (head, body) in enumerate(sections):
+                if head[0] == "failed" or len(head) < 2 or head[1] in used:
+                    continue
+                failed = n + 1 < len(sections) and sections[n + 1][0] == ["failed"]
+                if failed and head[0] == "own":
+                    raise ProviderError(f"ssh: reading the counters of {head[1]}'s folders failed")
+                rows = [] if failed else parse_doveadm_tab(body)  # a grantee no longer let in: nothing seen
+                sign = unit_work(rows, prefixes) if head[0] == "own" else delegate_work(rows, head[2])
+                if sign is not None:
+                    used[head[1]] = sign
         return used
 
     def config(self, name: str) -> str:

@@ -83,6 +83,7 @@ MANAGED_ATTRS: dict[str, tuple[str, ...]] = {
         "mailLocalAddress",
         "mailstateQuota",
         "mailstateLockReason",
+        "mailstateRefuseMail",
     ),
     "unit": ("ou", "description", "mailstateParent", "mailstateHead", "mailstateDelegate", "mail"),
     "group": ("cn", "displayName", "mail", "mailLocalAddress", "mailstateMember", "rfc822MailMember"),
@@ -321,6 +322,7 @@ def parse_unit_mailbox(raw: Mapping[str, Any], dn: str | None = None) -> Record:
     attrs: dict[str, Any] = {
         "name": _single(e, "description"),
         **_mailbox_attrs(e, _address(e, "mail")),
+        "refuse_mail": _single(e, "mailstateRefuseMail"),
     }
     return _record("unit_mailbox", key, attrs, e, key)
 
@@ -470,6 +472,7 @@ def build_entry(kind: str, key: str, attrs: Mapping[str, Any], base: str) -> Ent
             "mail": _v(address),
             "mailLocalAddress": list(_addrs([x for x in [address, *(a.get("aliases") or ())] if x])),
             "mailstateQuota": _v(a.get("quota")),
+            "mailstateRefuseMail": _v(a.get("refuse_mail")),
         }
     elif kind == "unit":
         out = {
@@ -516,7 +519,7 @@ _DIRECT: dict[str, dict[str, str]] = {
         "family": "sn",
         "refuse_mail": "mailstateRefuseMail",
     },
-    "unit_mailbox": {"name": "description", "quota": "mailstateQuota"},
+    "unit_mailbox": {"name": "description", "quota": "mailstateQuota", "refuse_mail": "mailstateRefuseMail"},
     "unit": {
         "name": "description",
         "parent": "mailstateParent",

@@ -358,6 +358,20 @@ def _remove(
                 fields=LOCK_ATTRS,
             )
         )
+    decision = desired.decisions.get(ref)
+    refuse = decision.refuse_mail if decision else None
+    if refuse and cur.attrs.get("refuse_mail") != refuse:
+        # no mail may arrive between the archive and the removal: refused at RCPT first (docs/mailflow.md)
+        chain.append(
+            _change(
+                Action.UPDATE,
+                cur,
+                {"refuse_mail": cur.attrs.get("refuse_mail")},
+                {"refuse_mail": refuse},
+                [*reasons, reason("archive.before_removal.mail_refused", desired.regulation)],
+                fields=("refuse_mail",),
+            )
+        )
     address = cur.attrs.get("address")
     chain.append(
         _change(
