@@ -176,7 +176,7 @@ def test_rights_by_hand_revoked_and_grants_end_with_their_reason(agency: Agency)
     assert [(ch["action"], ch["key"]) for ch in plan["changes"]] == [("revoke", f"unit:vp/{QUY4}#binhvt")]
     assert agency.apply().returncode == 0
     assert agency.can("binhvt", f"shared/vp/{QUY4}") == (False, False)
-    later = agency.plan("--as-of", "2100-01-01")
+    later = agency.plan("--as-of", "2100-01-01", "--lang", "vi")
     ended = [ch for ch in later["changes"] if ch["key"] == "unit:kh/INBOX#hoatt"]
     assert [ch["action"] for ch in ended] == ["revoke"]
     assert any(w["rule"] == "grant.ended" and w["params"]["until"] == "2099-12-31" for w in ended[0]["why"])

@@ -267,3 +267,11 @@ def test_the_environment_gives_the_language_of_commands_without_lang(tmp_path: P
     vi = subprocess.run(args, env=env, capture_output=True, text=True)
     en = subprocess.run(args, env={**env, "MAILSTATE_LANG": "en"}, capture_output=True, text=True)
     assert vi.stderr.startswith("lỗi: ") and en.stderr.startswith("error: "), (vi.stderr, en.stderr)
+
+
+def test_no_reason_message_names_a_parameter_it_cannot_get() -> None:
+    """``reason(code, reg, where=…)`` takes ``where`` as the reason's place, never as a message parameter:
+    a message with ``{where}`` printed it literally (an ended grant's reason did)."""
+    from mailstate.model.reason import MESSAGES
+
+    assert [code for code, text in MESSAGES.items() if "{where}" in text] == []

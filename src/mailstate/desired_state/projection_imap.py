@@ -230,7 +230,7 @@ def project_imap(state: State, as_of: date) -> Desired:
                 for login in sorted(logins):
                     ended[(grant.mailbox, folder, login)] = (
                         reason("grant.ended", reg, to=grant.to, mailbox=grant.mailbox, rights=grant.rights,
-                               until=grant.until.isoformat(), text=grant.reason, where=str(grant.source)),
+                               until=grant.until.isoformat(), text=grant.reason, origin=str(grant.source)),
                         grant.source,
                         rights_letters(grant.rights),
                     )

@@ -74,7 +74,7 @@ MESSAGES: dict[str, str] = {
     "shared_folder.reader": N_("reader of shared folder '{path}'"),
     "shared_folder.writer": N_("writer of shared folder '{path}'"),
     "grant.access": N_("access grant ({rights}) until {until}: {text}"),
-    "grant.ended": N_("access grant to {to} on {mailbox} ({rights}) ended {until} ({text}); {where}"),
+    "grant.ended": N_("access grant to {to} on {mailbox} ({rights}) ended {until} ({text}); {origin}"),
     # mail is never destroyed
     "archive.before_removal": N_("the mail is archived (verified) before any removal"),
     "archive.verified_before_delete": N_("the mail is removed only once its archive is verified"),
