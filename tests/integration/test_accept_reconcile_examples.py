@@ -82,7 +82,7 @@ def test_example_applies_and_converges_with_every_provider(
     assert drift.returncode == 0, drift.stdout[-2000:] + drift.stderr
     assert_filtered(scoped_plans(state, env, "2028-01-01")["2028-01-01"])
 
-    later = ms("plan", "--as-of", "2028-01-01", "--format", "json")
+    later = ms("plan", "--as-of", "2028-01-01", "--format", "json", "--lang", "vi")  # citations as read
     assert later.returncode == 0, later.stderr
     removals = [c for c in json.loads(later.stdout)["changes"]
                 if c["action"] in ("lock", "archive", "delete", "revoke")]
