@@ -16,6 +16,8 @@ from mailstate.desired_state.naming import unit_name_key
 from mailstate.desired_state.validate import MISSING_PERSON_ID
 from mailstate.errors import ValidationError
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 ORG = """\
 [organization]
 name = "Sở Y tế tỉnh Sóc Trăng"

@@ -13,6 +13,8 @@ from mailstate.desired_state.assign import AssignError, assign, live_addresses_o
 from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 MAILSTATE_TOML = """\
 # Sở Công Thương — state repository
 [organization]

@@ -64,6 +64,7 @@ def test_keep_after_leaving_with_an_empty_decision_is_refused(tmp_path: Path, va
     assert any(p.field.startswith("person.keep_after_leaving") for p in exc.value.problems), exc.value
 
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_keep_after_leaving_for_a_post_the_rule_does_not_name_is_refused(tmp_path: Path) -> None:
     """MOST's rule keeps the mailbox only for department-director level posts or above: a "Chuyên viên"
     is refused, naming the article; the post held may be written in the keep itself."""
@@ -106,6 +107,7 @@ def test_notice_on_without_left_on_is_refused(tmp_path: Path) -> None:
 
 # -- maxima ------------------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_a_duration_beyond_its_article_is_warned_about_naming_both(tmp_path: Path) -> None:
     root = _copy(tmp_path, "most")
     assert load_state(root).warnings == []

@@ -13,6 +13,8 @@ from mailstate.cli import cli
 from mailstate.desired_state.loader import load_state
 from mailstate.errors import Problem, ValidationError
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 WriteState = Callable[[dict[str, str]], Path]
 
 UNIT = """\
