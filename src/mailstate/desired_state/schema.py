@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from mailstate.model.i18n import ngettext
 from mailstate.model.regulation import Regulation as RulesRegulation
 from mailstate.model.regulation import combine
 from mailstate.model.settings import (
@@ -476,7 +477,12 @@ class State:
                        {str(k): str(v) for k, v in reg.maximum.items()}, posts)
 
     def summary(self) -> str:
-        return (
-            f"{len(self.units)} units, {len(self.people)} people, {len(self.groups)} groups, "
-            f"{len(self.shared_folders)} shared folders, {len(self.access_grants)} access grants"
-        )
+        return ", ".join((
+            ngettext("{n} unit", "{n} units", len(self.units)).format(n=len(self.units)),
+            ngettext("{n} person", "{n} people", len(self.people)).format(n=len(self.people)),
+            ngettext("{n} group", "{n} groups", len(self.groups)).format(n=len(self.groups)),
+            ngettext("{n} shared folder", "{n} shared folders", len(self.shared_folders)).format(
+                n=len(self.shared_folders)),
+            ngettext("{n} access grant", "{n} access grants", len(self.access_grants)).format(
+                n=len(self.access_grants)),
+        ))
