@@ -41,6 +41,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 # -- keep_after_leaving ------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_keep_after_leaving_without_a_decision_is_refused(tmp_path: Path) -> None:
     """A bare `keep_after_leaving = true` says nothing of who decided and why: refused at its line."""
     root = _copy(tmp_path, "mic")

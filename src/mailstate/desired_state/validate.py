@@ -398,6 +398,10 @@ def pydantic_problems(
             msg = str(err["msg"]).removeprefix("Value error, ")
             if secret:
                 msg = _("invalid value")
+        elif typ in ("string_too_short", "too_short") and ctx.get("min_length") == 1:
+            msg = _("must not be empty")
+        elif typ in ("string_too_long", "too_long") and "max_length" in ctx:
+            msg = _("is too long: at most {n}").format(n=ctx["max_length"])
         elif typ.startswith("date"):
             msg = _("not a valid date: write a TOML date such as 2026-12-31") + got
         elif typ in _TYPE_MESSAGES:
