@@ -42,11 +42,23 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.cli import LANG_ENV
 from mailstate.errors import LabError
 from mailstate.lab import Lab
+from mailstate.model import i18n
 from mailstate.serverconfig.site import PasswordRules
 
 DEFAULT_DOMAIN = "lab.example.gov.vn"
+
+
+@pytest.fixture(autouse=True)
+def _english(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The integration tests assert behaviour through English texts, in the library and through the CLI
+    (MAILSTATE_LANG, the environment form of --lang). The language itself — Vietnamese by default — is
+    tested where it is the subject (test_i18n_apply_lab.py unsets this; tests/unit/test_i18n.py)."""
+    monkeypatch.setenv(LANG_ENV, "en")
+    with i18n.use("en"):
+        yield
 
 
 def _remove_stale_roots(parent: Path) -> None:
@@ -128,7 +140,7 @@ def sct_all(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_pa
     lab = lab_for("sct.binhdinh.gov.vn", "Sở Công Thương tỉnh Bình Định")
     lab.reset()
     for key in list(os.environ):
-        if key.startswith("MAILSTATE_"):
+        if key.startswith("MAILSTATE_") and key != LANG_ENV:
             monkeypatch.delenv(key)
     for key, value in lab.env().items():
         monkeypatch.setenv(key, value)

@@ -89,4 +89,4 @@ def test_scoped_plan_repairs_a_group_given_one_of_its_people(
     assert c.modify(alias, {"mailstateExpires": [(MODIFY_REPLACE, ["20300101000000Z"])]})
     out = ms(env, "apply", str(saved), "--state", str(state), "--provider", "ldap")
     assert out.returncode == 1
-    assert f"live alias tuanh@{DOMAIN} changed" in out.stdout + out.stderr
+    assert f"live old address tuanh@{DOMAIN} changed" in out.stdout + out.stderr
