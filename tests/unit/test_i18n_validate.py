@@ -76,6 +76,12 @@ ENGLISH_WORDS = re.compile(
 )
 
 
+@pytest.fixture(autouse=True)
+def _no_language_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAILSTATE_LANG (a runner's --lang) would decide the language these tests are about."""
+    monkeypatch.delenv("MAILSTATE_LANG", raising=False)
+
+
 def _state(tmp_path: Path, unit: str | None = None, org: str = ORG.format(language="")) -> Path:
     """BROKEN, or the one unit file ``unit``, under ``org``."""
     root = tmp_path / "state"
