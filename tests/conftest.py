@@ -25,3 +25,13 @@ def _default_language() -> Iterator[None]:
 
     with i18n.use(i18n.DEFAULT_LANGUAGE):
         yield
+
+
+@pytest.fixture
+def english() -> Iterator[None]:
+    """The test reads texts in English (the message ids): ``pytestmark = pytest.mark.usefixtures("english")``
+    for a module whose assertions quote English messages, e.g. validation's."""
+    from mailstate.model import i18n
+
+    with i18n.use("en"):
+        yield

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from mailstate.desired_state.projection_imap import project_imap
 from mailstate.desired_state.schema import (
     AccessGrant,
@@ -117,6 +119,7 @@ def test_folder_key_treats_a_first_level_inbox_in_any_case_as_inbox() -> None:
     assert folder_key("lantt", "Inboxes/x") == "lantt/Inboxes/x"
 
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_reserved_acl_identifiers_are_refused_as_ids(tmp_path: Path) -> None:
     """A person or unit id that IMAP ACLs read as everyone (anyone, authenticated) or the owner is refused."""
     import pytest

@@ -3,6 +3,8 @@ without a password, and what a --scope covers."""
 
 from __future__ import annotations
 
+import pytest
+
 from mailstate.desired_state.projection import Desired
 from mailstate.model.change import Action
 from mailstate.model.records import Record
@@ -58,6 +60,7 @@ def test_scope_covers_aliases_and_groups_of_its_people() -> None:
     assert not sf.covers(Record("group", "lanhdao", {"members": ("tinlv",)}, "ldap"))
 
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_a_phone_slapd_would_refuse_is_a_validation_error() -> None:
     """telephoneNumber is a PrintableString in LDAP: a '*' or a marked letter is refused by validation,
     not by slapd in the middle of an apply; ordinary Vietnamese numbers pass."""

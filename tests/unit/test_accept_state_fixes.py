@@ -16,6 +16,8 @@ from mailstate.desired_state.naming import unit_name_key
 from mailstate.desired_state.validate import MISSING_PERSON_ID
 from mailstate.errors import ValidationError
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 ORG = """\
 [organization]
 name = "Sở Y tế tỉnh Sóc Trăng"
@@ -75,7 +77,7 @@ def test_person_with_pinned_address_and_no_id_gets_its_id(agency: Path) -> None:
     path.write_text(KTV + '\n[[person]]\nname = "Trần Pin"\naddress = "tranpin@syt.soctrang.gov.vn"\n',
                     encoding="utf-8")
     runner = CliRunner()
-    res = runner.invoke(cli, ["assign", "--state", str(agency)])
+    res = runner.invoke(cli, ["assign", "--lang", "en", "--state", str(agency)])
     assert res.exit_code == 0, res.output
     assert "units/ktv.toml:8: person tranpin: id = tranpin" in res.output
     assert path.read_text(encoding="utf-8").endswith(
@@ -83,7 +85,7 @@ def test_person_with_pinned_address_and_no_id_gets_its_id(agency: Path) -> None:
     )
     assert load_state(agency).people["tranpin"].address == "tranpin@syt.soctrang.gov.vn"
     before = digest(agency)
-    res = runner.invoke(cli, ["assign", "--state", str(agency), "--check"])
+    res = runner.invoke(cli, ["assign", "--lang", "en", "--state", str(agency), "--check"])
     assert res.exit_code == 0 and digest(agency) == before
 
 
@@ -131,7 +133,8 @@ def test_password_written_into_password_env_is_refused_unechoed(agency: Path) ->
         encoding="utf-8",
     )
     before = digest(agency)
-    for args in (["validate"], ["assign"], ["assign", "--check"]):
+    for args in (["validate", "--lang", "en"], ["assign", "--lang", "en"],
+                 ["assign", "--lang", "en", "--check"]):
         res = CliRunner().invoke(cli, [*args, "--state", str(agency)])
         assert res.exit_code == 1, res.output
         assert "mailstate.toml:11: providers.ldap.password_env: is not the name of an env" in res.output
@@ -146,7 +149,7 @@ def test_assign_names_files_as_seen_from_the_current_directory(agency: Path) -> 
     cwd = os.getcwd()
     os.chdir(agency.parent)
     try:
-        res = CliRunner().invoke(cli, ["assign", "--state", agency.name])
+        res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", agency.name])
     finally:
         os.chdir(cwd)
     assert res.exit_code == 1
@@ -171,7 +174,7 @@ def test_bom_and_crlf_survive_assign(agency: Path) -> None:
     path = agency / "units" / "ktv.toml"
     path.write_bytes(("\ufeff" + KTV + '\n[[person]]\nname = """\\\nTrần Văn \\\nAn"""').replace("\n", "\r\n")
                      .encode("utf-8"))
-    res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
+    res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(agency)])
     assert res.exit_code == 0, res.output
     assert path.read_bytes().decode("utf-8") == (
         "\ufeff"
@@ -198,7 +201,7 @@ def test_line_separator_in_a_comment_does_not_shift_the_insertion(agency: Path) 
     path = agency / "units" / "ktv.toml"
     path.write_text(KTV + '\n# note\u2028more\n[[person]]\nid = "a1"\nname = "Lê Văn Tám"\ntitle = "x"\n',
                     encoding="utf-8")
-    res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
+    res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(agency)])
     lines = path.read_text(encoding="utf-8").split("\n")
     assert lines[9:12] == ['name = "Lê Văn Tám"', 'address = "le.tam@syt.soctrang.gov.vn"', 'title = "x"']
     assert "units/ktv.toml:11: person a1: address = le.tam@syt.soctrang.gov.vn" in res.output
@@ -218,7 +221,8 @@ def test_secret_under_any_key_is_refused_unechoed(agency: Path, extra: str, line
     secret = "b3JnYW5pemF0aW9u-Zz9"
     (agency / "mailstate.toml").write_text(ORG + extra.format(s=secret), encoding="utf-8")
     before = digest(agency)
-    for args in (["validate"], ["assign"], ["assign", "--check"]):
+    for args in (["validate", "--lang", "en"], ["assign", "--lang", "en"],
+                 ["assign", "--lang", "en", "--check"]):
         res = CliRunner().invoke(cli, [*args, "--state", str(agency)])
         assert res.exit_code == 1, res.output
         assert f"mailstate.toml:{line}: {field}: " in res.output and "(the value is not shown)" in res.output
@@ -239,7 +243,7 @@ def test_policy_values_out_of_range(agency: Path, extra: str, expected: str) -> 
     """A duration past any date is an error at its line (was an internal ValueError); so is a separator
     that an address cannot hold (was silently dropped)."""
     (agency / "mailstate.toml").write_text(ORG + extra, encoding="utf-8")
-    res = CliRunner().invoke(cli, ["validate", "--state", str(agency)])
+    res = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(agency)])
     assert res.exit_code == 1 and "internal error" not in res.output
     assert expected in res.output
 
@@ -263,7 +267,7 @@ def test_assign_errors_name_a_person_without_id_by_name(agency: Path) -> None:
         '[[unit]]\nid = "u1"\nname = "Phòng A"\nparent = "vp"\n'
         '[[unit]]\nid = "u2"\nname = "Phòng B"\nparent = "vp"\n'
         '\n[[person]]\nname = "Lê Văn Tám"\n', encoding="utf-8")
-    res = CliRunner().invoke(cli, ["assign", "--state", str(agency)])
+    res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(agency)])
     assert res.exit_code == 1
     shown = "units/two.toml:10: person.unit: person 'Lê Văn Tám' (written without an id) has no unit"
     assert shown in res.output
@@ -306,7 +310,7 @@ def test_empty_derivation_names_the_person_and_the_default_template(tmp_path: Pa
     (tmp_path / "mailstate.toml").write_text(org, encoding="utf-8")
     (tmp_path / "u.toml").write_text('[unit]\nid = "q"\nname = "Phòng Q"\naddress = "q@x.gov.vn"\n\n'
                                      '[[person]]\nname = "!!!"\n', encoding="utf-8")
-    res = CliRunner().invoke(cli, ["assign", "--state", str(tmp_path)])
+    res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(tmp_path)])
     assert res.exit_code == 1
     assert ("u.toml:6: person.name: the template '{given}{initials}' ([naming].person, the default: no "
             "[naming] table) gives an empty address for person '!!!' (written without an id)") in res.output

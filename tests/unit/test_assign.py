@@ -13,6 +13,8 @@ from mailstate.desired_state.assign import AssignError, assign, live_addresses_o
 from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 MAILSTATE_TOML = """\
 # Sở Công Thương — state repository
 [organization]
@@ -136,14 +138,14 @@ def test_check_exit_codes(state_dir: Path) -> None:
     """--check writes nothing and exits 2 when something would be written, 0 once all is assigned."""
     runner = CliRunner()
     before = snapshot(state_dir)
-    res = runner.invoke(cli, ["assign", "--state", str(state_dir), "--check"])
+    res = runner.invoke(cli, ["assign", "--lang", "en", "--state", str(state_dir), "--check"])
     assert res.exit_code == 2, res.output
     assert "would assign 7 addresses in 2 files" in res.output
     assert "units/qlcn.toml:" in res.output
     assert snapshot(state_dir) == before
-    res = runner.invoke(cli, ["assign", "--state", str(state_dir)])
+    res = runner.invoke(cli, ["assign", "--lang", "en", "--state", str(state_dir)])
     assert res.exit_code == 0 and "assigned 7 addresses in 2 files" in res.output
-    res = runner.invoke(cli, ["assign", "--state", str(state_dir), "--check"])
+    res = runner.invoke(cli, ["assign", "--lang", "en", "--state", str(state_dir), "--check"])
     assert res.exit_code == 0, res.output
 
 
@@ -153,7 +155,7 @@ def test_validation_error_writes_nothing(state_dir: Path) -> None:
     bad = b'\r\n[[group]]\r\nid = "vpgroup"\r\nname = "X"\r\nmembers = ["nosuch"]\r\n'
     path.write_bytes(path.read_bytes() + bad)
     before = snapshot(state_dir)
-    res = CliRunner().invoke(cli, ["assign", "--state", str(state_dir)])
+    res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(state_dir)])
     assert res.exit_code == 1
     assert "units/vp.toml:" in res.output and "nosuch" in res.output
     assert "nothing was written" in res.output
@@ -166,7 +168,7 @@ def test_template_error_exit_1(state_dir: Path) -> None:
     path = state_dir / "mailstate.toml"
     path.write_text(MAILSTATE_TOML.replace('"{given}{initials}"', '"{given}{initial}"'), encoding="utf-8")
     before = snapshot(state_dir)
-    res = CliRunner().invoke(cli, ["assign", "--state", str(state_dir)])
+    res = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(state_dir)])
     assert res.exit_code == 1
     assert "mailstate.toml:7" in res.output and "{initial}" in res.output
     assert snapshot(state_dir) == before
@@ -266,7 +268,7 @@ def test_validate_names_the_missing_id_and_the_way_out(state_dir: Path) -> None:
     """validate refuses a person without an id, pointing at assign, and writes nothing."""
     path = state_dir / "units" / "vp.toml"
     path.write_bytes(path.read_bytes() + b'\r\n[[person]]\r\nname = "Phan Thanh B\xc3\xacnh"\r\n')
-    result = CliRunner().invoke(cli, ["validate", "--state", str(state_dir)])
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(state_dir)])
     assert result.exit_code == 1
     assert "vp.toml:9: person.id: missing required field 'id'" in result.output
     assert "mailstate assign" in result.output

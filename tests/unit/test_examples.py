@@ -197,7 +197,7 @@ def test_addresses_are_what_assign_derives(name: str, tmp_path: Path) -> None:
             if not (m := re.match(r'^address\s*=\s*"([^"]*)"', line)) or m.group(1) in keep
         ]
         path.write_text("".join(kept), encoding="utf-8")
-    result = CliRunner().invoke(cli, ["assign", "--state", str(copy)])
+    result = CliRunner().invoke(cli, ["assign", "--lang", "en", "--state", str(copy)])
     assert result.exit_code == 0, result.output
     assert "assigned" in result.output
     assert addresses(load_state(copy)) == committed

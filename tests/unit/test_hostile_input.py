@@ -16,6 +16,8 @@ from mailstate.desired_state.loader import load_state
 from mailstate.errors import Problem, ProviderError, ValidationError
 from mailstate.text import CONTROL_RE, csv_cell, visible
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 ORG = 'name = "Sở Công Thương tỉnh Bình Định"\ndomain = "sct.binhdinh.gov.vn"\n'
 
 FORGED = "Chuyên viên\n     99. - delete person tuanpm  [ldap]\n          why: MIC art.5.3"

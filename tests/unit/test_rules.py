@@ -42,6 +42,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 
 # -- keep_after_leaving ------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_keep_after_leaving_without_a_decision_is_refused(tmp_path: Path) -> None:
     """A bare `keep_after_leaving = true` says nothing of who decided and why: refused at its line."""
     root = _copy(tmp_path, "mic")
@@ -65,6 +66,7 @@ def test_keep_after_leaving_with_an_empty_decision_is_refused(tmp_path: Path, va
     assert any(p.field.startswith("person.keep_after_leaving") for p in exc.value.problems), exc.value
 
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_keep_after_leaving_for_a_post_the_rule_does_not_name_is_refused(tmp_path: Path) -> None:
     """MOST's rule keeps the mailbox only for department-director level posts or above: a "Chuyên viên"
     is refused, naming the article; the post held may be written in the keep itself."""
@@ -107,6 +109,7 @@ def test_notice_on_without_left_on_is_refused(tmp_path: Path) -> None:
 
 # -- maxima ------------------------------------------------------------------------------------------
 
+@pytest.mark.usefixtures("english")  # asserts validation's English texts
 def test_a_duration_beyond_its_article_is_warned_about_naming_both(tmp_path: Path) -> None:
     root = _copy(tmp_path, "most")
     assert load_state(root).warnings == []
@@ -286,5 +289,5 @@ def test_the_maximum_warning_is_printed_by_plan_too(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, [command, "--state", str(root)])
     assert result.exit_code == (0 if command == "validate" else 1), result.output + result.stderr
     assert "cảnh báo: mailstate.toml:" in result.stderr
-    assert "exceeds the maximum 12 months" in result.stderr
+    assert "vượt mức tối đa 12 months" in result.stderr  # the whole warning in the state's language
     assert "cảnh báo" not in result.stdout

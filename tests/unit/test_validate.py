@@ -13,6 +13,8 @@ from mailstate.cli import cli
 from mailstate.desired_state.loader import load_state
 from mailstate.errors import Problem, ValidationError
 
+pytestmark = pytest.mark.usefixtures("english")  # asserts validation's English texts
+
 WriteState = Callable[[dict[str, str]], Path]
 
 UNIT = """\
@@ -55,7 +57,7 @@ def with_unit(write_state: WriteState, org: str, extra: str = "", **files: str) 
 def test_good_state_loads(write_state: WriteState, org: str) -> None:
     """The base state used by the other tests is valid."""
     state = load_state(with_unit(write_state, org))
-    assert state.summary() == "1 units, 2 people, 0 groups, 0 shared folders, 0 access grants"
+    assert state.summary() == "1 unit, 2 people, 0 groups, 0 shared folders, 0 access grants"
 
 
 def test_toml_syntax_error_names_its_line(write_state: WriteState, org: str) -> None:
@@ -110,7 +112,7 @@ def test_literal_secret_is_refused_without_its_value(write_state: WriteState, or
         p.message.startswith("secrets never in TOML: use password_env or password_file") for p in found
     )
     assert secret not in str(info.value)
-    result = CliRunner().invoke(cli, ["validate", "--state", str(root)])
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(root)])
     assert result.exit_code == 1
     assert secret not in result.output and secret not in result.stderr
 
@@ -403,7 +405,7 @@ def test_unusable_state_dir(tmp_path: Path, setup: str, expected: str) -> None:
 def test_cli_validate_error_exits_1_with_problems_on_stderr(write_state: WriteState, org: str) -> None:
     """`validate` on a bad state exits 1, prints FILE:LINE: field: message on stderr, nothing on stdout."""
     root = with_unit(write_state, org, '[[person]]\nid = "anhnv"\nnmae = "A"\n')
-    result = CliRunner().invoke(cli, ["validate", "--state", str(root)])
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(root)])
     assert result.exit_code == 1
     assert result.stdout == ""
     where = (root / "units/qlcn.toml").as_posix()
@@ -415,7 +417,7 @@ def test_cli_validate_error_exits_1_with_problems_on_stderr(write_state: WriteSt
 
 def test_cli_validate_missing_dir_exits_1_without_traceback(tmp_path: Path) -> None:
     """`mailstate validate` on a missing directory exits 1 with one line, not a traceback."""
-    result = CliRunner().invoke(cli, ["validate", "--state", str(tmp_path / "nope")])
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(tmp_path / "nope")])
     assert result.exit_code == 1 and result.stdout == ""
     assert "state directory not found" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
@@ -423,10 +425,11 @@ def test_cli_validate_missing_dir_exits_1_without_traceback(tmp_path: Path) -> N
 
 def test_cli_validate_good_state_prints_one_line(write_state: WriteState, org: str) -> None:
     """`mailstate validate` on a good state prints exactly one summary line and exits 0."""
-    result = CliRunner().invoke(cli, ["validate", "--state", str(with_unit(write_state, org))])
+    root = with_unit(write_state, org)
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(root)])
     assert result.exit_code == 0
     assert result.stdout == (
-        "ok: 1 units, 2 people, 0 groups, 0 shared folders, 0 access grants (sct.binhdinh.gov.vn)\n"
+        "ok: 1 unit, 2 people, 0 groups, 0 shared folders, 0 access grants (sct.binhdinh.gov.vn)\n"
     )
 
 
@@ -488,7 +491,7 @@ def test_wrong_type_says_what_is_expected(write_state: WriteState, org: str) -> 
 def test_cli_validate_github_annotations(write_state: WriteState, org: str) -> None:
     """With --format github, each problem is also a GitHub Actions ::error annotation (escaped) on stdout."""
     root = with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\naddress = "anhnv@gmail.com"\n')
-    result = CliRunner().invoke(cli, ["validate", "--state", str(root), "--format", "github"])
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en", "--state", str(root), "--format", "github"])
     assert result.exit_code == 1
     file = (root / "units/qlcn.toml").as_posix().replace(":", "%3A").replace(",", "%2C")
     assert result.stdout == (
@@ -555,6 +558,6 @@ def test_cli_validate_paths_are_relative_to_the_working_dir(
     root = with_unit(write_state, org, '[[person]]\nid = "anhnv"\nname = "A"\naddress = "x@y.vn"\n')
     monkeypatch.chdir(root)
     monkeypatch.delenv("MAILSTATE_STATE", raising=False)
-    result = CliRunner().invoke(cli, ["validate"])
+    result = CliRunner().invoke(cli, ["validate", "--lang", "en"])
     assert result.exit_code == 1
     assert result.stderr.startswith("units/qlcn.toml:19: person.address: 'x@y.vn' is outside")

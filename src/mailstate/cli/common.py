@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import click
 
-from mailstate.errors import MailstateError
-from mailstate.model.i18n import LANGUAGES, _, set_language
+from mailstate.errors import MailstateError, ValidationError
+from mailstate.model.i18n import LANGUAGES, _, ngettext, set_language
 from mailstate.redact import hide_secrets
 from mailstate.text import visible
 
@@ -67,6 +67,17 @@ def choose_language(lang: str | None, state_dir: Path | None = None) -> str:
     return chosen
 
 
+def _error_text(exc: MailstateError) -> str:
+    """What an error says; the problems of an invalid state under a heading in the language of the run
+    (errors.py, below the catalogues, cannot say it)."""
+    if isinstance(exc, ValidationError):
+        n = len(exc.problems)
+        head = ngettext("{n} problem in the desired state", "{n} problems in the desired state",
+                        n).format(n=n)
+        return head + ":\n" + "\n".join(str(p) for p in exc.problems)
+    return str(exc)
+
+
 def errors_to_exit(fn: F) -> F:
     """Turn a MailstateError into one clear message on stderr and its exit code; never a traceback."""
 
@@ -77,7 +88,7 @@ def errors_to_exit(fn: F) -> F:
         except MailstateError as exc:
             # a message may quote the live side (a cn, a folder name): controls shown escaped, line by line;
             # a URL in it loses its userinfo, a secret value (a password set as a URL or a user) is hidden
-            message = hide_secrets(str(exc))
+            message = hide_secrets(_error_text(exc))
             with contextlib.suppress(OSError):  # stderr gone (a closed pipe): the exit code still tells
                 click.echo(_("error: {message}").format(
                     message="\n".join(visible(line) for line in message.split("\n"))), err=True)

@@ -10,8 +10,16 @@ from typing import Any
 
 import click
 
-from mailstate.cli.common import errors_to_exit, resolve_state, state_option, warn_of
+from mailstate.cli.common import (
+    choose_language,
+    errors_to_exit,
+    lang_option,
+    resolve_state,
+    state_option,
+    warn_of,
+)
 from mailstate.errors import Problem, ValidationError
+from mailstate.model.i18n import _, ngettext
 
 SCHEMA_ID = "https://mailstate.invalid/schema/state-file.json"
 """``$id`` of the exported schema (a stable name, not a URL that is fetched)."""
@@ -66,7 +74,8 @@ def print_problems(exc: ValidationError, root: Path | None = None) -> None:
     for problem in exc.problems:
         click.echo(str(shown_from(problem, root)), err=True)
     n = len(exc.problems)
-    click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed", err=True)
+    click.echo(ngettext("{n} problem found; nothing was changed", "{n} problems found; nothing was changed",
+                        n).format(n=n), err=True)
 
 
 def _gh_escape(text: str, prop: bool = False) -> str:
@@ -92,12 +101,17 @@ def github_annotations(exc: ValidationError, root: Path) -> list[str]:
 @state_option
 @click.option("--format", "fmt", type=click.Choice(["text", "github"]), default="text", show_default=True,
               help="github: also print each problem as a GitHub Actions annotation on stdout.")
+@lang_option
 @errors_to_exit
-def validate(state_dir: Path | None, fmt: str) -> None:
-    """Load and check every TOML file; print a one-line summary when all is well (exit 1 otherwise)."""
+def validate(state_dir: Path | None, fmt: str, lang: str | None) -> None:
+    """Load and check every TOML file; print a one-line summary when all is well (exit 1 otherwise).
+
+    The messages are in --lang, else the state's [organization] language (read from mailstate.toml when it
+    parses, so a broken state is still reported in its language), else Vietnamese."""
     from mailstate.desired_state.loader import load_state
 
     root = resolve_state(state_dir)
+    choose_language(lang, root)
     try:
         state = load_state(root)
     except ValidationError as exc:
@@ -107,7 +121,7 @@ def validate(state_dir: Path | None, fmt: str) -> None:
                 click.echo(line)
         sys.exit(1)
     warn_of(state)  # e.g. a duration longer than its article allows: not an error
-    click.echo(f"ok: {state.summary()} ({state.domain})")
+    click.echo(_("ok: {summary} ({domain})").format(summary=state.summary(), domain=state.domain))
 
 
 @click.command()

@@ -31,6 +31,7 @@ from mailstate.desired_state.naming import Addresses, Kind, derive_addresses
 from mailstate.desired_state.schema import State
 from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, Problem, ValidationError
+from mailstate.model.i18n import _, kind_name, ngettext
 from mailstate.model.provider import Snapshot
 from mailstate.model.settings import ID_RE
 
@@ -55,7 +56,7 @@ class Assignment:
     """The key written: ``address``, or ``id`` for a person written without one (``address`` holds the id)."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.kind} {self.id}: {self.key} = {self.address}"
+        return f"{self.file}:{self.line}: {kind_name(self.kind)} {self.id}: {self.key} = {self.address}"
 
 
 @dataclass
@@ -74,12 +75,15 @@ class AssignResult:
         ids = sum(1 for a in self.assignments if a.key == "id")
         n, f = len(self.assignments) - ids, len(self.texts)
         if not n and not ids:
-            return "nothing to assign: every person, unit and group has its id and address"
-        verb = "would assign" if check else "assigned"
-        what = f"{n} address{'es' if n != 1 else ''}"
+            return _("nothing to assign: every person, unit and group has its id and address")
+        what = ngettext("{n} address", "{n} addresses", n).format(n=n)
         if ids:
-            what += f" and {ids} id{'s' if ids != 1 else ''}"
-        return f"{verb} {what} in {f} file{'s' if f != 1 else ''}"
+            what = _("{addresses} and {ids}").format(
+                addresses=what, ids=ngettext("{n} id", "{n} ids", ids).format(n=ids))
+        files = ngettext("{n} file", "{n} files", f).format(n=f)
+        if check:
+            return _("would assign {what} in {files}").format(what=what, files=files)
+        return _("assigned {what} in {files}").format(what=what, files=files)
 
 
 class AssignError(MailstateError):
@@ -208,7 +212,7 @@ def _edit_lines(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPa
     inserts.sort(key=lambda t: (t[0], t[1]))
     new_lines = list(lines)
     where: dict[tuple[KeyPath, str], int] = {}
-    for shift, (idx, _, path, key, value, anchor) in enumerate(inserts):
+    for shift, (idx, _order, path, key, value, anchor) in enumerate(inserts):
         line = lines[idx]
         if not line.endswith(("\n", "\r")):  # the last line of a file without a final newline
             new_lines[idx + shift] = line + eol
@@ -254,7 +258,8 @@ def _rewrite(doc: Document, edits: list[Edit]) -> tuple[str, dict[tuple[KeyPath,
                 return got
         except tomllib.TOMLDecodeError:
             pass
-    raise AssignError(f"{doc.rel}: cannot insert the addresses safely; write them by hand")
+    raise AssignError(_("{file}: cannot insert the addresses safely; write them by hand").format(
+        file=doc.rel))
 
 
 def live_addresses_of(snapshots: Iterable[Snapshot]) -> dict[str, str]:
@@ -339,7 +344,7 @@ def _without_provisional(
         table: Any = doc.data
         for part in path:
             table = table[part]
-        names[pid] = f"{table.get('name')!r} (written without an id)"
+        names[pid] = _("{name} (written without an id)").format(name=repr(table.get("name")))
     pattern = re.compile("'?(" + "|".join(map(re.escape, names)) + ")'?")
     return [
         dataclasses.replace(p, message=pattern.sub(lambda m: names[m.group(1)], p.message))
@@ -452,7 +457,9 @@ def plan_edits(
             kind, id_ = who[path]
             result.assignments.append(Assignment(kind, id_, value, doc.rel, where[(path, key)], key))
     for kind, id_ in sorted(set(wanted) - found):
-        problems.append(Problem("<state>", 0, kind, f"{kind} {id_!r}: no table to write its address into"))
+        problems.append(Problem("<state>", 0, kind,
+                                _("{what} {id}: no table to write its address into").format(
+                                    what=kind_name(kind), id=repr(id_))))
     if problems:
         raise ValidationError(problems)
     result.assignments.sort(key=lambda a: (a.file, a.line))
@@ -479,20 +486,22 @@ def write_texts(root: Path, texts: Mapping[str, str]) -> None:
                 os.fsync(fh.fileno())
             os.chmod(tmp, mode)
     except OSError as exc:
-        for tmp, _ in staged:
+        for tmp, _target in staged:
             Path(tmp).unlink(missing_ok=True)
         raise AssignError(
-            f"cannot write {exc.filename or ''}: {exc.strerror or exc}; nothing was changed"
+            _("cannot write {file}: {error}; nothing was changed").format(
+                file=exc.filename or "", error=exc.strerror or exc)
         ) from None
     for done, (tmp, target) in enumerate(staged):
         try:
             os.replace(tmp, target)
         except OSError as exc:  # very unlikely after the writes succeeded; say exactly what happened
-            for left, _ in staged[done:]:
+            for left, _target in staged[done:]:
                 Path(left).unlink(missing_ok=True)
-            moved = ", ".join(str(t.relative_to(root)) for _, t in staged[:done]) or "none"
+            moved = ", ".join(str(t.relative_to(root)) for _tmp, t in staged[:done]) or _("none")
             raise AssignError(
-                f"cannot replace {target}: {exc.strerror or exc}; already written: {moved}"
+                _("cannot replace {file}: {error}; already written: {moved}").format(
+                    file=target, error=exc.strerror or exc, moved=moved)
             ) from None
 
 

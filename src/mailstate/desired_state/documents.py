@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.errors import Problem, ValidationError
+from mailstate.model.i18n import _
 from mailstate.model.settings import Source
 
 Key = str | int
@@ -368,12 +369,12 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
     problems: list[Problem] = []
     docs: list[Document] = []
     if not root.exists():
-        return docs, [Problem(str(root), 0, "", "state directory not found")]
+        return docs, [Problem(str(root), 0, "", _("state directory not found"))]
     if not root.is_dir():
-        return docs, [Problem(str(root), 0, "", "not a directory (--state takes the state repository)")]
+        return docs, [Problem(str(root), 0, "", _("not a directory (--state takes the state repository)"))]
     files = list(iter_toml_files(root))
     if not files:
-        return docs, [Problem(str(root), 0, "", "no *.toml file here (want mailstate.toml)")]
+        return docs, [Problem(str(root), 0, "", _("no *.toml file here (want mailstate.toml)"))]
     for path in files:
         rel = path.relative_to(root).as_posix()
         try:
@@ -384,12 +385,13 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             line = before.count(b"\n") + 1
             column = exc.start - (before.rfind(b"\n") + 1) + 1
             problems.append(Problem(
-                rel, line, "", f"not UTF-8 text (byte {exc.start}, column {column}): save the file as UTF-8 "
-                "(Unicode, TCVN 6909:2001), not TCVN3 or VNI"
+                rel, line, "", _("not UTF-8 text (byte {byte}, column {column}): save the file as UTF-8 "
+                                 "(Unicode, TCVN 6909:2001), not TCVN3 or VNI").format(
+                                     byte=exc.start, column=column)
             ))
             continue
         except OSError as exc:
-            problems.append(Problem(rel, 0, "", f"cannot read: {exc.strerror or exc}"))
+            problems.append(Problem(rel, 0, "", _("cannot read: {error}").format(error=exc.strerror or exc)))
             continue
         try:
             data = tomllib.loads(text)
@@ -398,8 +400,9 @@ def read_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             m = _LINE_RE.search(msg)
             line = int(m.group(1)) if m and m.group(1) else (text.count("\n") + 1 if m else 0)
             msg = _LINE_RE.sub("", msg).strip()
-            col = f" (column {m.group(2)})" if m and m.group(2) else ""
-            problems.append(Problem(rel, line, _key_on_line(text, line), f"TOML syntax error: {msg}{col}"))
+            col = _(" (column {column})").format(column=m.group(2)) if m and m.group(2) else ""
+            problems.append(Problem(rel, line, _key_on_line(text, line),
+                                    _("TOML syntax error: {error}").format(error=msg) + col))
             continue
         try:
             positions = scan_positions(text)

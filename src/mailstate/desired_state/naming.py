@@ -27,6 +27,7 @@ from typing import Literal
 
 from mailstate.desired_state.schema import Group, Naming, Person, State, Unit
 from mailstate.errors import Problem, ValidationError
+from mailstate.model.i18n import _, kind_name
 from mailstate.model.records import parse_ref
 
 Kind = Literal["person", "unit", "group"]
@@ -198,25 +199,30 @@ def parse_template(text: str, allowed: Iterable[str] = PERSON_FIELDS) -> Templat
         raw = list(string.Formatter().parse(text))
     except ValueError as exc:
         raise TemplateError(
-            f"{text!r} is not a valid template: {exc} (use {{{{ and }}}} for literal braces)"
+            _("{template} is not a valid template: {error} (use {{{{ and }}}} for literal braces)").format(
+                template=repr(text), error=exc)
         ) from None
     parts: list[tuple[str, str | None]] = []
     for literal, name, spec, conversion in raw:
         if name is not None:
             if name == "":
-                raise TemplateError(f"{text!r}: empty placeholder {{}}; known: {_known(allowed)}")
+                raise TemplateError(_("{template}: empty placeholder {{}}; known: {known}").format(
+                    template=repr(text), known=_known(allowed)))
             if spec or conversion:
-                raise TemplateError(f"{text!r}: {{{name}}} takes no format or conversion")
+                raise TemplateError(_("{template}: {{{name}}} takes no format or conversion").format(
+                    template=repr(text), name=name))
             if name != SEQUENCE_FIELD and name not in allowed:
-                raise TemplateError(f"{text!r}: unknown placeholder {{{name}}}; known: {_known(allowed)}")
+                raise TemplateError(_("{template}: unknown placeholder {{{name}}}; known: {known}").format(
+                    template=repr(text), name=name, known=_known(allowed)))
         parts.append((literal, name))
     tpl = Template(text, tuple(parts))
     if tpl.fields.count(SEQUENCE_FIELD) > 1:
-        raise TemplateError(f"{text!r}: {{{SEQUENCE_FIELD}}} may appear only once")
+        raise TemplateError(_("{template}: {{{name}}} may appear only once").format(
+            template=repr(text), name=SEQUENCE_FIELD))
     if not [f for f in tpl.fields if f != SEQUENCE_FIELD] and not clean_local_part(
         "".join(literal for literal, _ in parts)
     ):
-        raise TemplateError(f"{text!r} yields an empty local part")
+        raise TemplateError(_("{template} yields an empty local part").format(template=repr(text)))
     return tpl
 
 
@@ -392,7 +398,7 @@ def derive_addresses(
             problems.append(
                 Problem(
                     src.file, src.line_of(fieldname), fieldname,
-                    f"address {address} is already used by {other}",
+                    _("address {address} is already used by {owner}").format(address=address, owner=other),
                 )
             )
             return False
@@ -440,12 +446,14 @@ def derive_addresses(
                 continue
             if not render(tpl, values):
                 src = naming.source
-                where = f"{src.file}:{src.line_of(kind)}" if src.line else "the default: no [naming] table"
+                where = f"{src.file}:{src.line_of(kind)}" if src.line else _("the default: no [naming] table")
                 problems.append(
                     Problem(
                         obj.source.file, obj.source.line, f"{kind}.name",
-                        f"the template {tpl.text!r} ([naming].{kind}, {where}) "
-                        f"gives an empty address for {kind} {id_!r}; write its address = \"…\"",
+                        _("the template {template} ([naming].{kind}, {where}) gives an empty address for "
+                          "{what} {id}; write its address = \"…\"").format(
+                            template=repr(tpl.text), kind=kind, where=where, what=kind_name(kind),
+                            id=repr(id_)),
                     )
                 )
                 continue
@@ -528,14 +536,16 @@ def _values(
         unit = state.units.get(obj.unit)
         if unit is None and needs_unit:
             src = obj.source
-            problems.append(Problem(src.file, src.line_of("unit"), "unit", f"unknown unit {obj.unit!r}"))
+            problems.append(Problem(src.file, src.line_of("unit"), "unit",
+                                    _("unknown unit {unit}").format(unit=repr(obj.unit))))
             return None
     elif needs_unit:
         src = obj.source
         problems.append(
             Problem(
                 src.file, src.line, "unit",
-                f"the naming template {tpl.text!r} uses the unit, but this person has none",
+                _("the naming template {template} uses the unit, but this person has none").format(
+                    template=repr(tpl.text)),
             )
         )
         return None

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from mailstate.model.i18n import N_, _, ngettext
 from mailstate.model.regulation import Regulation as RulesRegulation
 from mailstate.model.regulation import combine
 from mailstate.model.settings import (
@@ -273,7 +274,7 @@ PHONE_PATTERN = r"^[A-Za-z0-9'()+,./:?= -]+$"
 (``*``, ``#``, ``;``, letters with marks) at apply time, so validation refuses it first."""
 
 
-KEEP_NEEDS_DECISION = (
+KEEP_NEEDS_DECISION = N_(
     'keep_after_leaving needs who decided it and why: write keep_after_leaving = { decision = "Quyết định '
     '…/đơn đề nghị ngày …", post = "the post held, e.g. Vụ trưởng Vụ Tổ chức cán bộ", until = 2027-12-31 } '
     "(post and until are optional)"
@@ -302,14 +303,14 @@ class KeepAfterLeaving(Located):
     @classmethod
     def _decision_not_blank(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError(KEEP_NEEDS_DECISION)
+            raise ValueError(_(KEEP_NEEDS_DECISION))
         return v
 
 
 def _keep(value: Any) -> Any:
     """``keep_after_leaving``: a table with the decision, or ``false``; a bare ``true`` is refused."""
     if value is True:
-        raise ValueError(KEEP_NEEDS_DECISION)
+        raise ValueError(_(KEEP_NEEDS_DECISION))
     if value is False:
         return None
     return value
@@ -358,8 +359,9 @@ class Person(Located):
         if v is not None and not re.fullmatch(PHONE_PATTERN, v):
             bad = "".join(sorted({c for c in v if not re.fullmatch(PHONE_PATTERN, c)}))
             raise ValueError(
-                f"{v!r} is not a telephone number LDAP accepts (a PrintableString): {bad!r} not allowed; "
-                "use digits, letters without marks, space and ' ( ) + , - . / : ? ="
+                _("{value} is not a telephone number LDAP accepts (a PrintableString): {bad} not allowed; "
+                  "use digits, letters without marks, space and ' ( ) + , - . / : ? =").format(
+                    value=repr(v), bad=repr(bad))
             )
         return v
 
@@ -476,7 +478,12 @@ class State:
                        {str(k): str(v) for k, v in reg.maximum.items()}, posts)
 
     def summary(self) -> str:
-        return (
-            f"{len(self.units)} units, {len(self.people)} people, {len(self.groups)} groups, "
-            f"{len(self.shared_folders)} shared folders, {len(self.access_grants)} access grants"
-        )
+        return ", ".join((
+            ngettext("{n} unit", "{n} units", len(self.units)).format(n=len(self.units)),
+            ngettext("{n} person", "{n} people", len(self.people)).format(n=len(self.people)),
+            ngettext("{n} group", "{n} groups", len(self.groups)).format(n=len(self.groups)),
+            ngettext("{n} shared folder", "{n} shared folders", len(self.shared_folders)).format(
+                n=len(self.shared_folders)),
+            ngettext("{n} access grant", "{n} access grants", len(self.access_grants)).format(
+                n=len(self.access_grants)),
+        ))

@@ -58,6 +58,7 @@ from mailstate.desired_state.schema import (
     Unit,
 )
 from mailstate.errors import Problem
+from mailstate.model.i18n import KIND_NAMES, N_, _, kind_name, ngettext
 from mailstate.model.records import inbox_canonical, parse_ref
 from mailstate.model.regulation import RULES
 from mailstate.model.settings import CONTROL_ERROR, Located, PasswordPolicy
@@ -70,20 +71,20 @@ SECRET_KEY_RE = re.compile(
 )
 """Key names that suggest a secret value (``*_env`` and ``*_file`` keys only name where it is); "mật khẩu"
 is Vietnamese for password."""
-SECRET_MESSAGE = "secrets never in TOML: use password_env or password_file (the value is not shown)"
+SECRET_MESSAGE = N_("secrets never in TOML: use password_env or password_file (the value is not shown)")
 PEM_KEY_RE = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 URL_CREDENTIALS_RE = re.compile(r"^\s*[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 """``ldaps://user:password@host``: a password inside a URL."""
 
 RESERVED_LOGINS = {
-    "anyone": "every user, even unauthenticated ones",
-    "authenticated": "every logged-in user",
-    "owner": "the owner of the mailbox",
+    "anyone": N_("every user, even unauthenticated ones"),
+    "authenticated": N_("every logged-in user"),
+    "owner": N_("the owner of the mailbox"),
 }
 """IMAP ACL identifiers with a special meaning: a person or unit with such an id would hand its rights to
 everyone (a reader named ``anyone``) or be skipped as the owner."""
 
-MISSING_PERSON_ID = (
+MISSING_PERSON_ID = N_(
     "missing required field 'id' (write id = \"…\", or run `mailstate assign` to derive it from the name)"
 )
 STANDIN_ID = "zzzz-no-id-{:05d}"
@@ -94,10 +95,11 @@ def secret_value_message(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
     if PEM_KEY_RE.search(value):
-        return "a private key never in TOML: key_file names the file that holds it (the value is not shown)"
+        return _("a private key never in TOML: key_file names the file that holds it "
+                 "(the value is not shown)")
     if URL_CREDENTIALS_RE.match(value):
-        return ("a password never in a URL: write the URL without it and use password_env or password_file "
-                "(the value is not shown)")
+        return _("a password never in a URL: write the URL without it and use password_env or password_file "
+                 "(the value is not shown)")
     return None
 
 SINGLETONS: dict[str, type[Located]] = {
@@ -138,29 +140,30 @@ def folder_path_problem(path: str) -> str | None:
     from imapclient.imap_utf7 import encode
 
     if not path:
-        return "is empty: write the folder path, names separated by '/'"
+        return _("is empty: write the folder path, names separated by '/'")
     if path.startswith("/"):
-        return "begins with '/' (the hierarchy separator): write Văn bản đến/2026, not /Văn bản đến/2026"
+        return _("begins with '/' (the hierarchy separator): write Văn bản đến/2026, not /Văn bản đến/2026")
     if path.startswith("~"):
-        return "begins with '~': Dovecot refuses it (it would name a home directory)"
+        return _("begins with '~': Dovecot refuses it (it would name a home directory)")
     parts = path.split("/")
     if any(not part.strip() for part in parts):
-        return "has an empty folder name ('//', a '/' at the end, or a name of spaces only)"
+        return _("has an empty folder name ('//', a '/' at the end, or a name of spaces only)")
     if any(part in (".", "..") for part in parts):
-        return "has a '.' or '..' folder name: Dovecot refuses them (they would point outside the folder)"
+        return _("has a '.' or '..' folder name: Dovecot refuses them (they would point outside the folder)")
     wild = sorted({c for c in path if c in "*%"})
     if wild:
-        chars = " and ".join(repr(c) for c in wild)
-        return f"holds {chars}: IMAP LIST wildcards, not allowed in a folder name"
+        chars = _(" and ").join(repr(c) for c in wild)
+        return _("holds {chars}: IMAP LIST wildcards, not allowed in a folder name").format(chars=chars)
     for part in parts:
         size = len(encode(part))
         if size > FOLDER_NAME_MAX:
-            return (f"the folder name {part[:20]!r}… is {size} bytes as the server stores it (IMAP modified "
-                    f"UTF-7); Dovecot allows {FOLDER_NAME_MAX}: shorten it")
+            return _("the folder name {name}… is {size} bytes as the server stores it (IMAP modified "
+                     "UTF-7); Dovecot allows {most}: shorten it").format(
+                name=repr(part[:20]), size=size, most=FOLDER_NAME_MAX)
     size = len(encode(path))
     if size > FOLDER_PATH_MAX:
-        return (f"is {size} bytes as the server stores it; at most {FOLDER_PATH_MAX}: use fewer or shorter "
-                "levels")
+        return _("is {size} bytes as the server stores it; at most {most}: use fewer or shorter "
+                 "levels").format(size=size, most=FOLDER_PATH_MAX)
     return None
 
 
@@ -198,7 +201,7 @@ def _one_typo(a: str, b: str) -> bool:
 
 
 def _mean(word: str | None) -> str:
-    return f"; did you mean '{word}'?" if word else ""
+    return _("; did you mean '{word}'?").format(word=word) if word else ""
 
 
 def _label(parts: Iterable[Key]) -> str:
@@ -280,8 +283,8 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return cls
 
 
-_ID_HELP = "an id is lower-case ASCII: a letter first, then letters, digits, '.', '_' or '-' (at most 64)"
-_REF_HELP = "a reference is a person id, unit:<id> or group:<id>"
+_ID_HELP = N_("an id is lower-case ASCII: a letter first, then letters, digits, '.', '_' or '-' (at most 64)")
+_REF_HELP = N_("a reference is a person id, unit:<id> or group:<id>")
 
 
 def _respelt(value: Any, pattern: str, show: bool) -> str:
@@ -302,25 +305,31 @@ def toml_repr(value: Any) -> str:
     if isinstance(value, date | datetime | time):
         return value.isoformat()
     if isinstance(value, dict):
-        return "a table"
+        return _("a table")
     if isinstance(value, list):
-        return "an array"
+        return _("an array")
     return str(value)
 
 
 _TYPE_MESSAGES = {
-    "string_type": "must be a string (in double quotes)",
-    "int_type": "must be a whole number",
-    "int_parsing": "must be a whole number",
-    "int_from_float": "must be a whole number",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "bool_type": "must be true or false",
-    "bool_parsing": "must be true or false",
-    "list_type": "must be an array, e.g. [\"a\", \"b\"]",
-    "dict_type": "must be a table",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
+    "string_type": N_("must be a string (in double quotes)"),
+    "int_type": N_("must be a whole number"),
+    "int_parsing": N_("must be a whole number"),
+    "int_from_float": N_("must be a whole number"),
+    "float_type": N_("must be a number"),
+    "float_parsing": N_("must be a number"),
+    "bool_type": N_("must be true or false"),
+    "bool_parsing": N_("must be true or false"),
+    "list_type": N_("must be an array, e.g. [\"a\", \"b\"]"),
+    "dict_type": N_("must be a table"),
+    "model_type": N_("must be a table"),
+    "model_attributes_type": N_("must be a table"),
+}
+_LIMIT_MESSAGES = {
+    "greater_than_equal": N_("must be at least {limit}"),
+    "greater_than": N_("must be more than {limit}"),
+    "less_than_equal": N_("must be at most {limit}"),
+    "less_than": N_("must be less than {limit}"),
 }
 
 
@@ -343,41 +352,44 @@ def pydantic_problems(
         value = err.get("input")
         secret = quiet or is_secret_key(name)
         show = not secret and isinstance(value, str | int | float | date | time)
-        got = f" (got {toml_repr(value)})" if show or isinstance(value, dict | list) else ""
+        got = (_(" (got {value})").format(value=toml_repr(value))
+               if show or isinstance(value, dict | list) else "")
         ctx = err.get("ctx") or {}
         if typ == "extra_forbidden":
             holder = _model_at(model, loc[:-1])
             valid = list(holder.model_fields) if holder else []
-            msg = f"unknown field '{name}'{_mean(closest(name, valid))}"
+            msg = _("unknown field '{name}'").format(name=name) + _mean(closest(name, valid))
             if valid:
-                msg += f" (valid fields: {', '.join(valid)})"
+                msg += _(" (valid fields: {fields})").format(fields=", ".join(valid))
         elif typ == "missing":
-            msg = f"missing required field '{name}'"
+            msg = _("missing required field '{name}'").format(name=name)
             if name == "id" and table == "person":
-                msg = MISSING_PERSON_ID
+                msg = _(MISSING_PERSON_ID)
         elif typ == "string_pattern_mismatch":
             pattern = str(ctx.get("pattern", ""))
             shown = f"'{value}' " if show else ""
             if pattern.startswith("^((unit|group)"):
-                msg = f"{shown}is not a valid reference: {_REF_HELP}{_respelt(value, pattern, show)}".strip()
+                msg = (_("{shown}is not a valid reference: {help}").format(shown=shown, help=_(_REF_HELP))
+                       + _respelt(value, pattern, show)).strip()
             elif pattern.startswith("^[a-z][a-z0-9._-]"):
-                msg = f"{shown}is not a valid id: {_ID_HELP}{_respelt(value, pattern, show)}".strip()
+                msg = (_("{shown}is not a valid id: {help}").format(shown=shown, help=_(_ID_HELP))
+                       + _respelt(value, pattern, show)).strip()
             elif name == "separator":
-                msg = f"{shown}must be \"\", \".\" or \"-\" (an address holds it between name and number)"
+                msg = _("{shown}must be \"\", \".\" or \"-\" (an address holds it between name and "
+                        "number)").format(shown=shown)
             elif name.endswith("_env"):
-                msg = ("is not the name of an environment variable (letters, digits and '_'): write the "
-                       "variable's name here and the secret in the environment (the value is not shown)")
+                msg = _("is not the name of an environment variable (letters, digits and '_'): write the "
+                        "variable's name here and the secret in the environment (the value is not shown)")
             elif name == "domain":
-                msg = f"{shown}is not a domain name such as sct.binhdinh.gov.vn (lower case)".strip()
+                msg = _("{shown}is not a domain name such as sct.binhdinh.gov.vn (lower "
+                        "case)").format(shown=shown).strip()
             else:
-                msg = f"{shown}does not match {pattern}".strip()
+                msg = _("{shown}does not match {pattern}").format(shown=shown, pattern=pattern).strip()
         elif typ == "literal_error":
-            msg = f"must be one of {ctx.get('expected', '')}{got}"
-        elif typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-            op = {"greater_than_equal": "at least", "greater_than": "more than",
-                  "less_than_equal": "at most", "less_than": "less than"}[typ]
+            msg = _("must be one of {expected}").format(expected=ctx.get("expected", "")) + got
+        elif typ in _LIMIT_MESSAGES:
             limit = next(iter(ctx.values()), "")
-            msg = f"must be {op} {limit}{got}"
+            msg = _(_LIMIT_MESSAGES[typ]).format(limit=limit) + got
             if table == "password":
                 msg += " (password.policy)"
         elif typ == CONTROL_ERROR:  # never echoes the value, so shown for secret fields too
@@ -385,11 +397,15 @@ def pydantic_problems(
         elif typ == "value_error":
             msg = str(err["msg"]).removeprefix("Value error, ")
             if secret:
-                msg = "invalid value"
+                msg = _("invalid value")
+        elif typ in ("string_too_short", "too_short") and ctx.get("min_length") == 1:
+            msg = _("must not be empty")
+        elif typ in ("string_too_long", "too_long") and "max_length" in ctx:
+            msg = _("is too long: at most {n}").format(n=ctx["max_length"])
         elif typ.startswith("date"):
-            msg = f"not a valid date: write a TOML date such as 2026-12-31{got}"
+            msg = _("not a valid date: write a TOML date such as 2026-12-31") + got
         elif typ in _TYPE_MESSAGES:
-            msg = f"{_TYPE_MESSAGES[typ]}{got}"
+            msg = _(_TYPE_MESSAGES[typ]) + got
         else:
             msg = f"{err['msg']}{got}"
         problems.append(Problem(doc.rel, line, field, msg))
@@ -430,12 +446,13 @@ class _Builder:
 
     def model(self, cls: type[M], value: Any, doc: Document, path: KeyPath, table: str) -> M | None:
         if not isinstance(value, dict):
-            what = f"each [[{table}]] entry" if isinstance(path[-1], int) else f"[{table}]"
-            self.add(doc.rel, doc.line_of(path), table, f"{what} must be a table")
+            message = (_("each [[{table}]] entry must be a table") if isinstance(path[-1], int)
+                       else _("[{table}] must be a table"))
+            self.add(doc.rel, doc.line_of(path), table, message.format(table=table))
             return None
         if table == "person" and "id" not in value and isinstance(value.get("name"), str):
             # `mailstate assign` derives the id; meanwhile the rest of the table is checked under a stand-in
-            self.add(doc.rel, doc.line_of(path + ("id",)), "person.id", MISSING_PERSON_ID)
+            self.add(doc.rel, doc.line_of(path + ("id",)), "person.id", _(MISSING_PERSON_ID))
             standin = STANDIN_ID.format(len(self.standins) + 1)
             self.standins[standin] = value["name"]
             value = {**value, "id": standin}
@@ -458,7 +475,7 @@ class _Builder:
                 for part in p:
                     value = value[part]
                 values = value if isinstance(value, list) else [value]
-                why = next((m for m in map(secret_value_message, values) if m), SECRET_MESSAGE)
+                why = next((m for m in map(secret_value_message, values) if m), None) or _(SECRET_MESSAGE)
                 self.add(doc.rel, doc.line_of(p), _label(p), why)
             data = _without(data, set(secrets))
         raw_units = data.get("unit")
@@ -478,7 +495,8 @@ class _Builder:
                 first = self.singletons.get(key)
                 if first is not None:
                     self.add(doc.rel, doc.line_of(path), key,
-                             f"[{key}] is defined twice: also at {first.source} (write it once)")
+                             _("[{key}] is defined twice: also at {where} (write it once)").format(
+                                 key=key, where=first.source))
                     continue
                 self.singletons[key] = obj
             elif key in ARRAYS:
@@ -489,7 +507,9 @@ class _Builder:
                     items, paths = value, [path + (i,) for i in range(len(value))]
                 else:
                     self.add(doc.rel, doc.line_of(path), key,
-                             f"write [[{key}]] (an array of tables), one per {key.replace('_', ' ')}")
+                             _("write [[{key}]] (an array of tables), one per {what}").format(
+                                 key=key,
+                                 what=kind_name(key) if key in KIND_NAMES else key.replace("_", " ")))
                     continue
                 default_unit = None
                 if key == "person" and isinstance(raw_units, dict) and isinstance(raw_units.get("id"), str):
@@ -506,7 +526,8 @@ class _Builder:
                         targets[key].append(obj)
             else:
                 self.add(doc.rel, doc.line_of(path), key,
-                         f"unknown table '{key}'{_mean(closest(key, TABLES))} (tables: {', '.join(TABLES)})")
+                         _("unknown table '{key}'").format(key=key) + _mean(closest(key, TABLES))
+                         + _(" (tables: {tables})").format(tables=", ".join(TABLES)))
 
     # -- the whole state --------------------------------------------------------------------------
 
@@ -518,7 +539,7 @@ class _Builder:
         if org is None:
             if complete and not any(p.field.startswith("organization") for p in self.problems):
                 self.add("mailstate.toml", 0, "organization",
-                         "no [organization] table in any file: add one to mailstate.toml (name, domain)")
+                         _("no [organization] table in any file: add one to mailstate.toml (name, domain)"))
             return None
         assert isinstance(org, Organization)
         state = State(root=self.root, organization=org, files=[d.path for d in docs])
@@ -536,18 +557,21 @@ class _Builder:
         def claim(kind: str, oid: str, obj: Located) -> bool:
             if kind != "group" and oid in RESERVED_LOGINS:
                 self.at(obj, "id", f"{kind}.id",
-                        f"id '{oid}' is reserved: it is the mailbox's login and IMAP ACL identifier, and "
-                        f"'{oid}' there means {RESERVED_LOGINS[oid]} (RFC 4314, Dovecot); choose another id")
+                        _("id '{id}' is reserved: it is the mailbox's login and IMAP ACL identifier, and "
+                          "'{id}' there means {meaning} (RFC 4314, Dovecot); choose another id").format(
+                            id=oid, meaning=_(RESERVED_LOGINS[oid])))
             prior = seen.get(oid)
             if prior is None:
                 seen[oid] = (kind, obj)
                 return True
             if prior[0] == kind:
-                self.at(obj, "id", f"{kind}.id", f"duplicate {kind} id '{oid}': also at {prior[1].source}")
+                self.at(obj, "id", f"{kind}.id", _("duplicate {kind} id '{id}': also at {where}").format(
+                    kind=kind_name(kind), id=oid, where=prior[1].source))
             else:
                 self.at(obj, "id", f"{kind}.id",
-                        f"id '{oid}' is already used by the {prior[0]} at {prior[1].source}: ids are unique "
-                        "across people, units and groups (LDAP uids and login names, docs/ldap.md)")
+                        _("id '{id}' is already used by the {kind} at {where}: ids are unique "
+                          "across people, units and groups (LDAP uids and login names, docs/ldap.md)").format(
+                            id=oid, kind=kind_name(prior[0]), where=prior[1].source))
             return False
 
         for u in self.units:
@@ -619,22 +643,24 @@ class Checker:
         if kind in allowed and self._known(kind, oid):
             return None
         if kind not in allowed:
-            what = {"person": "a person", "unit": "a unit mailbox", "group": "a group"}[kind]
-            names = " or ".join({"person": "a person id", "unit": "unit:<id>", "group": "group:<id>"}[k]
-                                for k in allowed)
-            return f"'{ref}' is {what}, which is not allowed here: use {names}"
-        label = {"person": "person", "unit": "unit", "group": "group"}[kind]
+            what = {"person": N_("a person"), "unit": N_("a unit mailbox"), "group": N_("a group")}[kind]
+            spelt = {"person": N_("a person id"), "unit": "unit:<id>", "group": "group:<id>"}
+            names = _(" or ").join(_(spelt[k]) for k in allowed)
+            return _("'{ref}' is {what}, which is not allowed here: use {names}").format(
+                ref=ref, what=_(what), names=names)
+        label = kind_name(kind)
         # the kind prefix is likely wrong: the same id exists as another kind
         for other in allowed:
             if other != kind and oid in self._ids(other):
                 fixed = oid if other == "person" else f"{other}:{oid}"
-                return f"no {label} '{oid}' ('{oid}' is a {other}); did you mean '{fixed}'?"
+                return _("no {kind} '{id}' ('{id}' is a {other}); did you mean '{fixed}'?").format(
+                    kind=label, id=oid, other=kind_name(other), fixed=fixed)
         near = self.near(oid, kind)
         if near is not None:
             fixed = near if kind == "person" else f"{kind}:{near}"
-            return f"no {label} '{oid}'; did you mean '{fixed}'?"
+            return _("no {kind} '{id}'; did you mean '{fixed}'?").format(kind=label, id=oid, fixed=fixed)
         candidates = [r for r in self._all_refs() if parse_ref(r)[0] in allowed]
-        return f"no {label} '{oid}'{_mean(closest(ref, candidates))}"
+        return _("no {kind} '{id}'").format(kind=label, id=oid) + _mean(closest(ref, candidates))
 
     def check_ref(
         self, obj: Located, field: str, label: str, ref: str, allowed: tuple[str, ...],
@@ -654,10 +680,12 @@ class Checker:
             return True
         for other in ("person", "unit", "group"):
             if other != kind and oid in self._ids(other):
-                self.b.at(obj, field, label, f"'{oid}' is a {other}, not a {kind}"
-                          f"{_mean(self.near(oid, kind))}", index)
+                self.b.at(obj, field, label, _("'{id}' is a {other}, not a {kind}").format(
+                    id=oid, other=kind_name(other), kind=kind_name(kind))
+                          + _mean(self.near(oid, kind)), index)
                 return False
-        self.b.at(obj, field, label, f"no {kind} '{oid}'{_mean(self.near(oid, kind))}", index)
+        self.b.at(obj, field, label, _("no {kind} '{id}'").format(kind=kind_name(kind), id=oid)
+                  + _mean(self.near(oid, kind)), index)
         return False
 
     def references(self) -> None:
@@ -665,7 +693,8 @@ class Checker:
         for u in s.units.values():
             if u.parent is not None:
                 if u.parent == u.id:
-                    self.b.at(u, "parent", "unit.parent", f"unit '{u.id}' cannot be its own parent")
+                    self.b.at(u, "parent", "unit.parent",
+                              _("unit '{id}' cannot be its own parent").format(id=u.id))
                 else:
                     self.check_id(u, "parent", "unit.parent", u.parent, "unit")
             if u.head is not None:
@@ -675,18 +704,20 @@ class Checker:
         for p in s.people.values():
             if p.unit is None:
                 self.b.at(p, "id", "person.unit",
-                          f"person '{p.id}' has no unit: set unit = \"<unit id>\" (it defaults to the file's "
-                          "[unit] only when the file has exactly one)")
+                          _("person '{id}' has no unit: set unit = \"<unit id>\" (it defaults to the file's "
+                            "[unit] only when the file has exactly one)").format(id=p.id))
             else:
                 self.check_id(p, "unit", "person.unit", p.unit, "unit")
         for g in s.groups.values():
             seen: set[str] = set()
             for i, m in enumerate(g.members):
                 if m in seen:
-                    self.b.at(g, "members", "group.members", f"'{m}' is listed twice", i)
+                    self.b.at(g, "members", "group.members",
+                              _("'{member}' is listed twice").format(member=m), i)
                 seen.add(m)
                 if m == f"group:{g.id}":
-                    self.b.at(g, "members", "group.members", f"group '{g.id}' cannot contain itself", i)
+                    self.b.at(g, "members", "group.members",
+                              _("group '{id}' cannot contain itself").format(id=g.id), i)
                     continue
                 self.check_ref(g, "members", "group.members", m, ("person", "unit", "group"), i)
         for f in s.shared_folders:
@@ -699,7 +730,7 @@ class Checker:
             self.check_ref(a, "to", "access_grant.to", a.to, ("person", "unit", "group"))
             if a.to == a.mailbox:
                 self.b.at(a, "to", "access_grant.to",
-                          f"'{a.to}' already owns the mailbox: a grant is to someone else")
+                          _("'{to}' already owns the mailbox: a grant is to someone else").format(to=a.to))
         q = s.quota
         for ref in q.overrides:
             msg = self.ref_problem(ref, ("person", "unit"))
@@ -720,7 +751,8 @@ class Checker:
             if uid is not None and state.get(uid) == 1 and uid in chain and chain[-1] != uid:
                 cycle = chain[chain.index(uid):] + [uid]
                 first = self.s.units[min(cycle)]
-                self.b.at(first, "parent", "unit.parent", "the unit tree has a cycle: " + " → ".join(cycle))
+                self.b.at(first, "parent", "unit.parent",
+                          _("the unit tree has a cycle: {cycle}").format(cycle=" → ".join(cycle)))
             for c in chain:
                 state[c] = 2
 
@@ -742,7 +774,7 @@ class Checker:
                     if key not in reported:
                         reported.add(key)
                         self.b.at(groups[mid], "members", "group.members",
-                                  "groups nest in a cycle: " + " → ".join(cycle))
+                                  _("groups nest in a cycle: {cycle}").format(cycle=" → ".join(cycle)))
                 elif color.get(mid) is None:
                     visit(mid, stack)
             stack.pop()
@@ -759,23 +791,29 @@ class Checker:
     ) -> bool:
         local, at, domain = address.rpartition("@")
         if not at or not local:
-            self.b.at(obj, field, label, f"'{address}' is not an e-mail address (local@{self.domain})", index)
+            self.b.at(obj, field, label, _("'{address}' is not an e-mail address (local@{domain})").format(
+                address=address, domain=self.domain), index)
             return False
         if address != address.lower():
-            self.b.at(obj, field, label, f"'{address}': write addresses in lower case", index)
+            self.b.at(obj, field, label,
+                      _("'{address}': write addresses in lower case").format(address=address), index)
             return False
         if domain != self.domain:
-            self.b.at(obj, field, label, f"'{address}' is outside the organisation's domain "
-                      f"{self.domain}{self._cite('naming.domain')}", index)
+            self.b.at(obj, field, label,
+                      _("'{address}' is outside the organisation's domain {domain}").format(
+                          address=address, domain=self.domain) + self._cite("naming.domain"), index)
             return False
         if not LOCAL_RE.match(local) or ".." in local:
             self.b.at(obj, field, label,
-                      f"'{address}': before the @ only lower-case letters, digits, '.', '_', '+', '-'", index)
+                      _("'{address}': before the @ only lower-case letters, digits, '.', '_', '+', "
+                        "'-'").format(address=address), index)
             return False
         return True
 
     def addresses(self) -> None:
         owners: dict[str, tuple[str, Located]] = {}
+        owner_names = {"unit": N_("unit '{id}'"), "person": N_("person '{id}'"), "group": N_("group '{id}'"),
+                       "old": N_("person '{id}' (old address)")}
 
         def claim(
             obj: Located, field: str, label: str, address: str, who: str, index: int | None = None
@@ -783,35 +821,39 @@ class Checker:
             if not self.own_address(obj, field, label, address, index):
                 return
             prior = owners.get(address)
-            if prior is not None:
+            if prior is not None:  # who is "kind" only: said in words when there is a problem
+                kind = prior[0]
+                owner = _(owner_names[kind]).format(id=getattr(prior[1], "id", ""))
                 self.b.at(obj, field, label,
-                          f"address '{address}' is already used by {prior[0]} at {prior[1].source}", index)
+                          _("address '{address}' is already used by {owner} at {where}").format(
+                              address=address, owner=owner, where=prior[1].source), index)
             else:
                 owners[address] = (who, obj)
 
         for u in self.s.units.values():
             if u.address is not None:
-                claim(u, "address", "unit.address", u.address, f"unit '{u.id}'")
+                claim(u, "address", "unit.address", u.address, "unit")
         for p in self.s.people.values():
             if p.address is not None:
-                claim(p, "address", "person.address", p.address, f"person '{p.id}'")
+                claim(p, "address", "person.address", p.address, "person")
         for g in self.s.groups.values():
             if g.address is not None:
-                claim(g, "address", "group.address", g.address, f"group '{g.id}'")
+                claim(g, "address", "group.address", g.address, "group")
         for p in self.s.people.values():
             for i, old in enumerate(p.old_addresses):
                 if old == p.address:
                     self.b.at(p, "old_addresses", "person.old_addresses",
-                              f"'{old}' is the current address, not an old one", i)
+                              _("'{address}' is the current address, not an old one").format(address=old), i)
                     continue
-                claim(p, "old_addresses", "person.old_addresses", old, f"person '{p.id}' (old address)", i)
+                claim(p, "old_addresses", "person.old_addresses", old, "old", i)
             if p.backup_email is not None:
                 if not EMAIL_RE.match(p.backup_email):
                     self.b.at(p, "backup_email", "person.backup_email",
-                              f"'{p.backup_email}' is not a valid e-mail address")
+                              _("'{address}' is not a valid e-mail address").format(address=p.backup_email))
                 elif p.backup_email.rpartition("@")[2].lower() == self.domain:
                     self.b.at(p, "backup_email", "person.backup_email",
-                              f"the backup mailbox is outside the agency, not in {self.domain}")
+                              _("the backup mailbox is outside the agency, not in {domain}").format(
+                                  domain=self.domain))
 
     # -- membership, dissolution -------------------------------------------------------------------
 
@@ -835,10 +877,14 @@ class Checker:
                     if p is None or p.unit is None or p.unit not in self.s.units:
                         continue
                     if not self._within(p.unit, u.id):
-                        role = "the head" if field == "head" else "a delegate"
+                        message = (
+                            _("'{person}' is in unit '{unit}', so cannot be the head of '{id}': the unit "
+                              "mailbox is managed by its head and delegated to people of the unit")
+                            if field == "head" else
+                            _("'{person}' is in unit '{unit}', so cannot be a delegate of '{id}': the unit "
+                              "mailbox is managed by its head and delegated to people of the unit"))
                         self.b.at(u, field, f"unit.{field}",
-                                  f"'{pid}' is in unit '{p.unit}', so cannot be {role} of '{u.id}': the "
-                                  "unit mailbox is managed by its head and delegated to people of the unit"
+                                  message.format(person=pid, unit=p.unit, id=u.id)
                                   + self._cite("delegation.delegate"))
 
     def dissolved(self) -> None:
@@ -849,20 +895,26 @@ class Checker:
             staying = sorted(p.id for p in self.s.people.values()
                              if p.unit == u.id and (p.left_on is None or p.left_on > d))
             if staying:
-                shown = ", ".join(staying[:5]) + (f" and {len(staying) - 5} more" if len(staying) > 5 else "")
+                shown = ", ".join(staying[:5])
+                if len(staying) > 5:
+                    shown += _(" and {n} more").format(n=len(staying) - 5)
                 self.b.at(u, "dissolved_on", "unit.dissolved_on",
-                          f"unit '{u.id}' is dissolved on {d} but {len(staying)} "
-                          f"{'person is' if len(staying) == 1 else 'people are'} still in it: {shown} "
-                          "(move them to another unit or set left_on)")
+                          ngettext("unit '{id}' is dissolved on {date} but {n} person is still in it: "
+                                   "{people} (move them to another unit or set left_on)",
+                                   "unit '{id}' is dissolved on {date} but {n} people are still in it: "
+                                   "{people} (move them to another unit or set left_on)",
+                                   len(staying)).format(id=u.id, date=d, n=len(staying), people=shown))
             subs = sorted(c.id for c in self.s.units.values()
                           if c.parent == u.id and (c.dissolved_on is None or c.dissolved_on > d))
             if subs:
                 self.b.at(u, "dissolved_on", "unit.dissolved_on",
-                          f"unit '{u.id}' is dissolved on {d} but its sub-units are not: {', '.join(subs)}")
+                          _("unit '{id}' is dissolved on {date} but its sub-units are not: {units}").format(
+                              id=u.id, date=d, units=", ".join(subs)))
         for p in self.s.people.values():
             if p.joined_on and p.left_on and p.left_on < p.joined_on:
                 self.b.at(p, "left_on", "person.left_on",
-                          f"left_on {p.left_on} is before joined_on {p.joined_on}")
+                          _("left_on {left} is before joined_on {joined}").format(
+                              left=p.left_on, joined=p.joined_on))
 
     def folders(self) -> None:
         seen: dict[tuple[str, str], SharedFolder] = {}
@@ -873,15 +925,16 @@ class Checker:
                 continue
             path = inbox_canonical(f.path)
             if path == "INBOX":
-                self.b.at(f, "path", "shared_folder.path", "INBOX cannot be a shared folder")
+                self.b.at(f, "path", "shared_folder.path", _("INBOX cannot be a shared folder"))
             key = (f.mailbox, path)  # compared as the server does: inbox/X and INBOX/X are one folder
             prior = seen.get(key)
             if prior is not None:
                 same = ("" if prior.path == f.path
-                        else f" (as '{prior.path}': INBOX is one folder in any letter case)")
+                        else _(" (as '{path}': INBOX is one folder in any letter case)").format(
+                            path=prior.path))
                 self.b.at(f, "path", "shared_folder.path",
-                          f"shared folder '{f.path}' of '{f.mailbox}' is already defined at {prior.source}"
-                          f"{same}")
+                          _("shared folder '{path}' of '{mailbox}' is already defined at {where}").format(
+                              path=f.path, mailbox=f.mailbox, where=prior.source) + same)
             else:
                 seen[key] = f
 
@@ -904,8 +957,10 @@ class Checker:
                              ("lock_after_inactivity", "remove_after_inactivity")):
             if getattr(lc, lock).after(ref) > getattr(lc, remove).after(ref):
                 self.b.at(lc, remove, f"lifecycle.{remove}",
-                          f"{remove} ({getattr(lc, remove)}) is shorter than {lock} ({getattr(lc, lock)}): "
-                          "a mailbox is locked before it is removed")
+                          _("{remove} ({remove_after}) is shorter than {lock} ({lock_after}): "
+                            "a mailbox is locked before it is removed").format(
+                              remove=remove, remove_after=getattr(lc, remove), lock=lock,
+                              lock_after=getattr(lc, lock)))
         self.maxima()
         self.leavers()
 
@@ -930,8 +985,9 @@ class Checker:
             src = lc.source
             self.s.warnings.append(Problem(
                 src.file, src.line_of(setting), f"lifecycle.{setting}",
-                f"configured {configured} exceeds the maximum {most} of {where}; plans cite "
-                f"`{setting}` for it, not the article"))
+                _("configured {configured} exceeds the maximum {most} of {where}; plans cite "
+                  "`{setting}` for it, not the article").format(
+                    configured=configured, most=most, where=where, setting=setting)))
 
     def leavers(self) -> None:
         """``notice_on`` belongs to a leaver; ``keep_after_leaving`` only for the posts the agency's rule
@@ -943,17 +999,18 @@ class Checker:
         for p in self.s.people.values():
             if p.notice_on is not None and p.left_on is None:
                 self.b.at(p, "notice_on", "person.notice_on",
-                          "notice_on is the notice of a leaving: set left_on too")
+                          _("notice_on is the notice of a leaving: set left_on too"))
             keep = p.keep_after_leaving
             if keep is None or not rules.keep_posts:
                 continue
             post = keep.post or p.title or ""
             if not rules.post_allows_keeping(post):
                 self.b.at(p, "keep_after_leaving", "person.keep_after_leaving",
-                          f"a mailbox is kept after leaving only for the posts "
-                          f"{', '.join(rules.keep_posts)}{self._cite('lifecycle.keep_after_leaving')}; "
-                          f"{post!r} is none of them: write the post held in keep_after_leaving.post "
-                          "(or remove keep_after_leaving)")
+                          _("a mailbox is kept after leaving only for the posts {posts}{cite}; "
+                            "{post} is none of them: write the post held in keep_after_leaving.post "
+                            "(or remove keep_after_leaving)").format(
+                              posts=", ".join(rules.keep_posts),
+                              cite=self._cite("lifecycle.keep_after_leaving"), post=repr(post)))
 
 
 def build_state(
@@ -968,7 +1025,8 @@ def build_state(
     state = builder.build(docs, complete)
     problems = builder.problems
     if builder.standins:  # never show a stand-in id: name the person
-        names = {s: f"{name!r} (written without an id)" for s, name in builder.standins.items()}
+        names = {s: _("{name} (written without an id)").format(name=repr(name))
+                 for s, name in builder.standins.items()}
         pattern = re.compile("'?(" + "|".join(map(re.escape, names)) + ")'?")
         problems = [dataclasses.replace(p, message=pattern.sub(lambda m: names[m.group(1)], p.message))
                     for p in problems]

@@ -28,7 +28,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from mailstate.text import CONTROL_CLASS, control_message
+from mailstate.model.i18n import _
+from mailstate.text import CONTROL_CLASS, bad_characters, char_name
 
 # --------------------------------------------------------------------------------------------------
 # Small value types
@@ -60,9 +61,22 @@ def _refuse_controls(value: Any) -> Any:
     return value
 
 
+def control_text(text: str) -> str | None:
+    """Why ``text`` is refused, in the language of the run (the first bad character, its position, how
+    many), or None when it is clean; the text itself is never echoed (mailstate.text.control_message)."""
+    bad = bad_characters(text)
+    if not bad:
+        return None
+    pos, ch = bad[0]
+    more = _(" (and {n} more)").format(n=len(bad) - 1) if len(bad) > 1 else ""
+    return _("holds a control or bidirectional character: {character} at character {position}{more}; write "
+             "one line of printable text (no line breaks, tabs, escape sequences or direction "
+             "overrides)").format(character=char_name(ch), position=pos, more=more)
+
+
 def _controls_in(value: Any) -> str | None:
     if isinstance(value, str):
-        return control_message(value)
+        return control_text(value)
     if isinstance(value, list | tuple):
         for item in value:
             msg = _controls_in(item)
@@ -89,7 +103,7 @@ control, DEL, line separator or bidi override (mailstate.text); ``Located`` chec
 
 def _not_blank(value: str) -> str:
     if not value.strip():
-        raise ValueError("must not be empty: write the full name")
+        raise ValueError(_("must not be empty: write the full name"))
     return value
 
 
@@ -115,15 +129,17 @@ class Duration:
         if isinstance(value, Duration):
             return value
         if not isinstance(value, str):
-            raise ValueError('a duration is a string such as "90 days", "3 months" or "1 year"')
+            raise ValueError(_('a duration is a string such as "90 days", "3 months" or "1 year"'))
         m = cls._RE.match(value)
         if not m:
-            raise ValueError(f'{value!r} is not a duration such as "90 days", "3 months" or "1 year"')
+            raise ValueError(_('{value} is not a duration such as "90 days", "3 months" or "1 year"').format(
+                value=repr(value)))
         unit = m.group(2).lower()
         unit = {"d": "day", "w": "week", "y": "year"}.get(unit, unit).rstrip("s")
         amount = int(m.group(1))
         if amount * {"day": 1, "week": 7, "month": 31, "year": 366}[unit] > 100 * 366:
-            raise ValueError(f"{value!r} is longer than 100 years")  # a date that far out does not exist
+            # a date that far out does not exist
+            raise ValueError(_("{value} is longer than 100 years").format(value=repr(value)))
         return cls(amount, unit)  # type: ignore[arg-type]
 
     def after(self, start: date) -> date:
@@ -189,16 +205,16 @@ _SIZE_UNITS = {
 def parse_size(value: Any) -> int:
     """Bytes from "2 GiB", "500 MB", or an integer number of bytes."""
     if isinstance(value, bool):
-        raise ValueError('a size is a string such as "2 GiB"')
+        raise ValueError(_('a size is a string such as "2 GiB"'))
     if isinstance(value, int):
         if value < 0:
-            raise ValueError("a size cannot be negative")
+            raise ValueError(_("a size cannot be negative"))
         return value
     if isinstance(value, str):
         m = _SIZE_RE.match(value)
         if m:
             return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-    raise ValueError(f'{value!r} is not a size such as "2 GiB" or "500 MiB"')
+    raise ValueError(_('{value} is not a size such as "2 GiB" or "500 MiB"').format(value=repr(value)))
 
 
 def format_size(n: int) -> str:
