@@ -199,7 +199,7 @@ def test_pipeline_rehearsal(sct_all: Lab, gitlab: tuple[str, GitLab], tmp_path: 
     assert plain.returncode == 1 and "stale" in plain.stderr, plain.stdout + plain.stderr
     applied2 = merge("2", mr2, "b2")
     assert applied2.returncode == 0, applied2.stdout + applied2.stderr
-    assert "applied 1 change" in applied2.stdout
+    assert "đã áp dụng 1 thay đổi" in applied2.stdout  # the pipeline speaks the agency's language (vi)
     assert g.notes["2"][-1]["body"].startswith("### mailstate apply (exit 0)")
     check = subprocess.run(["mailstate", "plan", "--detailed-exitcode"], cwd=origin, env=env,
                            capture_output=True, text=True)
@@ -213,8 +213,8 @@ def test_pipeline_rehearsal(sct_all: Lab, gitlab: tuple[str, GitLab], tmp_path: 
     assert conn.modify(dn, {"title": [("MODIFY_REPLACE", ["Sửa tay"])]}), conn.result
     applied3 = merge("3", mr3, "b3")
     assert applied3.returncode == 1, applied3.stdout + applied3.stderr
-    assert "added (not reviewed): update person sonbt" in applied3.stdout
-    assert "nothing was applied" in applied3.stdout
+    assert "thêm (chưa được duyệt): sửa cán bộ sonbt" in applied3.stdout
+    assert "chưa áp dụng gì" in applied3.stdout
     assert g.notes["3"][-1]["body"].startswith("### mailstate apply (exit 1)")
     conn.search(f"uid=thuytt,ou=people,{sct_all.base_dn}", "(objectClass=*)", attributes=["title"])
     assert conn.entries[0].title.value == "Phó Trưởng phòng"  # MR 3's change was not applied
@@ -224,7 +224,8 @@ def test_pipeline_rehearsal(sct_all: Lab, gitlab: tuple[str, GitLab], tmp_path: 
     assert nightly.returncode == 0, nightly.stdout + nightly.stderr
     [issue] = g.issues
     assert issue["description"].startswith("<!-- mailstate-drift org=sct.binhdinh.gov.vn")
-    assert "sonbt" in issue["description"] and "live Sửa tay → TOML Trưởng phòng" in issue["description"]
+    assert "sonbt" in issue["description"]
+    assert "trên hệ thống Sửa tay → TOML Trưởng phòng" in issue["description"]
     assert issue["labels"] == "mailstate-drift"
     conn.search(f"uid=thuytt,ou=people,{sct_all.base_dn}", "(objectClass=*)", attributes=["title"])
     assert conn.entries[0].title.value == "Trưởng phòng"
