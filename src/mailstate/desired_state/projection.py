@@ -24,7 +24,7 @@ from mailstate.desired_state.naming import derive_addresses
 from mailstate.desired_state.projection_imap import owner_unit, project_imap
 from mailstate.desired_state.schema import Person, State, Unit
 from mailstate.gcpause import with_gc_paused
-from mailstate.model.reason import reason, source
+from mailstate.model.reason import Reason, as_reason, reason, source
 from mailstate.model.records import MAILBOX_KINDS, Record, parse_ref, split_name
 from mailstate.model.settings import Source, nfc
 
@@ -403,21 +403,23 @@ def _merge_imap(state: State, as_of: date, out: Desired) -> None:
     removed_mailboxes = {ref_of(k, key): (k, key) for (k, key) in out.absent if k in MAILBOX_KINDS}
     removed_logins = {r.removeprefix("unit:"): r for r in removed_mailboxes}
 
-    def rule(mailbox: str) -> str:
-        """The rule that removes a mailbox (its lifecycle decision), for what goes with it."""
+    def rule(mailbox: str) -> Reason:
+        """The rule that removes a mailbox (its lifecycle decision and citation), for what goes with it."""
         reasons = out.absent.get(removed_mailboxes[mailbox]) or []
-        return f" ({reasons[0]})" if reasons else ""
+        return as_reason(reasons[0]) if reasons else reason("removal.rights_revoked.by_rule")
 
     for ref, rec in list(other.records.items()):
         owner = rec.key.split("/", 1)[0]
         who = rec.key.rsplit("#", 1)[-1] if rec.kind == "acl" and "#" in rec.key else None
         if who is not None and who in removed_logins and owner not in removed_mailboxes:
             del other.records[ref]
-            other.absent.setdefault(ref, []).append(reason("removal.rights_revoked", who=who, owner=owner))
+            other.absent.setdefault(ref, []).append(reason("removal.rights_revoked", who=who, owner=owner,
+                                                                   text=rule(removed_logins[who])))
         elif rec.kind == "acl" and owner in removed_mailboxes:
             # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
             del other.records[ref]
-            other.absent.setdefault(ref, []).append(reason("removal.rights_on_it", owner=owner))
+            other.absent.setdefault(ref, []).append(reason("removal.rights_on_it", owner=owner,
+                                                                   text=rule(owner)))
         elif rec.kind == "shared_folder" and owner in removed_mailboxes:
             # its mail goes with the mailbox, archived first; never deleted alone: the removal says so
             del other.records[ref]

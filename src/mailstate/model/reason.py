@@ -94,8 +94,8 @@ MESSAGES: dict[str, str] = {
     "acl.not_listed": N_("rights not given in the TOML are removed: no one reads another's mailbox except "
                          "by delegation, a shared folder or a grant"),
     "unlisted.managed": N_("{kind} {key} is not in the TOML and its subtree is managed"),
-    "removal.rights_revoked": N_("{who} is being removed: its rights on {owner} are revoked"),
-    "removal.rights_on_it": N_("{owner} is being removed: rights on it are revoked"),
+    "removal.rights_revoked": N_("{who} is being removed ({text}): its rights on {owner} are revoked"),
+    "removal.rights_on_it": N_("{owner} is being removed ({text}): rights on it are revoked"),
     "removal.old_address": N_("{owner} is removed, so is its old address"),
     "removal.rights_revoked.group_member": N_("member {member} is removed ({text}): it no longer receives "
                                               "the group's mail"),
