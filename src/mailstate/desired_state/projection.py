@@ -350,7 +350,9 @@ def _project_aliases(
                 expires = keep.after(as_of).isoformat()
             unit_of_owner = owner_unit(state, owner)
             if owner in removed:
-                out.remove(("alias", old), [reason("removal.old_address", reg, _where(src), owner=owner)])
+                why = (out.absent.get(rec_ref) or [reason("removal.rights_revoked.by_rule")])[0]
+                out.remove(("alias", old), [reason("removal.old_address", reg, _where(src), owner=owner,
+                                                   text=as_reason(why))])
                 continue
             if expires is not None and expires <= as_of.isoformat():
                 out.remove(

@@ -96,7 +96,7 @@ MESSAGES: dict[str, str] = {
     "unlisted.managed": N_("{kind} {key} is not in the TOML and its subtree is managed"),
     "removal.rights_revoked": N_("{who} is being removed ({text}): its rights on {owner} are revoked"),
     "removal.rights_on_it": N_("{owner} is being removed ({text}): rights on it are revoked"),
-    "removal.old_address": N_("{owner} is removed, so is its old address"),
+    "removal.old_address": N_("{owner} is removed ({text}), so is its old address"),
     "removal.rights_revoked.group_member": N_("member {member} is removed ({text}): it no longer receives "
                                               "the group's mail"),
     "removal.rights_revoked.by_rule": N_("its lifecycle rule"),
