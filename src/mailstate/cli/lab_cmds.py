@@ -73,9 +73,11 @@ def lab() -> None:
 @click.option("--org-name", default=None, help="Organisation name (with --domain; default: the domain).")
 @click.option("--reset", is_flag=True,
               help="Wipe a lab that has run in DIR (its entries, mail, archives) and make a new one.")
+@click.option("--layout", type=click.Choice(["default", "iredmail"]), default="default", show_default=True,
+              help="Directory layout: mailstate's own, or an iRedMail server's (docs/iredmail.md).")
 @errors_to_exit
 def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_name: str | None,
-       reset: bool) -> None:
+       reset: bool, layout: str) -> None:
     """Make a new lab for the organisation of STATE (or --domain); returns when every server answers.
 
     A lab that has run in DIR is refused (its data would be wiped): `lab start` brings it back as it was,
@@ -85,9 +87,10 @@ def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_nam
         domain, name, base_dn = organisation_of(resolve_state(state_dir))
         org_name = org_name or name
     the_lab = _lab(lab_dir)
-    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset)
+    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset, layout=layout)
     p = info["ports"]
-    click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
+    click.echo(f"lab up in {info['up_seconds']:.2f} s ({layout} layout): {info['base_dn']} — "
+               f"ldaps://127.0.0.1:{p['ldaps']} "
                f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
     if info.get("delivery") == "available":
         click.echo(f"mail: smtp://127.0.0.1:{p['smtp']} (Postfix → LMTP → Dovecot; MAILSTATE_LAB_SMTP)")
@@ -146,7 +149,8 @@ def status(lab_dir: Path | None, as_json: bool) -> None:
         click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}): stopped{when}, nothing runs "
                    f"(start it again with: mailstate lab start --dir {the_lab.dir})")
     else:
-        click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}), servers run as {info['user']}")
+        click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}, {the_lab.layout} layout), "
+                   f"servers run as {info['user']}")
         for name, s in st.items():
             ports = " ".join(f"{k}=127.0.0.1:{v}" for k, v in s["ports"].items())
             state = "up" if s["alive"] else "DOWN"
