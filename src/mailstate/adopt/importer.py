@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.desired_state.loader import load_state
-from mailstate.desired_state.schema import Organization, State
+from mailstate.desired_state.schema import Organization, Providers, State
 from mailstate.errors import MailstateError
 from mailstate.model.records import Record
 from mailstate.model.settings import ID_RE, format_size
@@ -73,7 +73,9 @@ def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out
         providers["iredmail"] = {}
     elif layout not in LAYOUTS:
         raise MailstateError(f"import: --layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    return State(root=out, organization=org, **({"providers": providers} if providers else {}))
+    if providers:
+        return State(root=out, organization=org, providers=Providers.model_validate(providers))
+    return State(root=out, organization=org)
 
 
 def _clean(table: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,10 +154,10 @@ def import_state(
     if out.exists() and any(out.iterdir()):
         raise MailstateError(f"import: {out} is not empty")
     state = _state_for(domain, name, state_dir, out, layout)
-    source = directory_provider(state)
-    provs = open_providers(state, [source])
+    reader = directory_provider(state)
+    provs = open_providers(state, [reader])
     try:
-        snap = provs[source].read(None)
+        snap = provs[reader].read(None)
     finally:
         close_providers(provs)
     records = list(snap.records.values())
@@ -186,7 +188,7 @@ def import_state(
     if state.organization.base_dn:
         org["base_dn"] = state.organization.base_dn
     top["organization"] = org
-    ldap = getattr(state.providers, source)
+    ldap = getattr(state.providers, reader)
     prov = tomlkit.table(is_super_table=True)
     lt = tomlkit.table()
     lt["url"] = ldap.url
@@ -194,7 +196,7 @@ def import_state(
         lt["bind_dn"] = ldap.bind_dn
     if ldap.password_env:
         lt["password_env"] = ldap.password_env
-    prov[source] = lt
+    prov[reader] = lt
     top["providers"] = prov
     if state_dir is not None and domain is None:
         # the policies of the state given with --state (lifecycle, naming …) explain the live locks
@@ -222,6 +224,14 @@ def import_state(
         )
         unit_docs[rec.key] = doc
     quota_overrides: dict[str, int] = {}
+    for rec in by_kind.get("person", []):  # no unit tree (iRedMail): units from departmentNumber
+        unit = rec.attrs.get("unit")
+        if isinstance(unit, str) and _valid_id(unit) and unit not in unit_docs:
+            made = tomlkit.document()
+            made["unit"] = {"id": unit, "name": unit}
+            unit_docs[unit] = made
+            result.skipped.append(f"unit {unit}: made from departmentNumber (no unit entry): give it its "
+                                  "name, parent and head; the first plan creates it and its unit mailbox")
     for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
         a = rec.attrs
         unit = a.get("unit")
@@ -246,7 +256,7 @@ def import_state(
                 "backup_email": a.get("backup_email"),
                 "address": a.get("address"),
                 "old_addresses": [x for x in (a.get("aliases") or ()) if x != a.get("address")],
-                **(_lock_fields(a.get("lock_reason"), a.get("_refused")) if a.get("locked") else {}),
+                **(_lock_fields(a.get("lock_reason"), bool(a.get("_refused"))) if a.get("locked") else {}),
             }
         )
         if a.get("locked") and not a.get("lock_reason"):

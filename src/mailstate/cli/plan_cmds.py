@@ -363,7 +363,9 @@ def drift_cmd(
 )
 @state_option
 @errors_to_exit
-def import_cmd(out: Path, domain: str | None, org_name: str | None, layout: str, state_dir: Path | None) -> None:
+def import_cmd(
+    out: Path, domain: str | None, org_name: str | None, layout: str, state_dir: Path | None
+) -> None:
     """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory; every entry
     not written is listed, with the reason, on stderr and in import-report.txt."""
     from mailstate.adopt.importer import import_state

@@ -31,14 +31,53 @@ PROVIDER = "iredmail"
 KINDS = frozenset({"person", "unit_mailbox", "unit", "group", "alias"})
 
 USER_SERVICES = (
-    "internal", "doveadm", "lib-storage", "quota-status", "indexer-worker", "dsync", "mail", "pop3",
-    "pop3secured", "pop3tls", "imap", "imapsecured", "imaptls", "smtp", "smtpsecured", "smtptls",
-    "managesieve", "managesievesecured", "sieve", "sievesecured", "deliver", "lda", "lmtp", "forward",
-    "senderbcc", "recipientbcc", "shadowaddress", "displayedInGlobalAddressBook")
+    "internal",
+    "doveadm",
+    "lib-storage",
+    "quota-status",
+    "indexer-worker",
+    "dsync",
+    "mail",
+    "pop3",
+    "pop3secured",
+    "pop3tls",
+    "imap",
+    "imapsecured",
+    "imaptls",
+    "smtp",
+    "smtpsecured",
+    "smtptls",
+    "managesieve",
+    "managesievesecured",
+    "sieve",
+    "sievesecured",
+    "deliver",
+    "lda",
+    "lmtp",
+    "forward",
+    "senderbcc",
+    "recipientbcc",
+    "shadowaddress",
+    "displayedInGlobalAddressBook",
+)
 """The services iRedMail enables for a new user (tools/create_mail_user_OpenLDAP.sh, iRedAdmin)."""
-LOGIN_SERVICES = frozenset({
-    "pop3", "pop3secured", "pop3tls", "imap", "imapsecured", "imaptls", "smtp", "smtpsecured", "smtptls",
-    "managesieve", "managesievesecured", "sieve", "sievesecured"})
+LOGIN_SERVICES = frozenset(
+    {
+        "pop3",
+        "pop3secured",
+        "pop3tls",
+        "imap",
+        "imapsecured",
+        "imaptls",
+        "smtp",
+        "smtpsecured",
+        "smtptls",
+        "managesieve",
+        "managesievesecured",
+        "sieve",
+        "sievesecured",
+    }
+)
 """What a suspension removes: every service a person logs in to (delivery and doveadm stay)."""
 UNIT_MAILBOX_MARK = "kind=unit_mailbox"
 """``mailstateState`` value telling a unit's mailbox from a person's (both are ``mailUser``s)."""
@@ -48,14 +87,40 @@ LIST_CLASSES = ("mailList",)
 UNIT_CLASSES = ("organizationalUnit", "mailstateUnit")
 EXPIRY_CLASSES = ("applicationProcess", "mailstateAlias")
 
-USER_ATTRS = sorted({
-    "objectClass", "uid", "mail", "cn", "sn", "givenName", "title", "telephoneNumber", "mobile",
-    "departmentNumber", "mailQuota", "shadowAddress", "backupMailAddress", "enabledService",
-    "accountStatus", "memberOfGroup", "mailstateLockReason", "mailstateRefuseMail", "mailstateState"})
+USER_ATTRS = sorted(
+    {
+        "objectClass",
+        "uid",
+        "mail",
+        "cn",
+        "sn",
+        "givenName",
+        "title",
+        "telephoneNumber",
+        "mobile",
+        "departmentNumber",
+        "mailQuota",
+        "shadowAddress",
+        "backupMailAddress",
+        "enabledService",
+        "accountStatus",
+        "memberOfGroup",
+        "mailstateLockReason",
+        "mailstateRefuseMail",
+        "mailstateState",
+    }
+)
 LIST_ATTRS = ["objectClass", "mail", "cn", "accountStatus", "memberOfGroup", "shadowAddress"]
 ALIAS_ATTRS = ["objectClass", "mail", "cn", "accountStatus", "mailForwardingAddress", "memberOfGroup"]
-UNIT_ATTRS = ["objectClass", "ou", "description", "mailstateParent", "mailstateHead", "mailstateDelegate",
-              "mail"]
+UNIT_ATTRS = [
+    "objectClass",
+    "ou",
+    "description",
+    "mailstateParent",
+    "mailstateHead",
+    "mailstateDelegate",
+    "mail",
+]
 EXPIRY_ATTRS = ["objectClass", "cn", "mailstateExpires"]
 
 
@@ -175,8 +240,9 @@ class Parsed:
     """Entries that map to no record (a mailAlias with several targets, a user with no uid …): reported."""
 
 
-def _rec(kind: str, key: str, attrs: dict[str, Any], e: Mapping[str, list[str]], unit: str | None,
-         dn: str) -> Record:
+def _rec(
+    kind: str, key: str, attrs: dict[str, Any], e: Mapping[str, list[str]], unit: str | None, dn: str
+) -> Record:
     attrs["_digest"] = digest(e)
     attrs["_dn"] = dn
     return Record(kind=kind, key=key, attrs=attrs, provider=PROVIDER, unit=unit)
@@ -191,8 +257,9 @@ def parse_domain(found: DomainEntries) -> Parsed:
     members' ``memberOfGroup``), aliases (each ``shadowAddress`` of a user, each single-target
     ``mailAlias``; expiry from ``ou=aliases,ou=mailstate``), units (``ou=units,ou=mailstate``)."""
     out = Parsed()
-    expiry = {addr(_one(e, "cn")): generalized_to_iso(_one(e, "mailstateExpires"))
-              for e in found.expiries.values()}
+    expiry = {
+        addr(_one(e, "cn")): generalized_to_iso(_one(e, "mailstateExpires")) for e in found.expiries.values()
+    }
     list_addr = {addr(_one(e, "mail")): dn for dn, e in found.lists.items()}
     # a member: a person id, unit:<id>, group:<id>, from its entry's memberOfGroup
     members: dict[str, set[str]] = {a: set() for a in list_addr if a}
@@ -205,8 +272,11 @@ def parse_domain(found: DomainEntries) -> Parsed:
         if a and len(targets) == 1 and is_active(e):
             alias_entries[a] = targets[0]
         else:
-            out.unmanaged.append(_unmanaged("alias", dn, e, "a mailAlias forwarding to "
-                                            f"{len(targets)} addresses or not active"))
+            out.unmanaged.append(
+                _unmanaged(
+                    "alias", dn, e, f"a mailAlias forwarding to {len(targets)} addresses or not active"
+                )
+            )
     users_by_mail: dict[str, str] = {}
     for dn, e in sorted(found.users.items()):
         key = _one(e, "uid")
@@ -220,16 +290,26 @@ def parse_domain(found: DomainEntries) -> Parsed:
         locked, refused = lock_state(e)
         shadows = addrs(e.get("shadowaddress", []))
         kept = tuple(sorted({*shadows, *(a for a, t in alias_entries.items() if t == address)}))
-        common = {"address": address, "aliases": kept, "quota": _int(_one(e, "mailQuota")),
-                  "locked": locked, "lock_reason": _one(e, "mailstateLockReason") if locked else None}
+        common = {
+            "address": address,
+            "aliases": kept,
+            "quota": _int(_one(e, "mailQuota")),
+            "locked": locked,
+            "lock_reason": _one(e, "mailstateLockReason") if locked else None,
+        }
         if unit_mb:
             out.records.append(_rec("unit_mailbox", key, {"name": _single(e, "cn"), **common}, e, key, dn))
         else:
             attrs = {
-                "name": _single(e, "cn"), "given": _single(e, "givenName"), "family": _single(e, "sn"),
-                "unit": _single(e, "departmentNumber"), "title": _single(e, "title"),
-                "phone": _single(e, "telephoneNumber"), "mobile": _single(e, "mobile"),
-                "backup_email": addr(_one(e, "backupMailAddress")), **common,
+                "name": _single(e, "cn"),
+                "given": _single(e, "givenName"),
+                "family": _single(e, "sn"),
+                "unit": _single(e, "departmentNumber"),
+                "title": _single(e, "title"),
+                "phone": _single(e, "telephoneNumber"),
+                "mobile": _single(e, "mobile"),
+                "backup_email": addr(_one(e, "backupMailAddress")),
+                **common,
                 "refuse_mail": _one(e, "mailstateRefuseMail") if refused else None,
                 "_refused": refused,
             }
@@ -240,15 +320,35 @@ def parse_domain(found: DomainEntries) -> Parsed:
                 if is_active(e):
                     delivers[group].add(address)
         for shadow in shadows:
-            out.records.append(_rec("alias", shadow, {"target": address, "expires": expiry.get(shadow),
-                                                      "_owner": ref}, e, None, dn))
+            out.records.append(
+                _rec(
+                    "alias",
+                    shadow,
+                    {"target": address, "expires": expiry.get(shadow), "_owner": ref},
+                    e,
+                    None,
+                    dn,
+                )
+            )
     for a, target in alias_entries.items():
         dn = next(d for d, e in found.aliases.items() if addr(_one(e, "mail")) == a)
         owner = users_by_mail.get(target)
-        out.records.append(_rec("alias", a, {"target": target, "expires": expiry.get(a),
-                                             **({"_owner": owner} if owner else {}), "_entry": True},
-                                found.aliases[dn], None, dn))
-    for dn, e in found.lists.items():
+        out.records.append(
+            _rec(
+                "alias",
+                a,
+                {
+                    "target": target,
+                    "expires": expiry.get(a),
+                    **({"_owner": owner} if owner else {}),
+                    "_entry": True,
+                },
+                found.aliases[dn],
+                None,
+                dn,
+            )
+        )
+    for e in found.lists.values():
         a = addr(_one(e, "mail"))
         if not a:
             continue
@@ -261,21 +361,29 @@ def parse_domain(found: DomainEntries) -> Parsed:
         if not a:
             out.unmanaged.append(_unmanaged("group", dn, e, "a mailList without mail"))
             continue
-        attrs = {"name": _single(e, "cn"), "address": a, "members": tuple(sorted(members[a])),
-                 "delivers_to": tuple(sorted(_expand(a, delivers, nested, set())))}
+        attrs = {
+            "name": _single(e, "cn"),
+            "address": a,
+            "members": tuple(sorted(members[a])),
+            "delivers_to": tuple(sorted(_expand(a, delivers, nested, set()))),
+        }
         out.records.append(_rec("group", local_part(a), attrs, e, None, dn))
     for dn, e in sorted(found.units.items()):
         key = _one(e, "ou") or ""
-        attrs = {"name": _single(e, "description"), "parent": _one(e, "mailstateParent"),
-                 "head": _one(e, "mailstateHead"),
-                 "delegates": tuple(sorted(set(e.get("mailstatedelegate", [])))),
-                 "address": addr(_one(e, "mail"))}
+        attrs = {
+            "name": _single(e, "description"),
+            "parent": _one(e, "mailstateParent"),
+            "head": _one(e, "mailstateHead"),
+            "delegates": tuple(sorted(set(e.get("mailstatedelegate", [])))),
+            "address": addr(_one(e, "mail")),
+        }
         out.records.append(_rec("unit", key, attrs, e, key, dn))
     return out
 
 
-def _expand(group: str, delivers: Mapping[str, set[str]], nested: Mapping[str, set[str]],
-            seen: set[str]) -> set[str]:
+def _expand(
+    group: str, delivers: Mapping[str, set[str]], nested: Mapping[str, set[str]], seen: set[str]
+) -> set[str]:
     """The addresses Postfix delivers a list's mail to: its active members, and its nested lists'."""
     if group in seen:
         return set()
@@ -303,34 +411,65 @@ def user_attrs(kind: str, key: str, a: Mapping[str, Any]) -> dict[str, list[str]
     address = addr(a.get("address"))
     if kind == "unit_mailbox":
         name = _text(a.get("name") or key)
-        return {"uid": [key], "mail": _v(address), "cn": [name], "sn": [name],
-                "mailQuota": _v(a.get("quota")), "mailstateState": [UNIT_MAILBOX_MARK]}
+        return {
+            "uid": [key],
+            "mail": _v(address),
+            "cn": [name],
+            "sn": [name],
+            "mailQuota": _v(a.get("quota")),
+            "mailstateState": [UNIT_MAILBOX_MARK],
+        }
     name = _text(a.get("name") or key)
     family, given = split_name(name)
     return {
-        "uid": [key], "mail": _v(address), "cn": [name], "sn": _v(a.get("family") or family),
-        "givenName": _v(a.get("given") or given), "title": _v(a.get("title")),
-        "telephoneNumber": _v(a.get("phone")), "mobile": _v(a.get("mobile")),
-        "departmentNumber": _v(a.get("unit")), "backupMailAddress": _v(addr(a.get("backup_email"))),
+        "uid": [key],
+        "mail": _v(address),
+        "cn": [name],
+        "sn": _v(a.get("family") or family),
+        "givenName": _v(a.get("given") or given),
+        "title": _v(a.get("title")),
+        "telephoneNumber": _v(a.get("phone")),
+        "mobile": _v(a.get("mobile")),
+        "departmentNumber": _v(a.get("unit")),
+        "backupMailAddress": _v(addr(a.get("backup_email"))),
         "mailQuota": _v(a.get("quota")),
     }
 
 
-def lock_attrs(locked: bool, refuse_mail: str | None, reason: str | None, services: Iterable[str]
-               ) -> dict[str, list[str]]:
+def lock_attrs(
+    locked: bool,
+    refuse_mail: str | None,
+    reason: str | None,
+    services: Iterable[str],
+    was_active: bool = True,
+) -> dict[str, list[str]]:
     """``accountStatus``, ``enabledService``, the lock's reason and the refusal text (module doc): a
     leaver (``refuse_mail``) disabled, a suspension active without the login services, an unlocked
     account active with them (given back only when a suspension had taken them all)."""
     have = set(services)
     if not locked:
         wanted = have if have & LOGIN_SERVICES else have | LOGIN_SERVICES
-        return {"accountStatus": ["active"], "enabledService": sorted(wanted), "mailstateLockReason": [],
-                "mailstateRefuseMail": []}
+        return {
+            "accountStatus": ["active"],
+            "enabledService": sorted(wanted),
+            "mailstateLockReason": [],
+            "mailstateRefuseMail": [],
+        }
     if refuse_mail:
-        return {"accountStatus": ["disabled"], "enabledService": sorted(have),
-                "mailstateLockReason": _v(reason), "mailstateRefuseMail": _v(refuse_mail)}
-    return {"accountStatus": ["active"], "enabledService": sorted(have - LOGIN_SERVICES),
-            "mailstateLockReason": _v(reason), "mailstateRefuseMail": []}
+        return {
+            "accountStatus": ["disabled"],
+            "enabledService": sorted(have),
+            "mailstateLockReason": _v(reason),
+            "mailstateRefuseMail": _v(refuse_mail),
+        }
+    if not was_active:  # disabled by hand in iRedMail: a suspension never turns its mail back on unseen
+        return {"mailstateLockReason": _v(reason), "mailstateRefuseMail": []}
+    return {
+        "accountStatus": ["active"],
+        "enabledService": sorted(have - LOGIN_SERVICES),
+        "mailstateLockReason": _v(reason),
+        "mailstateRefuseMail": [],
+    }
 
 
 def list_attrs(key: str, a: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -338,9 +477,14 @@ def list_attrs(key: str, a: Mapping[str, Any]) -> dict[str, list[str]]:
 
 
 def unit_attrs(key: str, a: Mapping[str, Any]) -> dict[str, list[str]]:
-    return {"ou": [key], "description": _v(a.get("name")), "mailstateParent": _v(a.get("parent")),
-            "mailstateHead": _v(a.get("head")), "mailstateDelegate": _v(a.get("delegates")),
-            "mail": _v(addr(a.get("address")))}
+    return {
+        "ou": [key],
+        "description": _v(a.get("name")),
+        "mailstateParent": _v(a.get("parent")),
+        "mailstateHead": _v(a.get("head")),
+        "mailstateDelegate": _v(a.get("delegates")),
+        "mail": _v(addr(a.get("address"))),
+    }
 
 
 def maildir_path(domain: str, local: str, stamp: str) -> str:
@@ -349,8 +493,16 @@ def maildir_path(domain: str, local: str, stamp: str) -> str:
     return f"{domain}/{letters[0]}/{letters[1]}/{letters[2]}/{local}-{stamp}/"
 
 
-_CASE_IGNORE = {"mail", "shadowaddress", "memberofgroup", "backupmailaddress", "objectclass", "uid",
-                "enabledservice", "accountstatus"}
+_CASE_IGNORE = {
+    "mail",
+    "shadowaddress",
+    "memberofgroup",
+    "backupmailaddress",
+    "objectclass",
+    "uid",
+    "enabledservice",
+    "accountstatus",
+}
 
 
 def changed(current: Mapping[str, list[str]], wanted: Mapping[str, list[str]]) -> dict[str, list[str]]:

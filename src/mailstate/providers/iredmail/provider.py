@@ -50,15 +50,24 @@ SUCCESS, NO_SUCH_OBJECT, NO_SUCH_ATTRIBUTE, ALREADY_EXISTS, TYPE_OR_VALUE_EXISTS
 REFUSED_RESULTS = frozenset({19, 21, 34, 50, 53, 64, 65, 66, 67, 69})
 
 
-def resolve_settings(settings: IredmailSettings, env: Mapping[str, str] | None = None,
-                     root: Path | None = None) -> tuple[IredmailSettings, str | None]:
+def resolve_settings(
+    settings: IredmailSettings, env: Mapping[str, str] | None = None, root: Path | None = None
+) -> tuple[IredmailSettings, str | None]:
     """The settings with MAILSTATE_LDAP_URL/_BIND_DN/_CA_FILE applied, and the bind password
     (MAILSTATE_LDAP_PASSWORD, else ``password_env``'s variable, else ``password_file``'s first line)."""
     env = os.environ if env is None else env
-    over = {f: env[v] for v, f in (("MAILSTATE_LDAP_URL", "url"), ("MAILSTATE_LDAP_BIND_DN", "bind_dn"),
-                                   ("MAILSTATE_LDAP_CA_FILE", "ca_file")) if env.get(v)}
-    refuse_userinfo("MAILSTATE_LDAP_URL" if "url" in over else "providers.iredmail.url",
-                    over.get("url", settings.url))
+    over = {
+        f: env[v]
+        for v, f in (
+            ("MAILSTATE_LDAP_URL", "url"),
+            ("MAILSTATE_LDAP_BIND_DN", "bind_dn"),
+            ("MAILSTATE_LDAP_CA_FILE", "ca_file"),
+        )
+        if env.get(v)
+    }
+    refuse_userinfo(
+        "MAILSTATE_LDAP_URL" if "url" in over else "providers.iredmail.url", over.get("url", settings.url)
+    )
     resolved = settings.model_copy(update=over)
     password = env.get("MAILSTATE_LDAP_PASSWORD") or None
     if password is None and resolved.password_env:
@@ -83,8 +92,16 @@ class IredmailProvider:
     kinds: ClassVar[frozenset[str]] = p.KINDS
     settings_model: ClassVar[type[IredmailSettings]] = IredmailSettings
 
-    def __init__(self, settings: IredmailSettings, *, base_dn: str, domain: str, password: str | None,
-                 password_policy: PasswordPolicy | None = None, passwords_out: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: IredmailSettings,
+        *,
+        base_dn: str,
+        domain: str,
+        password: str | None,
+        password_policy: PasswordPolicy | None = None,
+        passwords_out: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.base_dn = base_dn
         self.domain = domain.lower()
@@ -97,15 +114,24 @@ class IredmailProvider:
         if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
             raise ProviderError(f"LDAP url {settings.url!r}: give ldaps://host[:port]")
         if parts.scheme == "ldap" and not settings.start_tls and not settings.allow_plain:
-            raise ProviderError(f"LDAP url {settings.url} is plain ldap:// without StartTLS: use ldaps://, "
-                                "start_tls = true, or (never in production) allow_plain = true")
+            raise ProviderError(
+                f"LDAP url {settings.url} is plain ldap:// without StartTLS: use ldaps://, "
+                "start_tls = true, or (never in production) allow_plain = true"
+            )
 
     @classmethod
-    def from_state(cls, state: DesiredState, *, passwords_out: Path | None = None,
-                   env: Mapping[str, str] | None = None) -> IredmailProvider:
+    def from_state(
+        cls, state: DesiredState, *, passwords_out: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> IredmailProvider:
         settings, password = resolve_settings(state.providers.iredmail, env, root=state.root)
-        return cls(settings, base_dn=state.base_dn, domain=state.domain, password=password,
-                   password_policy=state.password, passwords_out=passwords_out)
+        return cls(
+            settings,
+            base_dn=state.base_dn,
+            domain=state.domain,
+            password=password,
+            password_policy=state.password,
+            passwords_out=passwords_out,
+        )
 
     # ----------------------------------------------------------------------------------------------
     # Tree
@@ -152,10 +178,23 @@ class IredmailProvider:
         if use_ssl or s.start_tls:
             ca = str(Path(s.ca_file).expanduser()) if s.ca_file else None
             tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca, version=ssl.PROTOCOL_TLS_CLIENT)
-        server = Server(parts.hostname or "", port=parts.port or (636 if use_ssl else 389), use_ssl=use_ssl,
-                        tls=tls, get_info=NONE, connect_timeout=max(1, int(s.timeout)))
-        conn = Connection(server, user=s.bind_dn, password=self._password, receive_timeout=max(1, int(s.timeout)),
-                          raise_exceptions=False, auto_referrals=False, return_empty_attributes=False)
+        server = Server(
+            parts.hostname or "",
+            port=parts.port or (636 if use_ssl else 389),
+            use_ssl=use_ssl,
+            tls=tls,
+            get_info=NONE,
+            connect_timeout=max(1, int(s.timeout)),
+        )
+        conn = Connection(
+            server,
+            user=s.bind_dn,
+            password=self._password,
+            receive_timeout=max(1, int(s.timeout)),
+            raise_exceptions=False,
+            auto_referrals=False,
+            return_empty_attributes=False,
+        )
         try:
             conn.open()
             if s.start_tls and not use_ssl and not conn.start_tls():
@@ -188,24 +227,37 @@ class IredmailProvider:
             raise self._fail(what, result)
         return code
 
-    def search(self, base: str, filt: str, attributes: list[str], *, scope: Any = SUBTREE
-               ) -> list[tuple[str, dict[str, list[str]]]]:
+    def search(
+        self, base: str, filt: str, attributes: list[str], *, scope: Any = SUBTREE
+    ) -> list[tuple[str, dict[str, list[str]]]]:
         """Every entry under ``base`` matching ``filt``, page by page; a missing base is no entries, any
         other shortfall (size or time limit, a short page) raises: a failed read is never "absent"."""
         out: list[tuple[str, dict[str, list[str]]]] = []
         cookie: Any = None
         first = True
         while True:
-            code = self._op(f"search {base}", self.conn.search, base, filt, search_scope=scope,
-                            attributes=attributes, paged_size=self.settings.page_size, paged_cookie=cookie,
-                            time_limit=int(self.settings.timeout), ok=(SUCCESS, NO_SUCH_OBJECT))
+            code = self._op(
+                f"search {base}",
+                self.conn.search,
+                base,
+                filt,
+                search_scope=scope,
+                attributes=attributes,
+                paged_size=self.settings.page_size,
+                paged_cookie=cookie,
+                time_limit=int(self.settings.timeout),
+                ok=(SUCCESS, NO_SUCH_OBJECT),
+            )
             if code == NO_SUCH_OBJECT:
                 if first:
                     return []
                 raise self._fail(f"search {base}", "the base vanished during the read")
             first = False
-            entries = [(r["dn"], p.normalize(r["attributes"])) for r in self.conn.response or []
-                       if r.get("type") == "searchResEntry"]
+            entries = [
+                (r["dn"], p.normalize(r["attributes"]))
+                for r in self.conn.response or []
+                if r.get("type") == "searchResEntry"
+            ]
             out.extend(entries)
             control = ((self.conn.result or {}).get("controls") or {}).get(PAGED_OID) or {}
             cookie = (control.get("value") or {}).get("cookie")
@@ -219,8 +271,10 @@ class IredmailProvider:
 
     def _entries(self) -> p.DomainEntries:
         if not self.search(self.domain_dn, "(objectClass=mailDomain)", ["domainName"], scope=BASE):
-            raise ProviderError(f"iredmail: no domain {self.domain} under o=domains,{self.base_dn}: is this "
-                                "an iRedMail directory, and the organisation's domain right?")
+            raise ProviderError(
+                f"iredmail: no domain {self.domain} under o=domains,{self.base_dn}: is this "
+                "an iRedMail directory, and the organisation's domain right?"
+            )
         found = p.DomainEntries()
         for attr, ou, filt, names in (
             ("users", "Users", "(objectClass=mailUser)", p.USER_ATTRS),
@@ -243,8 +297,11 @@ class IredmailProvider:
         return snap
 
     def _user(self, key: str) -> tuple[str, dict[str, list[str]]] | None:
-        found = self.search(self.container("Users"), f"(&(objectClass=mailUser)(uid={escape_filter_chars(key)}))",
-                            p.USER_ATTRS)
+        found = self.search(
+            self.container("Users"),
+            f"(&(objectClass=mailUser)(uid={escape_filter_chars(key)}))",
+            p.USER_ATTRS,
+        )
         if len(found) > 1:
             raise ChangeRefused(f"iredmail: {len(found)} mail users have uid {key}: fix the directory first")
         return found[0] if found else None
@@ -260,14 +317,23 @@ class IredmailProvider:
     def apply(self, change: Change) -> None:
         if change.kind not in p.KINDS:
             raise ProviderError(f"the iredmail provider does not manage {change.kind!r} ({change.id})")
-        handler = {"person": self._mailbox, "unit_mailbox": self._mailbox, "group": self._group,
-                   "alias": self._alias, "unit": self._unit}[change.kind]
+        handler = {
+            "person": self._mailbox,
+            "unit_mailbox": self._mailbox,
+            "group": self._group,
+            "alias": self._alias,
+            "unit": self._unit,
+        }[change.kind]
         handler(change)
 
     def _modify(self, dn: str, values: Mapping[str, list[str]]) -> None:
         if values:
-            self._op(f"modify {dn} ({', '.join(values)})", self.conn.modify, dn,
-                     {k: [(MODIFY_REPLACE, list(v))] for k, v in values.items()})
+            self._op(
+                f"modify {dn} ({', '.join(values)})",
+                self.conn.modify,
+                dn,
+                {k: [(MODIFY_REPLACE, list(v))] for k, v in values.items()},
+            )
 
     def _add(self, dn: str, classes: Iterable[str], attrs: Mapping[str, list[str]]) -> int:
         body = {k: v for k, v in attrs.items() if v}
@@ -275,8 +341,9 @@ class IredmailProvider:
 
     def _ensure_ou(self, dn: str) -> None:
         ou = dn.split(",", 1)[0].split("=", 1)[1]
-        self._op(f"add {dn}", self.conn.add, dn, ["organizationalUnit"], {"ou": ou},
-                 ok=(SUCCESS, ALREADY_EXISTS))
+        self._op(
+            f"add {dn}", self.conn.add, dn, ["organizationalUnit"], {"ou": ou}, ok=(SUCCESS, ALREADY_EXISTS)
+        )
 
     # people and unit mailboxes ----------------------------------------------------------------------
 
@@ -288,14 +355,17 @@ class IredmailProvider:
             return
         if found is None:
             if change.action is not Action.CREATE:
-                raise ProviderError(f"{change.id}: {change.kind} {change.key} is not in the directory "
-                                    "(the live state changed since the plan: plan again)")
+                raise ProviderError(
+                    f"{change.id}: {change.kind} {change.key} is not in the directory "
+                    "(the live state changed since the plan: plan again)"
+                )
             self._create_mailbox(change)
             return
         dn, entry = found
         kind = change.kind
-        live = next((r for r in p.parse_domain(p.DomainEntries(users={dn: entry})).records if r.kind == kind),
-                    None)
+        live = next(
+            (r for r in p.parse_domain(p.DomainEntries(users={dn: entry})).records if r.kind == kind), None
+        )
         merged = {k: v for k, v in (live.attrs if live else {}).items() if not k.startswith("_")}
         merged.update({k: v for k, v in (change.after or {}).items() if not k.startswith("_")})
         if kind == "person" and "name" in (change.after or {}):
@@ -312,20 +382,32 @@ class IredmailProvider:
             dn = self._rename_mail(dn, "Users", old, address)
         wanted = p.user_attrs(kind, change.key, merged)
         wanted["shadowAddress"] = self._shadow_values(merged.get("aliases") or (), address)
-        if any(f in (change.after or {}) for f in ("locked", "lock_reason", "refuse_mail")) or \
-                change.action in (Action.LOCK, Action.UNLOCK):
+        if any(
+            f in (change.after or {}) for f in ("locked", "lock_reason", "refuse_mail")
+        ) or change.action in (Action.LOCK, Action.UNLOCK):
             reason = merged.get("lock_reason") or "; ".join(str(r) for r in change.reasons) or None
-            wanted.update(p.lock_attrs(bool(merged.get("locked")), merged.get("refuse_mail"), reason,
-                                       entry.get("enabledservice", [])))
-        missing = [c for c in p.USER_CLASSES if c.lower() not in {x.lower() for x in entry.get("objectclass", [])}]
+            wanted.update(
+                p.lock_attrs(
+                    bool(merged.get("locked")),
+                    merged.get("refuse_mail"),
+                    reason,
+                    entry.get("enabledservice", []),
+                    p.is_active(entry),
+                )
+            )
+        missing = [
+            c for c in p.USER_CLASSES if c.lower() not in {x.lower() for x in entry.get("objectclass", [])}
+        ]
         if missing:
             self._op(f"modify {dn}", self.conn.modify, dn, {"objectClass": [(MODIFY_ADD, missing)]})
         self._modify(dn, p.changed(entry, wanted))
 
     def _shadow_values(self, aliases: Iterable[str], address: str | None) -> list[str]:
         """A mailbox's kept old addresses as ``shadowAddress``, minus those a ``mailAlias`` entry holds."""
-        own_entries = {p.addr(p._one(e, "mail")) for _, e in self.search(
-            self.container("Aliases"), "(objectClass=mailAlias)", ["mail"])}
+        own_entries = {
+            p.addr(p._one(e, "mail"))
+            for _, e in self.search(self.container("Aliases"), "(objectClass=mailAlias)", ["mail"])
+        }
         return sorted({a for a in p.addrs(aliases) if a != address and a not in own_entries})
 
     def _create_mailbox(self, change: Change) -> None:
@@ -335,15 +417,20 @@ class IredmailProvider:
             raise ChangeRefused(f"{change.id}: {change.kind} {change.key} has no address")
         local = p.local_part(address)
         store = f"{self.settings.storage_node}/" + p.maildir_path(
-            self.domain, local, time.strftime("%Y.%m.%d.%H.%M.%S"))
+            self.domain, local, time.strftime("%Y.%m.%d.%H.%M.%S")
+        )
         attrs = p.user_attrs(change.kind, change.key, a)
-        attrs.update({
-            "storageBaseDirectory": [self.settings.storage_base], "mailMessageStore": [store],
-            "homeDirectory": [f"{self.settings.storage_base}/{store}"],
-            "enabledService": list(p.USER_SERVICES), "accountStatus": ["active"],
-            "shadowLastChange": [str(int(time.time()) // 86400)],
-            "shadowAddress": sorted(x for x in p.addrs(a.get("aliases") or ()) if x != address),
-        })
+        attrs.update(
+            {
+                "storageBaseDirectory": [self.settings.storage_base],
+                "mailMessageStore": [store],
+                "homeDirectory": [f"{self.settings.storage_base}/{store}"],
+                "enabledService": list(p.USER_SERVICES),
+                "accountStatus": ["active"],
+                "shadowLastChange": [str(int(time.time()) // 86400)],
+                "shadowAddress": sorted(x for x in p.addrs(a.get("aliases") or ()) if x != address),
+            }
+        )
         if "locked" in a:
             reason = a.get("lock_reason") or "; ".join(str(r) for r in change.reasons) or None
             attrs.update(p.lock_attrs(bool(a["locked"]), a.get("refuse_mail"), reason, p.USER_SERVICES))
@@ -358,7 +445,9 @@ class IredmailProvider:
 
     def _initial_password(self, key: str, dn: str, address: str) -> None:
         if self.passwords_out is None:
-            self.notices.append(f"person {key}: created without a password (no initial-password file was given)")
+            self.notices.append(
+                f"person {key}: created without a password (no initial-password file was given)"
+            )
             return
         password = generate_password(self.password_policy, [key, p.local_part(address)])
         append_password(self.passwords_out, key, address, password)
@@ -374,14 +463,24 @@ class IredmailProvider:
         """iRedMail's rename of an address: the entry moves to ``mail=<new>`` (its mailbox stays where it
         is), ``mail`` follows, and every ``memberOfGroup`` naming the old address names the new one."""
         new_dn = self._mail_dn(ou, new)
-        self._op(f"rename {dn}", self.conn.modify_dn, dn, f"mail={escape_rdn(new)}", delete_old_dn=True,
-                 ok=(SUCCESS, ALREADY_EXISTS))
+        self._op(
+            f"rename {dn}",
+            self.conn.modify_dn,
+            dn,
+            f"mail={escape_rdn(new)}",
+            delete_old_dn=True,
+            ok=(SUCCESS, ALREADY_EXISTS),
+        )
         self._modify(new_dn, {"mail": [new]})
         f = escape_filter_chars(old)
         for member_dn, _ in self.search(f"o=domains,{self.base_dn}", f"(memberOfGroup={f})", ["1.1"]):
-            self._op(f"modify {member_dn}", self.conn.modify, member_dn,
-                     {"memberOfGroup": [(MODIFY_DELETE, [old]), (MODIFY_ADD, [new])]},
-                     ok=(SUCCESS, TYPE_OR_VALUE_EXISTS, NO_SUCH_ATTRIBUTE))
+            self._op(
+                f"modify {member_dn}",
+                self.conn.modify,
+                member_dn,
+                {"memberOfGroup": [(MODIFY_DELETE, [old]), (MODIFY_ADD, [new])]},
+                ok=(SUCCESS, TYPE_OR_VALUE_EXISTS, NO_SUCH_ATTRIBUTE),
+            )
         return new_dn
 
     # groups -----------------------------------------------------------------------------------------
@@ -396,8 +495,10 @@ class IredmailProvider:
     def _set_membership(self, address: str, members: Iterable[str]) -> None:
         """Exactly ``members`` carry ``memberOfGroup: <address>``."""
         f = escape_filter_chars(address)
-        have = {dn.lower(): dn for dn, _ in self.search(f"o=domains,{self.base_dn}", f"(memberOfGroup={f})",
-                                                          ["1.1"])}
+        have = {
+            dn.lower(): dn
+            for dn, _ in self.search(f"o=domains,{self.base_dn}", f"(memberOfGroup={f})", ["1.1"])
+        }
         want: dict[str, str] = {}
         for ref in members:
             dn = self._member_dn(ref)
@@ -406,12 +507,22 @@ class IredmailProvider:
             want[dn.lower()] = dn
         for low, dn in have.items():
             if low not in want:
-                self._op(f"modify {dn}", self.conn.modify, dn, {"memberOfGroup": [(MODIFY_DELETE, [address])]},
-                         ok=(SUCCESS, NO_SUCH_ATTRIBUTE))
+                self._op(
+                    f"modify {dn}",
+                    self.conn.modify,
+                    dn,
+                    {"memberOfGroup": [(MODIFY_DELETE, [address])]},
+                    ok=(SUCCESS, NO_SUCH_ATTRIBUTE),
+                )
         for low, dn in want.items():
             if low not in have:
-                self._op(f"modify {dn}", self.conn.modify, dn, {"memberOfGroup": [(MODIFY_ADD, [address])]},
-                         ok=(SUCCESS, TYPE_OR_VALUE_EXISTS))
+                self._op(
+                    f"modify {dn}",
+                    self.conn.modify,
+                    dn,
+                    {"memberOfGroup": [(MODIFY_ADD, [address])]},
+                    ok=(SUCCESS, TYPE_OR_VALUE_EXISTS),
+                )
 
     def _group(self, change: Change) -> None:
         before, after = dict(change.before or {}), dict(change.after or {})
@@ -426,8 +537,12 @@ class IredmailProvider:
         if found is None:
             found = self._by_mail("Groups", address, p.LIST_ATTRS)
         if found is None:
-            attrs = {**p.list_attrs(change.key, after), "accountStatus": ["active"],
-                     "enabledService": ["mail", "deliver"], "accessPolicy": ["public"]}
+            attrs = {
+                **p.list_attrs(change.key, after),
+                "accountStatus": ["active"],
+                "enabledService": ["mail", "deliver"],
+                "accessPolicy": ["public"],
+            }
             self._add(self._mail_dn("Groups", address), p.LIST_CLASSES, attrs)
         else:
             dn, entry = found
@@ -449,8 +564,13 @@ class IredmailProvider:
         entry = self.search(self.container("Aliases"), f"(&(objectClass=mailAlias)(mail={f}))", ["1.1"])
         if change.action is Action.DELETE:
             for dn, _ in holders:
-                self._op(f"modify {dn}", self.conn.modify, dn, {"shadowAddress": [(MODIFY_DELETE, [key])]},
-                         ok=(SUCCESS, NO_SUCH_ATTRIBUTE))
+                self._op(
+                    f"modify {dn}",
+                    self.conn.modify,
+                    dn,
+                    {"shadowAddress": [(MODIFY_DELETE, [key])]},
+                    ok=(SUCCESS, NO_SUCH_ATTRIBUTE),
+                )
             for dn, _ in entry:
                 self._op(f"delete {dn}", self.conn.delete, dn, ok=(SUCCESS, NO_SUCH_OBJECT))
             self._op(f"delete {expiry_dn}", self.conn.delete, expiry_dn, ok=(SUCCESS, NO_SUCH_OBJECT))
@@ -464,11 +584,21 @@ class IredmailProvider:
                 owner = self._by_mail("Users", target, ["mail"])
                 for dn, _ in holders:
                     if owner is None or dn.lower() != owner[0].lower():
-                        self._op(f"modify {dn}", self.conn.modify, dn,
-                                 {"shadowAddress": [(MODIFY_DELETE, [key])]}, ok=(SUCCESS, NO_SUCH_ATTRIBUTE))
+                        self._op(
+                            f"modify {dn}",
+                            self.conn.modify,
+                            dn,
+                            {"shadowAddress": [(MODIFY_DELETE, [key])]},
+                            ok=(SUCCESS, NO_SUCH_ATTRIBUTE),
+                        )
                 if owner is not None:  # else the owner is renamed later in this apply and takes it then
-                    self._op(f"modify {owner[0]}", self.conn.modify, owner[0],
-                             {"shadowAddress": [(MODIFY_ADD, [key])]}, ok=(SUCCESS, TYPE_OR_VALUE_EXISTS))
+                    self._op(
+                        f"modify {owner[0]}",
+                        self.conn.modify,
+                        owner[0],
+                        {"shadowAddress": [(MODIFY_ADD, [key])]},
+                        ok=(SUCCESS, TYPE_OR_VALUE_EXISTS),
+                    )
         if "expires" in after:
             expires = p.iso_to_generalized(after.get("expires"))
             if expires is None:
