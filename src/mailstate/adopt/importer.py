@@ -16,6 +16,7 @@ until it is fixed.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -196,6 +197,9 @@ def import_state(
         lt["bind_dn"] = ldap.bind_dn
     if ldap.password_env:
         lt["password_env"] = ldap.password_env
+    stores = Counter(r.attrs["_storage"] for r in records if r.attrs.get("_storage"))
+    if reader == "iredmail" and stores:  # where iRedMail keeps mailboxes: new ones go there too
+        lt["storage_base"] = stores.most_common(1)[0][0]
     prov[reader] = lt
     top["providers"] = prov
     if state_dir is not None and domain is None:
@@ -273,9 +277,6 @@ def import_state(
             quota_overrides[f"unit:{key}"] = int(mb.attrs["quota"])
     if quota_overrides:
         # the most common value becomes the default, the rest are overrides
-        from collections import Counter
-
-
         q = tomlkit.table()
         people_q = Counter(v for k, v in quota_overrides.items() if not k.startswith("unit:"))
         unit_q = Counter(v for k, v in quota_overrides.items() if k.startswith("unit:"))

@@ -90,6 +90,7 @@ EXPIRY_CLASSES = ("applicationProcess", "mailstateAlias")
 USER_ATTRS = sorted(
     {
         "objectClass",
+        "storageBaseDirectory",
         "uid",
         "mail",
         "cn",
@@ -313,6 +314,7 @@ def parse_domain(found: DomainEntries) -> Parsed:
                 "refuse_mail": _one(e, "mailstateRefuseMail") if refused else None,
                 "_refused": refused,
             }
+            attrs["_storage"] = _one(e, "storageBaseDirectory")
             out.records.append(_rec("person", key, attrs, e, _one(e, "departmentNumber"), dn))
         for group in addrs(e.get("memberofgroup", [])):
             if group in members:
