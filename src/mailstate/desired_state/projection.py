@@ -143,7 +143,7 @@ def project(
                     "delegates": tuple(sorted(set(unit.delegates))),
                     "address": address,
                 },
-                provider="ldap",
+                provider=_directory(state),
                 unit=unit.id,
             ),
             [source("unit", _where(src), id=unit.id, name=unit.name)],
@@ -167,7 +167,7 @@ def project(
                     "locked": decision.locked,
                     "lock_reason": decision.lock_reason,
                 },
-                provider="ldap",
+                provider=_directory(state),
                 unit=unit.id,
             ),
             [source("unit_mailbox", _where(src), id=unit.id, name=unit.name), *decision.reasons],
@@ -213,7 +213,7 @@ def project(
                     "members": tuple(sorted(set(group.members))),
                     "delivers_to": tuple(delivers),
                 },
-                provider="ldap",
+                provider=_directory(state),
                 unit=None,
             ),
             [source("group", _where(src), id=group.id, name=group.name), *gone],
@@ -223,6 +223,17 @@ def project(
     if imap:
         _merge_imap(state, as_of, out)
     return out
+
+
+def _directory(state: State) -> str:
+    """The provider the directory's records go to: the one whose table replaces ``[providers.ldap]``
+    (``[providers.iredmail]``, docs/iredmail.md) when it is written, else ``ldap``."""
+    section = state.providers
+    for name in type(section).model_fields:
+        settings = getattr(section, name)
+        if settings is not None and getattr(settings, "REPLACES", None) == "ldap":
+            return name
+    return "ldap"
 
 
 def _person_record(person: Person, state: State, address: str | None, decision: Decision) -> Record:
@@ -246,7 +257,7 @@ def _person_record(person: Person, state: State, address: str | None, decision: 
             "lock_reason": decision.lock_reason,
             "refuse_mail": decision.refuse_mail,
         },
-        provider="ldap",
+        provider=_directory(state),
         unit=person.unit,
     )
 
@@ -381,7 +392,7 @@ def _project_aliases(
                     "alias",
                     old,
                     {"target": current, "expires": expires, "_owner": owner},
-                    provider="ldap",
+                    provider=_directory(state),
                     unit=owner_unit,
                 ),
                 [why],

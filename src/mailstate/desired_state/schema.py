@@ -33,6 +33,7 @@ from mailstate.model.settings import (
     DurationField,
     Id,
     ImapSettings,
+    IredmailSettings,
     LdapSettings,
     Located,
     Name,
@@ -227,6 +228,7 @@ class Providers(Located):
     """Connection settings of the back-ends (overridable by MAILSTATE_* environment variables)."""
 
     ldap: LdapSettings = Field(default_factory=LdapSettings)
+    iredmail: IredmailSettings | None = None
     imap: ImapSettings | None = None
     ssh: SshSettings | None = None
 

@@ -471,7 +471,7 @@ class _Builder:
                 if obj is None:
                     continue
                 if isinstance(obj, Providers):
-                    for sub in ("ldap", "imap", "ssh"):
+                    for sub in type(obj).model_fields:
                         part = getattr(obj, sub)
                         if part is not None:
                             part.located(doc.source(path + (sub,)))

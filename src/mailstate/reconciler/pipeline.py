@@ -338,7 +338,9 @@ def apply_plan(
     own = not isinstance(providers, Mapping)
     provider_kwargs: dict[str, dict[str, Any]] = {}
     if pw_path is not None:
-        provider_kwargs["ldap"] = {"passwords_out": pw_path}
+        for name in configured_providers(state):  # the provider that creates people sets their password
+            if MAILBOX_KINDS & provider_class(name).kinds:
+                provider_kwargs[name] = {"passwords_out": pw_path}
     if isinstance(providers, Mapping):
         provs = dict(providers)
     else:
