@@ -10,6 +10,7 @@ import smtplib
 import tomllib
 import uuid
 from collections.abc import Callable
+from datetime import date, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -34,7 +35,8 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the lab runs Postfix o
 @pytest.fixture
 def adopted(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Lab, Path]:
     """An iRedMail lab filled by hand (an, binh with a shadow address, cuong disabled, the list phong-hc,
-    the alias van-thu → binh, a mailAlias with two targets), with only the directory's variables set."""
+    the alias van-thu → binh, a mailAlias with two targets), with only the directory's and ssh's variables
+    set (import reads the directory only; apply reaches doveadm over ssh for a leaver's mailbox)."""
     lab = lab_for(DOMAIN, "Sở thử nghiệm tiếp nhận", layout="iredmail")
     lab.reset()
     lst = irm_t.address(lab, "phong-hc")
@@ -71,7 +73,7 @@ def adopted(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_pa
         if key.startswith("MAILSTATE_"):
             monkeypatch.delenv(key)
     for key, value in lab.env().items():
-        if key.startswith("MAILSTATE_LDAP_"):
+        if key.startswith(("MAILSTATE_LDAP_", "MAILSTATE_SSH_")):  # the directory, and doveadm over ssh
             monkeypatch.setenv(key, value)
     monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
     return lab, tmp_path
@@ -97,11 +99,6 @@ def _apply(state: Path, home: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: an account disabled by hand imports as a suspension, whose "
-    "desired lock reason and list delivery differ from the disabled entry (report)",
-)
 def test_import_plans_to_nothing_then_changes_apply(adopted: tuple[Lab, Path]) -> None:
     lab, tmp = adopted
     state, home = tmp / "state", tmp / "home"
@@ -115,7 +112,9 @@ def test_import_plans_to_nothing_then_changes_apply(adopted: tuple[Lab, Path]) -
         irm_t.address(lab, "binh.tran"),  # type: ignore[arg-type]
         irm_t.address(lab, "van-thu"),
     ]
-    assert people["cuong"]["suspended"] == "imported: disabled in the directory"
+    # disabled by hand: kept as found (no login, mail refused, no lock reason written), and reported
+    assert people["cuong"]["suspended"] == {"reason": "disabled in the directory before mailstate",
+                                            "disabled": True}
     groups = tomllib.loads((state / "groups.toml").read_text(encoding="utf-8"))["group"]
     assert [(g["id"], sorted(g["members"])) for g in groups] == [("phong-hc", ["an", "binh", "cuong"])]
     report = (state / REPORT).read_text(encoding="utf-8")
@@ -123,32 +122,36 @@ def test_import_plans_to_nothing_then_changes_apply(adopted: tuple[Lab, Path]) -
     assert "cuong" in report  # the disabled account's explanation is to be reviewed
     assert any(str(f).endswith(REPORT) for f in result.files)
 
-    # iRedMail has no unit tree: the units made from departmentNumber (and their mailboxes) are the only
-    # changes of the first plan; once applied, the imported state plans to nothing
+    # iRedMail has no unit tree: the units made from departmentNumber come without a unit mailbox
+    # (mailbox = false, reported): nothing is invented, the imported state plans to nothing
+    assert "mailbox = false" in (state / "units" / "hc.toml").read_text(encoding="utf-8")
+    assert "departmentNumber" in report
     plan = make_plan(state)
-    assert sorted(f"{c.action.label} {c.kind} {c.key}" for c in plan.changes) == [
-        "create unit hc",
-        "create unit_mailbox hc",
-    ]
+    assert sorted(f"{c.action.label} {c.kind} {c.key}" for c in plan.changes) == []
     _apply(state, home)
     assert [f"{c.action.label} {c.kind} {c.key}" for c in make_plan(state).changes] == []
-    text = (state / "units" / "hc.toml").read_text(encoding="utf-8")
-    (state / "units" / "kt.toml").write_text('[unit]\nid = "kt"\nname = "Phòng Kế toán"\n', encoding="utf-8")
+    # (a unit without a unit mailbox, as iRedMail's units are: doveadm on this layout logs in by address,
+    # which the unit-mailbox checks do not do yet — docs/iredmail.md)
+    (state / "units" / "kt.toml").write_text('[unit]\nid = "kt"\nname = "Phòng Kế toán"\nmailbox = false\n',
+                                             encoding="utf-8")
 
-    # a transfer (an to unit kt, new title), a leaver (binh left: locked, mail refused), a new hire (dung)
-    doc = tomlkit.parse((state / "mailstate.toml").read_text(encoding="utf-8"))
-    (state / "mailstate.toml").write_text(tomlkit.dumps(doc), encoding="utf-8")
-    unit_file = next(f for f in (state / "units").glob("*.toml") if "an" in _people_in(f))
-    text = unit_file.read_text(encoding="utf-8")
-    text = text.replace('unit = "hc"', 'unit = "kt"').replace('title = "Trưởng phòng"', 'title = "Phó phòng"')
-    unit_file.write_text(text, encoding="utf-8")
-    binh_file = next(f for f in (state / "units").glob("*.toml") if "binh" in _people_in(f))
-    text = binh_file.read_text(encoding="utf-8")
-    text = text.replace('id = "binh"', 'id = "binh"\nleft_on = 2020-01-01', 1)
-    text += f'\n[[person]]\nid = "dung"\nname = "Phạm Thị Dung"\naddress = "{irm_t.address(lab, "dung")}"\n'
-    binh_file.write_text(text, encoding="utf-8")
+    # a transfer (an to unit kt, new title), a leaver (binh left 4 months ago: locked, mail refused; removal
+    # is months away), a new hire (dung, in unit hc, added to the list)
+    hc = state / "units" / "hc.toml"
+    doc = tomlkit.parse(hc.read_text(encoding="utf-8"))
+    for person in doc["person"]:
+        if person["id"] == "an":
+            person["unit"], person["title"] = "kt", "Phó phòng"
+        if person["id"] == "binh":
+            person["left_on"] = date.today() - timedelta(days=120)
+    dung = tomlkit.table()
+    dung.update({"id": "dung", "name": "Phạm Thị Dung", "unit": "hc", "address": irm_t.address(lab, "dung")})
+    doc["person"].append(dung)
+    hc.write_text(tomlkit.dumps(doc), encoding="utf-8")
     groups_text = (state / "groups.toml").read_text(encoding="utf-8").replace('"cuong"', '"cuong", "dung"')
     (state / "groups.toml").write_text(groups_text, encoding="utf-8")
+    changes = sorted(f"{c.action.label} {c.kind} {c.key}" for c in make_plan(state).changes)
+    assert not [c for c in changes if "cuong" in c]  # the account disabled by hand stays as found
     _apply(state, home)
     assert [f"{c.action.label} {c.kind} {c.key}" for c in make_plan(state).changes] == []
 

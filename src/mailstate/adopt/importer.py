@@ -102,8 +102,13 @@ def _lock_fields(reason: str | None, refused: bool = False) -> dict[str, Any]:
     ``left_on`` (the leaving rules) or ``suspended`` (a temporary lock); any other
     reason (set by hand) becomes ``suspended``."""
     if not reason:
-        return {"suspended": "imported: disabled in the directory" if refused
-                else "imported: locked in the directory"}
+        if refused:  # disabled by hand (iRedMail's accountStatus): kept as found, its mail still refused
+            import tomlkit
+
+            table = tomlkit.inline_table()
+            table.update({"reason": DISABLED_BEFORE, "disabled": True})
+            return {"suspended": table}
+        return {"suspended": "imported: locked in the directory"}
     m = _SUSPENDED.match(reason)
     if m:
         return {"suspended": m.group("reason")}
@@ -114,6 +119,10 @@ def _lock_fields(reason: str | None, refused: bool = False) -> dict[str, Any]:
     if v:
         return {"left_on": date(int(v.group("y")), int(v.group("m")), int(v.group("d")))}
     return {"suspended": reason}
+
+
+DISABLED_BEFORE = "disabled in the directory before mailstate"
+"""The reason an account found disabled without a reason of mailstate's is imported with."""
 
 
 _ID_HELP = "a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)"
@@ -226,16 +235,23 @@ def import_state(
                 or (mailboxes[rec.key].attrs.get("address") if rec.key in mailboxes else None),
             }
         )
+        if rec.key not in mailboxes:  # a unit without a unit mailbox live: none is invented
+            doc["unit"]["mailbox"] = False
+        if a.get("_implicit"):
+            result.skipped.append(f"unit {rec.key}: made from departmentNumber (no unit entry), without a "
+                                  "unit mailbox (mailbox = false): give it its name, parent and head, and "
+                                  "remove mailbox = false to create its unit mailbox")
         unit_docs[rec.key] = doc
     quota_overrides: dict[str, int] = {}
     for rec in by_kind.get("person", []):  # no unit tree (iRedMail): units from departmentNumber
         unit = rec.attrs.get("unit")
         if isinstance(unit, str) and _valid_id(unit) and unit not in unit_docs:
             made = tomlkit.document()
-            made["unit"] = {"id": unit, "name": unit}
+            made["unit"] = {"id": unit, "name": unit, "mailbox": False}
             unit_docs[unit] = made
-            result.skipped.append(f"unit {unit}: made from departmentNumber (no unit entry): give it its "
-                                  "name, parent and head; the first plan creates it and its unit mailbox")
+            result.skipped.append(f"unit {unit}: made from departmentNumber (no unit entry), without a unit "
+                                  "mailbox (mailbox = false): give it its name, parent and head; the first "
+                                  "plan creates the unit's entry, not a mailbox")
     for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
         a = rec.attrs
         unit = a.get("unit")
@@ -266,9 +282,12 @@ def import_state(
         if a.get("locked") and not a.get("lock_reason"):
             result.skipped.append(
                 f"person {rec.key}: locked in the directory without a reason mailstate wrote: imported as "
-                f"suspended = {person['suspended']!r}; replace it with what explains it (left_on, suspended)"
-                + (" — on the iRedMail layout it stays disabled as it is (no login, mail refused)"
-                   if a.get("_refused") else ""))
+                + (f"suspended = {{ reason = {DISABLED_BEFORE!r}, disabled = true }}: it stays disabled as "
+                   "found (no login, mail refused); replace it with what explains it (left_on = <the day>, "
+                   "or suspended = \"<why>\" to lock it the way mailstate does, mail delivered)"
+                   if a.get("_refused") else
+                   f"suspended = {person['suspended']!r}; replace it with what explains it (left_on, "
+                   "suspended)"))
         doc["person"].append(person)
         if isinstance(a.get("quota"), int):
             quota_overrides[rec.key] = int(a["quota"])

@@ -380,6 +380,14 @@ def parse_domain(found: DomainEntries) -> Parsed:
             "address": addr(_one(e, "mail")),
         }
         out.records.append(_rec("unit", key, attrs, e, key, dn))
+    # iRedMail keeps no unit tree: a departmentNumber naming no unit entry is a unit without an entry yet
+    # (no name, parent or head, and no unit mailbox); the first change to it writes its entry
+    have = {_one(e, "ou") for e in found.units.values()}
+    implicit = sorted({r.attrs["unit"] for r in out.records if r.kind == "person"
+                       and isinstance(r.attrs.get("unit"), str)} - have)
+    for key in implicit:
+        out.records.append(Record(kind="unit", key=key, provider=PROVIDER, unit=key, attrs={
+            "name": key, "parent": None, "head": None, "delegates": (), "address": None, "_implicit": True}))
     return out
 
 

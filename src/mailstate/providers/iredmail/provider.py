@@ -376,6 +376,10 @@ class IredmailProvider:
             merged["locked"] = True
         elif change.action is Action.UNLOCK:
             merged["locked"] = False
+        if (change.after or {}).get("refuse_mail"):
+            # mail is refused only to a locked leaver: the plan may apply this before or after the lock
+            # change itself (two changes of one entry), and either order must end disabled
+            merged["locked"] = True
         address = p.addr(merged.get("address"))
         old = p.addr(p._one(entry, "mail"))
         if address and old and address != old:
