@@ -346,7 +346,7 @@ def test_lab_env_refused_when_not_running(tmp_path: Path) -> None:
     res = subprocess.run([str(MAILSTATE), "lab", "env", "--dir", str(tmp_path)], capture_output=True,
                          text=True, timeout=30)
     assert res.returncode == 1
-    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert res.stderr.startswith(("error: ", "lỗi: ")) and "Traceback" not in res.stderr
 
 
 def test_api_up_down_leaves_no_process() -> None:
