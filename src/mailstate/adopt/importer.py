@@ -23,11 +23,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mailstate.adopt.plain import PlainRead, read_plain
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.schema import Organization, Providers, State
 from mailstate.errors import MailstateError
+from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 from mailstate.model.settings import ID_RE, format_size
+from mailstate.providers.ldap.provider import LdapProvider
 from mailstate.providers.registry import close_providers, directory_provider, open_providers
 from mailstate.text import CONTROL_RE, control_message, visible
 
@@ -52,8 +55,9 @@ def _inside(root: Path, path: Path) -> Path:
     return path
 
 
-LAYOUTS = {"default": "ldap", "iredmail": "iredmail"}
-"""``--layout``: the provider that reads the directory (docs/ldap.md's layout, docs/iredmail.md's)."""
+LAYOUTS = {"default": "ldap", "iredmail": "iredmail", "plain": "ldap"}
+"""``--layout``: the provider that reads the directory (docs/ldap.md's layout, docs/iredmail.md's); ``plain``
+(a tree made by hand) is read by adopt.plain over the ldap provider's connection."""
 REPORT = "import-report.txt"
 """The file in ``--out`` listing every live entry not written to the TOML (or written to fix), and why."""
 
@@ -154,7 +158,7 @@ def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
 
 def import_state(
     out: Path, *, domain: str | None = None, name: str | None = None, state_dir: Path | None = None,
-    layout: str = "default",
+    layout: str = "default", people_base: str | None = None,
 ) -> Imported:
     """Write the repository into ``out`` (absent or empty); return the files written and what was skipped."""
     import tomlkit
@@ -164,14 +168,27 @@ def import_state(
     if out.exists() and any(out.iterdir()):
         raise MailstateError(f"import: {out} is not empty")
     state = _state_for(domain, name, state_dir, out, layout)
+    if (layout == "plain") != (people_base is not None):
+        raise MailstateError("import: --people-base goes with --layout plain (and --layout plain needs it)")
     reader = directory_provider(state)
     provs = open_providers(state, [reader])
+    result = Imported()
+    plain: PlainRead | None = None
     try:
-        snap = provs[reader].read(None)
+        if people_base is not None:
+            ldap_prov = provs[reader]
+            if not isinstance(ldap_prov, LdapProvider):  # pragma: no cover - LAYOUTS maps plain to ldap
+                raise MailstateError("import: --layout plain reads through the ldap provider")
+            plain = read_plain(ldap_prov.conn, state.base_dn, people_base, state.domain)
+            snap = Snapshot(reader)
+            for rec in plain.records:
+                snap.add(rec)
+            result.skipped.extend(plain.report)
+        else:
+            snap = provs[reader].read(None)
     finally:
         close_providers(provs)
     records = list(snap.records.values())
-    result = Imported()
     for rec in snap.unmanaged:  # entries that are no record of mailstate's: listed, never dropped silently
         why = rec.attrs.get("why") or "not an entry mailstate manages (no mailstate class)"
         result.skipped.append(f"{rec.kind} {visible(str(rec.attrs.get('dn') or rec.key))}: not imported: "
@@ -217,6 +234,10 @@ def import_state(
         for table in POLICY_TABLES:
             if table in source:
                 top[table] = source[table]
+    if plain is not None and plain.person_template and "naming" not in top:
+        naming = tomlkit.table()
+        naming["person"] = plain.person_template  # guessed from the addresses found (reported)
+        top["naming"] = naming
     files[out / "mailstate.toml"] = top
 
     unit_docs: dict[str, tomlkit.TOMLDocument] = {}
@@ -237,7 +258,7 @@ def import_state(
         )
         if rec.key not in mailboxes:  # a unit without a unit mailbox live: none is invented
             doc["unit"]["mailbox"] = False
-        if a.get("_implicit"):
+        if a.get("_implicit") and plain is None:  # (plain reports its own units, with where they came from)
             result.skipped.append(f"unit {rec.key}: made from departmentNumber (no unit entry), without a "
                                   "unit mailbox (mailbox = false): give it its name, parent and head, and "
                                   "remove mailbox = false to create its unit mailbox")
