@@ -42,9 +42,14 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.cli import LANG_ENV
 from mailstate.errors import LabError
 from mailstate.lab import Lab
 from mailstate.serverconfig.site import PasswordRules
+
+# The integration tests assert behaviour through English texts; the language itself (Vietnamese by default)
+# is tested where it is the subject (test_i18n_apply_lab.py, tests/unit/test_i18n.py), which unset this.
+os.environ.setdefault(LANG_ENV, "en")
 
 DEFAULT_DOMAIN = "lab.example.gov.vn"
 
@@ -128,7 +133,7 @@ def sct_all(lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_pa
     lab = lab_for("sct.binhdinh.gov.vn", "Sở Công Thương tỉnh Bình Định")
     lab.reset()
     for key in list(os.environ):
-        if key.startswith("MAILSTATE_"):
+        if key.startswith("MAILSTATE_") and key != LANG_ENV:
             monkeypatch.delenv(key)
     for key, value in lab.env().items():
         monkeypatch.setenv(key, value)

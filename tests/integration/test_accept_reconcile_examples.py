@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.cli import LANG_ENV
 from mailstate.lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -40,7 +41,7 @@ def example(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Pa
         lab.up(domain=org["domain"], org_name=org["name"])
         env_text = subprocess.run([str(MAILSTATE), "lab", "env", "--dir", str(lab.dir)],
                                   capture_output=True, text=True, check=True).stdout
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_") or k == LANG_ENV}
         for line in env_text.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value.strip("'\"")

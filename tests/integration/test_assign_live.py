@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from mailstate.cli import cli
+from mailstate.cli import LANG_ENV, cli
 from mailstate.desired_state.assign import assign
 from mailstate.lab import Lab
 from mailstate.reconciler.pipeline import apply_plan, make_plan
@@ -52,7 +52,7 @@ name = "Nguyễn Vân Bằng"
 def ldap_env(clean_lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
     """The clean default lab with only the MAILSTATE_LDAP_* variables set."""
     for key in list(os.environ):
-        if key.startswith("MAILSTATE_"):
+        if key.startswith("MAILSTATE_") and key != LANG_ENV:
             monkeypatch.delenv(key)
     for key, value in clean_lab.env().items():
         if key.startswith("MAILSTATE_LDAP_"):

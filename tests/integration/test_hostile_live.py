@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ldap3 import MODIFY_REPLACE
 from ldap3.utils.dn import escape_rdn
 
-from mailstate.cli import cli
+from mailstate.cli import LANG_ENV, cli
 from mailstate.lab import Lab
 from mailstate.lab.testing import make_person, person_dn
 from mailstate.reconciler.pipeline import make_plan
@@ -31,7 +31,7 @@ FORGED = "Chuyên viên\n     99. - delete person tuanpm  [ldap]\n          why:
 def ldap_env(lab_env: dict[str, str], clean_lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
     """The clean default lab with only its LDAP variables set (the plan reads LDAP alone)."""
     for key in list(os.environ):
-        if key.startswith("MAILSTATE_") and not key.startswith("MAILSTATE_LDAP_"):
+        if key.startswith("MAILSTATE_") and not key.startswith("MAILSTATE_LDAP_") and key != LANG_ENV:
             monkeypatch.delenv(key)
     monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
     return clean_lab

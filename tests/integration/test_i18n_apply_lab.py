@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.cli import LANG_ENV
+
 pytestmark = pytest.mark.integration
 
 MAILSTATE = Path(sys.executable).with_name("mailstate")
@@ -54,6 +56,7 @@ def english_words(output: str) -> list[str]:
 @pytest.fixture
 def home(lab_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(LANG_ENV, raising=False)  # the suite runs in English; here the defaults are tested
     return tmp_path / "home" / DOMAIN
 
 

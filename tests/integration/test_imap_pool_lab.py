@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.cli import LANG_ENV
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import doveadm, imap_master_login, make_person
@@ -81,7 +82,7 @@ class Run:
 def run(lab_for: Callable[..., Lab], tmp_path: Path) -> Run:
     lab = lab_for(DOMAIN)
     lab.reset()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_") or k == LANG_ENV}
     env.update(lab.env())
     env["MAILSTATE_HOME"] = str(tmp_path / "home")
     return Run(lab, tmp_path / "state", env)

@@ -23,6 +23,7 @@ from pathlib import Path
 import ldap3
 import pytest
 
+from mailstate.cli import LANG_ENV
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_master_login
 
@@ -137,7 +138,7 @@ def mail(lab_for: Callable[..., Lab], tmp_path: Path) -> Mail:
     assert lab.info["delivery"] == "available", lab.info["delivery"]
     state = tmp_path / "state"
     shutil.copytree(AGENCY, state)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_") or k == LANG_ENV}
     env.update(lab.env())
     env["MAILSTATE_HOME"] = str(tmp_path / "home")
     return Mail(lab, state, env)

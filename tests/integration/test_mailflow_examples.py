@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.cli import LANG_ENV
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.schema import State
 from mailstate.lab import Lab
@@ -339,7 +340,7 @@ def agency(request: pytest.FixtureRequest, lab_for: Callable[..., Lab], tmp_path
     lab = lab_for(org["domain"], org["name"])
     lab.reset()
     assert lab.info["delivery"] == "available", lab.info["delivery"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSTATE_") or k == LANG_ENV}
     env.update(lab.env())
     env["MAILSTATE_HOME"] = str(tmp_path / "home")
     return Agency(lab, src, tmp_path / "state", env)

@@ -25,7 +25,7 @@ import pytest
 import tomlkit
 from click.testing import CliRunner
 
-from mailstate.cli import cli
+from mailstate.cli import LANG_ENV, cli
 from mailstate.errors import MailstateError, ProviderError, StalePlan, UnsafePlan
 from mailstate.lab import Lab
 from mailstate.model.change import Action, Change
@@ -126,7 +126,7 @@ def apply(plan: Any, state: Path, home: Path, **kw: Any) -> Any:
 
 def _use_lab(lab: Lab, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
     for key in list(os.environ):
-        if key.startswith("MAILSTATE_"):
+        if key.startswith("MAILSTATE_") and key != LANG_ENV:
             monkeypatch.delenv(key)
     for key, value in lab.env().items():
         if key.startswith("MAILSTATE_LDAP_"):

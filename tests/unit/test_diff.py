@@ -187,7 +187,7 @@ def test_projection_records(tmp_path: Path) -> None:
     """Units, unit mailboxes, people and groups are projected with normalised attributes and quotas."""
     from mailstate.desired_state.projection import project
 
-    d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
+    d = project(load_small_state(tmp_path), date(2026, 11, 23), folders=False)
     p = d.records[("person", "bangnv")].attrs
     assert (p["name"], p["given"], p["family"], p["unit"]) == ("Nguyễn Văn Bằng", "Bằng", "Nguyễn", "qlcn")
     assert p["quota"] == 5 * 1024**3 and p["locked"] is False and p["lock_reason"] is None
@@ -202,7 +202,7 @@ def test_projection_lifecycle(tmp_path: Path) -> None:
     """A person who left long ago is absent (with its rule); a suspended one is locked, stable reason."""
     from mailstate.desired_state.projection import project
 
-    d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
+    d = project(load_small_state(tmp_path), date(2026, 11, 23), folders=False)
     assert ("person", "thuytt") not in d.records
     assert any(r.rule == "lifecycle.remove_after_leaving" for r in d.absent[("person", "thuytt")])
     h = d.records[("person", "hoalt")].attrs
@@ -213,7 +213,7 @@ def test_projection_group_expansion(tmp_path: Path) -> None:
     """delivers_to expands nested groups and unit mailboxes and leaves out members being removed."""
     from mailstate.desired_state.projection import project
 
-    d = project(load_small_state(tmp_path), date(2026, 11, 23), imap=False)
+    d = project(load_small_state(tmp_path), date(2026, 11, 23), folders=False)
     toanso = d.records[("group", "toanso")].attrs
     assert toanso["members"] == ("group:lanhdao", "hoalt", "thuytt", "unit:qlcn")
     assert toanso["delivers_to"] == (
@@ -228,7 +228,7 @@ def test_projection_old_addresses(tmp_path: Path) -> None:
 
     state = load_small_state(tmp_path)
     live_addresses = {"hoa.lt@sct.binhdinh.gov.vn": "hoalt", "hoalt@sct.binhdinh.gov.vn": "hoalt"}
-    d = project(state, date(2026, 11, 23), live_addresses, imap=False)
+    d = project(state, date(2026, 11, 23), live_addresses, folders=False)
     listed = d.records[("alias", "bang.nv@sct.binhdinh.gov.vn")].attrs
     assert listed["target"] == "bangnv@sct.binhdinh.gov.vn" and listed["expires"] is None
     moved = d.records[("alias", "hoa.lt@sct.binhdinh.gov.vn")].attrs
@@ -245,9 +245,9 @@ def test_projection_alias_expiry_read_back(tmp_path: Path) -> None:
     old = "hoa.lt@sct.binhdinh.gov.vn"
     live = {("alias", old): Record("alias", old, {"target": "hoalt@sct.binhdinh.gov.vn",
                                                   "expires": "2027-01-10"}, "ldap", "qlcn")}
-    d = project(state, date(2026, 12, 1), live=live, imap=False)
+    d = project(state, date(2026, 12, 1), live=live, folders=False)
     assert d.records[("alias", old)].attrs["expires"] == "2027-01-10"
-    d = project(state, date(2027, 1, 10), live=live, imap=False)
+    d = project(state, date(2027, 1, 10), live=live, folders=False)
     assert ("alias", old) not in d.records
     assert any("expired by 2027-01-10" in r for r in _en(d.absent[("alias", old)]))
     changes, _ = diff(d, live)
@@ -269,27 +269,27 @@ def test_address_change_converges_and_expires(tmp_path: Path) -> None:
 
     state = load_small_state(tmp_path)
     old = "hoa.lt@sct.binhdinh.gov.vn"
-    d0 = project(state, date(2026, 11, 23), imap=False)
+    d0 = project(state, date(2026, 11, 23), folders=False)
     live = _as_live(d0)
     person = live[("person", "hoalt")]
     live[("person", "hoalt")] = Record("person", "hoalt", {**person.attrs, "address": old}, "ldap", "qlcn")
 
-    d1 = project(state, date(2026, 11, 23), live=live, imap=False)
+    d1 = project(state, date(2026, 11, 23), live=live, folders=False)
     changes, _ = diff(d1, live)
     got = sorted((c.action.label, c.kind, c.key, tuple(sorted(c.fields))) for c in changes)
     assert got == [("create", "alias", old, ()), ("update", "person", "hoalt", ("address", "aliases"))]
 
     live = _as_live(d1)  # applied
     for day in (date(2026, 11, 24), date(2027, 3, 1), date(2027, 5, 22)):
-        changes, _ = diff(project(state, day, live=live, imap=False), live)
+        changes, _ = diff(project(state, day, live=live, folders=False), live)
         assert changes == [], (day, changes)
 
-    d2 = project(state, date(2027, 5, 23), live=live, imap=False)
+    d2 = project(state, date(2027, 5, 23), live=live, folders=False)
     changes, _ = diff(d2, live)
     got = sorted((c.action.label, c.kind, c.key, tuple(sorted(c.fields))) for c in changes)
     assert got == [("delete", "alias", old, ()), ("update", "person", "hoalt", ("aliases",))]
     live = _as_live(d2)
-    changes, _ = diff(project(state, date(2027, 5, 24), live=live, imap=False), live)
+    changes, _ = diff(project(state, date(2027, 5, 24), live=live, folders=False), live)
     assert changes == []
 
 
@@ -307,10 +307,10 @@ def test_projection_never_hands_out_an_address_held_live_by_someone_else(tmp_pat
     from mailstate.desired_state.loader import load_state
 
     state = load_state(tmp_path)
-    free = project(state, date(2026, 11, 23), imap=False)
+    free = project(state, date(2026, 11, 23), folders=False)
     assert free.records[("person", "hungnv")].attrs["address"] == "hungnv@sct.binhdinh.gov.vn"
     facts = {"addresses": {"hungnv@sct.binhdinh.gov.vn": "uid=hungnv,ou=legacy"}}
-    taken = project(state, date(2026, 11, 23), facts=facts, imap=False)
+    taken = project(state, date(2026, 11, 23), facts=facts, folders=False)
     assert taken.records[("person", "hungnv")].attrs["address"] == "hungnv2@sct.binhdinh.gov.vn"
 
 
@@ -322,7 +322,7 @@ def test_old_address_now_someone_elses_is_not_kept(tmp_path: Path) -> None:
     taken = "hoalt@sct.binhdinh.gov.vn"  # pinned to hoalt in the TOML, once held by bangnv
     live = {("alias", taken): Record("alias", taken, {"target": "bangnv@sct.binhdinh.gov.vn",
                                                       "expires": "2027-06-01"}, "ldap", "qlcn")}
-    d = project(state, date(2026, 11, 23), live=live, imap=False)
+    d = project(state, date(2026, 11, 23), live=live, folders=False)
     assert ("alias", taken) not in d.records
     assert any("now the address of hoalt" in r for r in _en(d.absent[("alias", taken)]))
     assert taken not in d.records[("person", "bangnv")].attrs["aliases"]
@@ -342,7 +342,7 @@ def test_rights_of_a_removed_person_are_revoked(tmp_path: Path) -> None:
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text, encoding="utf-8")
-    d = project(load_state(tmp_path), date(2026, 11, 23), imap=True)
+    d = project(load_state(tmp_path), date(2026, 11, 23), folders=True)
     acl_refs = [ref for ref in d.records if ref[0] == "acl"]
     assert acl_refs, "the IMAP projection is there"
     assert not [ref for ref in acl_refs if ref[1].endswith("#thuytt")]

@@ -90,8 +90,8 @@ def _plan(root: Path, live: dict[str, Snapshot], day: date):  # type: ignore[no-
 
 def _applied(root: Path, day: date) -> dict[str, Snapshot]:
     """The live side after applying the state on ``day`` (before the dissolution)."""
-    live = {"ldap": Snapshot("ldap"), "imap": Snapshot("imap")}
-    for c in plan_changes(_plan(root, {"ldap": Snapshot("ldap"), "imap": Snapshot("imap")}, day)):
+    live = {"ldap": Snapshot("ldap"), "imap": Snapshot("imap"), "ssh": Snapshot("ssh")}
+    for c in plan_changes(_plan(root, {n: Snapshot(n) for n in live}, day)):
         live[c.provider].add(Record(c.kind, c.key, dict(c.after or {}), c.provider, c.unit))
     return live
 
@@ -139,3 +139,18 @@ def test_what_goes_with_a_removed_unit_mailbox_is_named(tmp_path: Path) -> None:
     assert [dict(r.params)["member"] for r in gone] == ["unit:old"], group.reasons
     with use("en"):
         assert gone[0].text().startswith("member unit:old is removed (unit dissolved on"), gone[0].text()
+
+
+def test_without_the_mail_provider_a_mailbox_is_locked_never_removed(tmp_path: Path) -> None:
+    """Planned with the directory and IMAP only (``--provider ldap --provider imap``): no change goes to a
+    provider not in use — the mail's archive and removal are left out, and so is the removal of the entry
+    that depends on them (a mailbox goes only once its mail is archived); the lock is still planned."""
+    root = _state(tmp_path / "s")
+    live = _applied(root, date(2026, 1, 1))
+    del live["ssh"]
+    changes = plan_changes(_plan(root, live, date(2027, 6, 1)))
+    assert {c.provider for c in changes} <= {"ldap", "imap"}
+    assert not [c for c in changes if c.key == "old" and c.action.label in ("archive", "delete")]
+    with_ssh = plan_changes(_plan(root, {**live, "ssh": Snapshot("ssh")}, date(2027, 6, 1)))
+    chain = [(c.action.label, c.provider) for c in with_ssh if c.key == "old" and c.kind == "unit_mailbox"]
+    assert chain[-3:] == [("archive", "ssh"), ("delete", "ssh"), ("delete", "ldap")]

@@ -147,7 +147,7 @@ def _plan(example: str) -> tuple[Plan, object]:
     from mailstate.desired_state.projection import project
 
     state = load_state(ROOT / "examples" / example)
-    desired = project(state, AS_OF, imap=True)
+    desired = project(state, AS_OF, folders=True)
     changes, unlisted = diff(desired, {})
     plan = Plan.build(changes, unlisted, as_of=AS_OF, organization=state.domain,
                       unit_names={u: x.name for u, x in state.units.items()})
@@ -252,3 +252,18 @@ def test_cli_errors_default_to_vietnamese_without_a_state(tmp_path: Path) -> Non
     args = ["directory", "--state", str(tmp_path), "--as-of", "tomorrow"]
     out = CliRunner().invoke(cli, [*args, "--lang", "en"])
     assert out.output.startswith("error: --as-of 'tomorrow': expected a date YYYY-MM-DD")
+
+
+def test_the_environment_gives_the_language_of_commands_without_lang(tmp_path: Path) -> None:
+    """MAILSTATE_LANG is the environment form of --lang: a command without --lang (lab) prints in it,
+    and without it the default is Vietnamese."""
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "mailstate"
+    env = {k: v for k, v in os.environ.items() if k != "MAILSTATE_LANG"}
+    args = [str(exe), "lab", "status", "--dir", str(tmp_path / "none")]
+    vi = subprocess.run(args, env=env, capture_output=True, text=True)
+    en = subprocess.run(args, env={**env, "MAILSTATE_LANG": "en"}, capture_output=True, text=True)
+    assert vi.stderr.startswith("lỗi: ") and en.stderr.startswith("error: "), (vi.stderr, en.stderr)

@@ -15,6 +15,7 @@ import pytest
 from ldap3 import MODIFY_REPLACE
 
 from mailstate.errors import ProviderError
+from mailstate.model.records import split_name
 from mailstate.model.settings import LdapSettings
 from mailstate.providers.ldap.parse import (
     LOCKED_TIME,
@@ -32,7 +33,6 @@ from mailstate.providers.ldap.parse import (
     parse_person,
     parse_unit,
     parse_unit_mailbox,
-    split_name,
 )
 from mailstate.providers.ldap.provider import LdapProvider, resolve_settings
 
@@ -406,3 +406,12 @@ def test_direct_values_for_fields_that_stand_alone() -> None:
     assert direct_values("person", {"name": "Nguyễn Văn A"}) is None
     assert direct_values("person", {"aliases": ()}) is None
     assert direct_values("unit_mailbox", {"address": "x@y.vn"}) is None
+
+
+def test_manage_unlisted_names_subtrees_or_kinds() -> None:
+    """[providers.ldap].manage_unlisted names the directory's subtrees (or the kinds): the provider, not the
+    central diff, knows which kind a subtree holds."""
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(providers=SimpleNamespace(ldap=LdapSettings(manage_unlisted=["groups", "alias"])))
+    assert LdapProvider.unlisted_kinds(state) == {"group", "alias"}  # type: ignore[arg-type]

@@ -191,7 +191,7 @@ def test_unit_mailbox_removal_counts_the_same_way() -> None:
 
 def _lock_changes(state: State, as_of: date) -> list[Change]:
     """The plan's changes when the live side is the desired state with nobody locked yet."""
-    desired = project(state, as_of, imap=False)
+    desired = project(state, as_of, folders=False)
     live = {}
     for ref, rec in desired.records.items():
         attrs = dict(rec.attrs)
@@ -255,7 +255,7 @@ def test_no_plan_of_an_example_cites_another_agency(example: str) -> None:
     seen = 0
     days = [date(y, m, 1) for y in range(2026, 2030) for m in (1, 4, 7, 10)] + [date(2027, 9, 1)]
     for day in days:
-        desired = project(state, day, imap=True)
+        desired = project(state, day, folders=True)
         for lang in i18n.LANGUAGES:
             with i18n.use(lang):
                 for reasons in desired.reasons.values():

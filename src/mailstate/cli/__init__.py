@@ -11,10 +11,15 @@ Command modules (each owned by its area, registered here):
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
 from mailstate import __version__
+from mailstate.model.i18n import LANGUAGES, set_language
+
+LANG_ENV = "MAILSTATE_LANG"
+"""The environment form of --lang (a runner's or a test's setting): what --lang does not say, it does."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,15 +29,11 @@ def cli() -> None:
 
 
 for _module in ("state_cmds", "assign_cmd", "lab_cmds", "plan_cmds", "gitops_cmds", "serverconfig_cmds"):
-    try:
-        _mod = importlib.import_module(f"mailstate.cli.{_module}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"mailstate.cli.{_module}":
-            raise
-        continue
-    for _cmd in getattr(_mod, "COMMANDS", []):
+    for _cmd in importlib.import_module(f"mailstate.cli.{_module}").COMMANDS:
         cli.add_command(_cmd)
 
 
 def main() -> None:
+    if os.environ.get(LANG_ENV) in LANGUAGES:  # commands without --lang (lab, forge …) print in it too
+        set_language(os.environ[LANG_ENV])
     cli(prog_name="mailstate")

@@ -42,7 +42,8 @@ lang_option = click.option(
     "lang",
     type=click.Choice(list(LANGUAGES)),
     default=None,
-    help="Language of what is printed (default: [organization] language, else vi).",
+    envvar="MAILSTATE_LANG",
+    help="Language of what is printed (default: $MAILSTATE_LANG, else [organization] language, else vi).",
 )
 
 

@@ -21,11 +21,11 @@ from typing import Any
 from mailstate.desired_state.desired import Desired, Ref
 from mailstate.desired_state.lifecycle import Decision, decide_person, decide_unit_mailbox
 from mailstate.desired_state.naming import derive_addresses
-from mailstate.desired_state.projection_imap import project_imap
+from mailstate.desired_state.projection_imap import owner_unit, project_imap
 from mailstate.desired_state.schema import Person, State, Unit
 from mailstate.gcpause import with_gc_paused
 from mailstate.model.reason import reason, source
-from mailstate.model.records import MAILBOX_KINDS, Record, parse_ref
+from mailstate.model.records import MAILBOX_KINDS, Record, parse_ref, split_name
 from mailstate.model.settings import Source, nfc
 
 
@@ -40,14 +40,6 @@ def _opt(value: Any) -> Any:
         value = nfc(value.strip())
         return value or None
     return value
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(given, family) of a Vietnamese full name: the last word and the first word (one word: both)."""
-    words = nfc(name).split()
-    if not words:
-        return "", ""
-    return words[-1], words[0]
 
 
 def ref_of(kind: str, key: str) -> str:
@@ -99,7 +91,7 @@ def project(
     *,
     facts: Mapping[str, Any] | None = None,
     live: Mapping[Ref, Record] | None = None,
-    imap: bool = True,
+    folders: bool = True,
 ) -> Desired:
     """Project ``state`` on ``as_of`` into the desired records of every kind.
 
@@ -108,7 +100,8 @@ def project(
     (the LDAP provider's, which also names the addresses of entries mailstate does not manage).
     ``facts`` are the providers' read-only facts (``last_login``, ``created``) for the lifecycle rules.
     ``live`` (the live records, if read) lets an address change keep the old address as an alias with
-    the expiry already set live.
+    the expiry already set live. ``folders``: project the shared folders and their rights (False when no
+    provider in use carries those kinds out).
     """
     live = live or {}
     if live_addresses is None:
@@ -143,7 +136,6 @@ def project(
                     "delegates": tuple(sorted(set(unit.delegates))),
                     "address": address,
                 },
-                provider=_directory(state),
                 unit=unit.id,
             ),
             [source("unit", _where(src), id=unit.id, name=unit.name)],
@@ -169,7 +161,6 @@ def project(
                     "locked": decision.locked,
                     "lock_reason": decision.lock_reason,
                 },
-                provider=_directory(state),
                 unit=unit.id,
             ),
             [source("unit_mailbox", _where(src), id=unit.id, name=unit.name), *decision.reasons],
@@ -215,31 +206,19 @@ def project(
                     "members": tuple(sorted(set(group.members))),
                     "delivers_to": tuple(delivers),
                 },
-                provider=_directory(state),
                 unit=None,
             ),
             [source("group", _where(src), id=group.id, name=group.name), *gone],
             src,
         )
 
-    if imap:
+    if folders:
         _merge_imap(state, as_of, out)
     return out
 
 
-def _directory(state: State) -> str:
-    """The provider the directory's records go to: the one whose table replaces ``[providers.ldap]``
-    (``[providers.iredmail]``, docs/iredmail.md) when it is written, else ``ldap``."""
-    section = state.providers
-    for name in type(section).model_fields:
-        settings = getattr(section, name)
-        if settings is not None and getattr(settings, "REPLACES", None) == "ldap":
-            return name
-    return "ldap"
-
-
 def _person_record(person: Person, state: State, address: str | None, decision: Decision) -> Record:
-    given, family = split_name(person.name)
+    family, given = split_name(person.name)
     return Record(
         "person",
         person.id,
@@ -259,7 +238,6 @@ def _person_record(person: Person, state: State, address: str | None, decision: 
             "lock_reason": decision.lock_reason,
             "refuse_mail": decision.refuse_mail,
         },
-        provider=_directory(state),
         unit=person.unit,
     )
 
@@ -371,7 +349,7 @@ def _project_aliases(
             expires = (la.attrs.get("expires") if la is not None else None) or None
             if expires is None and old not in listed_full:
                 expires = keep.after(as_of).isoformat()
-            owner_unit = _owner_unit(state, owner)
+            unit_of_owner = owner_unit(state, owner)
             if owner in removed:
                 out.remove(("alias", old), [reason("removal.old_address", reg, _where(src), owner=owner)])
                 continue
@@ -394,8 +372,7 @@ def _project_aliases(
                     "alias",
                     old,
                     {"target": current, "expires": expires, "_owner": owner},
-                    provider=_directory(state),
-                    unit=owner_unit,
+                    unit=unit_of_owner,
                 ),
                 [why],
                 src,
@@ -419,13 +396,6 @@ def _alias_owner(rec: Record, live_addresses: Mapping[str, str]) -> str | None:
 def _targets(rec: Record) -> list[str]:
     """The addresses a live alias delivers to (the ldap reader joins several with ", ")."""
     return [t.strip().lower() for t in str(rec.attrs.get("target") or "").split(",") if t.strip()]
-
-
-def _owner_unit(state: State, owner: str) -> str | None:
-    if owner.startswith("unit:"):
-        return owner[5:]
-    p = state.people.get(owner)
-    return p.unit if p else None
 
 
 def _merge_imap(state: State, as_of: date, out: Desired) -> None:

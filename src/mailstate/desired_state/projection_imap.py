@@ -29,6 +29,9 @@ from mailstate.model.records import INBOX, Record, acl_key, folder_key, inbox_ca
 from mailstate.model.rights import expand_refs, rights_letters
 from mailstate.model.settings import Source
 
+FOLDER_KINDS = ("shared_folder", "acl")
+"""The kinds projected here: projected only when a provider in use carries them out."""
+
 
 @dataclass
 class _Acl:
@@ -179,7 +182,7 @@ def project_imap(state: State, as_of: date) -> Desired:
             "shared_folder",
             key,
             {"purpose": sf.purpose or None, "_depends_on": (mailbox_record_ref(sf.mailbox),)},
-            "imap",
+            "",
             owner_unit(state, sf.mailbox),
         )
         out.add(
@@ -244,7 +247,7 @@ def project_imap(state: State, as_of: date) -> Desired:
                 "why": why_text(acl.why),
                 "_depends_on": tuple(depends),
             },
-            "imap",
+            "",
             acl.unit,
         )
         reasons = acl.reasons()

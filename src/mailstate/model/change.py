@@ -46,6 +46,13 @@ class Action(enum.Enum):
 
 REMOVAL_ACTIONS = frozenset({Action.REVOKE, Action.LOCK, Action.ARCHIVE, Action.DELETE})
 
+MAIL_ARCHIVE = "mail_archive"
+"""The work of archiving a mailbox's mail (verified) before it is removed: a kind a provider declares."""
+MAIL_DELETE = "mail_delete"
+"""The work of deleting a mailbox's mail, once its verified archive holds it: a kind a provider declares."""
+WORK_KINDS = frozenset({MAIL_ARCHIVE, MAIL_DELETE})
+"""Kinds of work that are not a record kind: a change of a record carrying one is routed by it."""
+
 
 @dataclass(frozen=True)
 class Change:
@@ -62,6 +69,14 @@ class Change:
     depends_on: tuple[str, ...] = ()
     unit: str | None = None
     fields: tuple[str, ...] = field(default=())
+    work: str = ""
+    """The kind of work when it is not the record's kind (``MAIL_ARCHIVE``, ``MAIL_DELETE``): the
+    provider that declares it carries the change out."""
+
+    @property
+    def routed_kind(self) -> str:
+        """The kind a provider must declare to carry this change out."""
+        return self.work or self.kind
 
     def __post_init__(self) -> None:
         # a reason given as plain text (older callers, plan files without "why") is kept as such
@@ -83,6 +98,7 @@ class Change:
             "reasons": [r.text() for r in self.reasons],
             "why": [r.to_json() for r in self.reasons],
             "depends_on": list(self.depends_on),
+            **({"work": self.work} if self.work else {}),
         }
 
     @classmethod
@@ -99,6 +115,7 @@ class Change:
             depends_on=tuple(data.get("depends_on") or ()),
             unit=data.get("unit"),
             fields=tuple(data.get("fields") or ()),
+            work=data.get("work") or "",
         )
 
 

@@ -71,8 +71,9 @@ class DesiredState(Protocol):
 class Provider(Protocol):
     name: ClassVar[str]
     kinds: ClassVar[frozenset[str]]
-    """The record kinds whose changes this provider carries out (a change goes to the provider it names,
-    which must declare its kind: registry.check_routes)."""
+    """The kinds whose changes this provider carries out: record kinds, and kinds of work
+    (``model.change.WORK_KINDS``). A plan routes each change to the one provider in use declaring its
+    ``Change.routed_kind`` (registry.routes)."""
     settings_model: ClassVar[type[BaseModel]]
     """The model of its ``[providers.<name>]`` table."""
 

@@ -36,6 +36,14 @@ class Record:
         return (self.kind, self.key)
 
 
+def split_name(name: str) -> tuple[str, str]:
+    """(family, given) of a Vietnamese full name: its first and its last word (one word: both that word;
+    no word: both empty). The directory's ``sn`` / ``givenName`` and the desired record's fields alike."""
+    words = unicodedata.normalize("NFC", name).split()
+    if not words:
+        return "", ""
+    return words[0], words[-1]
+
 
 def record_addresses(record: Record) -> tuple[str, ...]:
     """Every address a live mailbox or group record holds: its primary address (a tuple when the entry

@@ -47,6 +47,39 @@ def provider_class(name: str) -> type[Provider]:
     return cls
 
 
+def routes(names: Iterable[str]) -> dict[str, str]:
+    """Which of the providers ``names`` carries out each kind (record kinds and kinds of work such as
+    ``mail_archive``), from the ``kinds`` each declares. Two providers declaring one kind is an error: a
+    change must have exactly one provider. A kind none of them declares has no route: its changes are
+    left out of a plan made with these providers (reconciler.plan.diff)."""
+    out: dict[str, str] = {}
+    for name in names:
+        for kind in sorted(provider_class(name).kinds):
+            if out.setdefault(kind, name) != name:
+                raise ProviderError(
+                    f"providers {out[kind]!r} and {name!r} both declare the kind {kind!r}; a change of it "
+                    "must go to exactly one provider"
+                )
+    return out
+
+
+def unlisted_kinds(state: DesiredState, names: Iterable[str]) -> frozenset[str]:
+    """The kinds the providers ``names`` are told (by their settings) to remove when live and not in the
+    TOML (a provider's classmethod ``unlisted_kinds(state)``)."""
+    out: set[str] = set()
+    for name in names:
+        of = getattr(provider_class(name), "unlisted_kinds", None)
+        if of is not None:
+            out |= of(state)
+    return frozenset(out)
+
+
+def option_for(names: Iterable[str], flag: str, **options: Any) -> dict[str, dict[str, Any]]:
+    """``options`` for each of the providers ``names`` whose class sets the ClassVar ``flag``
+    (``writes_passwords``: ``passwords_out``), in the form open_providers takes."""
+    return {n: dict(options) for n in names if getattr(provider_class(n), flag, False)}
+
+
 def make_provider(name: str, state: DesiredState, **kwargs: Any) -> Provider:
     return provider_class(name).from_state(state, **kwargs)
 

@@ -23,6 +23,7 @@ from typing import Any
 from mailstate.desired_state.assign import live_addresses_of
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.projection import Desired, project
+from mailstate.desired_state.projection_imap import FOLDER_KINDS
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
@@ -30,7 +31,15 @@ from mailstate.model.i18n import _, action_name, fmt_date, kind_name
 from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes, TakesUnitMailboxes
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.private_files import home_dir, open_private, private_dir
-from mailstate.providers.registry import close_providers, configured_providers, open_providers, provider_class
+from mailstate.providers.registry import (
+    close_providers,
+    configured_providers,
+    open_providers,
+    option_for,
+    provider_class,
+    routes,
+    unlisted_kinds,
+)
 from mailstate.reconciler.apply.journal import Journal, actor, git_commit, now_iso
 from mailstate.reconciler.apply.lock import apply_lock
 from mailstate.reconciler.apply.run import (
@@ -132,7 +141,11 @@ def _tell_live_mailboxes(prov: Provider, ldap_snapshot: Snapshot) -> None:
 
 
 def _project(
-    state: State, as_of: date, snapshots: Mapping[str, Snapshot], live: Mapping[tuple[str, str], Record]
+    state: State,
+    as_of: date,
+    snapshots: Mapping[str, Snapshot],
+    live: Mapping[tuple[str, str], Record],
+    routes: Mapping[str, str],
 ) -> Desired:
     facts: dict[str, Any] = {}
     for snap in snapshots.values():
@@ -141,7 +154,8 @@ def _project(
                 facts[name] = {**facts[name], **value}
             else:
                 facts[name] = value
-    return project(state, as_of, None, facts=facts, live=live, imap="imap" in snapshots)
+    folders = all(k in routes for k in FOLDER_KINDS)
+    return project(state, as_of, None, facts=facts, live=live, folders=folders)
 
 
 def _live_records(snapshots: Mapping[str, Snapshot]) -> tuple[dict[tuple[str, str], Record], list[Record]]:
@@ -208,10 +222,13 @@ def plan_from(
     t0 = time.perf_counter()
     sf = scope_filter(scope_units, state, snapshots)
     live, unmanaged = _live_records(snapshots)
-    desired = _project(state, as_of, snapshots, live)
+    used = sorted(snapshots)
+    routes_used = routes(used)
+    desired = _project(state, as_of, snapshots, live, routes_used)
     t1 = time.perf_counter()
-    manage = list(state.providers.ldap.manage_unlisted)
-    changes, unlisted = diff(desired, live, unmanaged=unmanaged, manage_unlisted=manage or False)
+    manage = unlisted_kinds(state, used)
+    changes, unlisted = diff(
+        desired, live, unmanaged=unmanaged, manage_unlisted=manage or False, routes=routes_used)
     t2 = time.perf_counter()
     fp = fingerprint(root, snapshots, sf, files=state.files or None)
     t3 = time.perf_counter()
@@ -336,11 +353,6 @@ def apply_plan(
             os.close(open_private(private, os.O_WRONLY | os.O_APPEND))
 
     own = not isinstance(providers, Mapping)
-    provider_kwargs: dict[str, dict[str, Any]] = {}
-    if pw_path is not None:
-        for name in configured_providers(state):  # the provider that creates people sets their password
-            if MAILBOX_KINDS & provider_class(name).kinds:
-                provider_kwargs[name] = {"passwords_out": pw_path}
     if isinstance(providers, Mapping):
         provs = dict(providers)
     else:
@@ -349,6 +361,7 @@ def apply_plan(
             list(providers) if providers is not None else list(meta.providers or configured_providers(state))
         )
         names += [c.provider for c in changes if c.provider not in names]
+        provider_kwargs = option_for(names, "writes_passwords", passwords_out=pw_path) if pw_path else {}
         provs = open_providers(state, names, for_plan=True, **provider_kwargs)
     changes = group_by_connection(changes, provs)
     done: list[Change] = []

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, ClassVar
 import paramiko
 
 from mailstate.errors import ProviderError
-from mailstate.model.change import Action, Change
+from mailstate.model.change import MAIL_ARCHIVE, MAIL_DELETE, Action, Change
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import MAILBOX_KINDS
 from mailstate.model.settings import SshSettings
@@ -83,9 +83,9 @@ from mailstate.text import CONTROL_RE, visible
 class SshProvider:
     """doveadm over SSH (paramiko): last-login facts, verified archives, removal of archived mail."""
     name: ClassVar[str] = "ssh"
-    kinds: ClassVar[frozenset[str]] = frozenset()
-    """It owns no diffed kind: it reads facts and carries out ``archive`` / ``delete`` of person and
-    unit_mailbox changes routed to it (change.provider == "ssh")."""
+    kinds: ClassVar[frozenset[str]] = frozenset({MAIL_ARCHIVE, MAIL_DELETE})
+    """It owns no record kind: it reads facts and carries out the archive and the removal of a mailbox's
+    mail (the ``archive`` / ``delete`` changes of a person or unit_mailbox whose work is one of these)."""
     settings_model: ClassVar[type[SshSettings]] = SshSettings
 
     def __init__(self, settings: SshSettings, today: date | None = None) -> None:

@@ -91,6 +91,8 @@ class IredmailProvider:
     name: ClassVar[str] = "iredmail"
     kinds: ClassVar[frozenset[str]] = p.KINDS
     settings_model: ClassVar[type[IredmailSettings]] = IredmailSettings
+    writes_passwords: ClassVar[bool] = True
+    """``from_state`` takes ``passwords_out``: the file the initial passwords of new people go to."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ from typing import Any
 from ldap3 import MODIFY_ADD, MODIFY_REPLACE
 from ldap3.utils.dn import escape_rdn, safe_dn
 
-from mailstate.model.records import Record
+from mailstate.model.records import Record, split_name
 
 PROVIDER = "ldap"
 LOCKED_TIME = "000001010000Z"
@@ -432,14 +432,6 @@ def _v(value: Any) -> list[str]:
     if isinstance(value, (list, tuple, set, frozenset)):
         return sorted({_text(v) for v in value if v is not None and v != ""})
     return [_text(value)]
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """(family, given): the first and the last word of a Vietnamese full name; one word → both the word."""
-    words = nfc(name).split()
-    if not words:
-        return name, name
-    return words[0], words[-1]
 
 
 def build_entry(kind: str, key: str, attrs: Mapping[str, Any], base: str) -> EntrySpec:

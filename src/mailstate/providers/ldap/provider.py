@@ -144,6 +144,15 @@ class LdapProvider:
     name: ClassVar[str] = "ldap"
     kinds: ClassVar[frozenset[str]] = frozenset(KINDS)
     settings_model: ClassVar[type[LdapSettings]] = LdapSettings
+    writes_passwords: ClassVar[bool] = True
+    """``from_state`` takes ``passwords_out``: the file the initial passwords it sets are written to."""
+
+    @classmethod
+    def unlisted_kinds(cls, state: DesiredState) -> frozenset[str]:
+        """The kinds whose live objects absent from the TOML are removed: ``manage_unlisted`` names
+        subtrees (``groups``) or kinds (``group``)."""
+        by_subtree = {ou: kind for kind, (ou, _attr) in CONTAINERS.items()}
+        return frozenset(by_subtree.get(x, x) for x in state.providers.ldap.manage_unlisted)
 
     def __init__(
         self,

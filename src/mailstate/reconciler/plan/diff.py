@@ -10,11 +10,16 @@
 - live, not desired → NOT deleted but returned as unlisted (DESIGN §6.2), except:
   ``acl`` (rights not in the TOML are revoked), an ``alias`` past its expiry (deleted), anything in
   ``desired.absent`` (removed with its reasons), and kinds the organisation opted into managing
-  (``manage_unlisted``: True for all, or a collection of kinds / LDAP subtrees such as "groups").
+  (``manage_unlisted``: True for all, or a collection of kinds, or of the names the directory's provider
+  gives them, ``aliases_of``).
   A ``shared_folder`` (it holds mail) is never removed by a plan: live and not desired, it is reported.
-- removing a mailbox (person, unit_mailbox) is always lock (unless already locked) → archive (ssh) →
-  delete of its mail (ssh, refused by the provider without a verified archive) → delete of its entry
-  (ldap), linked by ``depends_on`` (DESIGN §6.1).
+- removing a mailbox (person, unit_mailbox) is always lock (unless already locked) → archive (work
+  ``mail_archive``) → delete of its mail (``mail_delete``, refused by the provider without a verified
+  archive) → delete of its entry, linked by ``depends_on`` (DESIGN §6.1).
+
+Each change goes to the provider ``routes`` names for its ``routed_kind`` (the registry's routes: the
+provider in use declaring that kind). A change no provider in use carries out is left out, and so is every
+change depending on it (a mailbox is never removed when its mail cannot be archived first).
 
 ``depends_on`` links a change to the changes of the objects it needs (person → its unit, child unit →
 parent unit, unit mailbox → its unit, group → its members, alias → its owner, acl / shared_folder → their
@@ -24,6 +29,7 @@ the changes of the objects that name it come first (ACLs revoked before the mail
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import re
@@ -33,7 +39,7 @@ from typing import Any
 
 from mailstate.desired_state.projection import MAILBOX_KINDS, Desired, Ref, record_ref_of
 from mailstate.gcpause import with_gc_paused
-from mailstate.model.change import Action, Change
+from mailstate.model.change import MAIL_ARCHIVE, MAIL_DELETE, REMOVAL_ACTIONS, Action, Change
 from mailstate.model.i18n import use
 from mailstate.model.reason import Reason, as_reason, reason
 from mailstate.model.records import Record
@@ -48,20 +54,8 @@ NOTIFY_CODE = "lifecycle.suspended.notify"
 """Reasons that name who must be told of a temporary lock (and the variant ``…notify_in_person``)."""
 NEVER_DELETED = frozenset({"shared_folder"})
 """Kinds a plan never removes (a folder holds mail): live but not desired, they are only reported."""
-REMOVAL_ACTIONS = frozenset({Action.REVOKE, Action.LOCK, Action.ARCHIVE, Action.DELETE})
-
 SECRET_RE = re.compile(r"pass(word|wd|phrase)?|secret|credential|token|private[_-]?key", re.I)
 REDACTED = "<redacted>"
-
-SUBTREE_KINDS = {
-    "people": "person",
-    "mailboxes": "unit_mailbox",
-    "units": "unit",
-    "groups": "group",
-    "aliases": "alias",
-}
-"""LDAP subtrees (``[providers.ldap].manage_unlisted``) → the record kind they hold."""
-
 
 # --------------------------------------------------------------------------------------------------
 # Normalisation and scrubbing
@@ -158,22 +152,32 @@ def _change(
     after: Mapping[str, Any] | None,
     reasons: Iterable[Reason],
     *,
-    provider: str | None = None,
+    work: str = "",
     fields: Iterable[str] = (),
 ) -> Change:
-    prov = provider if provider is not None else rec.provider
+    """A change, its provider not yet chosen (``route`` sets it)."""
     return Change(
-        id=change_id(action, rec.kind, rec.key, prov),
+        id="",
         action=action,
         kind=rec.kind,
         key=rec.key,
-        provider=prov,
+        provider="",
         before=scrub(before),
         after=scrub(after),
         reasons=tuple(reasons),
         unit=rec.unit,
         fields=tuple(fields),
+        work=work,
     )
+
+
+def routed(change: Change, routes: Mapping[str, str]) -> Change | None:
+    """``change`` given to the provider that declares its kind (with its stable id); None when none does."""
+    prov = routes.get(change.routed_kind)
+    if prov is None:
+        return None
+    return dataclasses.replace(
+        change, provider=prov, id=change_id(change.action, change.kind, change.key, prov))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -183,8 +187,7 @@ def _change(
 def _wants_managed(kind: str, manage_unlisted: bool | Collection[str]) -> bool:
     if isinstance(manage_unlisted, bool):
         return manage_unlisted
-    kinds = {SUBTREE_KINDS.get(x, x) for x in manage_unlisted}
-    return kind in kinds
+    return kind in manage_unlisted
 
 
 def _norm_key(kind: str, key: str) -> str:
@@ -198,8 +201,18 @@ def diff(
     *,
     unmanaged: Iterable[Record] = (),
     manage_unlisted: bool | Collection[str] = False,
+    routes: Mapping[str, str] | None = None,
 ) -> tuple[list[Change], list[Record]]:
-    """Compare ``desired`` with ``live``: the changes (unordered, depends_on set) and the unlisted records."""
+    """Compare ``desired`` with ``live``: the changes (unordered, depends_on set) and the unlisted records.
+
+    ``routes`` (kind → provider, registry.routes of the providers in use; default: every registered
+    provider's) chooses each change's provider; a change no provider carries out is left out, with the
+    changes that depend on it."""
+    if routes is None:
+        from mailstate.providers.registry import provider_classes
+        from mailstate.providers.registry import routes as routes_of
+
+        routes = routes_of(provider_classes())
     live_n: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in live.items()}
     want: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in desired.records.items()}
     absent: dict[Ref, list[Reason]] = {(k, _norm_key(k, key)): rs for (k, key), rs in desired.absent.items()}
@@ -210,7 +223,14 @@ def diff(
     by_ref: dict[Ref, list[Change]] = {}
     unlisted: list[Record] = []
 
-    def emit(ref: Ref, change: Change) -> Change:
+    def emit(ref: Ref, change: Change) -> Change | None:
+        """Keep ``change``, given to its provider (already given: as is); None when no provider in use
+        carries it out."""
+        if not change.provider:
+            found = routed(change, routes)
+            if found is None:
+                return None
+            change = found
         changes.append(change)
         by_ref.setdefault(ref, []).append(change)
         return change
@@ -264,9 +284,9 @@ def diff(
                 continue  # goes with its mailbox, archived first: the mailbox's removal names it
             unlisted.append(cur)  # holds mail: reported, never removed by a plan (DESIGN §6.1)
         elif ref in absent:
-            _remove(cur, absent[ref], desired, ref, emit)
+            _remove(cur, absent[ref], desired, ref, emit, routes)
         elif kind == "acl":
-            _remove(cur, _acl_revoke_reasons(cur, live_n, want, reg), desired, ref, emit)
+            _remove(cur, _acl_revoke_reasons(cur, live_n, want, reg), desired, ref, emit, routes)
         elif kind == "alias" and as_of and (cur.attrs.get("expires") or "9999") <= as_of:
             _remove(
                 cur,
@@ -275,6 +295,7 @@ def diff(
                 desired,
                 ref,
                 emit,
+                routes,
             )
         elif _wants_managed(kind, manage_unlisted):
             _remove(
@@ -283,6 +304,7 @@ def diff(
                 desired,
                 ref,
                 emit,
+                routes,
             )
         else:
             unlisted.append(cur)
@@ -311,7 +333,9 @@ def _acl_revoke_reasons(
     return [reason("acl.not_listed", reg)]
 
 
-def _remove(cur: Record, reasons: list[Reason], desired: Desired, ref: Ref, emit: Any) -> None:
+def _remove(
+    cur: Record, reasons: list[Reason], desired: Desired, ref: Ref, emit: Any, routes: Mapping[str, str]
+) -> None:
     """The removal of a live object: revoke (acl, grant), delete, or lock → archive → delete for a mailbox."""
     if cur.kind in ("acl", "grant"):
         emit(ref, _change(Action.REVOKE, cur, public_attrs(cur.attrs), None, reasons))
@@ -342,7 +366,7 @@ def _remove(cur: Record, reasons: list[Reason], desired: Desired, ref: Ref, emit
             {"address": address},
             {"archived": True},
             [*reasons, reason("archive.before_removal", desired.regulation)],
-            provider="ssh",
+            work=MAIL_ARCHIVE,
         )
     )
     chain.append(
@@ -352,16 +376,16 @@ def _remove(cur: Record, reasons: list[Reason], desired: Desired, ref: Ref, emit
             {"address": address, "mail": "kept in the verified archive"},
             None,
             [*reasons, reason("archive.verified_before_delete", desired.regulation)],
-            provider="ssh",
+            work=MAIL_DELETE,
         )
     )
     chain.append(_change(Action.DELETE, cur, public_attrs(cur.attrs), None, reasons))
     prev: Change | None = None
     for c in chain:
-        if prev is not None:
-            c = _with_deps(c, (prev.id,))
-        emit(ref, c)
-        prev = c
+        link = emit(ref, c if prev is None else _with_deps(routed(c, routes) or c, (prev.id,)))
+        if link is None:
+            return  # no provider in use makes this link: nothing after it (mail goes only once archived)
+        prev = link
 
 
 def _stored_text(r: Reason, desired: Desired) -> str:
@@ -371,20 +395,7 @@ def _stored_text(r: Reason, desired: Desired) -> str:
 
 
 def _with_deps(change: Change, deps: Iterable[str]) -> Change:
-    merged = tuple(sorted(set(change.depends_on) | set(deps)))
-    return Change(
-        id=change.id,
-        action=change.action,
-        kind=change.kind,
-        key=change.key,
-        provider=change.provider,
-        before=change.before,
-        after=change.after,
-        reasons=change.reasons,
-        depends_on=merged,
-        unit=change.unit,
-        fields=change.fields,
-    )
+    return dataclasses.replace(change, depends_on=tuple(sorted(set(change.depends_on) | set(deps))))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -192,11 +192,11 @@ def counts_text(changes: list[Change]) -> str:
 def locks_and_removals(plan: Plan) -> tuple[list[Change], list[Change], list[Change]]:
     """(locks of mailboxes, removals — one per object, the directory's delete —, revoked rights)."""
     locks = [c for c in plan.changes if c.action is Action.LOCK]
-    removals = [c for c in plan.changes if c.action is Action.DELETE and c.provider != "ssh"]
+    removals = [c for c in plan.changes if c.action is Action.DELETE and not c.work]
     seen = {(c.kind, c.key) for c in removals}
     removals += [
         c for c in plan.changes
-        if c.action is Action.DELETE and c.provider == "ssh" and (c.kind, c.key) not in seen
+        if c.action is Action.DELETE and c.work and (c.kind, c.key) not in seen
     ]
     revokes = [c for c in plan.changes if c.action is Action.REVOKE]
     return locks, removals, revokes
