@@ -36,25 +36,25 @@ def _state(*, mailbox: bool = True, disabled: bool = True) -> State:
 def test_unit_without_mailbox_gets_no_mailbox_nor_address() -> None:
     state = _state(mailbox=False)
     assert "hc" not in derive_addresses(state).units
-    desired = project(state, DAY, imap=False)
+    desired = project(state, DAY, folders=False)
     assert ("unit_mailbox", "hc") not in desired.records
     assert desired.records[("unit", "hc")].attrs["address"] is None
-    with_mailbox = project(_state(mailbox=True), DAY, imap=False)
+    with_mailbox = project(_state(mailbox=True), DAY, folders=False)
     assert ("unit_mailbox", "hc") in with_mailbox.records  # the default: every unit has its mailbox
 
 
 def test_mailbox_false_never_removes_a_live_unit_mailbox() -> None:
     live = {("unit_mailbox", "hc"): Record("unit_mailbox", "hc", {"address": f"hc@{D}"}, provider="ldap")}
-    desired = project(_state(mailbox=False), DAY, imap=False, live=live)
+    desired = project(_state(mailbox=False), DAY, folders=False, live=live)
     assert ("unit_mailbox", "hc") in desired.records and ("unit_mailbox", "hc") not in desired.absent
 
 
 def test_disabled_before_is_locked_without_reason_and_gets_no_list_mail() -> None:
-    desired = project(_state(), DAY, imap=False)
+    desired = project(_state(), DAY, folders=False)
     cuong = desired.records[("person", "cuong")].attrs
     assert (cuong["locked"], cuong["lock_reason"], cuong["refuse_mail"]) == (True, None, None)
     assert desired.records[("group", "phong-hc")].attrs["delivers_to"] == (f"an@{D}",)
-    plain = project(_state(disabled=False), DAY, imap=False)  # a suspension of mailstate's: mail delivered
+    plain = project(_state(disabled=False), DAY, folders=False)  # a suspension of mailstate's: mail delivered
     assert plain.records[("person", "cuong")].attrs["lock_reason"]
     assert plain.records[("group", "phong-hc")].attrs["delivers_to"] == (f"an@{D}", f"cuong@{D}")
 
@@ -79,7 +79,7 @@ def test_iredmail_read_equals_the_projection() -> None:
                f"mail=cuong@{D},{users}": user("cuong", "Lê Cường", "disabled")},
         lists={f"mail=phong-hc@{D}": p.normalize({"mail": f"phong-hc@{D}", "cn": "Phòng HC"})})
     live = {(r.kind, r.key): r for r in p.parse_domain(found).records}
-    desired = project(_state(mailbox=False), DAY, imap=False)
+    desired = project(_state(mailbox=False), DAY, folders=False)
     for ref in [("unit", "hc"), ("group", "phong-hc")]:
         public = {k: v for k, v in live[ref].attrs.items() if not k.startswith("_")}
         assert public == desired.records[ref].attrs

@@ -33,6 +33,13 @@ def provider_classes() -> dict[str, type[Provider]]:
     return found
 
 
+def standalone_providers() -> list[str]:
+    """Every registered provider but those standing in for another on the same kinds (iredmail for ldap,
+    whose settings name ``REPLACES``): the providers whose routes hold when no state chooses."""
+    return [name for name, cls in provider_classes().items()
+            if not getattr(getattr(cls, "settings_model", None), "REPLACES", None)]
+
+
 def provider_class(name: str) -> type[Provider]:
     """Load one provider class from the entry points (only the one asked for: importing a provider
     imports its client library, which a run that does not use it should not pay for)."""
