@@ -206,8 +206,8 @@ def diff(
     """Compare ``desired`` with ``live``: the changes (unordered, depends_on set) and the unlisted records.
 
     ``routes`` (kind → provider, registry.routes of the providers in use; default: every registered
-    provider's, less those standing in for another) chooses each change's provider; a change no provider carries out is left out, with the
-    changes that depend on it."""
+    provider's, less those standing in for another) chooses each change's provider; a change no provider
+    carries out is left out, with the changes that depend on it."""
     if routes is None:
         from mailstate.providers.registry import routes as routes_of
         from mailstate.providers.registry import standalone_providers
