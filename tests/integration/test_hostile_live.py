@@ -65,7 +65,10 @@ def test_import_writes_nothing_outside_out_and_reports_hostile_ids(ldap_env: Lab
     assert written and all(p.is_relative_to(out) for p in written), sorted(written)
     assert not (tmp_path / "a" / "pwned-by-ldap.toml").exists() and not absolute.with_suffix(".toml").exists()
     assert sorted(p.relative_to(out).as_posix() for p in written) == [
-        "mailstate.toml", "units/_unassigned.toml", "units/qlcn.toml"]
+        "import-report.txt", "mailstate.toml", "units/_unassigned.toml", "units/qlcn.toml"]
+    report = (out / "import-report.txt").read_text(encoding="utf-8")  # every entry left out, and why
+    assert "unit '../../../pwned-by-ldap': not imported" in report and "U+001B ESCAPE" in report
+    assert not CONTROL_RE.search(report.replace("\n", ""))
     stderr = r.stderr
     assert "unit '../../../pwned-by-ldap': not imported" in stderr
     assert f"unit '{absolute}': not imported" in stderr

@@ -81,3 +81,18 @@ def test_schema_restated_completely() -> None:
              for a in re.findall(r"\b([A-Za-z]\w+)\b", re.split(r"STRUCTURAL|AUXILIARY", c)[-1])}
     assert named - defined - standard - {"may", "must"} == set()
     assert "olcObjectIdentifier: irmRoot 1.3.6.1.4.1.32349.1.2" in ldif
+
+
+@pytest.mark.parametrize("layout", ["default", "iredmail"])
+def test_every_dovecot_file_the_snippet_reads_is_generated(layout: str) -> None:
+    """Each ``args = <dovecot_dir>/<file>`` of the generated 90-mailstate.conf is a file the same layout
+    generates: a passdb added to the default snippet (the pwdReset one) must not reach the iRedMail layout
+    without its file, or Dovecot's auth refuses to start."""
+    from mailstate.serverconfig import generate as sc_generate
+
+    files = (irm.generate if layout == "iredmail" else sc_generate.generate)(SITE)
+    snippet = files["dovecot/conf.d/90-mailstate.conf"].text
+    read = re.findall(rf"args = {re.escape(SITE.dovecot_dir)}/(\S+)", snippet)
+    assert read
+    for name in read:
+        assert f"dovecot/{name}" in files, f"{layout}: {name} is read by the snippet but not generated"

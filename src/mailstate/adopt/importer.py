@@ -16,18 +16,22 @@ until it is fixed.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+from mailstate.adopt.plain import PlainRead, read_plain
 from mailstate.desired_state.loader import load_state
-from mailstate.desired_state.schema import Organization, State
+from mailstate.desired_state.schema import Organization, Providers, State
 from mailstate.errors import MailstateError
+from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 from mailstate.model.settings import ID_RE, format_size
-from mailstate.providers.registry import close_providers, open_providers
+from mailstate.providers.ldap.provider import LdapProvider
+from mailstate.providers.registry import close_providers, directory_provider, open_providers
 from mailstate.text import CONTROL_RE, control_message, visible
 
 
@@ -51,7 +55,15 @@ def _inside(root: Path, path: Path) -> Path:
     return path
 
 
-def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out: Path) -> Any:
+LAYOUTS = {"default": "ldap", "iredmail": "iredmail", "plain": "ldap"}
+"""``--layout``: the provider that reads the directory (docs/ldap.md's layout, docs/iredmail.md's); ``plain``
+(a tree made by hand) is read by adopt.plain over the ldap provider's connection."""
+REPORT = "import-report.txt"
+"""The file in ``--out`` listing every live entry not written to the TOML (or written to fix), and why."""
+
+
+def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out: Path,
+               layout: str = "default") -> Any:
 
     if domain is None:
         if state_dir is None or not (Path(state_dir) / "mailstate.toml").exists():
@@ -61,6 +73,13 @@ def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out
         org = Organization(name=name or domain, domain=domain)
     except Exception as exc:  # pydantic's error, made one line
         raise MailstateError(f"import: --domain {domain!r} is not a valid domain") from exc
+    providers: dict[str, Any] = {}
+    if LAYOUTS.get(layout) == "iredmail":
+        providers["iredmail"] = {}
+    elif layout not in LAYOUTS:
+        raise MailstateError(f"import: --layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if providers:
+        return State(root=out, organization=org, providers=Providers.model_validate(providers))
     return State(root=out, organization=org)
 
 
@@ -82,11 +101,17 @@ _LEFT_ON = re.compile(r"\bleft on (?P<day>\d{4}-\d{2}-\d{2})\b")
 _LEFT_ON_VI = re.compile(r"\bnghỉ việc từ (?P<d>\d{2})/(?P<m>\d{2})/(?P<y>\d{4})\b")
 
 
-def _lock_fields(reason: str | None) -> dict[str, Any]:
+def _lock_fields(reason: str | None, refused: bool = False) -> dict[str, Any]:
     """The TOML fields that explain a live lock: the lifecycle's own reasons are turned back into
     ``left_on`` (the leaving rules) or ``suspended`` (a temporary lock); any other
     reason (set by hand) becomes ``suspended``."""
     if not reason:
+        if refused:  # disabled by hand (iRedMail's accountStatus): kept as found, its mail still refused
+            import tomlkit
+
+            table = tomlkit.inline_table()
+            table.update({"reason": DISABLED_BEFORE, "disabled": True})
+            return {"suspended": table}
         return {"suspended": "imported: locked in the directory"}
     m = _SUSPENDED.match(reason)
     if m:
@@ -98,6 +123,10 @@ def _lock_fields(reason: str | None) -> dict[str, Any]:
     if v:
         return {"left_on": date(int(v.group("y")), int(v.group("m")), int(v.group("d")))}
     return {"suspended": reason}
+
+
+DISABLED_BEFORE = "disabled in the directory before mailstate"
+"""The reason an account found disabled without a reason of mailstate's is imported with."""
 
 
 _ID_HELP = "a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)"
@@ -128,7 +157,8 @@ def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
 
 
 def import_state(
-    out: Path, *, domain: str | None = None, name: str | None = None, state_dir: Path | None = None
+    out: Path, *, domain: str | None = None, name: str | None = None, state_dir: Path | None = None,
+    layout: str = "default", people_base: str | None = None,
 ) -> Imported:
     """Write the repository into ``out`` (absent or empty); return the files written and what was skipped."""
     import tomlkit
@@ -137,14 +167,32 @@ def import_state(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise MailstateError(f"import: {out} is not empty")
-    state = _state_for(domain, name, state_dir, out)
-    provs = open_providers(state, ["ldap"])
+    state = _state_for(domain, name, state_dir, out, layout)
+    if (layout == "plain") != (people_base is not None):
+        raise MailstateError("import: --people-base goes with --layout plain (and --layout plain needs it)")
+    reader = directory_provider(state)
+    provs = open_providers(state, [reader])
+    result = Imported()
+    plain: PlainRead | None = None
     try:
-        snap = provs["ldap"].read(None)
+        if people_base is not None:
+            ldap_prov = provs[reader]
+            if not isinstance(ldap_prov, LdapProvider):  # pragma: no cover - LAYOUTS maps plain to ldap
+                raise MailstateError("import: --layout plain reads through the ldap provider")
+            plain = read_plain(ldap_prov.conn, state.base_dn, people_base, state.domain)
+            snap = Snapshot(reader)
+            for rec in plain.records:
+                snap.add(rec)
+            result.skipped.extend(plain.report)
+        else:
+            snap = provs[reader].read(None)
     finally:
         close_providers(provs)
     records = list(snap.records.values())
-    result = Imported()
+    for rec in snap.unmanaged:  # entries that are no record of mailstate's: listed, never dropped silently
+        why = rec.attrs.get("why") or "not an entry mailstate manages (no mailstate class)"
+        result.skipped.append(f"{rec.kind} {visible(str(rec.attrs.get('dn') or rec.key))}: not imported: "
+                              f"{visible(str(why))}")
     by_kind: dict[str, list[Record]] = {}
     for rec in records:
         if not _valid_id(rec.key) and rec.kind in ("unit", "person", "group", "unit_mailbox"):
@@ -167,7 +215,7 @@ def import_state(
     if state.organization.base_dn:
         org["base_dn"] = state.organization.base_dn
     top["organization"] = org
-    ldap = state.providers.ldap
+    ldap = getattr(state.providers, reader)
     prov = tomlkit.table(is_super_table=True)
     lt = tomlkit.table()
     lt["url"] = ldap.url
@@ -175,7 +223,10 @@ def import_state(
         lt["bind_dn"] = ldap.bind_dn
     if ldap.password_env:
         lt["password_env"] = ldap.password_env
-    prov["ldap"] = lt
+    stores = Counter(r.attrs["_storage"] for r in records if r.attrs.get("_storage"))
+    if reader == "iredmail" and stores:  # where iRedMail keeps mailboxes: new ones go there too
+        lt["storage_base"] = stores.most_common(1)[0][0]
+    prov[reader] = lt
     top["providers"] = prov
     if state_dir is not None and domain is None:
         # the policies of the state given with --state (lifecycle, naming …) explain the live locks
@@ -183,6 +234,10 @@ def import_state(
         for table in POLICY_TABLES:
             if table in source:
                 top[table] = source[table]
+    if plain is not None and plain.person_template and "naming" not in top:
+        naming = tomlkit.table()
+        naming["person"] = plain.person_template  # guessed from the addresses found (reported)
+        top["naming"] = naming
     files[out / "mailstate.toml"] = top
 
     unit_docs: dict[str, tomlkit.TOMLDocument] = {}
@@ -201,8 +256,23 @@ def import_state(
                 or (mailboxes[rec.key].attrs.get("address") if rec.key in mailboxes else None),
             }
         )
+        if rec.key not in mailboxes:  # a unit without a unit mailbox live: none is invented
+            doc["unit"]["mailbox"] = False
+        if a.get("_implicit") and plain is None:  # (plain reports its own units, with where they came from)
+            result.skipped.append(f"unit {rec.key}: made from departmentNumber (no unit entry), without a "
+                                  "unit mailbox (mailbox = false): give it its name, parent and head, and "
+                                  "remove mailbox = false to create its unit mailbox")
         unit_docs[rec.key] = doc
     quota_overrides: dict[str, int] = {}
+    for rec in by_kind.get("person", []):  # no unit tree (iRedMail): units from departmentNumber
+        unit = rec.attrs.get("unit")
+        if isinstance(unit, str) and _valid_id(unit) and unit not in unit_docs:
+            made = tomlkit.document()
+            made["unit"] = {"id": unit, "name": unit, "mailbox": False}
+            unit_docs[unit] = made
+            result.skipped.append(f"unit {unit}: made from departmentNumber (no unit entry), without a unit "
+                                  "mailbox (mailbox = false): give it its name, parent and head; the first "
+                                  "plan creates the unit's entry, not a mailbox")
     for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
         a = rec.attrs
         unit = a.get("unit")
@@ -227,9 +297,18 @@ def import_state(
                 "backup_email": a.get("backup_email"),
                 "address": a.get("address"),
                 "old_addresses": [x for x in (a.get("aliases") or ()) if x != a.get("address")],
-                **(_lock_fields(a.get("lock_reason")) if a.get("locked") else {}),
+                **(_lock_fields(a.get("lock_reason"), bool(a.get("_refused"))) if a.get("locked") else {}),
             }
         )
+        if a.get("locked") and not a.get("lock_reason"):
+            result.skipped.append(
+                f"person {rec.key}: locked in the directory without a reason mailstate wrote: imported as "
+                + (f"suspended = {{ reason = {DISABLED_BEFORE!r}, disabled = true }}: it stays disabled as "
+                   "found (no login, mail refused); replace it with what explains it (left_on = <the day>, "
+                   "or suspended = \"<why>\" to lock it the way mailstate does, mail delivered)"
+                   if a.get("_refused") else
+                   f"suspended = {person['suspended']!r}; replace it with what explains it (left_on, "
+                   "suspended)"))
         doc["person"].append(person)
         if isinstance(a.get("quota"), int):
             quota_overrides[rec.key] = int(a["quota"])
@@ -238,9 +317,6 @@ def import_state(
             quota_overrides[f"unit:{key}"] = int(mb.attrs["quota"])
     if quota_overrides:
         # the most common value becomes the default, the rest are overrides
-        from collections import Counter
-
-
         q = tomlkit.table()
         people_q = Counter(v for k, v in quota_overrides.items() if not k.startswith("unit:"))
         unit_q = Counter(v for k, v in quota_overrides.items() if k.startswith("unit:"))
@@ -286,4 +362,8 @@ def import_state(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(toml_text(doc), encoding="utf-8")
     result.files = sorted(files)
+    if result.skipped:
+        report = _inside(out, out / REPORT)
+        report.write_text("".join(f"{visible(line)}\n" for line in result.skipped), encoding="utf-8")
+        result.files.append(report)
     return result

@@ -371,13 +371,27 @@ def drift_cmd(
 @click.option(
     "--name", "org_name", default=None, help="The organisation's name (default: the directory's o)."
 )
+@click.option(
+    "--layout", type=click.Choice(["default", "iredmail", "plain"]), default="default", show_default=True,
+    help="The directory's layout with --domain: mailstate's (docs/ldap.md), iRedMail's (docs/iredmail.md) "
+    "or a tree made by hand (plain, with --people-base); with --state, its [providers] decide.",
+)
+@click.option(
+    "--people-base", default=None, metavar="DN",
+    help="With --layout plain: where the people are (the whole subtree; units from the ou under it).",
+)
 @state_option
 @errors_to_exit
-def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: Path | None) -> None:
-    """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory."""
+def import_cmd(
+    out: Path, domain: str | None, org_name: str | None, layout: str, people_base: str | None,
+    state_dir: Path | None,
+) -> None:
+    """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory; every entry
+    not written is listed, with the reason, on stderr and in import-report.txt."""
     from mailstate.adopt.importer import import_state
 
-    result = import_state(out, domain=domain, name=org_name, state_dir=state_dir)
+    result = import_state(out, domain=domain, name=org_name, state_dir=state_dir, layout=layout,
+                          people_base=people_base)
     for why in result.skipped:
         click.echo(_("warning: {message}").format(message=visible(why)), err=True)
     click.echo(ngettext("wrote {n} file to {dir}", "wrote {n} files to {dir}", len(result.files)).format(

@@ -140,11 +140,12 @@ def decide_person(
     locked = remove = False
     left_locked = False
 
-    if person.suspended:
+    if person.suspension:
         locked = True
-        r = reason("lifecycle.suspended", reg, text=person.suspended)
+        r = reason("lifecycle.suspended", reg, text=person.suspension)
         reasons.append(r)
-        lock_reasons.append(r)
+        if not person.disabled_before:  # the directory's own lock, kept as found: no reason written to it
+            lock_reasons.append(r)
         reasons.append(notify_reason(person, reg))
 
     keep = person.keep_after_leaving

@@ -441,6 +441,8 @@ def derive_addresses(
             if tpl is None:  # a bad template (already reported), or groups not derived ([naming].group = "")
                 continue
             obj = objs[id_]
+            if isinstance(obj, Unit) and not obj.mailbox:
+                continue  # no unit mailbox (mailbox = false): no address derived for it
             values = _values(obj, state, tpl, problems)
             if values is None:
                 continue

@@ -141,6 +141,8 @@ def project(
             [source("unit", _where(src), id=unit.id, name=unit.name)],
             src,
         )
+        if not unit.mailbox and ("unit_mailbox", unit.id) not in live:
+            continue  # mailbox = false: none is created (one found live is kept, never removed by this)
         decision = decide_unit_mailbox(unit, state, as_of, facts)
         out.decisions[("unit_mailbox", unit.id)] = decision
         if decision.remove:
@@ -175,7 +177,7 @@ def project(
             removed.add(person.id)
             out.remove(("person", person.id), decision.reasons, src)
             continue
-        if decision.refuse_mail:
+        if decision.refuse_mail or person.disabled_before:  # a disabled account gets no list mail
             refused.add(person.id)
         out.add(
             _person_record(person, state, address_of(person.id), decision),

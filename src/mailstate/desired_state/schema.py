@@ -22,7 +22,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     field_validator,
 )
 
@@ -34,6 +36,7 @@ from mailstate.model.settings import (
     DurationField,
     Id,
     ImapSettings,
+    IredmailSettings,
     LdapSettings,
     Located,
     Name,
@@ -228,6 +231,7 @@ class Providers(Located):
     """Connection settings of the back-ends (overridable by MAILSTATE_* environment variables)."""
 
     ldap: LdapSettings = Field(default_factory=LdapSettings)
+    iredmail: IredmailSettings | None = None
     imap: ImapSettings | None = None
     ssh: SshSettings | None = None
 
@@ -266,6 +270,11 @@ class Unit(Located):
     )
     dissolved_on: date | None = Field(
         default=None, description="the unit mailbox is locked, archived, removed"
+    )
+    mailbox: bool = Field(
+        default=True,
+        description="false: the unit has no unit mailbox yet (imported from a directory that has none); "
+        "nothing is created for it until this is true (or removed)",
     )
 
 
@@ -316,6 +325,27 @@ def _keep(value: Any) -> Any:
     return value
 
 
+class Suspension(Located):
+    """``suspended = { reason = "…", disabled = true }``: a temporary lock, in its table form."""
+
+    reason: Text = Field(min_length=1, description="why the mailbox is locked; the owner is told")
+    disabled: bool = Field(
+        default=False,
+        description="true: the account was disabled in the directory before mailstate (imported that way): "
+        "it stays as found — no login, and its mail refused where the server refuses a disabled account's "
+        "mail (iRedMail) — and mailstate writes no lock reason to it",
+    )
+
+
+def _suspension_form(value: Any) -> str:
+    return "<table>" if isinstance(value, dict | Suspension) else "<text>"
+
+
+UNION_TAGS = frozenset({"<text>", "<table>"})
+"""Tags of a field written either as text or as a table (``suspended``): they are no TOML key, and an error's
+location drops them (validate.pydantic_problems)."""
+
+
 class Person(Located):
     """A staff member and their personal mailbox (MIC art.2; MOST art.12.3b)."""
 
@@ -345,13 +375,28 @@ class Person(Located):
         description="kept on request after leaving (not locked or removed for leaving): "
         '{ decision = "who decided and why", post = "post held", until = date }',
     )
-    suspended: Text | None = Field(
+    suspended: Annotated[
+        Annotated[Text, Tag("<text>")] | Annotated[Suspension, Tag("<table>")],
+        Discriminator(_suspension_form),
+    ] | None = Field(
         default=None,
-        description="reason of a temporary lock; the owner is told (at backup_email when there is one)",
+        description="reason of a temporary lock; the owner is told (at backup_email when there is one); "
+        'or { reason = "…", disabled = true } for an account disabled in the directory before mailstate',
     )
     old_addresses: list[str] = Field(
         default_factory=list, description="kept as aliases until keep_old_address"
     )
+
+    @property
+    def suspension(self) -> str | None:
+        """The reason of the temporary lock, whichever form ``suspended`` takes."""
+        s = self.suspended
+        return s.reason if isinstance(s, Suspension) else s
+
+    @property
+    def disabled_before(self) -> bool:
+        """Disabled in the directory before mailstate, and kept as found (``suspended.disabled``)."""
+        return isinstance(self.suspended, Suspension) and self.suspended.disabled
 
     @field_validator("phone", "mobile")
     @classmethod

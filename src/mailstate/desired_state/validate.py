@@ -41,6 +41,7 @@ from pydantic import BaseModel
 from mailstate.desired_state.documents import Document, KeyPath
 from mailstate.desired_state.naming import FIELDS, TemplateError, parse_template, transliterate
 from mailstate.desired_state.schema import (
+    UNION_TAGS,
     AccessGrant,
     Duration,
     Group,
@@ -344,7 +345,7 @@ def pydantic_problems(
     problems: list[Problem] = []
     quiet = table.startswith("providers")
     for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
+        loc = tuple(x for x in err["loc"] if x not in UNION_TAGS)  # a text-or-table field's branch
         typ = err["type"]
         name = next((str(x) for x in reversed(loc) if isinstance(x, str)), table)
         field = _label((table,) + loc)
@@ -488,7 +489,7 @@ class _Builder:
                 if obj is None:
                     continue
                 if isinstance(obj, Providers):
-                    for sub in ("ldap", "imap", "ssh"):
+                    for sub in type(obj).model_fields:
                         part = getattr(obj, sub)
                         if part is not None:
                             part.located(doc.source(path + (sub,)))

@@ -357,6 +357,20 @@ class LdapSettings(Located):
     )
 
 
+class IredmailSettings(LdapSettings):
+    """The directory of an iRedMail server (docs/iredmail.md): the same connection settings as
+    ``[providers.ldap]``, bound as iRedMail's write account (``cn=vmailadmin,<base>``). Writing this table
+    makes the ``iredmail`` provider own the directory's kinds instead of ``ldap``."""
+
+    REPLACES: ClassVar[str] = "ldap"
+    """The provider this one stands in for when configured (registry.configured_providers)."""
+
+    storage_base: str = Field(
+        default="/var/vmail", description="iRedMail's storageBaseDirectory for new mailboxes"
+    )
+    storage_node: str = Field(default="vmail1", description="iRedMail's storage node (mailMessageStore)")
+
+
 class ImapSettings(Located):
     """The IMAP server (Dovecot), reached as a master user; its password from password_env or _file."""
 

@@ -33,6 +33,13 @@ def provider_classes() -> dict[str, type[Provider]]:
     return found
 
 
+def standalone_providers() -> list[str]:
+    """Every registered provider but those standing in for another on the same kinds (iredmail for ldap,
+    whose settings name ``REPLACES``): the providers whose routes hold when no state chooses."""
+    return [name for name, cls in provider_classes().items()
+            if not getattr(getattr(cls, "settings_model", None), "REPLACES", None)]
+
+
 def provider_class(name: str) -> type[Provider]:
     """Load one provider class from the entry points (only the one asked for: importing a provider
     imports its client library, which a run that does not use it should not pay for)."""
@@ -92,14 +99,29 @@ def _settings_class(annotation: Any) -> type[BaseModel] | None:
 
 
 def configured_providers(state: DesiredState) -> list[str]:
-    """The providers the state configures, in the order of its ``[providers]`` tables (ldap, imap, ssh)."""
+    """The providers the state configures, in the order of its ``[providers]`` tables (ldap or iredmail,
+    imap, ssh)."""
     section = state.providers
     names: list[str] = []
+    replaced: set[str] = set()
     for name, info in type(section).model_fields.items():
-        switch = getattr(_settings_class(info.annotation), "ENV_SWITCH", None)
+        settings = _settings_class(info.annotation)
+        switch = getattr(settings, "ENV_SWITCH", None)
         if getattr(section, name) is not None or (switch and os.environ.get(switch)):
             names.append(name)
-    return names
+            # a provider standing in for another on the same kinds (iredmail for ldap): only one owns them
+            if getattr(settings, "REPLACES", None):
+                replaced.add(settings.REPLACES)  # type: ignore[union-attr]
+    return [n for n in names if n not in replaced]
+
+
+def directory_provider(state: DesiredState) -> str:
+    """The configured provider that owns the directory's kinds (people …): ``ldap`` unless another
+    replaces it (``[providers.iredmail]``)."""
+    for name in configured_providers(state):
+        if "person" in provider_class(name).kinds:
+            return name
+    raise ProviderError("no configured provider manages people ([providers.ldap] or [providers.iredmail])")
 
 
 def open_providers(

@@ -237,6 +237,14 @@ _SNIPPET_CHANGES = (
     ("  prefix = shared/%%n/\n", "  prefix = shared/%%u/\n"),
     ("  location = mdbox:%%h/mdbox:INDEXPVT=~/shared/%%n\n",
      "  location = maildir:%%h/Maildir:INDEXPVT=~/shared/%%u\n"),
+    # the passdb refusing a password still to be changed (pwdReset): iRedMail keeps no pwdReset (the
+    # iredmail provider sets none), and the file it reads is not generated for this layout
+    ("# A person whose initial password must still be changed (pwdReset, MOST art.15.2) is refused with "
+     "where\n# to change it; mail to them is still delivered (LMTP asks the userdb only).\n"
+     "# Skipped for the master user (already authenticated: mailstate sets up a new person's mailbox); an\n"
+     "# LDAP failure there refuses the login instead of falling through to the next passdb.\n"
+     "passdb {{\n  driver = ldap\n  args = {dovecot_dir}/dovecot-ldap-reset.conf.ext\n"
+     "  skip = authenticated\n  result_internalfail = return-fail\n}}\n", ""),
     ("userdb {{\n  driver = ldap\n  args = {dovecot_dir}/dovecot-ldap.conf.ext\n}}\n",
      "userdb {{\n  driver = ldap\n  args = {dovecot_dir}/dovecot-ldap.conf.ext\n}}\n"
      "# mailstate: a disabled account is still found by doveadm and the master user (archiving a leaver).\n"

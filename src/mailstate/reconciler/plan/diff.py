@@ -206,13 +206,13 @@ def diff(
     """Compare ``desired`` with ``live``: the changes (unordered, depends_on set) and the unlisted records.
 
     ``routes`` (kind → provider, registry.routes of the providers in use; default: every registered
-    provider's) chooses each change's provider; a change no provider carries out is left out, with the
-    changes that depend on it."""
+    provider's, less those standing in for another) chooses each change's provider; a change no provider
+    carries out is left out, with the changes that depend on it."""
     if routes is None:
-        from mailstate.providers.registry import provider_classes
         from mailstate.providers.registry import routes as routes_of
+        from mailstate.providers.registry import standalone_providers
 
-        routes = routes_of(provider_classes())
+        routes = routes_of(standalone_providers())
     live_n: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in live.items()}
     want: dict[Ref, Record] = {(k, _norm_key(k, key)): r for (k, key), r in desired.records.items()}
     absent: dict[Ref, list[Reason]] = {(k, _norm_key(k, key)): rs for (k, key), rs in desired.absent.items()}
