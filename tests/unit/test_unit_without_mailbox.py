@@ -18,6 +18,8 @@ from mailstate.errors import ValidationError
 from mailstate.model.records import Record
 from mailstate.providers.iredmail import parse as p
 
+pytestmark = pytest.mark.usefixtures("english")  # the assertions quote English messages
+
 D = "x.gov.vn"
 DAY = date(2026, 11, 23)
 
