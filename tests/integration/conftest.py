@@ -11,7 +11,7 @@ Fixture API (stable; others build on it):
 - ``clean_lab -> Lab`` (function): ``lab`` after ``lab.reset()``: only the bootstrap entries of docs/ldap.md
   (base, ou=people/mailboxes/units/groups/aliases/system/policies, cn=mailstate and cn=dovecot under
   ou=system, cn=default,ou=policies), default password policy, empty mail store, dicts and archive.
-- ``lab_env -> dict[str, str]`` (function): ``clean_lab`` plus every MAILSTATE_* variable of DESIGN §7
+- ``lab_env -> dict[str, str]`` (function): ``clean_lab`` plus every MAILSTATE_* variable of docs/lab.md
   (and MAILSTATE_SSH_DOVEADM, MAILSTATE_SSH_ARCHIVE_DIR) set with monkeypatch; returns them.
 
 Useful ``Lab`` members: ``info`` (lab.json: ports ldap/ldaps/imaps/ssh, pids, base_dn, domain, user, dns

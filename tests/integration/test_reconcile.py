@@ -265,7 +265,8 @@ def test_live_change_behind_our_back_is_planned_and_repaired(env: Lab, tmp_path:
 
 
 def test_live_object_not_in_the_toml_is_reported_not_deleted(env: Lab, tmp_path: Path) -> None:
-    """A person added by hand is listed as unlisted (drift exits 2), never deleted by apply (DESIGN §6.2)."""
+    """A person added by hand is listed as unlisted (drift exits 2), never deleted by apply
+    (docs/operations.md)."""
     from mailstate.lab.testing import make_person
     from mailstate.reconciler.plan.plan import plan_unlisted
 

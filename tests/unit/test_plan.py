@@ -1,4 +1,4 @@
-"""Plan: apply order, safety thresholds (DESIGN §6.3), and the versioned JSON form."""
+"""Plan: apply order, safety thresholds (docs/operations.md, safety limits), and the versioned JSON form."""
 
 from __future__ import annotations
 

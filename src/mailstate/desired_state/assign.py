@@ -1,6 +1,6 @@
 """`mailstate assign`: write derived addresses into the TOML, so a reviewer sees the real address in the PR.
 
-For every person, unit and group without ``address = …`` whose address can be derived (DESIGN §3,
+For every person, unit and group without ``address = …`` whose address can be derived (docs/naming.md,
 desired_state.naming), one line ``address = "…"`` is inserted right after the table's ``name`` (or ``id``)
 key, with the same indentation and ``=`` alignment. Nothing else in the file changes: comments, order,
 blank lines and layout stay byte-for-byte. The inserted value is rendered by tomlkit; each rewritten file
@@ -355,7 +355,7 @@ def _without_provisional(
 def _new_ids(
     provisional: Mapping[str, object], addresses: Addresses, state: State, live_ids: Iterable[str] = ()
 ) -> dict[str, str]:
-    """provisional id → the person's id: the local part of the derived address (DESIGN §3), made unique
+    """provisional id → the person's id: the local part of the derived address (docs/naming.md), made unique
     among the ids of the TOML and the people of the live directory (``live_ids``): a newcomer never takes
     over the entry of someone who left the TOML but is still in the directory."""
     used = set(state.units) | set(state.groups) | (set(state.people) - set(provisional)) | set(live_ids)

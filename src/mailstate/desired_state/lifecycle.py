@@ -1,4 +1,4 @@
-"""Lifecycle policy (REGULATIONS.md §3): is a mailbox locked, or removed, on a given date? Pure.
+"""Lifecycle policy (docs/regulation.md): is a mailbox locked, or removed, on a given date? Pure.
 
 ``decide(state, ref, as_of, facts)`` looks at one personal mailbox (``ref`` = person id) or unit mailbox
 (``ref`` = ``unit:<id>``) and returns a ``Decision``: ``locked``, ``remove`` (which always implies a lock

@@ -1,4 +1,4 @@
-"""Naming policy: addresses derived from Vietnamese names by per-organisation templates (REGULATIONS §2).
+"""Naming policy: addresses derived from Vietnamese names by per-organisation templates (docs/naming.md).
 
 Pure and fast: no I/O. The template language, the agencies' rules written in it and the collision
 policy are documented in docs/naming.md. In short:

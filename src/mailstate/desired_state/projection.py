@@ -420,7 +420,7 @@ def _merge_imap(state: State, as_of: date, out: Desired) -> None:
             other.absent.setdefault(ref, []).append(reason("removal.rights_revoked", who=who, owner=owner,
                                                                    text=rule(removed_logins[who])))
         elif rec.kind == "acl" and owner in removed_mailboxes:
-            # rights on a mailbox being removed are revoked first (DESIGN §5: ACLs before the mailbox)
+            # rights on a mailbox being removed are revoked first (ACLs before the mailbox: docs/plan-json.md)
             del other.records[ref]
             other.absent.setdefault(ref, []).append(reason("removal.rights_on_it", owner=owner,
                                                                    text=rule(owner)))

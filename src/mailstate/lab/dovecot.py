@@ -2,7 +2,7 @@
 ACL, quota, shared namespace, last_login, LMTP, Dovecot's default connection limits) behind a head of the
 lab's own.
 
-Unprivileged (LAB-NOTES): base_dir/state_dir/log_path in the lab, instance_name, default_login_user,
+Unprivileged (docs/lab.md): base_dir/state_dir/log_path in the lab, instance_name, default_login_user,
 default_internal_user/group = the lab user, `chroot =` for imap-login and anvil.
 """
 

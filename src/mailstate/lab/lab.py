@@ -567,7 +567,7 @@ class Lab:
 
     # ----------------------------------------------------------------- env
     def env(self) -> dict[str, str]:
-        """The connection settings of DESIGN §7 for this lab (includes its throwaway passwords)."""
+        """The connection settings of docs/lab.md for this lab (includes its throwaway passwords)."""
         info = self.info
         p, paths = info["ports"], info["paths"]
         env = {

@@ -1,4 +1,4 @@
-"""The provider interface (DESIGN §4, STYLE): declare kinds and settings, read in bulk, apply one change.
+"""The provider interface (docs/architecture.md): declare kinds and settings, read in bulk, apply one change.
 
 A provider never diffs, orders or applies policy: that is central (reconciler). It only
 - ``read(scope)``: the live records of the kinds it owns, in bulk (one paged search / one pass), limited

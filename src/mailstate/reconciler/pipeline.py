@@ -1,8 +1,8 @@
 """The reconcile loop, top to bottom: load → read → project → diff → plan, then apply.
 
 ``make_plan`` never writes anything. ``apply_plan`` refuses a stale plan, checks the safety rules,
-takes the apply lock (DESIGN §6.4), carries out the changes in plan order through their providers,
-journals each one before and after, writes the audit log (DESIGN §6.5), and on a failure stops and
+takes the apply lock (docs/operations.md), carries out the changes in plan order through their providers,
+journals each one before and after, writes the audit log (docs/operations.md), and on a failure stops and
 raises ``ApplyFailed`` saying what was done, what failed and what was not tried. Rerunning converges:
 every provider change is idempotent and a new plan only holds what is still different.
 

@@ -535,7 +535,7 @@ DOVEADM_RIGHT_LETTERS: Mapping[str, str] = {
     "expunge": "e",
     "admin": "a",
 }
-"""doveadm acl shows and takes right names (LAB-NOTES); their RFC 4314 letters."""
+"""doveadm acl shows and takes right names (docs/imap.md); their RFC 4314 letters."""
 
 def doveadm_rights_to_letters(names: str) -> str:
     """``lookup read write-seen`` → ``lrs``; unknown names raise ValueError."""

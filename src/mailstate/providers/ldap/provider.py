@@ -725,7 +725,7 @@ class LdapProvider:
             )
 
     # ----------------------------------------------------------------------------------------------
-    # The apply lock (DESIGN §6.4)
+    # The apply lock (docs/operations.md, apply lock)
 
     @property
     def lock_dn(self) -> str:

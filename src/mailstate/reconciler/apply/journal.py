@@ -1,4 +1,4 @@
-"""The apply journal and the audit log (DESIGN §5, §6.5): append-only JSON-lines files, never a secret.
+"""The apply journal and the audit log (docs/operations.md): append-only JSON-lines files, never a secret.
 
 - The **journal** records every change of one apply before and after it is carried out:
   ``started`` → ``done`` | ``failed`` (with the error text), plus one ``apply`` line at the start and

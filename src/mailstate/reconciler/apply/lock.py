@@ -1,4 +1,4 @@
-"""The apply lock (DESIGN §6.4): a local file lock, and the lock of every provider holding one."""
+"""The apply lock (docs/operations.md): a local file lock, and the lock of every provider holding one."""
 
 from __future__ import annotations
 

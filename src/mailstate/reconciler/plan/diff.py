@@ -7,7 +7,7 @@
 - desired, not live → ``create`` (``grant`` for an ``acl``);
 - both, differing → ``update`` with only the differing fields in ``before``/``after``/``fields`` (``grant``
   for an ``acl``); when ``locked`` differs the lock state is its own ``lock`` / ``unlock`` change;
-- live, not desired → NOT deleted but returned as unlisted (DESIGN §6.2), except:
+- live, not desired → NOT deleted but returned as unlisted (docs/operations.md, unlisted objects), except:
   ``acl`` (rights not in the TOML are revoked), an ``alias`` past its expiry (deleted), anything in
   ``desired.absent`` (removed with its reasons), and kinds the organisation opted into managing
   (``manage_unlisted``: True for all, or a collection of kinds, or of the names the directory's provider
@@ -15,7 +15,7 @@
   A ``shared_folder`` (it holds mail) is never removed by a plan: live and not desired, it is reported.
 - removing a mailbox (person, unit_mailbox) is always lock (unless already locked) → archive (work
   ``mail_archive``) → delete of its mail (``mail_delete``, refused by the provider without a verified
-  archive) → delete of its entry, linked by ``depends_on`` (DESIGN §6.1).
+  archive) → delete of its entry, linked by ``depends_on`` (docs/imap.md, archives).
 
 Each change goes to the provider ``routes`` names for its ``routed_kind`` (the registry's routes: the
 provider in use declaring that kind). A change no provider in use carries out is left out, and so is every
@@ -282,7 +282,7 @@ def diff(
         if kind in NEVER_DELETED:
             if record_ref_of(cur.key.split("/", 1)[0]) in absent:
                 continue  # goes with its mailbox, archived first: the mailbox's removal names it
-            unlisted.append(cur)  # holds mail: reported, never removed by a plan (DESIGN §6.1)
+            unlisted.append(cur)  # holds mail: reported, never removed by a plan (docs/imap.md, archives)
         elif ref in absent:
             _remove(cur, absent[ref], desired, ref, emit, routes)
         elif kind == "acl":

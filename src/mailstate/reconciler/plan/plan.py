@@ -5,7 +5,7 @@
   kind (units before mailboxes before people before groups …; reversed for removals), then the key, then
   the provider — deterministic. A dependency cycle (e.g. two groups naming each other) is broken at the
   smallest change by that same key and reported nowhere else: the providers' writes are idempotent.
-- ``Plan.raise_if_unsafe(allow_destructive)`` (DESIGN §6.3, octoDNS ``Plan.raise_if_unsafe``).
+- ``Plan.raise_if_unsafe(allow_destructive)`` (docs/operations.md; octoDNS ``Plan.raise_if_unsafe``).
 - ``Plan.to_json()`` / ``Plan.from_json()``: the documented, versioned format (docs/plan-json.md,
   plan.schema.json beside this module).
 - ``Plan.meta`` (``PlanMeta``): how the plan was made (fingerprints, state dir, scope, as_of, providers);
@@ -89,7 +89,8 @@ def order(changes: Iterable[Change]) -> list[Change]:
 
 @dataclass(frozen=True)
 class SafetyLimits:
-    """DESIGN §6.3 thresholds (from ``[safety]``): counts and share of live mailboxes locked or removed."""
+    """The safety thresholds (``[safety]``, docs/operations.md): counts and share of live mailboxes locked or
+    removed."""
 
     max_destructive_count: int = 10
     max_destructive_share: float = 0.3

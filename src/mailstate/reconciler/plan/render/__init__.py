@@ -1,4 +1,4 @@
-"""Renderings of a Plan (DESIGN §5): small classes looked up by name in ``RENDERERS``. Pure (return a str).
+"""Renderings of a Plan: small classes looked up by name in ``RENDERERS``. Pure (return a str).
 
 - ``text``: for a terminal; summary first, then the changes grouped by unit (apply order kept inside a
   unit, each numbered with its place in the apply order); colour only when writing to a TTY (rich).
