@@ -35,7 +35,15 @@ def ldap_reset_conf(*, uri: str, ca_file: str, base: str, password: str, change_
             raise ValueError(f"change_url: {ch!r} cannot go into Dovecot's pass_attrs")
     return f"""# mailstate: people whose password must be changed first (generated; holds the read-only
 # password: 0600 root). Checked before dovecot-ldap.conf.ext: a right password gets "{RESET_REASON}".
-uris = {uri}
+{_bind_lines(uri, ca_file, base, password)}pass_filter = {RESET_FILTER}
+pass_attrs = uid=user, =nologin=y, =reason={reset_reason(change_url)}
+"""
+
+
+def _bind_lines(uri: str, ca_file: str, base: str, password: str) -> str:
+    """The connection and bind lines both LDAP files share: TLS verified, the read-only account finds the
+    entry, then an auth bind as it."""
+    return f"""uris = {uri}
 tls_ca_cert_file = {ca_file}
 tls_require_cert = demand
 dn = {readonly_dn(base)}
@@ -45,8 +53,6 @@ ldap_version = 3
 base = {base}
 scope = subtree
 deref = never
-pass_filter = {RESET_FILTER}
-pass_attrs = uid=user, =nologin=y, =reason={reset_reason(change_url)}
 """
 
 
@@ -54,17 +60,7 @@ def ldap_conf(*, uri: str, ca_file: str, base: str, password: str, mail_root: st
     """dovecot-ldap.conf.ext: find the account with the read-only account, then bind as it (auth_bind), so
     ppolicy (a lock) decides every login."""
     return f"""# mailstate: Dovecot's directory lookups (generated; holds the read-only password: 0600 root).
-uris = {uri}
-tls_ca_cert_file = {ca_file}
-tls_require_cert = demand
-dn = {readonly_dn(base)}
-dnpass = {password}
-auth_bind = yes
-ldap_version = 3
-base = {base}
-scope = subtree
-deref = never
-pass_filter = {PASS_FILTER}
+{_bind_lines(uri, ca_file, base, password)}pass_filter = {PASS_FILTER}
 pass_attrs = uid=user
 user_filter = {USER_FILTER}
 user_attrs = uid=user, =home={mail_root}/%{{ldap:uid}}, =quota_rule=*:bytes=%{{ldap:mailstateQuota:0}}
