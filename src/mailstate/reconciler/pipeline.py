@@ -287,6 +287,7 @@ def apply_plan(
     on_change: Callable[[Change, str], None] | None = None,
     break_lock: bool = False,
     as_of: date | str | None = None,
+    parallelism: int = 1,
 ) -> ApplyResult:
     """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
     (event: started / done / failed / refused / skipped) — progress display, and the tests' way to stop a
@@ -295,7 +296,9 @@ def apply_plan(
     A change the server refuses (``ChangeRefused``) does not stop the run: the changes that depend on it are
     skipped, the others made, and ``ApplyIncomplete`` names both at the end. Any other failure stops at once
     (``ApplyFailed``). SIGINT, SIGTERM, SIGHUP stop it after the change in progress (``ApplyInterrupted``).
-    A plan or ``as_of`` for a day after today is refused before anything is read."""
+    A plan or ``as_of`` for a day after today is refused before anything is read. ``parallelism`` above 1
+    carries out changes that do not depend on each other at once, that many per provider (``run_parallel``);
+    1 (the default here, ``DEFAULT_PARALLELISM`` on the command line) one after another."""
     refuse_future(as_of, "--as-of")
     meta = plan_meta(plan)
     refuse_future(meta.as_of, "the plan applies the lifecycle rules as of")
@@ -365,7 +368,7 @@ def apply_plan(
                         try:
                             run(
                                 changes, provs, journal, signals, secrets, tell, done, refused, skipped,
-                                journal_path, pw_written, meta.fingerprint.combined,
+                                journal_path, pw_written, meta.fingerprint.combined, parallelism,
                             )
                         finally:
                             journal.close()

@@ -94,6 +94,9 @@ class SshProvider:
         self._sftp: paramiko.SFTPClient | None = None
         self._config: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self._connecting = threading.RLock()
+        """One SSH session however many threads use it (a plan reads through it from the ssh and imap
+        providers at once; apply runs changes on a few threads): each command is a channel of its own."""
 
     def __repr__(self) -> str:
         s = self.settings
@@ -111,8 +114,12 @@ class SshProvider:
         return f"{s.user}@{s.host}:{s.port}"
 
     def connect(self) -> paramiko.SSHClient:
-        if self._client is not None:
-            return self._client
+        with self._connecting:
+            if self._client is not None:
+                return self._client
+            return self._connect()
+
+    def _connect(self) -> paramiko.SSHClient:
         s = self.settings
         client = paramiko.SSHClient()
         path = os.path.expanduser(s.known_hosts or "~/.ssh/known_hosts")
@@ -162,9 +169,10 @@ class SshProvider:
         return client
 
     def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            self._sftp = self.connect().open_sftp()
-        return self._sftp
+        with self._connecting:
+            if self._sftp is None:
+                self._sftp = self.connect().open_sftp()
+            return self._sftp
 
     def close(self) -> None:
         if self._sftp is not None:
