@@ -27,6 +27,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, ClassVar
 
@@ -285,8 +286,11 @@ class SshProvider:
         uri = self.config("plugin/acl_shared_dict")
         if not uri:
             raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
-        owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
-        return owners | self.acl_owners()
+        # two commands at once on the one session (each a channel of its own): the dict, the ACL files
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="doveadm") as threads:
+            files = threads.submit(self.acl_owners)
+            owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
+            return owners | files.result()
 
     def acl_owners(self) -> set[str]:
         """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every

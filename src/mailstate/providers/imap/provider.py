@@ -326,6 +326,7 @@ class ImapProvider:
         self._other_prefixes: tuple[str, ...] | None = None
         self.metadata_supported: bool | None = None
         self.timings: dict[str, float] = {}
+        self._live_source: Callable[[], set[str]] | None = None
 
     def __repr__(self) -> str:  # never the password
         return f"ImapProvider({self.settings.url!r}, admin_user={self.settings.admin_user!r})"
@@ -434,11 +435,22 @@ class ImapProvider:
             return result
         raise AssertionError("unreachable")
 
+    def await_live_mailboxes(self, logins: Callable[[], set[str]]) -> None:
+        """``AwaitsLiveMailboxes``: ``read`` asks for the directory's logins after its doveadm pass."""
+        self._live_source = logins
+
     def set_live_mailboxes(self, logins: set[str]) -> None:
         """Read only mailboxes the directory holds (``TakesLiveMailboxes``): a master-user login to a user
         that does not exist fails; such a mailbox has no folders or rights yet."""
         self.mailboxes = {k: v for k, v in self.mailboxes.items() if k in logins}
         self.desired_owners = frozenset(o for o in self.desired_owners if o in logins)
+
+    def _take_live_mailboxes(self) -> None:
+        if self._live_source is not None:
+            t0 = time.perf_counter()
+            source, self._live_source = self._live_source, None
+            self.set_live_mailboxes(source())
+            self.timings["waited_for_directory"] = time.perf_counter() - t0
 
     def close(self) -> None:
         if self.bulk is not None and self.own_bulk:
@@ -528,13 +540,16 @@ class ImapProvider:
         t0 = time.perf_counter()
         quota: dict[str, int | None] = {}
         if self.bulk is not None:
-            logins = set(self.desired_owners) | self.bulk.shared_owners()
-            infos = [self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)]
+            owners = self.bulk.shared_owners()
             self.timings["bulk_owners"] = time.perf_counter() - t0
             if self.quota_facts:
                 quota.update(self.bulk.quotas())
             self.timings["bulk"] = time.perf_counter() - t0
+            self._take_live_mailboxes()
+            logins = set(self.desired_owners) | owners
+            infos = [self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)]
         else:
+            self._take_live_mailboxes()
             infos = list(self.mailboxes.values())
         infos = [m for m in infos if units is None or m.unit in units]
         snap = Snapshot(self.name)

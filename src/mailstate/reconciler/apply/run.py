@@ -466,7 +466,8 @@ class Schedule:
         self.group_wait: dict[tuple[str, str], list[int]] = {}
         self.running: dict[str, int] = {}
         self.available: list[int] = []
-        """Changes whose dependencies are all finished, not yet placed (the caller may skip them)."""
+        """Changes whose dependencies are all finished, not yet placed (the caller may skip them): a heap,
+        taken in plan order."""
         self.available.extend(i for i in range(n) if self.unmet[i] == 0)
 
     def _limit(self, phase: int) -> int:
@@ -533,7 +534,7 @@ class Schedule:
         for j in self.dependents[i]:
             self.unmet[j] -= 1
             if self.unmet[j] == 0:
-                self.available.append(j)
+                heapq.heappush(self.available, j)
 
     def all_finished(self) -> bool:
         return all(self.finished)
@@ -603,7 +604,7 @@ def run_parallel(
             while not stopping and sched.available:
                 # dependencies all over: skip what a refusal blocks (its dependents become available in
                 # turn), place the rest
-                i = sched.available.pop()
+                i = heapq.heappop(sched.available)
                 roots = blocked.roots(changes[i])
                 if roots:
                     handled[i] = True
