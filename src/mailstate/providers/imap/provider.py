@@ -539,24 +539,43 @@ class ImapProvider:
         units = set(scope) if scope is not None else None
         t0 = time.perf_counter()
         quota: dict[str, int | None] = {}
-        if self.bulk is not None:
-            owners = self.bulk.shared_owners()
-            self.timings["bulk_owners"] = time.perf_counter() - t0
-            if self.quota_facts:
-                quota.update(self.bulk.quotas())
-            self.timings["bulk"] = time.perf_counter() - t0
-            self._take_live_mailboxes()
-            logins = set(self.desired_owners) | owners
-            infos = [self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)]
-        else:
-            self._take_live_mailboxes()
-            infos = list(self.mailboxes.values())
-        infos = [m for m in infos if units is None or m.unit in units]
-        snap = Snapshot(self.name)
+        with_quota = self.bulk is None and self.quota_facts
+
+        def in_scope(infos: Iterable[MailboxInfo]) -> list[MailboxInfo]:
+            return [m for m in infos if units is None or m.unit in units]
+
+        read: dict[str, tuple[MailboxInfo, _OwnerRead]] = {}
         # as many threads as the pool has connections, at most: a thread always finds or makes one
         with ThreadPoolExecutor(max_workers=min(self.workers, self.pool.size)) as threads:
-            with_quota = self.bulk is None and self.quota_facts
-            results = list(threads.map(lambda i: self.read_owner(i, quota=with_quota), infos))
+
+            def read_all(infos: list[MailboxInfo]) -> None:
+                results = threads.map(lambda i: self.read_owner(i, quota=with_quota), infos)
+                for info, res in zip(infos, results, strict=True):
+                    read[info.login] = (info, res)
+
+            if self.bulk is not None:
+                # the doveadm pass (which owners have rights for others) beside the IMAP reads of the
+                # mailboxes the TOML names, which need only the directory's logins; then the others it found
+                bulk = self.bulk
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-bulk") as side:
+                    owners_read = side.submit(bulk.shared_owners)
+                    quotas_read = side.submit(bulk.quotas) if self.quota_facts else None
+                    self._take_live_mailboxes()
+                    read_all(in_scope(self.mailboxes[u] for u in sorted(self.desired_owners)
+                                      if u in self.mailboxes))
+                    owners = owners_read.result()
+                    self.timings["bulk_owners"] = time.perf_counter() - t0
+                    if quotas_read is not None:
+                        quota.update(quotas_read.result())
+                    self.timings["bulk"] = time.perf_counter() - t0
+                logins = (set(self.desired_owners) | owners) - set(read)
+                read_all(in_scope(self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)))
+            else:
+                self._take_live_mailboxes()
+                read_all(in_scope(self.mailboxes.values()))
+        snap = Snapshot(self.name)
+        infos = [read[login][0] for login in sorted(read)]
+        results = [read[login][1] for login in sorted(read)]
         for info, res in zip(infos, results, strict=True):
             for rec in res.records:
                 snap.add(rec)
