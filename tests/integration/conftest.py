@@ -2,7 +2,9 @@
 
 Fixture API (stable; others build on it):
 
-- ``lab_for(domain, org_name=None) -> Lab`` (session): one running lab per domain, started on first use,
+- ``lab_for(domain, org_name=None, layout="default", password=None) -> Lab`` (session): one running lab
+  per domain (and layout: "iredmail" is docs/iredmail.md's), started on first use (``password``:
+  serverconfig.site.PasswordRules of a `[password]`, else the defaults),
   stopped (every process, by pid) at the end of the session. Labs live in /dev/shm (tmpfs) when possible.
   Their servers also die with the pytest process if it is killed (``Lab(dir, die_with_parent=True)``).
 - ``lab -> Lab`` (session): ``lab_for("lab.example.gov.vn")`` — base DN ``dc=lab,dc=example,dc=gov,dc=vn``.
@@ -42,6 +44,7 @@ import pytest
 
 from mailstate.errors import LabError
 from mailstate.lab import Lab
+from mailstate.serverconfig.site import PasswordRules
 
 DEFAULT_DOMAIN = "lab.example.gov.vn"
 
@@ -74,12 +77,14 @@ def lab_for() -> Iterator[Callable[..., Lab]]:
     root = _lab_root()
     labs: dict[str, Lab] = {}
 
-    def get(domain: str = DEFAULT_DOMAIN, org_name: str | None = None) -> Lab:
-        if domain not in labs:
-            lab = Lab(root / domain, die_with_parent=True)
-            lab.up(domain=domain, org_name=org_name or f"Lab {domain}")
-            labs[domain] = lab
-        return labs[domain]
+    def get(domain: str = DEFAULT_DOMAIN, org_name: str | None = None, layout: str = "default",
+            password: PasswordRules | None = None) -> Lab:
+        key = domain if layout == "default" else f"{domain}.{layout}"
+        if key not in labs:
+            lab = Lab(root / key, die_with_parent=True)
+            lab.up(domain=domain, org_name=org_name or f"Lab {domain}", layout=layout, password=password)
+            labs[key] = lab
+        return labs[key]
 
     try:
         yield get

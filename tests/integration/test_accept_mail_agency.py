@@ -18,7 +18,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from mailstate.lab import Lab
-from mailstate.lab.testing import doveadm, imap_login, imap_master_login
+from mailstate.lab.testing import change_own_password, doveadm, imap_login, imap_master_login
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +32,8 @@ MSG = b"From: vanthu@snn.quangtri.gov.vn\r\nSubject: cong van\r\n\r\nnoi dung\r\
 class Agency:
     def __init__(self, lab: Lab, state: Path, env: dict[str, str]) -> None:
         self.lab, self.state, self.env = lab, state, env
+        self.changed: dict[str, tuple[str, str]] = {}
+        """uid → (initial password, the one the person changed it to)."""
 
     def ms(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -56,7 +58,16 @@ class Agency:
         return out
 
     def login(self, uid: str) -> IMAPClient:
-        return imap_login(self.lab, uid, self.passwords()[uid])
+        """Log in as `uid`; the first time, the person changes the initial password first (MOST art.15.2:
+        the mail server refuses the initial one)."""
+        initial = self.passwords()[uid]
+        changed = self.changed.get(uid)
+        if changed is None or changed[0] != initial:
+            new = "Doi-" + initial
+            result = change_own_password(self.lab, uid, initial, new)
+            assert result.get("result") == 0, result
+            self.changed[uid] = changed = (initial, new)
+        return imap_login(self.lab, uid, changed[1])
 
     def can(self, uid: str, folder: str) -> tuple[bool, bool]:
         """(may SELECT and FETCH, may APPEND) for `uid` logged in with their own password."""
@@ -252,3 +263,40 @@ def test_folder_paths_an_imap_server_reads_differently(agency: Agency) -> None:
     assert out.returncode == 1
     assert "'shared/vp/INBOX' of lantt lies in the server's namespace 'shared/'" in out.stderr
     assert agency.can("yenlt", "shared/vp/INBOX") == (False, False)
+
+
+def _removed_and_locked(plan: dict) -> tuple[set[str], set[str]]:
+    deleted = {c["key"] for c in plan["changes"] if c["action"] == "delete" and c["kind"] == "unit_mailbox"}
+    locked = {c["key"] for c in plan["changes"] if c["action"] == "lock" and c["kind"] == "person"}
+    return deleted, locked
+
+
+@pytest.mark.xfail(strict=True, reason="a delegate's \\Seen is private (INDEXPVT) and his "
+                   "\\Flagged only moves HIGHESTMODSEQ, which ACL changes move too")
+def test_creation_and_delegated_use_on_their_dates(agency: Agency) -> None:
+    """The entries' creation time is read from the directory: a person never logged in is locked the day
+    after lock_after_inactivity, and a unit mailbox nobody used is removed the day after
+    remove_unused_unit_mailbox — but not one its delegate works in under their own login (BĐ art.5.2)."""
+    from datetime import date
+
+    from mailstate.model.settings import Duration
+
+    for unit in ("vp", "kh"):
+        m = imap_master_login(agency.lab, unit)
+        m.append("INBOX", MSG)  # delivered, unread
+        m.logout()
+    c = agency.login("lantt")  # vp's delegate, with her own password: reads and flags vp's mail
+    c.select_folder("shared/vp/INBOX")
+    uids = c.search()
+    c.fetch(uids, ["BODY[]"])
+    c.add_flags(uids, [b"\\Flagged"])
+    c.logout()
+    created = date.today()
+    last_day = Duration(6, "month").after(created)
+    day_after = Duration(6, "month").due(created)
+    deleted, locked = _removed_and_locked(agency.plan("--as-of", last_day.isoformat()))
+    assert deleted == set() and "namnh" not in locked
+    deleted, locked = _removed_and_locked(agency.plan("--as-of", day_after.isoformat()))
+    assert "kh" in deleted and "tt" in deleted  # never used: nothing but delivered mail
+    assert "vp" not in deleted  # used by its delegate only
+    assert "namnh" in locked  # never logged in since the entry was created

@@ -82,7 +82,7 @@ def test_bootstrap_entries_present(clean_lab: Lab) -> None:
 
 def test_password_modify_hashes_and_sets_pwd_reset(clean_lab: Lab) -> None:
     """A password set by the service account is stored hashed, binds, and carries pwdReset (must change)."""
-    dn = make_person(clean_lab, "hoanv", "Mật-khẩu-dài-1", cn="Nguyễn Văn Hòa")
+    dn = make_person(clean_lab, "hoanv", "Mật-khẩu-dài-1", cn="Nguyễn Văn Hòa", must_change=True)
     assert _bind(clean_lab, dn, "Mật-khẩu-dài-1")
     assert not _bind(clean_lab, dn, "wrong-password")
     conn = clean_lab.ldap("root")
@@ -346,7 +346,7 @@ def test_lab_env_refused_when_not_running(tmp_path: Path) -> None:
     res = subprocess.run([str(MAILSTATE), "lab", "env", "--dir", str(tmp_path)], capture_output=True,
                          text=True, timeout=30)
     assert res.returncode == 1
-    assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert res.stderr.startswith(("error: ", "lỗi: ")) and "Traceback" not in res.stderr
 
 
 def test_api_up_down_leaves_no_process() -> None:

@@ -20,7 +20,7 @@ from imapclient.exceptions import LoginError
 from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import imap_login, make_person
+from mailstate.lab.testing import change_own_password, imap_login, make_person
 from mailstate.model.change import Action, Change
 from mailstate.model.settings import LdapSettings, PasswordPolicy
 from mailstate.providers.ldap.provider import LdapProvider
@@ -331,10 +331,19 @@ def _password_of(path: Path, uid: str) -> str:
     return [pw for who, _, pw in lines if who == uid][-1]
 
 
+def _first_login(lab: Lab, uid: str, initial: str) -> str:
+    """The person changes the initial password, as at their first login; returns the new one."""
+    new = "Doi-" + initial
+    result = change_own_password(lab, uid, initial, new)
+    assert result.get("result") == 0, result
+    return new
+
+
 def test_new_person_password_logs_in_and_is_only_in_the_0600_file(
     ldap: LdapProvider, clean_lab: Lab, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The initial password works for IMAP, is only in the 0600 file, is hashed in LDAP, meets the policy."""
+    """The initial password is only in the 0600 file, hashed in LDAP, meets the policy; IMAP refuses it until
+    the person changes it (MOST art.15.2), then the new one logs in."""
     lab = clean_lab
     change = _ch(Action.CREATE, "person", "bangnv", _person(lab))
     ldap.apply(change)
@@ -342,7 +351,8 @@ def test_new_person_password_logs_in_and_is_only_in_the_0600_file(
     assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600
     password = _password_of(path, "bangnv")
     assert len(password) >= 16
-    imap_login(lab, "bangnv", password).logout()
+    with pytest.raises(LoginError, match="doi mat khau"):
+        imap_login(lab, "bangnv", password)
     out = capsys.readouterr()
     snap = ldap.read()
     for text in (out.out, out.err, caplog.text, repr(snap), repr(change.to_json()), repr(ldap.notices)):
@@ -360,6 +370,8 @@ def test_new_person_password_logs_in_and_is_only_in_the_0600_file(
     hashed = hashed.decode() if isinstance(hashed, bytes) else hashed
     assert hashed.startswith("{") and password not in hashed
     assert [str(v).upper() for v in stored.get("pwdReset", [])] == ["TRUE"]
+    changed = _first_login(lab, "bangnv", password)
+    imap_login(lab, "bangnv", changed).logout()
 
 
 def test_no_forced_change_when_the_policy_says_so(clean_lab: Lab, tmp_path: Path) -> None:
@@ -382,7 +394,7 @@ def test_lock_refuses_imap_login_and_unlock_restores_it(ldap: LdapProvider, clea
     lab = clean_lab
     ldap.apply(_ch(Action.CREATE, "person", "bangnv", _person(lab)))
     assert ldap.passwords_out is not None
-    password = _password_of(ldap.passwords_out, "bangnv")
+    password = _first_login(lab, "bangnv", _password_of(ldap.passwords_out, "bangnv"))
     imap_login(lab, "bangnv", password).logout()
     reason = "MOST art.18.4: tạm khóa vì sự cố an toàn thông tin"
     ldap.apply(_ch(Action.LOCK, "person", "bangnv", {"locked": True}, reasons=(reason,)))
@@ -476,12 +488,7 @@ def test_paged_read_returns_every_entry_beyond_the_size_limit(clean_lab: Lab, tm
     assert len([k for k in snap.records if k[0] == "person"]) == 1200
     print(f"paged read of 1,200 people: {elapsed:.2f} s")
     # an ordinary account: slapd's global limits apply to it
-    reader = make_person(clean_lab, "reader", "Reader-Pass-2026", cn="Người Đọc")
-    root = clean_lab.ldap("root")
-    root.modify(
-        reader, {"pwdReset": [(ldap3.MODIFY_DELETE, [])]}
-    )  # else ppolicy only allows a password change
-    root.unbind()
+    reader = make_person(clean_lab, "reader", "Reader-Pass-2026", cn="Người Đọc")  # without pwdReset
     env = dict(clean_lab.env(), MAILSTATE_LDAP_BIND_DN=reader, MAILSTATE_LDAP_PASSWORD="Reader-Pass-2026")
     limited = _provider(clean_lab, tmp_path, env=env, page_size=500)
     assert len([k for k in limited.read().records if k[0] == "person"]) == 1201

@@ -10,6 +10,7 @@ import pytest
 
 from mailstate.adopt.directory import Entry, to_csv, to_html, to_vcard
 from mailstate.errors import MailstateError
+from mailstate.model import i18n
 from mailstate.model.change import Action, Change
 from mailstate.model.records import Record
 from mailstate.reconciler.apply.journal import Journal, read_lines, scrub
@@ -66,7 +67,11 @@ def test_stale_reasons_name_files_and_live_objects() -> None:
         {"units/qlcn.toml": "9", "mailstate.toml": "2"},
         {"ldap:person:bangnv": "z", "ldap:unit:qlcn": "b", "ldap:group:x": "c"},
     )
-    assert stale_reasons(old, new) == [
+    with i18n.use("vi"):
+        assert stale_reasons(old, new)[0] == "units/qlcn.toml đã thay đổi"
+    with i18n.use("en"):
+        reasons = stale_reasons(old, new)
+    assert reasons == [
         "units/qlcn.toml changed",
         "live group x appeared",
         "live person bangnv changed",

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from mailstate.cli.gitops_cmds import confirm_apply, use_color
 from mailstate.desired_state.loader import load_state
+from mailstate.model import i18n
 from mailstate.model.change import Action, Change
 from mailstate.model.records import Record
 from mailstate.reconciler.apply.reviewed import check_reviewed, compare
@@ -169,7 +170,7 @@ def test_reviewed_names_added_missing_and_different() -> None:
                        ch("lock", "person", "r", {"locked": True}))
     fresh = plan_of(ch("create", "person", "p", {"name": "P2"}), ch("lock", "person", "r", {"locked": True}),
                     ch("update", "unit", "vp", {"name": "V"}))
-    with pytest.raises(StalePlan) as exc:
+    with pytest.raises(StalePlan) as exc, i18n.use("en"):
         check_reviewed(reviewed, fresh)
     msg = str(exc.value)
     assert "added (not reviewed): update unit vp [ldap]" in msg
@@ -177,6 +178,10 @@ def test_reviewed_names_added_missing_and_different() -> None:
     assert "different: create person p [ldap] (name differ" in msg
     assert "lock person r" not in msg and "nothing was applied" in msg
     assert exc.value.exit_code == 1
+    with pytest.raises(StalePlan) as exc:  # the default language: actions, kinds and fields in words
+        check_reviewed(reviewed, fresh)
+    assert "thêm (chưa được duyệt): sửa đơn vị vp [ldap]" in str(exc.value)
+    assert "added" not in str(exc.value) and "update" not in str(exc.value)
 
 
 def test_reviewed_all_live_already_is_nothing_to_do() -> None:
@@ -212,8 +217,11 @@ def test_drift_report_sections() -> None:
     assert "mailstate plan" not in md
     sections = [line for line in md.splitlines() if line.startswith("### ")]
     assert len(sections) == 3
-    assert "title: live Phó phòng → TOML Trưởng phòng" in md
-    assert "`stranger` — Người Lạ; unit vp; stranger@x.vn" in md
+    assert ": trên hệ thống Phó phòng → TOML Trưởng phòng" in md
+    assert "cán bộ `stranger` — Người Lạ; đơn vị vp; stranger@x.vn" in md
+    en = drift.markdown(rep, "en")
+    assert "title: live Phó phòng → TOML Trưởng phòng" in en
+    assert "person `stranger` — Người Lạ; unit vp; stranger@x.vn" in en
     assert "Drift report: sct" in drift.text(rep, "en")
 
 
@@ -248,12 +256,11 @@ def test_no_color_flag_on_plan_apply_drift(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.mark.parametrize(
     ("lang", "question"), [("vi", "Áp dụng 3 thay đổi này?"), ("en", "Apply these 3 changes?")]
 )
-def test_prompt_in_the_chosen_language(monkeypatch: pytest.MonkeyPatch, lang: str, question: str) -> None:
-    monkeypatch.setenv("MAILSTATE_LANG", lang)
-
+def test_prompt_in_the_chosen_language(lang: str, question: str) -> None:
     @click.command()
     def ask() -> None:
-        click.echo("yes" if confirm_apply(3) else "no")
+        with i18n.use(lang):
+            click.echo("yes" if confirm_apply(3) else "no")
 
     out = CliRunner().invoke(ask, input="n\n").output
     assert question in out and out.strip().endswith("no")

@@ -51,6 +51,9 @@ def test_lifecycle_case(path: Path) -> None:
         assert got.locked and got.refuse_mail.isascii(), "refused only to a locked leaver (ASCII text)"
     for fragment in exp.get("reasons_contain", []):
         assert any(fragment in t for t in texts), (fragment, texts)
+    for fragment in exp.get("reasons_exclude", []):
+        assert not any(fragment in t for t in texts), (fragment, texts)
+        assert fragment not in (got.lock_reason or ""), (fragment, got.lock_reason)
     if "reasons_count" in exp:
         assert len(got.reasons) == exp["reasons_count"], got.reasons
     if got.remove:
@@ -96,7 +99,7 @@ def test_without_a_citation_the_reason_states_the_rule_and_its_setting() -> None
     got = decide_person(p, state, date(2026, 12, 1))
     with use("vi"):
         text = got.reasons[0].text()
-    assert text == "nghỉ việc từ 15/08/2026, đã quá 3 tháng; sẽ xóa từ 15/08/2027, theo `lock_after_leaving`"
+    assert text == "nghỉ việc từ 15/08/2026, đã quá 3 tháng; sẽ xóa từ 16/08/2027, theo `lock_after_leaving`"
     assert got.lock_reason == "nghỉ việc từ 15/08/2026, theo `lock_after_leaving`"
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from mailstate.desired_state.projection import Desired
 from mailstate.errors import MailstateError, UnsafePlan
+from mailstate.model import i18n
 from mailstate.model.change import Action, Change
 from mailstate.model.records import Record
 from mailstate.reconciler.plan.diff import change_id, diff
@@ -148,7 +149,7 @@ def test_count_threshold() -> None:
     """More mailboxes locked or removed than max_destructive_count stops, saying how many and what to do."""
     plan = destructive_plan(11, 1000)
     assert len(plan.destructive_mailboxes()) == 11
-    with pytest.raises(UnsafePlan) as exc:
+    with pytest.raises(UnsafePlan) as exc, i18n.use("en"):
         plan.raise_if_unsafe(False)
     msg = str(exc.value)
     assert "11 mailboxes" in msg and "max_destructive_count = 10" in msg and "--allow-destructive" in msg
@@ -162,9 +163,12 @@ def test_count_equal_to_threshold_passes() -> None:
 
 def test_share_threshold() -> None:
     """Locking 4 of 12 live mailboxes (33% > 30%) stops even under the count threshold."""
-    with pytest.raises(UnsafePlan) as exc:
+    with pytest.raises(UnsafePlan) as exc, i18n.use("en"):
         destructive_plan(4, 12).raise_if_unsafe(False)
     assert "33% of the 12 live mailboxes" in str(exc.value)
+    with pytest.raises(UnsafePlan) as exc:
+        destructive_plan(4, 12).raise_if_unsafe(False)
+    assert "khóa hoặc xóa 4 hộp thư (33% trong 12 hộp thư đang có" in str(exc.value)
     assert "max_destructive_share = 30%" in str(exc.value)
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.naming import derive_addresses
+from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError
+from mailstate.model.i18n import N_, _, current, use
 from mailstate.text import csv_cell, visible
 
 
@@ -36,10 +38,10 @@ class Entry:
     email: str | None
 
 
-def directory_entries(state_dir: Path, as_of: date | None = None) -> list[Entry]:
+def directory_entries(state_dir: Path | State, as_of: date | None = None) -> list[Entry]:
     """The entries to publish on ``as_of`` (default today): units, then people by unit and name."""
     day = as_of or date.today()
-    state = load_state(Path(state_dir))
+    state = state_dir if isinstance(state_dir, State) else load_state(Path(state_dir))
     addresses = derive_addresses(state)
     units = {uid: u for uid, u in state.units.items() if u.dissolved_on is None or u.dissolved_on > day}
     out: list[Entry] = []
@@ -80,32 +82,43 @@ def directory_entries(state_dir: Path, as_of: date | None = None) -> list[Entry]
     return out + people
 
 
-def render_directory(state_dir: Path, fmt: str, as_of: str | None = None) -> str:
+def render_directory(state_dir: Path, fmt: str, as_of: str | None = None, lang: str | None = None) -> str:
+    """The directory as ``fmt``, its headings and labels in ``lang`` (default: the organisation's)."""
     day = None
     if as_of:
         try:
             day = date.fromisoformat(as_of)
         except ValueError as exc:
-            raise MailstateError(f"--as-of {as_of!r}: expected a date YYYY-MM-DD") from exc
-    entries = directory_entries(state_dir, day)
-    if fmt == "html":
-        return to_html(entries)
-    if fmt == "csv":
-        return to_csv(entries)
-    if fmt == "vcard":
+            raise MailstateError(
+                _("--as-of {value}: expected a date YYYY-MM-DD").format(value=repr(as_of))) from exc
+    if fmt not in ("html", "csv", "vcard"):
+        raise MailstateError(_("unknown directory format {fmt}: html, csv or vcard").format(fmt=repr(fmt)))
+    state = load_state(Path(state_dir))
+    entries = directory_entries(state, day)
+    with use(lang or state.language):
+        if fmt == "html":
+            return to_html(entries)
+        if fmt == "csv":
+            return to_csv(entries)
         return to_vcard(entries)
-    raise MailstateError(f"unknown directory format {fmt!r}: html, csv or vcard")
+
+
+CSV_COLUMNS = (N_("kind"), N_("id"), N_("name"), N_("unit"), N_("unit name"), N_("title"), N_("phone"),
+               N_("e-mail"))
+ENTRY_KINDS = {"unit": N_("unit"), "person": N_("person")}
 
 
 def to_csv(entries: list[Entry]) -> str:
+    """One row per entry under a header row in the language of the run; the kind in words, ids as written."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "id", "name", "unit", "unit_name", "title", "phone", "email"])
+    w.writerow([_(c) for c in CSV_COLUMNS])
     for e in entries:
         w.writerow(
             [
                 csv_cell(v or "")
-                for v in (e.kind, e.id, e.name, e.unit, e.unit_name, e.title, e.phone, e.email)
+                for v in (_(ENTRY_KINDS[e.kind]), e.id, e.name, e.unit, e.unit_name, e.title, e.phone,
+                          e.email)
             ]
         )
     return buf.getvalue()
@@ -118,24 +131,26 @@ def _h(value: str | None) -> str:
 def to_html(entries: list[Entry]) -> str:
     units = [e for e in entries if e.kind == "unit"]
     people = [e for e in entries if e.kind == "person"]
+    title = _h(_("E-mail directory"))
     rows = [
         "<!DOCTYPE html>",
-        '<html lang="vi">',
-        '<head><meta charset="utf-8"><title>Danh bạ thư điện tử</title></head>',
+        f'<html lang="{current()}">',
+        f'<head><meta charset="utf-8"><title>{title}</title></head>',
         "<body>",
-        "<h1>Danh bạ thư điện tử</h1>",
-        "<h2>Đơn vị</h2>",
+        f"<h1>{title}</h1>",
+        "<h2>" + _h(_("Units")) + "</h2>",
         "<table>",
-        "<tr><th>Đơn vị</th><th>Trực thuộc</th><th>Thư điện tử</th></tr>",
+        "<tr>" + "".join(f"<th>{_h(_(c))}</th>" for c in (N_("Unit"), N_("Part of"), N_("E-mail"))) + "</tr>",
     ]
     for e in units:
         mail = f'<a href="mailto:{_h(e.email)}">{_h(e.email)}</a>' if e.email else ""
         rows.append(f"<tr><td>{_h(e.name)}</td><td>{_h(e.unit_name)}</td><td>{mail}</td></tr>")
     rows += [
         "</table>",
-        "<h2>Cán bộ</h2>",
+        "<h2>" + _h(_("Staff")) + "</h2>",
         "<table>",
-        "<tr><th>Họ và tên</th><th>Đơn vị</th><th>Chức vụ</th><th>Điện thoại</th><th>Thư điện tử</th></tr>",
+        "<tr>" + "".join(f"<th>{_h(_(c))}</th>" for c in (N_("Full name"), N_("Unit"), N_("Title"),
+                                                           N_("Phone"), N_("E-mail"))) + "</tr>",
     ]
     for e in people:
         mail = f'<a href="mailto:{_h(e.email)}">{_h(e.email)}</a>' if e.email else ""

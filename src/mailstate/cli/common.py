@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from mailstate.errors import MailstateError
+from mailstate.model.i18n import LANGUAGES, _, set_language
 from mailstate.redact import hide_secrets
 from mailstate.text import visible
 
@@ -36,6 +37,35 @@ def resolve_state(state_dir: Path | None) -> Path:
     return state_dir if state_dir is not None else default_state_dir()
 
 
+lang_option = click.option(
+    "--lang",
+    "lang",
+    type=click.Choice(list(LANGUAGES)),
+    default=None,
+    help="Language of what is printed (default: [organization] language, else vi).",
+)
+
+
+def state_language(root: Path) -> str | None:
+    """``[organization] language`` of the state in ``root``, read before the state is validated (so that its
+    errors are already in that language); None when there is none to read."""
+    import tomllib
+
+    try:
+        with (root / "mailstate.toml").open("rb") as fh:
+            value = tomllib.load(fh).get("organization", {}).get("language")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if value in LANGUAGES else None
+
+
+def choose_language(lang: str | None, state_dir: Path | None = None) -> str:
+    """The language of this run, set before anything can fail: --lang, else the state's, else vi."""
+    chosen = lang or state_language(resolve_state(state_dir)) or "vi"
+    set_language(chosen)
+    return chosen
+
+
 def errors_to_exit(fn: F) -> F:
     """Turn a MailstateError into one clear message on stderr and its exit code; never a traceback."""
 
@@ -48,10 +78,11 @@ def errors_to_exit(fn: F) -> F:
             # a URL in it loses its userinfo, a secret value (a password set as a URL or a user) is hidden
             message = hide_secrets(str(exc))
             with contextlib.suppress(OSError):  # stderr gone (a closed pipe): the exit code still tells
-                click.echo("error: " + "\n".join(visible(line) for line in message.split("\n")), err=True)
+                click.echo(_("error: {message}").format(
+                    message="\n".join(visible(line) for line in message.split("\n"))), err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
+            click.echo(_("interrupted"), err=True)
             sys.exit(130)
         except BrokenPipeError:
             # The reader went away (`mailstate lab status | head -1`): stop quietly, like any Unix tool,
@@ -67,8 +98,9 @@ def errors_to_exit(fn: F) -> F:
             if os.environ.get("MAILSTATE_DEBUG"):
                 raise
             click.echo(
-                f"internal error: {type(exc).__name__} in {fn.__name__} "
-                "(nothing more is shown; rerun with MAILSTATE_DEBUG=1 for the traceback)",
+                _("internal error: {error} in {function} (nothing more is shown; rerun with "
+                  "MAILSTATE_DEBUG=1 for the traceback)").format(
+                    error=type(exc).__name__, function=fn.__name__),
                 err=True,
             )
             sys.exit(1)

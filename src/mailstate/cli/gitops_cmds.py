@@ -1,5 +1,6 @@
 """The GitOps pieces of the CLI: `forge comment|fetch-plan|issue` (the CI pipelines' calls to the forge's
-API), `apply --reviewed`'s planning step, `--no-color`, the language of prompts (MAILSTATE_LANG)."""
+API), `apply --reviewed`'s planning step, `--no-color`, the confirmation prompt (in the language of the run:
+``[organization] language``, overridden by ``--lang``)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,7 @@ import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
 from mailstate.errors import MailstateError
-
-LANG_ENV = "MAILSTATE_LANG"
-
-
-def lang() -> str:
-    """The language of what the user reads: MAILSTATE_LANG (vi, en), Vietnamese by default."""
-    value = (os.environ.get(LANG_ENV) or "vi").split("_")[0].split(".")[0].lower()
-    return value if value in ("vi", "en") else "vi"
+from mailstate.model.i18n import _, ngettext
 
 
 def use_color(stream: Any) -> bool:
@@ -42,9 +36,8 @@ no_color_option = click.option(
 
 
 def confirm_apply(n: int) -> bool:
-    from mailstate.reconciler.plan.render.gitops import text
-
-    question = text("confirm_one", lang()) if n == 1 else text("confirm_many", lang(), n=n)
+    """Ask, in the language of the run, whether to apply ``n`` changes (no unless the answer is yes)."""
+    question = ngettext("Apply this change?", "Apply these {n} changes?", n).format(n=n)
     return click.confirm(question, default=False)
 
 
@@ -54,18 +47,19 @@ def reviewed_plan(reviewed: Path, root: Path, as_of: str | None, provider_names:
     from mailstate.reconciler.apply.reviewed import check_reviewed
     from mailstate.reconciler.pipeline import make_plan
     from mailstate.reconciler.plan.plan import load_plan, plan_meta
-    from mailstate.reconciler.plan.render.gitops import text
 
     old = load_plan(reviewed)
     meta = plan_meta(old)
     fresh = make_plan(root, scope=[f"unit:{u}" for u in meta.scope] if meta.scope else None, as_of=as_of,
                       providers=list(provider_names) or None)
     if plan_meta(fresh).domain != meta.domain:
-        raise MailstateError(f"{reviewed}: the plan was made for {meta.domain}, the state directory "
-                             f"{root} is {plan_meta(fresh).domain}")
+        raise MailstateError(_("{file}: the plan was made for {domain}, the state directory {dir} is "
+                               "{state_domain}").format(file=reviewed, domain=meta.domain, dir=root,
+                                                        state_domain=plan_meta(fresh).domain))
     if not check_reviewed(old, fresh):
         return None
-    click.echo(text("reviewed_ok", lang(), n=len(fresh.changes)), err=True)
+    click.echo(_("the fresh plan holds exactly the reviewed changes ({n}): applying").format(
+        n=len(fresh.changes)), err=True)
     return fresh
 
 
@@ -98,7 +92,7 @@ def comment_cmd(kind: str, mr: str | None, plan_file: Path | None, body_file: Pa
     from mailstate import forge
 
     if (plan_file is None) == (body_file is None):
-        raise MailstateError("give exactly one of --plan and --body-file")
+        raise MailstateError(_("give exactly one of --plan and --body-file"))
     if plan_file is not None:
         body = render_markdown(plan_file, resolve_state(state_dir))
     else:
@@ -173,8 +167,8 @@ def drift_output(plan: Any, fmt: str) -> str:
 
         return json.dumps(rep, ensure_ascii=False, indent=2) + "\n"
     if fmt == "markdown":
-        return drift.markdown(rep, lang())
-    return drift.text(rep, lang())
+        return drift.markdown(rep)
+    return drift.text(rep)
 
 
 def write(text: str) -> None:

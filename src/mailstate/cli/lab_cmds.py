@@ -16,6 +16,7 @@ from mailstate.errors import LabError, ValidationError
 
 if TYPE_CHECKING:
     from mailstate.lab import Lab
+    from mailstate.serverconfig.site import PasswordRules
 
 
 def _lab(lab_dir: Path | None) -> Lab:
@@ -33,6 +34,19 @@ dir_option = click.option(
     "--dir", "lab_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Lab directory (default: $MAILSTATE_LAB_DIR or ./.lab).",
 )
+
+
+def password_of(state_dir: Path) -> PasswordRules | None:
+    """The state's `[password]` as the servers enforce it (None — the defaults — if the state does not
+    validate yet: the lab then starts with the default policy)."""
+    from mailstate.serverconfig.site import password_rules
+
+    try:
+        from mailstate.desired_state.loader import load_state
+
+        return password_rules(load_state(state_dir).password)
+    except (ImportError, ValidationError):
+        return None
 
 
 def organisation_of(state_dir: Path) -> tuple[str, str, str | None]:
@@ -73,21 +87,26 @@ def lab() -> None:
 @click.option("--org-name", default=None, help="Organisation name (with --domain; default: the domain).")
 @click.option("--reset", is_flag=True,
               help="Wipe a lab that has run in DIR (its entries, mail, archives) and make a new one.")
+@click.option("--layout", type=click.Choice(["default", "iredmail"]), default="default", show_default=True,
+              help="Directory layout: mailstate's own, or an iRedMail server's (docs/iredmail.md).")
 @errors_to_exit
 def up(lab_dir: Path | None, state_dir: Path | None, domain: str | None, org_name: str | None,
-       reset: bool) -> None:
+       reset: bool, layout: str) -> None:
     """Make a new lab for the organisation of STATE (or --domain); returns when every server answers.
 
     A lab that has run in DIR is refused (its data would be wiped): `lab start` brings it back as it was,
     `lab up --reset` wipes it."""
-    base_dn = None
+    base_dn, password = None, None
     if domain is None:
         domain, name, base_dn = organisation_of(resolve_state(state_dir))
         org_name = org_name or name
+        password = password_of(resolve_state(state_dir))
     the_lab = _lab(lab_dir)
-    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset)
+    info = the_lab.up(domain=domain, org_name=org_name, base_dn=base_dn, reset=reset, layout=layout,
+                      password=password)
     p = info["ports"]
-    click.echo(f"lab up in {info['up_seconds']:.2f} s: {info['base_dn']} — ldaps://127.0.0.1:{p['ldaps']} "
+    click.echo(f"lab up in {info['up_seconds']:.2f} s ({layout} layout): {info['base_dn']} — "
+               f"ldaps://127.0.0.1:{p['ldaps']} "
                f"imaps://127.0.0.1:{p['imaps']} ssh://{info['user']}@127.0.0.1:{p['ssh']}")
     if info.get("delivery") == "available":
         click.echo(f"mail: smtp://127.0.0.1:{p['smtp']} (Postfix → LMTP → Dovecot; MAILSTATE_LAB_SMTP)")
@@ -146,7 +165,8 @@ def status(lab_dir: Path | None, as_json: bool) -> None:
         click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}): stopped{when}, nothing runs "
                    f"(start it again with: mailstate lab start --dir {the_lab.dir})")
     else:
-        click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}), servers run as {info['user']}")
+        click.echo(f"lab {the_lab.dir}: {info['domain']} ({info['base_dn']}, {the_lab.layout} layout), "
+                   f"servers run as {info['user']}")
         for name, s in st.items():
             ports = " ".join(f"{k}=127.0.0.1:{v}" for k, v in s["ports"].items())
             state = "up" if s["alive"] else "DOWN"

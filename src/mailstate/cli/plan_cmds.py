@@ -1,4 +1,4 @@
-"""plan, apply, drift, import, directory: thin click wrappers over mailstate.reconciler.engine.
+"""plan, apply, drift, import, directory: thin click wrappers over mailstate.reconciler.pipeline.
 
 Heavy modules (ldap3, pydantic models, the engine) are imported inside the commands, so that
 ``mailstate --help`` stays fast.
@@ -14,9 +14,10 @@ from typing import IO, Any
 
 import click
 
-from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.cli.common import choose_language, errors_to_exit, lang_option, resolve_state, state_option
 from mailstate.cli.gitops_cmds import confirm_apply, no_color_option, use_color
 from mailstate.errors import MailstateError
+from mailstate.model.i18n import _, ngettext
 from mailstate.text import visible
 
 FORMATS = click.Choice(["text", "markdown", "json"])
@@ -42,15 +43,6 @@ as_of_option = click.option(
     default=None,
     metavar="YYYY-MM-DD",
     help="Evaluate the lifecycle rules on this date instead of today.",
-)
-
-
-lang_option = click.option(
-    "--lang",
-    "lang",
-    type=click.Choice(["vi", "en"]),
-    default=None,
-    help="Language of what is printed (default: [organization] language, else vi).",
 )
 
 
@@ -82,7 +74,7 @@ def _render(plan: Any, fmt: str, out: IO[str], lang: str | None = None) -> None:
         render_plan(plan, fmt, out, color=use_color(out))
     if os.environ.get("MAILSTATE_TIMINGS"):
         timings = plan_meta(plan).timings
-        click.echo("timings: " + ", ".join(f"{k} {v:.3f}s" for k, v in timings.items()), err=True)
+        click.echo(_("timings: ") + ", ".join(f"{k} {v:.3f}s" for k, v in timings.items()), err=True)
 
 
 @click.command("plan")
@@ -118,13 +110,15 @@ def plan_cmd(
     """Read the live state and print what apply would change."""
     from mailstate.reconciler.plan.plan import plan_changes, save_plan
 
+    choose_language(lang, state_dir)
     plan = _plan_and_print(state_dir, fmt, as_of, scope, provider_names, lang)
     if out is not None:
         try:
             save_plan(plan, out)
         except OSError as exc:
-            raise MailstateError(f"--out {out}: cannot write the plan: {exc.strerror or exc}") from None
-        click.echo(f"plan saved to {out}", err=True)
+            raise MailstateError(_("--out {file}: cannot write the plan: {error}").format(
+                file=out, error=exc.strerror or exc)) from None
+        click.echo(_("plan saved to {file}").format(file=out), err=True)
     if detailed_exitcode and plan_changes(plan):
         sys.exit(2)
 
@@ -204,26 +198,26 @@ def apply_cmd(
     from mailstate.reconciler.plan.plan import load_plan, plan_changes, plan_meta
 
     root = resolve_state(state_dir)
+    choose_language(lang, root)
     refuse_future(as_of, "--as-of")  # before anything is read: a lifecycle date is never applied early
     if reviewed is not None:
-        from mailstate.cli.gitops_cmds import lang as gitops_lang
         from mailstate.cli.gitops_cmds import reviewed_plan
-        from mailstate.reconciler.plan.render.gitops import text
 
         if planfile is not None or scope:
-            raise MailstateError("--reviewed PLANFILE: give neither another PLANFILE nor --scope (the scope "
-                                 "is the reviewed plan's)")
+            raise MailstateError(_("--reviewed PLANFILE: give neither another PLANFILE nor --scope "
+                                   "(the scope is the reviewed plan's)"))
         plan = reviewed_plan(reviewed, root, as_of, provider_names)
         if plan is None:
-            click.echo(text("reviewed_nothing", lang or gitops_lang()))
+            click.echo(_("nothing to apply: every reviewed change is live already"))
             return
         _render(plan, "text", sys.stdout, lang)
         yes = True  # what was reviewed and merged is what is applied
     elif planfile is not None:
         if scope:
-            raise MailstateError("--scope comes from the saved plan; do not give it with PLANFILE")
+            raise MailstateError(_("--scope comes from the saved plan; do not give it with PLANFILE"))
         plan = load_plan(planfile)
-        refuse_future(plan_meta(plan).as_of, f"{planfile}: the plan applies the lifecycle rules as of")
+        refuse_future(plan_meta(plan).as_of,
+                      _("{file}: the plan applies the lifecycle rules as of").format(file=planfile))
         _use_language(lang, plan)
     else:
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
@@ -235,13 +229,13 @@ def apply_cmd(
             # live state changed since: there may now be something to do), is refused like any other
             apply_plan(plan, root, journal_dir=journal_dir, audit_log=audit_log, break_lock=break_lock,
                        as_of=as_of)
-        click.echo("nothing to apply: the live system matches the desired state")
+        click.echo(_("nothing to apply: the live system matches the desired state"))
         return
     if planfile is None and not yes:
         if not sys.stdin.isatty():
-            raise MailstateError("not a terminal: give --yes to apply without confirmation")
+            raise MailstateError(_("not a terminal: give --yes to apply without confirmation"))
         if not confirm_apply(len(changes)):
-            raise MailstateError("cancelled: nothing was applied")
+            raise MailstateError(_("cancelled: nothing was applied"))
     base_is_home = passwords_out is None and journal_dir is None
     if passwords_out is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -266,20 +260,27 @@ def apply_cmd(
     except ApplyIncomplete as exc:
         progress.stop()
         for notice in exc.notices:
-            click.echo(f"note: {notice}")
+            click.echo(_("note: {notice}").format(notice=notice))
         raise
     finally:
         progress.stop()
     for notice in result.notices:
-        click.echo(f"note: {notice}")
+        click.echo(_("note: {notice}").format(notice=notice))
     click.echo(
-        f"applied {len(result.done)} change{'' if len(result.done) == 1 else 's'}; "
-        f"journal: {result.journal}; audit log: {result.audit_log}"
+        ngettext("applied {n} change; journal: {journal}; audit log: {audit}",
+                 "applied {n} changes; journal: {journal}; audit log: {audit}", len(result.done)).format(
+            n=len(result.done), journal=result.journal, audit=result.audit_log)
     )
     if result.passwords_file is not None:
-        click.echo(
-            f"initial passwords written to {result.passwords_file} (mode 0600): hand over, then delete"
-        )
+        click.echo(_("initial passwords written to {file} (mode 0600): hand over, then delete").format(
+            file=result.passwords_file))
+
+
+def change_words(change: Any) -> str:
+    """A change as an operator reads it: action and kind in words, the key (an id) as written."""
+    from mailstate.reconciler.plan.render import action_name, kind_name
+
+    return f"{action_name(change.action.label)} {kind_name(change.kind)} {visible(change.key)}"
 
 
 class ApplyProgress:
@@ -300,7 +301,7 @@ class ApplyProgress:
 
             console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")))
             self._bar = Progress(
-                TextColumn("applying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn(_("applying")), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                 console=console, transient=False,
             )
             self._task = self._bar.add_task("apply", total=total)
@@ -313,7 +314,6 @@ class ApplyProgress:
             click.echo(text, err=True)
 
     def __call__(self, change: Any, event: str) -> None:
-        what = f"{change.action.label} {change.kind} {change.key}"
         if event in ("done", "failed", "refused", "skipped"):
             self.over += 1
             if self._bar is not None:
@@ -323,15 +323,17 @@ class ApplyProgress:
             if self._bar is not None:
                 return
             if self.total <= 200:
-                self._line(f"  done   {what}")
+                self._line("  " + _("done: {change}").format(change=change_words(change)))
             elif self.done % self.step == 0 or self.done == self.total:
-                self._line(f"  applied {self.done}/{self.total} ({100 * self.done // self.total} %)")
+                self._line("  " + _("applied {count}/{total}").format(count=self.done, total=self.total))
         elif event == "failed":
-            self._line(f"  FAILED {what}")
+            self._line("  " + _("FAILED: {change}").format(change=change_words(change)))
         elif event == "refused":
-            self._line(f"  REFUSED {what} (going on without it)")
+            said = _("REFUSED: {change} (going on without it)").format(change=change_words(change))
+            self._line("  " + said)
         elif event == "skipped" and self.total <= 200 and self._bar is None:
-            self._line(f"  skipped {what} (depends on a refused change)")
+            self._line("  " + _("skipped: {change} (depends on a refused change)").format(
+                change=change_words(change)))
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -383,6 +385,7 @@ def drift_cmd(
     from mailstate.reconciler.pipeline import make_plan
     from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
 
+    choose_language(lang, state_dir)
     plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of,
                      providers=list(provider_names) or None)
     _use_language(lang, plan)
@@ -413,8 +416,9 @@ def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: P
 
     result = import_state(out, domain=domain, name=org_name, state_dir=state_dir)
     for why in result.skipped:
-        click.echo(f"warning: {visible(why)}", err=True)
-    click.echo(f"wrote {len(result.files)} files to {out}")
+        click.echo(_("warning: {message}").format(message=visible(why)), err=True)
+    click.echo(ngettext("wrote {n} file to {dir}", "wrote {n} files to {dir}", len(result.files)).format(
+        n=len(result.files), dir=out))
 
 
 @click.command("directory")
@@ -424,17 +428,20 @@ def import_cmd(out: Path, domain: str | None, org_name: str | None, state_dir: P
 )
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help="Who is listed on this date.")
+@lang_option
 @errors_to_exit
-def directory_cmd(state_dir: Path | None, fmt: str, out: Path | None, as_of: str | None) -> None:
+def directory_cmd(state_dir: Path | None, fmt: str, out: Path | None, as_of: str | None,
+                  lang: str | None) -> None:
     """The public directory of units and people, from the desired state."""
     from mailstate.adopt.directory import render_directory
 
-    text = render_directory(resolve_state(state_dir), fmt, as_of=as_of)
+    lang = choose_language(lang, state_dir)
+    text = render_directory(resolve_state(state_dir), fmt, as_of=as_of, lang=lang)
     if out is None:
         click.echo(text, nl=False)
     else:
         out.write_text(text, encoding="utf-8")
-        click.echo(f"directory written to {out}", err=True)
+        click.echo(_("directory written to {file}").format(file=out), err=True)
 
 
 COMMANDS = [plan_cmd, apply_cmd, drift_cmd, import_cmd, directory_cmd]

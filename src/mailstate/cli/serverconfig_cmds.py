@@ -21,13 +21,17 @@ from mailstate.errors import MailstateError
 @click.option("--ldap-ca-file", default=None, help="CA bundle verifying slapd's certificate "
               "(default: the system bundle).")
 @click.option("--mail-root", default=None, help="Where the mail store is (default: /var/vmail).")
+@click.option("--password-check-module", "check_module", default=None,
+              help="A check_password() module installed on the slapd host (e.g. ppm.so built from OpenLDAP's "
+              "contrib): slapd then also refuses passwords breaking [password] min_classes and "
+              "forbid_account_name. Debian 12 ships none (docs/ldap.md).")
 @errors_to_exit
 def server_config(state_dir: Path | None, out: Path, ldap_uri: str | None, ldap_ca_file: str | None,
-                  mail_root: str | None) -> None:
+                  mail_root: str | None, check_module: str | None) -> None:
     """Write LDIF for slapd, Dovecot and Postfix configuration and the sshd set-up (docs/production.md)."""
     from mailstate.desired_state.loader import load_state
     from mailstate.serverconfig.generate import generate
-    from mailstate.serverconfig.site import Site
+    from mailstate.serverconfig.site import Site, password_rules
 
     state = load_state(resolve_state(state_dir))
     values: dict[str, Any] = {}
@@ -38,11 +42,15 @@ def server_config(state_dir: Path | None, out: Path, ldap_uri: str | None, ldap_
         values["ldap_ca_file"] = ldap_ca_file
     if mail_root:
         values["mail_root"] = mail_root.rstrip("/")
+    if check_module:
+        values["password_check_module"] = check_module
     for name, value in values.items():
         if any(not c.isprintable() or c.isspace() for c in value):
             raise MailstateError(f"--{name.replace('_', '-')}: {value!r} must be one word without control "
                                  "characters (it is written into configuration files)")
-    site = Site(domain=state.domain, base_dn=state.base_dn, org_name=state.organization.name, **values)
+    rules = password_rules(state.password, check_module=values.pop("password_check_module", ""))
+    site = Site(domain=state.domain, base_dn=state.base_dn, org_name=state.organization.name,
+                password=rules, **values)
     files = generate(site)
     for rel, f in files.items():
         path = out / rel

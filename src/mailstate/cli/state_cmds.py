@@ -106,6 +106,8 @@ def validate(state_dir: Path | None, fmt: str) -> None:
             for line in github_annotations(exc, root):
                 click.echo(line)
         sys.exit(1)
+    for warning in state.warnings:  # e.g. a duration longer than its article allows: not an error
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"ok: {state.summary()} ({state.domain})")
 
 

@@ -219,6 +219,24 @@ def _scan_value(
     return depth, mode
 
 
+def _inline_table(positions: dict[KeyPath, TablePos], path: KeyPath, value: str, lineno: int) -> None:
+    """An inline table (one line in TOML 1.0): every key of it, at any depth, is on ``lineno``."""
+    tp = positions.setdefault(path, TablePos(lineno))
+    try:
+        data = tomllib.loads("v = " + value).get("v")
+    except tomllib.TOMLDecodeError:
+        return
+    stack: list[tuple[KeyPath, TablePos, Any]] = [(path, tp, data)]
+    while stack:
+        where, pos, table = stack.pop()
+        if not isinstance(table, dict):
+            continue
+        for key, sub in table.items():
+            pos.fields.setdefault(key, lineno)
+            if isinstance(sub, dict):
+                stack.append((where + (key,), positions.setdefault(where + (key,), TablePos(lineno)), sub))
+
+
 def scan_positions(text: str) -> dict[KeyPath, TablePos]:
     """Line of every table header and key of a valid TOML text, keyed by the path used in tomllib's data."""
     root = TablePos(1)
@@ -303,7 +321,7 @@ def scan_positions(text: str) -> dict[KeyPath, TablePos]:
         tp.fields[parts[-1]] = lineno
         c = s[vstart : vstart + 1]
         if c == "{":
-            positions.setdefault(table + (parts[-1],), TablePos(lineno))
+            _inline_table(positions, table + (parts[-1],), s[vstart:], lineno)
         if c == "[":
             items = _Items()
             depth, mode = _scan_value(s, vstart, 0, None, items, lineno)

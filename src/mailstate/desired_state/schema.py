@@ -1,4 +1,4 @@
-"""The desired state: pydantic models of the TOML files (DESIGN §2) and of the merged organisation.
+"""The desired state: pydantic models of the TOML files and of the merged organisation.
 
 Two layers:
 - ``StateFile`` is what one TOML file may hold (any file may hold any table); it is also what
@@ -58,7 +58,8 @@ RegulationPreset = Literal["mic-1862", "most-4105", "vinhlong-3088", "monre-2019
 
 RuleCode = Literal[
     "lifecycle.suspended", "lifecycle.keep_after_leaving", "lifecycle.lock_after_leaving",
-    "lifecycle.remove_after_leaving", "lifecycle.lock_after_inactivity", "lifecycle.remove_after_inactivity",
+    "lifecycle.remove_after_leaving", "lifecycle.remove_after_notice", "lifecycle.lock_after_inactivity",
+    "lifecycle.remove_after_inactivity",
     "lifecycle.dissolved", "lifecycle.unused_unit_mailbox", "handover.head", "handover.head_changed",
     "delegation.delegate", "delegation.revoked", "shared_folder.folder", "shared_folder.reader",
     "shared_folder.writer", "grant.access", "grant.ended", "archive.before_removal",
@@ -85,6 +86,16 @@ class Regulation(Located):
     articles: dict[RuleCode, Article] = Field(
         default_factory=dict,
         description='article of each rule: "13", "13.2" or "13.2.b" (Điều 13 khoản 2 điểm b)',
+    )
+    maximum: dict[RuleCode, DurationField] = Field(
+        default_factory=dict,
+        description='the longest duration the article of a lifecycle rule allows, e.g. '
+        '{ "lifecycle.remove_after_leaving" = "12 months" }: a longer [lifecycle] setting is warned about',
+    )
+    keep_after_leaving_posts: list[Text] | None = Field(
+        default=None,
+        description="posts (words of a title) whose holders may keep their mailbox after leaving, e.g. "
+        '["Vụ trưởng", "Cục trưởng"]; replaces the preset\'s list ([] = no such check)',
     )
 
 
@@ -120,7 +131,7 @@ class Organization(Located):
 
 
 class Naming(Located):
-    """Address templates (REGULATIONS §2): {given} {family} {middle} {initials} {unit} {unit_name} {group}."""
+    """Address templates: {given} {family} {middle} {initials} {unit} {unit_name} {group}."""
 
     person: str = Field(
         default="{given}{initials}",
@@ -164,13 +175,18 @@ LIFECYCLE_CITE_RULES: dict[str, tuple[str, ...]] = {
 
 
 class Lifecycle(Located):
-    """When mailboxes are locked and removed (REGULATIONS §3); durations such as "90 days", "3 months"."""
+    """When mailboxes are locked and removed; durations such as "90 days", "3 months"."""
 
     lock_after_leaving: DurationField = Field(
         default=Duration(3, "month"), description=f"lock after left_on; {_D}"
     )
     remove_after_leaving: DurationField = Field(
         default=Duration(12, "month"), description=f"archive and remove after left_on; {_D}"
+    )
+    remove_after_notice: DurationField | None = Field(
+        default=None,
+        description="archive and remove within this long after a person's notice_on (the written notice "
+        f"of the leaving), when that comes before remove_after_leaving; {_D}",
     )
     lock_after_inactivity: DurationField = Field(
         default=Duration(6, "month"), description=f"lock after no login for this long; {_D}"
@@ -216,7 +232,7 @@ class Providers(Located):
 
 
 class Safety(Located):
-    """DESIGN §6.3: a plan that removes or locks more than this stops unless explicitly allowed."""
+    """A plan that removes or locks more than this stops unless explicitly allowed (--allow-destructive)."""
 
     max_destructive_count: int = Field(default=10, ge=0, description="removals and locks allowed in one plan")
     max_destructive_share: float = Field(default=0.3, ge=0, le=1, description="share of live mailboxes (0–1)")
@@ -257,6 +273,48 @@ PHONE_PATTERN = r"^[A-Za-z0-9'()+,./:?= -]+$"
 (``*``, ``#``, ``;``, letters with marks) at apply time, so validation refuses it first."""
 
 
+KEEP_NEEDS_DECISION = (
+    'keep_after_leaving needs who decided it and why: write keep_after_leaving = { decision = "Quyết định '
+    '…/đơn đề nghị ngày …", post = "the post held, e.g. Vụ trưởng Vụ Tổ chức cán bộ", until = 2027-12-31 } '
+    "(post and until are optional)"
+)
+
+
+class KeepAfterLeaving(Located):
+    """A mailbox kept on request after its owner left: who decided it and why, the post that allows it."""
+
+    decision: Text = Field(
+        min_length=1,
+        description="who decided and why: the decision or the approved request, e.g. Công văn 12/TCCB "
+        "ngày 05/09/2024 (đơn đề nghị của ông Thọ, Bộ trưởng đồng ý)",
+    )
+    post: Text | None = Field(
+        default=None,
+        description="the post held that allows it (default: the person's title), checked against the "
+        "posts of the agency's rule where it has one",
+    )
+    until: date | None = Field(
+        default=None,
+        description="last day it is kept; from the next day the leaving rules count from this date",
+    )
+
+    @field_validator("decision")
+    @classmethod
+    def _decision_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError(KEEP_NEEDS_DECISION)
+        return v
+
+
+def _keep(value: Any) -> Any:
+    """``keep_after_leaving``: a table with the decision, or ``false``; a bare ``true`` is refused."""
+    if value is True:
+        raise ValueError(KEEP_NEEDS_DECISION)
+    if value is False:
+        return None
+    return value
+
+
 class Person(Located):
     """A staff member and their personal mailbox (MIC art.2; MOST art.12.3b)."""
 
@@ -276,8 +334,20 @@ class Person(Located):
     left_on: date | None = Field(
         default=None, description="retirement / transfer out: the lifecycle clock starts"
     )
-    keep_after_leaving: bool = Field(default=False, description="MOST art.18.3 exception")
-    suspended: Text | None = Field(default=None, description="reason of a temporary lock (MOST art.18.4)")
+    notice_on: date | None = Field(
+        default=None,
+        description="the day the unit's written notice of the leaving reached the IT team: the mailbox is "
+        "then removed remove_after_notice after it (if that comes before remove_after_leaving)",
+    )
+    keep_after_leaving: Annotated[KeepAfterLeaving | None, BeforeValidator(_keep)] = Field(
+        default=None,
+        description="kept on request after leaving (not locked or removed for leaving): "
+        '{ decision = "who decided and why", post = "post held", until = date }',
+    )
+    suspended: Text | None = Field(
+        default=None,
+        description="reason of a temporary lock; the owner is told (at backup_email when there is one)",
+    )
     old_addresses: list[str] = Field(
         default_factory=list, description="kept as aliases until keep_old_address"
     )
@@ -377,6 +447,8 @@ class State:
     access_grants: list[AccessGrant] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     """Every TOML file read, absolute, in the order read (sorted)."""
+    warnings: list[Any] = field(default_factory=list)
+    """``errors.Problem``s that do not stop a plan (a duration beyond its article's maximum)."""
 
     @property
     def domain(self) -> str:
@@ -398,7 +470,10 @@ class State:
         for key, article in self.lifecycle.cite.items():
             own.update({code: article for code in LIFECYCLE_CITE_RULES[key]})
         own.update({str(k): v for k, v in self.regulation.articles.items()})
-        return combine(self.organization.regulation, self.regulation.decision, own)
+        reg = self.regulation
+        posts = None if reg.keep_after_leaving_posts is None else tuple(reg.keep_after_leaving_posts)
+        return combine(self.organization.regulation, reg.decision, own,
+                       {str(k): str(v) for k, v in reg.maximum.items()}, posts)
 
     def summary(self) -> str:
         return (

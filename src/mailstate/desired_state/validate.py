@@ -42,6 +42,7 @@ from mailstate.desired_state.documents import Document, KeyPath
 from mailstate.desired_state.naming import FIELDS, TemplateError, parse_template, transliterate
 from mailstate.desired_state.schema import (
     AccessGrant,
+    Duration,
     Group,
     Lifecycle,
     Naming,
@@ -58,6 +59,7 @@ from mailstate.desired_state.schema import (
 )
 from mailstate.errors import Problem
 from mailstate.model.records import inbox_canonical, parse_ref
+from mailstate.model.regulation import RULES
 from mailstate.model.settings import CONTROL_ERROR, Located, PasswordPolicy
 
 M = TypeVar("M", bound=Located)
@@ -904,6 +906,54 @@ class Checker:
                 self.b.at(lc, remove, f"lifecycle.{remove}",
                           f"{remove} ({getattr(lc, remove)}) is shorter than {lock} ({getattr(lc, lock)}): "
                           "a mailbox is locked before it is removed")
+        self.maxima()
+        self.leavers()
+
+    def maxima(self) -> None:
+        """A [lifecycle] duration longer than the maximum its article allows: a warning naming both (the
+        plan then cites the setting, not the article)."""
+        lc = self.s.lifecycle
+        try:
+            rules = self.s.rules
+        except KeyError:
+            return
+        for rule in sorted(rules.maximum):
+            setting = RULES.get(rule)
+            if not setting:
+                continue
+            configured = getattr(lc, setting, None)
+            most = rules.max_duration(rule)
+            if not isinstance(configured, Duration) or most is None or not configured.exceeds(most):
+                continue
+            citation = rules.citation(rule)
+            where = citation.text() if citation else rule
+            src = lc.source
+            self.s.warnings.append(Problem(
+                src.file, src.line_of(setting), f"lifecycle.{setting}",
+                f"configured {configured} exceeds the maximum {most} of {where}; plans cite "
+                f"`{setting}` for it, not the article"))
+
+    def leavers(self) -> None:
+        """``notice_on`` belongs to a leaver; ``keep_after_leaving`` only for the posts the agency's rule
+        allows (where it names them)."""
+        try:
+            rules = self.s.rules
+        except KeyError:
+            return
+        for p in self.s.people.values():
+            if p.notice_on is not None and p.left_on is None:
+                self.b.at(p, "notice_on", "person.notice_on",
+                          "notice_on is the notice of a leaving: set left_on too")
+            keep = p.keep_after_leaving
+            if keep is None or not rules.keep_posts:
+                continue
+            post = keep.post or p.title or ""
+            if not rules.post_allows_keeping(post):
+                self.b.at(p, "keep_after_leaving", "person.keep_after_leaving",
+                          f"a mailbox is kept after leaving only for the posts "
+                          f"{', '.join(rules.keep_posts)}{self._cite('lifecycle.keep_after_leaving')}; "
+                          f"{post!r} is none of them: write the post held in keep_after_leaving.post "
+                          "(or remove keep_after_leaving)")
 
 
 def build_state(

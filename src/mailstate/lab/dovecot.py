@@ -111,6 +111,7 @@ def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> 
                                      instance=f"mailstate-lab-{info['ports']['imaps']}",
                                      generated=gen["dovecot/conf.d/90-mailstate.conf"].text),
         "dovecot-ldap.conf.ext": gen["dovecot/dovecot-ldap.conf.ext"].text,
+        "dovecot-ldap-reset.conf.ext": gen["dovecot/dovecot-ldap-reset.conf.ext"].text,
         "master-users": gen["dovecot/master-users"].text.replace(sc_dovecot.MASTER_HASH,
                                                                   ssha512(pw["imap_master"])),
     }

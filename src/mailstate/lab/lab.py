@@ -8,6 +8,7 @@ as ourselves otherwise — never as root.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -31,7 +32,10 @@ from mailstate.desired_state.schema import base_dn_of
 from mailstate.errors import LabError
 from mailstate.lab import _proc, dovecot, postfix, slapd, sshd
 from mailstate.lab._proc import LabUser
+from mailstate.lab.iredmail import layout as iredmail_layout
 from mailstate.lab.tls import make_tls
+from mailstate.serverconfig import iredmail as iredmail_sc
+from mailstate.serverconfig.site import PasswordRules
 
 STATE_FILE = "lab.json"
 _DOMAIN = re.compile(r"([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
@@ -39,6 +43,8 @@ SECRET_NAMES = ("ldap_root", "ldap_service", "ldap_dovecot", "imap_master")
 SERVICES: tuple[str, ...] = ("slapd", "dovecot", "sshd", "postfix")
 """Postfix runs only when the lab is started as root (its master needs root); otherwise it is left out and
 `info["delivery"]` says why."""
+LAYOUTS = ("default", "iredmail")
+"""How the directory is laid out: mailstate's own, or an iRedMail server's (docs/iredmail.md)."""
 READY_TIMEOUT = 10.0
 LOCK_TIMEOUT = 60.0
 FAST_RESET_ABOVE = 300
@@ -101,6 +107,11 @@ class Lab:
         return str(self.info["base_dn"])
 
     @property
+    def layout(self) -> str:
+        """"default" or "iredmail" (labs made before layouts existed are "default")."""
+        return str(self.info.get("layout", "default"))
+
+    @property
     def ca_file(self) -> Path:
         return self.dir / "tls" / "ca.pem"
 
@@ -112,13 +123,20 @@ class Lab:
 
     # ----------------------------------------------------------------- up
     def up(self, domain: str, org_name: str | None = None, base_dn: str | None = None,
-           services: tuple[str, ...] = SERVICES, reset: bool = False) -> dict[str, Any]:
+           services: tuple[str, ...] = SERVICES, reset: bool = False, layout: str = "default",
+           password: PasswordRules | None = None) -> dict[str, Any]:
         """Start a new lab for an organisation; return its info once every server answers over TLS.
+
+        ``password``: the state's `[password]` (serverconfig.site.password_rules), built into slapd's
+        default policy and Dovecot's configuration exactly as `mailstate server-config` writes them
+        (default: `[password]` with every setting at its default).
 
         A lab that has run before may hold data (directory entries, mail, archives): `up` refuses it
         unless ``reset`` (which wipes it); `start` brings it back as it was. Ports are chosen free just
         before the servers bind them; if another process takes one in between (another lab starting at the
         same moment), the start is retried once with new ports."""
+        if layout not in LAYOUTS:
+            raise LabError(f"unknown lab layout {layout!r} (one of: {', '.join(LAYOUTS)})")
         self._check(domain, org_name, base_dn, services)  # bad input: refused before DIR is even created
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -131,11 +149,11 @@ class Lab:
                     f"would wipe it. Start it again as it was: mailstate lab start --dir {self.dir}; or "
                     f"wipe it and start afresh: mailstate lab up --reset --dir {self.dir}")
             try:
-                return self._up(domain, org_name, base_dn, services)
+                return self._up(domain, org_name, base_dn, services, layout, password)
             except LabError as exc:
                 if "already in use" not in str(exc):
                     raise
-                return self._up(domain, org_name, base_dn, services)
+                return self._up(domain, org_name, base_dn, services, layout, password)
 
     def has_data(self) -> bool:
         """Whether DIR holds a lab that came up at least once (its servers may have written data since),
@@ -251,8 +269,8 @@ class Lab:
             raise LabError(f"{self.dir}: a lab directory's path cannot contain {' '.join(map(repr, bad))} "
                            "(it is written into the slapd, Dovecot and sshd configuration); spaces are fine")
 
-    def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...]
-            ) -> dict[str, Any]:
+    def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...],
+            layout: str = "default", password: PasswordRules | None = None) -> dict[str, Any]:
         t0 = time.monotonic()
         self._check(domain, org_name, base_dn, services)
         if self.is_running():
@@ -272,11 +290,13 @@ class Lab:
             "domain": domain,
             "org_name": org_name or domain,
             "base_dn": base,
+            "layout": layout,
             "user": user.name,
             "uid": user.uid,
             "services": list(services),
             "delivery": delivery or "available",
             "ports": ports,
+            "password": dataclasses.asdict(password or PasswordRules()),
             "pids": {},
             "paths": self._paths(),
             "dns": {
@@ -286,6 +306,8 @@ class Lab:
                 "policy": slapd.policy_dn(base),
             },
         }
+        if layout == "iredmail":
+            info["dns"] = iredmail_layout.dns(base)
         timings: dict[str, float] = {}
         info["timings"] = timings
         # lab.json first: whatever fails after this point, the directory is a (stopped) lab that the next
@@ -302,10 +324,11 @@ class Lab:
             self._start_slapd(info, pw, user)
             timings["slapd_config_and_start"] = round(time.monotonic() - t, 3)
             t = time.monotonic()
+            irm = layout == "iredmail"
             if "postfix" in services:  # first: its master takes longest to listen
-                postfix.start(self, info, pw, user)
+                (iredmail_layout.start_postfix if irm else postfix.start)(self, info, pw, user)
             if "dovecot" in services:
-                dovecot.start(self, info, pw, user)
+                (iredmail_layout.start_dovecot if irm else dovecot.start)(self, info, pw, user)
             if "sshd" in services:
                 sshd.start(self, info, user)
             timings["dovecot_sshd_config_and_start"] = round(time.monotonic() - t, 3)
@@ -374,7 +397,10 @@ class Lab:
             _proc.chown(self.dir / name, user)
 
     def _start_slapd(self, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
-        slapd.configure(self.dir, info, pw, user)  # cn=config from Debian's + server-config's LDIF
+        if info.get("layout") == "iredmail":  # iRedMail's schema, tree and accounts (docs/iredmail.md)
+            iredmail_layout.configure_slapd(self.dir, info, pw, user)
+        else:
+            slapd.configure(self.dir, info, pw, user)  # cn=config from Debian's + server-config's LDIF
         self._spawn_slapd(info, user)
 
     def _spawn_slapd(self, info: dict[str, Any], user: LabUser) -> None:
@@ -549,6 +575,7 @@ class Lab:
             "MAILSTATE_LDAP_BIND_DN": info["dns"]["service"],
             "MAILSTATE_LDAP_PASSWORD": self.secret("ldap_service"),
             "MAILSTATE_LDAP_CA_FILE": paths["ca_file"],
+            "MAILSTATE_LAB_LAYOUT": self.layout,
         }
         if "dovecot" in info["services"]:
             env.update({
@@ -581,7 +608,9 @@ class Lab:
         password policy, empty the mail store, the dicts and the archive."""
         info = self.info
         base = info["base_dn"]
-        keep = {dn.lower() for dn in slapd.bootstrap_dns(base)}
+        iredmail = info.get("layout") == "iredmail"
+        bootstrap = iredmail_sc.bootstrap_dns(base, info["domain"]) if iredmail else slapd.bootstrap_dns(base)
+        keep = {dn.lower() for dn in bootstrap}
         conn = self.ldap(as_="root")
         try:
             conn.search(base, "(objectClass=*)", ldap3.SUBTREE, attributes=["1.1"])
@@ -592,8 +621,9 @@ class Lab:
             else:
                 for dn in sorted(doomed, key=lambda d: d.count(","), reverse=True):
                     conn.delete(dn)
-                pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.DEFAULT_POLICY.items()}
-                conn.modify(slapd.policy_dn(base), pol)
+                if not iredmail:  # the iRedMail layout has no password policy
+                    pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.lab_policy(info).items()}
+                    conn.modify(slapd.policy_dn(base), pol)
         except LDAPException as exc:
             raise LabError(f"lab reset failed in the directory: {exc}") from None
         finally:

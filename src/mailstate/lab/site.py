@@ -10,7 +10,12 @@ from typing import Any
 
 from mailstate.lab._proc import LabUser
 from mailstate.serverconfig.generate import GeneratedFile, generate
-from mailstate.serverconfig.site import Site
+from mailstate.serverconfig.site import PasswordRules, Site
+
+
+def lab_rules(info: dict[str, Any]) -> PasswordRules:
+    """The `[password]` the lab was made with (lab.json; a lab made before it was recorded: defaults)."""
+    return PasswordRules(**info.get("password", {}))
 
 
 def group_name(user: LabUser) -> str:
@@ -35,7 +40,7 @@ def lab_site(lab_dir: Path, info: dict[str, Any], user: LabUser, readonly_passwo
                 dict_dir=str(d / "dovecot"), lmtp_host="127.0.0.1", lmtp_port=info["ports"]["lmtp"],
                 ssl_cert=str(d / "tls" / "server.pem"), ssl_key=str(d / "tls" / "server.key"),
                 archive_dir=str(d / "archive"), doveadm="doveadm",
-                ssh_authorized_keys=str(d / "ssh" / "authorized_keys"))
+                ssh_authorized_keys=str(d / "ssh" / "authorized_keys"), password=lab_rules(info))
 
 
 def lab_files(lab_dir: Path, info: dict[str, Any], user: LabUser, readonly_password: str

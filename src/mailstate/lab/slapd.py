@@ -33,6 +33,13 @@ MANAGED = (PEOPLE, MAILBOXES, UNITS, GROUPS, ALIASES, POLICIES)
 DEFAULT_POLICY: dict[str, list[str]] = sc_ldap.DEFAULT_POLICY
 
 
+def lab_policy(info: dict[str, Any]) -> dict[str, list[str]]:
+    """The lab's default policy: server-config's, from the `[password]` the lab was made with."""
+    from mailstate.lab.site import lab_rules
+
+    return sc_ldap.default_policy(lab_rules(info))
+
+
 def mailstate_schema() -> Path:
     """Path of mailstate.schema shipped in this package."""
     return Path(str(files("mailstate.lab") / "schema" / "mailstate.schema"))

@@ -37,10 +37,14 @@ def make_person(
     locked: bool = False,
     container: str = "people",
     extra: dict[str, Any] | None = None,
+    must_change: bool = False,
 ) -> str:
     """Add a person (ou=people) or unit mailbox (container="mailboxes") straight into the lab directory,
     set its password with the Password Modify extended operation (as the service account, so slapd hashes
-    it and ppolicy sets pwdReset), optionally lock it; return its DN."""
+    it and ppolicy sets pwdReset), optionally lock it; return its DN.
+
+    Without ``must_change`` the person is one who has already changed that password: pwdReset is removed
+    (with it, Dovecot refuses the login until the person changes the password, docs/ldap.md)."""
     dn = person_dn(lab, uid, container)
     mail = mail or f"{uid}@{lab.info['domain']}"
     attrs: dict[str, Any] = {"uid": uid, "mail": mail, "mailLocalAddress": [mail]}
@@ -65,6 +69,8 @@ def make_person(
             raise LabError(f"could not add {dn}: {conn.result}")
         if password is not None:
             conn.extend.standard.modify_password(dn, new_password=password)
+            if not must_change:
+                conn.modify(dn, {"pwdReset": [(ldap3.MODIFY_DELETE, [])]})
         if locked:  # after the password: ppolicy removes pwdAccountLockedTime when a password is set
             conn.modify(dn, {"pwdAccountLockedTime": [(ldap3.MODIFY_REPLACE, [LOCKED])]})
     finally:
@@ -77,6 +83,23 @@ def set_password(lab: Lab, dn: str, password: str) -> None:
     conn = lab.ldap("service")
     try:
         conn.extend.standard.modify_password(dn, new_password=password)
+    finally:
+        conn.unbind()
+
+
+def change_own_password(lab: Lab, uid: str, old: str, new: str, container: str = "people") -> dict[str, Any]:
+    """What a person does at first login: bind as themselves and change the password with Password Modify
+    (giving the current one). Returns slapd's result (``result`` 0 on success, else e.g. 19
+    constraintViolation with ppolicy's message) — the change is made by slapd under its password policy."""
+    server = ldap3.Server("127.0.0.1", port=lab.info["ports"]["ldaps"], use_ssl=True, tls=lab.ldap_tls(),
+                          connect_timeout=10)
+    conn = ldap3.Connection(server, person_dn(lab, uid, container), old, receive_timeout=10)
+    try:
+        if not conn.bind():
+            return dict(conn.result or {})
+        conn.extend.standard.modify_password(person_dn(lab, uid, container), old_password=old,
+                                             new_password=new)
+        return dict(conn.result or {})
     finally:
         conn.unbind()
 

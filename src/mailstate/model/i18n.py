@@ -140,3 +140,35 @@ def rights_text(value: Any) -> str:
         if known == letters and name in RIGHTS_WORDS:
             return _(RIGHTS_WORDS[name])
     return text
+
+
+ACTION_NAMES = {
+    "create": N_("create"),
+    "update": N_("update"),
+    "rename": N_("rename"),
+    "grant": N_("grant"),
+    "unlock": N_("unlock"),
+    "lock": N_("lock"),
+    "revoke": N_("revoke"),
+    "archive": N_("archive"),
+    "delete": N_("delete"),
+}
+KIND_NAMES = {
+    "person": N_("person"),
+    "unit": N_("unit"),
+    "unit_mailbox": N_("unit mailbox"),
+    "group": N_("group"),
+    "alias": N_("old address"),
+    "shared_folder": N_("shared folder"),
+    "acl": N_("rights"),
+}
+
+
+def action_name(label: str) -> str:
+    """An action's name in the language of the run ("tạo", "khóa"); an unknown label as written."""
+    return _(ACTION_NAMES[label]) if label in ACTION_NAMES else label
+
+
+def kind_name(kind: str) -> str:
+    """A kind's name in the language of the run ("cán bộ", "hộp thư đơn vị"); an unknown kind as written."""
+    return _(KIND_NAMES[kind]) if kind in KIND_NAMES else kind

@@ -124,6 +124,14 @@ class AwaitsLiveMailboxes(Protocol):
 
 
 @runtime_checkable
+class TakesUnitMailboxes(Protocol):
+    """A mail provider that tells whether a unit mailbox has been used (worked in by anyone, delegates
+    included): told the unit mailboxes' logins before it reads."""
+
+    def set_unit_mailboxes(self, logins: set[str]) -> None: ...
+
+
+@runtime_checkable
 class GroupsConnections(Protocol):
     """A provider that makes changes over connections (the IMAP mailbox a change is made in): apply keeps
     one connection's changes together when the order allows."""

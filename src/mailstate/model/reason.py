@@ -25,8 +25,20 @@ MESSAGES: dict[str, str] = {
     "text": "{text}",
     # lifecycle
     "lifecycle.suspended": N_("suspended: {text}"),
-    "lifecycle.keep_after_leaving": N_("left on {left_on} but kept on request: not locked or removed "
-                                       "for leaving"),
+    "lifecycle.suspended.notify": N_("the owner {owner} must be told of this temporary lock, at the "
+                                     "backup mailbox {backup}"),
+    "lifecycle.suspended.notify_in_person": N_("the owner {owner} must be told of this temporary lock: no "
+                                               "backup mailbox is recorded, so in person or through the "
+                                               "head of unit {unit}"),
+    "lifecycle.keep_after_leaving": N_("left on {left_on} but kept on request ({decision}): not locked "
+                                       "or removed for leaving"),
+    "lifecycle.keep_after_leaving.until": N_("left on {left_on} but kept on request until {until} "
+                                             "({decision}): not locked or removed for leaving until then"),
+    "lifecycle.keep_after_leaving.ended": N_("left on {left_on}, kept on request until {until} "
+                                             "({decision}); the leaving rules count from that day"),
+    "lifecycle.remove_after_notice": N_("left on {left_on}; the notice of the leaving came on {notice_on}: "
+                                        "removed within {duration} of it, by {remove_on}: locked, "
+                                        "archived, then removed"),
     "lifecycle.lock_after_leaving": N_("left on {left_on}, more than {duration} ago"),
     "lifecycle.lock_after_leaving.pending": N_("left on {left_on}; lock due {lock_on}"),
     "lifecycle.lock_after_leaving.locked": N_("left on {left_on}"),
@@ -98,8 +110,8 @@ MESSAGES: dict[str, str] = {
 }
 """Rule code (or code.variant) → English message id; every code of ``RULES`` that drives a change."""
 
-DATE_PARAMS = frozenset({"left_on", "lock_on", "remove_on", "since", "dissolved_on", "created", "until",
-                         "expires", "as_of"})
+DATE_PARAMS = frozenset({"left_on", "notice_on", "lock_on", "remove_on", "since", "dissolved_on", "created",
+                         "until", "expires", "as_of"})
 CITED_BY = "; "
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 
 from mailstate.model.i18n import N_, _
+from mailstate.model.settings import Duration
 
 RULES: dict[str, str | None] = {
     # code                              the TOML setting behind it (None: the rule itself, no setting)
@@ -24,6 +26,7 @@ RULES: dict[str, str | None] = {
     "lifecycle.keep_after_leaving": "keep_after_leaving",
     "lifecycle.lock_after_leaving": "lock_after_leaving",
     "lifecycle.remove_after_leaving": "remove_after_leaving",
+    "lifecycle.remove_after_notice": "remove_after_notice",
     "lifecycle.lock_after_inactivity": "lock_after_inactivity",
     "lifecycle.remove_after_inactivity": "remove_after_inactivity",
     "lifecycle.dissolved": "dissolved_on",
@@ -86,12 +89,35 @@ class Citation:
 class Regulation:
     decision: str | None
     articles: Mapping[str, str]
+    maximum: Mapping[str, str] = field(default_factory=dict)
+    """Rule code → the longest duration its article allows ("6 months"), for the lifecycle settings."""
+    keep_posts: tuple[str, ...] = ()
+    """The posts (words of a title) that allow keeping a mailbox after leaving; empty: no such rule."""
 
     def citation(self, rule: str) -> Citation | None:
         article = self.articles.get(rule)
         if not article:
             return None
         return Citation(self.decision or "", article)
+
+    def max_duration(self, rule: str) -> Duration | None:
+        text = self.maximum.get(rule)
+        return Duration.parse(text) if text else None
+
+    def allows(self, rule: str, configured: Duration | None) -> bool:
+        """True unless ``configured`` is longer than the maximum of the rule's article: a duration the
+        article does not allow is the agency's own setting, and its reason cites the setting, not it."""
+        most = self.max_duration(rule)
+        return configured is None or most is None or not configured.exceeds(most)
+
+    def without(self, rule: str) -> Regulation:
+        """The same regulation with no article for ``rule``."""
+        return replace(self, articles={k: v for k, v in self.articles.items() if k != rule})
+
+    def post_allows_keeping(self, post: str) -> bool:
+        """True if ``post`` (a title) names one of the posts that allow keeping a mailbox after leaving."""
+        words = unicodedata.normalize("NFC", post).casefold()
+        return any(unicodedata.normalize("NFC", p).casefold() in words for p in self.keep_posts)
 
 
 @cache
@@ -107,16 +133,24 @@ def preset(name: str) -> Regulation:
         raise KeyError(name)
     path = resources.files("mailstate") / PRESETS_DIR / f"{name}.toml"
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return Regulation(data.get("decision"), dict(data.get("articles", {})))
+    return Regulation(data.get("decision"), dict(data.get("articles", {})), dict(data.get("maximum", {})),
+                      tuple((data.get("keep_after_leaving") or {}).get("posts", ())))
 
 
-def combine(preset_name: str | None, decision: str | None, articles: Mapping[str, str]) -> Regulation:
-    """The preset (if any) with the state's own decision and articles over it."""
+def combine(
+    preset_name: str | None,
+    decision: str | None,
+    articles: Mapping[str, str],
+    maximum: Mapping[str, str] | None = None,
+    keep_posts: tuple[str, ...] | None = None,
+) -> Regulation:
+    """The preset (if any) with the state's own decision, articles, maxima and posts over it."""
     base = preset(preset_name) if preset_name else Regulation(None, {})
     if decision and decision != base.decision:
-        # another decision: the preset's articles belong to the preset's decision, not to this one
-        return Regulation(decision, dict(articles))
-    return Regulation(base.decision, {**base.articles, **articles})
+        # another decision: the preset's articles, maxima and posts belong to the preset's decision
+        return Regulation(decision, dict(articles), dict(maximum or {}), tuple(keep_posts or ()))
+    return Regulation(base.decision, {**base.articles, **articles}, {**base.maximum, **(maximum or {})},
+                      base.keep_posts if keep_posts is None else tuple(keep_posts))
 
 
 # Texts used by Citation.text: listed for extraction.

@@ -127,7 +127,10 @@ class Duration:
         return cls(amount, unit)  # type: ignore[arg-type]
 
     def after(self, start: date) -> date:
-        """The date this duration after ``start`` (31 Jan + 1 month = 28/29 Feb)."""
+        """The last day of the period of this duration counted from the event on ``start`` (31 Jan +
+        1 month = 28/29 Feb). As the Civil Code counts a period (arts. 147-148), the day of the event is
+        not counted and the period ends at the end of this day: "after 3 months" is over only from the
+        next day (``due``)."""
         if self.unit == "day":
             return date.fromordinal(start.toordinal() + self.amount)
         if self.unit == "week":
@@ -136,6 +139,23 @@ class Duration:
         y, m = divmod(start.month - 1 + months, 12)
         year, month = start.year + y, m + 1
         return date(year, month, min(start.day, calendar.monthrange(year, month)[1]))
+
+    def due(self, start: date) -> date:
+        """The first day on which more than this duration has passed since ``start``: the day after the
+        period's last day (``after``). 01/10 + "3 months": the period ends at the end of 01/01, so an
+        action "after 3 months" is due on 02/01; 31/08 + "6 months" ends on 28/02, due 01/03. A zero
+        duration ("0 days": at once) is due on ``start`` itself."""
+        if self.amount == 0:
+            return start
+        return date.fromordinal(self.after(start).toordinal() + 1)
+
+    def exceeds(self, other: Duration) -> bool:
+        """True if, from some start day, this period ends after ``other``'s ("90 days" exceeds "3 months":
+        from 01/02 the 3 months end on 01/05, the 90 days on 02/05). Every start of a 4-year cycle is
+        tried."""
+        first = date(2001, 1, 1).toordinal()
+        return any(self.after(d) > other.after(d)
+                   for d in map(date.fromordinal, range(first, first + 4 * 366)))
 
     def __str__(self) -> str:
         return f"{self.amount} {self.unit}{'s' if self.amount != 1 else ''}"
@@ -267,7 +287,28 @@ class PasswordPolicy(Located):
     forbid_account_name: bool = Field(
         default=True, description="the password may not contain the account name"
     )
-    max_age: DurationField | None = Field(default=None, description="periodic change")
+    max_age: DurationField | None = Field(
+        default=None, description="periodic change: slapd's pwdMaxAge (a month counts 30 days, a year 365)"
+    )
+    history: int = Field(
+        default=0, ge=0, le=24, description="a change may not reuse one of this many earlier passwords"
+    )
+    max_failures: int = Field(
+        default=0, ge=0, le=1000, description="failed logins in a row that lock the account (0: never)"
+    )
+    lockout_minutes: int = Field(
+        default=15,
+        ge=0,
+        le=100 * 366 * 24 * 60,
+        description="with max_failures: how long such a lock lasts (0: until an administrator unlocks)",
+    )
+    change_url: str | None = Field(
+        default=None,
+        pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~/?&=+-]*)?$",
+        max_length=200,
+        description="where people change their password (self-service, webmail): the mail servers name "
+        "it to a person whose initial password must still be changed",
+    )
 
 
 _SECRET = "secrets never in TOML: only the name of the variable or file holding them"
@@ -295,7 +336,8 @@ class LdapSettings(Located):
     timeout: float = Field(default=30.0, gt=0, description="seconds")
     manage_unlisted: list[str] = Field(
         default_factory=list,
-        description="subtrees (ou names) where live objects absent from the TOML are deleted (DESIGN §6.2)",
+        description="subtrees (ou names) where live objects absent from the TOML are deleted (other live "
+        "objects are only reported)",
     )
 
 

@@ -89,17 +89,29 @@ def open_providers(
             cls = classes[name]
             extra: dict[str, Any] = dict(getattr(cls, "plan_options", {})) if for_plan else {}
             extra.update(kwargs.get(name) or {})
-            peers = [p for p in getattr(cls, "peers", ()) if p in configured]
-            if peers and "peers" not in extra:
-                extra["peers"] = {p: opened[p] for p in peers if p in opened}
-                extra["own_peers"] = {
-                    p: provider_class(p).from_state(state) for p in peers if p not in opened
-                }
+            if getattr(cls, "peers", ()) and "peers" not in extra:
+                extra["peers"], extra["own_peers"] = open_peers(cls, state, opened, configured)
             opened[name] = cls.from_state(state, **extra)
     except BaseException:
         close_providers(opened)
         raise
     return {name: opened[name] for name in order}
+
+
+def open_peers(
+    cls: type,
+    state: DesiredState,
+    opened: Mapping[str, Provider] | None = None,
+    configured: Iterable[str] | None = None,
+) -> tuple[dict[str, Provider], dict[str, Provider]]:
+    """The configured providers ``cls`` reads through (its ``peers``): those already ``opened`` (shared,
+    closed by their opener), and the others opened here for it alone (it closes them)."""
+    names = set(configured if configured is not None else configured_providers(state))
+    peers = [p for p in getattr(cls, "peers", ()) if p in names]
+    opened = opened or {}
+    shared = {p: opened[p] for p in peers if p in opened}
+    owned = {p: provider_class(p).from_state(state) for p in peers if p not in opened}
+    return shared, owned
 
 
 def close_providers(providers: Mapping[str, Provider]) -> None:

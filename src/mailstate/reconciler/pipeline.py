@@ -27,7 +27,15 @@ from mailstate.desired_state.projection import Desired, project
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
-from mailstate.model.provider import AwaitsLiveMailboxes, HasNotices, Provider, Snapshot, TakesLiveMailboxes
+from mailstate.model.i18n import _, action_name, fmt_date, kind_name
+from mailstate.model.provider import (
+    AwaitsLiveMailboxes,
+    HasNotices,
+    Provider,
+    Snapshot,
+    TakesLiveMailboxes,
+    TakesUnitMailboxes,
+)
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.private_files import home_dir, open_private, private_dir
 from mailstate.providers.registry import close_providers, configured_providers, open_providers, provider_class
@@ -89,6 +97,13 @@ def read_all(
         except BaseException:
             raise ProviderError("the directory could not be read") from None
 
+    def unit_logins() -> set[str]:
+        try:
+            snapshot = directory_read.result()
+        except BaseException:
+            raise ProviderError("the directory could not be read") from None
+        return {rec.key for rec in snapshot.records.values() if rec.kind == "unit_mailbox"}
+
     def read_one(name: str) -> Snapshot:
         prov = providers[name]
         is_directory = name == directory_name
@@ -97,6 +112,8 @@ def read_all(
                 prov.await_live_mailboxes(logins)
             elif isinstance(prov, TakesLiveMailboxes):
                 prov.set_live_mailboxes(logins())
+            if isinstance(prov, TakesUnitMailboxes):
+                prov.set_unit_mailboxes(unit_logins())
         t0 = time.perf_counter()
         try:
             snapshot = prov.read(None)
@@ -107,7 +124,8 @@ def read_all(
                 raise
             # a provider that leaked a library error: still abort, clearly
             raise ProviderError(
-                f"{name}: reading the live state failed: {type(exc).__name__}: {exc}"
+                _("{provider}: reading the live state failed: {error}").format(
+                    provider=name, error=f"{type(exc).__name__}: {exc}")
             ) from exc
         if is_directory:
             directory_read.set_result(snapshot)
@@ -195,7 +213,8 @@ def make_plan(
     if scope_units:
         unknown = [u for u in scope_units if u not in state.units]
         if unknown:
-            raise MailstateError(f"--scope: no unit {', '.join(unknown)} in the desired state")
+            raise MailstateError(_("--scope: no unit {units} in the desired state").format(
+                units=", ".join(unknown)))
     own = not isinstance(providers, Mapping)
     provs = (
         dict(providers)
@@ -264,11 +283,12 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     current = fingerprint(state_dir, snapshots, sf, files=state.files or state_files(state_dir))
     reasons = stale_reasons(meta.fingerprint, current)
     if reasons:
-        shown = reasons[:20] + ([f"… and {len(reasons) - 20} more"] if len(reasons) > 20 else [])
+        more = [_("… and {n} more").format(n=len(reasons) - 20)] if len(reasons) > 20 else []
+        shown = reasons[:20] + more
         raise StalePlan(
-            "the saved plan is stale; nothing was applied. Since it was made:\n  "
+            _("the saved plan is stale; nothing was applied. Since it was made:") + "\n  "
             + "\n  ".join(shown)
-            + "\nmake a new plan"
+            + "\n" + _("make a new plan")
         )
     # Same TOML, same live objects: planning again gives the same changes. Anything else means the plan
     # file was edited (or is not this state's): what was reviewed is all that may be applied.
@@ -276,16 +296,17 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     saved = {c.id: c for c in plan_changes(plan)}
     fresh = {c.id: c for c in plan_changes(again)}
     edited = sorted(
-        f"{c.action.label} {c.kind} {c.key}"
+        f"{action_name(c.action.label)} {kind_name(c.kind)} {c.key}"
         for cid, c in {**fresh, **saved}.items()
         if change_json(saved.get(cid)) != change_json(fresh.get(cid))
     )
     if edited or [*saved] != [*fresh]:
-        shown = edited[:20] + ([f"… and {len(edited) - 20} more"] if len(edited) > 20 else [])
+        shown = edited[:20] + ([_("… and {n} more").format(n=len(edited) - 20)] if len(edited) > 20 else [])
         raise StalePlan(
-            "the saved plan does not hold the changes its TOML and the live state give (was the file "
-            "edited?); nothing was applied:\n  " + "\n  ".join(shown or ["the order of the changes"])
-            + "\nmake a new plan"
+            _("the saved plan does not hold the changes its TOML and the live state give (was the file "
+              "edited?); nothing was applied:") + "\n  "
+            + "\n  ".join(shown or [_("the order of the changes")])
+            + "\n" + _("make a new plan")
         )
     return again
 
@@ -323,18 +344,20 @@ def apply_plan(
     1 (the default here, ``DEFAULT_PARALLELISM`` on the command line) one after another."""
     refuse_future(as_of, "--as-of")
     meta = plan_meta(plan)
-    refuse_future(meta.as_of, "the plan applies the lifecycle rules as of")
-    refuse_future(plan.as_of, "the plan applies the lifecycle rules as of")
+    refuse_future(meta.as_of, _("the plan applies the lifecycle rules as of"))
+    refuse_future(plan.as_of, _("the plan applies the lifecycle rules as of"))
     root = Path(state_dir)
     state = load_state(root)
     if meta.domain != state.domain:
-        raise StalePlan(f"the plan was made for {meta.domain}, the state directory is {state.domain}")
+        raise StalePlan(_("the plan was made for {domain}, the state directory is {state_domain}").format(
+            domain=meta.domain, state_domain=state.domain))
     today = date.today().isoformat()
     confirmed = as_of_date(as_of).isoformat() if as_of is not None else None
     if meta.as_of != today and meta.as_of != confirmed:
         raise StalePlan(
-            f"the plan applies the lifecycle rules as of {meta.as_of}, not today ({today}); nothing was "
-            f"applied. Make a new plan, or confirm that date explicitly with --as-of {meta.as_of}"
+            _("the plan applies the lifecycle rules as of {date}, not today ({today}); nothing was applied. "
+              "Make a new plan, or confirm that date explicitly with --as-of {iso}").format(
+                date=fmt_date(meta.as_of), today=fmt_date(today), iso=meta.as_of)
         )
     home = home_dir(state.domain)
     jdir = Path(journal_dir) if journal_dir is not None else home

@@ -9,8 +9,45 @@ from __future__ import annotations
 from mailstate.serverconfig.site import Site, readonly_dn
 
 PASS_FILTER = "(&(objectClass=mailstateAccount)(uid=%n))"
+"""passdb: the account by its login name. One whose password must be changed first (pwdReset: slapd lets
+that bind succeed, for the change, and Dovecot ignores ppolicy's changeAfterReset control) is stopped by the
+passdb before it (RESET_FILTER); it is still found here for the master user's lookup."""
+RESET_FILTER = "(&(objectClass=mailstateAccount)(uid=%n)(pwdReset=TRUE))"
+"""The first passdb: an account whose password must be changed (set or reset by the IT centre)."""
+RESET_REASON = "Can doi mat khau ban dau truoc khi dang nhap"
+"""What IMAP says to such a person once the password is right (ASCII: IMAP's response text is 7-bit)."""
 USER_FILTER = "(&(objectClass=mailstateAccount)(|(uid=%u)(mailLocalAddress=%u)))"
 """userdb: a login name (IMAP) or an address (LMTP: any mailLocalAddress, kept old addresses too)."""
+
+
+def reset_reason(change_url: str) -> str:
+    """The reason Dovecot gives a person whose password must be changed: where to change it."""
+    where = f": {change_url}" if change_url else " (ldappasswd, hoac lien he bo phan CNTT)"
+    return f"{RESET_REASON}{where}"
+
+
+def ldap_reset_conf(*, uri: str, ca_file: str, base: str, password: str, change_url: str) -> str:
+    """dovecot-ldap-reset.conf.ext: the passdb of people whose password must be changed (pwdReset TRUE,
+    MOST art.15.2): the password is checked by an auth bind, then the login is refused with where to
+    change it (nologin + reason). Delivery (LMTP) uses the userdb only, so their mail still arrives."""
+    for ch in ",%\"\\":
+        if ch in change_url:  # pass_attrs is comma-separated and %-expanded (the model refuses these too)
+            raise ValueError(f"change_url: {ch!r} cannot go into Dovecot's pass_attrs")
+    return f"""# mailstate: people whose password must be changed first (generated; holds the read-only
+# password: 0600 root). Checked before dovecot-ldap.conf.ext: a right password gets "{RESET_REASON}".
+uris = {uri}
+tls_ca_cert_file = {ca_file}
+tls_require_cert = demand
+dn = {readonly_dn(base)}
+dnpass = {password}
+auth_bind = yes
+ldap_version = 3
+base = {base}
+scope = subtree
+deref = never
+pass_filter = {RESET_FILTER}
+pass_attrs = uid=user, =nologin=y, =reason={reset_reason(change_url)}
+"""
 
 
 def ldap_conf(*, uri: str, ca_file: str, base: str, password: str, mail_root: str) -> str:
@@ -79,6 +116,16 @@ passdb {{
   args = {d}/master-users
   pass = yes
   override_fields = userdb_last_login_key=last-login-master/%u
+}}
+# A person whose initial password must still be changed (pwdReset, MOST art.15.2) is refused with where
+# to change it; mail to them is still delivered (LMTP asks the userdb only).
+# Skipped for the master user (already authenticated: mailstate sets up a new person's mailbox); an
+# LDAP failure there refuses the login instead of falling through to the next passdb.
+passdb {{
+  driver = ldap
+  args = {d}/dovecot-ldap-reset.conf.ext
+  skip = authenticated
+  result_internalfail = return-fail
 }}
 passdb {{
   driver = ldap

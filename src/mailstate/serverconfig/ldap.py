@@ -7,9 +7,10 @@ tests exercise is what production loads.
 
 from __future__ import annotations
 
+import base64
 import re
 
-from mailstate.serverconfig.site import Site, readonly_dn, service_dn
+from mailstate.serverconfig.site import PasswordRules, Site, readonly_dn, service_dn
 
 PPOLICY_ATTRS = ",".join((
     "pwdAccountLockedTime", "pwdReset", "pwdFailureTime", "pwdChangedTime", "pwdHistory", "pwdGraceUseTime",
@@ -18,15 +19,75 @@ CONTAINERS = ("people", "mailboxes", "units", "groups", "aliases", "system", "po
 MANAGED = ("people", "mailboxes", "units", "groups", "aliases", "policies")
 INDEXES = ("objectClass eq", "uid,mail,mailLocalAddress,cn,departmentNumber eq",
            "mailstateParent,mailstateMember,mailstateDelegate,mailstateHead eq", "entryUUID eq")
-DEFAULT_POLICY: dict[str, list[str]] = {
-    "pwdAttribute": ["userPassword"],
-    "pwdMustChange": ["TRUE"],
-    "pwdAllowUserChange": ["TRUE"],
-    "pwdMinLength": ["8"],
-    "pwdCheckQuality": ["1"],
-    "pwdLockout": ["TRUE"],
-    "pwdMaxFailure": ["0"],
-}
+
+
+def default_policy(rules: PasswordRules) -> dict[str, list[str]]:
+    """ppolicy's default policy from the state's `[password]`: what slapd itself enforces on a password a
+    person sets (Password Modify or a modify of userPassword bound as themselves). A password set by the
+    service account (manage on userPassword: a password administrator) skips these checks — mailstate
+    checks its generated passwords itself (providers/passwords.py).
+
+    - pwdCheckQuality 2: a password slapd cannot check (sent already hashed) is refused, not let through.
+    - pwdLockout TRUE always: it is also what makes slapd honour mailstate's own locks
+      (pwdAccountLockedTime 000001010000Z); pwdMaxFailure 0 keeps failed logins from locking anyone.
+    - pwdSafeModify TRUE: a change must carry the current password.
+    - character classes and the account name inside the password only with a check module
+      (`rules.check_module`), which Debian 12's packages do not ship."""
+    pol: dict[str, list[str]] = {
+        "pwdAttribute": ["userPassword"],
+        "pwdMustChange": ["TRUE" if rules.change_at_first_login else "FALSE"],
+        "pwdAllowUserChange": ["TRUE"],
+        "pwdSafeModify": ["TRUE"],
+        "pwdMinLength": [str(rules.min_length)],
+        "pwdCheckQuality": ["2"],
+        "pwdInHistory": [str(rules.history)],
+        "pwdMaxAge": [str(rules.max_age_seconds)],
+        "pwdLockout": ["TRUE"],
+        "pwdMaxFailure": [str(rules.max_failures)],
+    }
+    if rules.max_failures:
+        pol["pwdLockoutDuration"] = [str(rules.lockout_seconds)]
+    if rules.check_module:
+        pol["pwdCheckModule"] = [rules.check_module]
+        pol["pwdCheckModuleArg"] = [rules.check_module_arg or ppm_config(rules)]
+    return pol
+
+
+PPM_SPECIAL = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+
+
+def ppm_config(rules: PasswordRules) -> str:
+    """pwdCheckModuleArg for ppm (OpenLDAP's contrib/slapd-modules/ppm): `minQuality` classes of the
+    four, each class counting once it holds one character; `checkRDN` refuses a password holding the
+    account name (the entry's RDN value)."""
+    return "\n".join((
+        f"minQuality {rules.min_classes}",
+        f"checkRDN {1 if rules.forbid_account_name else 0}",
+        "forbiddenChars",
+        "maxConsecutivePerClass 0",
+        "useCracklib 0",
+        "class-upperCase ABCDEFGHIJKLMNOPQRSTUVWXYZ 0 1",
+        "class-lowerCase abcdefghijklmnopqrstuvwxyz 0 1",
+        "class-digit 0123456789 0 1",
+        f"class-special {PPM_SPECIAL} 0 1",
+    )) + "\n"
+
+
+DEFAULT_POLICY: dict[str, list[str]] = default_policy(PasswordRules())
+"""The default policy of a state whose `[password]` is all defaults."""
+
+
+def not_enforced(rules: PasswordRules) -> list[str]:
+    """The `[password]` rules slapd cannot enforce without a check module (empty when one is set)."""
+    if rules.check_module:
+        return []
+    out = [f"min_classes = {rules.min_classes}: at least {rules.min_classes} of upper case, lower case, "
+           "digit, special"]
+    if rules.forbid_account_name:
+        out.append("forbid_account_name = true: the password may not contain the account name")
+    return out
+
+
 DATABASE = "olcDatabase={1}mdb,cn=config"
 """The database Debian's slapd package creates for the suffix given at `dpkg-reconfigure slapd`."""
 FRONTEND = "olcDatabase={-1}frontend,cn=config"
@@ -144,8 +205,23 @@ def entries_ldif(site: Site) -> str:
     blocks.append(f"dn: {readonly_dn(base)}\nobjectClass: applicationProcess\nobjectClass: "
                   "simpleSecurityObject\ncn: dovecot\ndescription: Dovecot and Postfix lookups (read only)\n"
                   f"userPassword: {PASSWORD_PLACEHOLDER}\n")
-    policy = "".join(f"{k}: {v}\n" for k, vs in DEFAULT_POLICY.items() for v in vs)
-    blocks.append(f"dn: {policy_dn(base)}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\n"
-                  f"description: default password policy (MOST: change at first login)\n{policy}")
+    rules = site.password
+    policy = "".join(_ldif_line(k, v) + "\n" for k, vs in default_policy(rules).items() for v in vs)
+    checker = "objectClass: pwdPolicyChecker\n" if rules.check_module else ""
+    missing = "".join(f"# NOT ENFORCED by slapd (no check module): {m}\n" for m in not_enforced(rules))
+    if missing:
+        missing += ("# Debian 12's slapd ships no password check module; mailstate checks its own generated\n"
+                    "# passwords, people's own passwords are only checked for length and history. With a\n"
+                    "# module such as ppm: mailstate server-config --password-check-module PATH.\n")
+    blocks.append(f"{missing}dn: {policy_dn(base)}\nobjectClass: device\nobjectClass: pwdPolicy\n{checker}"
+                  "cn: default\ndescription: default password policy (from [password] of the state)\n"
+                  f"{policy}")
     return (f"# Entries under {base} (the suffix entry itself exists: dpkg-reconfigure slapd made it).\n"
             + "\n".join(blocks))
+
+
+def _ldif_line(attr: str, value: str) -> str:
+    """One LDIF attribute line; base64 when the value is not plain printable ASCII (RFC 2849)."""
+    if value and value.isascii() and value.isprintable() and value[0] not in " :<" and value[-1] != " ":
+        return f"{attr}: {value}"
+    return f"{attr}:: {base64.b64encode(value.encode()).decode()}"

@@ -444,6 +444,30 @@ def next_archive_name(names: Iterable[str], user: str, day: date) -> str:
 
 
 
+def unit_work(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] = ()) -> str | None:
+    """A sign that someone worked in a mailbox, from ``doveadm -f tab mailbox status 'messages unseen
+    uidnext'`` rows of its folders, or None when it only ever received mail. Delivery adds unseen
+    messages to INBOX and nothing else; a delegate reading (\\Seen), filing, moving or deleting mail,
+    or sending with a copy, leaves a read message, a folder other than INBOX holding mail, or a UID that
+    no longer holds a message (the mailbox's own state changes, whoever logged in)."""
+    prefixes = tuple(other_prefixes)
+    for row in rows:
+        name = row.get("mailbox", "")
+        if not name or _in_other_namespace(name, prefixes):
+            continue
+        try:
+            messages, unseen, uidnext = (int(row.get(k) or 0) for k in ("messages", "unseen", "uidnext"))
+        except ValueError:
+            continue
+        if messages > unseen:
+            return f"{name}: {messages - unseen} read"
+        if name.upper() != "INBOX" and messages:
+            return f"{name}: {messages} filed"
+        if uidnext - 1 > messages:
+            return f"{name}: {uidnext - 1 - messages} moved or deleted"
+    return None
+
+
 def parse_doveadm_tab(text: str) -> list[dict[str, str]]:
     """Rows of ``doveadm -f tab …`` output: a header line of field names, then a tab-separated row a line."""
     lines = [ln for ln in text.splitlines() if ln.strip()]

@@ -73,6 +73,7 @@ from mailstate.providers.doveadm.parse import (
     read_fetch_stream,
     settings_from_env,
     uid_set,
+    unit_work,
 )
 from mailstate.text import CONTROL_RE, visible
 
@@ -98,6 +99,7 @@ class SshProvider:
         self._connecting = threading.RLock()
         """One SSH session however many threads use it (a plan reads through it from the ssh and imap
         providers at once; apply runs changes on a few threads): each command is a channel of its own."""
+        self.unit_mailboxes: set[str] = set()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -259,9 +261,27 @@ class SshProvider:
         """Facts: ``last_login`` {user: ISO datetime} for every user with a recorded login."""
         t0 = time.perf_counter()
         snap = Snapshot(self.name)
-        snap.facts["last_login"] = self.last_logins()
+        snap.facts["last_login"] = logins = self.last_logins()
+        snap.facts["used"] = self.units_used(sorted(self.unit_mailboxes - set(logins)))
         self.timings["read"] = time.perf_counter() - t0
         return snap
+
+    def set_unit_mailboxes(self, logins: set[str]) -> None:
+        """The unit mailboxes (``TakesUnitMailboxes``): whether each was used is read with the facts."""
+        self.unit_mailboxes = set(logins)
+
+    def units_used(self, logins: Iterable[str]) -> dict[str, str]:
+        """{login: the sign of work} for each unit mailbox someone worked in (BĐ art.5.2's "put into use"):
+        its own login is not needed, delegates work in it under theirs. One ``mailbox status`` of a few
+        counters per unit mailbox (no message is read); only those without a recorded login are asked."""
+        used: dict[str, str] = {}
+        prefixes = self.other_prefixes() if logins else []
+        for login in logins:
+            text = self.doveadm("-f", "tab", "mailbox", "status", "-u", login, "messages unseen uidnext", "*")
+            sign = unit_work(parse_doveadm_tab(text), prefixes)
+            if sign is not None:
+                used[login] = sign
+        return used
 
     def config(self, name: str) -> str:
         """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""

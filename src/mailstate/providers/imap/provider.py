@@ -38,6 +38,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
+from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import (
     INBOX,
@@ -57,6 +58,7 @@ from mailstate.providers.imap.parse import (
     parse_metadata_value,
     parse_quota_limit,
 )
+from mailstate.providers.registry import open_peers
 from mailstate.redact import refuse_userinfo, remember_secret
 
 # --------------------------------------------------------------------------------------------------
@@ -350,6 +352,9 @@ class ImapProvider:
         listed = {folder_key(sf.mailbox, sf.path): sf.purpose or None for sf in state.shared_folders}
         # the bulk discovery goes through doveadm when it is configured: the registry hands over the
         # doveadm provider it opened (shared: one SSH session) or one opened for this provider alone
+        if "peers" not in kwargs and kwargs.get("bulk") is not False and "bulk" not in kwargs:
+            # made directly, not by the registry: the registry opens the peers for this provider alone
+            kwargs["peers"], kwargs["own_peers"] = open_peers(cls, state)
         shared, owned = dict(kwargs.pop("peers", None) or {}), dict(kwargs.pop("own_peers", None) or {})
         if kwargs.get("bulk") is False:
             kwargs["bulk"] = None
@@ -645,11 +650,11 @@ class ImapProvider:
         ref, folder = parse_folder_key(change.key)
         login = login_of(ref)
         if change.action in (Action.DELETE, Action.REVOKE):
-            # MIC art.7 / DESIGN §6.2: a shared folder holds mail; mailstate never deletes it.
+            # a shared folder holds mail; mailstate never deletes it
             raise ProviderError(
-                f"imap: refusing to delete the folder {folder!r} of {ref}: mail is never destroyed "
-                "(DESIGN §6.1); "
-                "it is reported as unlisted — move or remove it by hand after checking its content"
+                _("imap: refusing to delete the folder {folder} of {owner}: mail is never destroyed; it is "
+                  "reported as unlisted — move or remove it by hand after checking its content").format(
+                    folder=repr(folder), owner=ref)
             )
         after = change.after or {}
 

@@ -203,6 +203,13 @@ def generalized_to_iso(value: str | None) -> str | None:
     return f"{value[0:4]}-{value[4:6]}-{value[6:8]}"
 
 
+def created_of(value: Any) -> str | None:
+    """An entry's ``createTimestamp`` (a GeneralizedTime, alone or in a list) as an ISO date, or None."""
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return generalized_to_iso(_text(value)) if value is not None else None
+
+
 def iso_to_generalized(value: str | date | None) -> str | None:
     """``2027-01-01`` → ``20270101000000Z``."""
     if value is None or value == "":

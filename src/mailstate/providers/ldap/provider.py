@@ -10,7 +10,7 @@
 - ``apply(change)``: idempotent create/update/delete/lock/unlock/rename. New people get a generated
   initial password (providers.passwords), set through the Password Modify extended operation so slapd
   hashes it, appended to the operator's 0600 file and nowhere else.
-- ``apply_lock(holder)``: DESIGN §6.4, one apply at a time, held in the directory.
+- ``apply_lock(holder)``: one apply at a time, held in the directory.
 
 The translation between entries and Records is pure and lives in providers.ldap_parse.
 """
@@ -37,8 +37,9 @@ from ldap3.utils.hashed import hashed
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.gcpause import with_gc_paused
 from mailstate.model.change import Action, Change
+from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
-from mailstate.model.records import Record
+from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.model.settings import LdapSettings, PasswordPolicy
 from mailstate.providers.ldap.parse import (
     CONTAINERS,
@@ -48,6 +49,7 @@ from mailstate.providers.ldap.parse import (
     READ_ATTRS,
     addresses_of,
     build_entry,
+    created_of,
     direct_values,
     dn_of,
     lock_values,
@@ -416,12 +418,15 @@ class LdapProvider:
         addresses: dict[str, str] = {}
         lockouts: dict[str, str] = {}
         dns: dict[str, str] = {}
+        created: dict[str, str] = {}  # mailbox login -> when its entry was created (lifecycle's "created")
         # people with no pwdChangedTime: ppolicy sets it with every password and removes it with the
         # password, so only they can be without one (not part of the record or its digest: a person
         # changing their password never makes a plan stale)
         unchanged_password: set[str] = set()
         for kind in READ_ORDER:
             attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
+            if kind in MAILBOX_KINDS:  # operational: returned only when asked for by name
+                attributes = [*attributes, "createTimestamp"]
             for dn, raw in self.search_all(
                 self.container(kind),
                 self.scope_filter(kind, units),
@@ -433,11 +438,16 @@ class LdapProvider:
                     if not any(raw[k] for k in changed):
                         unchanged_password.add(dn.lower())
                     raw = {k: v for k, v in raw.items() if k not in changed}
+                stamp = [k for k in raw if k.lower() == "createtimestamp"]
+                when = created_of(raw[stamp[0]]) if stamp else None
+                raw = {k: v for k, v in raw.items() if k not in stamp}  # a fact, never part of the record
                 record, managed = parse_entry(kind, dn, raw)
                 if not managed:
                     snap.unmanaged.append(record)
                     continue
                 snap.add(record)
+                if when is not None:
+                    created[record.key] = when
                 ref = f"{kind}/{record.key}"
                 digests[ref] = record.attrs["_digest"]
                 dns[ref] = dn
@@ -472,7 +482,7 @@ class LdapProvider:
                     addresses[key] = addresses[target]
         snap.facts.update(
             {"digests": digests, "addresses": addresses, "lockouts": lockouts, "dns": dns,
-             "no_password": sorted(no_password)}
+             "no_password": sorted(no_password), "created": created}
         )
         return snap
 
@@ -755,16 +765,17 @@ class LdapProvider:
             stale = age is not None and age >= stale_after_hours * 3600
             if attempt == 0 and break_stale and stale:
                 self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
-                self.notices.append(f"broke a stale apply lock: {other}")
+                self.notices.append(_("broke a stale apply lock: {holder}").format(holder=other))
                 continue
             hint = (
-                f"; it is older than {stale_after_hours:g} hours: if that apply is dead, break the lock "
-                "explicitly (--break-lock)"
+                _("it is older than {hours} hours: if that apply is dead, break the lock explicitly "
+                  "(--break-lock)")
                 if stale
-                else f"; wait for it to finish (a lock older than {stale_after_hours:g} hours can be broken "
-                "with --break-lock)"
-            )
-            raise ProviderError(f"another apply is running: {other}{hint}")
+                else _("wait for it to finish (a lock older than {hours} hours can be broken with "
+                       "--break-lock)")
+            ).format(hours=f"{stale_after_hours:g}")
+            raise ProviderError(
+                _("another apply is running: {holder}; {hint}").format(holder=other, hint=hint))
         try:
             yield
         except BaseException:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from mailstate.desired_state.lifecycle import notice_of
 from mailstate.model.change import Change
 from mailstate.private_files import open_private, private_dir
 from mailstate.redact import hide_known, known_secrets
@@ -200,7 +201,7 @@ class Journal:
 
 
 def _what(change: Change) -> dict[str, Any]:
-    return {
+    what: dict[str, Any] = {
         "change": change.id,
         "action": change.action.label,
         "kind": change.kind,
@@ -208,3 +209,7 @@ def _what(change: Change) -> dict[str, Any]:
         "provider": change.provider,
         "fields": list(change.fields),
     }
+    notice = notice_of(change.reasons)
+    if notice is not None:  # a temporary lock: who must be told, and how (the backup mailbox, or in person)
+        what["notify"] = notice
+    return what

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.errors import MailstateError, ProviderError
+from mailstate.model.i18n import _
 from mailstate.model.provider import HoldsApplyLock, Provider
 from mailstate.private_files import open_private, private_dir
 
@@ -32,7 +33,8 @@ def apply_lock(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             raise ApplyLocked(
-                f"another apply is running on this machine (lock file {lock_dir / 'apply.lock'})"
+                _("another apply is running on this machine (lock file {file})").format(
+                    file=lock_dir / "apply.lock")
             ) from exc
         os.ftruncate(fd, 0)
         os.write(fd, holder.encode())

@@ -19,6 +19,8 @@ from typing import Any
 
 from mailstate.errors import StalePlan
 from mailstate.model.change import jsonable as _jsonable
+from mailstate.model.i18n import _, action_name, kind_name
+from mailstate.reconciler.plan.render import field_name
 
 Ident = tuple[str, str, str, str]
 
@@ -47,15 +49,17 @@ class Comparison:
     def lines(self) -> list[str]:
         def name(c: Any) -> str:
             prov = f" [{c.provider}]" if c.provider else ""
-            return f"{c.action.label} {c.kind} {c.key}{prov}"
+            return f"{action_name(c.action.label)} {kind_name(c.kind)} {c.key}{prov}"
 
-        out = [f"added (not reviewed): {name(c)}" for c in self.added]
-        out += [f"missing (reviewed, no longer planned): {name(c)}" for c in self.missing]
+        out = [_("added (not reviewed): {change}").format(change=name(c)) for c in self.added]
+        out += [_("missing (reviewed, no longer planned): {change}").format(change=name(c))
+                for c in self.missing]
         for old, new in self.different:
             keys = sorted(set(old.after or {}) | set(new.after or {}))
-            diff = [k for k in keys if _after_value(old, k) != _after_value(new, k)]
-            what = ", ".join(diff) or "values"
-            out.append(f"different: {name(new)} ({what} differ from the reviewed plan)")
+            diff = [field_name(k) for k in keys if _after_value(old, k) != _after_value(new, k)]
+            what = ", ".join(diff) or _("values")
+            out.append(_("different: {change} ({fields} differ from the reviewed plan)").format(
+                change=name(new), fields=what))
         return out
 
 
@@ -92,9 +96,9 @@ def check_reviewed(reviewed: Any, fresh: Any) -> bool:
     if cmp.same:
         return True
     lines = cmp.lines()
-    shown = lines[:50] + ([f"… and {len(lines) - 50} more"] if len(lines) > 50 else [])
+    shown = lines[:50] + ([_("… and {n} more").format(n=len(lines) - 50)] if len(lines) > 50 else [])
     raise StalePlan(
-        "the plan made now is not the reviewed plan; nothing was applied:\n  "
+        _("the plan made now is not the reviewed plan; nothing was applied:") + "\n  "
         + "\n  ".join(shown)
-        + "\nreview a new plan (push to the merge request again, or run `mailstate plan`)"
+        + "\n" + _("review a new plan (push to the merge request again, or run `mailstate plan`)")
     )

@@ -21,6 +21,7 @@ from typing import Any
 from mailstate.desired_state.schema import State
 from mailstate.errors import ChangeRefused, MailstateError, ProviderError
 from mailstate.model.change import Action, Change
+from mailstate.model.i18n import _, action_name, fmt_date, kind_name, ngettext
 from mailstate.model.provider import GroupsConnections, Provider
 from mailstate.reconciler.apply.journal import Journal
 from mailstate.reconciler.plan.plan import as_of_date
@@ -49,31 +50,30 @@ class ApplyFailed(MailstateError):
         self.not_tried = list(not_tried)
         self.journal = journal
         lines = [
-            f"apply stopped: {_label(failed)} failed: {error}",
-            f"  done ({len(self.done)}): "
-            + (", ".join(_label(c) for c in self.done[:20]) or "nothing")
-            + (" …" if len(self.done) > 20 else ""),
-            f"  not tried ({len(self.not_tried)}): "
-            + (", ".join(_label(c) for c in self.not_tried[:20]) or "nothing")
-            + (" …" if len(self.not_tried) > 20 else ""),
+            _("apply stopped: {change} failed: {error}").format(change=_label(failed), error=error),
+            "  " + _("done ({n}): {changes}").format(n=len(self.done), changes=_listed(self.done)),
+            "  " + _("not tried ({n}): {changes}").format(
+                n=len(self.not_tried), changes=_listed(self.not_tried)),
         ]
         for change, refusal in self.refused:
-            lines.append(f"  refused before it: {_label(change)}: {refusal}")
+            lines.append("  " + _("refused before it: {change}: {error}").format(change=_label(change),
+                                                                                  error=refusal))
         if self.skipped:
-            lines.append(f"  skipped, depend on a refused change ({len(self.skipped)}): "
-                         + _listed([c for c, _ in self.skipped]))
+            lines.append("  " + _("skipped, depend on a refused change ({n}): {changes}").format(
+                n=len(self.skipped), changes=_listed([c for c, _roots in self.skipped])))
         if journal is not None:
-            lines.append(f"  journal: {journal}")
+            lines.append("  " + _("journal: {file}").format(file=journal))
         self.passwords_file = passwords_file
         if passwords_file is not None:
-            lines.append(f"  initial passwords of the people created so far: {passwords_file} (mode 0600)")
-        lines.append("  fix the cause and run apply again: it only does what is still missing")
+            said = _("initial passwords of the people created so far: {file} (mode 0600)")
+            lines.append("  " + said.format(file=passwords_file))
+        lines.append("  " + _("fix the cause and run apply again: it only does what is still missing"))
         super().__init__("\n".join(lines))
 
 
 def _listed(changes: Sequence[Change], limit: int = 20) -> str:
     more = " …" if len(changes) > limit else ""
-    return (", ".join(_label(c) for c in changes[:limit]) or "nothing") + more
+    return (", ".join(_label(c) for c in changes[:limit]) or _("nothing")) + more
 
 
 class ApplyIncomplete(MailstateError):
@@ -100,19 +100,24 @@ class ApplyIncomplete(MailstateError):
             for root in roots:
                 waiting.setdefault(root, []).append(change)
         lines = [
-            f"apply incomplete: {len(self.refused)} change{'' if len(self.refused) == 1 else 's'} refused by "
-            f"the server, {len(self.skipped)} skipped because they depend on one; {len(self.done)} done"
+            ngettext("apply incomplete: {n} change refused by the server, {skipped} skipped because they "
+                     "depend on one; {done} done",
+                     "apply incomplete: {n} changes refused by the server, {skipped} skipped because they "
+                     "depend on one; {done} done", len(self.refused)).format(
+                n=len(self.refused), skipped=len(self.skipped), done=len(self.done))
         ]
         for change, error in self.refused:
-            lines.append(f"  refused: {_label(change)}: {error}")
+            lines.append("  " + _("refused: {change}: {error}").format(change=_label(change), error=error))
             if waiting.get(change.id):
                 after = waiting[change.id]
-                lines.append(f"    skipped, depend on it ({len(after)}): {_listed(after)}")
+                lines.append("    " + _("skipped, depend on it ({n}): {changes}").format(
+                    n=len(after), changes=_listed(after)))
         if journal is not None:
-            lines.append(f"  journal: {journal}")
+            lines.append("  " + _("journal: {file}").format(file=journal))
         if passwords_file is not None:
-            lines.append(f"  initial passwords of the people created: {passwords_file} (mode 0600)")
-        lines.append("  fix the refused changes in the TOML (or on the server) and run apply again")
+            lines.append("  " + _("initial passwords of the people created: {file} (mode 0600)").format(
+                file=passwords_file))
+        lines.append("  " + _("fix the refused changes in the TOML (or on the server) and run apply again"))
         super().__init__("\n".join(lines))
 
 
@@ -134,24 +139,26 @@ class ApplyInterrupted(MailstateError):
         self.done = list(done)
         self.not_tried = list(not_tried)
         name = signal.Signals(signum).name
-        how = (
-            f"at once during {_label(at_once)} (a second signal; that change may be partly done)"
-            if at_once is not None
-            else "after the change in progress"
-        )
+        if at_once is not None:
+            head = _("apply stopped by {signal} at once during {change} (a second signal; that change may be "
+                     "partly done); the apply lock is released").format(signal=name, change=_label(at_once))
+        else:
+            head = _("apply stopped by {signal} after the change in progress; the apply lock is "
+                     "released").format(signal=name)
         lines = [
-            f"apply stopped by {name} {how}; the apply lock is released",
-            f"  done ({len(self.done)}): {_listed(self.done)}",
-            f"  not tried ({len(self.not_tried)}): {_listed(self.not_tried)}",
+            head,
+            "  " + _("done ({n}): {changes}").format(n=len(self.done), changes=_listed(self.done)),
+            "  " + _("not tried ({n}): {changes}").format(
+                n=len(self.not_tried), changes=_listed(self.not_tried)),
         ]
         if journal is not None:
-            lines.append(f"  journal: {journal}")
-        lines.append("  run apply again: it only does what is still missing")
+            lines.append("  " + _("journal: {file}").format(file=journal))
+        lines.append("  " + _("run apply again: it only does what is still missing"))
         super().__init__("\n".join(lines))
 
 
 def _label(change: Change) -> str:
-    return f"{change.id} ({change.action.label} {change.kind} {change.key})"
+    return f"{change.id} ({action_name(change.action.label)} {kind_name(change.kind)} {change.key})"
 
 
 @dataclass
@@ -242,7 +249,9 @@ class StopSignals:
         if self.count == 1:
             name = signal.Signals(signum).name
             with contextlib.suppress(OSError):  # a hung-up terminal: nowhere to say it
-                os.write(2, f"\n{name}: stopping after the change in progress (again: at once)\n".encode())
+                said = _("{signal}: stopping after the change in progress (again: at once)").format(
+                    signal=name)
+                os.write(2, f"\n{said}\n".encode())
             return
         if self.armed:
             raise StopNow(signum)
@@ -277,9 +286,10 @@ def refuse_future(day: date | str | None, what: str) -> None:
     today = date.today()
     if wanted > today:
         raise MailstateError(
-            f"{what} {wanted.isoformat()} is after today ({today.isoformat()}): a lock, archive or removal "
-            f"is never applied before its date; nothing was applied. Preview that day with `mailstate plan "
-            f"--as-of {wanted.isoformat()}`, and apply on or after it"
+            _("{what} {date} is after today ({today}): a lock, archive or removal is never applied before "
+              "its date; nothing was applied. Preview that day with `mailstate plan --as-of {iso}`, and "
+              "apply on or after it").format(what=what, date=fmt_date(wanted), today=fmt_date(today),
+                                    iso=wanted.isoformat())
         )
 
 
@@ -342,7 +352,7 @@ def run(
         told(change, "started")
         try:
             if prov is None:
-                raise ProviderError(f"provider {change.provider!r} is not configured")
+                raise ProviderError(_("provider {name} is not configured").format(name=repr(change.provider)))
             signals.armed = True
             try:
                 prov.apply(change)

@@ -44,6 +44,8 @@ ADDRESS_ATTRS = frozenset({"address", "aliases", "delivers_to", "target", "backu
 
 IGNORED_ATTRS = frozenset({"why"})
 LOCK_ATTRS = ("locked", "lock_reason")
+NOTIFY_CODE = "lifecycle.suspended.notify"
+"""Reasons that name who must be told of a temporary lock (and the variant ``…notify_in_person``)."""
 NEVER_DELETED = frozenset({"shared_folder"})
 """Kinds a plan never removes (a folder holds mail): live but not desired, they are only reported."""
 REMOVAL_ACTIONS = frozenset({Action.REVOKE, Action.LOCK, Action.ARCHIVE, Action.DELETE})
@@ -247,7 +249,9 @@ def diff(
             other = fields
         if other:
             action = Action.GRANT if rec.kind == "acl" else Action.UPDATE
-            emit(ref, _field_change(action, rec, cur, other, reasons))
+            # who must be told of a lock belongs to the lock, not to an update beside it
+            why = [r for r in reasons if not r.code.startswith(NOTIFY_CODE)]
+            emit(ref, _field_change(action, rec, cur, other, why))
 
     # live side: what is not desired
     for ref in sorted(live_n):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.desired_state.documents import iter_toml_files
+from mailstate.model.i18n import _, kind_name
 from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 from mailstate.reconciler.plan.scope import ScopeFilter
@@ -135,14 +136,16 @@ def stale_reasons(old: Fingerprint, new: Fingerprint) -> list[str]:
         a, b = old.files.get(name), new.files.get(name)
         if a == b:
             continue
-        reasons.append(f"{name} {'added' if a is None else 'removed' if b is None else 'changed'}")
+        said = (_("{file} added") if a is None else _("{file} removed") if b is None else _("{file} changed"))
+        reasons.append(said.format(file=name))
     for rid in sorted(set(old.records) | set(new.records)):
         a, b = old.records.get(rid), new.records.get(rid)
         if a == b:
             continue
         _provider, kind, key = rid.split(":", 2)
-        what = "appeared" if a is None else "disappeared" if b is None else "changed"
-        reasons.append(f"live {kind} {key} {what}")
+        said = (_("live {kind} {key} appeared") if a is None else _("live {kind} {key} disappeared")
+                if b is None else _("live {kind} {key} changed"))
+        reasons.append(said.format(kind=kind_name(kind), key=key))
     if not reasons and (old.desired != new.desired or old.live != new.live):
-        reasons.append("the fingerprint differs")
+        reasons.append(_("the fingerprint differs"))
     return reasons

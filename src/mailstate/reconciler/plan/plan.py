@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from mailstate.errors import MailstateError, UnsafePlan
 from mailstate.model.change import Action, Change, jsonable
+from mailstate.model.i18n import _, ngettext
 from mailstate.model.records import KIND_ORDER, MAILBOX_KINDS, Record
 from mailstate.private_files import open_private
 from mailstate.reconciler.plan.diff import public_attrs
@@ -249,7 +250,7 @@ class Plan:
         return list(seen)
 
     def raise_if_unsafe(self, allow_destructive: bool = False) -> None:
-        """Raise UnsafePlan when mailbox locks + removals pass the count or share threshold (DESIGN §6.3)."""
+        """Raise UnsafePlan when mailbox locks + removals pass the count or share threshold ([safety])."""
         if allow_destructive:
             return
         n = len(self.destructive_mailboxes())
@@ -258,19 +259,22 @@ class Plan:
         lim = self.safety
         problems: list[str] = []
         if n > lim.max_destructive_count:
-            problems.append(f"more than max_destructive_count = {lim.max_destructive_count}")
+            problems.append(
+                _("more than max_destructive_count = {limit}").format(limit=lim.max_destructive_count))
         if self.live_mailboxes >= lim.min_existing and self.live_mailboxes > 0:
             share = n / self.live_mailboxes
             if share > lim.max_destructive_share:
                 problems.append(
-                    f"{share:.0%} of the {self.live_mailboxes} live mailboxes, more than "
-                    f"max_destructive_share = {lim.max_destructive_share:.0%}"
+                    _("{share} of the {n} live mailboxes, more than max_destructive_share = {limit}").format(
+                        share=f"{share:.0%}", n=self.live_mailboxes, limit=f"{lim.max_destructive_share:.0%}")
                 )
         if problems:
             raise UnsafePlan(
-                f"unsafe plan: it locks or removes {n} mailbox{'es' if n != 1 else ''} "
-                f"({'; '.join(problems)}) — [safety] in mailstate.toml; "
-                f"review the plan, then rerun with --allow-destructive"
+                ngettext("unsafe plan: it locks or removes {n} mailbox ({problems}) — [safety] in "
+                         "mailstate.toml; review the plan, then rerun with --allow-destructive",
+                         "unsafe plan: it locks or removes {n} mailboxes ({problems}) — [safety] in "
+                         "mailstate.toml; review the plan, then rerun with --allow-destructive", n).format(
+                    n=n, problems="; ".join(problems))
             )
 
     # ---------------------------------------------------------------------------------------------

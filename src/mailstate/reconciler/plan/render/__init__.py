@@ -29,7 +29,15 @@ from typing import Any, ClassVar, Protocol
 
 from mailstate.errors import MailstateError
 from mailstate.model.change import Action, Change
-from mailstate.model.i18n import N_, _, fmt_date, ngettext, rights_text
+from mailstate.model.i18n import (
+    N_,
+    _,
+    action_name,
+    fmt_date,
+    kind_name,
+    ngettext,
+    rights_text,
+)
 from mailstate.model.reason import Reason
 from mailstate.model.records import MAILBOX_KINDS
 from mailstate.model.settings import format_size
@@ -64,26 +72,6 @@ STYLES = {
     Action.ARCHIVE: "magenta",
     Action.DELETE: "bold red",
 }
-ACTION_NAMES = {
-    "create": N_("create"),
-    "update": N_("update"),
-    "rename": N_("rename"),
-    "grant": N_("grant"),
-    "unlock": N_("unlock"),
-    "lock": N_("lock"),
-    "revoke": N_("revoke"),
-    "archive": N_("archive"),
-    "delete": N_("delete"),
-}
-KIND_NAMES = {
-    "person": N_("person"),
-    "unit": N_("unit"),
-    "unit_mailbox": N_("unit mailbox"),
-    "group": N_("group"),
-    "alias": N_("old address"),
-    "shared_folder": N_("shared folder"),
-    "acl": N_("rights"),
-}
 FIELD_NAMES = {
     "name": N_("name"), "given": N_("given name"), "family": N_("family name"), "unit": N_("unit"),
     "title": N_("title"), "phone": N_("phone"), "mobile": N_("mobile"), "backup_email": N_("backup mailbox"),
@@ -96,14 +84,6 @@ FIELD_NAMES = {
 }
 UNIT_FIELDS = frozenset({"unit", "parent"})
 DATE_FIELDS = frozenset({"expires", "left_on", "until", "dissolved_on"})
-
-
-def action_name(label: str) -> str:
-    return _(ACTION_NAMES[label]) if label in ACTION_NAMES else label
-
-
-def kind_name(kind: str) -> str:
-    return _(KIND_NAMES[kind]) if kind in KIND_NAMES else kind
 
 
 def field_name(name: str) -> str:

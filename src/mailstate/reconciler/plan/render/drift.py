@@ -14,9 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from mailstate.model.change import jsonable as _jsonable
+from mailstate.model.i18n import N_, _, action_name, kind_name, use
 from mailstate.reconciler.plan.diff import REDACTED, is_secret
+from mailstate.reconciler.plan.render import field_name
 from mailstate.reconciler.plan.render.gitops import marker
-from mailstate.reconciler.plan.render.gitops import text as t
 from mailstate.text import md, visible
 
 LIFECYCLE = frozenset({"lock", "unlock", "archive", "delete", "revoke"})
@@ -74,11 +75,9 @@ def report(plan: Any) -> dict[str, Any]:
 
 
 SECTIONS = {
-    "by_hand": ("Sửa tay hoặc thiếu trên hệ thống (changed by hand or missing live)",
-                "Changed by hand or missing live"),
-    "lifecycle": ("Đến hạn theo vòng đời (lifecycle actions now due)", "Lifecycle actions now due"),
-    "unlisted": ("Không có trong TOML (live objects not in the TOML; reported, not deleted)",
-                 "Not in the TOML (reported, not deleted)"),
+    "by_hand": N_("Changed by hand or missing live"),
+    "lifecycle": N_("Lifecycle actions now due"),
+    "unlisted": N_("Not in the TOML (reported, not deleted)"),
 }
 
 
@@ -86,50 +85,58 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "∅"
     if isinstance(v, list):
-        return ", ".join(str(x) for x in v) or "(none)"
+        return ", ".join(str(x) for x in v) or _("(none)")
     return str(v)
 
 
 def _lines(rep: dict[str, Any], esc: Any, code: Any) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for c in rep["by_hand"]:
-        unit = f" ({esc('unit')} {esc(c['unit'])})" if c["unit"] else ""
-        lines = [f"{esc(c['action'])} {esc(c['kind'])} {code(c['key'])}{unit}"]
+        unit = " (" + _("unit {id}").format(id=esc(c["unit"])) + ")" if c["unit"] else ""
+        lines = [f"{esc(action_name(c['action']))} {esc(kind_name(c['kind']))} {code(c['key'])}{unit}"]
         for f in c["fields"]:
-            lines.append(f"  {esc(f['field'])}: live {esc(_fmt(f['live']))} → TOML {esc(_fmt(f['toml']))}")
+            lines.append("  " + _("{field}: live {live} → TOML {toml}").format(
+                field=esc(field_name(f["field"])), live=esc(_fmt(f["live"])), toml=esc(_fmt(f["toml"]))))
         out.setdefault("by_hand", []).extend(lines)
     for c in rep["lifecycle"]:
         why = f": {esc(c['reasons'][0])}" if c["reasons"] else ""
-        out.setdefault("lifecycle", []).append(f"{esc(c['action'])} {esc(c['kind'])} {code(c['key'])}{why}")
+        out.setdefault("lifecycle", []).append(
+            f"{esc(action_name(c['action']))} {esc(kind_name(c['kind']))} {code(c['key'])}{why}")
     for r in rep["unlisted"]:
-        bits = [esc(_fmt(r["name"])) if r["name"] else "", f"unit {esc(r['unit'])}" if r["unit"] else "",
+        bits = [esc(_fmt(r["name"])) if r["name"] else "",
+                _("unit {id}").format(id=esc(r["unit"])) if r["unit"] else "",
                 esc(_fmt(r["address"])) if r["address"] else ""]
         extra = "; ".join(b for b in bits if b)
-        item = f"{esc(r['kind'])} {code(r['key'])}" + (f" — {extra}" if extra else "")
+        item = f"{esc(kind_name(r['kind']))} {code(r['key'])}" + (f" — {extra}" if extra else "")
         out.setdefault("unlisted", []).append(item)
     return out
 
 
-def markdown(rep: dict[str, Any], lang: str = "vi") -> str:
+def markdown(rep: dict[str, Any], lang: str | None = None) -> str:
+    """The issue body, in ``lang`` (None: the language of the run)."""
+    with use(lang):
+        return _markdown(rep)
+
+
+def _markdown(rep: dict[str, Any]) -> str:
 
     class _P:
         organization = rep["organization"]
         scope = rep["scope"]
 
     head = marker(_P).replace("mailstate-plan", "mailstate-drift")
-    title = f"## {t('drift_title', lang)} — {md(str(rep['organization'] or ''))}"
+    title = "## " + _("Drift report") + f" — {md(str(rep['organization'] or ''))}"
     if rep["as_of"]:
         title += f" ({md(rep['as_of'])})"
     lines = [head, title, ""]
     body = _lines(rep, md, lambda k: f"`{visible(str(k)).replace('`', '')}`")
-    idx = 0 if lang == "vi" else 1
     if not rep["drift"]:
-        lines.append("**Không có sai lệch (no drift).**")
-    for key, titles in SECTIONS.items():
+        lines.append("**" + _("No drift.") + "**")
+    for key, title_id in SECTIONS.items():
         items = body.get(key)
         if not items:
             continue
-        lines += [f"### {titles[idx]} ({rep['counts'][key]})", ""]
+        lines += [f"### {_(title_id)} ({rep['counts'][key]})", ""]
         for item in items:
             lines.append(("   - " + item[2:]) if item.startswith("  ") else f"- {item}")
         lines.append("")
@@ -143,17 +150,22 @@ def term(value: Any) -> str:
     return visible(str(value))
 
 
-def text(rep: dict[str, Any], lang: str = "vi") -> str:
-    title = f"{t('drift_title', lang)}: {term(rep['organization'] or '')}"
+def text(rep: dict[str, Any], lang: str | None = None) -> str:
+    """The terminal's report, in ``lang`` (None: the language of the run)."""
+    with use(lang):
+        return _text(rep)
+
+
+def _text(rep: dict[str, Any]) -> str:
+    title = _("Drift report") + f": {term(rep['organization'] or '')}"
     lines = [title + (f" ({term(rep['as_of'])})" if rep["as_of"] else "")]
     body = _lines(rep, term, term)
-    idx = 0 if lang == "vi" else 1
     if not rep["drift"]:
-        lines.append("Không có sai lệch (no drift).")
-    for key, titles in SECTIONS.items():
+        lines.append(_("No drift."))
+    for key, title_id in SECTIONS.items():
         items = body.get(key)
         if not items:
             continue
-        lines += ["", f"{titles[idx]} ({rep['counts'][key]}):"]
+        lines += ["", f"{_(title_id)} ({rep['counts'][key]}):"]
         lines += [("      " + item[2:]) if item.startswith("  ") else f"  {item}" for item in items]
     return "\n".join(lines) + "\n"

@@ -6,8 +6,7 @@
 - ``gitlab_report(plan)``: ``{"create": N, "update": N, "delete": N}`` for GitLab's merge-request widget
   (``artifacts:reports:terraform``). Which action counts where is ``GITLAB_COUNTS`` (docs/gitops.md).
 
-User-visible sentences of this module and of the gitops commands are in ``TEXTS`` (one place, to move
-into the message catalogue).
+Its sentences are in the message catalogues (``_``), in the language of the run.
 """
 
 from __future__ import annotations
@@ -16,36 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from mailstate.model.i18n import _, use
 from mailstate.text import md
-
-TEXTS: dict[str, dict[str, str]] = {
-    "vi": {
-        "approvals_title": "Cần duyệt (approvals needed)",
-        "approvals_intro": "Theo CODEOWNERS, mỗi đơn vị bị thay đổi cần người sở hữu tệp của đơn vị duyệt:",
-        "org_wide": "Toàn cơ quan",
-        "confirm_one": "Áp dụng thay đổi này?",
-        "confirm_many": "Áp dụng {n} thay đổi này?",
-        "reviewed_ok": "kế hoạch mới trùng với kế hoạch đã duyệt ({n} thay đổi): áp dụng",
-        "reviewed_nothing": "nothing to apply: mọi thay đổi đã duyệt đều đã có trên hệ thống",
-        "drift_title": "Báo cáo sai lệch (drift report)",
-    },
-    "en": {
-        "approvals_title": "Approvals needed",
-        "approvals_intro": "From CODEOWNERS, the owners of each changed unit's file:",
-        "org_wide": "Organisation-wide",
-        "confirm_one": "Apply this change?",
-        "confirm_many": "Apply these {n} changes?",
-        "reviewed_ok": "the fresh plan holds exactly the reviewed changes ({n}): applying",
-        "reviewed_nothing": "nothing to apply: every reviewed change is live already",
-        "drift_title": "Drift report",
-    },
-}
-
-
-def text(key: str, lang: str = "vi", **fmt: Any) -> str:
-    table = TEXTS.get(lang) or TEXTS["vi"]
-    return table.get(key, TEXTS["vi"][key]).format(**fmt)
-
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:,@+-]")
 
@@ -60,15 +31,21 @@ def marker(plan: Any) -> str:
 
 
 def approvals_markdown(
-    rows: Sequence[tuple[str, str, Sequence[str]]], labels: dict[str, str], lang: str = "vi"
+    rows: Sequence[tuple[str, str, Sequence[str]]], labels: dict[str, str], lang: str | None = None
 ) -> list[str]:
     """Markdown lines of the approvals section ([] when there is nothing to approve)."""
     if not rows:
         return []
+    with use(lang):
+        return _approvals(rows, labels)
 
-    out = [f"### {text('approvals_title', lang)}", "", text("approvals_intro", lang), ""]
+
+def _approvals(rows: Sequence[tuple[str, str, Sequence[str]]], labels: dict[str, str]) -> list[str]:
+    title = _("Approvals needed")
+    out = [f"### {title}", "",
+           _("From CODEOWNERS, the owners of each changed unit's file must approve:"), ""]
     for unit, file, owners in rows:
-        name = labels.get(unit, "") if unit else text("org_wide", lang)
+        name = labels.get(unit, "") if unit else _("Organisation-wide")
         who = ", ".join(md(o) for o in owners)
         head = f"**{md(unit)}** — {md(name)}" if unit and name else f"**{md(unit or name)}**"
         out.append(f"- {head} (`{file.replace('`', '')}`): {who}")
