@@ -81,6 +81,11 @@ from mailstate.text import CONTROL_RE, visible
 # The provider
 
 
+COMMANDS_AT_ONCE = 4
+"""doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
+MaxSessions (10) and the mail host's cores."""
+
+
 class SshProvider:
     """doveadm over SSH (paramiko): last-login facts, verified archives, removal of archived mail."""
     name: ClassVar[str] = "ssh"
@@ -275,12 +280,18 @@ class SshProvider:
         its own login is not needed, delegates work in it under theirs. One ``mailbox status`` of a few
         counters per unit mailbox (no message is read); only those without a recorded login are asked."""
         used: dict[str, str] = {}
+        logins = list(logins)
         prefixes = self.other_prefixes() if logins else []
-        for login in logins:
-            text = self.doveadm("-f", "tab", "mailbox", "status", "-u", login, "messages unseen uidnext", "*")
-            sign = unit_work(parse_doveadm_tab(text), prefixes)
-            if sign is not None:
-                used[login] = sign
+
+        def status(login: str) -> str:
+            return self.doveadm("-f", "tab", "mailbox", "status", "-u", login, "messages unseen uidnext", "*")
+
+        # a few commands at once on the one session (a channel each): a round trip per unit mailbox adds up
+        with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm") as threads:
+            for login, text in zip(logins, threads.map(status, logins), strict=True):
+                sign = unit_work(parse_doveadm_tab(text), prefixes)
+                if sign is not None:
+                    used[login] = sign
         return used
 
     def config(self, name: str) -> str:
