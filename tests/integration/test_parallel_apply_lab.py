@@ -13,6 +13,7 @@ import pytest
 
 from mailstate.desired_state.loader import load_state
 from mailstate.lab import Lab
+from mailstate.lab.testing import imap_master_login
 from mailstate.model.provider import TakesLiveMailboxes
 from mailstate.providers.registry import close_providers, open_providers
 from mailstate.reconciler.apply.journal import read_lines
@@ -124,3 +125,28 @@ def test_overlapped_reads_give_the_sequential_snapshot(home: Path, clean_lab: La
         assert sorted(map(repr, at_once[name].unmanaged)) == sorted(map(repr, snap.unmanaged)), name
         assert at_once[name].facts == snap.facts, name
     assert any(k[0] == "acl" for k in at_once["imap"].records)  # the mail side did read something
+
+
+def test_unit_mailboxes_used_read_in_one_batch(home: Path, clean_lab: Lab, tmp_path: Path) -> None:
+    """Whether each unit mailbox was worked in comes from one `doveadm mailbox status -F` for all of them: a
+    read message in one says so under its own login, an untouched one and one with only new mail do not."""
+    state_dir = write_state(tmp_path / "state", units=3, per_unit=2)
+    r = ms("apply", "--yes", "--state", str(state_dir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    msg = b"From: a@example.com\r\nTo: dv0@" + DOMAIN.encode() + b"\r\nSubject: x\r\n\r\nbody\r\n"
+    client = imap_master_login(clean_lab, "dv0")
+    try:
+        client.append("INBOX", msg, flags=[b"\\Seen"])  # a delegate read it
+    finally:
+        client.logout()
+    client = imap_master_login(clean_lab, "dv2")
+    try:
+        client.append("INBOX", msg)  # delivered, never read
+    finally:
+        client.logout()
+    provs = open_providers(load_state(state_dir), ["ssh"])
+    try:
+        used = provs["ssh"].units_used(["dv0", "dv1", "dv2"])  # type: ignore[attr-defined]
+    finally:
+        close_providers(provs)
+    assert used == {"dv0": "INBOX: 1 read"}
