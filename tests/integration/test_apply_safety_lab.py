@@ -27,6 +27,7 @@ TOP = f"""
 [organization]
 name = "Lab"
 domain = "{DOMAIN}"
+language = "en"
 
 [providers.ldap]
 url = "ldaps://ldap.invalid"
@@ -212,8 +213,8 @@ def test_change_refused_by_dovecot_skips_only_its_dependents(
     assert r.returncode == 1, r.stdout + r.stderr
     err = r.stderr
     assert "apply incomplete: 1 change refused by the server" in err, err
-    assert "refused: " in err and "shared_folder unit:qlcn/Blocked/2026)" in err
-    assert "skipped, depend on it (2): " in err and "acl unit:qlcn/Blocked/2026#p001" in err, err
+    assert "refused: " in err and "unit:qlcn/Blocked/2026)" in err
+    assert "skipped, depend on it (2): " in err and "unit:qlcn/Blocked/2026#p001" in err, err
     lines = read_lines(home / "journal.jsonl")
     run = lines[max(i for i, x in enumerate(lines) if x["event"] == "apply-started"):]
     refused = [x for x in run if x["event"] == "failed"]

@@ -14,7 +14,7 @@ import pytest
 from mailstate.desired_state.loader import load_state
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_master_login
-from mailstate.model.provider import TakesLiveMailboxes
+from mailstate.model.provider import TakesLiveMailboxes, TakesUnitMailboxes
 from mailstate.providers.registry import close_providers, open_providers
 from mailstate.reconciler.apply.journal import read_lines
 from mailstate.reconciler.pipeline import live_logins, read_all
@@ -106,6 +106,11 @@ def test_overlapped_reads_give_the_sequential_snapshot(home: Path, clean_lab: La
     state_dir = write_state(tmp_path / "state", units=2, per_unit=4)
     r = ms("apply", "--yes", "--state", str(state_dir))
     assert r.returncode == 0, r.stdout + r.stderr
+    client = imap_master_login(clean_lab, "dv0")
+    try:  # a unit mailbox someone worked in: the ssh provider's facts need the directory's unit mailboxes
+        client.append("INBOX", b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n", flags=[b"\\Seen"])
+    finally:
+        client.logout()
     state = load_state(state_dir)
     provs = open_providers(state, for_plan=True)
     try:
@@ -115,6 +120,9 @@ def test_overlapped_reads_give_the_sequential_snapshot(home: Path, clean_lab: La
             prov = provs[name]
             if isinstance(prov, TakesLiveMailboxes):
                 prov.set_live_mailboxes(live_logins(one_by_one["ldap"]))
+            if isinstance(prov, TakesUnitMailboxes):
+                units = one_by_one["ldap"].records.values()
+                prov.set_unit_mailboxes({r.key for r in units if r.kind == "unit_mailbox"})
             one_by_one[name] = prov.read(None)
         at_once = read_all(provs, None)
     finally:
@@ -125,6 +133,7 @@ def test_overlapped_reads_give_the_sequential_snapshot(home: Path, clean_lab: La
         assert sorted(map(repr, at_once[name].unmanaged)) == sorted(map(repr, snap.unmanaged)), name
         assert at_once[name].facts == snap.facts, name
     assert any(k[0] == "acl" for k in at_once["imap"].records)  # the mail side did read something
+    assert at_once["ssh"].facts["used"] == {"dv0": "INBOX: 1 read"}
 
 
 def test_unit_mailboxes_used_read_in_one_batch(home: Path, clean_lab: Lab, tmp_path: Path) -> None:
