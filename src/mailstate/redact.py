@@ -77,10 +77,22 @@ def hide_secrets(text: str, extra: Iterable[str] = ()) -> str:
     """``text`` without any secret value (remembered, ``extra``, or held in a variable of ``SECRET_ENV``) and
     without the user and password of any URL. An operator who puts a password where a URL, a user or a host
     belongs (variables shifted in a CI job) gets an error naming the setting, never the password."""
+    return hide_known(text, known_secrets(extra))
+
+
+def known_secrets(extra: Iterable[str] = ()) -> list[str]:
+    """The secret values ``hide_secrets`` removes (remembered, ``extra``, in a ``SECRET_ENV`` variable),
+    longest first — for ``hide_known``, when many texts are hidden at once (a journal line's every field)."""
     import os
 
     found = set(_SECRETS) | {s for s in extra if s and len(s) >= MIN_SECRET}
     found |= {v for n in SECRET_ENV if len(v := os.environ.get(n) or "") >= MIN_SECRET}
-    for secret in sorted(found, key=len, reverse=True):  # a longer secret holding a shorter one goes whole
-        text = text.replace(secret, "<redacted>")
+    return sorted(found, key=len, reverse=True)  # a longer secret holding a shorter one goes whole
+
+
+def hide_known(text: str, secrets: Iterable[str]) -> str:
+    """``hide_secrets`` with the secrets given (``known_secrets()``, longest first)."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
     return strip_userinfo(text)

@@ -27,6 +27,7 @@ TOP = f"""
 [organization]
 name = "Lab"
 domain = "{DOMAIN}"
+language = "en"
 
 [providers.ldap]
 url = "ldaps://ldap.invalid"
@@ -89,7 +90,7 @@ cli.main(["apply", "--yes", "--provider", "ldap", "--state", sys.argv[1]], prog_
 def test_stop_signal_mid_apply_journals_the_end_and_releases_the_lock(
     home: Path, clean_lab: Lab, tmp_path: Path, signame: str
 ) -> None:
-    """A signal after 3 changes: the change in progress finishes, the journal ends with apply-finished
+    """A signal after 3 changes: the changes in progress finish, the journal ends with apply-finished
     (interrupted, the signal named), the directory's apply lock is gone, the exit code is 128 + signal;
     the next apply goes on at once (no 6-hour wait) and converges."""
     state = write_state(tmp_path / "state", people=8)
@@ -102,7 +103,8 @@ def test_stop_signal_mid_apply_journals_the_end_and_releases_the_lock(
     assert f"apply stopped by {signame} after the change in progress" in r.stderr
     lines = read_lines(home / "journal.jsonl")
     events = [x["event"] for x in lines]
-    assert events.count("done") == 3 and "failed" not in events
+    # the changes in progress when the signal came (up to --parallelism of them) are finished and journaled
+    assert events.count("done") == events.count("started") >= 3 and "failed" not in events
     assert lines[-1]["event"] == "apply-finished" and lines[-1]["outcome"] == "interrupted"
     assert lines[-1]["signal"] == signame and lines[-1]["not_tried"] > 0
     assert f"cn=apply-lock,ou=system,{clean_lab.base_dn}".lower() not in {

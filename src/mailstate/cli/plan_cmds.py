@@ -6,6 +6,7 @@ Heavy modules (ldap3, pydantic models, the engine) are imported inside the comma
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +172,13 @@ def plan_cmd(
     is_flag=True,
     help="Break the apply lock of a dead apply (held longer than the provider's limit).",
 )
+@click.option(
+    "--parallelism",
+    type=click.IntRange(1, 32),
+    default=None,
+    help="Changes in progress at once per provider, for changes that do not depend on each other "
+    "(default 4: well inside a default slapd's threads and Dovecot's connections; 1: one after another).",
+)
 @provider_option
 @lang_option
 @errors_to_exit
@@ -186,12 +194,13 @@ def apply_cmd(
     audit_log: Path | None,
     passwords_out: Path | None,
     break_lock: bool,
+    parallelism: int | None,
     provider_names: tuple[str, ...],
     lang: str | None,
 ) -> None:
     """Apply a saved plan (refused if stale), or plan and apply in one go."""
     from mailstate.private_files import home_dir, private_dir
-    from mailstate.reconciler.apply.run import ApplyIncomplete, refuse_future
+    from mailstate.reconciler.apply.run import DEFAULT_PARALLELISM, ApplyIncomplete, refuse_future
     from mailstate.reconciler.pipeline import apply_plan, make_plan
     from mailstate.reconciler.plan.plan import load_plan, plan_changes, plan_meta
 
@@ -241,28 +250,7 @@ def apply_cmd(
         passwords_out = base / f"initial-passwords-{stamp}.tsv"
     private_dir(passwords_out.parent, tighten=base_is_home)
 
-    total = len(changes)
-    step = max(1, total // 10)
-    count = 0
-
-    def progress(change: Any, event: str) -> None:
-        # every change of a small plan; every 10 % of a large one; a failure always
-        nonlocal count
-        if event == "done":
-            count += 1
-            if total <= 200:
-                click.echo("  " + _("done: {change}").format(change=change_words(change)), err=True)
-            elif count % step == 0 or count == total:
-                click.echo("  " + _("applied {count}/{total}").format(count=count, total=total), err=True)
-        elif event == "failed":
-            click.echo("  " + _("FAILED: {change}").format(change=change_words(change)), err=True)
-        elif event == "refused":
-            said = _("REFUSED: {change} (going on without it)").format(change=change_words(change))
-            click.echo("  " + said, err=True)
-        elif event == "skipped" and total <= 200:
-            click.echo("  " + _("skipped: {change} (depends on a refused change)").format(
-                change=change_words(change)), err=True)
-
+    progress = ApplyProgress(len(changes), bar=sys.stderr.isatty())
     try:
         result = apply_plan(
             plan,
@@ -274,11 +262,15 @@ def apply_cmd(
             break_lock=break_lock,
             as_of=as_of,
             on_change=progress,
+            parallelism=parallelism or DEFAULT_PARALLELISM,
         )
     except ApplyIncomplete as exc:
+        progress.stop()
         for notice in exc.notices:
             click.echo(_("note: {notice}").format(notice=notice))
         raise
+    finally:
+        progress.stop()
     for notice in result.notices:
         click.echo(_("note: {notice}").format(notice=notice))
     click.echo(
@@ -296,6 +288,64 @@ def change_words(change: Any) -> str:
     from mailstate.reconciler.plan.render import action_name, kind_name
 
     return f"{action_name(change.action.label)} {kind_name(change.kind)} {visible(change.key)}"
+
+
+class ApplyProgress:
+    """What apply shows while it runs, on stderr: on a terminal a progress bar (rich; no colour with
+    NO_COLOR), otherwise every change of a small plan (up to 200) and one line per 10 % of a large one. A
+    failure or a refusal is always a line of its own."""
+
+    def __init__(self, total: int, bar: bool) -> None:
+        self.total = total
+        self.step = max(1, total // 10)
+        self.done = 0
+        self.over = 0
+        self._bar: Any = None
+        self._task: Any = None
+        if bar:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")))
+            self._bar = Progress(
+                TextColumn(_("applying")), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=console, transient=False,
+            )
+            self._task = self._bar.add_task("apply", total=total)
+            self._bar.start()
+
+    def _line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            click.echo(text, err=True)
+
+    def __call__(self, change: Any, event: str) -> None:
+        if event in ("done", "failed", "refused", "skipped"):
+            self.over += 1
+            if self._bar is not None:
+                self._bar.update(self._task, completed=self.over)
+        if event == "done":
+            self.done += 1
+            if self._bar is not None:
+                return
+            if self.total <= 200:
+                self._line("  " + _("done: {change}").format(change=change_words(change)))
+            elif self.done % self.step == 0 or self.done == self.total:
+                self._line("  " + _("applied {count}/{total}").format(count=self.done, total=self.total))
+        elif event == "failed":
+            self._line("  " + _("FAILED: {change}").format(change=change_words(change)))
+        elif event == "refused":
+            said = _("REFUSED: {change} (going on without it)").format(change=change_words(change))
+            self._line("  " + said)
+        elif event == "skipped" and self.total <= 200 and self._bar is None:
+            self._line("  " + _("skipped: {change} (depends on a refused change)").format(
+                change=change_words(change)))
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
 
 def _plan_and_print(

@@ -9,13 +9,13 @@ A provider never diffs, orders or applies policy: that is central (reconciler). 
 
 What some providers offer beyond that is a capability of its own (a Protocol checked with ``isinstance``,
 never a ``getattr`` guess): ``HoldsApplyLock``, ``HasNotices``, ``TakesLiveMailboxes``,
-``GroupsConnections``. Built-in providers are found exactly as a third party's are: entry points in the
-group ``mailstate.providers`` (providers/registry.py).
+``AwaitsLiveMailboxes``, ``GroupsConnections``. Built-in providers are found exactly as a third party's
+are: entry points in the group ``mailstate.providers`` (providers/registry.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +113,15 @@ class TakesLiveMailboxes(Protocol):
     (a master-user login to a user that does not exist fails; the plan creates it after the directory)."""
 
     def set_live_mailboxes(self, logins: set[str]) -> None: ...
+
+
+@runtime_checkable
+class AwaitsLiveMailboxes(Protocol):
+    """A ``TakesLiveMailboxes`` provider whose read starts with work that needs no login (IMAP's doveadm
+    bulk pass): it is handed a function returning the logins instead, called when it needs them (it waits
+    for the directory's read, and raises if that read failed), so both reads overlap."""
+
+    def await_live_mailboxes(self, logins: Callable[[], set[str]]) -> None: ...
 
 
 @runtime_checkable

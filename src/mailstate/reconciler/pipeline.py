@@ -16,6 +16,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
 from mailstate.model.i18n import _, action_name, fmt_date, kind_name
-from mailstate.model.provider import HasNotices, Provider, Snapshot, TakesLiveMailboxes, TakesUnitMailboxes
+from mailstate.model.provider import (
+    AwaitsLiveMailboxes,
+    HasNotices,
+    Provider,
+    Snapshot,
+    TakesLiveMailboxes,
+    TakesUnitMailboxes,
+)
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.private_files import home_dir, open_private, private_dir
 from mailstate.providers.registry import (
@@ -76,34 +84,70 @@ def read_all(
 ) -> dict[str, Snapshot]:
     """Every provider's snapshot; a failed read aborts (never treated as "absent").
 
+    The providers read at the same time, one thread each. A mail provider can only read mailboxes the
+    directory (the provider of the mailbox kinds) holds: one that ``AwaitsLiveMailboxes`` starts at once and
+    asks for the directory's logins when it needs them (IMAP: after its doveadm pass); one that only
+    ``TakesLiveMailboxes`` starts when the directory's read is done. When several reads fail, the error
+    raised is the directory's, else the first provider's by name.
+
     Every provider reads everything, whatever ``scope_units`` (kept for callers): a scoped plan is the full
     plan filtered (``scope_plan``) — a person transferred into the scope is still under their old unit
     live, a grant to the scope's people lives in another unit's mailbox; a narrowed read would miss them
     and plan changes that do not exist."""
-    snapshots: dict[str, Snapshot] = {}
-    # the directory (the provider of the mailbox kinds) first: the mail providers can only read mailboxes
-    # that exist in it
     names = sorted(providers, key=lambda n: (not _holds_mailboxes(providers[n]), n))
-    directory: Snapshot | None = None
-    for name in names:
+    directory_name = next((n for n in names if _holds_mailboxes(providers[n])), None)
+    directory_read: Future[Snapshot] = Future()
+    if directory_name is None:
+        directory_read.set_result(Snapshot("none"))
+
+    def logins() -> set[str]:
+        try:
+            return live_logins(directory_read.result())
+        except BaseException:
+            raise ProviderError("the directory could not be read") from None
+
+    def unit_logins() -> set[str]:
+        try:
+            snapshot = directory_read.result()
+        except BaseException:
+            raise ProviderError("the directory could not be read") from None
+        return {rec.key for rec in snapshot.records.values() if rec.kind == "unit_mailbox"}
+
+    def read_one(name: str) -> Snapshot:
         prov = providers[name]
-        if directory is not None:
-            _tell_live_mailboxes(prov, directory)
+        is_directory = name == directory_name
+        if not is_directory:
+            if isinstance(prov, AwaitsLiveMailboxes):
+                prov.await_live_mailboxes(logins)
+            elif isinstance(prov, TakesLiveMailboxes):
+                prov.set_live_mailboxes(logins())
+            if isinstance(prov, TakesUnitMailboxes):
+                prov.set_unit_mailboxes(unit_logins())
         t0 = time.perf_counter()
         try:
-            snapshots[name] = prov.read(None)
-        except MailstateError:
-            raise
-        except Exception as exc:  # a provider that leaked a library error: still abort, clearly
+            snapshot = prov.read(None)
+        except BaseException as exc:
+            if is_directory:
+                directory_read.set_exception(exc)
+            if isinstance(exc, MailstateError) or not isinstance(exc, Exception):
+                raise
+            # a provider that leaked a library error: still abort, clearly
             raise ProviderError(
                 _("{provider}: reading the live state failed: {error}").format(
                     provider=name, error=f"{type(exc).__name__}: {exc}")
             ) from exc
+        if is_directory:
+            directory_read.set_result(snapshot)
         if timings is not None:
             timings[f"read:{name}"] = time.perf_counter() - t0
-        if directory is None and _holds_mailboxes(prov):
-            directory = snapshots[name]
-    return snapshots
+        return snapshot
+
+    if len(names) == 1:
+        return {names[0]: read_one(names[0])}
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="read") as threads:
+        futures = {name: threads.submit(read_one, name) for name in names}
+        wait(futures.values())
+    return {name: futures[name].result() for name in names}
 
 
 def _holds_mailboxes(prov: Provider) -> bool:
@@ -125,15 +169,6 @@ def read_live_addresses(state: State) -> dict[str, str]:
 def live_logins(snapshot: Snapshot) -> set[str]:
     """The logins (person and unit mailbox ids) of the mailboxes that exist in the directory."""
     return {rec.key for rec in snapshot.records.values() if rec.kind in MAILBOX_KINDS}
-
-
-def _tell_live_mailboxes(prov: Provider, ldap_snapshot: Snapshot) -> None:
-    """Let a mail provider skip mailboxes the directory does not hold yet (``TakesLiveMailboxes``)."""
-    if isinstance(prov, TakesLiveMailboxes):
-        prov.set_live_mailboxes(live_logins(ldap_snapshot))
-    if isinstance(prov, TakesUnitMailboxes):
-        units = {rec.key for rec in ldap_snapshot.records.values() if rec.kind == "unit_mailbox"}
-        prov.set_unit_mailboxes(units)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,6 +347,7 @@ def apply_plan(
     on_change: Callable[[Change, str], None] | None = None,
     break_lock: bool = False,
     as_of: date | str | None = None,
+    parallelism: int = 1,
 ) -> ApplyResult:
     """Apply ``plan`` (see module doc). ``on_change(change, event)`` is called after each journal line
     (event: started / done / failed / refused / skipped) — progress display, and the tests' way to stop a
@@ -320,7 +356,9 @@ def apply_plan(
     A change the server refuses (``ChangeRefused``) does not stop the run: the changes that depend on it are
     skipped, the others made, and ``ApplyIncomplete`` names both at the end. Any other failure stops at once
     (``ApplyFailed``). SIGINT, SIGTERM, SIGHUP stop it after the change in progress (``ApplyInterrupted``).
-    A plan or ``as_of`` for a day after today is refused before anything is read."""
+    A plan or ``as_of`` for a day after today is refused before anything is read. ``parallelism`` above 1
+    carries out changes that do not depend on each other at once, that many per provider (``run_parallel``);
+    1 (the default here, ``DEFAULT_PARALLELISM`` on the command line) one after another."""
     refuse_future(as_of, "--as-of")
     meta = plan_meta(plan)
     refuse_future(meta.as_of, _("the plan applies the lifecycle rules as of"))
@@ -390,7 +428,7 @@ def apply_plan(
                         try:
                             run(
                                 changes, provs, journal, signals, secrets, tell, done, refused, skipped,
-                                journal_path, pw_written, meta.fingerprint.combined,
+                                journal_path, pw_written, meta.fingerprint.combined, parallelism,
                             )
                         finally:
                             journal.close()

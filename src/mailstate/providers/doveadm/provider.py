@@ -28,6 +28,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, ClassVar
 
@@ -84,6 +85,11 @@ from mailstate.text import CONTROL_RE, visible
 # The provider
 
 
+COMMANDS_AT_ONCE = 4
+"""doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
+MaxSessions (10) and the mail host's cores."""
+
+
 class SshProvider:
     """doveadm over SSH (paramiko): last-login facts, verified archives, removal of archived mail."""
     name: ClassVar[str] = "ssh"
@@ -99,6 +105,9 @@ class SshProvider:
         self._sftp: paramiko.SFTPClient | None = None
         self._config: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self._connecting = threading.RLock()
+        """One SSH session however many threads use it (a plan reads through it from the ssh and imap
+        providers at once; apply runs changes on a few threads): each command is a channel of its own."""
         self.unit_mailboxes: set[str] = set()
 
     def __repr__(self) -> str:
@@ -117,8 +126,12 @@ class SshProvider:
         return f"{s.user}@{s.host}:{s.port}"
 
     def connect(self) -> paramiko.SSHClient:
-        if self._client is not None:
-            return self._client
+        with self._connecting:
+            if self._client is not None:
+                return self._client
+            return self._connect()
+
+    def _connect(self) -> paramiko.SSHClient:
         s = self.settings
         client = paramiko.SSHClient()
         path = os.path.expanduser(s.known_hosts or "~/.ssh/known_hosts")
@@ -168,9 +181,10 @@ class SshProvider:
         return client
 
     def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            self._sftp = self.connect().open_sftp()
-        return self._sftp
+        with self._connecting:
+            if self._sftp is None:
+                self._sftp = self.connect().open_sftp()
+            return self._sftp
 
     def close(self) -> None:
         if self._sftp is not None:
@@ -336,8 +350,11 @@ class SshProvider:
         uri = self.config("plugin/acl_shared_dict")
         if not uri:
             raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
-        owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
-        return owners | self.acl_owners()
+        # two commands at once on the one session (each a channel of its own): the dict, the ACL files
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="doveadm") as threads:
+            files = threads.submit(self.acl_owners)
+            owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
+            return owners | files.result()
 
     def acl_owners(self) -> set[str]:
         """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every

@@ -328,6 +328,7 @@ class ImapProvider:
         self._other_prefixes: tuple[str, ...] | None = None
         self.metadata_supported: bool | None = None
         self.timings: dict[str, float] = {}
+        self._live_source: Callable[[], set[str]] | None = None
 
     def __repr__(self) -> str:  # never the password
         return f"ImapProvider({self.settings.url!r}, admin_user={self.settings.admin_user!r})"
@@ -439,11 +440,22 @@ class ImapProvider:
             return result
         raise AssertionError("unreachable")
 
+    def await_live_mailboxes(self, logins: Callable[[], set[str]]) -> None:
+        """``AwaitsLiveMailboxes``: ``read`` asks for the directory's logins after its doveadm pass."""
+        self._live_source = logins
+
     def set_live_mailboxes(self, logins: set[str]) -> None:
         """Read only mailboxes the directory holds (``TakesLiveMailboxes``): a master-user login to a user
         that does not exist fails; such a mailbox has no folders or rights yet."""
         self.mailboxes = {k: v for k, v in self.mailboxes.items() if k in logins}
         self.desired_owners = frozenset(o for o in self.desired_owners if o in logins)
+
+    def _take_live_mailboxes(self) -> None:
+        if self._live_source is not None:
+            t0 = time.perf_counter()
+            source, self._live_source = self._live_source, None
+            self.set_live_mailboxes(source())
+            self.timings["waited_for_directory"] = time.perf_counter() - t0
 
     def close(self) -> None:
         if self.bulk is not None and self.own_bulk:
@@ -532,21 +544,43 @@ class ImapProvider:
         units = set(scope) if scope is not None else None
         t0 = time.perf_counter()
         quota: dict[str, int | None] = {}
-        if self.bulk is not None:
-            logins = set(self.desired_owners) | self.bulk.shared_owners()
-            infos = [self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)]
-            self.timings["bulk_owners"] = time.perf_counter() - t0
-            if self.quota_facts:
-                quota.update(self.bulk.quotas())
-            self.timings["bulk"] = time.perf_counter() - t0
-        else:
-            infos = list(self.mailboxes.values())
-        infos = [m for m in infos if units is None or m.unit in units]
-        snap = Snapshot(self.name)
+        with_quota = self.bulk is None and self.quota_facts
+
+        def in_scope(infos: Iterable[MailboxInfo]) -> list[MailboxInfo]:
+            return [m for m in infos if units is None or m.unit in units]
+
+        read: dict[str, tuple[MailboxInfo, _OwnerRead]] = {}
         # as many threads as the pool has connections, at most: a thread always finds or makes one
         with ThreadPoolExecutor(max_workers=min(self.workers, self.pool.size)) as threads:
-            with_quota = self.bulk is None and self.quota_facts
-            results = list(threads.map(lambda i: self.read_owner(i, quota=with_quota), infos))
+
+            def read_all(infos: list[MailboxInfo]) -> None:
+                results = threads.map(lambda i: self.read_owner(i, quota=with_quota), infos)
+                for info, res in zip(infos, results, strict=True):
+                    read[info.login] = (info, res)
+
+            if self.bulk is not None:
+                # the doveadm pass (which owners have rights for others) beside the IMAP reads of the
+                # mailboxes the TOML names, which need only the directory's logins; then the others it found
+                bulk = self.bulk
+                with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-bulk") as side:
+                    owners_read = side.submit(bulk.shared_owners)
+                    quotas_read = side.submit(bulk.quotas) if self.quota_facts else None
+                    self._take_live_mailboxes()
+                    read_all(in_scope(self.mailboxes[u] for u in sorted(self.desired_owners)
+                                      if u in self.mailboxes))
+                    owners = owners_read.result()
+                    self.timings["bulk_owners"] = time.perf_counter() - t0
+                    if quotas_read is not None:
+                        quota.update(quotas_read.result())
+                    self.timings["bulk"] = time.perf_counter() - t0
+                logins = (set(self.desired_owners) | owners) - set(read)
+                read_all(in_scope(self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)))
+            else:
+                self._take_live_mailboxes()
+                read_all(in_scope(self.mailboxes.values()))
+        snap = Snapshot(self.name)
+        infos = [read[login][0] for login in sorted(read)]
+        results = [read[login][1] for login in sorted(read)]
         for info, res in zip(infos, results, strict=True):
             for rec in res.records:
                 snap.add(rec)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import ssl
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -173,7 +174,11 @@ class LdapProvider:
         self.passwords_out = passwords_out
         self.notices: list[str] = []
         """Things an operator should know about applied changes (never secrets)."""
-        self._conn: Connection | None = None
+        self._local = threading.local()
+        self._opened: list[Connection] = []
+        """Every connection opened (one per thread that used the provider: apply runs changes on a few
+        threads, and an ldap3 connection's last result is per connection), unbound by ``close``."""
+        self._opened_lock = threading.Lock()
         self._check_transport()
 
     @classmethod
@@ -224,9 +229,22 @@ class LdapProvider:
         return ProviderError(self._scrub(f"LDAP {self.settings.url}: {what}: {exc}"))
 
     @property
+    def _conn(self) -> Connection | None:
+        """This thread's connection (None: not opened yet, or dropped after a failure)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        return conn
+
+    @_conn.setter
+    def _conn(self, conn: Connection | None) -> None:
+        self._local.conn = conn
+
+    @property
     def conn(self) -> Connection:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
+            with self._opened_lock:
+                self._opened = [c for c in self._opened if not c.closed]
+                self._opened.append(self._conn)
         return self._conn
 
     def _connect(self) -> Connection:
@@ -277,12 +295,14 @@ class LdapProvider:
         return conn
 
     def close(self) -> None:
-        if self._conn is not None:
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
             try:
-                self._conn.unbind()
+                conn.unbind()
             except LDAPException:
                 pass
-            self._conn = None
+        self._conn = None
 
     def __enter__(self) -> LdapProvider:
         return self

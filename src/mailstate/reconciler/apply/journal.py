@@ -26,7 +26,7 @@ from typing import Any
 from mailstate.desired_state.lifecycle import notice_of
 from mailstate.model.change import Change
 from mailstate.private_files import open_private, private_dir
-from mailstate.redact import hide_secrets
+from mailstate.redact import hide_known, known_secrets
 
 SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
 """Attribute names whose values are never written, only their presence."""
@@ -74,17 +74,21 @@ def git_commit(state_dir: Path) -> str | None:
     return sha + "+dirty" if status.returncode == 0 and status.stdout.strip() else sha
 
 
-def scrub(value: Any) -> Any:
-    """A copy of ``value`` with the values of secret-named attributes replaced by "<redacted>", and the
-    user and password of any URL in a text removed."""
+def scrub(value: Any, secrets: list[str] | None = None) -> Any:
+    """A copy of ``value`` with the values of secret-named attributes replaced by "<redacted>", every secret
+    value (``redact.known_secrets``, looked up once per call) and the user and password of any URL in a text
+    removed."""
+    if secrets is None:
+        secrets = known_secrets()
     if isinstance(value, Mapping):
         return {
-            k: ("<redacted>" if k in SECRET_FIELDS and v is not None else scrub(v)) for k, v in value.items()
+            k: ("<redacted>" if k in SECRET_FIELDS and v is not None else scrub(v, secrets))
+            for k, v in value.items()
         }
     if isinstance(value, (list, tuple)):
-        return [scrub(v) for v in value]
+        return [scrub(v, secrets) for v in value]
     if isinstance(value, str):
-        return hide_secrets(value)
+        return hide_known(value, secrets)
     return value
 
 

@@ -5,12 +5,14 @@ tried. The pipeline (reconciler.pipeline.apply_plan) loads, checks and locks, th
 from __future__ import annotations
 
 import contextlib
+import heapq
 import json
 import os
 import re
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Any
 
 from mailstate.desired_state.schema import State
 from mailstate.errors import ChangeRefused, MailstateError, ProviderError
-from mailstate.model.change import Change
+from mailstate.model.change import Action, Change
 from mailstate.model.i18n import _, action_name, fmt_date, kind_name, ngettext
 from mailstate.model.provider import GroupsConnections, Provider
 from mailstate.reconciler.apply.journal import Journal
@@ -304,8 +306,17 @@ def run(
     journal_path: Path,
     pw_written: Callable[[], Path | None],
     plan_fingerprint: str,
+    parallelism: int = 1,
 ) -> None:
-    """The change loop of ``apply_plan``: journal, apply, and on a refusal skip its dependents."""
+    """The change loop of ``apply_plan``: journal, apply, and on a refusal skip its dependents. With
+    ``parallelism`` above 1, ``run_parallel`` (same journal, same outcomes, changes that do not depend on
+    each other at once)."""
+    if parallelism > 1:
+        run_parallel(
+            changes, provs, journal, signals, secrets, tell, done, refused, skipped, journal_path, pw_written,
+            plan_fingerprint, parallelism,
+        )
+        return
     blocked = Blocked()
     report = tell
 
@@ -404,3 +415,276 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, MailstateError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+DEFAULT_PARALLELISM = 4
+"""Changes in progress at once per provider (``apply --parallelism``). A default slapd runs 16 threads, a
+default Dovecot accepts 100 connections per service and the IMAP provider keeps at most ``max_connections``
+(8) open: four changes per provider keep well inside all three while each waits on its server."""
+
+ONE_AT_A_TIME = frozenset({Action.ARCHIVE, Action.DELETE})
+"""Actions a provider carries out one after another even in a parallel apply: an archive is verified by
+reading it back, a removal follows it — mail is not where throughput is won."""
+
+
+class Schedule:
+    """Which changes of a plan may start, for ``run_parallel``: bookkeeping only, no I/O.
+
+    A change may start when
+    - every change it depends on (``depends_on``, earlier in the plan: a dependency cycle broken by the
+      plan's order is ordered by it) is finished;
+    - every earlier change of a lower phase (``Action.phase``: revokes before creates before grants …) is
+      finished — the order the plan promises among changes that do not name each other;
+    - no other change of its connection (``GroupsConnections``: one IMAP mailbox) or, for an archive or a
+      removal, no other such change of its provider is in progress;
+    - its provider has fewer than ``parallelism`` changes in progress.
+    Among the changes that may start, the earliest in the plan first."""
+
+    def __init__(
+        self,
+        changes: Sequence[Change],
+        group_of: Callable[[Change], str | None],
+        parallelism: int,
+    ) -> None:
+        self.changes = list(changes)
+        self.parallelism = max(1, parallelism)
+        pos = {c.id: i for i, c in enumerate(self.changes)}
+        n = len(self.changes)
+        self.unmet = [0] * n
+        self.dependents: list[list[int]] = [[] for _ in range(n)]
+        for i, c in enumerate(self.changes):
+            for d in set(c.depends_on):
+                j = pos.get(d)
+                if j is not None and j < i:
+                    self.unmet[i] += 1
+                    self.dependents[j].append(i)
+        self.phase = [c.action.phase for c in self.changes]
+        self.phases = sorted(set(self.phase))
+        self.by_phase: dict[int, list[int]] = {p: [] for p in self.phases}
+        for i, p in enumerate(self.phase):
+            self.by_phase[p].append(i)
+        self.low = dict.fromkeys(self.phases, 0)
+        """Per phase, the index (in by_phase) of its earliest unfinished change."""
+        self.group: list[tuple[str, str] | None] = []
+        for c in self.changes:
+            g = "\0one at a time" if c.action in ONE_AT_A_TIME else group_of(c)
+            self.group.append((c.provider, g) if g is not None else None)
+        self.finished = [False] * n
+        self.waiting_phase: dict[int, list[int]] = {p: [] for p in self.phases}
+        self.ready: dict[str, list[int]] = {}
+        self.busy: set[tuple[str, str]] = set()
+        self.group_wait: dict[tuple[str, str], list[int]] = {}
+        self.running: dict[str, int] = {}
+        self.available: list[int] = []
+        """Changes whose dependencies are all finished, not yet placed (the caller may skip them): a heap,
+        taken in plan order."""
+        self.available.extend(i for i in range(n) if self.unmet[i] == 0)
+
+    def _limit(self, phase: int) -> int:
+        """Changes of ``phase`` before this position have every earlier lower-phase change finished."""
+        limit = len(self.changes)
+        for q in self.phases:
+            if q >= phase:
+                break
+            at = self.low[q]
+            if at < len(self.by_phase[q]):
+                limit = min(limit, self.by_phase[q][at])
+        return limit
+
+    def place(self, i: int) -> None:
+        """A change whose dependencies are finished, and which is not skipped: queue it to start."""
+        p = self.phase[i]
+        if i < self._limit(p):
+            heapq.heappush(self.ready.setdefault(self.changes[i].provider, []), i)
+        else:
+            heapq.heappush(self.waiting_phase[p], i)
+
+    def startable(self) -> list[int]:
+        """Take the changes that may start now (marked in progress)."""
+        out: list[int] = []
+        for prov, heap in self.ready.items():
+            while heap and self.running.get(prov, 0) < self.parallelism:
+                i = heapq.heappop(heap)
+                g = self.group[i]
+                if g is not None:
+                    if g in self.busy:
+                        heapq.heappush(self.group_wait.setdefault(g, []), i)
+                        continue
+                    self.busy.add(g)
+                self.running[prov] = self.running.get(prov, 0) + 1
+                out.append(i)
+        return sorted(out)
+
+    def finish(self, i: int, started: bool) -> None:
+        """Change ``i`` is over (done, refused, or skipped without starting)."""
+        self.finished[i] = True
+        if started:
+            prov = self.changes[i].provider
+            self.running[prov] -= 1
+            g = self.group[i]
+            if g is not None:
+                self.busy.discard(g)
+                waiting = self.group_wait.get(g)
+                if waiting:
+                    heapq.heappush(self.ready.setdefault(prov, []), heapq.heappop(waiting))
+        p = self.phase[i]
+        members = self.by_phase[p]
+        moved = False
+        while self.low[p] < len(members) and self.finished[members[self.low[p]]]:
+            self.low[p] += 1
+            moved = True
+        if moved:
+            for q in self.phases:
+                if q <= p:
+                    continue
+                heap, limit = self.waiting_phase[q], self._limit(q)
+                while heap and heap[0] < limit:
+                    j = heapq.heappop(heap)
+                    heapq.heappush(self.ready.setdefault(self.changes[j].provider, []), j)
+        for j in self.dependents[i]:
+            self.unmet[j] -= 1
+            if self.unmet[j] == 0:
+                heapq.heappush(self.available, j)
+
+    def all_finished(self) -> bool:
+        return all(self.finished)
+
+
+def run_parallel(
+    changes: list[Change],
+    provs: Mapping[str, Provider],
+    journal: Journal,
+    signals: StopSignals,
+    secrets: list[str],
+    tell: Callable[[Change, str], None],
+    done: list[Change],
+    refused: list[tuple[Change, str]],
+    skipped: list[tuple[Change, list[str]]],
+    journal_path: Path,
+    pw_written: Callable[[], Path | None],
+    plan_fingerprint: str,
+    parallelism: int,
+) -> None:
+    """``run`` with up to ``parallelism`` changes in progress per provider (``Schedule`` says which may
+    start). The journal, the signals and the outcomes are ``run``'s: only this thread writes the journal —
+    a change's ``started`` line before it is handed to a worker, its ``done`` / ``failed`` line when it comes
+    back — so every change has its pair and a dependent's ``started`` follows its dependency's ``done``. A
+    refused change skips only its dependents. A failed change, or a signal, stops new changes from starting;
+    those in progress are waited for and journaled, then the run ends as ``run`` ends it. A second signal
+    stops at once: the changes in progress are journaled as possibly partly done."""
+
+    def group_of(change: Change) -> str | None:
+        prov = provs.get(change.provider)
+        return prov.connection_group(change) if isinstance(prov, GroupsConnections) else None
+
+    sched = Schedule(changes, group_of, parallelism)
+    blocked = Blocked()
+    handled = [False] * len(changes)
+    failures: list[tuple[Change, str]] = []
+
+    def told(change: Change, event: str) -> None:
+        try:
+            tell(change, event)
+        except OSError:  # the output is gone: as SIGPIPE would, stop after the changes in progress
+            if signals.received is None:
+                signals.received = signal.SIGPIPE
+
+    def apply_one(change: Change) -> None:
+        prov = provs.get(change.provider)
+        if prov is None:
+            raise ProviderError(f"provider {change.provider!r} is not configured")
+        prov.apply(change)
+
+    def not_tried() -> list[Change]:
+        return [c for i, c in enumerate(changes) if not handled[i]]
+
+    def finish(outcome: str, failed: int, **extra: Any) -> None:
+        journal.run_finished(
+            outcome=outcome, done=len(done), failed=failed, not_tried=len(not_tried()), skipped=len(skipped),
+            **extra,
+        )
+
+    journal.run_started(plan_fingerprint=plan_fingerprint, changes=len(changes))
+    providers_used = len({c.provider for c in changes}) or 1
+    threads = ThreadPoolExecutor(max_workers=sched.parallelism * providers_used, thread_name_prefix="apply")
+    in_progress: dict[Future[None], int] = {}
+    try:
+        while True:
+            stopping = bool(failures) or signals.received is not None
+            while not stopping and sched.available:
+                # dependencies all over: skip what a refusal blocks (its dependents become available in
+                # turn), place the rest
+                i = heapq.heappop(sched.available)
+                roots = blocked.roots(changes[i])
+                if roots:
+                    handled[i] = True
+                    journal.skipped(changes[i], roots)
+                    skipped.append((changes[i], roots))
+                    told(changes[i], "skipped")
+                    sched.finish(i, started=False)
+                else:
+                    sched.place(i)
+            if not stopping:
+                for i in sched.startable():
+                    handled[i] = True
+                    journal.started(changes[i])
+                    told(changes[i], "started")
+                    in_progress[threads.submit(apply_one, changes[i])] = i
+            if not in_progress:
+                if not stopping and sched.available:
+                    continue
+                break
+            signals.armed = True
+            try:
+                over, _ = wait(in_progress, timeout=0.5, return_when=FIRST_COMPLETED)
+            finally:
+                signals.armed = False
+            for fut in sorted(over, key=lambda f: in_progress[f]):
+                i = in_progress.pop(fut)
+                change = changes[i]
+                exc = fut.exception()
+                if exc is None:
+                    journal.done(change)
+                    done.append(change)
+                    told(change, "done")
+                elif isinstance(exc, ChangeRefused):
+                    error = redact(_describe(exc), secrets)
+                    journal.failed(change, error, refused=True)
+                    refused.append((change, error))
+                    blocked.refuse(change)
+                    told(change, "refused")
+                else:
+                    error = redact(_describe(exc), secrets)
+                    journal.failed(change, error)
+                    failures.append((change, error))
+                    told(change, "failed")
+                sched.finish(i, started=True)
+    except (KeyboardInterrupt, StopNow) as exc:
+        # a second signal: the changes in progress may or may not have happened; say so, a rerun converges
+        signum = exc.signum if isinstance(exc, StopNow) else signal.SIGINT
+        name = signal.Signals(signum).name
+        cut = [changes[i] for i in sorted(in_progress.values())]
+        for change in cut:
+            journal.failed(change, f"interrupted ({name}); the change may be partly done")
+        threads.shutdown(wait=False, cancel_futures=True)
+        finish("interrupted", len(refused) + len(failures) + len(cut), signal=name)
+        raise ApplyInterrupted(
+            signum, done, [*cut[1:], *not_tried()], at_once=cut[0] if cut else None, journal=journal_path
+        ) from None
+    threads.shutdown(wait=True)
+    if failures:
+        failed, error = failures[0]
+        if len(failures) > 1:
+            error += "; in progress at the same time and failed too: " + "; ".join(
+                f"{_label(c)}: {e}" for c, e in failures[1:]
+            )
+        finish("failed", len(refused) + len(failures))
+        raise ApplyFailed(done, failed, error, not_tried(), journal_path, pw_written(), refused, skipped)
+    rest = not_tried()
+    if signals.received is not None and rest:
+        name = signal.Signals(signals.received).name
+        finish("interrupted", len(refused), signal=name)
+        raise ApplyInterrupted(signals.received, done, rest, journal=journal_path)
+    if rest or not sched.all_finished():  # pragma: no cover - a scheduling bug must never claim success
+        raise ProviderError(f"apply: {len(rest)} changes could not be scheduled (a bug in mailstate)")
+    finish("incomplete" if refused else "ok", len(refused))
