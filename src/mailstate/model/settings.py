@@ -385,6 +385,11 @@ class ImapSettings(Located):
     password_file: str | None = Field(default=None, description=_SECRET)
     ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
     allow_plain: bool = Field(default=False, description="allow imap:// without TLS (never in production)")
+    user_key: Literal["login", "address"] | None = Field(
+        default=None,
+        description="what Dovecot knows a mailbox by: its login id, or its address (an iRedMail server); "
+        "default: the address with [providers.iredmail], else the login",
+    )
     timeout: float = Field(default=30.0, gt=0, description="seconds")
     max_connections: int = Field(
         default=8,
@@ -413,5 +418,10 @@ class SshSettings(Located):
     )
     doveadm: str = "doveadm"
     timeout: float = Field(default=30.0, gt=0, description="seconds")
+    user_key: Literal["login", "address"] | None = Field(
+        default=None,
+        description="what Dovecot knows a mailbox by: its login id, or its address (an iRedMail server); "
+        "default: the address with [providers.iredmail], else the login",
+    )
 
 
