@@ -288,11 +288,20 @@ def test_the_delegate_reads_the_unit_mailbox_with_their_own_login(story: Story) 
     c = imap_login(s.lab, s.addr("dung"), PW["dung"])
     try:
         shared = f"shared/{s.addr('hc')}/INBOX"
-        c.select_folder(shared, readonly=True)
-        bodies = [d[b"BODY[]"] for d in c.fetch(c.search(), ["BODY.PEEK[]"]).values()]
+        c.select_folder(shared)
+        bodies = [d[b"BODY[]"] for d in c.fetch(c.search(), ["BODY[]"]).values()]  # read: \Seen, their own
         assert any("nội dung công văn".encode() in b for b in bodies)
     finally:
         c.logout()
+    # what doveadm reads back is keyed by login: the delegate's last login, the unit mailbox's use
+    provs = open_providers(load_state(s.state), None, for_plan=True)
+    try:
+        facts = read_all(provs, None)["ssh"].facts
+    finally:
+        close_providers(provs)
+    assert {"an", "dung"} <= set(facts["last_login"])
+    assert not {s.addr("an"), s.addr("dung")} & set(facts["last_login"])
+    assert "dung" in facts["used"]["hc"]
     with pytest.raises(LoginError):  # the account disabled by hand stays disabled
         imap_login(s.lab, s.addr("cuong"), PW["cuong"])
 
