@@ -27,7 +27,8 @@ for tests that kill servers.
 Helpers (plain functions, ``from mailstate.lab.testing import …``): ``make_person(lab, uid, password,
 cn=, mail=, quota=, unit=, locked=, container="people"|"mailboxes", extra=) -> dn``, ``person_dn``,
 ``set_password``, ``lock(lab, dn, locked=True)``, ``imap_connect``, ``imap_login(lab, user, pw)``,
-``imap_master_login(lab, user)`` (``user*mailstate``), ``doveadm(lab, *args)`` (as the lab user),
+``imap_master_login(lab, user)`` (``user*mailstate``), ``own_mail(client)`` (Counter of (folder, SHA-256)
+of every own message, read over IMAP), ``doveadm(lab, *args)`` (as the lab user),
 ``ssh_client(lab)`` (paramiko, known_hosts + RejectPolicy), ``LOCKED`` = "000001010000Z".
 """
 

@@ -39,7 +39,7 @@ from mailstate.cli import LANG_ENV, cli
 from mailstate.desired_state.loader import load_state
 from mailstate.lab import Lab
 from mailstate.lab.iredmail import testing as irm_t
-from mailstate.lab.testing import doveadm, imap_login, imap_master_login
+from mailstate.lab.testing import doveadm, imap_login, imap_master_login, own_mail
 from mailstate.model.records import acl_key
 from mailstate.model.rights import normalise_rights
 from mailstate.providers.registry import close_providers, open_providers
@@ -137,20 +137,7 @@ def _acl(s: Story, owner: str, folder: str) -> dict[str, str]:
 
 def _live_mail(s: Story, local: str) -> Counter[tuple[str, str]]:
     """(folder, SHA-256 of the full text) of every message of a mailbox's own folders, read over IMAP."""
-    c = imap_master_login(s.lab, s.addr(local))
-    out: Counter[tuple[str, str]] = Counter()
-    try:
-        for flags, _d, name in c.list_folders():
-            if b"\\Noselect" in flags or name.startswith("shared/"):
-                continue
-            c.select_folder(name, readonly=True)
-            ids = c.search()
-            for data in c.fetch(ids, ["BODY.PEEK[]"]).values() if ids else []:
-                text = data[b"BODY[]"].replace(b"\r\n", b"\n")
-                out[(unicodedata.normalize("NFC", name), hashlib.sha256(text).hexdigest())] += 1
-    finally:
-        c.logout()
-    return out
+    return own_mail(imap_master_login(s.lab, s.addr(local)))
 
 
 def _archived_mail(s: Story, user: str) -> Counter[tuple[str, str]]:
