@@ -45,7 +45,7 @@ def test_by_login_everything_is_the_identity_and_nothing_is_read() -> None:
     assert (users.user("an"), users.login("an"), users.identifier("an")) == ("an", "an", "an")
 
 
-def test_by_address_logins_map_both_ways_and_an_unknown_login_is_refused() -> None:
+def test_by_address_logins_map_both_ways_and_an_unknown_login_is_refused(english: None) -> None:
     calls: list[int] = []
 
     def directory() -> Mapping[str, str]:

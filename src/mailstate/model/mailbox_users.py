@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from mailstate.errors import ProviderError
+from mailstate.model.i18n import _
 from mailstate.model.records import MAILBOX_KINDS
 
 UserKey = Literal["login", "address"]
@@ -88,8 +89,9 @@ class MailboxUsers:
         if "@" in login:  # already a Dovecot user (found live, owner of no mailbox the directory holds)
             return login
         raise ProviderError(
-            f"{self.who}: no address known for the mailbox {login}: on this layout the mail server knows "
-            "mailboxes by their address, and the directory holds none for it"
+            _("{provider}: no address known for the mailbox {login}: on this layout the mail server knows "
+              "mailboxes by their address, and the directory holds none for it").format(
+                provider=self.who, login=login)
         )
 
     def identifier(self, ident: str) -> str:
