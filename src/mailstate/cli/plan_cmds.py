@@ -234,8 +234,14 @@ def apply_cmd(
         if planfile is not None:
             # an empty saved plan is still checked: another organisation's, or stale (the TOML or the
             # live state changed since: there may now be something to do), is refused like any other
-            apply_plan(plan, root, journal_dir=journal_dir, audit_log=audit_log, break_lock=break_lock,
-                       as_of=as_of)
+            warnings = apply_plan(plan, root, journal_dir=journal_dir, audit_log=audit_log,
+                                  break_lock=break_lock, as_of=as_of).warnings
+        else:  # a notice to the owner of a lock that failed before is sent again (reconciler.apply.notify)
+            from mailstate.reconciler.pipeline import retry_notices
+
+            warnings = retry_notices(root, journal_dir, audit_log)
+        for warning in warnings:
+            click.echo(_("warning: {warning}").format(warning=warning), err=True)
         click.echo(_("nothing to apply: the live system matches the desired state"))
         return
     if planfile is None and not yes:
@@ -273,6 +279,8 @@ def apply_cmd(
         progress.stop()
     for notice in result.notices:
         click.echo(_("note: {notice}").format(notice=notice))
+    for warning in result.warnings:
+        click.echo(_("warning: {warning}").format(warning=warning), err=True)
     click.echo(
         ngettext("applied {n} change; journal: {journal}; audit log: {audit}",
                  "applied {n} changes; journal: {journal}; audit log: {audit}", len(result.done)).format(
