@@ -856,7 +856,7 @@ class Checker:
                 elif p.backup_email.rpartition("@")[2].lower() == self.domain:
                     self.b.at(p, "backup_email", "person.backup_email",
                               _("the backup mailbox is outside the agency, not in {domain}").format(
-                                  domain=self.domain))
+                                  domain=self.domain) + self._cite("registration.backup_mailbox"))
 
     # -- membership, dissolution -------------------------------------------------------------------
 
