@@ -299,12 +299,16 @@ def send_pending(state: State, journal_path: Path, audit_path: Path, *, who: str
         pending = pending_notices(state, journal_entries(journal_path))
         if not pending:
             return warnings
-        address_of = addresses()
+        try:
+            address_of = dict(addresses())
+        except MailstateError:  # the notice still goes out, naming the mailbox by its pinned address or id
+            address_of = {}
         journal = Journal(journal_path, audit_path, who=who, commit=commit)
         try:
             for p in pending:
                 try:
-                    send(relay, build_message(state, p, relay, address_of.get(p.who, p.who)))
+                    address = address_of.get(p.who) or state.people[p.who].address or p.who
+                    send(relay, build_message(state, p, relay, address))
                 except (OSError, smtplib.SMTPException, ValueError) as exc:
                     error = hide_secrets(_describe(exc), [relay.password or ""])
                     journal.notice("notify-failed", p.journal_fields(), error=error)
