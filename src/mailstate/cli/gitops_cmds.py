@@ -76,7 +76,8 @@ UPSERTED = {
 """What `forge comment` / `forge issue` did (the forge client says "created" or "updated")."""
 
 
-forge_option = click.option("--forge", "kind", type=click.Choice(["gitlab", "github"]), required=True)
+forge_option = click.option("--forge", "kind", type=click.Choice(["gitlab", "github"]), required=True,
+                            help=N_("The forge the CI job runs on."))
 mr_option = click.option("--mr", default=None, help=N_("The merge request (default: the pipeline's own)."))
 
 
@@ -133,7 +134,8 @@ def render_markdown(plan_file: Path, root: Path) -> str:
     "Download the plan reviewed on the merge request merged as this commit (for `apply --reviewed`)."))
 @forge_option
 @mr_option
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help=N_("Where to save the plan (then: apply --reviewed FILE)."))
 @click.option("--job", default="mailstate-plan", show_default=True, help=N_("GitLab: the job keeping it."))
 @click.option("--artifact", default="plan.json", show_default=True,
               help=N_("GitLab: the artifact's path; GitHub: the artifact's name, suffixed -<number>."))
@@ -152,7 +154,8 @@ def fetch_plan_cmd(kind: str, mr: str | None, out: Path, job: str, artifact: str
 @forge_group.command("issue", help=N_(
     "Open, or update, the one open issue labelled mailstate-drift with a drift report."))
 @forge_option
-@click.option("--body-file", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--body-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help=N_("The drift report in Markdown (drift --format markdown)."))
 @click.option("--title", default=None, help=N_("Default: the report's title (its first heading)."))
 @errors_to_exit
 def issue_cmd(kind: str, body_file: Path, title: str | None) -> None:

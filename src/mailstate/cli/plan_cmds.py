@@ -455,9 +455,11 @@ def import_cmd(
     "The public directory of units and people, from the desired state."))
 @state_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["html", "csv", "vcard"]), default="html", show_default=True
+    "--format", "fmt", type=click.Choice(["html", "csv", "vcard"]), default="html", show_default=True,
+    help=N_("html: a page to publish; csv: a spreadsheet; vcard: contacts for a mail client."),
 )
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=N_("Write the directory to FILE instead of stdout."))
 @click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help=N_("Who is listed on this date."))
 @lang_option
 @errors_to_exit
