@@ -27,6 +27,7 @@ from mailstate.adopt.plain import PlainRead, read_plain
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.schema import Organization, Providers, State
 from mailstate.errors import MailstateError
+from mailstate.model.i18n import _
 from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 from mailstate.model.settings import ID_RE, format_size
@@ -101,7 +102,7 @@ _LEFT_ON = re.compile(r"\bleft on (?P<day>\d{4}-\d{2}-\d{2})\b")
 _LEFT_ON_VI = re.compile(r"\bnghỉ việc từ (?P<d>\d{2})/(?P<m>\d{2})/(?P<y>\d{4})\b")
 
 
-def _lock_fields(reason: str | None, refused: bool = False) -> dict[str, Any]:
+def _lock_fields(reason: str | None, refused: bool = False, disabled_by: str | None = None) -> dict[str, Any]:
     """The TOML fields that explain a live lock: the lifecycle's own reasons are turned back into
     ``left_on`` (the leaving rules) or ``suspended`` (a temporary lock); any other
     reason (set by hand) becomes ``suspended``."""
@@ -110,7 +111,8 @@ def _lock_fields(reason: str | None, refused: bool = False) -> dict[str, Any]:
             import tomlkit
 
             table = tomlkit.inline_table()
-            table.update({"reason": DISABLED_BEFORE, "disabled": True})
+            why = f"{DISABLED_BEFORE} ({disabled_by})" if disabled_by else DISABLED_BEFORE
+            table.update({"reason": why, "disabled": True})
             return {"suspended": table}
         return {"suspended": "imported: locked in the directory"}
     m = _SUSPENDED.match(reason)
@@ -154,6 +156,35 @@ def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
                 result.skipped.append(f"{what}: {name} {msg} (written escaped; fix it in the TOML or the "
                                       "directory: validate refuses it)")
                 break
+
+
+def _not_adoptable(files: Mapping[Path, Any], by_kind: Mapping[str, list[Record]], base_dn: str) -> list[str]:
+    """What the first plan does to a tree made by hand, entry by entry: mailstate's ldap provider keeps each
+    kind in its own container (docs/ldap.md), so every person, unit and group written, and every old
+    address (an alias entry there), is created there beside the entry it came from."""
+    from mailstate.providers.ldap.parse import dn_of
+
+    found = {(r.kind, r.key): str(r.attrs.get("_dn") or "") for recs in by_kind.values() for r in recs}
+    lines: list[str] = []
+    for path, doc in sorted(files.items()):
+        if path.name == "mailstate.toml":
+            continue
+        entries = [("unit", doc["unit"])] if "unit" in doc else []
+        entries += [("person", p) for p in doc.get("person", [])]
+        entries += [("group", g) for g in doc.get("group", [])]
+        for kind, table in entries:
+            key = str(table["id"])
+            where = found.get((kind, key)) or _("departmentNumber")
+            lines.append(_("{kind} {id} ({found}): cannot be adopted as is: mailstate keeps it at {dn}: the "
+                           "first plan creates it there, beside the entry it came from (moving a tree made "
+                           "by hand is a migration: docs/adopting.md)").format(
+                               kind=kind, id=key, found=visible(where),
+                               dn=visible(dn_of(kind, key, base_dn))))
+            for old in table.get("old_addresses", ()):
+                lines.append(_("alias {id} (an old address of {owner}): cannot be adopted as is: mailstate "
+                               "keeps it at {dn}: the first plan creates it there").format(
+                                   id=old, owner=key, dn=visible(dn_of("alias", str(old), base_dn))))
+    return lines
 
 
 def import_state(
@@ -281,6 +312,10 @@ def import_state(
                                   "left out (the person is in units/_unassigned.toml)")
             unit = None
         target = unit if unit in unit_docs else "_unassigned"
+        if target == "_unassigned":
+            result.skipped.append(_("person {id}: no unit: written to units/_unassigned.toml; write its "
+                                    "unit = \"<unit id>\" (validate refuses it until then)").format(
+                                        id=rec.key))
         if target not in unit_docs:
             unit_docs[target] = tomlkit.document()
         doc = unit_docs[target]
@@ -297,13 +332,15 @@ def import_state(
                 "backup_email": a.get("backup_email"),
                 "address": a.get("address"),
                 "old_addresses": [x for x in (a.get("aliases") or ()) if x != a.get("address")],
-                **(_lock_fields(a.get("lock_reason"), bool(a.get("_refused"))) if a.get("locked") else {}),
+                **(_lock_fields(a.get("lock_reason"), bool(a.get("_refused")), a.get("_disabled_by"))
+                   if a.get("locked") else {}),
             }
         )
         if a.get("locked") and not a.get("lock_reason"):
             result.skipped.append(
                 f"person {rec.key}: locked in the directory without a reason mailstate wrote: imported as "
-                + (f"suspended = {{ reason = {DISABLED_BEFORE!r}, disabled = true }}: it stays disabled as "
+                + (f"suspended = {{ reason = {person['suspended']['reason']!r}, disabled = true }}: it stays "
+                   "disabled as "
                    "found (no login, mail refused); replace it with what explains it (left_on = <the day>, "
                    "or suspended = \"<why>\" to lock it the way mailstate does, mail delivered)"
                    if a.get("_refused") else
@@ -356,6 +393,8 @@ def import_state(
         gdoc["group"] = aot
         files[out / "groups.toml"] = gdoc
 
+    if plain is not None:
+        result.skipped.extend(_not_adoptable(files, by_kind, state.base_dn))
     for path in files:
         _inside(out, path)  # every path checked before the first is written
     for path, doc in files.items():

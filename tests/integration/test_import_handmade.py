@@ -1,0 +1,193 @@
+"""`mailstate import --layout plain` on trees an IT officer made by hand, in the default lab's slapd: nested
+OUs, posixAccount, mixed-case attribute names, names in both orders and decomposed (NFD), people without
+mail, a duplicate mail, groups naming what is no person, outside recipients, the usual ways of disabling
+an account, hostile names, and two OUs whose names give the same unit id. For each: what the TOML holds,
+what the report says, and that `validate` accepts the result; the plan against the same directory changes
+nothing the report does not name."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from ldap3 import MODIFY_REPLACE
+from ldap3.utils.dn import escape_rdn
+
+from mailstate.adopt.importer import REPORT
+from mailstate.cli import cli
+from mailstate.lab import Lab
+from mailstate.reconciler.pipeline import make_plan
+from mailstate.reconciler.plan.plan import plan_changes
+
+pytestmark = pytest.mark.integration
+
+DOMAIN = "lab.example.gov.vn"
+
+
+def _nfd(text: str) -> str:
+    return unicodedata.normalize("NFD", text)
+
+
+@pytest.fixture
+def messy(lab_env: dict[str, str], clean_lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
+    lab = clean_lab
+    for key in list(os.environ):
+        if key.startswith("MAILSTATE_") and not key.startswith(("MAILSTATE_LDAP_", "MAILSTATE_LANG")):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    base = lab.base_dn
+    people = f"ou=Staff,{base}"
+    kt = f"ou={escape_rdn('Phòng Kế toán')},{people}"
+    thue = f"ou={escape_rdn('Tổ Thuế')},{kt}"
+    kt2 = f"ou={escape_rdn('Phòng Kế-toán')},{people}"  # gives the same id as "Phòng Kế toán"
+    evil_ou = f"ou={escape_rdn('Phòng' + chr(0x1b) + '[31mĐỏ')},{people}"
+    dots = f"ou={escape_rdn('../../etc')},{people}"
+    conn = lab.ldap(as_="root")
+    try:
+        def add(dn: str, classes: list[str], attrs: dict[str, object]) -> None:
+            assert conn.add(dn, classes, attrs), (dn, conn.result)
+
+        for dn, ou in ((people, "Staff"), (kt, "Phòng Kế toán"), (thue, "Tổ Thuế"), (kt2, "Phòng Kế-toán"),
+                       (evil_ou, "Phòng\x1b[31mĐỏ"), (dots, "../../etc")):
+            add(dn, ["organizationalUnit"], {"ou": ou})
+        inet = ["inetOrgPerson", "inetLocalMailRecipient"]
+        posix = ["inetOrgPerson", "posixAccount", "shadowAccount"]
+
+        def px(uid: str, n: int, shell: str = "/bin/bash", **more: object) -> dict[str, object]:
+            return {"uidNumber": str(n), "gidNumber": "100", "homeDirectory": f"/home/{uid}",
+                    "loginShell": shell, **more}
+
+        # mixed-case attribute names, an upper-case address, an old address in mailLocalAddress
+        add(f"uid=bangnv,{kt}", inet, {"UID": "bangnv", "CN": "Nguyễn Văn Bằng", "SN": "Nguyễn",
+                                       "MAIL": f"BangNV@{DOMAIN.upper()}",
+                                       "mailLocalAddress": [f"bangnv@{DOMAIN}", f"bang.nguyen@{DOMAIN}"]})
+        # nested OU, cn written given name first
+        add(f"uid=hoatt,{thue}", inet, {"uid": "hoatt", "cn": "Hoa Trần Thị", "sn": "Trần",
+                                        "givenName": "Hoa", "mail": f"hoatt@{DOMAIN}",
+                                        "title": "Kế toán viên"})
+        # decomposed Vietnamese (NFD) in cn and title, in the OU that clashes with Phòng Kế toán
+        add(f"uid=lantt,{kt2}", inet, {"uid": "lantt", "cn": _nfd("Trần Thị Lan"), "sn": _nfd("Trần"),
+                                       "mail": f"lantt@{DOMAIN}", "title": _nfd("Phó phòng")})
+        # only inetOrgPerson, departmentNumber, "A Nguyễn Văn" with no hint but the family name
+        add(f"uid=anv,{people}", ["inetOrgPerson"], {"uid": "anv", "cn": "An Nguyễn Văn", "sn": "An",
+                                                     "mail": f"anv@{DOMAIN}", "departmentNumber": "vp"})
+        # the usual ways of disabling an account
+        add(f"uid=tuan,{kt}", posix, {"uid": "tuan", "cn": "Phạm Tuấn", "sn": "Phạm",
+                                      "mail": f"tuan@{DOMAIN}",
+                                      **px("tuan", 1001, "/sbin/nologin")})
+        add(f"uid=minh,{kt}", posix, {"uid": "minh", "cn": "Đỗ Minh", "sn": "Đỗ", "mail": f"minh@{DOMAIN}",
+                                      **px("minh", 1002, shadowExpire="19000")})
+        add(f"uid=khoa,{kt}", posix, {"uid": "khoa", "cn": "Vũ Khoa", "sn": "Vũ", "mail": f"khoa@{DOMAIN}",
+                                      **px("khoa", 1003)})
+        locked = {"pwdAccountLockedTime": [(MODIFY_REPLACE, ["20250101000000Z"])]}
+        assert conn.modify(f"uid=khoa,{kt}", locked), conn.result
+        # no mail; a duplicate mail; a uid that is no id; hostile text
+        add(f"uid=nomail,{kt}", ["inetOrgPerson"], {"uid": "nomail", "cn": "Không Thư", "sn": "Không"})
+        add(f"uid=trung,{kt}", inet, {"uid": "trung", "cn": "Lê Trung", "sn": "Lê",
+                                      "mail": f"bangnv@{DOMAIN}"})
+        add(f"uid=BadId,{kt}", inet, {"uid": "../BadId", "cn": "Hồ Sai", "sn": "Hồ", "mail": f"sai@{DOMAIN}"})
+        add(f"uid=evil,{evil_ou}", inet, {"uid": "evil", "cn": "Ngô\x1b]0;pwned\x07 Ác", "sn": "Ngô",
+                                          "mail": f"evil@{DOMAIN}", "title": "=HYPERLINK(\"http://x\")"})
+        add(f"uid=dot,{dots}", inet, {"uid": "dot", "cn": "Lý Chấm", "sn": "Lý", "mail": f"dot@{DOMAIN}"})
+        # groups: members that are no person, found nowhere, another group; outside recipients
+        add(f"cn=lanh-dao,{base}", ["nisMailAlias"], {"cn": "lanh-dao",
+                                                      "rfc822MailMember": [f"anv@{DOMAIN}", "x@example.org"]})
+        add(f"cn=ke-toan,{base}", ["groupOfNames", "extensibleObject"], {
+            "cn": "ke-toan", "description": "Tổ kế toán", "mail": f"ketoan@{DOMAIN}",
+            "member": [f"UID=BangNV, {kt}", f"uid=hoatt,{thue}", kt, f"uid=ghost,{kt}",
+                       f"cn=lanh-dao,{base}"]})
+        add(f"cn=admins,{base}", ["groupOfNames"], {"cn": "admins", "member": [f"uid=bangnv,{kt}"]})
+        add(f"cn={escape_rdn('=cmd|x')},{base}", ["groupOfNames", "extensibleObject"], {
+            "cn": "=cmd|x", "mail": f"cmd@{DOMAIN}", "member": [f"uid=bangnv,{kt}"]})
+    finally:
+        conn.unbind()
+    return lab
+
+
+def _read(out: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    people: dict[str, Any] = {}
+    units: dict[str, Any] = {}
+    for f in (out / "units").glob("*.toml"):
+        doc = tomllib.loads(f.read_text(encoding="utf-8"))
+        if "unit" in doc:
+            units[doc["unit"]["id"]] = doc["unit"]
+        people.update({p["id"]: p for p in doc.get("person", [])})
+    groups_file = out / "groups.toml"
+    groups = ({g["id"]: g for g in tomllib.loads(groups_file.read_text(encoding="utf-8"))["group"]}
+              if groups_file.exists() else {})
+    return people, units, groups
+
+
+def test_a_messy_hand_made_tree(messy: Lab, tmp_path: Path) -> None:
+    lab = messy
+    out = tmp_path / "state"
+    r = CliRunner().invoke(cli, ["import", "--out", str(out), "--domain", DOMAIN, "--layout", "plain",
+                                 "--people-base", f"ou=Staff,{lab.base_dn}"])
+    assert r.exit_code == 0, r.output
+    people, units, groups = _read(out)
+    report = (out / REPORT).read_text(encoding="utf-8")
+    assert "\x1b" not in report and "\x07" not in report
+
+    assert set(people) == {"bangnv", "hoatt", "lantt", "anv", "tuan", "minh", "khoa", "evil", "dot"}
+    # names: NFC, family name first
+    assert people["hoatt"]["name"] == "Trần Thị Hoa" and "'Hoa Trần Thị'" in report
+    assert people["lantt"]["name"] == "Trần Thị Lan" and people["lantt"]["title"] == "Phó phòng"
+    assert people["anv"]["name"] == "Nguyễn Văn An"
+    assert people["bangnv"]["address"] == f"bangnv@{DOMAIN}"
+    assert people["bangnv"]["old_addresses"] == [f"bang.nguyen@{DOMAIN}"]
+    # units: the OU path, nested with its parent; a clash made distinct and reported; departmentNumber
+    assert units["pketoan"]["name"] == "Phòng Kế toán"
+    assert units["tothue"] == {"id": "tothue", "name": "Tổ Thuế", "parent": "pketoan", "mailbox": False}
+    assert units["pketoan-2"]["name"] == "Phòng Kế-toán" and people["lantt"]["unit"] == "pketoan-2"
+    assert "already the unit 'Phòng Kế toán': written as pketoan-2" in report
+    assert (people["hoatt"]["unit"], people["anv"]["unit"]) == ("tothue", "vp")
+    assert "unit" not in people["evil"]  # an OU holding an escape sequence gives no id: reported
+    assert "no id can be made from its name" in report and r"Phòng\x1b[31mĐỏ" in report
+    assert units["etc"]["name"] == "../../etc" and not (tmp_path / "etc").exists()
+    # disabled accounts come back disabled, with what disabled them
+    for pid, what in (("tuan", "loginShell: /sbin/nologin"), ("minh", "shadowExpire: 19000"),
+                      ("khoa", "pwdAccountLockedTime: 20250101000000Z")):
+        sus = people[pid]["suspended"]
+        assert sus["disabled"] is True and what in sus["reason"], (pid, sus)
+        assert f"person {pid}: locked in the directory" in report
+    assert "suspended" not in people["bangnv"]
+    # left out, each with its DN and why
+    for why in ("uid=nomail,ou=Phòng Kế toán", "no mail attribute",
+                "uid=trung,", f"its address bangnv@{DOMAIN} is already bangnv's",
+                "uid=BadId,", "'../BadId' is not a valid id",
+                "cn=admins,", "a groupOfNames without an address (mail or mailLocalAddress) is no mail group",
+                "its cn '=cmd|x' is not a valid id",
+                "uid=ghost,", "member ou=Phòng Kế toán", "x@example.org would stop receiving"):
+        assert why in report, (why, report)
+    # groups: people by their DN however written, a nested group as group:<id>
+    assert groups["ke-toan"]["members"] == ["bangnv", "group:lanh-dao", "hoatt"]
+    assert groups["ke-toan"]["address"] == f"ketoan@{DOMAIN}"
+    assert groups["lanh-dao"]["members"] == ["anv"]
+    assert set(groups) == {"ke-toan", "lanh-dao"}
+    # hostile text: written escaped and reported, never raw
+    text = "".join(p.read_text(encoding="utf-8") for p in out.rglob("*.toml"))
+    assert "\x1b" not in text and "\x07" not in text
+    assert "person evil: name holds a control or bidirectional character" in report
+    # the naming template, how many addresses it gives and which it does not
+    top = tomllib.loads((out / "mailstate.toml").read_text(encoding="utf-8"))
+    assert top["naming"]["person"] == "{given}{initials}"
+    assert "gives 3 of the 9 addresses" in report and "tuan (tuan)" in report
+
+    # the reviewer fixes what the report says validate refuses
+    unassigned = out / "units" / "_unassigned.toml"
+    unassigned.write_text(unassigned.read_text(encoding="utf-8").replace(
+        "Ngô\\u001b]0;pwned\\u0007 Ác", "Ngô Ác").replace('id = "evil"', 'id = "evil"\nunit = "pketoan"'),
+        encoding="utf-8")
+    assert "person evil: no unit" in report
+    assert CliRunner().invoke(cli, ["validate", "--state", str(out)]).exit_code == 0
+    # the first plan: everything it would do is named in the report as not adoptable as is, with why
+    plan = make_plan(out, providers=["ldap"])
+    named = {tuple(line.split(" ", 2)[:2]) for line in report.splitlines()
+             if "cannot be adopted as is:" in line and "mailstate keeps it at" in line}
+    assert {(c.kind, c.key) for c in plan_changes(plan)} == named
+    assert f"person hoatt (uid=hoatt,ou=Tổ Thuế,ou=Phòng Kế toán,ou=Staff,{lab.base_dn})" in report
