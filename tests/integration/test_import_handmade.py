@@ -21,6 +21,7 @@ from ldap3.utils.dn import escape_rdn
 from mailstate.adopt.importer import REPORT
 from mailstate.cli import cli
 from mailstate.lab import Lab
+from mailstate.lab.testing import make_person
 from mailstate.reconciler.pipeline import make_plan
 from mailstate.reconciler.plan.plan import plan_changes
 
@@ -144,10 +145,11 @@ def test_a_messy_hand_made_tree(messy: Lab, tmp_path: Path) -> None:
     assert units["pketoan"]["name"] == "Phòng Kế toán"
     assert units["tothue"] == {"id": "tothue", "name": "Tổ Thuế", "parent": "pketoan", "mailbox": False}
     assert units["pketoan-2"]["name"] == "Phòng Kế-toán" and people["lantt"]["unit"] == "pketoan-2"
-    assert "already the unit 'Phòng Kế toán': written as pketoan-2" in report
+    assert (f"unit ou=Phòng Kế-toán,ou=Staff,{lab.base_dn}: its name gives the id pketoan, already the unit "
+            "'Phòng Kế toán': written as pketoan-2") in report
     assert (people["hoatt"]["unit"], people["anv"]["unit"]) == ("tothue", "vp")
     assert "unit" not in people["evil"]  # an OU holding an escape sequence gives no id: reported
-    assert "no id can be made from its name" in report and r"Phòng\x1b[31mĐỏ" in report
+    assert "no id can be made from its name" in report and r"unit ou=Phòng\x1b[31mĐỏ,ou=Staff," in report
     assert units["etc"]["name"] == "../../etc" and not (tmp_path / "etc").exists()
     # disabled accounts come back disabled, with what disabled them
     for pid, what in (("tuan", "loginShell: /sbin/nologin"), ("minh", "shadowExpire: 19000"),
@@ -191,3 +193,45 @@ def test_a_messy_hand_made_tree(messy: Lab, tmp_path: Path) -> None:
              if "cannot be adopted as is:" in line and "mailstate keeps it at" in line}
     assert {(c.kind, c.key) for c in plan_changes(plan)} == named
     assert f"person hoatt (uid=hoatt,ou=Tổ Thuế,ou=Phòng Kế toán,ou=Staff,{lab.base_dn})" in report
+    assert f"unit tothue (ou=Tổ Thuế,ou=Phòng Kế toán,ou=Staff,{lab.base_dn})" in report
+    assert "unit vp (departmentNumber)" in report
+
+
+def test_mailstate_layout_import_drops_references_to_what_it_left_out(messy: Lab, tmp_path: Path) -> None:
+    """The same mistakes on mailstate's own layout: a group naming a person left out (an id mailstate
+    refuses), a unit headed by one, and an old address two people hold, are reported and left out, so the
+    state written passes `validate`, and the plan names only what the report does."""
+    lab = messy
+    base = lab.base_dn
+    make_person(lab, "bangnv", cn="Nguyễn Văn Bằng", unit="qlcn",
+                extra={"mailLocalAddress": [f"bangnv@{DOMAIN}", f"chung@{DOMAIN}"]})
+    make_person(lab, "hoatt", cn="Trần Thị Hoa", unit="qlcn",
+                extra={"mailLocalAddress": [f"hoatt@{DOMAIN}", f"chung@{DOMAIN}"]})
+    make_person(lab, "Evil.X", cn="Kẻ Xấu", unit="qlcn")
+    conn = lab.ldap(as_="root")
+    try:
+        assert conn.add(f"ou=qlcn,ou=units,{base}", ["organizationalUnit", "mailstateUnit"],
+                        {"ou": "qlcn", "description": "Phòng Quản lý Công nghiệp", "mailstateHead": "Evil.X",
+                         "mailstateDelegate": ["hoatt", "Evil.X"]}), conn.result
+        assert conn.add(f"cn=toan-so,ou=groups,{base}", ["nisMailAlias", "inetLocalMailRecipient",
+                                                        "mailstateGroup"],
+                        {"cn": "toan-so", "displayName": "Toàn Sở", "mail": f"toan-so@{DOMAIN}",
+                         "mailLocalAddress": f"toan-so@{DOMAIN}", "mailstateMember": ["bangnv", "Evil.X"],
+                         "rfc822MailMember": [f"bangnv@{DOMAIN}", f"evil.x@{DOMAIN}"]}), conn.result
+    finally:
+        conn.unbind()
+    out = tmp_path / "state"
+    r = CliRunner().invoke(cli, ["import", "--out", str(out), "--domain", DOMAIN])
+    assert r.exit_code == 0, r.output
+    people, units, groups = _read(out)
+    report = (out / REPORT).read_text(encoding="utf-8")
+    assert "Evil.X" not in people and "'Evil.X': not imported" in report
+    assert groups["toan-so"]["members"] == ["bangnv"]
+    assert "group toan-so: member Evil.X is not imported: left out" in report
+    assert "head" not in units["qlcn"] and units["qlcn"]["delegates"] == ["hoatt"]
+    assert "unit qlcn: head Evil.X is not imported: left out" in report
+    assert people["bangnv"]["old_addresses"] == [f"chung@{DOMAIN}"]
+    assert "old_addresses" not in people["hoatt"]
+    assert f"person hoatt: the address chung@{DOMAIN} is already bangnv's: left out" in report
+    r = CliRunner().invoke(cli, ["validate", "--state", str(out)])
+    assert r.exit_code == 0, r.output

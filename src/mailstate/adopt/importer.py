@@ -158,6 +158,54 @@ def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
                 break
 
 
+def _keep_references_and_addresses_whole(result: Imported, by_kind: dict[str, list[Record]]) -> None:
+    """What is written refers only to what is written, and holds each address once: a group member, a
+    unit's head or delegate that was left out (an id mailstate refuses, a kind not read) is left out of the
+    reference too, and an old address another entry holds already (its own address first, else the first
+    by id) is left out of the later one; each reported. Otherwise validate refuses the whole state."""
+    people = {r.key for r in by_kind.get("person", [])}
+    units = {r.key for r in by_kind.get("unit", [])} | {r.key for r in by_kind.get("unit_mailbox", [])}
+    groups = {r.key for r in by_kind.get("group", [])}
+
+    def known(ref: str) -> bool:
+        kind, _sep, key = ref.rpartition(":")
+        return key in {"": people, "unit": units, "group": groups}.get(kind, set())
+
+    for kind, fields in (("group", ("members",)), ("unit", ("head", "delegates"))):
+        for rec in by_kind.get(kind, []):
+            for name in fields:
+                value = rec.attrs.get(name)
+                refs = [value] if isinstance(value, str) else list(value or ())
+                gone = [ref for ref in refs if not known(str(ref))]
+                for ref in gone:
+                    result.skipped.append(_("{kind} {id}: {field} {ref} is not imported: left out").format(
+                        kind=kind, id=rec.key, field=name.rstrip("s"), ref=visible(str(ref))))
+                if gone:
+                    kept = [ref for ref in refs if known(str(ref))]
+                    rec.attrs[name] = (kept[0] if kept else None) if isinstance(value, str) else tuple(kept)
+    owner: dict[str, str] = {}
+    ordered = [r for k in ("unit", "unit_mailbox", "person", "group") for r in sorted(by_kind.get(k, []),
+                                                                                      key=lambda r: r.key)]
+    for rec in ordered:
+        address = rec.attrs.get("address")
+        if isinstance(address, str):
+            if address in owner and owner[address] != rec.key:
+                result.skipped.append(_("{kind} {id}: its address {address} is also {other}'s: validate "
+                                        "refuses it until one of them changes").format(
+                                            kind=rec.kind, id=rec.key, address=address, other=owner[address]))
+            owner.setdefault(address, rec.key)
+    for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
+        aliases = [a for a in (rec.attrs.get("aliases") or ()) if a != rec.attrs.get("address")]
+        kept = []
+        for a in aliases:
+            if owner.setdefault(a, rec.key) == rec.key:
+                kept.append(a)
+            else:
+                result.skipped.append(_("person {id}: the address {address} is already {other}'s: left out "
+                                        "of old_addresses").format(id=rec.key, address=a, other=owner[a]))
+        rec.attrs["aliases"] = tuple(kept)
+
+
 def _not_adoptable(files: Mapping[Path, Any], by_kind: Mapping[str, list[Record]], base_dn: str) -> list[str]:
     """What the first plan does to a tree made by hand, entry by entry: mailstate's ldap provider keeps each
     kind in its own container (docs/ldap.md), so every person, unit and group written, and every old
@@ -234,6 +282,7 @@ def import_state(
             continue
         _check_text(result, f"{rec.kind} {rec.key}", rec.attrs)
         by_kind.setdefault(rec.kind, []).append(rec)
+    _keep_references_and_addresses_whole(result, by_kind)
 
     files: dict[Path, tomlkit.TOMLDocument] = {}
     top = tomlkit.document()

@@ -208,6 +208,8 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
     ids: dict[str, str] = {}  # every id taken (people, units, groups) → what took it, for uniqueness
     unit_of_path: dict[tuple[str, ...], str | None] = {}  # ou names from the top → unit id
     units: dict[str, tuple[str, str | None]] = {}  # id → (name, parent id)
+    ou_dns: dict[tuple[str, ...], str] = {}  # ou names from the top → the OU's DN
+    unit_dns: dict[str, str] = {}
 
     def unit_for(path: tuple[str, ...], dn: str) -> str | None:
         if path in unit_of_path:
@@ -217,7 +219,7 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
         base = unit_id_from_name(name)
         uid: str | None = None
         if base is None:
-            report(_("unit"), f"ou={name}",
+            report(_("unit"), ou_dns.get(path, name),
                    _("no id can be made from its name (the ou of {dn}): its people go to "
                      "units/_unassigned.toml").format(dn=visible(dn)))
         else:
@@ -226,11 +228,12 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
                 uid = f"{base[:60]}-{n}"
                 n += 1
             if uid != base:
-                report(_("unit"), f"ou={name}",
+                report(_("unit"), ou_dns.get(path, name),
                        _("its name gives the id {base}, already {other}: written as {id}").format(
                            base=base, other=ids[base], id=uid))
             ids[uid] = _("the unit {name}").format(name=repr(visible(name)))
             units[uid] = (name, parent)
+            unit_dns[uid] = ou_dns.get(path, "")
         unit_of_path[path] = uid
         return uid
 
@@ -257,9 +260,13 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
     # units first (from the people's paths), so a person's id never takes a unit's first
     paths: dict[str, tuple[str, ...]] = {}
     for dn, _e in people:
-        rdns = _rdns(dn)
-        between = rdns[1:len(rdns) - len(people_rdns)]  # the RDNs between the entry and --people-base
-        paths[dn] = tuple(reversed([v for a, v in between if a == "ou"]))
+        raw = parse_dn(dn, escape=False)
+        ous = [(_unescape(raw[i][1]), ",".join(f"{a}={v}" for a, v, _sep in raw[i:]))
+               for i in range(1, len(raw) - len(people_rdns))  # the RDNs between the entry and --people-base
+               if raw[i][0].strip().lower() == "ou"][::-1]  # from the top down
+        for k in range(len(ous)):
+            ou_dns.setdefault(tuple(name for name, _d in ous[:k + 1]), ous[k][1])
+        paths[dn] = tuple(name for name, _d in ous)
         if paths[dn]:
             unit_for(paths[dn], dn)
     by_dn: dict[tuple[tuple[str, str], ...], str] = {}  # parsed DN → person id
@@ -316,7 +323,8 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
             attrs["_disabled_by"] = why
         out.records.append(Record("person", key, attrs, provider="ldap", unit=unit))
     for uid, (name, parent) in sorted(units.items()):
-        out.records.append(Record("unit", uid, {"name": name, "parent": parent, "_implicit": True},
+        out.records.append(Record("unit", uid, {"_dn": unit_dns.get(uid), "name": name, "parent": parent,
+                                                "_implicit": True},
                                   provider="ldap", unit=uid))
         out.report.append(_("unit {id}: made from the people's path or departmentNumber ({name}), without a "
                             "unit mailbox (mailbox = false): give it its head").format(
