@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,8 @@ def _keep_references_and_addresses_whole(result: Imported, by_kind: dict[str, li
         return key in {"": people, "unit": units, "group": groups}.get(kind, set())
 
     for kind, fields in (("group", ("members",)), ("unit", ("head", "delegates"))):
-        for rec in by_kind.get(kind, []):
+        for i, rec in enumerate(by_kind.get(kind, [])):
+            attrs = dict(rec.attrs)
             for name in fields:
                 value = rec.attrs.get(name)
                 refs = [value] if isinstance(value, str) else list(value or ())
@@ -182,7 +183,8 @@ def _keep_references_and_addresses_whole(result: Imported, by_kind: dict[str, li
                         kind=kind, id=rec.key, field=name.rstrip("s"), ref=visible(str(ref))))
                 if gone:
                     kept = [ref for ref in refs if known(str(ref))]
-                    rec.attrs[name] = (kept[0] if kept else None) if isinstance(value, str) else tuple(kept)
+                    attrs[name] = (kept[0] if kept else None) if isinstance(value, str) else tuple(kept)
+            by_kind[kind][i] = replace(rec, attrs=attrs)
     owner: dict[str, str] = {}
     ordered = [r for k in ("unit", "unit_mailbox", "person", "group") for r in sorted(by_kind.get(k, []),
                                                                                       key=lambda r: r.key)]
@@ -194,7 +196,8 @@ def _keep_references_and_addresses_whole(result: Imported, by_kind: dict[str, li
                                         "refuses it until one of them changes").format(
                                             kind=rec.kind, id=rec.key, address=address, other=owner[address]))
             owner.setdefault(address, rec.key)
-    for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
+    by_kind.get("person", []).sort(key=lambda r: r.key)
+    for i, rec in enumerate(by_kind.get("person", [])):
         aliases = [a for a in (rec.attrs.get("aliases") or ()) if a != rec.attrs.get("address")]
         kept = []
         for a in aliases:
@@ -203,7 +206,7 @@ def _keep_references_and_addresses_whole(result: Imported, by_kind: dict[str, li
             else:
                 result.skipped.append(_("person {id}: the address {address} is already {other}'s: left out "
                                         "of old_addresses").format(id=rec.key, address=a, other=owner[a]))
-        rec.attrs["aliases"] = tuple(kept)
+        by_kind["person"][i] = replace(rec, attrs={**rec.attrs, "aliases": tuple(kept)})
 
 
 def _not_adoptable(files: Mapping[Path, Any], by_kind: Mapping[str, list[Record]], base_dn: str) -> list[str]:
