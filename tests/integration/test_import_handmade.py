@@ -8,6 +8,7 @@ nothing the report does not name."""
 from __future__ import annotations
 
 import os
+import shutil
 import tomllib
 import unicodedata
 from pathlib import Path
@@ -22,12 +23,13 @@ from mailstate.adopt.importer import REPORT
 from mailstate.cli import cli
 from mailstate.lab import Lab
 from mailstate.lab.testing import make_person
-from mailstate.reconciler.pipeline import make_plan
+from mailstate.reconciler.pipeline import apply_plan, make_plan
 from mailstate.reconciler.plan.plan import plan_changes
 
 pytestmark = pytest.mark.integration
 
 DOMAIN = "lab.example.gov.vn"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "binhdinh-sct"
 
 
 def _nfd(text: str) -> str:
@@ -235,3 +237,18 @@ def test_mailstate_layout_import_drops_references_to_what_it_left_out(messy: Lab
     assert f"person hoatt: the address chung@{DOMAIN} is already bangnv's: left out" in report
     r = CliRunner().invoke(cli, ["validate", "--state", str(out)])
     assert r.exit_code == 0, r.output
+
+
+def test_import_of_the_example_plans_nothing_with_the_imap_rights(sct_all: Lab, tmp_path: Path) -> None:
+    """Every provider (directory, IMAP rights, doveadm): the example converged, imported, plans nothing."""
+    state = tmp_path / "example"
+    shutil.copytree(EXAMPLE, state)
+    home = tmp_path / "home"
+    apply_plan(make_plan(state), state, journal_dir=home, audit_log=home / "audit.jsonl",
+               passwords_out=home / "pw.tsv", allow_destructive=True)
+    out = tmp_path / "imported"
+    r = CliRunner().invoke(cli, ["import", "--out", str(out), "--state", str(state)])
+    assert r.exit_code == 0, r.output
+    plan = make_plan(out)
+    got = sorted(f"{c.action.label} {c.kind} {c.key} {c.fields}" for c in plan_changes(plan))
+    assert got == [], "\n".join(got)

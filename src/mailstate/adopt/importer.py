@@ -209,6 +209,103 @@ def _keep_references_and_addresses_whole(result: Imported, by_kind: dict[str, li
         by_kind["person"][i] = replace(rec, attrs={**rec.attrs, "aliases": tuple(kept)})
 
 
+RIGHTS_FILE = "shared_folders.toml"
+"""The file of ``--out`` holding the shared folders and access grants found on the IMAP server."""
+
+
+def _import_imap_rights(out: Path, result: Imported, with_directory: bool = True) -> Path | None:
+    """The IMAP rights the directory does not explain, written as TOML: with the state just written, a plan
+    of the providers that keep rights (IMAP) is made; each right it would revoke becomes what gives it —
+    a right on a folder a ``[[shared_folder]]`` (its purpose from the folder's METADATA), a right on a
+    whole mailbox an ``[[access_grant]]`` ending today (its end date and decision are for the reviewer:
+    the report says so). Rights that no named set (read, write, full) gives, identifiers that are no
+    mailbox of the state, and any other change of that plan are reported. Nothing to read (no IMAP
+    provider configured): None."""
+    import tomlkit
+
+    from mailstate.errors import ValidationError
+    from mailstate.model.records import INBOX, parse_acl_key
+    from mailstate.model.rights import RIGHTS
+    from mailstate.providers.registry import configured_providers, provider_class
+    from mailstate.reconciler.pipeline import make_plan
+    from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
+
+    try:
+        state = load_state(out)
+    except ValidationError:
+        result.skipped.append(_("IMAP rights: not read: the state written does not pass validate yet (the "
+                                "report says why); fix it, then compare with `mailstate plan`"))
+        return None
+    names = configured_providers(state)
+    if not any("acl" in provider_class(n).kinds for n in names):
+        return None
+    today = date.today()
+    plan = make_plan(out, providers=names, as_of=today)  # all: IMAP tells unit mailboxes by the directory
+    purposes = {r.key: r.attrs.get("purpose") for r in plan_unlisted(plan) if r.kind == "shared_folder"}
+    named = {v: k for k, v in RIGHTS.items() if k in ("read", "write", "full")}
+
+    def ref_of(login: str) -> str | None:
+        if login in state.people:
+            return login
+        if login in state.units:
+            return f"unit:{login}"
+        return None
+
+    folders: dict[tuple[str, str], dict[str, list[str]]] = {}
+    grants: list[dict[str, Any]] = []
+    for c in plan_changes(plan):
+        rights = str((c.before or {}).get("rights") or "")
+        if c.kind == "acl" and c.action.label == "revoke" and rights:
+            key = parse_acl_key(c.key)
+            who, level = ref_of(key.identifier), named.get(rights)
+            if who is None or level is None or (key.folder != INBOX and level == "full"):
+                result.skipped.append(_("acl {key}: cannot be adopted as is: {rights} for {who}, which no "
+                                        "shared folder or access grant of the state gives: the first plan "
+                                        "revokes it").format(key=visible(c.key), rights=rights,
+                                                             who=visible(key.identifier)))
+                continue
+            if key.folder == INBOX:
+                grants.append({"mailbox": key.ref, "to": who, "rights": level, "until": today,
+                               "reason": _("imported: found on the mailbox")})
+                result.skipped.append(_("access_grant {mailbox} → {to} ({rights}): imported from the IMAP "
+                                        "server ending today ({until}): write its end date and the decision "
+                                        "that allows it").format(mailbox=key.ref, to=who, rights=level,
+                                                                 until=today.isoformat()))
+            else:
+                folders.setdefault((key.ref, key.folder), {}).setdefault(level, []).append(who)
+            continue
+        if not with_directory and c.kind not in ("acl", "shared_folder"):
+            continue  # (a tree made by hand: each entry is named already, with where mailstate keeps it)
+        result.skipped.append(_("{kind} {key}: cannot be adopted as is: the first plan would {action} it "
+                                "({fields})").format(kind=c.kind, key=visible(c.key), action=c.action.label,
+                                                     fields=", ".join(c.fields) or "-"))
+    if not folders and not grants:
+        return None
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Shared folders and access grants found on the IMAP server by mailstate import"))
+    if folders:
+        aot = tomlkit.aot()
+        for (ref, folder), levels in sorted(folders.items()):
+            purpose = purposes.get(f"{ref}/{folder}")
+            if not purpose:
+                purpose = _("imported: write what this folder holds")
+                result.skipped.append(_("shared_folder {key}: no purpose on the server: the first plan "
+                                        "writes the one in the TOML; write what it holds").format(
+                                            key=visible(f"{ref}/{folder}")))
+            aot.append(_clean({"mailbox": ref, "path": folder, "purpose": purpose,
+                               "read": sorted(levels.get("read", [])),
+                               "write": sorted(levels.get("write", []))}))
+        doc["shared_folder"] = aot
+    if grants:
+        gaot = tomlkit.aot()
+        for g in sorted(grants, key=lambda g: (g["mailbox"], g["to"])):
+            gaot.append(g)
+        doc["access_grant"] = gaot
+    path = _inside(out, out / RIGHTS_FILE)
+    path.write_text(toml_text(doc), encoding="utf-8")
+    return path
+
+
 def _not_adoptable(files: Mapping[Path, Any], by_kind: Mapping[str, list[Record]], base_dn: str) -> list[str]:
     """What the first plan does to a tree made by hand, entry by entry: mailstate's ldap provider keeps each
     kind in its own container (docs/ldap.md), so every person, unit and group written, and every old
@@ -453,6 +550,9 @@ def import_state(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(toml_text(doc), encoding="utf-8")
     result.files = sorted(files)
+    rights = _import_imap_rights(out, result, with_directory=plain is None)
+    if rights is not None:
+        result.files.append(rights)
     if result.skipped:
         report = _inside(out, out / REPORT)
         report.write_text("".join(f"{visible(line)}\n" for line in result.skipped), encoding="utf-8")
