@@ -23,11 +23,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from mailstate.adopt.plain import PlainRead, read_plain
+from mailstate.adopt.plain import PlainRead, id_help, read_plain
 from mailstate.desired_state.loader import load_state
 from mailstate.desired_state.schema import Organization, Providers, State
 from mailstate.errors import MailstateError
-from mailstate.model.i18n import _
+from mailstate.model.i18n import N_, _
 from mailstate.model.provider import Snapshot
 from mailstate.model.records import Record
 from mailstate.model.settings import ID_RE, format_size
@@ -41,6 +41,9 @@ class Imported:
     """What ``import_state`` did: the files written, and each live entry left out or to fix, and why."""
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    written: Counter[str] = field(default_factory=Counter)
+    """How many of each table were written (person, unit, group, shared_folder, access_grant)."""
+    report: Path | None = None
 
 
 def _valid_id(value: Any) -> bool:
@@ -52,7 +55,8 @@ def _inside(root: Path, path: Path) -> Path:
     read from the directory may make import write elsewhere."""
     resolved = path.resolve()
     if not resolved.is_relative_to(root.resolve()):
-        raise MailstateError(f"import: {visible(str(path))} is outside {root}: nothing was written")
+        raise MailstateError(_("import: {path} is outside {root}: nothing was written").format(
+            path=visible(str(path)), root=root))
     return path
 
 
@@ -68,17 +72,19 @@ def _state_for(domain: str | None, name: str | None, state_dir: Path | None, out
 
     if domain is None:
         if state_dir is None or not (Path(state_dir) / "mailstate.toml").exists():
-            raise MailstateError("import: give --domain (or --state with a mailstate.toml naming it)")
+            raise MailstateError(_("import: give --domain (or --state with a mailstate.toml naming it)"))
         return load_state(Path(state_dir))
     try:
         org = Organization(name=name or domain, domain=domain)
     except Exception as exc:  # pydantic's error, made one line
-        raise MailstateError(f"import: --domain {domain!r} is not a valid domain") from exc
+        raise MailstateError(_("import: --domain {value} is not a valid domain").format(
+            value=repr(visible(domain)))) from exc
     providers: dict[str, Any] = {}
     if LAYOUTS.get(layout) == "iredmail":
         providers["iredmail"] = {}
     elif layout not in LAYOUTS:
-        raise MailstateError(f"import: --layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        raise MailstateError(_("import: --layout {value} is not one of {choices}").format(
+            value=repr(visible(layout)), choices=", ".join(LAYOUTS)))
     if providers:
         return State(root=out, organization=org, providers=Providers.model_validate(providers))
     return State(root=out, organization=org)
@@ -111,10 +117,10 @@ def _lock_fields(reason: str | None, refused: bool = False, disabled_by: str | N
             import tomlkit
 
             table = tomlkit.inline_table()
-            why = f"{DISABLED_BEFORE} ({disabled_by})" if disabled_by else DISABLED_BEFORE
+            why = f"{_(DISABLED_BEFORE)} ({disabled_by})" if disabled_by else _(DISABLED_BEFORE)
             table.update({"reason": why, "disabled": True})
             return {"suspended": table}
-        return {"suspended": "imported: locked in the directory"}
+        return {"suspended": _("imported: locked in the directory")}
     m = _SUSPENDED.match(reason)
     if m:
         return {"suspended": m.group("reason")}
@@ -127,11 +133,10 @@ def _lock_fields(reason: str | None, refused: bool = False, disabled_by: str | N
     return {"suspended": reason}
 
 
-DISABLED_BEFORE = "disabled in the directory before mailstate"
+DISABLED_BEFORE = N_("disabled in the directory before mailstate")
 """The reason an account found disabled without a reason of mailstate's is imported with."""
 
 
-_ID_HELP = "a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)"
 
 
 def toml_text(doc: Any) -> str:
@@ -153,8 +158,9 @@ def _check_text(result: Imported, what: str, attrs: Mapping[str, Any]) -> None:
         for v in value if isinstance(value, list | tuple) else [value]:
             msg = control_message(v) if isinstance(v, str) else None
             if msg is not None:
-                result.skipped.append(f"{what}: {name} {msg} (written escaped; fix it in the TOML or the "
-                                      "directory: validate refuses it)")
+                result.skipped.append(_("{what}: {field} {message} (written escaped; fix it in the TOML or "
+                                        "the directory: validate refuses it)").format(
+                                            what=what, field=name, message=msg))
                 break
 
 
@@ -345,10 +351,11 @@ def import_state(
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise MailstateError(f"import: {out} is not empty")
+        raise MailstateError(_("import: {dir} is not empty").format(dir=out))
     state = _state_for(domain, name, state_dir, out, layout)
     if (layout == "plain") != (people_base is not None):
-        raise MailstateError("import: --people-base goes with --layout plain (and --layout plain needs it)")
+        raise MailstateError(_("import: --people-base goes with --layout plain (and --layout plain needs "
+                               "it)"))
     reader = directory_provider(state)
     provs = open_providers(state, [reader])
     result = Imported()
@@ -369,15 +376,17 @@ def import_state(
         close_providers(provs)
     records = list(snap.records.values())
     for rec in snap.unmanaged:  # entries that are no record of mailstate's: listed, never dropped silently
-        why = rec.attrs.get("why") or "not an entry mailstate manages (no mailstate class)"
-        result.skipped.append(f"{rec.kind} {visible(str(rec.attrs.get('dn') or rec.key))}: not imported: "
-                              f"{visible(str(why))}")
+        why = rec.attrs.get("why") or _("not an entry mailstate manages (no mailstate class)")
+        result.skipped.append(_("{kind} {dn}: not imported: {why}").format(
+            kind=rec.kind, dn=visible(str(rec.attrs.get("dn") or rec.key)), why=visible(str(why))))
     by_kind: dict[str, list[Record]] = {}
     for rec in records:
         if not _valid_id(rec.key) and rec.kind in ("unit", "person", "group", "unit_mailbox"):
+            where = f" ({visible(str(rec.attrs['dn']))})" if rec.attrs.get("dn") else ""
             result.skipped.append(
-                f"{rec.kind} {visible(rec.key)!r}: not imported: its id is not {_ID_HELP}"
-                + (" (its people go to units/_unassigned.toml)" if rec.kind == "unit" else "")
+                _("{kind} {id}: not imported: its id is not {help}").format(
+                    kind=rec.kind, id=repr(visible(rec.key)) + where, help=id_help())
+                + (_(" (its people go to units/_unassigned.toml)") if rec.kind == "unit" else "")
             )
             continue
         _check_text(result, f"{rec.kind} {rec.key}", rec.attrs)
@@ -439,9 +448,9 @@ def import_state(
         if rec.key not in mailboxes:  # a unit without a unit mailbox live: none is invented
             doc["unit"]["mailbox"] = False
         if a.get("_implicit") and plain is None:  # (plain reports its own units, with where they came from)
-            result.skipped.append(f"unit {rec.key}: made from departmentNumber (no unit entry), without a "
-                                  "unit mailbox (mailbox = false): give it its name, parent and head, and "
-                                  "remove mailbox = false to create its unit mailbox")
+            result.skipped.append(_("unit {id}: made from departmentNumber (no unit entry), without a "
+                                    "unit mailbox (mailbox = false): give it its name, parent and head, and "
+                                    "remove mailbox = false to create its unit mailbox").format(id=rec.key))
         unit_docs[rec.key] = doc
     quota_overrides: dict[str, int] = {}
     for rec in by_kind.get("person", []):  # no unit tree (iRedMail): units from departmentNumber
@@ -450,15 +459,16 @@ def import_state(
             made = tomlkit.document()
             made["unit"] = {"id": unit, "name": unit, "mailbox": False}
             unit_docs[unit] = made
-            result.skipped.append(f"unit {unit}: made from departmentNumber (no unit entry), without a unit "
-                                  "mailbox (mailbox = false): give it its name, parent and head; the first "
-                                  "plan creates the unit's entry, not a mailbox")
+            result.skipped.append(_("unit {id}: made from departmentNumber (no unit entry), without a unit "
+                                    "mailbox (mailbox = false): give it its name, parent and head; the first "
+                                    "plan creates the unit's entry, not a mailbox").format(id=unit))
     for rec in sorted(by_kind.get("person", []), key=lambda r: r.key):
         a = rec.attrs
         unit = a.get("unit")
         if unit is not None and not _valid_id(unit):
-            result.skipped.append(f"person {rec.key}: unit {visible(str(unit))!r} is not a valid id: "
-                                  "left out (the person is in units/_unassigned.toml)")
+            result.skipped.append(_("person {id}: unit {unit} is not a valid id: left out (the person is in "
+                                    "units/_unassigned.toml)").format(
+                                        id=rec.key, unit=repr(visible(str(unit)))))
             unit = None
         target = unit if unit in unit_docs else "_unassigned"
         if target == "_unassigned":
@@ -486,15 +496,18 @@ def import_state(
             }
         )
         if a.get("locked") and not a.get("lock_reason"):
-            result.skipped.append(
-                f"person {rec.key}: locked in the directory without a reason mailstate wrote: imported as "
-                + (f"suspended = {{ reason = {person['suspended']['reason']!r}, disabled = true }}: it stays "
-                   "disabled as "
-                   "found (no login, mail refused); replace it with what explains it (left_on = <the day>, "
-                   "or suspended = \"<why>\" to lock it the way mailstate does, mail delivered)"
-                   if a.get("_refused") else
-                   f"suspended = {person['suspended']!r}; replace it with what explains it (left_on, "
-                   "suspended)"))
+            if a.get("_refused"):
+                table = f"{{ reason = {visible(str(person['suspended']['reason']))!r}, disabled = true }}"
+                result.skipped.append(_(
+                    "person {id}: locked in the directory without a reason mailstate wrote: imported as "
+                    "suspended = {table}: it stays disabled as found (no login, mail refused); replace it "
+                    "with what explains it (left_on = <the day>, or suspended = \"<why>\" to lock it the way "
+                    "mailstate does, mail delivered)").format(id=rec.key, table=table))
+            else:
+                result.skipped.append(_(
+                    "person {id}: locked in the directory without a reason mailstate wrote: imported as "
+                    "suspended = {reason}; replace it with what explains it (left_on, suspended)").format(
+                        id=rec.key, reason=repr(visible(str(person["suspended"])))))
         doc["person"].append(person)
         if isinstance(a.get("quota"), int):
             quota_overrides[rec.key] = int(a["quota"])
@@ -553,8 +566,22 @@ def import_state(
     rights = _import_imap_rights(out, result, with_directory=plain is None)
     if rights is not None:
         result.files.append(rights)
+    for path in result.files:
+        if path.suffix == ".toml":
+            doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+            for table in ("person", "group", "shared_folder", "access_grant"):
+                result.written[table] += len(doc.get(table, ()))
+            result.written["unit"] += "unit" in doc
     if result.skipped:
         report = _inside(out, out / REPORT)
-        report.write_text("".join(f"{visible(line)}\n" for line in result.skipped), encoding="utf-8")
+        head = _("Import report of {domain}, {day}: every entry of the directory not written to the TOML, or "
+                 "written but to be reviewed, with why. Written: {people} people, {units} units, {groups} "
+                 "groups, {rights} shared folders and access grants.").format(
+                     domain=state.domain, day=date.today().isoformat(), people=result.written["person"],
+                     units=result.written["unit"], groups=result.written["group"],
+                     rights=result.written["shared_folder"] + result.written["access_grant"])
+        report.write_text("".join(f"{visible(line)}\n" for line in [head, "", *result.skipped]),
+                          encoding="utf-8")
         result.files.append(report)
+        result.report = report
     return result

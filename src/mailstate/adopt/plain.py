@@ -248,7 +248,7 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
             continue
         if not ID_RE.fullmatch(key):
             report(_("person"), dn, _("not imported: its uid {value} is not a valid id ({help})").format(
-                value=repr(visible(key)), help=_ID_HELP()))
+                value=repr(visible(key)), help=id_help()))
             continue
         if len(_all(e, "uid")) > 1 or len(_all(e, "mail")) > 1:
             report(_("person"), dn, _("holds several uid or mail values: the first is imported ({id}, "
@@ -344,7 +344,7 @@ def read_plain(conn: Any, base_dn: str, people_base: str, domain: str,
         if not key or not ID_RE.fullmatch(key):
             report(_("group"), dn, _("not imported ({what}): its cn {value} is not a valid id "
                                      "({help})").format(what=what, value=repr(visible(key or "")),
-                                                        help=_ID_HELP()))
+                                                        help=id_help()))
             continue
         if key in ids:
             report(_("group"), dn, _("not imported: the id {id} is already {other}").format(
@@ -408,5 +408,6 @@ def _group_address(e: Mapping[str, Any], what: str, key: str, domain: str) -> st
     return f"{key}@{domain}"
 
 
-def _ID_HELP() -> str:  # noqa: N802 - a message, translated when used
+def id_help() -> str:
+    """What an id may hold, in the language of the run."""
     return _("a lower-case ASCII letter, then letters, digits, '.', '_' or '-' (at most 64)")
