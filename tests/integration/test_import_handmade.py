@@ -20,9 +20,10 @@ from ldap3 import MODIFY_REPLACE
 from ldap3.utils.dn import escape_rdn
 
 from mailstate.adopt.importer import REPORT
-from mailstate.cli import cli
+from mailstate.cli import LANG_ENV, cli
 from mailstate.lab import Lab
 from mailstate.lab.testing import make_person
+from mailstate.model import i18n
 from mailstate.reconciler.pipeline import apply_plan, make_plan
 from mailstate.reconciler.plan.plan import plan_changes
 
@@ -252,3 +253,20 @@ def test_import_of_the_example_plans_nothing_with_the_imap_rights(sct_all: Lab, 
     plan = make_plan(out)
     got = sorted(f"{c.action.label} {c.kind} {c.key} {c.fields}" for c in plan_changes(plan))
     assert got == [], "\n".join(got)
+
+
+def test_the_report_and_summary_read_vietnamese_by_default(messy: Lab, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LANG_ENV, raising=False)
+    out = tmp_path / "state"
+    with i18n.use("vi"):
+        r = CliRunner().invoke(cli, ["import", "--out", str(out), "--domain", DOMAIN, "--layout", "plain",
+                                     "--people-base", f"ou=Staff,{messy.base_dn}"])
+    assert r.exit_code == 0, r.output
+    report = (out / REPORT).read_text(encoding="utf-8")
+    assert report.startswith(f"Báo cáo nhập của {DOMAIN}")
+    assert "không nhập: không có thuộc tính mail" in report
+    assert "đặt tên: đoán person = '{given}{initials}': mẫu này cho ra 3 trong 9 địa chỉ" in report
+    assert "đã ghi: 9 cán bộ, 5 đơn vị, 2 nhóm" in r.stdout
+    assert f"cần rà soát, mỗi mục kèm lý do: {out / REPORT}" in r.stdout
+    assert "warning" not in r.stdout  # the entries themselves go to stderr
