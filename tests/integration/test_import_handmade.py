@@ -11,6 +11,7 @@ import os
 import shutil
 import tomllib
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from ldap3.utils.dn import escape_rdn
 from mailstate.adopt.importer import REPORT
 from mailstate.cli import LANG_ENV, cli
 from mailstate.lab import Lab
+from mailstate.lab.iredmail import testing as irm_t
 from mailstate.lab.testing import make_person
 from mailstate.model import i18n
 from mailstate.reconciler.pipeline import apply_plan, make_plan
@@ -30,6 +32,7 @@ from mailstate.reconciler.plan.plan import plan_changes
 pytestmark = pytest.mark.integration
 
 DOMAIN = "lab.example.gov.vn"
+IRM_DOMAIN = "adopt.example.gov.vn"  # the iRedMail lab of test_iredmail_provider.py (one slapd for both)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "binhdinh-sct"
 
 
@@ -270,3 +273,33 @@ def test_the_report_and_summary_read_vietnamese_by_default(messy: Lab, tmp_path:
     assert "đã ghi: 9 cán bộ, 5 đơn vị, 2 nhóm" in r.stdout
     assert f"cần rà soát, mỗi mục kèm lý do: {out / REPORT}" in r.stdout
     assert "warning" not in r.stdout  # the entries themselves go to stderr
+
+
+def test_plain_import_of_an_iredmail_like_tree_reads_account_status(
+    lab_for: Callable[..., Lab], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`--layout plain` on iRedMail's own tree (what an officer who added users by hand next to iRedMail
+    has): accountStatus disabled comes back disabled, with it; a mailList is reported, not dropped."""
+    lab = lab_for(IRM_DOMAIN, "Sở thử nghiệm tiếp nhận", layout="iredmail")
+    lab.reset()
+    irm_t.add_list(lab, "phong-hc", cn="Phòng Hành chính")
+    irm_t.add_user(lab, "an", "mat-khau-An-1", cn="Nguyễn Văn An")
+    irm_t.add_user(lab, "cuong", "mat-khau-Cuong-3", cn="Lê Cường", status="disabled")
+    for key in list(os.environ):
+        if key.startswith("MAILSTATE_") and key != LANG_ENV:
+            monkeypatch.delenv(key)
+    for key, value in lab.env().items():
+        if key.startswith("MAILSTATE_LDAP_"):
+            monkeypatch.setenv(key, value)
+    users = irm_t.entry_dn(lab, "an", "Users").split(",", 1)[1]
+    out = tmp_path / "state"
+    r = CliRunner().invoke(cli, ["import", "--out", str(out), "--domain", IRM_DOMAIN, "--layout", "plain",
+                                 "--people-base", users])
+    assert r.exit_code == 0, r.output
+    people, _units, _groups = _read(out)
+    assert "suspended" not in people["an"]
+    assert people["cuong"]["suspended"] == {
+        "reason": "disabled in the directory before mailstate (accountStatus: disabled)", "disabled": True}
+    report = (out / REPORT).read_text(encoding="utf-8")
+    assert "cn=phong-hc" in report.lower() or "mail=phong-hc" in report.lower()
+    assert "import with --layout iredmail" in report
