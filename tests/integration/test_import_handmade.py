@@ -253,6 +253,8 @@ def test_import_of_the_example_plans_nothing_with_the_imap_rights(sct_all: Lab, 
     out = tmp_path / "imported"
     r = CliRunner().invoke(cli, ["import", "--out", str(out), "--state", str(state)])
     assert r.exit_code == 0, r.output
+    folders = tomllib.loads((out / "shared_folders.toml").read_text(encoding="utf-8"))["shared_folder"]
+    assert {f["path"]: f.get("read") for f in folders}["Lịch công tác"] == ["group:toanso"]  # as written
     plan = make_plan(out)
     got = sorted(f"{c.action.label} {c.kind} {c.key} {c.fields}" for c in plan_changes(plan))
     assert got == [], "\n".join(got)

@@ -299,8 +299,7 @@ def _import_imap_rights(out: Path, result: Imported, with_directory: bool = True
                                         "writes the one in the TOML; write what it holds").format(
                                             key=visible(f"{ref}/{folder}")))
             aot.append(_clean({"mailbox": ref, "path": folder, "purpose": purpose,
-                               "read": sorted(levels.get("read", [])),
-                               "write": sorted(levels.get("write", []))}))
+                               **_by_groups(ref, levels, state)}))
         doc["shared_folder"] = aot
     if grants:
         gaot = tomlkit.aot()
@@ -310,6 +309,42 @@ def _import_imap_rights(out: Path, result: Imported, with_directory: bool = True
     path = _inside(out, out / RIGHTS_FILE)
     path.write_text(toml_text(doc), encoding="utf-8")
     return path
+
+
+def _by_groups(ref: str, levels: Mapping[str, list[str]], state: Any) -> dict[str, list[str]]:
+    """A shared folder's readers and writers (person ids, ``unit:<id>``) as the state's groups where a
+    group reaches only people who hold at least that right there (a unit reached brings its head and
+    delegates, as the projection does; the mailbox's owner and its unit's head and delegates hold more
+    already): "group:toanso" rather than its 18 members. The rights each login
+    gets stay exactly the same."""
+    from mailstate.model.rights import expand_refs
+
+    def login(ref: str) -> str:
+        return ref.removeprefix("unit:")
+
+    owner = state.units.get(login(ref)) if ref.startswith("unit:") else None
+    above = {login(ref)} | ({owner.head} if owner and owner.head else set()) | set(owner.delegates if owner
+                                                                                     else ())
+    allowed = {"write": above | {login(r) for r in levels.get("write", [])}}
+    allowed["read"] = allowed["write"] | {login(r) for r in levels.get("read", [])}
+    reach: dict[str, set[str]] = {}
+    for gid in sorted(state.groups):
+        logins = expand_refs([f"group:{gid}"], state.groups)
+        for uid in sorted(logins & state.units.keys()):
+            unit = state.units[uid]
+            logins |= ({unit.head} if unit.head else set()) | set(unit.delegates)
+        reach[gid] = logins
+    out: dict[str, list[str]] = {}
+    for level in ("read", "write"):
+        wanted = {login(r): r for r in levels.get(level, [])}
+        covered: set[str] = set()
+        chosen: list[str] = []
+        for gid, logins in sorted(reach.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            if logins <= allowed[level] and len((logins & wanted.keys()) - covered) >= 2:
+                chosen.append(f"group:{gid}")
+                covered |= logins
+        out[level] = sorted(chosen) + sorted(r for lg, r in wanted.items() if lg not in covered)
+    return out
 
 
 def _not_adoptable(files: Mapping[Path, Any], by_kind: Mapping[str, list[Record]], base_dn: str) -> list[str]:
