@@ -305,3 +305,15 @@ def test_plain_import_of_an_iredmail_like_tree_reads_account_status(
     report = (out / REPORT).read_text(encoding="utf-8")
     assert "cn=phong-hc" in report.lower() or "mail=phong-hc" in report.lower()
     assert "import with --layout iredmail" in report
+
+
+def test_an_imap_server_that_does_not_answer_is_reported_not_fatal(messy: Lab, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    make_person(messy, "bangnv", cn="Nguyễn Văn Bằng", unit="qlcn")
+    monkeypatch.setenv("MAILSTATE_IMAP_URL", "imaps://127.0.0.1:1")
+    out = tmp_path / "state"
+    r = CliRunner().invoke(cli, ["import", "--out", str(out), "--domain", DOMAIN])
+    assert r.exit_code == 0, r.output
+    assert (out / "units" / "_unassigned.toml").exists() or list((out / "units").glob("*.toml"))
+    assert not (out / "shared_folders.toml").exists()
+    assert "IMAP rights: not read: " in (out / REPORT).read_text(encoding="utf-8")

@@ -246,7 +246,13 @@ def _import_imap_rights(out: Path, result: Imported, with_directory: bool = True
     if not any("acl" in provider_class(n).kinds for n in names):
         return None
     today = date.today()
-    plan = make_plan(out, providers=names, as_of=today)  # all: IMAP tells unit mailboxes by the directory
+    try:
+        plan = make_plan(out, providers=names, as_of=today)  # all: IMAP tells unit mailboxes by the directory
+    except MailstateError as exc:  # (ProviderError is one) the TOML is written: say what was not read
+        result.skipped.append(_("IMAP rights: not read: {error}; the TOML holds no shared folder or access "
+                                "grant: import again when the server answers").format(
+                                    error=visible(str(exc))))
+        return None
     purposes = {r.key: r.attrs.get("purpose") for r in plan_unlisted(plan) if r.kind == "shared_folder"}
     named = {v: k for k, v in RIGHTS.items() if k in ("read", "write", "full")}
 
