@@ -27,7 +27,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, ClassVar
@@ -65,6 +65,7 @@ from mailstate.providers.doveadm.parse import (
     latest_manifest_name,
     load_known_hosts,
     mail_roots,
+    marked_work,
     next_archive_name,
     other_namespace_prefixes,
     parse_acl_files,
@@ -285,7 +286,10 @@ class SshProvider:
         by its own login, filed, moved or deleted; a delegate's read (\\Seen, private to them: INDEXPVT)
         shows only in the delegate's view, so each user the ACL shared dict names for it is asked too.
         One remote loop of ``mailbox status`` counters for every unit mailbox and pair (no message is
-        read), cut in batches that keep each command line short; only those without a login are asked."""
+        read), cut in batches that keep each command line short; only those without a login are asked.
+        A delegate who only marks mail (\\Flagged, \\Answered, \\Deleted, \\Draft, a keyword) changes
+        no counter: those flags are shared, kept in the mailbox's own index, so for the unit mailboxes still
+        without a sign a second loop of the same kind fetches their messages' flags (no message is read)."""
         units = sorted(set(logins))
         if not units:
             return {}
@@ -295,7 +299,6 @@ class SshProvider:
         grantees = parse_shared_grantees(
             self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
         ) if uri and shared else {}
-        marker = "ms-" + secrets.token_hex(8)
         steps: list[tuple[list[str], list[str]]] = []
         for unit in units:
             steps.append((["own", unit], ["mailbox", "status", "-u", unit, "messages unseen uidnext", "*"]))
@@ -303,6 +306,25 @@ class SshProvider:
                 view = ["mailbox", "status", "-u", who, "messages unseen", f"{shared}{unit}/*"]
                 steps.append((["pvt", unit, who], view))
         used: dict[str, str] = {}
+        for head, rows in self._status_loop(steps, used):
+            sign = unit_work(rows, prefixes) if head[0] == "own" else delegate_work(rows, head[2])
+            if sign is not None:
+                used[head[1]] = sign
+        marks = [(["flags", unit], ["fetch", "-u", unit, "mailbox flags", "mailbox", "*", "all"])
+                 for unit in units if unit not in used]
+        for head, rows in self._status_loop(marks, used):
+            sign = marked_work(rows, prefixes)
+            if sign is not None:
+                used[head[1]] = sign
+        return used
+
+    def _status_loop(
+        self, steps: Sequence[tuple[list[str], list[str]]], used: Mapping[str, str]
+    ) -> Iterator[tuple[list[str], list[dict[str, str]]]]:
+        """Run ``doveadm -f tab`` for each step in remote loops cut in batches that keep each command line
+        short; yield (the step's words, its rows) for each unit not yet in ``used``. A step that failed for
+        the unit's own login stops the read; a grantee no longer let in has seen nothing."""
+        marker = "ms-" + secrets.token_hex(8)
         batch: list[str] = []
         size = 0
         for i, (words, args) in enumerate(steps):
@@ -319,13 +341,9 @@ class SshProvider:
                 if head[0] == "failed" or len(head) < 2 or head[1] in used:
                     continue
                 failed = n + 1 < len(sections) and sections[n + 1][0] == ["failed"]
-                if failed and head[0] == "own":
+                if failed and head[0] != "pvt":
                     raise ProviderError(f"ssh: reading the counters of {head[1]}'s folders failed")
-                rows = [] if failed else parse_doveadm_tab(body)  # a grantee no longer let in: nothing seen
-                sign = unit_work(rows, prefixes) if head[0] == "own" else delegate_work(rows, head[2])
-                if sign is not None:
-                    used[head[1]] = sign
-        return used
+                yield head, [] if failed else parse_doveadm_tab(body)
 
     def config(self, name: str) -> str:
         """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""
