@@ -167,10 +167,10 @@ def test_import_plans_to_nothing_rights_included(story: Story) -> None:
     s = story
     r = CliRunner().invoke(cli, ["import", "--out", str(s.state), "--domain", DOMAIN, "--layout", "iredmail"])
     assert r.exit_code == 0, r.output
-    # rights are not imported (as on the default layout): the operator writes down the folder shared by hand
-    hc = s.state / "units" / "hc.toml"
-    hc.write_text(hc.read_text(encoding="utf-8") + f'\n[[shared_folder]]\nmailbox = "an"\npath = "{FOLDER}"\n'
-                  f'purpose = "{PURPOSE}"\nread = ["giang"]\n', encoding="utf-8")
+    # the folder shared by hand over IMAP (Dovecot names giang by address) is imported as the state's own
+    shared = tomllib.loads((s.state / "shared_folders.toml").read_text(encoding="utf-8"))["shared_folder"]
+    assert [(f["mailbox"], f["path"], f.get("read"), f.get("purpose")) for f in shared] == [
+        ("an", FOLDER, ["giang"], PURPOSE)], shared
     assert _changes(s.state) == []
     # not empty by accident: the rights were read, keyed by login (Dovecot names giang by address here)
     state = load_state(s.state)
