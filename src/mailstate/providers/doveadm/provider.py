@@ -21,7 +21,6 @@ accepted. Every command is built with shlex.quote; no password is ever sent or p
 from __future__ import annotations
 
 import os
-import secrets
 import shlex
 import threading
 import time
@@ -75,7 +74,6 @@ from mailstate.providers.doveadm.parse import (
     parse_shared_owners,
     read_fetch_stream,
     settings_from_env,
-    status_sections,
     uid_set,
     unit_work,
 )
@@ -88,6 +86,10 @@ from mailstate.text import CONTROL_RE, visible
 COMMANDS_AT_ONCE = 4
 """doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
 MaxSessions (10) and the mail host's cores."""
+
+USERS_BATCH_MIN = 4096
+"""Bytes of user names (≈500 users) below which ``for_users`` starts no further process: a process start
+and its config parse cost about as much as that many userdb lookups."""
 
 
 class SshProvider:
@@ -284,48 +286,90 @@ class SshProvider:
         its own login is not needed, delegates work in it under theirs. Its own counters show mail read
         by its own login, filed, moved or deleted; a delegate's read (\\Seen, private to them: INDEXPVT)
         shows only in the delegate's view, so each user the ACL shared dict names for it is asked too.
-        One remote loop of ``mailbox status`` counters for every unit mailbox and pair (no message is
-        read), cut in batches that keep each command line short; only those without a login are asked."""
+        ``mailbox status`` counters (no message is read) in two passes of one doveadm process each however
+        many mailboxes (``-F -``: the users on its standard input, cut in batches that keep each command
+        line short): the unit mailboxes' own folders, then the shared namespace as each delegate of a unit
+        mailbox not yet seen used sees it. Only unit mailboxes without a login are asked."""
         units = sorted(set(logins))
         if not units:
             return {}
         prefixes = self.other_prefixes()
         shared = prefixes[0] if prefixes else ""
+        own = self._status_of(units, "messages unseen uidnext", "*")
+        used: dict[str, str] = {}
+        for unit in units:
+            if not own.get(unit):  # every mailbox lists its INBOX: none means the user could not be read
+                raise ProviderError(f"ssh: reading the counters of {unit}'s folders failed")
+            sign = unit_work(own[unit], prefixes)
+            if sign is not None:
+                used[unit] = sign
         uri = self.config("plugin/acl_shared_dict")
+        rest = [u for u in units if u not in used]
         grantees = parse_shared_grantees(
             self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
-        ) if uri and shared else {}
-        marker = "ms-" + secrets.token_hex(8)
-        steps: list[tuple[list[str], list[str]]] = []
-        for unit in units:
-            steps.append((["own", unit], ["mailbox", "status", "-u", unit, "messages unseen uidnext", "*"]))
+        ) if uri and shared and rest else {}
+        delegates = sorted({who for unit in rest for who in grantees.get(unit, ())})
+        # a delegate no longer let in (or gone) shows nothing: nothing seen through them
+        # (``shared/%/*``: every owner's folders in one mask; ``shared/*`` matches nothing there)
+        views = self._status_of(delegates, "messages unseen", f"{shared}%/*", strict=False)
+        for unit in rest:
+            head = f"{shared}{unit}/"
             for who in sorted(grantees.get(unit, ())):
-                view = ["mailbox", "status", "-u", who, "messages unseen", f"{shared}{unit}/*"]
-                steps.append((["pvt", unit, who], view))
-        used: dict[str, str] = {}
-        batch: list[str] = []
-        size = 0
-        for i, (words, args) in enumerate(steps):
-            line = (f"echo {shlex.quote(' '.join([marker, *words]))}; "
-                    f"{doveadm_command(self.settings.doveadm, '-f', 'tab', *args)} || echo {marker} failed")
-            batch.append(line)
-            size += len(line) + 1
-            if size < FIND_ARGS_MAX and i < len(steps) - 1:
-                continue
-            text = self.run("\n".join(batch))[1]
-            batch, size = [], 0
-            sections = status_sections(text, marker)
-            for n, (head, body) in enumerate(sections):
-                if head[0] == "failed" or len(head) < 2 or head[1] in used:
-                    continue
-                failed = n + 1 < len(sections) and sections[n + 1][0] == ["failed"]
-                if failed and head[0] == "own":
-                    raise ProviderError(f"ssh: reading the counters of {head[1]}'s folders failed")
-                rows = [] if failed else parse_doveadm_tab(body)  # a grantee no longer let in: nothing seen
-                sign = unit_work(rows, prefixes) if head[0] == "own" else delegate_work(rows, head[2])
+                rows = [r for r in views.get(who, ()) if r.get("mailbox", "").startswith(head)]
+                sign = delegate_work(rows, who)
                 if sign is not None:
-                    used[head[1]] = sign
+                    used[unit] = sign
+                    break
         return used
+
+    def _status_of(
+        self, users: Sequence[str], fields: str, mask: str, strict: bool = True
+    ) -> dict[str, list[dict[str, str]]]:
+        """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``for_users``). ``strict``: a
+        failed command raises; otherwise what it printed is kept (a user it could not read has no rows)."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for text in self.for_users(users, ["mailbox", "status", fields, mask], check=strict):
+            for row in parse_doveadm_tab(text):
+                out.setdefault(row.get("username", ""), []).append(row)
+        return out
+
+    def for_users(self, users: Sequence[str], args: Sequence[str], check: bool = True) -> list[str]:
+        """The ``doveadm -f tab ARGS`` output for each of ``users`` (a ``username`` column first), as
+        ``-A`` would give for all: the users go on each process's standard input (``-F -``) in batches
+        that keep a command line short, ``COMMANDS_AT_ONCE`` processes at a time (each a channel of the
+        one session): a userdb lookup per user costs the mail host's auth process, not doveadm, so a few
+        processes together go several times faster than one ``-A``. One text per batch."""
+        command = doveadm_command(self.settings.doveadm, "-f", "tab", *args[:2], "-F", "-", *args[2:])
+        quoted = [shlex.quote(u) for u in users]
+        per_batch = -(-sum(len(q) + 1 for q in quoted) // COMMANDS_AT_ONCE)  # an even share, at most
+        per_batch = min(max(per_batch, USERS_BATCH_MIN), FIND_ARGS_MAX)
+        batches: list[list[str]] = [[]]
+        size = 0
+        for q in quoted:
+            if size >= per_batch:
+                batches.append([])
+                size = 0
+            batches[-1].append(q)
+            size += len(q) + 1
+        if not batches[0]:
+            return []
+
+        def one(batch: list[str]) -> str:
+            rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+            if rc != 0 and check:
+                detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
+                what = " ".join(args[:2])
+                raise ProviderError(f"ssh: doveadm {what} failed on {self.settings.host}: {detail}")
+            return text
+
+        if len(batches) == 1:
+            return [one(batches[0])]
+        with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-users") as threads:
+            return list(threads.map(one, batches))
+
+    def users(self) -> list[str]:
+        """Every user the mail host's userdb lists (``doveadm user '*'``: one iteration, no lookup)."""
+        return [u for u in self.doveadm("user", "*").splitlines() if u.strip()]
 
     def config(self, name: str) -> str:
         """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""
@@ -358,16 +402,20 @@ class SshProvider:
 
     def acl_owners(self) -> set[str]:
         """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every
-        user's mail root from one ``doveadm mailbox path -A``, then ``find … -name dovecot-acl`` over the
-        roots (a few commands for any number of users) and their lines read with grep."""
-        roots = mail_roots(self.doveadm("-f", "tab", "mailbox", "path", "-A", "-t", "control", "INBOX"))
+        user's mail root from ``doveadm mailbox path`` (every user the userdb lists, ``for_users``),
+        then ``find … -name dovecot-acl`` over the roots (a few commands for any number of users) and
+        their lines read with grep."""
+        roots: dict[str, str] = {}
+        for text in self.for_users(self.users(), ["mailbox", "path", "-t", "control", "INBOX"]):
+            roots.update(mail_roots(text))
         out: set[str] = set()
         batch: list[str] = []
         size = 0
-        for root in sorted(roots):
+        ordered = sorted(roots)
+        for n, root in enumerate(ordered):
             batch.append(root)
             size += len(root) + 3
-            if size >= FIND_ARGS_MAX or root == max(roots):
+            if size >= FIND_ARGS_MAX or n == len(ordered) - 1:
                 words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
                 command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
                 rc, text, err = self.run(command, check=False)
