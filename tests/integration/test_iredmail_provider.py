@@ -14,14 +14,18 @@ from datetime import date, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
+import ldap3
 import pytest
 import tomlkit
 from imapclient.exceptions import LoginError
 
 from mailstate.adopt.importer import REPORT, import_state
+from mailstate.desired_state.loader import load_state
+from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.iredmail import testing as irm_t
 from mailstate.lab.testing import doveadm, imap_login
+from mailstate.providers.iredmail.provider import IredmailProvider
 from mailstate.reconciler.pipeline import apply_plan, make_plan
 from mailstate.serverconfig import iredmail as irm
 
@@ -232,3 +236,37 @@ def test_mail_flows_after_apply(adopted: tuple[Lab, Path]) -> None:
         smtp.mail("sender@example.org")
         code, _ = smtp.rcpt(irm_t.address(lab, "cuong"))
     assert code == 550
+
+
+def test_apply_lock_is_held_in_mailstates_subtree(adopted: tuple[Lab, Path]) -> None:
+    """The apply lock on this layout is an entry under the domain's ou=mailstate (made when missing,
+    invisible to iRedMail): a second holder is refused with the first one's name, and the entry is gone
+    once released — iRedMail's own containers are never touched."""
+    lab, tmp = adopted
+    state = tmp / "state"
+    import_state(state, domain=DOMAIN, layout="iredmail")
+    first = IredmailProvider.from_state(load_state(state))
+    second = IredmailProvider.from_state(load_state(state))
+    own = f"ou=mailstate,{irm.domain_dn(lab.base_dn, DOMAIN)}"
+    conn = lab.ldap("root")
+
+    def locks() -> list[str]:
+        conn.search(own, "(cn=apply-lock)", ldap3.LEVEL, attributes=["description"])
+        return [str(e.description) for e in conn.entries]
+
+    try:
+        with first.apply_lock("alice@host-a"):
+            assert [d.split(" since ")[0] for d in locks()] == ["alice@host-a"]
+            with pytest.raises(ProviderError, match="another apply is running: alice@host-a since"):
+                with second.apply_lock("bob@host-b"):
+                    pass  # pragma: no cover
+        assert locks() == []
+        with second.apply_lock("bob@host-b"):
+            pass
+        for ou in ("Users", "Groups", "Aliases"):
+            conn.search(irm.container_dn(lab.base_dn, DOMAIN, ou), "(cn=apply-lock)", attributes=["1.1"])
+            assert conn.entries == []
+    finally:
+        conn.unbind()
+        first.close()
+        second.close()

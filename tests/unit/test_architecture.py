@@ -8,7 +8,8 @@ import grimp
 CORE = ("mailstate.model", "mailstate.desired_state", "mailstate.reconciler", "mailstate.providers",
         "mailstate.adopt", "mailstate.cli")
 PROVIDER_MAY_IMPORT = ("mailstate.model", "mailstate.providers", "mailstate.errors", "mailstate.text",
-                       "mailstate.redact", "mailstate.gcpause", "mailstate.private_files")
+                       "mailstate.redact", "mailstate.gcpause", "mailstate.private_files",
+                       "mailstate.ldapconn")
 
 
 def _graph() -> grimp.ImportGraph:
@@ -72,7 +73,7 @@ def test_providers_import_only_the_vocabulary_and_the_errors() -> None:
 
 def test_no_provider_imports_another() -> None:
     graph = _graph()
-    names = ("ldap", "imap", "doveadm")
+    names = ("ldap", "imap", "doveadm", "iredmail")
     wrong = sorted(
         f"{m} -> {d}"
         for m in graph.modules

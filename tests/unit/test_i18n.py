@@ -275,3 +275,19 @@ def test_no_reason_message_names_a_parameter_it_cannot_get() -> None:
     from mailstate.model.reason import MESSAGES
 
     assert [code for code, text in MESSAGES.items() if "{where}" in text] == []
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_rights_changes_name_the_rights_once(example: str) -> None:
+    """Rights granted or revoked read "cấp quyền …" / "grant rights …": the kind is not repeated after
+    an action that already names it, in the text plan, the Markdown plan and apply's lines."""
+    plan, state = _plan(example)
+    for lang, doubled in (("vi", "quyền quyền"), ("en", "rights rights")):
+        with i18n.use(lang):
+            for fmt in ("text", "markdown"):
+                text = render(plan, fmt, state)
+                assert doubled not in text and "quyền** quyền" not in text, (lang, fmt)
+            assert i18n.change_title("revoke", "acl", "k") == ("thu hồi quyền k" if lang == "vi"
+                                                                 else "revoke rights k")
+            assert i18n.change_title("lock", "person", "p1") == ("khóa cán bộ p1" if lang == "vi"
+                                                                   else "lock person p1")

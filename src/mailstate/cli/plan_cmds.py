@@ -285,9 +285,9 @@ def apply_cmd(
 
 def change_words(change: Any) -> str:
     """A change as an operator reads it: action and kind in words, the key (an id) as written."""
-    from mailstate.reconciler.plan.render import action_name, kind_name
+    from mailstate.model.i18n import change_title
 
-    return f"{action_name(change.action.label)} {kind_name(change.kind)} {visible(change.key)}"
+    return change_title(change.action.label, change.kind, visible(change.key))
 
 
 class ApplyProgress:

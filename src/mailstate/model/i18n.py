@@ -169,6 +169,23 @@ def action_name(label: str) -> str:
     return _(ACTION_NAMES[label]) if label in ACTION_NAMES else label
 
 
+RIGHTS_ACTIONS = {"grant": N_("grant rights"), "revoke": N_("revoke rights")}
+"""Rights granted or revoked read as one phrase: "cấp quyền", never "cấp quyền quyền"."""
+
+
+def change_words(label: str, kind: str) -> tuple[str, str]:
+    """(the action, the kind) as a change is named in the run's language: "khóa", "cán bộ"; for rights
+    the action says it all ("cấp quyền", "") so the kind is not repeated after it."""
+    if kind == "acl" and label in RIGHTS_ACTIONS:
+        return _(RIGHTS_ACTIONS[label]), ""
+    return action_name(label), kind_name(kind)
+
+
+def change_title(label: str, kind: str, key: str) -> str:
+    """"khóa cán bộ p001", "cấp quyền unit:qlcn/INBOX#p002": action, kind and key in one line."""
+    return " ".join(w for w in (*change_words(label, kind), key) if w)
+
+
 def kind_name(kind: str) -> str:
     """A kind's name in the language of the run ("cán bộ", "hộp thư đơn vị"); an unknown kind as written."""
     return _(KIND_NAMES[kind]) if kind in KIND_NAMES else kind

@@ -28,7 +28,7 @@ from mailstate.desired_state.projection_imap import FOLDER_KINDS
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
-from mailstate.model.i18n import _, action_name, fmt_date, kind_name
+from mailstate.model.i18n import _, change_title, fmt_date
 from mailstate.model.provider import (
     AwaitsLiveMailboxes,
     HasNotices,
@@ -313,7 +313,7 @@ def check_fresh(plan: Plan, state_dir: Path, providers: Mapping[str, Provider], 
     saved = {c.id: c for c in plan_changes(plan)}
     fresh = {c.id: c for c in plan_changes(again)}
     edited = sorted(
-        f"{action_name(c.action.label)} {kind_name(c.kind)} {c.key}"
+        change_title(c.action.label, c.kind, c.key)
         for cid, c in {**fresh, **saved}.items()
         if change_json(saved.get(cid)) != change_json(fresh.get(cid))
     )

@@ -11,129 +11,52 @@ to ``mail=<new>``, the mailbox does not move, lists naming the old address rewri
 
 from __future__ import annotations
 
-import os
 import secrets
-import ssl
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-from ldap3 import (
-    BASE,
-    HASHED_SALTED_SHA,
-    MODIFY_ADD,
-    MODIFY_DELETE,
-    MODIFY_REPLACE,
-    NONE,
-    SUBTREE,
-    Connection,
-    Server,
-    Tls,
-)
+from ldap3 import BASE, HASHED_SALTED_SHA, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE, SUBTREE
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 from ldap3.utils.hashed import hashed
 
 from mailstate.errors import ChangeRefused, ProviderError
+from mailstate.ldapconn import (
+    ALREADY_EXISTS,
+    NO_SUCH_ATTRIBUTE,
+    NO_SUCH_OBJECT,
+    SUCCESS,
+    TYPE_OR_VALUE_EXISTS,
+    LdapSession,
+)
 from mailstate.model.change import Action, Change
 from mailstate.model.passwords import append_password, generate_password
 from mailstate.model.provider import DesiredState, Snapshot
-from mailstate.model.settings import IredmailSettings, PasswordPolicy
+from mailstate.model.settings import IredmailSettings
 from mailstate.providers.iredmail import parse as p
-from mailstate.redact import refuse_userinfo, remember_secret
-
-PAGED_OID = "1.2.840.113556.1.4.319"
-SUCCESS, NO_SUCH_OBJECT, NO_SUCH_ATTRIBUTE, ALREADY_EXISTS, TYPE_OR_VALUE_EXISTS = 0, 32, 16, 68, 20
-REFUSED_RESULTS = frozenset({19, 21, 34, 50, 53, 64, 65, 66, 67, 69})
 
 
-def resolve_settings(
-    settings: IredmailSettings, env: Mapping[str, str] | None = None, root: Path | None = None
-) -> tuple[IredmailSettings, str | None]:
-    """The settings with MAILSTATE_LDAP_URL/_BIND_DN/_CA_FILE applied, and the bind password
-    (MAILSTATE_LDAP_PASSWORD, else ``password_env``'s variable, else ``password_file``'s first line)."""
-    env = os.environ if env is None else env
-    over = {
-        f: env[v]
-        for v, f in (
-            ("MAILSTATE_LDAP_URL", "url"),
-            ("MAILSTATE_LDAP_BIND_DN", "bind_dn"),
-            ("MAILSTATE_LDAP_CA_FILE", "ca_file"),
-        )
-        if env.get(v)
-    }
-    refuse_userinfo(
-        "MAILSTATE_LDAP_URL" if "url" in over else "providers.iredmail.url", over.get("url", settings.url)
-    )
-    resolved = settings.model_copy(update=over)
-    password = env.get("MAILSTATE_LDAP_PASSWORD") or None
-    if password is None and resolved.password_env:
-        password = env.get(resolved.password_env) or None
-    if password is None and resolved.password_file:
-        path = Path(resolved.password_file).expanduser()
-        if not path.is_absolute() and root is not None:
-            path = root / path
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ProviderError(f"cannot read the LDAP password file {path}: {exc.strerror}") from None
-        password = lines[0] if lines and lines[0] else None
-    remember_secret(password)
-    return resolved, password
-
-
-class IredmailProvider:
+class IredmailProvider(LdapSession):
     """Reads and changes one domain of an iRedMail directory (docs/iredmail.md)."""
 
     name: ClassVar[str] = "iredmail"
+    section = "iredmail"
     kinds: ClassVar[frozenset[str]] = p.KINDS
     settings_model: ClassVar[type[IredmailSettings]] = IredmailSettings
     writes_passwords: ClassVar[bool] = True
     """``from_state`` takes ``passwords_out``: the file the initial passwords of new people go to."""
 
-    def __init__(
-        self,
-        settings: IredmailSettings,
-        *,
-        base_dn: str,
-        domain: str,
-        password: str | None,
-        password_policy: PasswordPolicy | None = None,
-        passwords_out: Path | None = None,
-    ) -> None:
-        self.settings = settings
-        self.base_dn = base_dn
+    def __init__(self, settings: IredmailSettings, *, domain: str, **options: Any) -> None:
+        """``options``: base_dn, password, password_policy, passwords_out (LdapSession)."""
+        super().__init__(settings, **options)
+        self.settings: IredmailSettings = settings
         self.domain = domain.lower()
-        self._password = password
-        self.password_policy = password_policy or PasswordPolicy()
-        self.passwords_out = passwords_out
-        self.notices: list[str] = []
-        self._conn: Connection | None = None
-        parts = urlsplit(settings.url)
-        if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-            raise ProviderError(f"LDAP url {settings.url!r}: give ldaps://host[:port]")
-        if parts.scheme == "ldap" and not settings.start_tls and not settings.allow_plain:
-            raise ProviderError(
-                f"LDAP url {settings.url} is plain ldap:// without StartTLS: use ldaps://, "
-                "start_tls = true, or (never in production) allow_plain = true"
-            )
 
     @classmethod
-    def from_state(
-        cls, state: DesiredState, *, passwords_out: Path | None = None, env: Mapping[str, str] | None = None
-    ) -> IredmailProvider:
-        settings, password = resolve_settings(state.providers.iredmail, env, root=state.root)
-        return cls(
-            settings,
-            base_dn=state.base_dn,
-            domain=state.domain,
-            password=password,
-            password_policy=state.password,
-            passwords_out=passwords_out,
-        )
+    def _state_options(cls, state: DesiredState) -> dict[str, Any]:
+        return {"domain": state.domain}
 
     # ----------------------------------------------------------------------------------------------
     # Tree
@@ -148,82 +71,23 @@ class IredmailProvider:
             return f"ou={ou},ou=mailstate,{self.domain_dn}"
         return f"ou={ou},{self.domain_dn}"
 
+    @property
+    def lock_dn(self) -> str:
+        """The apply lock: an entry in mailstate's own branch of the domain, which iRedMail never reads."""
+        return f"cn=apply-lock,ou=mailstate,{self.domain_dn}"
+
+    def _make_lock_parent(self) -> bool:
+        self._ensure_ou(f"ou=mailstate,{self.domain_dn}")
+        return True
+
     def _mail_dn(self, ou: str, address: str) -> str:
         return f"mail={escape_rdn(address)},{self.container(ou)}"
 
     # ----------------------------------------------------------------------------------------------
     # Connection
 
-    def _fail(self, what: str, exc: object) -> ProviderError:
-        if isinstance(exc, Mapping):
-            text = str(exc.get("description") or exc.get("result") or "failed")
-            if exc.get("message"):
-                text += f" ({exc['message']})"
-            cls = ChangeRefused if exc.get("result") in REFUSED_RESULTS else ProviderError
-        else:
-            text, cls = str(exc), ProviderError
-        if self._password:
-            text = text.replace(self._password, "***")
-        return cls(f"LDAP {self.settings.url}: {what}: {text}")
-
-    @property
-    def conn(self) -> Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-        return self._conn
-
-    def _connect(self) -> Connection:
-        s = self.settings
-        parts = urlsplit(s.url)
-        use_ssl = parts.scheme == "ldaps"
-        tls = None
-        if use_ssl or s.start_tls:
-            ca = str(Path(s.ca_file).expanduser()) if s.ca_file else None
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca, version=ssl.PROTOCOL_TLS_CLIENT)
-        server = Server(
-            parts.hostname or "",
-            port=parts.port or (636 if use_ssl else 389),
-            use_ssl=use_ssl,
-            tls=tls,
-            get_info=NONE,
-            connect_timeout=max(1, int(s.timeout)),
-        )
-        conn = Connection(
-            server,
-            user=s.bind_dn,
-            password=self._password,
-            receive_timeout=max(1, int(s.timeout)),
-            raise_exceptions=False,
-            auto_referrals=False,
-            return_empty_attributes=False,
-        )
-        try:
-            conn.open()
-            if s.start_tls and not use_ssl and not conn.start_tls():
-                raise self._fail("StartTLS failed", conn.result or {})
-            if s.bind_dn and not conn.bind():
-                raise self._fail(f"cannot bind as {s.bind_dn}", conn.result or {})
-        except ProviderError:
-            raise
-        except Exception as exc:  # ldap3 raises LDAPException, OSError, ssl errors alike here
-            raise self._fail("cannot connect", type(exc).__name__ + f": {exc}") from None
-        return conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.unbind()
-            except LDAPException:
-                pass
-            self._conn = None
-
     def _op(self, what: str, func: Any, *args: Any, ok: Iterable[int] = (SUCCESS,), **kw: Any) -> int:
-        try:
-            func(*args, **kw)
-        except (LDAPException, OSError) as exc:
-            self._conn = None
-            raise self._fail(what, exc) from None
-        result = dict(self.conn.result or {})
+        result = self._call(what, func, *args, **kw)
         code = int(result.get("result", -1))
         if code not in ok:
             raise self._fail(what, result)
@@ -232,41 +96,9 @@ class IredmailProvider:
     def search(
         self, base: str, filt: str, attributes: list[str], *, scope: Any = SUBTREE
     ) -> list[tuple[str, dict[str, list[str]]]]:
-        """Every entry under ``base`` matching ``filt``, page by page; a missing base is no entries, any
-        other shortfall (size or time limit, a short page) raises: a failed read is never "absent"."""
-        out: list[tuple[str, dict[str, list[str]]]] = []
-        cookie: Any = None
-        first = True
-        while True:
-            code = self._op(
-                f"search {base}",
-                self.conn.search,
-                base,
-                filt,
-                search_scope=scope,
-                attributes=attributes,
-                paged_size=self.settings.page_size,
-                paged_cookie=cookie,
-                time_limit=int(self.settings.timeout),
-                ok=(SUCCESS, NO_SUCH_OBJECT),
-            )
-            if code == NO_SUCH_OBJECT:
-                if first:
-                    return []
-                raise self._fail(f"search {base}", "the base vanished during the read")
-            first = False
-            entries = [
-                (r["dn"], p.normalize(r["attributes"]))
-                for r in self.conn.response or []
-                if r.get("type") == "searchResEntry"
-            ]
-            out.extend(entries)
-            control = ((self.conn.result or {}).get("controls") or {}).get(PAGED_OID) or {}
-            cookie = (control.get("value") or {}).get("cookie")
-            if not cookie:
-                return out
-            if len(entries) < self.settings.page_size:
-                raise self._fail(f"search {base} truncated", f"a page of {len(entries)} entries")
+        """Every entry under ``base`` matching ``filt`` (paged, normalised); a missing base is no entries,
+        any other shortfall raises: a failed read is never "absent"."""
+        return [(dn, p.normalize(e)) for dn, e in self.search_all(base, filt, attributes, scope=scope)]
 
     # ----------------------------------------------------------------------------------------------
     # Reading

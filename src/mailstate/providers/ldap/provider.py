@@ -17,30 +17,24 @@ The translation between entries and Records is pure and lives in providers.ldap_
 
 from __future__ import annotations
 
-import os
 import secrets
-import ssl
-import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
-from ldap3 import BASE, HASHED_SALTED_SHA, LEVEL, MODIFY_ADD, MODIFY_REPLACE, NONE, Connection, Server, Tls
+from ldap3 import BASE, HASHED_SALTED_SHA, MODIFY_ADD, MODIFY_REPLACE
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, safe_dn
 from ldap3.utils.hashed import hashed
 
-from mailstate.errors import ChangeRefused, ProviderError
+from mailstate.errors import ProviderError
 from mailstate.gcpause import with_gc_paused
+from mailstate.ldapconn import ALREADY_EXISTS, NO_SUCH_OBJECT, SUCCESS, LdapSession
+from mailstate.ldapconn import resolve_settings as resolve_settings  # the name tests and callers use
 from mailstate.model.change import Action, Change
-from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import MAILBOX_KINDS, Record
-from mailstate.model.settings import LdapSettings, PasswordPolicy
+from mailstate.model.settings import LdapSettings
 from mailstate.providers.ldap.parse import (
     CONTAINERS,
     KINDS,
@@ -55,80 +49,13 @@ from mailstate.providers.ldap.parse import (
     lock_values,
     missing_classes,
     modifications,
-    normalize,
     owner_ref,
     parse_entry,
     rdn_value,
 )
 from mailstate.providers.ldap.passwords import append_password, generate_password
-from mailstate.redact import refuse_userinfo, remember_secret
 
-PAGED_OID = "1.2.840.113556.1.4.319"
 READ_ORDER = ("unit", "unit_mailbox", "person", "group", "alias")
-
-# LDAP result codes this module acts on
-SUCCESS, TIME_LIMIT, SIZE_LIMIT, NO_SUCH_OBJECT, ALREADY_EXISTS, ADMIN_LIMIT = 0, 3, 4, 32, 68, 11
-
-REFUSED_RESULTS = frozenset({19, 20, 21, 34, 50, 53, 64, 65, 66, 67, 69})
-"""Result codes by which the server refuses one operation on one entry (constraint, syntax, access, naming,
-object class ...): the connection is fine and the other changes of an apply can go on (ChangeRefused)."""
-
-STALE_LOCK_HOURS = 6.0
-"""An apply lock older than this may be broken, and only with an explicit flag (break_stale=True)."""
-
-
-def _truthy(value: str | None) -> bool | None:
-    if value is None or value == "":
-        return None
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
-def resolve_settings(
-    settings: LdapSettings, env: Mapping[str, str] | None = None, root: Path | None = None
-) -> tuple[LdapSettings, str | None]:
-    """Settings with the MAILSTATE_LDAP_* environment applied, and the bind password (never logged).
-
-    A relative ``password_file`` is relative to ``root`` (the state directory); its first line is the
-    password.
-    """
-    env = os.environ if env is None else env
-    overrides: dict[str, Any] = {}
-    for var, field in (
-        ("MAILSTATE_LDAP_URL", "url"),
-        ("MAILSTATE_LDAP_BIND_DN", "bind_dn"),
-        ("MAILSTATE_LDAP_CA_FILE", "ca_file"),
-    ):
-        if env.get(var):
-            overrides[field] = env[var]
-    if "url" in overrides:
-        refuse_userinfo("MAILSTATE_LDAP_URL", overrides["url"])
-    else:
-        refuse_userinfo("providers.ldap.url", settings.url)
-    for var, field in (
-        ("MAILSTATE_LDAP_START_TLS", "start_tls"),
-        ("MAILSTATE_LDAP_ALLOW_PLAIN", "allow_plain"),
-    ):
-        flag = _truthy(env.get(var))
-        if flag is not None:
-            overrides[field] = flag
-    resolved = settings.model_copy(update=overrides)
-    password: str | None = env.get("MAILSTATE_LDAP_PASSWORD") or None
-    if password is None and resolved.password_env:
-        password = env.get(resolved.password_env) or None
-    if password is None and resolved.password_file:
-        path = Path(resolved.password_file).expanduser()
-        if not path.is_absolute() and root is not None:
-            path = root / path
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ProviderError(f"cannot read the LDAP password file {path}: {exc.strerror}") from None
-        password = lines[0] if lines and lines[0] else None
-        if password is None:
-            raise ProviderError(f"the LDAP password file {path} is empty")
-    remember_secret(password)
-    return resolved, password
-
 
 def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[object]) -> str | None:
     """The reason stored with a lock: the record's ``lock_reason`` when it names one (even None, so the
@@ -139,7 +66,7 @@ def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[object]) -> str | N
     return "; ".join(str(r) for r in reasons) or None
 
 
-class LdapProvider:
+class LdapProvider(LdapSession):
     """Reads and changes the directory entries mailstate manages (docs/ldap.md)."""
 
     name: ClassVar[str] = "ldap"
@@ -155,175 +82,15 @@ class LdapProvider:
         by_subtree = {ou: kind for kind, (ou, _attr) in CONTAINERS.items()}
         return frozenset(by_subtree.get(x, x) for x in state.providers.ldap.manage_unlisted)
 
-    def __init__(
-        self,
-        settings: LdapSettings,
-        *,
-        base_dn: str,
-        password: str | None,
-        password_policy: PasswordPolicy | None = None,
-        passwords_out: Path | None = None,
-        size_limit: int = 0,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, settings: LdapSettings, *, size_limit: int = 0, **options: Any) -> None:
+        """``options``: base_dn, password, password_policy, passwords_out (LdapSession)."""
+        super().__init__(settings, **options)
+        self.settings: LdapSettings = settings
         self.size_limit = size_limit
         """A client-side size limit on each read search (0: none); the read must then fail, not shorten."""
-        self.base_dn = base_dn
-        self._password = password
-        self.password_policy = password_policy or PasswordPolicy()
-        self.passwords_out = passwords_out
-        self.notices: list[str] = []
-        """Things an operator should know about applied changes (never secrets)."""
-        self._local = threading.local()
-        self._opened: list[Connection] = []
-        """Every connection opened (one per thread that used the provider: apply runs changes on a few
-        threads, and an ldap3 connection's last result is per connection), unbound by ``close``."""
-        self._opened_lock = threading.Lock()
-        self._check_transport()
-
-    @classmethod
-    def from_state(
-        cls, state: DesiredState, *, passwords_out: Path | None = None, env: Mapping[str, str] | None = None
-    ) -> LdapProvider:
-        settings, password = resolve_settings(state.providers.ldap, env, root=state.root)
-        return cls(
-            settings,
-            base_dn=state.base_dn,
-            password=password,
-            password_policy=state.password,
-            passwords_out=passwords_out,
-        )
 
     # ----------------------------------------------------------------------------------------------
     # Connection
-
-    @property
-    def url(self) -> str:
-        return self.settings.url
-
-    def _check_transport(self) -> None:
-        parts = urlsplit(self.settings.url)
-        if parts.scheme not in ("ldap", "ldaps"):
-            raise ProviderError(f"LDAP url {self.settings.url!r}: the scheme must be ldaps:// or ldap://")
-        if parts.scheme == "ldap" and not self.settings.start_tls and not self.settings.allow_plain:
-            raise ProviderError(
-                f"LDAP url {self.settings.url} is plain ldap:// without StartTLS: use ldaps://, set "
-                "start_tls = true, or (never in production) allow_plain = true in [providers.ldap]"
-            )
-        if not parts.hostname:
-            raise ProviderError(f"LDAP url {self.settings.url!r} names no host")
-
-    def _scrub(self, text: str) -> str:
-        if self._password:
-            text = text.replace(self._password, "***")
-        return text
-
-    def _fail(self, what: str, exc: object) -> ProviderError:
-        if isinstance(exc, Mapping) and exc.get("result") in REFUSED_RESULTS:
-            return ChangeRefused(self._fail(what, dict(exc, result=None)).args[0])
-        if isinstance(exc, Mapping):
-            desc = str(exc.get("description") or exc.get("result") or "failed")
-            if exc.get("message"):
-                desc += f" ({exc['message']})"
-            exc = desc
-        return ProviderError(self._scrub(f"LDAP {self.settings.url}: {what}: {exc}"))
-
-    @property
-    def _conn(self) -> Connection | None:
-        """This thread's connection (None: not opened yet, or dropped after a failure)."""
-        conn: Connection | None = getattr(self._local, "conn", None)
-        return conn
-
-    @_conn.setter
-    def _conn(self, conn: Connection | None) -> None:
-        self._local.conn = conn
-
-    @property
-    def conn(self) -> Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()
-            with self._opened_lock:
-                self._opened = [c for c in self._opened if not c.closed]
-                self._opened.append(self._conn)
-        return self._conn
-
-    def _connect(self) -> Connection:
-        s = self.settings
-        parts = urlsplit(s.url)
-        use_ssl = parts.scheme == "ldaps"
-        port = parts.port or (636 if use_ssl else 389)
-        tls = None
-        if use_ssl or s.start_tls:
-            ca_file = str(Path(s.ca_file).expanduser()) if s.ca_file else None
-            if ca_file and not Path(ca_file).is_file():
-                raise ProviderError(f"LDAP CA file {ca_file} does not exist")
-            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
-        server = Server(
-            parts.hostname or "",
-            port=port,
-            use_ssl=use_ssl,
-            tls=tls,
-            get_info=NONE,
-            connect_timeout=max(1, int(s.timeout)),
-        )
-        conn = Connection(
-            server,
-            user=s.bind_dn,
-            password=self._password,
-            receive_timeout=max(1, int(s.timeout)),
-            raise_exceptions=False,
-            auto_referrals=False,
-            return_empty_attributes=False,
-        )
-        try:
-            conn.open()
-            if conn.closed:
-                raise self._fail("cannot connect", conn.last_error or "connection closed")
-            if s.start_tls and not use_ssl and not conn.start_tls():
-                raise self._fail("StartTLS failed", conn.result.get("description") if conn.result else "")
-            if s.bind_dn and not conn.bind():
-                desc = (conn.result or {}).get("description", "bind failed")
-                raise self._fail(f"cannot bind as {s.bind_dn}", desc)
-        except ProviderError:
-            raise
-        except Exception as exc:  # ldap3 raises LDAPException, OSError, ssl errors alike here
-            try:
-                conn.unbind()
-            except Exception:
-                pass
-            raise self._fail("cannot connect", exc) from None
-        return conn
-
-    def close(self) -> None:
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-        for conn in opened:
-            try:
-                conn.unbind()
-            except LDAPException:
-                pass
-        self._conn = None
-
-    def __enter__(self) -> LdapProvider:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Run one ldap3 operation; return its result dict; connection-level failures → ProviderError."""
-        owner = getattr(func, "__self__", None)
-        conn = owner if isinstance(owner, Connection) else self._conn
-        try:
-            func(*args, **kwargs)
-        except (LDAPException, OSError) as exc:
-            self._conn = None
-            raise self._fail(what, exc) from None
-        result = dict((conn.result if conn is not None else None) or {})
-        if not result and conn is not None and conn.closed:
-            self._conn = None
-            raise self._fail(what, conn.last_error or "the server closed the connection")
-        return result
 
     # ----------------------------------------------------------------------------------------------
     # Reading
@@ -331,80 +98,11 @@ class LdapProvider:
     def container(self, kind: str) -> str:
         return safe_dn(f"ou={CONTAINERS[kind][0]},{self.base_dn}")
 
-    def search_all(
-        self, base: str, filt: str, attributes: list[str], *, size_limit: int = 0
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Every entry one level under ``base`` matching ``filt``, page by page; any shortfall raises."""
-        conn = self.conn
-        out: list[tuple[str, dict[str, Any]]] = []
-        cookie: Any = None
-        pages = 0
-        while True:
-            result = self._call(
-                f"search {base}",
-                conn.search,
-                base,
-                filt,
-                search_scope=LEVEL,
-                attributes=attributes,
-                paged_size=self.settings.page_size,
-                paged_cookie=cookie,
-                size_limit=size_limit,
-                time_limit=int(self.settings.timeout),
-            )
-            code = result.get("result")
-            entries = [
-                (r["dn"], dict(r["attributes"]))
-                for r in conn.response or []
-                if r.get("type") == "searchResEntry"
-            ]
-            if code == SIZE_LIMIT:
-                raise self._fail(
-                    f"search of {base} truncated",
-                    f"sizeLimitExceeded after {len(out) + len(entries)} entries "
-                    "(raise the service account's size.pr/size.prtotal limits in slapd)",
-                )
-            if code == TIME_LIMIT:
-                raise self._fail(f"search of {base} timed out", "timeLimitExceeded")
-            if code == ADMIN_LIMIT:
-                raise self._fail(
-                    f"search of {base} refused",
-                    f"adminLimitExceeded (is page_size {self.settings.page_size} above the size.pr limit?)",
-                )
-            if code == NO_SUCH_OBJECT and pages == 0:
-                return []
-            if code != SUCCESS:
-                raise self._fail(f"search of {base} failed", result.get("description") or code)
-            pages += 1
-            out.extend(entries)
-            control = (result.get("controls") or {}).get(PAGED_OID) or {}
-            cookie = (control.get("value") or {}).get("cookie")
-            if not cookie:
-                break
-            if len(entries) < self.settings.page_size:
-                # slapd sends a full page unless it is the last one: a short page with a cookie
-                # means a limit cut the result short.
-                raise self._fail(
-                    f"search of {base} truncated", f"a page of {len(entries)} entries before the end"
-                )
-        return out
-
     def _check_base(self) -> None:
-        result = self._call(
-            f"read {self.base_dn}",
-            self.conn.search,
-            self.base_dn,
-            "(objectClass=*)",
-            search_scope=BASE,
-            attributes=["1.1"],
-            time_limit=int(self.settings.timeout),
-        )
-        if result.get("result") == NO_SUCH_OBJECT:
+        if self.read_entry(self.base_dn, ["1.1"])[0] == NO_SUCH_OBJECT:
             raise self._fail(
                 "base DN not found", f"{self.base_dn} does not exist (is the directory bootstrapped?)"
             )
-        if result.get("result") != SUCCESS:
-            raise self._fail(f"cannot read {self.base_dn}", result)
 
     @staticmethod
     def scope_filter(kind: str, units: list[str] | None) -> str:
@@ -497,24 +195,7 @@ class LdapProvider:
 
     def get(self, kind: str, key: str) -> tuple[str, dict[str, Any]] | None:
         """(dn, attributes) of one entry, or None when it does not exist."""
-        dn = dn_of(kind, key, self.base_dn)
-        result = self._call(
-            f"read {dn}",
-            self.conn.search,
-            dn,
-            "(objectClass=*)",
-            search_scope=BASE,
-            attributes=READ_ATTRS[kind],
-            time_limit=int(self.settings.timeout),
-        )
-        if result.get("result") == NO_SUCH_OBJECT:
-            return None
-        if result.get("result") != SUCCESS:
-            raise self._fail(f"cannot read {dn}", result)
-        for r in self.conn.response or []:
-            if r.get("type") == "searchResEntry":
-                return r["dn"], dict(r["attributes"])
-        return None
+        return self.read_entry(dn_of(kind, key, self.base_dn), READ_ATTRS[kind])[1]
 
     def read_one(self, kind: str, key: str) -> Record | None:
         """One live record (parsed like ``read``), or None."""
@@ -750,76 +431,3 @@ class LdapProvider:
     @property
     def lock_dn(self) -> str:
         return safe_dn(f"cn=apply-lock,ou=system,{self.base_dn}")
-
-    @contextmanager
-    def apply_lock(
-        self, holder: str, *, break_stale: bool = False, stale_after_hours: float = STALE_LOCK_HOURS
-    ) -> Iterator[None]:
-        """Hold the organisation's apply lock (an entry added atomically) for the ``with`` block."""
-        since = datetime.now(UTC).replace(microsecond=0)
-        description = f"{holder} since {since.isoformat()}"
-        attrs = {"cn": "apply-lock", "description": description}
-        for attempt in range(2):
-            result = self._call(
-                f"add {self.lock_dn}", self.conn.add, self.lock_dn, ["applicationProcess"], attrs
-            )
-            code = result.get("result")
-            if code == SUCCESS:
-                break
-            if code != ALREADY_EXISTS:
-                raise self._fail("cannot take the apply lock", result)
-            other, age = self._lock_holder()
-            if age is None and attempt == 0:
-                continue  # the lock vanished between the add and the read: try once more
-            stale = age is not None and age >= stale_after_hours * 3600
-            if attempt == 0 and break_stale and stale:
-                self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
-                self.notices.append(_("broke a stale apply lock: {holder}").format(holder=other))
-                continue
-            hint = (
-                _("it is older than {hours} hours: if that apply is dead, break the lock explicitly "
-                  "(--break-lock)")
-                if stale
-                else _("wait for it to finish (a lock older than {hours} hours can be broken with "
-                       "--break-lock)")
-            ).format(hours=f"{stale_after_hours:g}")
-            raise ProviderError(
-                _("another apply is running: {holder}; {hint}").format(holder=other, hint=hint))
-        try:
-            yield
-        except BaseException:
-            with suppress(Exception):  # never hide the real error behind a failed release
-                self._release_lock(description)
-            raise
-        self._release_lock(description)
-
-    def _release_lock(self, description: str) -> None:
-        other, _ = self._lock_holder()
-        if other == description:
-            self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
-
-    def _lock_holder(self) -> tuple[str, float | None]:
-        result = self._call(
-            f"read {self.lock_dn}",
-            self.conn.search,
-            self.lock_dn,
-            "(objectClass=*)",
-            search_scope=BASE,
-            attributes=["description", "createTimestamp"],
-        )
-        if result.get("result") != SUCCESS:
-            return "(unknown holder: the lock entry vanished)", None
-        for r in self.conn.response or []:
-            if r.get("type") == "searchResEntry":
-                e = normalize(r["attributes"])
-                desc = (e.get("description") or ["(no description)"])[0]
-                created = (e.get("createtimestamp") or [""])[0]
-                age = None
-                if created:
-                    try:
-                        when = datetime.strptime(created[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-                        age = (datetime.now(UTC) - when).total_seconds()
-                    except ValueError:
-                        age = None
-                return desc, age
-        return "(unknown holder)", None

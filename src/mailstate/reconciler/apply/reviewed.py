@@ -19,7 +19,7 @@ from typing import Any
 
 from mailstate.errors import StalePlan
 from mailstate.model.change import jsonable as _jsonable
-from mailstate.model.i18n import _, action_name, kind_name
+from mailstate.model.i18n import _, change_title
 from mailstate.reconciler.plan.render import field_name
 
 Ident = tuple[str, str, str, str]
@@ -49,7 +49,7 @@ class Comparison:
     def lines(self) -> list[str]:
         def name(c: Any) -> str:
             prov = f" [{c.provider}]" if c.provider else ""
-            return f"{action_name(c.action.label)} {kind_name(c.kind)} {c.key}{prov}"
+            return f"{change_title(c.action.label, c.kind, c.key)}{prov}"
 
         out = [_("added (not reviewed): {change}").format(change=name(c)) for c in self.added]
         out += [_("missing (reviewed, no longer planned): {change}").format(change=name(c))

@@ -21,7 +21,7 @@ from typing import Any
 from mailstate.desired_state.schema import State
 from mailstate.errors import ChangeRefused, MailstateError, ProviderError
 from mailstate.model.change import Action, Change
-from mailstate.model.i18n import _, action_name, fmt_date, kind_name, ngettext
+from mailstate.model.i18n import _, change_title, fmt_date, ngettext
 from mailstate.model.provider import GroupsConnections, Provider
 from mailstate.reconciler.apply.journal import Journal
 from mailstate.reconciler.plan.plan import as_of_date
@@ -158,7 +158,7 @@ class ApplyInterrupted(MailstateError):
 
 
 def _label(change: Change) -> str:
-    return f"{change.id} ({action_name(change.action.label)} {kind_name(change.kind)} {change.key})"
+    return f"{change.id} ({change_title(change.action.label, change.kind, change.key)})"
 
 
 @dataclass

@@ -33,6 +33,8 @@ from mailstate.model.i18n import (
     N_,
     _,
     action_name,
+    change_title,
+    change_words,
     fmt_date,
     kind_name,
     ngettext,
@@ -257,8 +259,8 @@ class TextRenderer:
             for i, c in items:
                 prov = f"  [{c.provider}]" if c.provider else ""
                 symbol = SYMBOLS.get(c.action, "?")
-                out(f"  {i:>4}. {symbol} {action_name(c.action.label)} {kind_name(c.kind)} "
-                    f"{visible(c.key)}{prov}", STYLES.get(c.action, ""))
+                out(f"  {i:>4}. {symbol} {change_title(c.action.label, c.kind, visible(c.key))}{prov}",
+                    STYLES.get(c.action, ""))
                 for f, b, a in field_lines(c, labels):
                     if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
                         out(f"          {f}: {b} → {a}")
@@ -398,7 +400,8 @@ class MarkdownRenderer:
         ]
         for i, c in items:
             prov = f" · {c.provider}" if c.provider else ""
-            lines.append(f"- **#{i} {action_name(c.action.label)}** {_obj(c)}{prov}")
+            what, kind = change_words(c.action.label, c.kind)
+            lines.append(f"- **#{i} {what}** {(kind + ' ') if kind else ''}{code(c.key)}{prov}")
             for f, b, a in field_lines(c, labels):
                 if c.action in (Action.UPDATE, Action.LOCK, Action.UNLOCK, Action.GRANT) and b:
                     lines.append(f"   - `{f}`: {md(b)} → {md(a)}")

@@ -1,0 +1,463 @@
+"""The LDAP mechanics the directory providers share (``ldap`` and ``iredmail``; docs/architecture.md).
+
+- ``resolve_settings``: a provider's LDAP settings with the ``MAILSTATE_LDAP_*`` environment applied, and
+  the bind password (never logged).
+- ``LdapSession``: the base of a directory provider: TLS always (``ldaps://``, or ``ldap://`` + StartTLS),
+  one connection per thread that uses it, errors scrubbed of the password, paged reads that raise on any
+  shortfall (a failed read is never "absent"), and the organisation's apply lock held as an entry added
+  atomically (``lock_dn``, which each provider places in its own tree).
+
+What the entries mean stays in each provider; this module knows connections, pages and result codes only.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit
+
+from ldap3 import BASE, LEVEL, NONE, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+
+from mailstate.errors import ChangeRefused, ProviderError
+from mailstate.model.i18n import _
+from mailstate.model.provider import DesiredState
+from mailstate.model.settings import LdapSettings, PasswordPolicy
+from mailstate.redact import refuse_userinfo, remember_secret
+
+PAGED_OID = "1.2.840.113556.1.4.319"
+
+# LDAP result codes acted on
+SUCCESS, TIME_LIMIT, SIZE_LIMIT, ADMIN_LIMIT = 0, 3, 4, 11
+NO_SUCH_ATTRIBUTE, TYPE_OR_VALUE_EXISTS, NO_SUCH_OBJECT, ALREADY_EXISTS = 16, 20, 32, 68
+
+REFUSED_RESULTS = frozenset({19, 20, 21, 34, 50, 53, 64, 65, 66, 67, 69})
+"""Result codes by which the server refuses one operation on one entry (constraint, syntax, access, naming,
+object class ...): the connection is fine and the other changes of an apply can go on (ChangeRefused)."""
+
+STALE_LOCK_HOURS = 6.0
+"""An apply lock older than this may be broken, and only with an explicit flag (break_stale=True)."""
+
+S = TypeVar("S", bound=LdapSettings)
+
+
+def _truthy(value: str | None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve_settings(
+    settings: S, env: Mapping[str, str] | None = None, root: Path | None = None, *, section: str = "ldap"
+) -> tuple[S, str | None]:
+    """Settings with the MAILSTATE_LDAP_* environment applied, and the bind password (never logged).
+
+    The password is MAILSTATE_LDAP_PASSWORD, else ``password_env``'s variable, else the first line of
+    ``password_file`` (relative to ``root``, the state directory). ``section`` names the TOML table
+    (``providers.<section>``) in messages.
+    """
+    env = os.environ if env is None else env
+    overrides: dict[str, Any] = {}
+    for var, field in (
+        ("MAILSTATE_LDAP_URL", "url"),
+        ("MAILSTATE_LDAP_BIND_DN", "bind_dn"),
+        ("MAILSTATE_LDAP_CA_FILE", "ca_file"),
+    ):
+        if env.get(var):
+            overrides[field] = env[var]
+    if "url" in overrides:
+        refuse_userinfo("MAILSTATE_LDAP_URL", overrides["url"])
+    else:
+        refuse_userinfo(f"providers.{section}.url", settings.url)
+    for var, field in (
+        ("MAILSTATE_LDAP_START_TLS", "start_tls"),
+        ("MAILSTATE_LDAP_ALLOW_PLAIN", "allow_plain"),
+    ):
+        flag = _truthy(env.get(var))
+        if flag is not None:
+            overrides[field] = flag
+    resolved = settings.model_copy(update=overrides)
+    password: str | None = env.get("MAILSTATE_LDAP_PASSWORD") or None
+    if password is None and resolved.password_env:
+        password = env.get(resolved.password_env) or None
+    if password is None and resolved.password_file:
+        path = Path(resolved.password_file).expanduser()
+        if not path.is_absolute() and root is not None:
+            path = root / path
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ProviderError(f"cannot read the LDAP password file {path}: {exc.strerror}") from None
+        password = lines[0] if lines and lines[0] else None
+        if password is None:
+            raise ProviderError(f"the LDAP password file {path} is empty")
+    remember_secret(password)
+    return resolved, password
+
+
+class LdapSession:
+    """Connections, paged reads and the apply lock of one directory provider (see the module)."""
+
+    section: str = "ldap"
+    """The provider's TOML table (``providers.<section>``): its settings, and its name in messages."""
+
+    def __init__(
+        self,
+        settings: LdapSettings,
+        *,
+        base_dn: str,
+        password: str | None,
+        password_policy: PasswordPolicy | None = None,
+        passwords_out: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_dn = base_dn
+        self._password = password
+        self.password_policy = password_policy or PasswordPolicy()
+        self.passwords_out = passwords_out
+        """The operator's 0600 file the initial passwords of new people go to (None: none are set)."""
+        self.notices: list[str] = []
+        """Things an operator should know about applied changes (never secrets)."""
+        self._local = threading.local()
+        self._opened: list[Connection] = []
+        """Every connection opened (one per thread that used the provider: apply runs changes on a few
+        threads, and an ldap3 connection's last result is per connection), unbound by ``close``."""
+        self._opened_lock = threading.Lock()
+        self._check_transport()
+
+    @classmethod
+    def from_state(
+        cls, state: DesiredState, *, passwords_out: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> Self:
+        settings, password = resolve_settings(
+            getattr(state.providers, cls.section), env, root=state.root, section=cls.section
+        )
+        return cls(
+            settings,
+            base_dn=state.base_dn,
+            password=password,
+            password_policy=state.password,
+            passwords_out=passwords_out,
+            **cls._state_options(state),
+        )
+
+    @classmethod
+    def _state_options(cls, state: DesiredState) -> dict[str, Any]:
+        """What else a provider's constructor takes from the desired state."""
+        return {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------------------
+    # Connection
+
+    @property
+    def url(self) -> str:
+        return self.settings.url
+
+    def _check_transport(self) -> None:
+        parts = urlsplit(self.settings.url)
+        if parts.scheme not in ("ldap", "ldaps"):
+            raise ProviderError(f"LDAP url {self.settings.url!r}: the scheme must be ldaps:// or ldap://")
+        if parts.scheme == "ldap" and not self.settings.start_tls and not self.settings.allow_plain:
+            raise ProviderError(
+                f"LDAP url {self.settings.url} is plain ldap:// without StartTLS: use ldaps://, set "
+                f"start_tls = true, or (never in production) allow_plain = true in [providers.{self.section}]"
+            )
+        if not parts.hostname:
+            raise ProviderError(f"LDAP url {self.settings.url!r} names no host")
+
+    def _scrub(self, text: str) -> str:
+        if self._password:
+            text = text.replace(self._password, "***")
+        return text
+
+    def _fail(self, what: str, exc: object) -> ProviderError:
+        if isinstance(exc, Mapping) and exc.get("result") in REFUSED_RESULTS:
+            return ChangeRefused(self._fail(what, dict(exc, result=None)).args[0])
+        if isinstance(exc, Mapping):
+            desc = str(exc.get("description") or exc.get("result") or "failed")
+            if exc.get("message"):
+                desc += f" ({exc['message']})"
+            exc = desc
+        return ProviderError(self._scrub(f"LDAP {self.settings.url}: {what}: {exc}"))
+
+    @property
+    def _conn(self) -> Connection | None:
+        """This thread's connection (None: not opened yet, or dropped after a failure)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        return conn
+
+    @_conn.setter
+    def _conn(self, conn: Connection | None) -> None:
+        self._local.conn = conn
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+            with self._opened_lock:
+                self._opened = [c for c in self._opened if not c.closed]
+                self._opened.append(self._conn)
+        return self._conn
+
+    def _connect(self) -> Connection:
+        s = self.settings
+        parts = urlsplit(s.url)
+        use_ssl = parts.scheme == "ldaps"
+        port = parts.port or (636 if use_ssl else 389)
+        tls = None
+        if use_ssl or s.start_tls:
+            ca_file = str(Path(s.ca_file).expanduser()) if s.ca_file else None
+            if ca_file and not Path(ca_file).is_file():
+                raise ProviderError(f"LDAP CA file {ca_file} does not exist")
+            tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, version=ssl.PROTOCOL_TLS_CLIENT)
+        server = Server(
+            parts.hostname or "",
+            port=port,
+            use_ssl=use_ssl,
+            tls=tls,
+            get_info=NONE,
+            connect_timeout=max(1, int(s.timeout)),
+        )
+        conn = Connection(
+            server,
+            user=s.bind_dn,
+            password=self._password,
+            receive_timeout=max(1, int(s.timeout)),
+            raise_exceptions=False,
+            auto_referrals=False,
+            return_empty_attributes=False,
+        )
+        try:
+            conn.open()
+            if conn.closed:
+                raise self._fail("cannot connect", conn.last_error or "connection closed")
+            if s.start_tls and not use_ssl and not conn.start_tls():
+                raise self._fail("StartTLS failed", conn.result.get("description") if conn.result else "")
+            if s.bind_dn and not conn.bind():
+                desc = (conn.result or {}).get("description", "bind failed")
+                raise self._fail(f"cannot bind as {s.bind_dn}", desc)
+        except ProviderError:
+            raise
+        except Exception as exc:  # ldap3 raises LDAPException, OSError, ssl errors alike here
+            try:
+                conn.unbind()
+            except Exception:
+                pass
+            raise self._fail("cannot connect", exc) from None
+        return conn
+
+    def close(self) -> None:
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for conn in opened:
+            try:
+                conn.unbind()
+            except LDAPException:
+                pass
+        self._conn = None
+
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run one ldap3 operation; return its result dict; connection-level failures → ProviderError."""
+        owner = getattr(func, "__self__", None)
+        conn = owner if isinstance(owner, Connection) else self._conn
+        try:
+            func(*args, **kwargs)
+        except (LDAPException, OSError) as exc:
+            self._conn = None
+            raise self._fail(what, exc) from None
+        result = dict((conn.result if conn is not None else None) or {})
+        if not result and conn is not None and conn.closed:
+            self._conn = None
+            raise self._fail(what, conn.last_error or "the server closed the connection")
+        return result
+
+    def read_entry(
+        self, dn: str, attributes: list[str], filt: str = "(objectClass=*)"
+    ) -> tuple[int, tuple[str, dict[str, Any]] | None]:
+        """The result code of a base read of ``dn``, and the entry when it matches ``filt``."""
+        result = self._call(
+            f"read {dn}",
+            self.conn.search,
+            dn,
+            filt,
+            search_scope=BASE,
+            attributes=attributes,
+            time_limit=int(self.settings.timeout),
+        )
+        code = int(result.get("result", -1))
+        for r in (self.conn.response or []) if code == SUCCESS else []:
+            if r.get("type") == "searchResEntry":
+                return code, (r["dn"], dict(r["attributes"]))
+        if code not in (SUCCESS, NO_SUCH_OBJECT):
+            raise self._fail(f"cannot read {dn}", result)
+        return code, None
+
+    def search_all(
+        self, base: str, filt: str, attributes: list[str], *, scope: Any = LEVEL, size_limit: int = 0
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every entry under ``base`` (one level, or ``scope``) matching ``filt``, page by page. A missing
+        base is no entries; any shortfall (size, time or admin limit, a short page) raises."""
+        conn = self.conn
+        out: list[tuple[str, dict[str, Any]]] = []
+        cookie: Any = None
+        pages = 0
+        while True:
+            result = self._call(
+                f"search {base}",
+                conn.search,
+                base,
+                filt,
+                search_scope=scope,
+                attributes=attributes,
+                paged_size=self.settings.page_size,
+                paged_cookie=cookie,
+                size_limit=size_limit,
+                time_limit=int(self.settings.timeout),
+            )
+            code = result.get("result")
+            entries = [
+                (r["dn"], dict(r["attributes"]))
+                for r in conn.response or []
+                if r.get("type") == "searchResEntry"
+            ]
+            if code == SIZE_LIMIT:
+                raise self._fail(
+                    f"search of {base} truncated",
+                    f"sizeLimitExceeded after {len(out) + len(entries)} entries "
+                    "(raise the service account's size.pr/size.prtotal limits in slapd)",
+                )
+            if code == TIME_LIMIT:
+                raise self._fail(f"search of {base} timed out", "timeLimitExceeded")
+            if code == ADMIN_LIMIT:
+                raise self._fail(
+                    f"search of {base} refused",
+                    f"adminLimitExceeded (is page_size {self.settings.page_size} above the size.pr limit?)",
+                )
+            if code == NO_SUCH_OBJECT:
+                if pages == 0:
+                    return []
+                raise self._fail(f"search of {base} failed", "the base vanished during the read")
+            if code != SUCCESS:
+                raise self._fail(f"search of {base} failed", result.get("description") or code)
+            pages += 1
+            out.extend(entries)
+            control = (result.get("controls") or {}).get(PAGED_OID) or {}
+            cookie = (control.get("value") or {}).get("cookie")
+            if not cookie:
+                break
+            if len(entries) < self.settings.page_size:
+                # slapd sends a full page unless it is the last one: a short page with a cookie
+                # means a limit cut the result short.
+                raise self._fail(
+                    f"search of {base} truncated", f"a page of {len(entries)} entries before the end"
+                )
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    # The apply lock (docs/operations.md, apply lock)
+
+    @property
+    def lock_dn(self) -> str:
+        """Where the apply lock entry stands (each provider's own tree)."""
+        raise NotImplementedError
+
+    def _make_lock_parent(self) -> bool:
+        """Create the lock entry's parent when the tree lacks it; False: it cannot be made here."""
+        return False
+
+    @contextmanager
+    def apply_lock(
+        self, holder: str, *, break_stale: bool = False, stale_after_hours: float = STALE_LOCK_HOURS
+    ) -> Iterator[None]:
+        """Hold the organisation's apply lock (an entry added atomically) for the ``with`` block."""
+        since = datetime.now(UTC).replace(microsecond=0)
+        description = f"{holder} since {since.isoformat()}"
+        attrs = {"cn": "apply-lock", "description": description}
+        made_parent = False
+        attempt = 0
+        while attempt < 2:
+            result = self._call(
+                f"add {self.lock_dn}", self.conn.add, self.lock_dn, ["applicationProcess"], attrs
+            )
+            code = result.get("result")
+            if code == SUCCESS:
+                break
+            if code == NO_SUCH_OBJECT and not made_parent and self._make_lock_parent():
+                made_parent = True
+                continue
+            if code != ALREADY_EXISTS:
+                raise self._fail("cannot take the apply lock", result)
+            other, age = self._lock_holder()
+            if age is None and attempt == 0:
+                attempt += 1
+                continue  # the lock vanished between the add and the read: try once more
+            stale = age is not None and age >= stale_after_hours * 3600
+            if attempt == 0 and break_stale and stale:
+                self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
+                self.notices.append(_("broke a stale apply lock: {holder}").format(holder=other))
+                attempt += 1
+                continue
+            hint = (
+                _("it is older than {hours} hours: if that apply is dead, break the lock explicitly "
+                  "(--break-lock)")
+                if stale
+                else _("wait for it to finish (a lock older than {hours} hours can be broken with "
+                       "--break-lock)")
+            ).format(hours=f"{stale_after_hours:g}")
+            raise ProviderError(
+                _("another apply is running: {holder}; {hint}").format(holder=other, hint=hint))
+        else:
+            raise self._fail("cannot take the apply lock", "it was taken and released twice meanwhile")
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception):  # never hide the real error behind a failed release
+                self._release_lock(description)
+            raise
+        self._release_lock(description)
+
+    def _release_lock(self, description: str) -> None:
+        other, _ = self._lock_holder()
+        if other == description:
+            self._call(f"delete {self.lock_dn}", self.conn.delete, self.lock_dn)
+
+    def _lock_holder(self) -> tuple[str, float | None]:
+        try:
+            code, found = self.read_entry(self.lock_dn, ["description", "createTimestamp"])
+        except ProviderError:
+            code, found = -1, None
+        if code != SUCCESS:
+            return "(unknown holder: the lock entry vanished)", None
+        if found is None:
+            return "(unknown holder)", None
+        e = {str(k).lower(): v for k, v in found[1].items()}
+        desc = _first(e.get("description")) or "(no description)"
+        created = _first(e.get("createtimestamp")) or ""
+        age = None
+        if created:
+            try:
+                when = datetime.strptime(created[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+                age = (datetime.now(UTC) - when).total_seconds()
+            except ValueError:
+                age = None
+        return desc, age
+
+
+def _first(value: Any) -> str | None:
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if isinstance(value, datetime):  # ldap3 may decode a timestamp it knows the syntax of
+        return value.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
+    return None if value is None else str(value)
