@@ -105,6 +105,9 @@ def test_unit_mailbox_use_read_by_two_doveadm_processes(applied: Path, clean_lab
         assert seen.doveadm("mailbox status") == 2, seen.commands
         with pytest.raises(ProviderError, match="nobodyhere"):  # a unit mailbox Dovecot cannot read
             prov.units_used(["bu0", "nobodyhere"])
+        # one user a line on doveadm's input: a name with a line break would be read as two users
+        with pytest.raises(ProviderError, match=r"'bu1.+nbu0' is not a user name"):
+            prov.units_used(["bu2", "bu1\nbu0"])
     finally:
         close_providers(provs)
 

@@ -340,6 +340,9 @@ class SshProvider:
         one session): a userdb lookup per user costs the mail host's auth process, not doveadm, so a few
         processes together go several times faster than one ``-A``. One text per batch."""
         command = doveadm_command(self.settings.doveadm, "-f", "tab", *args[:2], "-F", "-", *args[2:])
+        odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
+        if odd is not None:  # one user a line: a line break in a name would make it two users
+            raise ProviderError(f"ssh: {visible(odd)!r} is not a user name doveadm can be given")
         quoted = [shlex.quote(u) for u in users]
         per_batch = -(-sum(len(q) + 1 for q in quoted) // COMMANDS_AT_ONCE)  # an even share, at most
         per_batch = min(max(per_batch, USERS_BATCH_MIN), FIND_ARGS_MAX)
