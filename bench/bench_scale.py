@@ -1,6 +1,7 @@
 """Benchmark at a province's scale, with every provider (by hand; prints figures and ratios).
 
     python bench/bench_scale.py [--sizes 2000,10000,50000] [--repeat 3] [--parallelism 4] [--seed 1]
+                                [--profile DIR]
 
 For each size: a fresh full lab (slapd, Dovecot, sshd; in a temporary directory), a generated agency
 (gen_agency.py: people, a unit mailbox with a shared folder and its rights per unit, groups), then, each
@@ -11,9 +12,12 @@ For each size: a fresh full lab (slapd, Dovecot, sshd; in a temporary directory)
 - the floor, measured in alternation with the plans in the same run: a raw paged ``ldapsearch`` of the
   whole directory (a process) + a bare ``tomllib`` parse of every state file;
 - peak memory (max RSS) of each process;
+- the CPU seconds (user + sys) of each process, least of the runs: on a shared machine wall times move with
+  the load, CPU seconds much less (they leave out the servers' work: slapd's, Dovecot's, sshd's);
 and the ratios the targets are written in: full / LDAP-only no-op plan, LDAP-only no-op plan / floor,
 and at every size after the first, time and memory against the second size (10,000).
-The machine may be shared: the load average is printed next to the figures (wall time).
+The machine may be shared: the load average is printed next to the figures (wall time). ``--profile DIR``
+runs each mailstate process under cProfile (DIR/<step>.prof; its figures then include the profiler's cost).
 50,000 people take minutes (the first apply most): ``--sizes 2000,10000`` leaves it out.
 """
 

@@ -309,9 +309,10 @@ class SshProvider:
             self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
         ) if uri and shared and rest else {}
         delegates = sorted({who for unit in rest for who in grantees.get(unit, ())})
-        # a delegate no longer let in (or gone) shows nothing: nothing seen through them
+        # a delegate no longer let in (or gone) shows nothing: nothing seen through them; a failed command
+        # raises (a unit mailbox is never taken as unused because its delegates could not be read)
         # (``shared/%/*``: every owner's folders in one mask; ``shared/*`` matches nothing there)
-        views = self._status_of(delegates, "messages unseen", f"{shared}%/*", strict=False)
+        views = self._status_of(delegates, "messages unseen", f"{shared}%/*")
         for unit in rest:
             head = f"{shared}{unit}/"
             for who in sorted(grantees.get(unit, ())):
@@ -322,23 +323,22 @@ class SshProvider:
                     break
         return used
 
-    def _status_of(
-        self, users: Sequence[str], fields: str, mask: str, strict: bool = True
-    ) -> dict[str, list[dict[str, str]]]:
-        """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``for_users``). ``strict``: a
-        failed command raises; otherwise what it printed is kept (a user it could not read has no rows)."""
+    def _status_of(self, users: Sequence[str], fields: str, mask: str) -> dict[str, list[dict[str, str]]]:
+        """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``for_users``; a user doveadm
+        skips, one the userdb does not know, has no rows; a failed command raises)."""
         out: dict[str, list[dict[str, str]]] = {}
-        for text in self.for_users(users, ["mailbox", "status", fields, mask], check=strict):
+        for text in self.for_users(users, ["mailbox", "status", fields, mask]):
             for row in parse_doveadm_tab(text):
                 out.setdefault(row.get("username", ""), []).append(row)
         return out
 
-    def for_users(self, users: Sequence[str], args: Sequence[str], check: bool = True) -> list[str]:
+    def for_users(self, users: Sequence[str], args: Sequence[str]) -> list[str]:
         """The ``doveadm -f tab ARGS`` output for each of ``users`` (a ``username`` column first), as
         ``-A`` would give for all: the users go on each process's standard input (``-F -``) in batches
         that keep a command line short, ``COMMANDS_AT_ONCE`` processes at a time (each a channel of the
         one session): a userdb lookup per user costs the mail host's auth process, not doveadm, so a few
-        processes together go several times faster than one ``-A``. One text per batch."""
+        processes together go several times faster than one ``-A``. One text per batch; a user doveadm
+        skips (the userdb no longer knows them) has no rows, a failed command raises."""
         command = doveadm_command(self.settings.doveadm, "-f", "tab", *args[:2], "-F", "-", *args[2:])
         odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
         if odd is not None:  # one user a line: a line break in a name would make it two users
@@ -359,7 +359,7 @@ class SshProvider:
 
         def one(batch: list[str]) -> str:
             rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
-            if rc != 0 and check:
+            if rc != 0:
                 detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
                 what = " ".join(args[:2])
                 raise ProviderError(f"ssh: doveadm {what} failed on {self.settings.host}: {detail}")
