@@ -111,6 +111,9 @@ class SshProvider:
         """One SSH session however many threads use it (a plan reads through it from the ssh and imap
         providers at once; apply runs changes on a few threads): each command is a channel of its own."""
         self.unit_mailboxes: set[str] = set()
+        self._batches = threading.BoundedSemaphore(COMMANDS_AT_ONCE)
+        """``for_users`` batches running at once over the session, whichever provider's thread asks (the ssh
+        and imap providers read through one session): channels stay within sshd's MaxSessions."""
 
     def __repr__(self) -> str:
         s = self.settings
@@ -358,7 +361,8 @@ class SshProvider:
             return []
 
         def one(batch: list[str]) -> str:
-            rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+            with self._batches:
+                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
             if rc != 0:
                 detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
                 what = " ".join(args[:2])
