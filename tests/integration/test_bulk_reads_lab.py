@@ -103,8 +103,9 @@ def test_unit_mailbox_use_read_by_two_doveadm_processes(applied: Path, clean_lab
         used = prov.units_used(["bu0", "bu1", "bu2", "bu3"])
         assert used == {"bu0": "INBOX: 1 read", "bu1": "b1x2: shared/bu1/INBOX: 1 read"}
         assert seen.doveadm("mailbox status") == 2, seen.commands
-        with pytest.raises(ProviderError, match="nobodyhere"):  # a unit mailbox Dovecot cannot read
+        with pytest.raises(ProviderError, match="nobodyhere's folders failed"):  # unknown to the userdb
             prov.units_used(["bu0", "nobodyhere"])
+        assert prov.units_used(["b0x0"]) == {}  # known, but no mail folder made yet: not used, no error
         # one user a line on doveadm's input: a name with a line break would be read as two users
         with pytest.raises(ProviderError, match=r"'bu1.+nbu0' is not a user name"):
             prov.units_used(["bu2", "bu1\nbu0"])

@@ -21,6 +21,7 @@ accepted. Every command is built with shlex.quote; no password is ever sent or p
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import threading
 import time
@@ -87,6 +88,8 @@ COMMANDS_AT_ONCE = 4
 """doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
 MaxSessions (10) and the mail host's cores."""
 
+SKIPPED_USER = re.compile(r"^doveadm\((.+?)\): Info: User no longer exists", re.MULTILINE)
+"""What doveadm says on standard error of a user given with ``-F`` that the userdb does not know."""
 USERS_BATCH_MIN = 4096
 """Bytes of user names (≈500 users) below which ``for_users`` starts no further process: a process start
 and its config parse cost about as much as that many userdb lookups."""
@@ -298,12 +301,16 @@ class SshProvider:
             return {}
         prefixes = self.other_prefixes()
         shared = prefixes[0] if prefixes else ""
-        own = self._status_of(units, "messages unseen uidnext", "*")
+        gone: set[str] = set()
+        own = self._status_of(units, "messages unseen uidnext", "*", gone)
+        if gone:  # a unit mailbox the mail host's userdb does not know: never taken as unused
+            raise ProviderError(
+                f"ssh: reading the counters of {visible(min(gone))}'s folders failed: the mail host's userdb "
+                "does not know it"
+            )
         used: dict[str, str] = {}
-        for unit in units:
-            if not own.get(unit):  # every mailbox lists its INBOX: none means the user could not be read
-                raise ProviderError(f"ssh: reading the counters of {unit}'s folders failed")
-            sign = unit_work(own[unit], prefixes)
+        for unit in units:  # no rows: no mail folder made yet (never used)
+            sign = unit_work(own.get(unit, []), prefixes)
             if sign is not None:
                 used[unit] = sign
         uri = self.config("plugin/acl_shared_dict")
@@ -326,22 +333,25 @@ class SshProvider:
                     break
         return used
 
-    def _status_of(self, users: Sequence[str], fields: str, mask: str) -> dict[str, list[dict[str, str]]]:
+    def _status_of(
+        self, users: Sequence[str], fields: str, mask: str, gone: set[str] | None = None
+    ) -> dict[str, list[dict[str, str]]]:
         """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``for_users``; a user doveadm
-        skips, one the userdb does not know, has no rows; a failed command raises)."""
+        skips, one the userdb does not know, has no rows and goes to ``gone``; a failed command raises)."""
         out: dict[str, list[dict[str, str]]] = {}
-        for text in self.for_users(users, ["mailbox", "status", fields, mask]):
+        for text in self.for_users(users, ["mailbox", "status", fields, mask], gone):
             for row in parse_doveadm_tab(text):
                 out.setdefault(row.get("username", ""), []).append(row)
         return out
 
-    def for_users(self, users: Sequence[str], args: Sequence[str]) -> list[str]:
+    def for_users(self, users: Sequence[str], args: Sequence[str], gone: set[str] | None = None) -> list[str]:
         """The ``doveadm -f tab ARGS`` output for each of ``users`` (a ``username`` column first), as
         ``-A`` would give for all: the users go on each process's standard input (``-F -``) in batches
         that keep a command line short, ``COMMANDS_AT_ONCE`` processes at a time (each a channel of the
         one session): a userdb lookup per user costs the mail host's auth process, not doveadm, so a few
         processes together go several times faster than one ``-A``. One text per batch; a user doveadm
-        skips (the userdb no longer knows them) has no rows, a failed command raises."""
+        skips (the userdb no longer knows them) has no rows and is added to ``gone``; a failed command
+        raises."""
         command = doveadm_command(self.settings.doveadm, "-f", "tab", *args[:2], "-F", "-", *args[2:])
         odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
         if odd is not None:  # one user a line: a line break in a name would make it two users
@@ -367,6 +377,8 @@ class SshProvider:
                 detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
                 what = " ".join(args[:2])
                 raise ProviderError(f"ssh: doveadm {what} failed on {self.settings.host}: {detail}")
+            if gone is not None:
+                gone.update(m.group(1) for m in SKIPPED_USER.finditer(err))
             return text
 
         if len(batches) == 1:
