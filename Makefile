@@ -1,5 +1,5 @@
 # make demo: install what is missing, start the lab, apply an example agency, show the plan and result.
-# make test: install what is missing and run the whole test suite (integration tests included).
+# make test: install what is missing and run the whole test suite (integration tests included), on two workers.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Two workers (pytest-xdist): most of a test's time is spent waiting on the lab's servers, and each worker
+# starts its own labs (free ports, private dirs); worksteal evens out the long tests. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
+
 test: deps venv lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist worksteal)
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

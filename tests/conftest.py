@@ -3,12 +3,23 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 _INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With pytest-xdist (``make test`` runs ``-n 2``), the lab user is created once, here in the controller,
+    before the workers start: two workers' first labs would otherwise race on ``useradd`` (as root)."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput") \
+            and os.geteuid() == 0:
+        from mailstate.lab._proc import lab_user
+
+        lab_user()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

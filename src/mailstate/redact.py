@@ -59,7 +59,9 @@ def refuse_userinfo(where: str, value: str, *, host: bool = False) -> None:
         raise ProviderError(f"{where}: {problem}")
 
 
-SECRET_ENV = ("MAILSTATE_LDAP_PASSWORD", "MAILSTATE_IMAP_PASSWORD", "MAILSTATE_FORGE_TOKEN")
+SECRET_ENV = (
+    "MAILSTATE_LDAP_PASSWORD", "MAILSTATE_IMAP_PASSWORD", "MAILSTATE_SMTP_PASSWORD", "MAILSTATE_FORGE_TOKEN"
+)
 """The variables that hold a secret by their name (a TOML's ``password_env`` names another: remembered when
 it is read)."""
 _SECRETS: set[str] = set()

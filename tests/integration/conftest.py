@@ -7,6 +7,9 @@ Fixture API (stable; others build on it):
   serverconfig.site.PasswordRules of a `[password]`, else the defaults),
   stopped (every process, by pid) at the end of the session. Labs live in /dev/shm (tmpfs) when possible.
   Their servers also die with the pytest process if it is killed (``Lab(dir, die_with_parent=True)``).
+  ``make test`` runs two pytest-xdist workers (``--dist worksteal``): each worker is a session with labs of
+  its own, and which tests ran before on a shared lab differs from run to run — a test that needs a lab
+  nobody else touched (its logs, say) asks for a domain of its own.
 - ``lab -> Lab`` (session): ``lab_for("lab.example.gov.vn")`` — base DN ``dc=lab,dc=example,dc=gov,dc=vn``.
 - ``clean_lab -> Lab`` (function): ``lab`` after ``lab.reset()``: only the bootstrap entries of docs/ldap.md
   (base, ou=people/mailboxes/units/groups/aliases/system/policies, cn=mailstate and cn=dovecot under

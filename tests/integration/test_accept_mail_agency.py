@@ -298,3 +298,42 @@ def test_creation_and_delegated_use_on_their_dates(agency: Agency) -> None:
     assert "kh" in deleted and "tt" in deleted  # never used: nothing but delivered mail
     assert "vp" not in deleted  # used by its delegate only
     assert "namnh" in locked  # never logged in since the entry was created
+
+
+def test_a_unit_mailbox_its_delegates_only_mark_is_used(
+    agency: Agency, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BĐ art.5.2: a delegate who never reads a unit's mail but marks it — \\Flagged in one unit mailbox, a
+    keyword in another, under their own login — has put it into use: neither is removed on the date, and
+    the sign names what was marked; the mailbox nobody touched is removed on that very day."""
+    from datetime import date
+
+    from mailstate.desired_state.loader import load_state
+    from mailstate.model.settings import Duration
+    from mailstate.providers.registry import close_providers, open_providers
+
+    for unit in ("vp", "kh", "tt"):
+        m = imap_master_login(agency.lab, unit)
+        m.append("INBOX", MSG)  # delivered, unread
+        m.logout()
+    marks = (("lantt", "shared/vp/INBOX", b"\\Flagged"), ("namnh", "shared/kh/INBOX", b"$Todo"))
+    for uid, folder, flag in marks:
+        c = agency.login(uid)  # their own password; SELECT, SEARCH and STORE read no message
+        c.select_folder(folder)
+        c.add_flags(c.search(), [flag])
+        c.logout()
+    for key, value in agency.env.items():
+        if key.startswith("MAILSTATE_"):
+            monkeypatch.setenv(key, value)  # open_providers reads the connection settings from there
+    provs = open_providers(load_state(agency.state), ["ssh"])
+    try:
+        used = provs["ssh"].units_used(["vp", "kh", "tt"])  # type: ignore[attr-defined]
+    finally:
+        close_providers(provs)
+    assert used == {"vp": "INBOX: marked (\\Flagged 1)", "kh": "INBOX: marked ($Todo 1)"}
+    created, period = date.today(), Duration(6, "month")
+    deleted, _locked = _removed_and_locked(agency.plan("--as-of", period.after(created).isoformat()))
+    assert not deleted & {"vp", "kh", "tt"}
+    deleted, _locked = _removed_and_locked(agency.plan("--as-of", period.due(created).isoformat()))
+    assert "tt" in deleted  # never used: nothing but delivered mail
+    assert not deleted & {"vp", "kh"}  # marked by a delegate only

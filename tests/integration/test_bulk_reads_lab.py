@@ -75,7 +75,8 @@ def applied(
 
 def test_unit_mailbox_use_read_by_two_doveadm_processes(applied: Path, clean_lab: Lab) -> None:
     """Four unit mailboxes with two delegates each: whether each was worked in takes two ``mailbox status``
-    processes (its own counters, then the delegates' views), not one per mailbox and one per delegate; a read
+    processes (its own counters, then the delegates' views) and one ``fetch`` of flags, not one per mailbox
+    and one per delegate; a read
     under the mailbox's own login and one by a delegate under theirs (a private \\Seen) both count, mail only
     delivered does not."""
     own = imap_master_login(clean_lab, "bu0")
@@ -103,6 +104,7 @@ def test_unit_mailbox_use_read_by_two_doveadm_processes(applied: Path, clean_lab
         used = prov.units_used(["bu0", "bu1", "bu2", "bu3"])
         assert used == {"bu0": "INBOX: 1 read", "bu1": "b1x2: shared/bu1/INBOX: 1 read"}
         assert seen.doveadm("mailbox status") == 2, seen.commands
+        assert seen.doveadm("fetch") == 1, seen.commands  # the flags of those still without a sign
         with pytest.raises(ProviderError, match="nobodyhere's folders failed"):  # unknown to the userdb
             prov.units_used(["bu0", "nobodyhere"])
         assert prov.units_used(["b0x0"]) == {}  # known, but no mail folder made yet: not used, no error

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -170,16 +171,27 @@ def test_provider_stays_within_its_connections_and_logs_in_once_per_owner(clean_
     assert all(inbox_acl(clean_lab, f"mb{n:02d}") == {"tuanlm": "lr", "hoapt": "lrs"} for n in (1, 7, 12))
 
 
+def kick(lab: Lab, user: str) -> None:
+    """`doveadm kick` the user's sessions and wait until Dovecot no longer counts any (`doveadm who`): the
+    kick only signals the imap process, which may still answer one more command before it ends."""
+    assert user in doveadm(lab, "who", user).stdout.split()  # the pooled connection is there to kick
+    doveadm(lab, "kick", user)
+    deadline = time.monotonic() + 30
+    while user in doveadm(lab, "who", user, check=False).stdout.split():
+        assert time.monotonic() < deadline, f"{user}'s session outlived doveadm kick"
+        time.sleep(0.02)
+
+
 def test_a_connection_the_server_dropped_is_replaced(clean_lab: Lab) -> None:
     """`doveadm kick` closes the pooled connection on the server side: the next change of that owner
     finds it dropped, logs in again and is carried out; so is the next read."""
     p = provider_for(clean_lab, 1, max_connections=2)
     try:
         p.apply(grant("mb01", "tuanlm"))
-        doveadm(clean_lab, "kick", "mb01")
+        kick(clean_lab, "mb01")
         p.apply(grant("mb01", "hoapt"))
         assert p.pool.opened == 2
-        doveadm(clean_lab, "kick", "mb01")
+        kick(clean_lab, "mb01")
         keys = {key for _kind, key in p.read().records}
         assert keys == {"unit:mb01/INBOX#tuanlm", "unit:mb01/INBOX#hoapt"}
         assert p.pool.opened == 3

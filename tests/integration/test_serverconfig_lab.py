@@ -130,6 +130,8 @@ def test_lab_started_by_an_ordinary_user(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         from mailstate.lab import Lab
         from mailstate.lab.testing import doveadm
+        from mailstate.model import i18n
+        i18n.set_language("en")  # the lab's messages are in the language of the run; this test reads English
         lab = Lab({str(root / 'lab')!r}, die_with_parent=True)
         try:
             info = lab.up(domain="thuong.example.gov.vn")

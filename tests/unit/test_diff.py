@@ -356,3 +356,24 @@ def _en(reasons):  # type: ignore[no-untyped-def]
 
     with use("en"):
         return [r.text() for r in reasons]
+
+
+def test_the_old_address_of_a_removed_person_goes_with_them(tmp_path: Path) -> None:
+    """removal.old_address: a person being removed loses the old address they still answered to, citing
+    the removal, whatever keep_old_address says."""
+    from mailstate.desired_state.loader import load_state
+    from mailstate.desired_state.projection import project
+
+    files = dict(STATE_FILES)
+    files["units/qlcn.toml"] = files["units/qlcn.toml"].replace(
+        'address = "thuytt@sct.binhdinh.gov.vn"\n',
+        'address = "thuytt@sct.binhdinh.gov.vn"\nold_addresses = ["thuy.tt@sct.binhdinh.gov.vn"]\n')
+    assert files["units/qlcn.toml"] != STATE_FILES["units/qlcn.toml"]
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    d = project(load_state(tmp_path), date(2026, 11, 23), folders=False)
+    ref = ("alias", "thuy.tt@sct.binhdinh.gov.vn")
+    assert ref not in d.records
+    assert [r.code for r in d.absent[ref]] == ["removal.old_address"]
+    assert "thuytt is removed (left on 2025-01-01" in _en(d.absent[ref])[0]

@@ -291,3 +291,30 @@ def test_the_maximum_warning_is_printed_by_plan_too(tmp_path: Path, monkeypatch:
     assert "cảnh báo: mailstate.toml:" in result.stderr
     assert "vượt mức tối đa 12 months" in result.stderr  # the whole warning in the state's language
     assert "cảnh báo" not in result.stdout
+
+
+# -- the auditor's table in docs/regulation.md --------------------------------------------------------
+
+def test_the_rule_table_names_every_rule_and_real_tests() -> None:
+    """Every rule code has a row (and no row names another), and every test a row names exists: a
+    ``file::name`` whose file defines ``name``, and for a data case ``name[case]`` its case file."""
+    import re
+
+    text = (ROOT / "docs" / "regulation.md").read_text(encoding="utf-8")
+    heading = "## Every rule, what enforces it, the test that proves it"
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| `")]
+    codes = [re.match(r"\| `([^`]+)`", ln).group(1) for ln in rows]  # type: ignore[union-attr]
+    assert sorted(codes) == sorted(RULES) and len(codes) == len(set(codes))
+    cases = {"test_lifecycle_case": "lifecycle_cases/{}.toml", "test_diff_case": "diff_cases/{}.json"}
+    named = 0
+    for ln in rows:
+        tests = re.findall(r"`(tests/[\w/]+\.py)::(\w+)(?:\[([\w-]+)\])?`", ln.split("|")[3])
+        assert tests, ln
+        for path, name, case in tests:
+            source = (ROOT / path).read_text(encoding="utf-8")
+            assert re.search(rf"^def {name}\(", source, re.M), f"{path}::{name}"
+            if case:
+                assert (ROOT / path).parent.joinpath(cases[name].format(case)).exists(), f"{name}[{case}]"
+            named += 1
+    assert named >= len(RULES)

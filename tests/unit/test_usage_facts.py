@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from mailstate.providers.doveadm.parse import delegate_work, parse_shared_grantees, status_sections, unit_work
+from mailstate.providers.doveadm.parse import (
+    delegate_work,
+    marked_work,
+    parse_shared_grantees,
+    status_sections,
+    unit_work,
+)
 from mailstate.providers.ldap.parse import created_of
 
 
@@ -43,6 +49,28 @@ def test_unit_work(rows: list[dict[str, str]], used: bool) -> None:
 def test_delegate_work(rows: list[dict[str, str]], sign: str | None) -> None:
     """A delegate's read shows in their own (private) counters of the unit's folders."""
     assert delegate_work(rows, "lantt") == sign
+
+
+@pytest.mark.parametrize(
+    ("text", "sign"),
+    [
+        ("", None),
+        ("mailbox\tflags\n", None),  # no message
+        ("mailbox\tflags\nINBOX\t\nINBOX\t\\Recent\n", None),  # delivered, nobody looked
+        ("mailbox\tflags\nINBOX\t\\Seen\n", None),  # a read: the counters' sign, not this one
+        ("mailbox\tflags\nINBOX\t\\Recent \\Flagged\nINBOX\t\\Flagged\n", "INBOX: marked (\\Flagged 2)"),
+        ("mailbox\tflags\nINBOX\t\\Answered\n", "INBOX: marked (\\Answered 1)"),
+        ("mailbox\tflags\nINBOX\t\\Deleted \\Seen\n", "INBOX: marked (\\Deleted 1)"),
+        ("mailbox\tflags\nHồ sơ\t$Todo NonJunk\n", "Hồ sơ: marked ($Todo 1, NonJunk 1)"),
+        ("mailbox\tflags\nshared/hr/INBOX\t\\Flagged\n", None),  # another's mailbox it may see
+    ],
+)
+def test_marked_work(text: str, sign: str | None) -> None:
+    """A delegate who only marks mail (\\Flagged, \\Answered, \\Deleted, a keyword) leaves shared flags in the
+    unit mailbox's own index: ``doveadm -f tab fetch 'mailbox flags'`` rows show it; delivery sets none."""
+    from mailstate.providers.doveadm.parse import parse_doveadm_tab
+
+    assert marked_work(parse_doveadm_tab(text), ["shared/"]) == sign
 
 
 def test_shared_grantees() -> None:

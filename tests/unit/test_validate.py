@@ -561,3 +561,14 @@ def test_cli_validate_paths_are_relative_to_the_working_dir(
     result = CliRunner().invoke(cli, ["validate", "--lang", "en"])
     assert result.exit_code == 1
     assert result.stderr.startswith("units/qlcn.toml:19: person.address: 'x@y.vn' is outside")
+
+
+def test_a_backup_mailbox_inside_the_agency_is_refused(write_state: WriteState, org: str) -> None:
+    """registration.backup_mailbox: the backup mailbox is outside the agency (a mailbox that still works
+    when the agency's does not), so one in the organisation's own domain is refused."""
+    extra = '[[person]]\nid = "anhnv"\nname = "A"\nbackup_email = "anh.backup@sct.binhdinh.gov.vn"\n'
+    p = one(with_unit(write_state, org, extra))
+    assert (p.file, p.line, p.field, p.message) == (
+        "units/qlcn.toml", 19, "person.backup_email",
+        "the backup mailbox is outside the agency, not in sct.binhdinh.gov.vn",
+    )

@@ -16,16 +16,18 @@ import os
 import click
 
 from mailstate import __version__
-from mailstate.model.i18n import LANGUAGES, set_language
+from mailstate.cli.helptext import LANG_ENV, VERSION_OPTION_HELP, Group
+from mailstate.model.i18n import LANGUAGES, N_, set_language
 
-LANG_ENV = "MAILSTATE_LANG"
-"""The environment form of --lang (a runner's or a test's setting): what --lang does not say, it does."""
+__all__ = ["LANG_ENV", "cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mailstate")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
+             help=N_("Keep an agency's official e-mail system as TOML in git and make OpenLDAP + Dovecot "
+                     "match it."))
+@click.version_option(__version__, prog_name="mailstate", help=VERSION_OPTION_HELP)
 def cli() -> None:
-    """Keep an agency's official e-mail system as TOML in git and make OpenLDAP + Dovecot match it."""
+    """The `mailstate` group (its help is the message above, shown in the language of the run)."""
 
 
 for _module in ("state_cmds", "assign_cmd", "lab_cmds", "plan_cmds", "gitops_cmds", "serverconfig_cmds"):

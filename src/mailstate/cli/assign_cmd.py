@@ -8,21 +8,24 @@ from pathlib import Path
 import click
 
 from mailstate.cli.common import choose_language, errors_to_exit, lang_option, resolve_state, state_option
+from mailstate.cli.helptext import Command
 from mailstate.errors import ValidationError
-from mailstate.model.i18n import _, ngettext
+from mailstate.model.i18n import N_, _, ngettext
 
 
-@click.command("assign")
+@click.command("assign", cls=Command, help=N_(
+    "Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."))
 @state_option
-@click.option("--check", is_flag=True, help="Write nothing; exit 2 when something would be written (for CI).")
+@click.option("--check", is_flag=True,
+              help=N_("Write nothing; exit 2 when something would be written (for CI)."))
 @click.option(
     "--live", "read_live", is_flag=True,
-    help="Also read the live directory (LDAP, as for plan) so that addresses in use are never handed out.",
+    help=N_("Also read the live directory (LDAP, as for plan) so that addresses in use are never handed "
+            "out."),
 )
 @lang_option
 @errors_to_exit
 def assign_command(state_dir: Path | None, check: bool, read_live: bool, lang: str | None) -> None:
-    """Write derived addresses into the TOML, keeping comments and layout (exit 2 with --check if any)."""
     from mailstate.cli.state_cmds import shown_from
     from mailstate.desired_state.assign import assign
     from mailstate.reconciler.pipeline import read_live_addresses

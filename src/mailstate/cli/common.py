@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from mailstate.errors import MailstateError, ValidationError
-from mailstate.model.i18n import LANGUAGES, _, ngettext, set_language
+from mailstate.model.i18n import LANGUAGES, N_, _, ngettext, set_language
 from mailstate.redact import hide_secrets
 from mailstate.text import visible
 
@@ -29,7 +29,7 @@ state_option = click.option(
     "state_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="State repository (default: $MAILSTATE_STATE or the current directory).",
+    help=N_("State repository (default: $MAILSTATE_STATE or the current directory)."),
 )
 
 
@@ -43,7 +43,7 @@ lang_option = click.option(
     type=click.Choice(list(LANGUAGES)),
     default=None,
     envvar="MAILSTATE_LANG",
-    help="Language of what is printed (default: $MAILSTATE_LANG, else [organization] language, else vi).",
+    help=N_("Language of what is printed (default: $MAILSTATE_LANG, else [organization] language, else vi)."),
 )
 
 

@@ -12,8 +12,9 @@ from typing import Any
 import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.cli.helptext import Group
 from mailstate.errors import MailstateError
-from mailstate.model.i18n import _, ngettext
+from mailstate.model.i18n import N_, _, ngettext
 
 
 def use_color(stream: Any) -> bool:
@@ -31,7 +32,7 @@ def _no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
 
 no_color_option = click.option(
     "--no-color", is_flag=True, expose_value=False, is_eager=True, callback=_no_color,
-    help="No colour (as NO_COLOR=1 does).",
+    help=N_("No colour (as NO_COLOR=1 does)."),
 )
 
 
@@ -66,29 +67,40 @@ def reviewed_plan(reviewed: Path, root: Path, as_of: str | None, provider_names:
 # --------------------------------------------------------------------------------------------------
 # forge
 
+UPSERTED = {
+    ("comment", "created"): N_("comment {ident} created on merge request {mr}"),
+    ("comment", "updated"): N_("comment {ident} updated on merge request {mr}"),
+    ("issue", "created"): N_("issue {ident} created"),
+    ("issue", "updated"): N_("issue {ident} updated"),
+}
+"""What `forge comment` / `forge issue` did (the forge client says "created" or "updated")."""
 
-forge_option = click.option("--forge", "kind", type=click.Choice(["gitlab", "github"]), required=True)
-mr_option = click.option("--mr", default=None, help="The merge request (default: the pipeline's own).")
+
+forge_option = click.option("--forge", "kind", type=click.Choice(["gitlab", "github"]), required=True,
+                            help=N_("The forge the CI job runs on."))
+mr_option = click.option("--mr", default=None, help=N_("The merge request (default: the pipeline's own)."))
 
 
-@click.group("forge")
+@click.group("forge", cls=Group, help=N_(
+    "Talk to GitLab or GitHub from a CI job (token: $MAILSTATE_FORGE_TOKEN; API from the CI's "
+    "variables)."))
 def forge_group() -> None:
-    """Talk to GitLab or GitHub from a CI job (token: $MAILSTATE_FORGE_TOKEN; API from the CI's variables)."""
+    pass
 
 
-@forge_group.command("comment")
+@forge_group.command("comment", help=N_(
+    "Create or update the plan comment of a merge request (one per organisation and scope)."))
 @forge_option
 @mr_option
 @click.option("--plan", "plan_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A plan saved with `plan --out`: rendered as the Markdown comment (with its marker).")
+              help=N_("A plan saved with `plan --out`: rendered as the Markdown comment (with its marker)."))
 @click.option("--body-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Post this file's text instead (a new comment unless it starts with a marker).")
-@click.option("--merged", is_flag=True, help="The merge request merged as this commit (after merge).")
+              help=N_("Post this file's text instead (a new comment unless it starts with a marker)."))
+@click.option("--merged", is_flag=True, help=N_("The merge request merged as this commit (after merge)."))
 @state_option
 @errors_to_exit
 def comment_cmd(kind: str, mr: str | None, plan_file: Path | None, body_file: Path | None, merged: bool,
                 state_dir: Path | None) -> None:
-    """Create or update the plan comment of a merge request (one per organisation and scope)."""
     from mailstate import forge
 
     if (plan_file is None) == (body_file is None):
@@ -105,7 +117,7 @@ def comment_cmd(kind: str, mr: str | None, plan_file: Path | None, body_file: Pa
     if mr is None:
         mr = f.merged_request(forge.commit_sha(kind)) if merged else forge.current_request(kind)
     what, ident = f.upsert_comment(mr, body)
-    click.echo(f"comment {ident} {what} on merge request {mr}")
+    click.echo(_(UPSERTED["comment", what]).format(ident=ident, mr=mr))
 
 
 def render_markdown(plan_file: Path, root: Path) -> str:
@@ -118,16 +130,17 @@ def render_markdown(plan_file: Path, root: Path) -> str:
     return render(plan, "markdown", approvals=plan_approvals(root, plan))
 
 
-@forge_group.command("fetch-plan")
+@forge_group.command("fetch-plan", help=N_(
+    "Download the plan reviewed on the merge request merged as this commit (for `apply --reviewed`)."))
 @forge_option
 @mr_option
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--job", default="mailstate-plan", show_default=True, help="GitLab: the job keeping it.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help=N_("Where to save the plan (then: apply --reviewed FILE)."))
+@click.option("--job", default="mailstate-plan", show_default=True, help=N_("GitLab: the job keeping it."))
 @click.option("--artifact", default="plan.json", show_default=True,
-              help="GitLab: the artifact's path; GitHub: the artifact's name, suffixed -<number>.")
+              help=N_("GitLab: the artifact's path; GitHub: the artifact's name, suffixed -<number>."))
 @errors_to_exit
 def fetch_plan_cmd(kind: str, mr: str | None, out: Path, job: str, artifact: str) -> None:
-    """Download the plan reviewed on the merge request merged as this commit (for `apply --reviewed`)."""
     from mailstate import forge
 
     f = forge.Forge.from_env(kind)
@@ -135,16 +148,17 @@ def fetch_plan_cmd(kind: str, mr: str | None, out: Path, job: str, artifact: str
         mr = f.merged_request(forge.commit_sha(kind))
     data = f.fetch_plan(mr, job, artifact)
     out.write_bytes(data)
-    click.echo(f"plan of merge request {mr} saved to {out}", err=True)
+    click.echo(_("plan of merge request {mr} saved to {file}").format(mr=mr, file=out), err=True)
 
 
-@forge_group.command("issue")
+@forge_group.command("issue", help=N_(
+    "Open, or update, the one open issue labelled mailstate-drift with a drift report."))
 @forge_option
-@click.option("--body-file", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--title", default=None, help="Default: the report's title (its first heading).")
+@click.option("--body-file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help=N_("The drift report in Markdown (drift --format markdown)."))
+@click.option("--title", default=None, help=N_("Default: the report's title (its first heading)."))
 @errors_to_exit
 def issue_cmd(kind: str, body_file: Path, title: str | None) -> None:
-    """Open, or update, the one open issue labelled mailstate-drift with a drift report."""
     from mailstate import forge
 
     try:
@@ -155,7 +169,7 @@ def issue_cmd(kind: str, body_file: Path, title: str | None) -> None:
         heading = next((line for line in body.splitlines() if line.startswith("## ")), "## mailstate drift")
         title = heading[3:].strip()[:200]
     what, ident = forge.Forge.from_env(kind).upsert_issue(title, body)
-    click.echo(f"issue {ident} {what}")
+    click.echo(_(UPSERTED["issue", what]).format(ident=ident, mr=None))
 
 
 def drift_output(plan: Any, fmt: str) -> str:

@@ -23,8 +23,9 @@ from mailstate.cli.common import (
     warn_of,
 )
 from mailstate.cli.gitops_cmds import confirm_apply, no_color_option, use_color
+from mailstate.cli.helptext import Command
 from mailstate.errors import MailstateError
-from mailstate.model.i18n import _, ngettext
+from mailstate.model.i18n import N_, _, ngettext
 from mailstate.text import visible
 
 FORMATS = click.Choice(["text", "markdown", "json"])
@@ -35,21 +36,21 @@ scope_option = click.option(
     "scope",
     multiple=True,
     metavar="unit:ID",
-    help="Limit reading and planning to these units (their people, mailbox, objects naming them).",
+    help=N_("Limit reading and planning to these units (their people, mailbox, objects naming them)."),
 )
 provider_option = click.option(
     "--provider",
     "provider_names",
     multiple=True,
     metavar="NAME",
-    help="Use only these providers (ldap, imap, ssh; default: every configured one). Repeatable.",
+    help=N_("Use only these providers (ldap, imap, ssh; default: every configured one). Repeatable."),
 )
 as_of_option = click.option(
     "--as-of",
     "as_of",
     default=None,
     metavar="YYYY-MM-DD",
-    help="Evaluate the lifecycle rules on this date instead of today.",
+    help=N_("Evaluate the lifecycle rules on this date instead of today."),
 )
 
 
@@ -84,20 +85,21 @@ def _render(plan: Any, fmt: str, out: IO[str], lang: str | None = None) -> None:
         click.echo(_("timings: ") + ", ".join(f"{k} {v:.3f}s" for k, v in timings.items()), err=True)
 
 
-@click.command("plan")
+@click.command("plan", cls=Command, help=N_(
+    "Read the live state and print what apply would change."))
 @state_option
 @click.option(
     "--out",
     "out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Save the plan (JSON, with fingerprints) for a later `apply FILE`.",
+    help=N_("Save the plan (JSON, with fingerprints) for a later `apply FILE`."),
 )
 @click.option("--format", "fmt", type=PLAN_FORMATS, default="text", show_default=True,
-              help="gitlab: the counts GitLab's merge-request widget reads (docs/gitops.md).")
+              help=N_("gitlab: the counts GitLab's merge-request widget reads (docs/gitops.md)."))
 @no_color_option
 @click.option(
-    "--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when it has none."
+    "--detailed-exitcode", is_flag=True, help=N_("Exit 2 when the plan has changes, 0 when it has none.")
 )
 @as_of_option
 @scope_option
@@ -114,7 +116,6 @@ def plan_cmd(
     provider_names: tuple[str, ...],
     lang: str | None,
 ) -> None:
-    """Read the live state and print what apply would change."""
     from mailstate.reconciler.plan.plan import plan_changes, save_plan
 
     choose_language(lang, state_dir)
@@ -130,22 +131,24 @@ def plan_cmd(
         sys.exit(2)
 
 
-@click.command("apply")
+@click.command("apply", cls=Command, help=N_(
+    "Apply a saved plan (refused if stale), or plan and apply in one go."))
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @state_option
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation (jobs, CI).")
+@click.option("--yes", is_flag=True, help=N_("Do not ask for confirmation (jobs, CI)."))
 @click.option(
     "--reviewed",
     "reviewed",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     metavar="PLANFILE",
-    help="Plan afresh; apply only if the new plan holds exactly this reviewed plan's changes (CI, "
-    "after merge).",
+    help=N_("Plan afresh; apply only if the new plan holds exactly this reviewed plan's changes (CI, "
+    "after merge)."),
 )
 @no_color_option
 @click.option(
-    "--allow-destructive", is_flag=True, help="Allow a plan that locks or removes more than [safety] allows."
+    "--allow-destructive", is_flag=True,
+    help=N_("Allow a plan that locks or removes more than [safety] allows."),
 )
 @as_of_option
 @scope_option
@@ -153,31 +156,31 @@ def plan_cmd(
     "--journal-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where journal.jsonl and the lock file go (default: $MAILSTATE_HOME/<domain>).",
+    help=N_("Where journal.jsonl and the lock file go (default: $MAILSTATE_HOME/<domain>)."),
 )
 @click.option(
     "--audit-log",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="The append-only audit log (default: $MAILSTATE_HOME/<domain>/audit.jsonl).",
+    help=N_("The append-only audit log (default: $MAILSTATE_HOME/<domain>/audit.jsonl)."),
 )
 @click.option(
     "--passwords-out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="File (mode 0600) for generated initial passwords (default: a new file beside the journal).",
+    help=N_("File (mode 0600) for generated initial passwords (default: a new file beside the journal)."),
 )
 @click.option(
     "--break-lock",
     is_flag=True,
-    help="Break the apply lock of a dead apply (held longer than the provider's limit).",
+    help=N_("Break the apply lock of a dead apply (held longer than the provider's limit)."),
 )
 @click.option(
     "--parallelism",
     type=click.IntRange(1, 32),
     default=None,
-    help="Changes in progress at once per provider, for changes that do not depend on each other "
-    "(default 4: well inside a default slapd's threads and Dovecot's connections; 1: one after another).",
+    help=N_("Changes in progress at once per provider, for changes that do not depend on each other "
+    "(default 4: well inside a default slapd's threads and Dovecot's connections; 1: one after another)."),
 )
 @provider_option
 @lang_option
@@ -198,7 +201,6 @@ def apply_cmd(
     provider_names: tuple[str, ...],
     lang: str | None,
 ) -> None:
-    """Apply a saved plan (refused if stale), or plan and apply in one go."""
     from mailstate.private_files import home_dir, private_dir
     from mailstate.reconciler.apply.run import DEFAULT_PARALLELISM, ApplyIncomplete, refuse_future
     from mailstate.reconciler.pipeline import apply_plan, make_plan
@@ -234,8 +236,14 @@ def apply_cmd(
         if planfile is not None:
             # an empty saved plan is still checked: another organisation's, or stale (the TOML or the
             # live state changed since: there may now be something to do), is refused like any other
-            apply_plan(plan, root, journal_dir=journal_dir, audit_log=audit_log, break_lock=break_lock,
-                       as_of=as_of)
+            warnings = apply_plan(plan, root, journal_dir=journal_dir, audit_log=audit_log,
+                                  break_lock=break_lock, as_of=as_of).warnings
+        else:  # a notice to the owner of a lock that failed before is sent again (reconciler.apply.notify)
+            from mailstate.reconciler.pipeline import retry_notices
+
+            warnings = retry_notices(root, journal_dir, audit_log)
+        for warning in warnings:
+            click.echo(_("warning: {warning}").format(warning=warning), err=True)
         click.echo(_("nothing to apply: the live system matches the desired state"))
         return
     if planfile is None and not yes:
@@ -273,6 +281,8 @@ def apply_cmd(
         progress.stop()
     for notice in result.notices:
         click.echo(_("note: {notice}").format(notice=notice))
+    for warning in result.warnings:
+        click.echo(_("warning: {warning}").format(warning=warning), err=True)
     click.echo(
         ngettext("applied {n} change; journal: {journal}; audit log: {audit}",
                  "applied {n} changes; journal: {journal}; audit log: {audit}", len(result.done)).format(
@@ -375,10 +385,12 @@ def _plan_and_print(
     return plan
 
 
-@click.command("drift")
+@click.command("drift", cls=Command, help=N_(
+    "The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."))
 @state_option
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True,
-              help="The drift report: changed by hand, lifecycle due, not in the TOML (json: nightly issue).")
+              help=N_("The drift report: changed by hand, lifecycle due, not in the TOML (json: nightly "
+                      "issue)."))
 @no_color_option
 @as_of_option
 @scope_option
@@ -393,7 +405,6 @@ def drift_cmd(
     provider_names: tuple[str, ...],
     lang: str | None,
 ) -> None:
-    """The nightly check: print what differs (changes, unlisted live objects); exit 2 if anything does."""
     from mailstate.cli.gitops_cmds import drift_output
     from mailstate.reconciler.pipeline import make_plan
     from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
@@ -407,28 +418,30 @@ def drift_cmd(
         sys.exit(2)
 
 
-@click.command("import")
+@click.command("import", cls=Command, help=N_(
+    "Write a state repository (mailstate.toml + units/<id>.toml) from the live directory; every entry "
+    "not written is listed, with the reason, on stderr and in import-report.txt."))
 @click.option(
     "--out",
     "out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory to write the new state repository into (must be empty or absent).",
+    help=N_("Directory to write the new state repository into (must be empty or absent)."),
 )
 @click.option(
-    "--domain", default=None, help="The organisation's domain (default: from --state's mailstate.toml)."
+    "--domain", default=None, help=N_("The organisation's domain (default: from --state's mailstate.toml).")
 )
 @click.option(
-    "--name", "org_name", default=None, help="The organisation's name (default: the directory's o)."
+    "--name", "org_name", default=None, help=N_("The organisation's name (default: the directory's o).")
 )
 @click.option(
     "--layout", type=click.Choice(["default", "iredmail", "plain"]), default="default", show_default=True,
-    help="The directory's layout with --domain: mailstate's (docs/ldap.md), iRedMail's (docs/iredmail.md) "
-    "or a tree made by hand (plain, with --people-base); with --state, its [providers] decide.",
+    help=N_("The directory's layout with --domain: mailstate's (docs/ldap.md), iRedMail's (docs/iredmail.md) "
+    "or a tree made by hand (plain, with --people-base); with --state, its [providers] decide."),
 )
 @click.option(
     "--people-base", default=None, metavar="DN",
-    help="With --layout plain: where the people are (the whole subtree; units from the ou under it).",
+    help=N_("With --layout plain: where the people are (the whole subtree; units from the ou under it)."),
 )
 @state_option
 @errors_to_exit
@@ -436,8 +449,6 @@ def import_cmd(
     out: Path, domain: str | None, org_name: str | None, layout: str, people_base: str | None,
     state_dir: Path | None,
 ) -> None:
-    """Write a state repository (mailstate.toml + units/<id>.toml) from the live directory; every entry
-    not written is listed, with the reason, on stderr and in import-report.txt."""
     from mailstate.adopt.importer import import_state
 
     result = import_state(out, domain=domain, name=org_name, state_dir=state_dir, layout=layout,
@@ -448,18 +459,20 @@ def import_cmd(
         n=len(result.files), dir=out))
 
 
-@click.command("directory")
+@click.command("directory", cls=Command, help=N_(
+    "The public directory of units and people, from the desired state."))
 @state_option
 @click.option(
-    "--format", "fmt", type=click.Choice(["html", "csv", "vcard"]), default="html", show_default=True
+    "--format", "fmt", type=click.Choice(["html", "csv", "vcard"]), default="html", show_default=True,
+    help=N_("html: a page to publish; csv: a spreadsheet; vcard: contacts for a mail client."),
 )
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help="Who is listed on this date.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help=N_("Write the directory to FILE instead of stdout."))
+@click.option("--as-of", "as_of", default=None, metavar="YYYY-MM-DD", help=N_("Who is listed on this date."))
 @lang_option
 @errors_to_exit
 def directory_cmd(state_dir: Path | None, fmt: str, out: Path | None, as_of: str | None,
                   lang: str | None) -> None:
-    """The public directory of units and people, from the desired state."""
     from mailstate.adopt.directory import render_directory
 
     lang = choose_language(lang, state_dir)

@@ -9,26 +9,29 @@ from typing import Any
 import click
 
 from mailstate.cli.common import errors_to_exit, resolve_state, state_option
+from mailstate.cli.helptext import Command
 from mailstate.errors import MailstateError
+from mailstate.model.i18n import N_, _, ngettext
 
 
-@click.command("server-config")
+@click.command("server-config", cls=Command, help=N_(
+    "Write LDIF for slapd, Dovecot and Postfix configuration and the sshd set-up "
+    "(docs/production.md)."))
 @state_option
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the files into (created; files of the same name are replaced).")
-@click.option("--ldap-uri", default=None, help="slapd as Dovecot and Postfix reach it "
-              "(default: [providers.ldap].url of the state).")
-@click.option("--ldap-ca-file", default=None, help="CA bundle verifying slapd's certificate "
-              "(default: the system bundle).")
-@click.option("--mail-root", default=None, help="Where the mail store is (default: /var/vmail).")
+              help=N_("Directory to write the files into (created; files of the same name are replaced)."))
+@click.option("--ldap-uri", default=None, help=N_("slapd as Dovecot and Postfix reach it "
+              "(default: [providers.ldap].url of the state)."))
+@click.option("--ldap-ca-file", default=None, help=N_("CA bundle verifying slapd's certificate "
+              "(default: the system bundle)."))
+@click.option("--mail-root", default=None, help=N_("Where the mail store is (default: /var/vmail)."))
 @click.option("--password-check-module", "check_module", default=None,
-              help="A check_password() module installed on the slapd host (e.g. ppm.so built from OpenLDAP's "
-              "contrib): slapd then also refuses passwords breaking [password] min_classes and "
-              "forbid_account_name. Debian 12 ships none (docs/ldap.md).")
+              help=N_("A check_password() module installed on the slapd host (e.g. ppm.so built from "
+                      "OpenLDAP's contrib): slapd then also refuses passwords breaking [password] "
+                      "min_classes and forbid_account_name. Debian 12 ships none (docs/ldap.md)."))
 @errors_to_exit
 def server_config(state_dir: Path | None, out: Path, ldap_uri: str | None, ldap_ca_file: str | None,
                   mail_root: str | None, check_module: str | None) -> None:
-    """Write LDIF for slapd, Dovecot and Postfix configuration and the sshd set-up (docs/production.md)."""
     from mailstate.desired_state.loader import load_state
     from mailstate.serverconfig.generate import generate
     from mailstate.serverconfig.site import Site, password_rules
@@ -46,8 +49,9 @@ def server_config(state_dir: Path | None, out: Path, ldap_uri: str | None, ldap_
         values["password_check_module"] = check_module
     for name, value in values.items():
         if any(not c.isprintable() or c.isspace() for c in value):
-            raise MailstateError(f"--{name.replace('_', '-')}: {value!r} must be one word without control "
-                                 "characters (it is written into configuration files)")
+            raise MailstateError(_("{option}: {value} must be one word without control characters (it is "
+                                   "written into configuration files)").format(
+                option=f"--{name.replace('_', '-')}", value=repr(value)))
     rules = password_rules(state.password, check_module=values.pop("password_check_module", ""))
     site = Site(domain=state.domain, base_dn=state.base_dn, org_name=state.organization.name,
                 password=rules, **values)
@@ -61,8 +65,11 @@ def server_config(state_dir: Path | None, out: Path, ldap_uri: str | None, ldap_
                 fh.write(f.text)
             os.chmod(path, f.mode)
         except OSError as exc:
-            raise MailstateError(f"cannot write {path}: {exc.strerror}") from None
-    click.echo(f"wrote {len(files)} files for {state.domain} into {out} (see {out / 'README.txt'})")
+            raise MailstateError(_("cannot write {file}: {error}").format(
+                file=path, error=exc.strerror)) from None
+    click.echo(ngettext("wrote {n} file for {domain} into {dir} (see {readme})",
+                        "wrote {n} files for {domain} into {dir} (see {readme})", len(files)).format(
+        n=len(files), domain=state.domain, dir=out, readme=out / "README.txt"))
 
 
 COMMANDS = [server_config]

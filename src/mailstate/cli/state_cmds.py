@@ -18,8 +18,9 @@ from mailstate.cli.common import (
     state_option,
     warn_of,
 )
-from mailstate.errors import Problem, ValidationError
-from mailstate.model.i18n import _, ngettext
+from mailstate.cli.helptext import Command
+from mailstate.errors import MailstateError, Problem, ValidationError
+from mailstate.model.i18n import N_, _, ngettext
 
 SCHEMA_ID = "https://mailstate.invalid/schema/state-file.json"
 """``$id`` of the exported schema (a stable name, not a URL that is fetched)."""
@@ -97,17 +98,17 @@ def github_annotations(exc: ValidationError, root: Path) -> list[str]:
     return lines
 
 
-@click.command()
+@click.command(cls=Command, help=N_(
+    "Load and check every TOML file; print a one-line summary when all is well (exit 1 otherwise).\n"
+    "\n"
+    "The messages are in --lang, else the state's [organization] language (read from mailstate.toml "
+    "when it parses, so a broken state is still reported in its language), else Vietnamese."))
 @state_option
 @click.option("--format", "fmt", type=click.Choice(["text", "github"]), default="text", show_default=True,
-              help="github: also print each problem as a GitHub Actions annotation on stdout.")
+              help=N_("github: also print each problem as a GitHub Actions annotation on stdout."))
 @lang_option
 @errors_to_exit
 def validate(state_dir: Path | None, fmt: str, lang: str | None) -> None:
-    """Load and check every TOML file; print a one-line summary when all is well (exit 1 otherwise).
-
-    The messages are in --lang, else the state's [organization] language (read from mailstate.toml when it
-    parses, so a broken state is still reported in its language), else Vietnamese."""
     from mailstate.desired_state.loader import load_state
 
     root = resolve_state(state_dir)
@@ -124,11 +125,12 @@ def validate(state_dir: Path | None, fmt: str, lang: str | None) -> None:
     click.echo(_("ok: {summary} ({domain})").format(summary=state.summary(), domain=state.domain))
 
 
-@click.command()
+@click.command(cls=Command, help=N_(
+    "Print the JSON Schema of a state TOML file, for editors (Taplo, Even Better TOML)."))
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the schema to FILE instead of stdout (e.g. mailstate.schema.json).")
+              help=N_("Write the schema to FILE instead of stdout (e.g. mailstate.schema.json)."))
+@errors_to_exit
 def schema(out: Path | None) -> None:
-    """Print the JSON Schema of a state TOML file, for editors (Taplo, Even Better TOML)."""
     text = json.dumps(state_file_schema(), indent=2, ensure_ascii=False) + "\n"
     if out is None:
         click.echo(text, nl=False)
@@ -136,7 +138,8 @@ def schema(out: Path | None) -> None:
         try:
             out.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
+            raise MailstateError(_("cannot write {file}: {error}").format(
+                file=out, error=exc.strerror or exc)) from None
 
 
 COMMANDS = [validate, schema]

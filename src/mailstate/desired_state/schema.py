@@ -40,6 +40,7 @@ from mailstate.model.settings import (
     LdapSettings,
     Located,
     Name,
+    NotifySettings,
     PasswordPolicy,
     Ref,
     SizeField,
@@ -461,6 +462,7 @@ class StateFile(BaseModel):
     quota: Quota | None = None
     safety: Safety | None = None
     providers: Providers | None = None
+    notify: NotifySettings | None = None
     unit: Unit | list[Unit] | None = Field(
         default=None, description="[unit] in a unit's file, or [[unit]] entries"
     )
@@ -487,6 +489,8 @@ class State:
     quota: Quota = field(default_factory=Quota)
     safety: Safety = field(default_factory=Safety)
     providers: Providers = field(default_factory=Providers)
+    notify: NotifySettings | None = None
+    """``[notify]``: the relay that tells the owner of a temporary lock (reconciler.apply.notify)."""
     units: dict[str, Unit] = field(default_factory=dict)
     people: dict[str, Person] = field(default_factory=dict)
     groups: dict[str, Group] = field(default_factory=dict)

@@ -62,7 +62,7 @@ from mailstate.errors import Problem
 from mailstate.model.i18n import KIND_NAMES, N_, _, kind_name, ngettext
 from mailstate.model.records import inbox_canonical, parse_ref
 from mailstate.model.regulation import RULES
-from mailstate.model.settings import CONTROL_ERROR, Located, PasswordPolicy
+from mailstate.model.settings import CONTROL_ERROR, Located, NotifySettings, PasswordPolicy
 
 M = TypeVar("M", bound=Located)
 
@@ -112,6 +112,7 @@ SINGLETONS: dict[str, type[Located]] = {
     "quota": Quota,
     "safety": Safety,
     "providers": Providers,
+    "notify": NotifySettings,
 }
 ARRAYS: dict[str, type[Located]] = {
     "unit": Unit,
@@ -544,7 +545,8 @@ class _Builder:
             return None
         assert isinstance(org, Organization)
         state = State(root=self.root, organization=org, files=[d.path for d in docs])
-        for key in ("naming", "lifecycle", "regulation", "password", "quota", "safety", "providers"):
+        for key in ("naming", "lifecycle", "regulation", "password", "quota", "safety", "providers",
+                    "notify"):
             if key in self.singletons:
                 setattr(state, key, self.singletons[key])
         self.index(state)
@@ -854,7 +856,7 @@ class Checker:
                 elif p.backup_email.rpartition("@")[2].lower() == self.domain:
                     self.b.at(p, "backup_email", "person.backup_email",
                               _("the backup mailbox is outside the agency, not in {domain}").format(
-                                  domain=self.domain))
+                                  domain=self.domain) + self._cite("registration.backup_mailbox"))
 
     # -- membership, dissolution -------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mailstate.errors import LabError
+from mailstate.model.i18n import _, ngettext
 
 LAB_USER = "mailstate-lab"
 
@@ -48,9 +49,11 @@ def lab_user() -> LabUser:
         try:
             pw = pwd.getpwnam(LAB_USER)
         except KeyError:
-            raise LabError(f"could not create the lab user {LAB_USER}: {res.stderr.strip()}") from None
+            raise LabError(_("could not create the lab user {user}: {error}").format(
+                user=LAB_USER, error=res.stderr.strip())) from None
     if pw.pw_uid == 0:
-        raise LabError(f"the lab user {LAB_USER} has uid 0; the lab never runs a server as root")
+        raise LabError(_("the lab user {user} has uid 0; the lab never runs a server as root").format(
+            user=LAB_USER))
     return LabUser(pw.pw_name, pw.pw_uid, pw.pw_gid, switch=True)
 
 
@@ -261,7 +264,8 @@ def _stop_pids(family: list[tuple[int, int]], timeout: float) -> None:
         time.sleep(0.02)
     left = [p for p, st in family if alive(p, st)]
     if left:
-        raise LabError(f"process(es) {', '.join(map(str, left))} did not stop")
+        raise LabError(ngettext("process {pids} did not stop", "processes {pids} did not stop",
+                                len(left)).format(pids=", ".join(map(str, left))))
 
 
 def _stop_group(pid: int, start_time: int | None, timeout: float, child: subprocess.Popen[bytes] | None
@@ -287,4 +291,5 @@ def _stop_group(pid: int, start_time: int | None, timeout: float, child: subproc
     while time.monotonic() < deadline and (alive(pid, start_time) or group_members(pid)):
         time.sleep(0.02)
     if alive(pid, start_time) or group_members(pid):
-        raise LabError(f"process {pid} did not stop")
+        raise LabError(ngettext("process {pids} did not stop", "processes {pids} did not stop", 1).format(
+            pids=pid))

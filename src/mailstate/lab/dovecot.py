@@ -22,6 +22,7 @@ from mailstate.errors import LabError
 from mailstate.lab import _proc
 from mailstate.lab._proc import LabUser
 from mailstate.lab.site import group_name, lab_files
+from mailstate.model.i18n import _
 from mailstate.serverconfig import dovecot as sc_dovecot
 
 if TYPE_CHECKING:
@@ -136,9 +137,9 @@ def ready(lab: Lab) -> None:
             client.login(PROBE_USER, "not-a-password")
         except LoginError as exc:
             if "AUTHENTICATIONFAILED" not in str(exc):
-                raise LabError(f"Dovecot auth is not ready: {exc}") from None
+                raise LabError(_("Dovecot auth is not ready: {error}").format(error=exc)) from None
         else:
-            raise LabError("Dovecot accepted a login for an account that does not exist")
+            raise LabError(_("Dovecot accepted a login for an account that does not exist"))
     finally:
         with contextlib.suppress(Exception):
             client.logout()

@@ -34,6 +34,7 @@ from mailstate.lab import _proc, dovecot, postfix, slapd, sshd
 from mailstate.lab._proc import LabUser
 from mailstate.lab.iredmail import layout as iredmail_layout
 from mailstate.lab.tls import make_tls
+from mailstate.model.i18n import _
 from mailstate.serverconfig import iredmail as iredmail_sc
 from mailstate.serverconfig.site import PasswordRules
 
@@ -85,9 +86,11 @@ class Lab:
         try:
             return dict(json.loads(self.state_file.read_text()))
         except FileNotFoundError:
-            raise LabError(f"no lab in {self.dir} (run `mailstate lab up --dir {self.dir}`)") from None
+            raise LabError(_("no lab in {dir} (run `{command}`)").format(
+                dir=self.dir, command=f"mailstate lab up --dir {self.dir}")) from None
         except (OSError, ValueError) as exc:
-            raise LabError(f"{self.state_file}: unreadable lab state: {exc}") from None
+            raise LabError(_("{file}: unreadable lab state: {error}").format(
+                file=self.state_file, error=exc)) from None
 
     def _save(self, info: dict[str, Any]) -> None:
         tmp = self.state_file.with_suffix(".tmp")
@@ -99,7 +102,8 @@ class Lab:
         try:
             data = json.loads((self.dir / "secrets" / "passwords.json").read_text())
         except OSError as exc:
-            raise LabError(f"cannot read the lab's secrets in {self.dir}/secrets: {exc.strerror}") from None
+            raise LabError(_("cannot read the lab's secrets in {dir}: {error}").format(
+                dir=self.dir / "secrets", error=exc.strerror)) from None
         return str(data[name])
 
     @property
@@ -136,18 +140,22 @@ class Lab:
         before the servers bind them; if another process takes one in between (another lab starting at the
         same moment), the start is retried once with new ports."""
         if layout not in LAYOUTS:
-            raise LabError(f"unknown lab layout {layout!r} (one of: {', '.join(LAYOUTS)})")
+            raise LabError(_("unknown lab layout {layout} (one of: {layouts})").format(
+                layout=repr(layout), layouts=", ".join(LAYOUTS)))
         self._check(domain, org_name, base_dn, services)  # bad input: refused before DIR is even created
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise LabError(f"cannot create the lab directory {self.dir}: {exc.strerror}") from None
+            raise LabError(_("cannot create the lab directory {dir}: {error}").format(
+                dir=self.dir, error=exc.strerror)) from None
         with self._locked():
             if not reset and not self.is_running() and self.has_data():
-                raise LabError(
-                    f"{self.dir} holds a lab that has run (its directory entries, mail and archives): `up` "
-                    f"would wipe it. Start it again as it was: mailstate lab start --dir {self.dir}; or "
-                    f"wipe it and start afresh: mailstate lab up --reset --dir {self.dir}")
+                raise LabError(_(
+                    "{dir} holds a lab that has run (its directory entries, mail and archives): `up` would "
+                    "wipe it. Start it again as it was: {start}; or wipe it and start afresh: {reset}"
+                ).format(
+                    dir=self.dir, start=f"mailstate lab start --dir {self.dir}",
+                    reset=f"mailstate lab up --reset --dir {self.dir}"))
             try:
                 return self._up(domain, org_name, base_dn, services, layout, password)
             except LabError as exc:
@@ -171,7 +179,8 @@ class Lab:
         with: same configuration, ports, secrets and data. Returns the servers started (those that were
         down), in start order (slapd first: the others authenticate against it), once each answers."""
         if not self.state_file.exists():
-            raise LabError(f"no lab in {self.dir} (create one with `mailstate lab up --dir {self.dir}`)")
+            raise LabError(_("no lab in {dir} (create one with `{command}`)").format(
+                dir=self.dir, command=f"mailstate lab up --dir {self.dir}"))
         with self._locked():
             info = self.info
             names = self._service_names(info, services)
@@ -192,7 +201,8 @@ class Lab:
     def restart(self, services: tuple[str, ...] | None = None) -> list[str]:
         """Stop the named servers (default: all) and start them again on the same ports and data."""
         if not self.state_file.exists():
-            raise LabError(f"no lab in {self.dir} (create one with `mailstate lab up --dir {self.dir}`)")
+            raise LabError(_("no lab in {dir} (create one with `{command}`)").format(
+                dir=self.dir, command=f"mailstate lab up --dir {self.dir}"))
         with self._locked():
             info = self.info
             names = self._service_names(info, services)
@@ -208,11 +218,13 @@ class Lab:
         known = list(info.get("services", SERVICES))
         unknown = sorted(set(services or ()) - set(known))
         if unknown:
-            raise LabError(f"the lab in {self.dir} has no {', '.join(unknown)} (it runs {', '.join(known)})")
+            raise LabError(_("the lab in {dir} has no {servers} (it runs {known})").format(
+                dir=self.dir, servers=", ".join(unknown), known=", ".join(known)))
         missing = [n for n in known if n not in info.get("commands", {})]
         if missing:
-            raise LabError(f"the lab in {self.dir} never started completely ({', '.join(missing)} never "
-                           f"ran): make it again with `mailstate lab up --reset --dir {self.dir}`")
+            raise LabError(_("the lab in {dir} never started completely ({servers} never ran): make it again "
+                             "with `{command}`").format(dir=self.dir, servers=", ".join(missing),
+                                                        command=f"mailstate lab up --reset --dir {self.dir}"))
         return [n for n in known if services is None or n in services]
 
     def _spawn_recorded(self, info: dict[str, Any], name: str) -> None:
@@ -240,8 +252,9 @@ class Lab:
                     break
                 except BlockingIOError:
                     if time.monotonic() > deadline:
-                        raise LabError(f"another `mailstate lab` command has been working on {self.dir} for "
-                                       f"{timeout:.0f} s; try again when it is done") from None
+                        raise LabError(_("another `mailstate lab` command has been working on {dir} for "
+                                         "{seconds} s; try again when it is done").format(
+                                             dir=self.dir, seconds=f"{timeout:.0f}")) from None
                     time.sleep(0.05)
             yield
         finally:
@@ -252,36 +265,40 @@ class Lab:
         """Refuse what cannot make a lab (unknown service, missing program, bad domain, suffix or path)."""
         unknown = set(services) - {"slapd", "dovecot", "sshd", "postfix"}
         if unknown:
-            raise LabError(f"unknown lab service(s): {', '.join(sorted(unknown))}")
+            raise LabError(_("unknown lab service(s): {services}").format(
+                services=", ".join(sorted(unknown))))
         missing = _proc.missing_programs(tuple(s for s in services if s != "postfix"))
         if missing:
             progs = ", ".join(prog for prog, _ in missing)
             pkgs = " ".join(sorted({pkg for _, pkg in missing}))
-            raise LabError(f"the lab needs {progs}, not found in {_proc.SERVER_PATH}: install the Debian "
-                           f"packages ({pkgs}) with scripts/install-debs.sh (make deps)")
+            raise LabError(_("the lab needs {programs}, not found in {path}: install the Debian packages "
+                             "({packages}) with scripts/install-debs.sh (make deps)").format(
+                programs=progs, path=_proc.SERVER_PATH, packages=pkgs))
         domain = domain.strip().lower()
         if not _DOMAIN.fullmatch(domain) or len(domain) > 253:
-            raise LabError(f"not a domain name: {domain!r} (e.g. sct.binhdinh.gov.vn)")
+            raise LabError(_("not a domain name: {domain} (e.g. sct.binhdinh.gov.vn)").format(
+                domain=repr(domain)))
         org_name = unicodedata.normalize("NFC", org_name) if org_name else None
         slapd.base_entry(base_dn or base_dn_of(domain), org_name or domain)  # an unusable suffix
         bad = sorted({c for c in str(self.dir) if c in _UNSAFE_IN_PATH or not c.isprintable()})
         if bad:
-            raise LabError(f"{self.dir}: a lab directory's path cannot contain {' '.join(map(repr, bad))} "
-                           "(it is written into the slapd, Dovecot and sshd configuration); spaces are fine")
+            raise LabError(_("{dir}: a lab directory's path cannot contain {chars} (it is written into the "
+                             "slapd, Dovecot and sshd configuration); spaces are fine").format(
+                dir=self.dir, chars=" ".join(map(repr, bad))))
 
     def _up(self, domain: str, org_name: str | None, base_dn: str | None, services: tuple[str, ...],
             layout: str = "default", password: PasswordRules | None = None) -> dict[str, Any]:
         t0 = time.monotonic()
         self._check(domain, org_name, base_dn, services)
         if self.is_running():
-            raise LabError(f"a lab already runs in {self.dir}; stop it first with "
-                           f"`mailstate lab down --dir {self.dir}`")
+            raise LabError(_("a lab already runs in {dir}; stop it first with `{command}`").format(
+                dir=self.dir, command=f"mailstate lab down --dir {self.dir}"))
         domain = domain.strip().lower()
         org_name = unicodedata.normalize("NFC", org_name) if org_name else None
         base = base_dn or base_dn_of(domain)
         user = _proc.lab_user()
         self._prepare_dir(user)
-        delivery = postfix.unavailable(user, self.dir) if "postfix" in services else "not requested"
+        delivery = postfix.unavailable(user, self.dir) if "postfix" in services else _("not requested")
         if delivery is not None:
             services = tuple(s for s in services if s != "postfix")
         ports = dict(zip(("ldap", "ldaps", "imaps", "ssh", "lmtp", "smtp"), _proc.free_ports(6), strict=True))
@@ -368,8 +385,8 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.state_file.exists() and any(self.dir.iterdir()):
             # Never wipe someone's directory: only an empty one or an earlier lab's is (re)used.
-            raise LabError(f"{self.dir} is not empty and holds no lab (lab.json): "
-                           "give an empty or new directory")
+            raise LabError(_("{dir} is not empty and holds no lab (lab.json): give an empty or new "
+                             "directory").format(dir=self.dir))
         for name in _OWN:
             p = self.dir / name
             if p.is_dir() and not p.is_symlink():
@@ -382,9 +399,10 @@ class Lab:
             for parent in self.dir.parents:
                 st = parent.stat()
                 if not (st.st_mode & stat.S_IXOTH or st.st_uid == user.uid):
-                    raise LabError(
-                        f"the lab user {user.name} cannot reach {self.dir}: {parent} is mode "
-                        f"{stat.S_IMODE(st.st_mode):04o}; use a directory under /tmp, /dev/shm or /work")
+                    raise LabError(_(
+                        "the lab user {user} cannot reach {dir}: {parent} is mode {mode}; use a directory "
+                        "under /tmp, /dev/shm or /work").format(user=user.name, dir=self.dir, parent=parent,
+                                                                mode=f"{stat.S_IMODE(st.st_mode):04o}"))
         (self.dir / "secrets").mkdir(mode=0o700)
         os.chmod(self.dir / "secrets", 0o700)
         for name in ("tls", "slapd", "dovecot", "mail", "ssh", "archive"):
@@ -437,7 +455,8 @@ class Lab:
             while True:
                 entry = info["pids"][name]
                 if not _proc.alive(entry["pid"], entry["start_time"]):
-                    raise LabError(f"{name} did not start: {_proc.tail(Path(entry['log'])) or 'no output'}")
+                    raise LabError(_("{server} did not start: {log}").format(
+                        server=name, log=_proc.tail(Path(entry["log"])) or _("no output")))
                 try:
                     check()
                     info["timings"][f"{name}_ready"] = round(time.monotonic() - t, 3)
@@ -445,8 +464,9 @@ class Lab:
                 except Exception as exc:  # not ready yet: any failure means "try again until the deadline"
                     last = f"{type(exc).__name__}: {exc}"
                 if time.monotonic() > deadline:
-                    raise LabError(f"{name} did not answer within {READY_TIMEOUT:.0f} s ({last}): "
-                                   f"{_proc.tail(Path(entry['log']))}")
+                    raise LabError(_("{server} did not answer within {seconds} s ({error}): {log}").format(
+                        server=name, seconds=f"{READY_TIMEOUT:.0f}", error=last,
+                        log=_proc.tail(Path(entry["log"]))))
                 time.sleep(0.03)
 
     # ----------------------------------------------------------------- one server at a time (failure tests)
@@ -466,10 +486,11 @@ class Lab:
         until it answers. A server that died (killed by a test) is restarted; one that runs is an error."""
         info = self.info
         if name not in info.get("commands", {}):
-            raise LabError(f"the lab in {self.dir} has no {name}")
+            raise LabError(_("the lab in {dir} has no {servers} (it runs {known})").format(
+                dir=self.dir, servers=name, known=", ".join(info.get("commands", {}))))
         entry = info["pids"].get(name)
         if entry and _running(entry):
-            raise LabError(f"{name} already runs (pid {entry['pid']})")
+            raise LabError(_("{server} already runs (pid {pid})").format(server=name, pid=entry["pid"]))
         self._spawn_recorded(info, name)
         self._wait_ready(info, only=(name,))
         self._save(info)
@@ -501,7 +522,7 @@ class Lab:
         try:
             conn.bind()
         except LDAPException as exc:
-            raise LabError(f"LDAP bind as {dn} failed: {exc}") from None
+            raise LabError(_("LDAP bind as {dn} failed: {error}").format(dn=dn, error=exc)) from None
         return conn
 
     def ssl_context(self) -> ssl.SSLContext:
@@ -552,7 +573,7 @@ class Lab:
         info["stopped_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._save(info)
         if errors:
-            raise LabError("lab down: " + "; ".join(errors))
+            raise LabError(_("lab down: {errors}").format(errors="; ".join(errors)))
 
     def pids(self) -> list[int]:
         """Every live process the lab's servers consist of (leaders, their process groups and their other
@@ -625,7 +646,7 @@ class Lab:
                     pol = {k: [(ldap3.MODIFY_REPLACE, v)] for k, v in slapd.lab_policy(info).items()}
                     conn.modify(slapd.policy_dn(base), pol)
         except LDAPException as exc:
-            raise LabError(f"lab reset failed in the directory: {exc}") from None
+            raise LabError(_("lab reset failed in the directory: {error}").format(error=exc)) from None
         finally:
             conn.unbind()
         if "dovecot" in info["services"]:
@@ -646,7 +667,8 @@ class Lab:
         res = _proc.run_as(["slapadd", "-q", "-F", str(d / "slapd.d"), "-b", info["base_dn"], "-l",
                             str(d / "bootstrap.ldif")], user, d)
         if res.returncode != 0:
-            raise LabError(f"slapadd of the bootstrap entries failed: {(res.stderr or res.stdout).strip()}")
+            raise LabError(_("slapadd of the bootstrap entries failed: {error}").format(
+                error=(res.stderr or res.stdout).strip()))
         self._spawn_slapd(info, user)
         deadline = time.monotonic() + READY_TIMEOUT
         while True:
@@ -655,7 +677,8 @@ class Lab:
                 return
             except LabError:
                 if time.monotonic() > deadline or not _proc.alive(info["pids"]["slapd"]["pid"]):
-                    raise LabError(f"slapd did not restart: {_proc.tail(d / 'slapd.log')}") from None
+                    raise LabError(_("slapd did not restart: {log}").format(
+                        log=_proc.tail(d / "slapd.log"))) from None
                 time.sleep(0.02)
 
     # ----------------------------------------------------------------- misc

@@ -22,6 +22,7 @@ from mailstate.errors import LabError
 from mailstate.lab import _proc
 from mailstate.lab._proc import LabUser
 from mailstate.lab.site import lab_files
+from mailstate.model.i18n import _
 from mailstate.serverconfig import postfix as pf
 
 if TYPE_CHECKING:
@@ -66,19 +67,21 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 def unavailable(user: LabUser, lab_dir: Path) -> str | None:
     """Why the lab cannot run Postfix here (None: it can)."""
     if not user.switch:
-        return ("mail delivery is not available: Postfix's master needs root, and the lab runs as "
-                f"{user.name} (run `mailstate lab up` as root for an SMTP server; LDAP, IMAP and SSH work)")
+        return _("mail delivery is not available: Postfix's master needs root, and the lab runs as {user} "
+                 "(run `mailstate lab up` as root for an SMTP server; LDAP, IMAP and SSH work)").format(
+            user=user.name)
     missing = [p for p in (MASTER, LDAP_MAP) if not os.path.exists(p)]
     if missing:
-        return (f"mail delivery is not available: {', '.join(missing)} not found (install the Debian "
-                "packages postfix and postfix-ldap: scripts/install-debs.sh, make deps)")
+        return _("mail delivery is not available: {programs} not found (install the Debian packages "
+                 "postfix and postfix-ldap: scripts/install-debs.sh, make deps)").format(
+            programs=", ".join(missing))
     if any(c.isspace() for c in str(lab_dir)):
-        return ("mail delivery is not available: Postfix lists cannot hold a path with blanks "
-                f"({lab_dir}); use a lab directory without spaces")
+        return _("mail delivery is not available: Postfix lists cannot hold a path with blanks ({dir}); use "
+                 "a lab directory without spaces").format(dir=lab_dir)
     try:
         grp.getgrnam("postdrop")
     except KeyError:
-        return "mail delivery is not available: the group postdrop is missing (reinstall postfix)"
+        return _("mail delivery is not available: the group postdrop is missing (reinstall postfix)")
     return None
 
 
@@ -149,8 +152,8 @@ def ready(lab: Lab) -> None:
         with contextlib.suppress(smtplib.SMTPException):
             smtp.rset()
     if code != 550:
-        raise LabError(f"Postfix is not ready: RCPT of an unknown address gave {code} "
-                       f"{msg.decode(errors='replace')}")
+        raise LabError(_("Postfix is not ready: RCPT of an unknown address gave {reply}").format(
+            reply=f"{code} {msg.decode(errors='replace')}"))
 
 
 def reset(lab: Lab) -> None:

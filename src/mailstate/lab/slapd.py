@@ -18,6 +18,7 @@ from ldap3.utils.dn import parse_dn
 from mailstate.errors import LabError
 from mailstate.lab import _proc
 from mailstate.lab._proc import LabUser
+from mailstate.model.i18n import _
 from mailstate.serverconfig import ldap as sc_ldap
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
@@ -88,15 +89,16 @@ def debian_config_ldif(*, base: str, root_pw_hash: str) -> str:
     try:
         text = DEBIAN_INIT.read_text(encoding="utf-8")
     except OSError as exc:
-        raise LabError(f"{DEBIAN_INIT}: {exc.strerror} (install the Debian package slapd: "
-                       "scripts/install-debs.sh, make deps)") from None
+        raise LabError(_("{file}: {error} (install the Debian package slapd: scripts/install-debs.sh, make "
+                         "deps)").format(file=DEBIAN_INIT, error=exc.strerror)) from None
     subs = {"olcSuffix: @SUFFIX@": _ldif_line("olcSuffix", base),
             "olcRootDN: cn=admin,@SUFFIX@": _ldif_line("olcRootDN", root_dn(base)),
             "olcRootPW: @PASSWORD@": _ldif_line("olcRootPW", root_pw_hash),
             "olcDbDirectory: /var/lib/ldap": "olcDbDirectory: data"}
     for old, new in subs.items():
         if old not in text:
-            raise LabError(f"{DEBIAN_INIT}: no line {old!r}; the lab expects Debian 12's slapd package")
+            raise LabError(_("{file}: no line {line}; the lab expects Debian 12's slapd package").format(
+                file=DEBIAN_INIT, line=repr(old)))
         text = text.replace(old, new)
     return text
 
@@ -159,7 +161,7 @@ def with_passwords(entries: str, hashes: dict[str, str]) -> str:
                                           f"userPassword: {value}")
     out = "\n\n".join(blocks)
     if sc_ldap.PASSWORD_PLACEHOLDER in out:
-        raise LabError("server-config's entries hold an account the lab has no password for")
+        raise LabError(_("server-config's entries hold an account the lab has no password for"))
     return out
 
 
@@ -168,7 +170,7 @@ def _first_rdn(base: str) -> tuple[str, str]:
     try:
         attr, value, _sep = parse_dn(base)[0]
     except (LDAPInvalidDnError, IndexError):
-        raise LabError(f"base_dn {base!r}: not a distinguished name") from None
+        raise LabError(_("base_dn {base}: not a distinguished name").format(base=repr(base))) from None
     return attr.lower(), re.sub(r"\\(.)", r"\1", value)
 
 
@@ -188,8 +190,8 @@ def base_entry(base: str, org_name: str) -> str:
     if attr == "ou":
         return (head + f"objectClass: organizationalUnit\nou:: {b64(value)}\n"
                 f"description:: {b64(org_name)}\n")
-    raise LabError(f"base_dn {base!r}: the lab makes the suffix entry from a dc=, o= or ou= first RDN, "
-                   f"not {attr}=")
+    raise LabError(_("base_dn {base}: the lab makes the suffix entry from a dc=, o= or ou= first RDN, not "
+                     "{attr}=").format(base=repr(base), attr=attr))
 
 
 def bootstrap_ldif(*, base: str, org_name: str, entries: str) -> str:
@@ -224,7 +226,9 @@ def configure(lab_dir: Path, info: dict[str, Any], pw: dict[str, str], user: Lab
     for tool, ldif in CONFIG_STEPS:
         res = _proc.run_as([tool, "-q", "-n0", "-F", "slapd.d", "-l", ldif], user, d)
         if res.returncode != 0:
-            raise LabError(f"{tool} -n0 of {ldif} failed: {(res.stderr or res.stdout).strip()}")
+            raise LabError(_("{tool} -n0 of {ldif} failed: {error}").format(
+                tool=tool, ldif=ldif, error=(res.stderr or res.stdout).strip()))
     res = _proc.run_as(["slapadd", "-q", "-F", "slapd.d", "-b", base, "-l", "bootstrap.ldif"], user, d)
     if res.returncode != 0:
-        raise LabError(f"slapadd of the bootstrap entries failed: {(res.stderr or res.stdout).strip()}")
+        raise LabError(_("slapadd of the bootstrap entries failed: {error}").format(
+            error=(res.stderr or res.stdout).strip()))

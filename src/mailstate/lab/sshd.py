@@ -16,6 +16,7 @@ from mailstate.errors import LabError
 from mailstate.lab import _proc
 from mailstate.lab._proc import LabUser
 from mailstate.lab.site import lab_files
+from mailstate.model.i18n import _
 from mailstate.serverconfig import sshd as sc_sshd
 from mailstate.serverconfig.sshd import quote
 
@@ -28,7 +29,7 @@ def keygen(path: Path, comment: str) -> str:
     res = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
                          capture_output=True, text=True, check=False)
     if res.returncode != 0:
-        raise LabError(f"ssh-keygen failed: {res.stderr.strip()}")
+        raise LabError(_("ssh-keygen failed: {error}").format(error=res.stderr.strip()))
     os.chmod(path, 0o600)
     return Path(f"{path}.pub").read_text().strip()
 
@@ -93,14 +94,14 @@ def ready(lab: Lab) -> None:
         # shutdown_write → the same lock).
         transport = client.get_transport()
         if transport is None:
-            raise LabError("sshd: no SSH transport")
+            raise LabError(_("sshd: no SSH transport"))
         chan = transport.open_session(timeout=5)
         chan.settimeout(5)
         chan.exec_command("echo ready")
         out = chan.makefile("rb").read().decode().strip()
         chan.close()
         if out != "ready":
-            raise LabError(f"sshd ran the probe command but answered {out!r}")
+            raise LabError(_("sshd ran the probe command but answered {answer}").format(answer=repr(out)))
     finally:
         with contextlib.suppress(Exception):
             client.close()

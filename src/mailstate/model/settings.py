@@ -415,3 +415,38 @@ class SshSettings(Located):
     timeout: float = Field(default=30.0, gt=0, description="seconds")
 
 
+
+
+class NotifySettings(Located):
+    """The SMTP relay through which apply tells the owner of a temporarily locked mailbox (MOST art.18.4),
+    at their ``backup_email`` (docs/regulation.md). Without this table (and without MAILSTATE_SMTP_URL)
+    nothing is sent: the plan and the journal still say who must be told."""
+
+    ENV_SWITCH: ClassVar[str] = "MAILSTATE_SMTP_URL"
+    """Setting this variable configures the sending without a [notify] table (and overrides ``url``)."""
+
+    url: str = Field(
+        default="smtp://localhost",
+        description="the relay: smtp://host[:port] (STARTTLS, port 25 by default; plain only with "
+        "allow_plain) or smtps://host[:port] (TLS, port 465); never a user or password in it",
+    )
+    allow_plain: bool = Field(
+        default=False,
+        description="allow smtp:// without STARTTLS (a relay on the same host; never over a network)",
+    )
+    from_address: str | None = Field(
+        default=None, description="the sender of the notices; by default mailstate@<domain>"
+    )
+    contact: Text | None = Field(
+        default=None,
+        description="whom the owner contacts about the lock, as the notice writes it, e.g. "
+        '"Phòng Công nghệ thông tin, điện thoại 0256 3822 123, cntt@sct.binhdinh.gov.vn"',
+        max_length=300,
+    )
+    user: str | None = Field(default=None, description="the relay's login (SMTP AUTH), if it asks for one")
+    password_env: str | None = Field(
+        default="MAILSTATE_SMTP_PASSWORD", description=_SECRET, pattern=ENV_NAME_PATTERN
+    )
+    password_file: str | None = Field(default=None, description=_SECRET)
+    ca_file: str | None = Field(default=None, description="CA certificate to verify the relay")
+    timeout: float = Field(default=30.0, gt=0, le=600, description="seconds")

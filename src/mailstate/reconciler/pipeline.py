@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from mailstate.desired_state.assign import live_addresses_of
+from mailstate.desired_state.lifecycle import notice_of
 from mailstate.desired_state.loader import load_state
+from mailstate.desired_state.naming import derive_addresses
 from mailstate.desired_state.projection import Desired, project
 from mailstate.desired_state.projection_imap import FOLDER_KINDS
 from mailstate.desired_state.schema import State
@@ -50,6 +52,7 @@ from mailstate.providers.registry import (
 )
 from mailstate.reconciler.apply.journal import Journal, actor, git_commit, now_iso
 from mailstate.reconciler.apply.lock import apply_lock
+from mailstate.reconciler.apply.notify import send_pending
 from mailstate.reconciler.apply.run import (
     ApplyIncomplete,
     ApplyInterrupted,
@@ -406,6 +409,7 @@ def apply_plan(
     refused: list[tuple[Change, str]] = []
     skipped: list[tuple[Change, list[str]]] = []
     who = actor()
+    warnings: list[str] = []
 
     def pw_written() -> Path | None:
         return pw_path if pw_path is not None and pw_path.exists() else None
@@ -432,6 +436,11 @@ def apply_plan(
                             )
                         finally:
                             journal.close()
+                        # the owners of the temporary locks made (or of earlier ones not yet told)
+                        told = [c.key for c in done if notice_of(c.reasons)]
+                        warnings = send_pending(state, journal_path, audit_path, who=who,
+                                                commit=journal.commit, told_now=told,
+                                                addresses=lambda: person_addresses(state))
                     finally:
                         signals.armed = False  # a further signal must not cut the lock's release
             except StopNow as stop:  # a second signal before the first change (stale check, lock)
@@ -441,11 +450,36 @@ def apply_plan(
         if own:
             close_providers(provs)
     if refused:
-        raise ApplyIncomplete(done, refused, skipped, journal_path, pw_written(), notices)
+        raise ApplyIncomplete(done, refused, skipped, journal_path, pw_written(), notices + warnings)
     return ApplyResult(
         notices=notices,
         done=done,
         journal=journal_path,
         audit_log=audit_path,
         passwords_file=pw_written(),
+        warnings=warnings,
     )
+
+
+def person_addresses(state: State) -> dict[str, str]:
+    """Every person's address as a plan gives it: pinned in the TOML, else derived keeping the live
+    directory's (a notice to the owner of a lock names the mailbox)."""
+    try:
+        live = read_live_addresses(state)
+    except MailstateError:
+        live = None
+    return derive_addresses(state, live).people
+
+
+def retry_notices(root: Path, journal_dir: Path | None = None, audit_log: Path | None = None) -> list[str]:
+    """What an apply with nothing to change still does: send the notices to the owners of temporary locks
+    still pending (reconciler.apply.notify), to the journal and audit log ``apply_plan`` writes; the
+    warnings."""
+    state = load_state(root)
+    home = home_dir(state.domain)
+    journal_path = (Path(journal_dir) if journal_dir is not None else home) / "journal.jsonl"
+    if not journal_path.exists():
+        return []
+    audit_path = Path(audit_log) if audit_log is not None else home / "audit.jsonl"
+    return send_pending(state, journal_path, audit_path, who=actor(), commit=git_commit(root),
+                        addresses=lambda: person_addresses(state))

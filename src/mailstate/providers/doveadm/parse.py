@@ -23,6 +23,7 @@ from mailstate.model.records import INBOX, Record, acl_key
 from mailstate.model.rights import OWNER_IDENTIFIERS, normalise_rights
 from mailstate.model.settings import SshSettings
 from mailstate.redact import refuse_userinfo
+from mailstate.text import CONTROL_RE
 
 MANIFEST_SUFFIX = ".manifest.json"
 SHARED_BOXES = "shared/shared-boxes/"
@@ -503,6 +504,31 @@ def delegate_work(rows: Iterable[Mapping[str, str]], delegate: str) -> str | Non
             continue
         if messages > unseen:
             return f"{delegate}: {row.get('mailbox', '')}: {messages - unseen} read"
+    return None
+
+
+UNMARKED_FLAGS = frozenset({"\\recent", "\\seen"})
+"""Flags that are no sign of a delegate's marking: \\Recent comes with delivery; \\Seen is read by the
+counters (the mailbox's own, or the delegate's private view)."""
+
+
+def marked_work(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] = ()) -> str | None:
+    """A sign that someone marked mail in a mailbox, from ``doveadm -f tab fetch 'mailbox flags'`` rows of
+    its messages: delivery sets no flag, so a message holding \\Flagged, \\Answered, \\Deleted, \\Draft or
+    a keyword was marked by a mail client — a delegate's under their own login (those flags are shared:
+    Dovecot keeps only \\Seen private, INDEXPVT). None when no message holds one."""
+    prefixes = tuple(other_prefixes)
+    found: dict[str, Counter[str]] = {}
+    for row in rows:
+        name = row.get("mailbox", "")
+        if not name or _in_other_namespace(name, prefixes):
+            continue
+        for flag in row.get("flags", "").split():
+            if flag.lower() not in UNMARKED_FLAGS and CONTROL_RE.search(flag) is None:
+                found.setdefault(name, Counter())[flag] += 1
+    for name, flags in found.items():
+        marks = ", ".join(f"{flag} {n}" for flag, n in sorted(flags.items()))
+        return f"{name}: marked ({marks})"
     return None
 
 

@@ -65,6 +65,7 @@ from mailstate.providers.doveadm.parse import (
     latest_manifest_name,
     load_known_hosts,
     mail_roots,
+    marked_work,
     next_archive_name,
     other_namespace_prefixes,
     parse_acl_files,
@@ -295,7 +296,10 @@ class SshProvider:
         ``mailbox status`` counters (no message is read) in two passes of one doveadm process each however
         many mailboxes (``-F -``: the users on its standard input, cut in batches that keep each command
         line short): the unit mailboxes' own folders, then the shared namespace as each delegate of a unit
-        mailbox not yet seen used sees it. Only unit mailboxes without a login are asked."""
+        mailbox not yet seen used sees it. Only unit mailboxes without a login are asked.
+        A delegate who only marks mail (\\Flagged, \\Answered, \\Deleted, \\Draft, a keyword) changes
+        no counter: those flags are shared, kept in the mailbox's own index, so for the unit mailboxes still
+        without a sign a third pass of the same kind fetches their messages' flags (no message is read)."""
         units = sorted(set(logins))
         if not units:
             return {}
@@ -331,28 +335,44 @@ class SshProvider:
                 if sign is not None:
                     used[unit] = sign
                     break
+        rest = [u for u in rest if u not in used]
+        marks = self._rows_of(rest, ["fetch", "mailbox flags", "mailbox", "*", "all"], 1) if rest else {}
+        for unit in rest:
+            sign = marked_work(marks.get(unit, []), prefixes)
+            if sign is not None:
+                used[unit] = sign
         return used
 
     def _status_of(
         self, users: Sequence[str], fields: str, mask: str, gone: set[str] | None = None
     ) -> dict[str, list[dict[str, str]]]:
-        """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``for_users``; a user doveadm
-        skips, one the userdb does not know, has no rows and goes to ``gone``; a failed command raises)."""
+        """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``_rows_of``)."""
+        return self._rows_of(users, ["mailbox", "status", fields, mask], 2, gone)
+
+    def _rows_of(
+        self, users: Sequence[str], args: Sequence[str], words: int, gone: set[str] | None = None
+    ) -> dict[str, list[dict[str, str]]]:
+        """{user: their ``doveadm -f tab ARGS`` rows} (``for_users``; a user doveadm skips, one the userdb
+        does not know, has no rows and goes to ``gone``; a failed command raises)."""
         out: dict[str, list[dict[str, str]]] = {}
-        for text in self.for_users(users, ["mailbox", "status", fields, mask], gone):
+        for text in self.for_users(users, args, gone, words=words):
             for row in parse_doveadm_tab(text):
                 out.setdefault(row.get("username", ""), []).append(row)
         return out
 
-    def for_users(self, users: Sequence[str], args: Sequence[str], gone: set[str] | None = None) -> list[str]:
+    def for_users(
+        self, users: Sequence[str], args: Sequence[str], gone: set[str] | None = None, words: int = 2
+    ) -> list[str]:
         """The ``doveadm -f tab ARGS`` output for each of ``users`` (a ``username`` column first), as
         ``-A`` would give for all: the users go on each process's standard input (``-F -``) in batches
         that keep a command line short, ``COMMANDS_AT_ONCE`` processes at a time (each a channel of the
         one session): a userdb lookup per user costs the mail host's auth process, not doveadm, so a few
         processes together go several times faster than one ``-A``. One text per batch; a user doveadm
         skips (the userdb no longer knows them) has no rows and is added to ``gone``; a failed command
-        raises."""
-        command = doveadm_command(self.settings.doveadm, "-f", "tab", *args[:2], "-F", "-", *args[2:])
+        raises. ``words``: how many of ARGS name the command (``-F -`` follows them)."""
+        command = doveadm_command(
+            self.settings.doveadm, "-f", "tab", *args[:words], "-F", "-", *args[words:]
+        )
         odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
         if odd is not None:  # one user a line: a line break in a name would make it two users
             raise ProviderError(f"ssh: {visible(odd)!r} is not a user name doveadm can be given")
@@ -375,7 +395,7 @@ class SshProvider:
                 rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
             if rc != 0:
                 detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
-                what = " ".join(args[:2])
+                what = " ".join(args[:words])
                 raise ProviderError(f"ssh: doveadm {what} failed on {self.settings.host}: {detail}")
             if gone is not None:
                 gone.update(m.group(1) for m in SKIPPED_USER.finditer(err))

@@ -175,6 +175,15 @@ class Journal:
             record["signal"] = signal
         self._journal.write(record, sync=True)
 
+    def notice(self, event: str, notice: Mapping[str, Any], **extra: Any) -> None:
+        """A notice to the owner of a temporary lock (reconciler.apply.notify): ``notified`` (sent; also
+        written to the audit log) or ``notify-failed`` (with ``error``). Synced to disk: a notice sent is
+        never sent again, so its line must survive a crash."""
+        entry = {**self._base(event), "notify": dict(notice), **extra}
+        self._journal.write(entry, sync=True)
+        if event == "notified":
+            self._audit.write(entry, sync=True)
+
     def started(self, change: Change) -> None:
         self._journal.write({**self._base("started"), **_what(change)})
 

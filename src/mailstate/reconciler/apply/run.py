@@ -169,6 +169,9 @@ class ApplyResult:
     passwords_file: Path | None
     notices: list[str] = field(default_factory=list)
     """What the providers want the operator to know (never a secret)."""
+    warnings: list[str] = field(default_factory=list)
+    """What went wrong beside the changes: a notice to the owner of a lock not sent
+    (reconciler.apply.notify)."""
 
 
 _PASSWORD_ENV = re.compile(r"^MAILSTATE_[A-Z0-9_]+_PASSWORD$")
