@@ -133,7 +133,7 @@ def test_acl_files_found_through_a_few_processes_for_every_user(applied: Path, c
         assert "b3x1" in owners and {"bu0", "bu1", "bu2", "bu3"} <= owners
         assert 1 <= seen.doveadm("mailbox path") <= 4, seen.commands
         assert not any(" -A" in c for c in seen.commands), seen.commands
-        everyone = set(prov.users())
+        everyone = set(prov.userdb_users())
         assert {"b0x0", "b3x2", "bu3"} <= everyone
     finally:
         close_providers(provs)

@@ -320,7 +320,7 @@ class SshProvider:
             return {}
         prefixes = self.other_prefixes()
         shared = prefixes[0] if prefixes else ""
-        user_of = {unit: self.users.user(unit) for unit in units}  # commands name Dovecot's user, facts the login
+        user_of = {unit: self.users.user(unit) for unit in units}  # commands: Dovecot's user; facts: logins
         gone: set[str] = set()
         own = self._status_of(sorted(user_of.values()), "messages unseen uidnext", "*", gone)
         if gone:  # a unit mailbox the mail host's userdb does not know: never taken as unused
