@@ -375,6 +375,51 @@ def test_new_person_password_logs_in_and_is_only_in_the_0600_file(
     imap_login(lab, "bangnv", changed).logout()
 
 
+def _count_operations(conn: ldap3.Connection) -> list[str]:
+    """Wrap the connection's operations (the real ones run) and list each one sent to slapd."""
+    sent: list[str] = []
+    for name in ("add", "modify", "delete", "modify_dn", "search", "extended", "compare"):
+        real = getattr(conn, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            sent.append(_name)
+            return _real(*args, **kwargs)
+
+        setattr(conn, name, counted)
+    return sent
+
+
+def test_a_new_person_is_one_add_with_the_password_and_pwdreset(ldap: LdapProvider, clean_lab: Lab) -> None:
+    """Each new person costs slapd one add (password hashed by ppolicy, pwdReset, lock in it), and their
+    initial password serves only to change it."""
+    lab = clean_lab
+    sent = _count_operations(ldap.conn)
+    ldap.apply(_ch(Action.CREATE, "person", "bangnv", _person(lab)))
+    locked = _person(lab, "Trần Thị Lan", address=_addr(lab, "lantt"), aliases=(), locked=True,
+                     lock_reason="MOST art.18.4: suspended")
+    ldap.apply(_ch(Action.CREATE, "person", "lantt", locked))
+    assert sent == ["add", "add"]
+    assert ldap.passwords_out is not None
+    initial = _password_of(ldap.passwords_out, "bangnv")
+    conn = lab.ldap("root")
+    conn.search(f"uid=bangnv,ou=people,{lab.base_dn}", "(objectClass=*)", ldap3.BASE,
+                attributes=["userPassword", "pwdReset"])
+    stored = conn.response[0]["attributes"]
+    conn.unbind()
+    hashed = stored["userPassword"][0]
+    hashed = hashed.decode() if isinstance(hashed, bytes) else hashed
+    assert hashed.startswith("{SSHA}") and initial not in hashed
+    assert [str(v).upper() for v in stored["pwdReset"]] == ["TRUE"]
+    with pytest.raises(LoginError, match="doi mat khau"):
+        imap_login(lab, "bangnv", initial)
+    imap_login(lab, "bangnv", _first_login(lab, "bangnv", initial)).logout()
+    with pytest.raises(LoginError):
+        imap_login(lab, "bangnv", initial)
+    assert _live(ldap, "person", "lantt")["locked"] is True
+    with pytest.raises(LoginError):
+        imap_login(lab, "lantt", _password_of(ldap.passwords_out, "lantt"))
+
+
 def test_no_forced_change_when_the_policy_says_so(clean_lab: Lab, tmp_path: Path) -> None:
     """With change_at_first_login = false, the new person has no pwdReset."""
     state = _state(clean_lab, tmp_path)

@@ -8,8 +8,9 @@
 - ``read(scope)``: one paged search per subtree; truncation (sizeLimitExceeded, timeLimitExceeded, a
   page that ends early) and any failure raise ``ProviderError`` — a failed read is never "absent".
 - ``apply(change)``: idempotent create/update/delete/lock/unlock/rename. New people get a generated
-  initial password (providers.passwords), set through the Password Modify extended operation so slapd
-  hashes it, appended to the operator's 0600 file and nowhere else.
+  initial password (providers.passwords), set in the add itself with ``pwdReset`` (ppolicy checks its
+  quality and hashes it; a person found without one gets it through Password Modify), appended to the
+  operator's 0600 file and nowhere else.
 - ``apply_lock(holder)``: one apply at a time, held in the directory.
 
 The translation between entries and Records is pure and lives in providers.ldap_parse.
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from typing import Any, ClassVar
 
-from ldap3 import BASE, HASHED_SALTED_SHA, MODIFY_ADD, MODIFY_REPLACE
+from ldap3 import BASE, HASHED_SALTED_SHA, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, safe_dn
@@ -126,9 +128,10 @@ class LdapProvider(LdapSession):
         lockouts: dict[str, str] = {}
         dns: dict[str, str] = {}
         created: dict[str, str] = {}  # mailbox login -> when its entry was created (lifecycle's "created")
-        # people with no pwdChangedTime: ppolicy sets it with every password and removes it with the
-        # password, so only they can be without one (not part of the record or its digest: a person
-        # changing their password never makes a plan stale)
+        # people with no pwdChangedTime: ppolicy sets it with every password change and removes it with
+        # the password, so only they (and those given their initial password in the add) can be without
+        # one (not part of the record or its digest: a person changing their password never makes a plan
+        # stale)
         unchanged_password: set[str] = set()
         for kind in READ_ORDER:
             attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
@@ -264,7 +267,20 @@ class LdapProvider(LdapSession):
         if kind in ("person", "unit_mailbox") and "locked" in attrs:
             reason = _lock_reason(attrs, reasons)
             lock = lock_values(bool(attrs["locked"]), reason)
+        initial = self._new_password(key, attrs.get("address")) if kind == "person" else None
+        if initial is not None:
+            # one add carries the password (in clear over TLS: ppolicy checks its quality and hashes it
+            # with olcPasswordHash, as it does for Password Modify) and pwdReset, beside any lock
+            extra["userPassword"] = [initial]
+            if self.password_policy.change_at_first_login:
+                extra["pwdReset"] = ["TRUE"]
         code = self._add(spec.dn, spec.object_classes, {**spec.attrs, **extra, **lock})
+        if code == SUCCESS and kind == "person":
+            if initial is None:
+                self._no_password_notice(key)
+            else:
+                self._record_password(key, spec.dn, attrs.get("address"), initial)
+            return
         if code == ALREADY_EXISTS:
             found = self.get(kind, key)
             if found is None:  # pragma: no cover - deleted between the two calls
@@ -273,7 +289,7 @@ class LdapProvider(LdapSession):
             if classes:
                 self._modify(spec.dn, {"objectClass": [(MODIFY_ADD, classes)]})
             self._modify(spec.dn, modifications(found[1], {**spec.attrs, **lock}))
-        if kind == "person" and (code == SUCCESS or not self._has_password(spec.dn)):
+        if kind == "person" and not self._has_password(spec.dn):
             # setting a password clears ppolicy's pwdAccountLockedTime: lock again afterwards
             if self._initial_password(key, spec.dn, attrs.get("address")) and lock.get(
                 "pwdAccountLockedTime"
@@ -288,15 +304,34 @@ class LdapProvider(LdapSession):
             r.get("type") == "searchResEntry" for r in self.conn.response or []
         )
 
-    def _initial_password(self, key: str, dn: str, address: str | None) -> bool:
-        """Generate, record (0600 file) and set a new person's password; False when there is no file."""
+    def _new_password(self, key: str, address: str | None) -> str | None:
+        """A generated initial password for a new person (None when there is no file to record it in)."""
         if self.passwords_out is None:
-            self.notices.append(
-                f"person {key}: created without a password (no initial-password file was given)"
-            )
-            return False
+            return None
         accounts = [key] + ([address.split("@", 1)[0]] if address else [])
-        password = generate_password(self.password_policy, accounts)
+        return generate_password(self.password_policy, accounts)
+
+    def _no_password_notice(self, key: str) -> None:
+        self.notices.append(f"person {key}: created without a password (no initial-password file was given)")
+
+    def _record_password(self, key: str, dn: str, address: str | None, password: str) -> None:
+        """Append the password just set by the add to the operator's file; when that fails, take the
+        password away again (the person is then one without a password, given one by the next apply)."""
+        assert self.passwords_out is not None
+        try:
+            append_password(self.passwords_out, key, address, password)
+        except ProviderError:
+            with suppress(ProviderError):
+                self._modify_operational(dn, {"userPassword": [(MODIFY_DELETE, [])]})
+            raise
+
+    def _initial_password(self, key: str, dn: str, address: str | None) -> bool:
+        """Generate, record (0600 file) and set the password of a person found without one (an apply
+        stopped after the add); False when there is no file."""
+        password = self._new_password(key, address)
+        if password is None or self.passwords_out is None:
+            self._no_password_notice(key)
+            return False
         append_password(self.passwords_out, key, address, password)
         try:
             self.conn.extend.standard.modify_password(user=dn, new_password=password)
