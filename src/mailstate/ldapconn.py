@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 from ldap3 import BASE, LEVEL, NONE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
+from ldap3.protocol.formatters.formatters import format_unicode
+from ldap3.protocol.formatters.standard import find_attribute_helpers
 
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.i18n import _
@@ -238,6 +240,7 @@ class LdapSession:
             raise_exceptions=False,
             auto_referrals=False,
             return_empty_attributes=False,
+            check_names=False,  # no schema is read (get_info=NONE): entries are decoded by _attributes
         )
         try:
             conn.open()
@@ -299,7 +302,7 @@ class LdapSession:
         code = int(result.get("result", -1))
         for r in (self.conn.response or []) if code == SUCCESS else []:
             if r.get("type") == "searchResEntry":
-                return code, (r["dn"], dict(r["attributes"]))
+                return code, (r["dn"], _attributes(r["raw_attributes"]))
         if code not in (SUCCESS, NO_SUCH_OBJECT):
             raise self._fail(f"cannot read {dn}", result)
         return code, None
@@ -328,7 +331,7 @@ class LdapSession:
             )
             code = result.get("result")
             entries = [
-                (r["dn"], dict(r["attributes"]))
+                (r["dn"], _attributes(r["raw_attributes"]))
                 for r in conn.response or []
                 if r.get("type") == "searchResEntry"
             ]
@@ -453,6 +456,33 @@ class LdapSession:
             except ValueError:
                 age = None
         return desc, age
+
+
+_FORMATTERS: dict[str, Any] = {}
+"""ldap3's formatter of each attribute name (looked up once, not once per value of every entry)."""
+
+
+def _formatter(name: str) -> Any:
+    found = _FORMATTERS.get(name)
+    if found is None:
+        helpers = find_attribute_helpers(None, name, None)
+        found = helpers if not isinstance(helpers, tuple) else (helpers[0] or format_unicode)
+        _FORMATTERS[name] = found
+    return found
+
+
+def _attributes(raw: Mapping[str, list[bytes]]) -> dict[str, Any]:
+    """An entry's attributes as ldap3 formats them without a schema (each value with the formatter of its
+    attribute's name, UTF-8 text else bytes), from the raw values: ldap3's own per-value formatting looks
+    the formatter up again for every attribute of every entry (``check_names=False`` leaves it out)."""
+    out: dict[str, Any] = {}
+    for name, values in raw.items():
+        if values:
+            fmt = _formatter(name)
+            out[name] = [fmt(v) for v in values]
+        elif values is not None:
+            out[name] = []
+    return out
 
 
 def _first(value: Any) -> str | None:

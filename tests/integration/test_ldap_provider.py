@@ -420,6 +420,34 @@ def test_a_new_person_is_one_add_with_the_password_and_pwdreset(ldap: LdapProvid
         imap_login(lab, "lantt", _password_of(ldap.passwords_out, "lantt"))
 
 
+def test_paged_reads_decode_entries_as_ldap3_formats_them(ldap: LdapProvider, clean_lab: Lab) -> None:
+    """The reads decode raw values themselves (check_names off): the same attributes and values as ldap3's
+    own formatting, on Vietnamese text, values that are not UTF-8, multi-valued and operational ones."""
+    lab = clean_lab
+    ldap.apply(_ch(Action.CREATE, "person", "bangnv", _person(lab)))
+    ldap.apply(_ch(Action.CREATE, "person", "odd", _person(lab, ODD_NAME, address=_addr(lab, "odd"),
+                                                           aliases=(_addr(lab, "o1"), _addr(lab, "o2")))))
+    conn = lab.ldap("root")
+    assert conn.modify(f"uid=odd,ou=people,{lab.base_dn}", {
+        "description": [(ldap3.MODIFY_REPLACE, ["Phòng Quản lý công nghệ", "Nguyễn\tVăn =cmd|' /C'!A0"])],
+        "jpegPhoto": [(ldap3.MODIFY_REPLACE, [bytes(range(256)), "Ảnh".encode(), b"\xc3("])],
+    }), conn.result
+    conn.unbind()
+    attributes = ["*", "+", "jpegPhoto"]
+    mine = ldap.search_all(lab.base_dn, "(objectClass=*)", attributes, scope=ldap3.SUBTREE)
+    odd = {k.lower(): v for dn, a in mine if dn.startswith("uid=odd,") for k, v in a.items()}
+    assert sorted(odd["jpegphoto"], key=repr) == sorted([bytes(range(256)), "Ảnh", b"\xc3("], key=repr)
+    assert "Phòng Quản lý công nghệ" in odd["description"] and len(odd["objectclass"]) >= 3
+    conn = ldap.conn
+    conn.check_names = True  # ldap3's own formatting of every value, as the reads took it before
+    conn.search(lab.base_dn, "(objectClass=*)", ldap3.SUBTREE, attributes=attributes)
+    before = [(r["dn"], dict(r["attributes"])) for r in conn.response if r["type"] == "searchResEntry"]
+    conn.check_names = False
+    assert len(before) > 8 and sorted(before, key=repr) == sorted(mine, key=repr)
+    assert ldap.read_entry(f"uid=odd,ou=people,{lab.base_dn}", attributes)[1] == next(
+        e for e in mine if e[0].startswith("uid=odd,"))
+
+
 def test_no_forced_change_when_the_policy_says_so(clean_lab: Lab, tmp_path: Path) -> None:
     """With change_at_first_login = false, the new person has no pwdReset."""
     state = _state(clean_lab, tmp_path)
