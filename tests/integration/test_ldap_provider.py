@@ -420,6 +420,24 @@ def test_a_new_person_is_one_add_with_the_password_and_pwdreset(ldap: LdapProvid
         imap_login(lab, "lantt", _password_of(ldap.passwords_out, "lantt"))
 
 
+def test_a_password_the_file_cannot_take_is_taken_away_again(clean_lab: Lab, tmp_path: Path) -> None:
+    """When the initial-password file cannot be written after the add, the person is left without a
+    password (none that nobody knows), reported as such, and the next apply gives them one."""
+    broken = _provider(clean_lab, tmp_path, passwords_out=tmp_path / "missing-dir" / "pw.tsv")
+    create = _ch(Action.CREATE, "person", "bangnv", _person(clean_lab))
+    with pytest.raises(ProviderError, match="initial-password file"):
+        broken.apply(create)
+    assert broken.read().facts["no_password"] == ["bangnv"]
+    broken.close()
+    good = _provider(clean_lab, tmp_path)
+    good.apply(create)
+    assert good.read().facts["no_password"] == []
+    assert good.passwords_out is not None
+    with pytest.raises(LoginError, match="doi mat khau"):
+        imap_login(clean_lab, "bangnv", _password_of(good.passwords_out, "bangnv"))
+    good.close()
+
+
 def test_paged_reads_decode_entries_as_ldap3_formats_them(ldap: LdapProvider, clean_lab: Lab) -> None:
     """The reads decode entries in one lean pass: the same attributes and values as ldap3's own decoding, on
     Vietnamese text, values that are not UTF-8, multi-valued and operational ones."""
