@@ -9,7 +9,7 @@ import stat
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -398,7 +398,7 @@ def test_a_new_person_is_one_add_with_the_password_and_pwdreset(ldap: LdapProvid
     locked = _person(lab, "Trần Thị Lan", address=_addr(lab, "lantt"), aliases=(), locked=True,
                      lock_reason="MOST art.18.4: suspended")
     ldap.apply(_ch(Action.CREATE, "person", "lantt", locked))
-    assert sent == ["add", "add"]
+    assert sent == ["add", "search", "add"]  # the first add's password read back once: stored hashed
     assert ldap.passwords_out is not None
     initial = _password_of(ldap.passwords_out, "bangnv")
     conn = lab.ldap("root")
@@ -418,6 +418,52 @@ def test_a_new_person_is_one_add_with_the_password_and_pwdreset(ldap: LdapProvid
     assert _live(ldap, "person", "lantt")["locked"] is True
     with pytest.raises(LoginError):
         imap_login(lab, "lantt", _password_of(ldap.passwords_out, "lantt"))
+
+
+def test_a_directory_that_keeps_a_password_as_sent_never_holds_it_in_clear(
+    lab_for: Callable[..., Lab], tmp_path: Path
+) -> None:
+    """A directory whose ppolicy does not hash a password given in an add (olcPPolicyHashCleartext off,
+    as on a server not set up by server-config): the first person's password is set again through
+    Password Modify (hashed), every later one through it, and the operator is told."""
+    from mailstate.lab import _proc
+
+    lab = lab_for("nohash.example.gov.vn")
+    slapd_dir = lab.dir / "slapd"
+    ldif = slapd_dir / "no-hash-cleartext.ldif"
+    ldif.write_text("dn: olcOverlay={0}ppolicy,olcDatabase={1}mdb,cn=config\nchangetype: modify\n"
+                    "replace: olcPPolicyHashCleartext\nolcPPolicyHashCleartext: FALSE\n", encoding="utf-8")
+    os.chmod(ldif, 0o644)
+    lab.stop_service("slapd")
+    try:
+        res = _proc.run_as(["slapmodify", "-q", "-n0", "-F", "slapd.d", "-l", str(ldif)], _proc.lab_user(),
+                           slapd_dir)
+        assert res.returncode == 0, res.stderr
+    finally:
+        lab.start_service("slapd")
+    lab.reset()
+    p = _provider(lab, tmp_path)
+    try:
+        p.apply(_ch(Action.CREATE, "person", "bangnv", _person(lab)))
+        lan = _person(lab, "Trần Thị Lan", address=_addr(lab, "lantt"), aliases=())
+        p.apply(_ch(Action.CREATE, "person", "lantt", lan))
+        assert p.password_in_add is False
+        assert any("olcPPolicyHashCleartext" in n for n in p.notices), p.notices
+        assert p.passwords_out is not None
+        conn = lab.ldap("root")
+        for uid in ("bangnv", "lantt"):
+            conn.search(f"uid={uid},ou=people,{lab.base_dn}", "(objectClass=*)", ldap3.BASE,
+                        attributes=["userPassword", "pwdReset"])
+            stored = conn.response[0]["attributes"]
+            values = [v.decode() if isinstance(v, bytes) else v for v in stored["userPassword"]]
+            initial = _password_of(p.passwords_out, uid)
+            assert len(values) == 1 and values[0].startswith("{") and initial not in values[0], uid
+            assert [str(v).upper() for v in stored["pwdReset"]] == ["TRUE"]
+        conn.unbind()
+        with pytest.raises(LoginError, match="doi mat khau"):
+            imap_login(lab, "bangnv", _password_of(p.passwords_out, "bangnv"))
+    finally:
+        p.close()
 
 
 def test_a_password_the_file_cannot_take_is_taken_away_again(clean_lab: Lab, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from mailstate.gcpause import with_gc_paused
 from mailstate.ldapconn import ALREADY_EXISTS, NO_SUCH_OBJECT, SUCCESS, LdapSession
 from mailstate.ldapconn import resolve_settings as resolve_settings  # the name tests and callers use
 from mailstate.model.change import Action, Change
+from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.model.settings import LdapSettings
@@ -90,6 +91,9 @@ class LdapProvider(LdapSession):
         self.settings: LdapSettings = settings
         self.size_limit = size_limit
         """A client-side size limit on each read search (0: none); the read must then fail, not shorten."""
+        self.password_in_add: bool | None = None
+        """Whether the directory hashes a password given in an add (ppolicy's olcPPolicyHashCleartext):
+        None until the first person of the run shows it, False from then on if it keeps it as sent."""
 
     # ----------------------------------------------------------------------------------------------
     # Connection
@@ -267,7 +271,8 @@ class LdapProvider(LdapSession):
         if kind in ("person", "unit_mailbox") and "locked" in attrs:
             reason = _lock_reason(attrs, reasons)
             lock = lock_values(bool(attrs["locked"]), reason)
-        initial = self._new_password(key, attrs.get("address")) if kind == "person" else None
+        in_add = kind == "person" and self.password_in_add is not False
+        initial = self._new_password(key, attrs.get("address")) if in_add else None
         if initial is not None:
             # one add carries the password (in clear over TLS: ppolicy checks its quality and hashes it
             # with olcPasswordHash, as it does for Password Modify) and pwdReset, beside any lock
@@ -275,11 +280,22 @@ class LdapProvider(LdapSession):
             if self.password_policy.change_at_first_login:
                 extra["pwdReset"] = ["TRUE"]
         code = self._add(spec.dn, spec.object_classes, {**spec.attrs, **extra, **lock})
-        if code == SUCCESS and kind == "person":
+        if code == SUCCESS and in_add:
             if initial is None:
                 self._no_password_notice(key)
-            else:
-                self._record_password(key, spec.dn, attrs.get("address"), initial)
+                return
+            self._record_password(key, spec.dn, attrs.get("address"), initial)
+            if self.password_in_add is not None or self._stored_hashed(spec.dn):
+                return
+            # the directory kept the password as sent: never leave it so — slapd hashes it through Password
+            # Modify, as it does for every person of this run from now on
+            self.password_in_add = False
+            self.notices.append(_("the directory keeps a password given in an add as sent (ppolicy's "
+                                  "olcPPolicyHashCleartext is off): initial passwords are set through "
+                                  "Password Modify"))
+            self._set_password(spec.dn, initial)
+            if lock.get("pwdAccountLockedTime"):
+                self._set_lock(spec.dn, True, lock["mailstateLockReason"][0])
             return
         if code == ALREADY_EXISTS:
             found = self.get(kind, key)
@@ -333,6 +349,25 @@ class LdapProvider(LdapSession):
             self._no_password_notice(key)
             return False
         append_password(self.passwords_out, key, address, password)
+        self._set_password(dn, password)
+        return True
+
+    def _stored_hashed(self, dn: str) -> bool:
+        """Whether the entry's userPassword is stored hashed ("{SSHA}…"); records the answer for the run."""
+        self._call(f"read {dn}", self.conn.search, dn, "(objectClass=*)", search_scope=BASE,
+                   attributes=["userPassword"])
+        values: list[Any] = []
+        for r in self.conn.response or []:
+            if r.get("type") == "searchResEntry":
+                got = (r.get("raw_attributes") or {}).get("userPassword") or (r.get("attributes") or {}).get(
+                    "userPassword") or []
+                values = [v if isinstance(v, bytes) else str(v).encode() for v in got]
+        hashed_ = bool(values) and all(v.startswith(b"{") for v in values)
+        self.password_in_add = hashed_
+        return hashed_
+
+    def _set_password(self, dn: str, password: str) -> None:
+        """Set a password through Password Modify (slapd hashes it), and pwdReset as the policy says."""
         try:
             self.conn.extend.standard.modify_password(user=dn, new_password=password)
         except LDAPException as exc:
@@ -345,7 +380,6 @@ class LdapProvider(LdapSession):
             )
         want_reset = self.password_policy.change_at_first_login
         self._modify_operational(dn, {"pwdReset": [(MODIFY_REPLACE, ["TRUE"] if want_reset else [])]})
-        return True
 
     def _modify_operational(self, dn: str, changes: dict[str, list[tuple[Any, list[str]]]]) -> None:
         result = self._call(f"modify {dn}", self.conn.modify, dn, changes)
