@@ -260,6 +260,16 @@ def test_one_paged_search_per_subtree_unless_someone_may_lack_a_password(
     monkeypatch.setattr(provider, "search_all", counting)
     try:
         snap = provider.read()
+        # people just added hold their initial password from the add, which sets no pwdChangedTime: the
+        # presence search runs, and finds every one of them with a password
+        assert bases.count("ou=people") == 2 and len(bases) == 6
+        assert snap.facts["no_password"] == []
+        root = lab.ldap(as_="root")
+        root.search(f"ou=people,{lab.base_dn}", "(objectClass=person)", attributes=["1.1"])
+        for dn in [e["dn"] for e in root.response if e.get("type") == "searchResEntry"]:
+            assert root.extend.standard.modify_password(user=dn, new_password="Đổi-mật-khẩu-9x")  # sets it
+        bases.clear()
+        snap = provider.read()
         assert sorted(bases) == ["ou=aliases", "ou=groups", "ou=mailboxes", "ou=people", "ou=units"]
         assert snap.facts["no_password"] == []
         assert lab.ldap(as_="root").modify(f"uid=hoatt,ou=people,{lab.base_dn}",
