@@ -133,6 +133,28 @@ def test_the_notify_table_is_read_from_the_toml_and_checked(write_state: Any, or
     assert "Hunter2-S3cret" not in str(info.value)
 
 
+@pytest.mark.parametrize(("line", "field", "why"), [
+    ('url = "smtp://Hunter2-S3cret@relay.x.vn"', "notify.url", "user or password never"),
+    ('url = "smtp://cntt:Hunter2-S3cret@relay.x.vn:587"', "notify.url", "password never"),
+    ('url = "http://relay.x.vn"', "notify.url", "not smtp://host"),
+    ('url = "smtp://relay.x.vn:99999"', "notify.url", "not smtp://host"),
+    ('url = "smtps://relay.x.vn/Hunter2-S3cret"', "notify.url", "not smtp://host"),
+    ('url = "smtp://"', "notify.url", "not smtp://host"),
+    ('from_address = "not an address"', "notify.from_address", "not a valid e-mail address"),
+    ('from_address = "cntt@x.vn>, Hunter2-S3cret@evil.example"', "notify.from_address", "not a valid"),
+])
+def test_a_notify_table_that_names_no_relay_is_refused_where_it_is_written(
+        write_state: Any, org: str, english: None, line: str, field: str, why: str) -> None:
+    """validate says FILE:LINE for a relay apply could not use (not first at apply, as a warning), and never
+    repeats a secret the URL holds."""
+    root = write_state({"mailstate.toml": org + f"\n[notify]\n{line}\n"})
+    with pytest.raises(ValidationError) as info:
+        load_state(root)
+    text = str(info.value)
+    assert "mailstate.toml:" in text and field in text and why in text
+    assert field != "notify.url" or "Hunter2-S3cret" not in text
+
+
 # -- the message ----------------------------------------------------------------------------------
 
 RELAY = Relay(host="relay", port=25, tls=False, plain=False, sender="cntt@most.gov.vn", user=None,
