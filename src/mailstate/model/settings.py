@@ -480,9 +480,9 @@ def check_relay_url(url: str) -> str:
     ``ValueError`` saying why, never repeating the value (it may hold a secret)."""
     _scheme, sep, rest = url.partition("://")
     if sep and "@" in rest.partition("/")[0]:
-        raise ValueError(_("a user or password never in the relay's URL: write smtp://host[:port] and give the "
-                           "login in [notify] user, the password by password_env or password_file (the value "
-                           "is not shown)"))
+        raise ValueError(_("a user or password never in the relay's URL: write smtp://host[:port] and give "
+                           "the login in [notify] user, the password by password_env or password_file (the "
+                           "value is not shown)"))
     parts = urlsplit(url)
     try:
         port = parts.port
