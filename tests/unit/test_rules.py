@@ -123,6 +123,17 @@ def test_a_duration_beyond_its_article_is_warned_about_naming_both(tmp_path: Pat
     assert "13" in warning.message and "4105/QĐ-BKHCN" in warning.message
 
 
+def test_the_warning_reads_its_durations_in_the_organisations_language(tmp_path: Path) -> None:
+    """A Vietnamese reviewer reads "2 năm" and "12 tháng", not the TOML's English words."""
+    root = _copy(tmp_path, "most")
+    _edit(root / "mailstate.toml", 'remove_after_leaving    = "12 months"',
+          'remove_after_leaving    = "2 years"')
+    with i18n.use("vi"):
+        [warning] = load_state(root).warnings
+    assert "cấu hình 2 năm vượt mức tối đa 12 tháng của Điều 13 khoản 2 điểm b" in warning.message, \
+        warning.message
+
+
 @pytest.mark.parametrize(
     ("configured", "maximum", "exceeds"),
     [("90 days", "3 months", True), ("89 days", "3 months", False), ("3 months", "3 months", False),
@@ -289,7 +300,7 @@ def test_the_maximum_warning_is_printed_by_plan_too(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, [command, "--state", str(root)])
     assert result.exit_code == (0 if command == "validate" else 1), result.output + result.stderr
     assert "cảnh báo: mailstate.toml:" in result.stderr
-    assert "vượt mức tối đa 12 months" in result.stderr  # the whole warning in the state's language
+    assert "cấu hình 2 năm vượt mức tối đa 12 tháng" in result.stderr  # all in the state's language
     assert "cảnh báo" not in result.stdout
 
 
