@@ -33,7 +33,7 @@ from mailstate.reconciler.apply.notify import (
 
 ROOT = Path(__file__).resolve().parents[2]
 MOST = ROOT / "examples" / "most"
-REASON = "Hộp thư gửi thư giả mạo ra ngoài ngày 17/11/2026 — khóa tạm thời theo MOST art.18.4, đã thông báo"
+REASON = "Hộp thư gửi thư giả mạo ra ngoài ngày 17/11/2026, chờ kiểm tra an toàn thông tin"
 BACKUP = "vudinhquan.backup@example.com"
 
 
@@ -220,3 +220,17 @@ def test_without_a_relay_a_lock_made_now_is_warned_and_nothing_is_journaled(
     assert send_pending(most, journal, tmp_path / "audit.jsonl", who="t", commit=None,
                         addresses=lambda: {}) == []  # an earlier lock: not warned at every apply
     assert len(read_lines(journal)) == 1
+
+
+@pytest.mark.parametrize("example", ["most", "mic", "vinhlong", "binhdinh-sct", "monre"])
+def test_an_examples_notice_reads_as_a_notice(example: str) -> None:
+    """The owner reads the lock's reason in the notice, which cites the article itself: a reason that
+    cites its own article in shorthand ("MOST art.18.4") or says the owner was already told reads wrong
+    (in the plan too: "… theo MOST art.18.4, đã thông báo (Điều 18 khoản 4, …)")."""
+    state = load_state(ROOT / "examples" / example)
+    for person in state.people.values():
+        if not person.suspension:
+            continue
+        p = Pending(person.id, person.backup_email or "x@example.com", date(2026, 12, 6), person.suspension)
+        body = parsed(build_message(state, p, RELAY, person.address or person.id)).get_content()
+        assert " art." not in body and "đã thông báo" not in body, body
