@@ -5,6 +5,7 @@ written). The sending itself is tested against the lab's Postfix (tests/integrat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from datetime import date
@@ -234,3 +235,39 @@ def test_an_examples_notice_reads_as_a_notice(example: str) -> None:
         p = Pending(person.id, person.backup_email or "x@example.com", date(2026, 12, 6), person.suspension)
         body = parsed(build_message(state, p, RELAY, person.address or person.id)).get_content()
         assert " art." not in body and "đã thông báo" not in body, body
+
+
+def test_a_relay_that_hangs_is_waited_for_once_per_apply_not_once_per_notice(
+    most: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay that accepts the connection and never answers: the first notice waits its timeout, the others
+    are journaled failed with the same error (and stay pending) without a connection of their own."""
+    import json
+    import socket
+
+    monkeypatch.delenv("MAILSTATE_SMTP_URL", raising=False)
+    state = most
+    who = ["quan.vd", "thao.ltp", "hung.pv"]
+    for uid in who:
+        state = with_person(state, uid, suspended=REASON, backup_email=f"{uid}.backup@example.com")
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("".join(json.dumps(done(uid, "2026-12-06T03:00:00Z")) + "\n" for uid in who))
+    with socket.socket() as hung:  # listens, never accepts: the client connects, then waits for a greeting
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        port = hung.getsockname()[1]
+        state = dataclasses.replace(state, notify=NotifySettings(url=f"smtp://127.0.0.1:{port}",
+                                                                 allow_plain=True, timeout=0.2))
+        warnings = send_pending(state, journal, tmp_path / "audit.jsonl", who="t", commit=None,
+                                addresses=lambda: {})
+        hung.setblocking(False)
+        connections = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                hung.accept()[0].close()
+                connections += 1
+    assert connections == 1
+    failed = [x for x in read_lines(journal) if x.get("event") == "notify-failed"]
+    assert sorted(x["notify"]["who"] for x in failed) == sorted(who) and len(warnings) == 3
+    assert len({x["error"] for x in failed}) == 1
+    assert len(pending_notices(state, read_lines(journal))) == 3

@@ -304,13 +304,18 @@ def send_pending(state: State, journal_path: Path, audit_path: Path, *, who: str
         except MailstateError:  # the notice still goes out, naming the mailbox by its pinned address or id
             address_of = {}
         journal = Journal(journal_path, audit_path, who=who, commit=commit)
+        down: str | None = None  # the relay itself failed (unreachable, hangs, TLS, login): not tried again
         try:
             for p in pending:
                 try:
+                    if down is not None:
+                        raise _RelayDown(down)
                     address = address_of.get(p.who) or state.people[p.who].address or p.who
                     send(relay, build_message(state, p, relay, address))
-                except (OSError, smtplib.SMTPException, ValueError) as exc:
-                    error = hide_secrets(_describe(exc), [relay.password or ""])
+                except (OSError, smtplib.SMTPException, ValueError, _RelayDown) as exc:
+                    error = down or hide_secrets(_describe(exc), [relay.password or ""])
+                    if not isinstance(exc, _ONE_MESSAGE):
+                        down = error  # a relay that hangs costs one timeout per apply, not one per notice
                     journal.notice("notify-failed", p.journal_fields(), error=error)
                     warnings.append(_("the notice of the temporary lock of {who} to {to} was not sent: "
                                       "{error}; the lock stays, and the next apply sends the notice "
@@ -320,6 +325,14 @@ def send_pending(state: State, journal_path: Path, audit_path: Path, *, who: str
         finally:
             journal.close()
     return warnings
+
+
+class _RelayDown(Exception):
+    """The relay failed for an earlier notice of this run: the others are journaled failed without a try."""
+
+
+_ONE_MESSAGE = (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, ValueError)
+"""Failures of one message (its recipient refused, its content): the relay is tried for the next one."""
 
 
 def _describe(exc: BaseException) -> str:
