@@ -271,3 +271,13 @@ def test_a_relay_that_hangs_is_waited_for_once_per_apply_not_once_per_notice(
     assert sorted(x["notify"]["who"] for x in failed) == sorted(who) and len(warnings) == 3
     assert len({x["error"] for x in failed}) == 1
     assert len(pending_notices(state, read_lines(journal))) == 3
+
+
+def test_a_url_in_the_variable_is_refused_in_the_organisations_language(most: State) -> None:
+    """MAILSTATE_SMTP_URL is checked at apply, where its refusal becomes a warning in Vietnamese: it must
+    read Vietnamese and speak of the relay's login, not of a bind DN."""
+    with i18n.use("vi"), pytest.raises(ProviderError) as info:
+        relay_of(most, env={"MAILSTATE_SMTP_URL": "smtp://cntt:Hunter2-S3cret@relay.most.gov.vn"})
+    text = str(info.value)
+    assert text.startswith("MAILSTATE_SMTP_URL: không bao giờ ghi tên đăng nhập hay mật khẩu"), text
+    assert "Hunter2-S3cret" not in text and "bind DN" not in text

@@ -43,10 +43,10 @@ from urllib.parse import urlsplit
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError
 from mailstate.model.i18n import _, fmt_date, use
-from mailstate.model.settings import NotifySettings
+from mailstate.model.settings import NotifySettings, check_relay_url
 from mailstate.private_files import open_private
 from mailstate.reconciler.apply.journal import Journal
-from mailstate.redact import hide_secrets, refuse_userinfo, remember_secret
+from mailstate.redact import hide_secrets, remember_secret
 
 PASSWORD_ENV = "MAILSTATE_SMTP_PASSWORD"
 
@@ -156,15 +156,12 @@ def relay_of(state: State, env: Mapping[str, str] | None = None) -> Relay | None
     settings = state.notify or NotifySettings()
     where = NotifySettings.ENV_SWITCH if url_env else "notify.url"
     url = url_env or settings.url
-    refuse_userinfo(where, url)
+    try:  # the same check as validate's, in the run's language, never repeating the value
+        check_relay_url(url)
+    except ValueError as exc:
+        raise ProviderError(f"{where}: {exc}") from None
     parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or parts.path not in ("", "/") \
-            or port == -1:
-        raise ProviderError(_("{where}: not smtp://host[:port] or smtps://host[:port]").format(where=where))
+    port = parts.port
     password = env.get(PASSWORD_ENV) or None
     if password is None and settings.password_env:
         password = env.get(settings.password_env) or None
@@ -181,7 +178,7 @@ def relay_of(state: State, env: Mapping[str, str] | None = None) -> Relay | None
         raise ProviderError(_("notify.user is set but no password: set {env} (or password_env or "
                               "password_file in [notify])").format(env=PASSWORD_ENV))
     return Relay(
-        host=parts.hostname, port=port or (465 if parts.scheme == "smtps" else 25),
+        host=parts.hostname or "", port=port or (465 if parts.scheme == "smtps" else 25),
         tls=parts.scheme == "smtps", plain=settings.allow_plain and parts.scheme == "smtp",
         sender=settings.from_address or f"mailstate@{state.domain}", user=settings.user,
         password=password if settings.user else None, ca_file=settings.ca_file,
