@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Two workers (pytest-xdist): most of a test's time is spent waiting on the lab's servers, and each worker
-# starts its own labs (free ports, private dirs); worksteal evens out the long tests. PYTEST_WORKERS=0: serial.
+# starts its own labs (free ports, private dirs). --dist loadfile: a file runs whole, in order, on one worker
+# (story modules build on the test before). PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= 2
 
 test: deps venv lint
-	$(VENV)/bin/pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist worksteal)
+	$(VENV)/bin/pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 unit: venv
 	$(VENV)/bin/pytest -q tests/unit

@@ -7,7 +7,8 @@ Fixture API (stable; others build on it):
   serverconfig.site.PasswordRules of a `[password]`, else the defaults),
   stopped (every process, by pid) at the end of the session. Labs live in /dev/shm (tmpfs) when possible.
   Their servers also die with the pytest process if it is killed (``Lab(dir, die_with_parent=True)``).
-  ``make test`` runs two pytest-xdist workers (``--dist worksteal``): each worker is a session with labs of
+  ``make test`` runs two pytest-xdist workers (``--dist loadfile``: a file whole, in order, on one worker;
+  a module-scoped story stays in one piece). Each worker is a session with labs of
   its own, and which tests ran before on a shared lab differs from run to run — a test that needs a lab
   nobody else touched (its logs, say) asks for a domain of its own.
 - ``lab -> Lab`` (session): ``lab_for("lab.example.gov.vn")`` — base DN ``dc=lab,dc=example,dc=gov,dc=vn``.
@@ -30,7 +31,8 @@ for tests that kill servers.
 Helpers (plain functions, ``from mailstate.lab.testing import …``): ``make_person(lab, uid, password,
 cn=, mail=, quota=, unit=, locked=, container="people"|"mailboxes", extra=) -> dn``, ``person_dn``,
 ``set_password``, ``lock(lab, dn, locked=True)``, ``imap_connect``, ``imap_login(lab, user, pw)``,
-``imap_master_login(lab, user)`` (``user*mailstate``), ``doveadm(lab, *args)`` (as the lab user),
+``imap_master_login(lab, user)`` (``user*mailstate``), ``own_mail(client)`` (Counter of (folder, SHA-256)
+of every own message, read over IMAP), ``doveadm(lab, *args)`` (as the lab user),
 ``ssh_client(lab)`` (paramiko, known_hosts + RejectPolicy), ``LOCKED`` = "000001010000Z".
 """
 

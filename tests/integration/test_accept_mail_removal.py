@@ -20,7 +20,7 @@ import pytest
 from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import doveadm, imap_login, make_person
+from mailstate.lab.testing import doveadm, imap_login, make_person, own_mail
 from mailstate.providers.doveadm.parse import MANIFEST_SUFFIX, Manifest
 from mailstate.providers.doveadm.provider import SshProvider
 
@@ -55,20 +55,7 @@ def provider(leaver: tuple[Lab, str, str]) -> Iterator[SshProvider]:
 
 
 def _live(lab: Lab, user: str, pw: str) -> Counter[tuple[str, str]]:
-    c = imap_login(lab, user, pw)
-    out: Counter[tuple[str, str]] = Counter()
-    try:
-        for flags, _d, name in c.list_folders():
-            if b"\\Noselect" in flags or name.startswith("shared/"):
-                continue
-            c.select_folder(name, readonly=True)
-            ids = c.search()
-            for data in c.fetch(ids, ["BODY.PEEK[]"]).values() if ids else []:
-                text = data[b"BODY[]"].replace(b"\r\n", b"\n")
-                out[(unicodedata.normalize("NFC", name), hashlib.sha256(text).hexdigest())] += 1
-    finally:
-        c.logout()
-    return out
+    return own_mail(imap_login(lab, user, pw))
 
 
 def _archived(lab: Lab, user: str) -> Counter[tuple[str, str]]:

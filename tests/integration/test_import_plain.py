@@ -49,7 +49,8 @@ def hand_made(
         add(f"uid=tho,{staff}", person, {"uid": "tho", "cn": "Lê Thọ", "sn": "Lê", "mail": f"tho@{DOMAIN}",
                                          "departmentNumber": "vp"})
         add(f"uid=nomail,{kt}", ["inetOrgPerson"], {"uid": "nomail", "cn": "Không Thư", "sn": "Không"})
-        add(f"cn=ke-toan,{staff}", ["groupOfNames"], {"cn": "ke-toan", "description": "Tổ kế toán",
+        add(f"cn=ke-toan,{staff}", ["groupOfNames", "inetLocalMailRecipient"], {
+            "cn": "ke-toan", "description": "Tổ kế toán", "mailLocalAddress": f"ke-toan@{DOMAIN}",
                                                         "member": [f"uid=bangnv,{kt}", f"uid=hoatt,{kt}",
                                                                    f"uid=ghost,{kt}"]})
         targets = [f"tho@{DOMAIN}", "x@example.org"]

@@ -350,7 +350,7 @@ def test_lab_env_refused_when_not_running(tmp_path: Path) -> None:
 
 
 def test_api_up_down_leaves_no_process() -> None:
-    """Lab.up() reports its start-up time; Lab.down() stops every process of the lab (leaders and children)."""
+    """Lab.up() reports its start-up time; Lab.down() stops every process of the lab (leaders, children)."""
     root = Path(tempfile.mkdtemp(prefix="mailstate-api-lab-"))
     root.chmod(0o711)
     the_lab = Lab(root / "lab")

@@ -18,7 +18,7 @@ import pytest
 from mailstate.desired_state.schema import Organization, State
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import doveadm, imap_login, imap_master_login, make_person
+from mailstate.lab.testing import doveadm, imap_login, imap_master_login, make_person, own_mail
 from mailstate.model.change import Action, Change
 from mailstate.providers.doveadm.parse import MANIFEST_SUFFIX, Manifest, Message
 from mailstate.providers.doveadm.provider import SshProvider
@@ -159,20 +159,7 @@ def _append(lab: Lab, user: str, pw: str, messages: list[tuple[str, bytes]]) -> 
 def _imap_mail(lab: Lab, user: str, pw: str) -> Counter[tuple[str, str]]:
     """(folder, SHA-256 of the full text, LF line ends) of every own message, read over IMAP — not with the
     code under test."""
-    c = imap_login(lab, user, pw)
-    out: Counter[tuple[str, str]] = Counter()
-    try:
-        for flags, _d, name in c.list_folders():
-            if b"\\Noselect" in flags or name.startswith("shared/"):
-                continue
-            c.select_folder(name, readonly=True)
-            ids = c.search()
-            for data in c.fetch(ids, ["BODY.PEEK[]"]).values() if ids else []:
-                text = data[b"BODY[]"].replace(b"\r\n", b"\n")
-                out[(unicodedata.normalize("NFC", name), hashlib.sha256(text).hexdigest())] += 1
-    finally:
-        c.logout()
-    return out
+    return own_mail(imap_login(lab, user, pw))
 
 
 def _archived_mail(lab: Lab, user: str, manifests: list[Manifest]) -> Counter[tuple[str, str]]:

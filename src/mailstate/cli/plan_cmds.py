@@ -457,6 +457,14 @@ def import_cmd(
         click.echo(_("warning: {message}").format(message=visible(why)), err=True)
     click.echo(ngettext("wrote {n} file to {dir}", "wrote {n} files to {dir}", len(result.files)).format(
         n=len(result.files), dir=out))
+    w = result.written
+    click.echo(_("written: {people} people, {units} units, {groups} groups, {rights} shared folders and "
+                 "access grants").format(people=w["person"], units=w["unit"], groups=w["group"],
+                                         rights=w["shared_folder"] + w["access_grant"]))
+    if result.report is not None:
+        click.echo(ngettext("{n} entry to review, each with why: {path}",
+                            "{n} entries to review, each with why: {path}", len(result.skipped)).format(
+                                n=len(result.skipped), path=result.report))
 
 
 @click.command("directory", cls=Command, help=N_(

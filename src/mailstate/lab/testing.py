@@ -6,8 +6,10 @@ for setting up a situation, never for checking a provider with itself.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import unicodedata
+from collections import Counter
 from typing import Any
 
 import ldap3
@@ -132,6 +134,24 @@ def imap_login(lab: Lab, user: str, password: str) -> IMAPClient:
 def imap_master_login(lab: Lab, user: str) -> IMAPClient:
     """Log in over IMAPS as `user` through the master user (`user*mailstate`); ACLs apply as `user`."""
     return imap_login(lab, f"{user}*mailstate", lab.secret("imap_master"))
+
+
+def own_mail(client: IMAPClient) -> Counter[tuple[str, str]]:
+    """(folder, SHA-256 of the full text with LF line ends) of every message in the logged-in mailbox's own
+    folders (not ``shared/``), read over IMAP — never with the code under test. Logs the client out."""
+    out: Counter[tuple[str, str]] = Counter()
+    try:
+        for flags, _d, name in client.list_folders():
+            if b"\\Noselect" in flags or name.startswith("shared/"):
+                continue
+            client.select_folder(name, readonly=True)
+            ids = client.search()
+            for data in client.fetch(ids, ["BODY.PEEK[]"]).values() if ids else []:
+                text = data[b"BODY[]"].replace(b"\r\n", b"\n")
+                out[(unicodedata.normalize("NFC", name), hashlib.sha256(text).hexdigest())] += 1
+    finally:
+        client.logout()
+    return out
 
 
 def doveadm(lab: Lab, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -125,6 +125,17 @@ class AwaitsLiveMailboxes(Protocol):
 
 
 @runtime_checkable
+class TakesMailboxUsers(Protocol):
+    """A mail provider that addresses each mailbox by what the server knows it as (its address on an
+    iRedMail server; model/mailbox_users.py): handed a function returning the directory's {login: address}
+    (called when first needed), and the mailboxes an apply creates."""
+
+    def take_mailbox_users(self, users: Callable[[], Mapping[str, str]]) -> None: ...
+
+    def add_mailbox_users(self, users: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
 class TakesUnitMailboxes(Protocol):
     """A mail provider that tells whether a unit mailbox has been used (worked in by anyone, delegates
     included): told the unit mailboxes' logins before it reads."""

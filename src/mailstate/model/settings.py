@@ -333,6 +333,16 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 """``password_env`` holds the name of an environment variable, never the password itself."""
 
 
+UserKeySetting = Annotated[
+    Literal["login", "address"] | None,
+    Field(
+        description="what Dovecot knows a mailbox by: its login id, or its address (an iRedMail server); "
+        "default: the address with [providers.iredmail], else the login (docs/iredmail.md)"
+    ),
+]
+"""``user_key`` of [providers.imap] and [providers.ssh] (model/mailbox_users.py)."""
+
+
 class LdapSettings(Located):
     """The directory (OpenLDAP) connection; the password comes from password_env or password_file."""
 
@@ -386,6 +396,7 @@ class ImapSettings(Located):
     password_file: str | None = Field(default=None, description=_SECRET)
     ca_file: str | None = Field(default=None, description="CA certificate to verify the server")
     allow_plain: bool = Field(default=False, description="allow imap:// without TLS (never in production)")
+    user_key: UserKeySetting = None
     timeout: float = Field(default=30.0, gt=0, description="seconds")
     max_connections: int = Field(
         default=8,
@@ -414,6 +425,7 @@ class SshSettings(Located):
     )
     doveadm: str = "doveadm"
     timeout: float = Field(default=30.0, gt=0, description="seconds")
+    user_key: UserKeySetting = None
 
 
 

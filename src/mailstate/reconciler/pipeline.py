@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -31,12 +32,14 @@ from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError, StalePlan
 from mailstate.model.change import Change
 from mailstate.model.i18n import _, change_title, fmt_date
+from mailstate.model.mailbox_users import users_of
 from mailstate.model.provider import (
     AwaitsLiveMailboxes,
     HasNotices,
     Provider,
     Snapshot,
     TakesLiveMailboxes,
+    TakesMailboxUsers,
     TakesUnitMailboxes,
 )
 from mailstate.model.records import MAILBOX_KINDS, Record
@@ -116,10 +119,18 @@ def read_all(
             raise ProviderError("the directory could not be read") from None
         return {rec.key for rec in snapshot.records.values() if rec.kind == "unit_mailbox"}
 
+    def users() -> dict[str, str]:
+        try:
+            return users_of(directory_read.result().records.values())
+        except BaseException:
+            raise ProviderError("the directory could not be read") from None
+
     def read_one(name: str) -> Snapshot:
         prov = providers[name]
         is_directory = name == directory_name
         if not is_directory:
+            if isinstance(prov, TakesMailboxUsers):
+                prov.take_mailbox_users(users)
             if isinstance(prov, AwaitsLiveMailboxes):
                 prov.await_live_mailboxes(logins)
             elif isinstance(prov, TakesLiveMailboxes):
@@ -155,6 +166,34 @@ def read_all(
 
 def _holds_mailboxes(prov: Provider) -> bool:
     return bool(MAILBOX_KINDS & prov.kinds)
+
+
+def hand_mailbox_users(providers: Mapping[str, Provider], changes: Iterable[Change]) -> None:
+    """Before an apply: tell the mail providers that address mailboxes by what the server knows
+    (``TakesMailboxUsers``) the directory's {login: address} — read from the directory only if one of them
+    needs it and no stale check read it meanwhile — and the address each change of a mailbox sets (a new
+    hire's mailbox, made by this apply)."""
+    takers = [p for p in providers.values() if isinstance(p, TakesMailboxUsers)]
+    if not takers:
+        return
+    directory = next((p for p in providers.values() if _holds_mailboxes(p)), None)
+    read: list[dict[str, str]] = []
+    reading = threading.Lock()
+
+    def users() -> dict[str, str]:
+        with reading:
+            if not read:
+                read.append(users_of(directory.read(None).records.values()) if directory else {})
+            return read[0]
+
+    made = {
+        c.key: str(c.after["address"])
+        for c in changes
+        if c.kind in MAILBOX_KINDS and c.after and isinstance(c.after.get("address"), str)
+    }
+    for prov in takers:
+        prov.take_mailbox_users(users)
+        prov.add_mailbox_users(made)
 
 
 def read_live_addresses(state: State) -> dict[str, str]:
@@ -405,6 +444,7 @@ def apply_plan(
         provider_kwargs = option_for(names, "writes_passwords", passwords_out=pw_path) if pw_path else {}
         provs = open_providers(state, names, for_plan=True, **provider_kwargs)
     changes = group_by_connection(changes, provs)
+    hand_mailbox_users(provs, changes)
     done: list[Change] = []
     refused: list[tuple[Change, str]] = []
     skipped: list[tuple[Change, list[str]]] = []

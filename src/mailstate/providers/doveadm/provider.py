@@ -36,6 +36,7 @@ import paramiko
 
 from mailstate.errors import ProviderError
 from mailstate.model.change import MAIL_ARCHIVE, MAIL_DELETE, Action, Change
+from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import MAILBOX_KINDS
 from mailstate.model.settings import SshSettings
@@ -110,6 +111,9 @@ class SshProvider:
         """One SSH session however many threads use it (a plan reads through it from the ssh and imap
         providers at once; apply runs changes on a few threads): each command is a channel of its own."""
         self.unit_mailboxes: set[str] = set()
+        self.users = MailboxUsers(settings.user_key or "login", "ssh")
+        """login ↔ Dovecot user (the address on an iRedMail server): commands name the user, facts the
+        login (``TakesMailboxUsers``)."""
 
     def __repr__(self) -> str:
         s = self.settings
@@ -117,7 +121,15 @@ class SshProvider:
 
     @classmethod
     def from_state(cls, state: DesiredState, **kwargs: Any) -> SshProvider:
-        return cls(settings_from_env(state.providers.ssh), **kwargs)
+        settings = settings_from_env(state.providers.ssh)
+        key = layout_user_key(state, settings.user_key)
+        return cls(settings.model_copy(update={"user_key": key}), **kwargs)
+
+    def take_mailbox_users(self, users: Callable[[], Mapping[str, str]]) -> None:
+        self.users.take(users)
+
+    def add_mailbox_users(self, users: Mapping[str, str]) -> None:
+        self.users.add(users)
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -268,10 +280,13 @@ class SshProvider:
     # -- read ----------------------------------------------------------------------------------
 
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
-        """Facts: ``last_login`` {user: ISO datetime} for every user with a recorded login."""
+        """Facts: ``last_login`` {login: ISO datetime} for every mailbox with a recorded login."""
         t0 = time.perf_counter()
         snap = Snapshot(self.name)
-        snap.facts["last_login"] = logins = self.last_logins()
+        logins = self.last_logins()
+        if self.users.by_address:
+            logins = {self.users.login(user): when for user, when in logins.items()}
+        snap.facts["last_login"] = logins
         snap.facts["used"] = self.units_used(sorted(self.unit_mailboxes - set(logins)))
         self.timings["read"] = time.perf_counter() - t0
         return snap
@@ -301,16 +316,21 @@ class SshProvider:
         ) if uri and shared else {}
         steps: list[tuple[list[str], list[str]]] = []
         for unit in units:
-            steps.append((["own", unit], ["mailbox", "status", "-u", unit, "messages unseen uidnext", "*"]))
-            for who in sorted(grantees.get(unit, ())):
-                view = ["mailbox", "status", "-u", who, "messages unseen", f"{shared}{unit}/*"]
+            user = self.users.user(unit)  # the words name the login, the commands Dovecot's user
+            steps.append((["own", unit], ["mailbox", "status", "-u", user, "messages unseen uidnext", "*"]))
+            for who in sorted(grantees.get(user, ())):
+                view = ["mailbox", "status", "-u", who, "messages unseen", f"{shared}{user}/*"]
                 steps.append((["pvt", unit, who], view))
         used: dict[str, str] = {}
         for head, rows in self._status_loop(steps, used):
-            sign = unit_work(rows, prefixes) if head[0] == "own" else delegate_work(rows, head[2])
+            if head[0] == "own":
+                sign = unit_work(rows, prefixes)
+            else:
+                sign = delegate_work(rows, self.users.login(head[2]))
             if sign is not None:
                 used[head[1]] = sign
-        marks = [(["flags", unit], ["fetch", "-u", unit, "mailbox flags", "mailbox", "*", "all"])
+        marks = [(["flags", unit], ["fetch", "-u", self.users.user(unit), "mailbox flags", "mailbox", "*",
+                                    "all"])
                  for unit in units if unit not in used]
         for head, rows in self._status_loop(marks, used):
             sign = marked_work(rows, prefixes)
@@ -764,9 +784,9 @@ class SshProvider:
         if change.kind not in MAILBOX_KINDS:
             raise ProviderError(f"ssh: cannot apply {change.action.label} of a {change.kind}")
         if change.action is Action.ARCHIVE:
-            self.archive(change.key)
+            self.archive(self.users.user(change.key))
         elif change.action is Action.DELETE:
-            self.remove_mail(change.key)
+            self.remove_mail(self.users.user(change.key))
         else:
             raise ProviderError(
                 f"ssh: cannot apply {change.action.label} of a {change.kind} (archive, delete only)"

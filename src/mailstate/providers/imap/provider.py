@@ -39,6 +39,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
 from mailstate.model.i18n import _
+from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import (
     INBOX,
@@ -329,6 +330,9 @@ class ImapProvider:
         self.metadata_supported: bool | None = None
         self.timings: dict[str, float] = {}
         self._live_source: Callable[[], set[str]] | None = None
+        self.users = MailboxUsers(settings.user_key or "login", "imap")
+        """login ↔ Dovecot user (the address on an iRedMail server): logins and ACL identifiers name the
+        user, records the login (``TakesMailboxUsers``)."""
 
     def __repr__(self) -> str:  # never the password
         return f"ImapProvider({self.settings.url!r}, admin_user={self.settings.admin_user!r})"
@@ -338,6 +342,7 @@ class ImapProvider:
         """Settings from [providers.imap] and MAILSTATE_IMAP_*; with an SSH host configured ([providers.ssh]
         or MAILSTATE_SSH_HOST) the bulk discovery goes through doveadm (``bulk=False`` turns it off)."""
         settings = settings_from_env(state.providers.imap)
+        settings = settings.model_copy(update={"user_key": layout_user_key(state, settings.user_key)})
         try:
             parse_url(settings.url, settings.allow_plain)
         except ProviderError as exc:
@@ -384,7 +389,8 @@ class ImapProvider:
         """A new logged-in connection: as ``login*admin_user`` (master) or as ``login`` with its password.
         A connection the server drops or resets while it is being made is tried once more."""
         ep = self.endpoint
-        user = f"{login}*{self.settings.admin_user}" if master else login
+        user = self.users.user(login)
+        user = f"{user}*{self.settings.admin_user}" if master else user
         for attempt in (1, 2):
             client: IMAPClient | None = None
             try:
@@ -440,6 +446,12 @@ class ImapProvider:
             return result
         raise AssertionError("unreachable")
 
+    def take_mailbox_users(self, users: Callable[[], Mapping[str, str]]) -> None:
+        self.users.take(users)
+
+    def add_mailbox_users(self, users: Mapping[str, str]) -> None:
+        self.users.add(users)
+
     def await_live_mailboxes(self, logins: Callable[[], set[str]]) -> None:
         """``AwaitsLiveMailboxes``: ``read`` asks for the directory's logins after its doveadm pass."""
         self._live_source = logins
@@ -492,7 +504,10 @@ class ImapProvider:
         folders = self._own_folders(client)
         out.folders = folders
         self._check_listed_paths(info, client)
-        acls = {folder: client.getacl(folder) for folder in folders}
+        acls = {
+            folder: [(self.users.login(_text(who)), what) for who, what in client.getacl(folder)]
+            for folder in folders
+        }
         listed = {f for f in folders if folder_key(info.ref, f) in self.listed_folders}
         records, shared = mailbox_acl_records(info.ref, info.login, info.unit, acls, listed)
         out.records.extend(records)
@@ -568,10 +583,10 @@ class ImapProvider:
                     self._take_live_mailboxes()
                     read_all(in_scope(self.mailboxes[u] for u in sorted(self.desired_owners)
                                       if u in self.mailboxes))
-                    owners = owners_read.result()
+                    owners = {self.users.login(u) for u in owners_read.result()}
                     self.timings["bulk_owners"] = time.perf_counter() - t0
                     if quotas_read is not None:
-                        quota.update(quotas_read.result())
+                        quota.update({self.users.login(u): q for u, q in quotas_read.result().items()})
                     self.timings["bulk"] = time.perf_counter() - t0
                 logins = (set(self.desired_owners) | owners) - set(read)
                 read_all(in_scope(self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)))
@@ -736,11 +751,12 @@ class ImapProvider:
 
     def _set_one(self, client: IMAPClient, key: AclKey, folder: str, rights: str) -> None:
         """SETACL (exact rights) or, with no rights, DELETEACL (a missing entry is fine: idempotent)."""
+        ident = self.users.identifier(key.identifier)
         try:
             if rights:
-                client.setacl(folder, key.identifier, rights)
+                client.setacl(folder, ident, rights)
             else:
-                client._command_and_check("deleteacl", client._normalise_folder(folder), key.identifier)
+                client._command_and_check("deleteacl", client._normalise_folder(folder), ident)
         except IMAPClientError as exc:
             if isinstance(exc, DROPPED):
                 raise

@@ -111,7 +111,9 @@ USER_ATTRS = sorted(
         "mailstateState",
     }
 )
-LIST_ATTRS = ["objectClass", "mail", "cn", "accountStatus", "memberOfGroup", "shadowAddress"]
+LIST_ATTRS = [
+    "objectClass", "mail", "cn", "accountStatus", "memberOfGroup", "shadowAddress", "mailstateMember",
+]
 ALIAS_ATTRS = ["objectClass", "mail", "cn", "accountStatus", "mailForwardingAddress", "memberOfGroup"]
 UNIT_ATTRS = [
     "objectClass",
@@ -366,7 +368,9 @@ def parse_domain(found: DomainEntries) -> Parsed:
         attrs = {
             "name": _single(e, "cn"),
             "address": a,
-            "members": tuple(sorted(members[a])),
+            # members the TOML lists that have no entry to carry memberOfGroup (a person removed while
+            # still listed), kept on the list itself as on the default layout (mailstateMember)
+            "members": tuple(sorted(members[a] | set(e.get("mailstatemember", [])))),
             "delivers_to": tuple(sorted(_expand(a, delivers, nested, set()))),
         }
         out.records.append(_rec("group", local_part(a), attrs, e, None, dn))

@@ -185,6 +185,12 @@ class IredmailProvider(LdapSession):
         found = self._user(change.key)
         if change.action is Action.DELETE:
             if found is not None:
+                # its lists keep naming it (as the TOML does until it is taken out), on the list itself
+                ref = f"unit:{change.key}" if change.kind == "unit_mailbox" else change.key
+                for group in p.addrs(found[1].get("memberofgroup", [])):
+                    listed = self._by_mail("Groups", group, ["objectClass", "mailstateMember"])
+                    if listed is not None:
+                        self._keep_members(listed[0], sorted({*listed[1].get("mailstatemember", []), ref}))
                 self._op(f"delete {found[0]}", self.conn.delete, found[0], ok=(SUCCESS, NO_SUCH_OBJECT))
             return
         if found is None:
@@ -330,19 +336,26 @@ class IredmailProvider(LdapSession):
         user = self._user(ref.removeprefix("unit:"))
         return user[0] if user else None
 
-    def _set_membership(self, address: str, members: Iterable[str]) -> None:
-        """Exactly ``members`` carry ``memberOfGroup: <address>``."""
+    def _set_membership(self, address: str, members: Iterable[str], list_dn: str | None = None) -> None:
+        """Exactly ``members`` carry ``memberOfGroup: <address>``; those without an entry of their own (a
+        person removed while the TOML still lists them) are kept on the list entry (``mailstateMember``)."""
         f = escape_filter_chars(address)
         have = {
             dn.lower(): dn
             for dn, _ in self.search(f"o=domains,{self.base_dn}", f"(memberOfGroup={f})", ["1.1"])
         }
         want: dict[str, str] = {}
+        kept: list[str] = []
         for ref in members:
             dn = self._member_dn(ref)
             if dn is None:
-                raise ChangeRefused(f"group {address}: member {ref} is not in the directory")
+                if list_dn is None:
+                    raise ChangeRefused(f"group {address}: member {ref} is not in the directory")
+                kept.append(ref)
+                continue
             want[dn.lower()] = dn
+        if list_dn is not None:
+            self._keep_members(list_dn, sorted(kept))
         for low, dn in have.items():
             if low not in want:
                 self._op(
@@ -361,6 +374,16 @@ class IredmailProvider(LdapSession):
                     {"memberOfGroup": [(MODIFY_ADD, [address])]},
                     ok=(SUCCESS, TYPE_OR_VALUE_EXISTS),
                 )
+
+    def _keep_members(self, list_dn: str, kept: list[str]) -> None:
+        found = self.search(list_dn, "(objectClass=*)", ["objectClass", "mailstateMember"], scope=BASE)
+        entry = found[0][1] if found else {}
+        if sorted(entry.get("mailstatemember", [])) == kept:
+            return
+        if kept and "mailstategroup" not in {c.lower() for c in entry.get("objectclass", [])}:
+            self._op(f"modify {list_dn}", self.conn.modify, list_dn,
+                     {"objectClass": [(MODIFY_ADD, ["mailstateGroup"])]})
+        self._modify(list_dn, {"mailstateMember": kept})
 
     def _group(self, change: Change) -> None:
         before, after = dict(change.before or {}), dict(change.after or {})
@@ -381,7 +404,8 @@ class IredmailProvider(LdapSession):
                 "enabledService": ["mail", "deliver"],
                 "accessPolicy": ["public"],
             }
-            self._add(self._mail_dn("Groups", address), p.LIST_CLASSES, attrs)
+            dn = self._mail_dn("Groups", address)
+            self._add(dn, p.LIST_CLASSES, attrs)
         else:
             dn, entry = found
             live = p.addr(p._one(entry, "mail")) or old
@@ -390,7 +414,7 @@ class IredmailProvider(LdapSession):
             if "name" in after:
                 self._modify(dn, p.changed(entry, {"cn": p._v(after.get("name") or change.key)}))
         if "members" in after or change.action is Action.CREATE:
-            self._set_membership(address, after.get("members") or ())
+            self._set_membership(address, after.get("members") or (), dn)
 
     # aliases (kept old addresses) -----------------------------------------------------------------
 
