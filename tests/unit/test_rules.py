@@ -86,6 +86,23 @@ def test_keep_after_leaving_for_a_post_the_rule_does_not_name_is_refused(tmp_pat
     assert load_state(root).people["khanh.tv"].keep_after_leaving is not None
 
 
+@pytest.mark.parametrize(("post", "allowed"), [
+    ("Vụ trưởng Vụ Tổ chức cán bộ", True),
+    ("Nguyên Vụ trưởng Vụ Tổ chức cán bộ", True),
+    ("Phó Vụ trưởng Vụ Kế hoạch - Tài chính", True),
+    ("nguyên Quyền Cục trưởng Cục Sở hữu trí tuệ", True),
+    ("Thứ trưởng", True),
+    ("Thư ký của Thứ trưởng", False),  # works for one, is not one
+    ("Chuyên viên Văn phòng, giúp việc Bộ trưởng", False),
+    ("Trợ lý Vụ trưởng", False),
+    ("Chuyên viên", False),
+])
+def test_the_post_held_is_one_the_rule_names_not_a_post_that_mentions_one(post: str, allowed: bool) -> None:
+    """MOST art.18.3 keeps the mailbox for posts "từ cấp vụ hoặc tương đương trở lên": the post (after
+    "Nguyên", "Phó", "Quyền") is one of the listed ones — not any title that merely names one."""
+    assert preset("most-4105").post_allows_keeping(post) is allowed
+
+
 def test_rank_is_not_checked_where_the_agency_rule_names_no_post(tmp_path: Path) -> None:
     """Bình Định's regulation has no rank rule: a keep with a decision is accepted for any title, and
     its reason cites the setting, not another agency's article."""
