@@ -1,6 +1,7 @@
 """Benchmark at a province's scale, with every provider (by hand; prints figures and ratios).
 
     python bench/bench_scale.py [--sizes 2000,10000,50000] [--repeat 3] [--parallelism 4] [--seed 1]
+                                [--profile DIR]
 
 For each size: a fresh full lab (slapd, Dovecot, sshd; in a temporary directory), a generated agency
 (gen_agency.py: people, a unit mailbox with a shared folder and its rights per unit, groups), then, each
@@ -11,9 +12,12 @@ For each size: a fresh full lab (slapd, Dovecot, sshd; in a temporary directory)
 - the floor, measured in alternation with the plans in the same run: a raw paged ``ldapsearch`` of the
   whole directory (a process) + a bare ``tomllib`` parse of every state file;
 - peak memory (max RSS) of each process;
+- the CPU seconds (user + sys) of each process, least of the runs: on a shared machine wall times move with
+  the load, CPU seconds much less (they leave out the servers' work: slapd's, Dovecot's, sshd's);
 and the ratios the targets are written in: full / LDAP-only no-op plan, LDAP-only no-op plan / floor,
 and at every size after the first, time and memory against the second size (10,000).
-The machine may be shared: the load average is printed next to the figures (wall time).
+The machine may be shared: the load average is printed next to the figures (wall time). ``--profile DIR``
+runs each mailstate process under cProfile (DIR/<step>.prof; its figures then include the profiler's cost).
 50,000 people take minutes (the first apply most): ``--sizes 2000,10000`` leaves it out.
 """
 
@@ -40,14 +44,28 @@ DOMAIN = "bench.example.gov.vn"
 MAILSTATE = Path(sys.executable).with_name("mailstate")
 
 
-def run_timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0, 2)) -> tuple[float, int, float]:
-    """(wall seconds, exit code, max RSS in MiB) of one process; a failure stops the benchmark."""
+CPU: dict[str, float] = {}
+"""CPU seconds (user + sys) of the last process run_timed ran, by the name given to it."""
+PROFILE: Path | None = None
+"""--profile DIR: each mailstate process runs under cProfile, its stats written to DIR/<name>.prof."""
+
+
+def run_timed(
+    argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0, 2), name: str = ""
+) -> tuple[float, int, float]:
+    """(wall seconds, exit code, max RSS in MiB) of one process; a failure stops the benchmark. Its CPU
+    seconds (user + sys, the figure a shared machine does not blur) go to CPU[name] (least of the runs)."""
+    if PROFILE is not None and argv[0] == str(MAILSTATE) and name:
+        argv = [sys.executable, "-m", "cProfile", "-o", str(PROFILE / f"{name}.prof"), *argv]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     err = proc.stderr.read().decode(errors="replace")  # read while it runs: a full pipe would stall it
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t0
+    cpu = usage.ru_utime + usage.ru_stime
+    if name:
+        CPU[name] = min(CPU.get(name, cpu), cpu)
     code = os.waitstatus_to_exitcode(status)
     proc.stderr.close()
     if code not in ok:
@@ -56,10 +74,13 @@ def run_timed(argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0, 2)
 
 
 def tomllib_floor(state: Path) -> float:
-    t0 = time.perf_counter()
+    """Wall seconds of a bare tomllib parse of every state file (its CPU seconds go to CPU["tomllib"])."""
+    t0, c0 = time.perf_counter(), time.process_time()
     for path in sorted(state.rglob("*.toml")):
         with path.open("rb") as fh:
             tomllib.load(fh)
+    cpu = time.process_time() - c0
+    CPU["tomllib"] = min(CPU.get("tomllib", cpu), cpu)
     return time.perf_counter() - t0
 
 
@@ -95,7 +116,7 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
 
         apply_s, _, apply_mib = run_timed(
             [str(MAILSTATE), "apply", "--yes", "--state", str(state), "--parallelism", str(parallelism)],
-            env, ok=(0,),
+            env, ok=(0,), name="apply",
         )
         f.update(apply_s=apply_s, apply_mib=apply_mib, people_per_s=people / apply_s)
 
@@ -114,17 +135,17 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
         ldap_runs, full_runs, search_runs, toml_runs = [], [], [], []
         rss = 0.0
         for _ in range(repeat):  # in alternation: a burst of load on a shared machine hits all alike
-            s, code, mib = run_timed([*plan, "--provider", "ldap"], env)
+            s, code, mib = run_timed([*plan, "--provider", "ldap"], env, name="noop_ldap")
             if code != 0:
                 raise SystemExit(f"the LDAP-only no-op plan exited {code}: not converged")
             ldap_runs.append(s)
             rss = max(rss, mib)
-            s, code, mib = run_timed(plan, env)
+            s, code, mib = run_timed(plan, env, name="noop_full")
             if code != 0:
                 raise SystemExit(f"the full no-op plan exited {code}: not converged")
             full_runs.append(s)
             rss = max(rss, mib)
-            search_runs.append(run_timed(search, search_env, ok=(0,))[0])
+            search_runs.append(run_timed(search, search_env, ok=(0,), name="ldapsearch")[0])
             toml_runs.append(tomllib_floor(state))
         f.update(
             noop_ldap_s=min(ldap_runs), noop_full_s=min(full_runs), ldapsearch_s=min(search_runs),
@@ -133,13 +154,15 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
         f["changed"] = change_one_percent(state)
         changed_runs = []
         for _ in range(repeat):
-            s, code, mib = run_timed(plan, env)
+            s, code, mib = run_timed(plan, env, name="changed")
             if code != 2:
                 raise SystemExit(f"the plan after 1 % changed exited {code}, not 2 (changes)")
             changed_runs.append(s)
             f["plan_mib"] = max(f["plan_mib"], mib)
         f["changed_plan_s"] = min(changed_runs)
         f["load_after"] = os.getloadavg()[0]
+        f["cpu"] = dict(CPU)
+        CPU.clear()
         return f
     finally:
         lab.down()
@@ -151,7 +174,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--parallelism", type=int, default=4)
+    ap.add_argument("--profile", type=Path, help="a cProfile of each mailstate process, into this directory")
     args = ap.parse_args()
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        globals()["PROFILE"] = args.profile.resolve()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     results: dict[int, dict[str, Any]] = {}
@@ -175,6 +202,13 @@ def main() -> None:
         print(f"  no-op plan, full: {f['noop_full_s']:.2f} s = {full_ratio:.2f}x the LDAP-only one "
               f"(target <= 1.5x)")
         print(f"  plan after 1 % changed ({f['changed']} people): {f['changed_plan_s']:.2f} s")
+        c = f["cpu"]
+        floor_cpu = c["ldapsearch"] + c["tomllib"]
+        print(f"  CPU seconds (user+sys, least of the runs): apply {c['apply']:.1f} "
+              f"({n / c['apply']:.0f} people per CPU-s); floor {c['ldapsearch']:.2f} + "
+              f"{c['tomllib']:.2f} = {floor_cpu:.2f}; no-op LDAP only {c['noop_ldap']:.2f} = "
+              f"{c['noop_ldap'] / floor_cpu:.1f}x the floor; full {c['noop_full']:.2f} = "
+              f"{c['noop_full'] / c['noop_ldap']:.2f}x LDAP only; after 1 % changed {c['changed']:.2f}")
         print(f"  peak memory: apply {f['apply_mib']:.0f} MiB, plans {f['plan_mib']:.0f} MiB (target <= 600)")
         if len(results) > 1 and 10000 in results and n > 10000:
             b = results[10000]
@@ -182,6 +216,7 @@ def main() -> None:
                 k: f[k] / b[k]
                 for k in ("apply_s", "noop_ldap_s", "noop_full_s", "changed_plan_s", "apply_mib", "plan_mib")
             }
+            growth.update({f"cpu_{k}": c[k] / b["cpu"][k] for k in ("apply", "noop_ldap", "noop_full")})
             print(f"  against 10,000 ({n / 10000:.0f}x the people; target <= 5.5x): "
                   + ", ".join(f"{k} {v:.2f}x" for k, v in growth.items()))
         sys.stdout.flush()

@@ -38,6 +38,18 @@ def _default_language() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_secrets() -> Iterator[None]:
+    """Each test starts with no secret remembered: a test's password ("direct") remembered by the process
+    would be hidden from the next test's messages ("No such file or <redacted>ory") however they run."""
+    from mailstate import redact
+
+    before = set(redact._SECRETS)
+    yield
+    redact._SECRETS.clear()
+    redact._SECRETS.update(before)
+
+
 @pytest.fixture
 def english() -> Iterator[None]:
     """The test reads texts in English (the message ids): ``pytestmark = pytest.mark.usefixtures("english")``

@@ -120,18 +120,28 @@ def parse_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> set[str]:
     ``path NUL line``): any entry, negative (``-user=x``) or without the lookup right included — the ACL
     shared dict records only entries that grant lookup, so it misses those."""
     out: set[str] = set()
-    by_length = sorted(roots, key=len, reverse=True)
     for raw in grep_out.split(b"\n"):
         path_b, sep, line_b = raw.partition(b"\0")
         line = line_b.decode("utf-8", "replace").strip()
         if not sep or not line or line.startswith("#"):
             continue
         path = path_b.decode("utf-8", "surrogateescape")
-        owner = next((roots[r] for r in by_length if path.startswith(r + "/")), None)
+        owner = _owner_of(path, roots)
         ident = line.split()[0]
         if owner is not None and ident not in ("owner", f"user={owner}"):
             out.add(owner)
     return out
+
+
+def _owner_of(path: str, roots: Mapping[str, str]) -> str | None:
+    """The user whose mail root holds ``path``: the longest root that is a parent directory of it (each
+    parent looked up, so a line costs its depth, not the number of roots)."""
+    cut = len(path)
+    while (cut := path.rfind("/", 0, cut)) > 0:
+        owner = roots.get(path[:cut])
+        if owner is not None:
+            return owner
+    return None
 
 
 def parse_quota_get(text: str) -> dict[str, int | None]:

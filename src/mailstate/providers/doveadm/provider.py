@@ -21,13 +21,13 @@ accepted. Every command is built with shlex.quote; no password is ever sent or p
 from __future__ import annotations
 
 import os
-import secrets
+import re
 import shlex
 import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, ClassVar
@@ -77,7 +77,6 @@ from mailstate.providers.doveadm.parse import (
     parse_shared_owners,
     read_fetch_stream,
     settings_from_env,
-    status_sections,
     uid_set,
     unit_work,
 )
@@ -90,6 +89,12 @@ from mailstate.text import CONTROL_RE, visible
 COMMANDS_AT_ONCE = 4
 """doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
 MaxSessions (10) and the mail host's cores."""
+
+SKIPPED_USER = re.compile(r"^doveadm\((.+?)\): Info: User no longer exists", re.MULTILINE)
+"""What doveadm says on standard error of a user given with ``-F`` that the userdb does not know."""
+USERS_BATCH_MIN = 4096
+"""Bytes of user names (≈500 users) below which ``for_users`` starts no further process: a process start
+and its config parse cost about as much as that many userdb lookups."""
 
 
 class SshProvider:
@@ -114,6 +119,9 @@ class SshProvider:
         self.users = MailboxUsers(settings.user_key or "login", "ssh")
         """login ↔ Dovecot user (the address on an iRedMail server): commands name the user, facts the
         login (``TakesMailboxUsers``)."""
+        self._batches = threading.BoundedSemaphore(COMMANDS_AT_ONCE)
+        """``for_users`` batches running at once over the session, whichever provider's thread asks (the ssh
+        and imap providers read through one session): channels stay within sshd's MaxSessions."""
 
     def __repr__(self) -> str:
         s = self.settings
@@ -300,70 +308,124 @@ class SshProvider:
         its own login is not needed, delegates work in it under theirs. Its own counters show mail read
         by its own login, filed, moved or deleted; a delegate's read (\\Seen, private to them: INDEXPVT)
         shows only in the delegate's view, so each user the ACL shared dict names for it is asked too.
-        One remote loop of ``mailbox status`` counters for every unit mailbox and pair (no message is
-        read), cut in batches that keep each command line short; only those without a login are asked.
+        ``mailbox status`` counters (no message is read) in two passes of one doveadm process each however
+        many mailboxes (``-F -``: the users on its standard input, cut in batches that keep each command
+        line short): the unit mailboxes' own folders, then the shared namespace as each delegate of a unit
+        mailbox not yet seen used sees it. Only unit mailboxes without a login are asked.
         A delegate who only marks mail (\\Flagged, \\Answered, \\Deleted, \\Draft, a keyword) changes
         no counter: those flags are shared, kept in the mailbox's own index, so for the unit mailboxes still
-        without a sign a second loop of the same kind fetches their messages' flags (no message is read)."""
+        without a sign a third pass of the same kind fetches their messages' flags (no message is read)."""
         units = sorted(set(logins))
         if not units:
             return {}
         prefixes = self.other_prefixes()
         shared = prefixes[0] if prefixes else ""
+        user_of = {unit: self.users.user(unit) for unit in units}  # commands: Dovecot's user; facts: logins
+        gone: set[str] = set()
+        own = self._status_of(sorted(user_of.values()), "messages unseen uidnext", "*", gone)
+        if gone:  # a unit mailbox the mail host's userdb does not know: never taken as unused
+            raise ProviderError(
+                f"ssh: reading the counters of {visible(min(gone))}'s folders failed: the mail host's userdb "
+                "does not know it"
+            )
+        used: dict[str, str] = {}
+        for unit in units:  # no rows: no mail folder made yet (never used)
+            sign = unit_work(own.get(user_of[unit], []), prefixes)
+            if sign is not None:
+                used[unit] = sign
         uri = self.config("plugin/acl_shared_dict")
+        rest = [u for u in units if u not in used]
         grantees = parse_shared_grantees(
             self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
-        ) if uri and shared else {}
-        steps: list[tuple[list[str], list[str]]] = []
-        for unit in units:
-            user = self.users.user(unit)  # the words name the login, the commands Dovecot's user
-            steps.append((["own", unit], ["mailbox", "status", "-u", user, "messages unseen uidnext", "*"]))
-            for who in sorted(grantees.get(user, ())):
-                view = ["mailbox", "status", "-u", who, "messages unseen", f"{shared}{user}/*"]
-                steps.append((["pvt", unit, who], view))
-        used: dict[str, str] = {}
-        for head, rows in self._status_loop(steps, used):
-            if head[0] == "own":
-                sign = unit_work(rows, prefixes)
-            else:
-                sign = delegate_work(rows, self.users.login(head[2]))
+        ) if uri and shared and rest else {}
+        delegates = sorted({who for unit in rest for who in grantees.get(user_of[unit], ())})
+        # a delegate no longer let in (or gone) shows nothing: nothing seen through them; a failed command
+        # raises (a unit mailbox is never taken as unused because its delegates could not be read)
+        # (``shared/%/*``: every owner's folders in one mask; ``shared/*`` matches nothing there)
+        views = self._status_of(delegates, "messages unseen", f"{shared}%/*")
+        for unit in rest:
+            head = f"{shared}{user_of[unit]}/"
+            for who in sorted(grantees.get(user_of[unit], ())):
+                rows = [r for r in views.get(who, ()) if r.get("mailbox", "").startswith(head)]
+                sign = delegate_work(rows, self.users.login(who))
+                if sign is not None:
+                    used[unit] = sign
+                    break
+        rest = [u for u in rest if u not in used]
+        marks = self._rows_of([user_of[u] for u in rest], ["fetch", "mailbox flags", "mailbox", "*", "all"],
+                              1) if rest else {}
+        for unit in rest:
+            sign = marked_work(marks.get(user_of[unit], []), prefixes)
             if sign is not None:
-                used[head[1]] = sign
-        marks = [(["flags", unit], ["fetch", "-u", self.users.user(unit), "mailbox flags", "mailbox", "*",
-                                    "all"])
-                 for unit in units if unit not in used]
-        for head, rows in self._status_loop(marks, used):
-            sign = marked_work(rows, prefixes)
-            if sign is not None:
-                used[head[1]] = sign
+                used[unit] = sign
         return used
 
-    def _status_loop(
-        self, steps: Sequence[tuple[list[str], list[str]]], used: Mapping[str, str]
-    ) -> Iterator[tuple[list[str], list[dict[str, str]]]]:
-        """Run ``doveadm -f tab`` for each step in remote loops cut in batches that keep each command line
-        short; yield (the step's words, its rows) for each unit not yet in ``used``. A step that failed for
-        the unit's own login stops the read; a grantee no longer let in has seen nothing."""
-        marker = "ms-" + secrets.token_hex(8)
-        batch: list[str] = []
+    def _status_of(
+        self, users: Sequence[str], fields: str, mask: str, gone: set[str] | None = None
+    ) -> dict[str, list[dict[str, str]]]:
+        """{user: their ``doveadm -f tab mailbox status FIELDS MASK`` rows} (``_rows_of``)."""
+        return self._rows_of(users, ["mailbox", "status", fields, mask], 2, gone)
+
+    def _rows_of(
+        self, users: Sequence[str], args: Sequence[str], words: int, gone: set[str] | None = None
+    ) -> dict[str, list[dict[str, str]]]:
+        """{user: their ``doveadm -f tab ARGS`` rows} (``for_users``; a user doveadm skips, one the userdb
+        does not know, has no rows and goes to ``gone``; a failed command raises)."""
+        out: dict[str, list[dict[str, str]]] = {}
+        for text in self.for_users(users, args, gone, words=words):
+            for row in parse_doveadm_tab(text):
+                out.setdefault(row.get("username", ""), []).append(row)
+        return out
+
+    def for_users(
+        self, users: Sequence[str], args: Sequence[str], gone: set[str] | None = None, words: int = 2
+    ) -> list[str]:
+        """The ``doveadm -f tab ARGS`` output for each of ``users`` (a ``username`` column first), as
+        ``-A`` would give for all: the users go on each process's standard input (``-F -``) in batches
+        that keep a command line short, ``COMMANDS_AT_ONCE`` processes at a time (each a channel of the
+        one session): a userdb lookup per user costs the mail host's auth process, not doveadm, so a few
+        processes together go several times faster than one ``-A``. One text per batch; a user doveadm
+        skips (the userdb no longer knows them) has no rows and is added to ``gone``; a failed command
+        raises. ``words``: how many of ARGS name the command (``-F -`` follows them)."""
+        command = doveadm_command(
+            self.settings.doveadm, "-f", "tab", *args[:words], "-F", "-", *args[words:]
+        )
+        odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
+        if odd is not None:  # one user a line: a line break in a name would make it two users
+            raise ProviderError(f"ssh: {visible(odd)!r} is not a user name doveadm can be given")
+        quoted = [shlex.quote(u) for u in users]
+        per_batch = -(-sum(len(q) + 1 for q in quoted) // COMMANDS_AT_ONCE)  # an even share, at most
+        per_batch = min(max(per_batch, USERS_BATCH_MIN), FIND_ARGS_MAX)
+        batches: list[list[str]] = [[]]
         size = 0
-        for i, (words, args) in enumerate(steps):
-            line = (f"echo {shlex.quote(' '.join([marker, *words]))}; "
-                    f"{doveadm_command(self.settings.doveadm, '-f', 'tab', *args)} || echo {marker} failed")
-            batch.append(line)
-            size += len(line) + 1
-            if size < FIND_ARGS_MAX and i < len(steps) - 1:
-                continue
-            text = self.run("\n".join(batch))[1]
-            batch, size = [], 0
-            sections = status_sections(text, marker)
-            for n, (head, body) in enumerate(sections):
-                if head[0] == "failed" or len(head) < 2 or head[1] in used:
-                    continue
-                failed = n + 1 < len(sections) and sections[n + 1][0] == ["failed"]
-                if failed and head[0] != "pvt":
-                    raise ProviderError(f"ssh: reading the counters of {head[1]}'s folders failed")
-                yield head, [] if failed else parse_doveadm_tab(body)
+        for q in quoted:
+            if size >= per_batch:
+                batches.append([])
+                size = 0
+            batches[-1].append(q)
+            size += len(q) + 1
+        if not batches[0]:
+            return []
+
+        def one(batch: list[str]) -> str:
+            with self._batches:
+                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+            if rc != 0:
+                detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
+                what = " ".join(args[:words])
+                raise ProviderError(f"ssh: doveadm {what} failed on {self.settings.host}: {detail}")
+            if gone is not None:
+                gone.update(m.group(1) for m in SKIPPED_USER.finditer(err))
+            return text
+
+        if len(batches) == 1:
+            return [one(batches[0])]
+        with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-users") as threads:
+            return list(threads.map(one, batches))
+
+    def userdb_users(self) -> list[str]:
+        """Every user the mail host's userdb lists (``doveadm user '*'``: one iteration, no lookup)."""
+        return [u for u in self.doveadm("user", "*").splitlines() if u.strip()]
 
     def config(self, name: str) -> str:
         """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""
@@ -396,16 +458,20 @@ class SshProvider:
 
     def acl_owners(self) -> set[str]:
         """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every
-        user's mail root from one ``doveadm mailbox path -A``, then ``find … -name dovecot-acl`` over the
-        roots (a few commands for any number of users) and their lines read with grep."""
-        roots = mail_roots(self.doveadm("-f", "tab", "mailbox", "path", "-A", "-t", "control", "INBOX"))
+        user's mail root from ``doveadm mailbox path`` (every user the userdb lists, ``for_users``),
+        then ``find … -name dovecot-acl`` over the roots (a few commands for any number of users) and
+        their lines read with grep."""
+        roots: dict[str, str] = {}
+        for text in self.for_users(self.userdb_users(), ["mailbox", "path", "-t", "control", "INBOX"]):
+            roots.update(mail_roots(text))
         out: set[str] = set()
         batch: list[str] = []
         size = 0
-        for root in sorted(roots):
+        ordered = sorted(roots)
+        for n, root in enumerate(ordered):
             batch.append(root)
             size += len(root) + 3
-            if size >= FIND_ARGS_MAX or root == max(roots):
+            if size >= FIND_ARGS_MAX or n == len(ordered) - 1:
                 words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
                 command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
                 rc, text, err = self.run(command, check=False)
