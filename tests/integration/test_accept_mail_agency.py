@@ -337,3 +337,31 @@ def test_a_unit_mailbox_its_delegates_only_mark_is_used(
     deleted, _locked = _removed_and_locked(agency.plan("--as-of", period.due(created).isoformat()))
     assert "tt" in deleted  # never used: nothing but delivered mail
     assert not deleted & {"vp", "kh"}  # marked by a delegate only
+
+
+@pytest.mark.xfail(strict=True, reason="open defect: the use a delegate made is read only through the "
+                   "delegates the mailbox has now; see the acceptance report (accept13)")
+def test_a_unit_mailbox_used_by_a_delegate_who_lost_the_rights_stays_used(agency: Agency) -> None:
+    """BĐ art.5.2 removes a unit mailbox nobody put into use. kh's delegate thaodp reads its mail under her
+    own login (a private \\Seen, no shared flag), then is no longer a delegate: the mailbox was still put
+    into use, and is not removed on the date as if nobody ever had."""
+    from datetime import date
+
+    from mailstate.model.settings import Duration
+
+    m = imap_master_login(agency.lab, "kh")
+    m.append("INBOX", MSG)
+    m.logout()
+    c = agency.login("thaodp")
+    c.select_folder("shared/kh/INBOX")
+    c.fetch(c.search(), ["BODY[]"])  # read: \Seen is private to her (INDEXPVT)
+    c.logout()
+    due = Duration(6, "month").due(date.today())
+    deleted, _locked = _removed_and_locked(agency.plan("--as-of", due.isoformat()))
+    assert "kh" not in deleted  # used by its delegate
+    unit = agency.state / "units" / "kh.toml"
+    unit.write_text(unit.read_text().replace('delegates = ["namnh", "thaodp"]', 'delegates = ["namnh"]'))
+    out = agency.apply()
+    assert out.returncode == 0, out.stdout + out.stderr
+    deleted, _locked = _removed_and_locked(agency.plan("--as-of", due.isoformat()))
+    assert "kh" not in deleted  # still the mailbox she used

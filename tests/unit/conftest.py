@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,32 @@ domain = "sct.binhdinh.gov.vn"
 """
 
 WriteState = Callable[[dict[str, str]], Path]
+
+
+def set_zone(zone: str | None) -> None:
+    """The process's local time zone (``TZ``), which ``date.today()`` and a fact's instant → day use."""
+    if zone is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = zone
+    time.tzset()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _utc() -> Iterator[None]:
+    """Unit tests run in UTC, whatever the machine's zone: a fact's ``…T00:00:00Z`` is that day. A test of
+    another zone uses ``in_zone``."""
+    before = os.environ.get("TZ")
+    set_zone("UTC")
+    yield
+    set_zone(before)
+
+
+@pytest.fixture
+def in_zone() -> Iterator[Callable[[str], None]]:
+    """Switch the local time zone for one test (back to UTC after)."""
+    yield set_zone
+    set_zone("UTC")
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +133,37 @@ def test_own_decision_is_cited_as_a_vietnamese_official_reads_it() -> None:
 def test_as_date(value: Any, expected: date | None) -> None:
     """Fact values (ISO datetimes, dates, junk) become dates, or None when they are not dates."""
     assert as_date(value) == expected
+
+
+# The agency's day: an instant recorded in UTC (a last login, an entry's createTimestamp) counts on the day
+# it was where the agency is — the host's local zone, the one ``date.today()`` gives the plan.
+HANOI = "Asia/Ho_Chi_Minh"  # UTC+7 all year
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-02-28T23:30:00Z", date(2026, 3, 1)),  # 06:30 in Hà Nội
+        ("2026-02-28T16:59:59+00:00", date(2026, 2, 28)),  # 23:59:59 in Hà Nội
+        ("2026-02-28T17:00:00+00:00", date(2026, 3, 1)),
+        (datetime(2026, 8, 31, 20, 0, tzinfo=UTC), date(2026, 9, 1)),
+        ("2026-02-28", date(2026, 2, 28)),  # a date stays that date
+    ],
+)
+def test_an_instant_counts_on_the_agencys_day(in_zone: Any, value: Any, expected: date) -> None:
+    in_zone(HANOI)
+    assert as_date(value) == expected
+
+
+def test_a_login_just_after_midnight_in_hanoi_is_not_counted_from_the_day_before(in_zone: Any) -> None:
+    """Logged in at 06:30 on 01/03 in Hà Nội (23:30 UTC on 28/02): 6 months without a login end at the end
+    of 01/09, so the lock is due on 02/09 — counted from the UTC day it would come on 29/08."""
+    in_zone(HANOI)
+    state = State(root=Path("."), organization=Organization(name="Bộ KH&CN", domain="most.gov.vn",
+                                                           language="en", regulation="most-4105"),
+                  lifecycle=Lifecycle.model_validate({"lock_after_inactivity": "6 months"}))
+    p = Person.model_validate({"id": "hung.pv", "name": "Phạm Văn Hùng"})
+    state.people[p.id] = p
+    facts = {"last_login": {"hung.pv": "2026-02-28T23:30:00+00:00"}}
+    assert not decide_person(p, state, date(2026, 9, 1), facts).locked
+    assert decide_person(p, state, date(2026, 9, 2), facts).locked

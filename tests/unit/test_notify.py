@@ -5,6 +5,7 @@ written). The sending itself is tested against the lab's Postfix (tests/integrat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from datetime import date
@@ -33,7 +34,7 @@ from mailstate.reconciler.apply.notify import (
 
 ROOT = Path(__file__).resolve().parents[2]
 MOST = ROOT / "examples" / "most"
-REASON = "Hộp thư gửi thư giả mạo ra ngoài ngày 17/11/2026 — khóa tạm thời theo MOST art.18.4, đã thông báo"
+REASON = "Hộp thư gửi thư giả mạo ra ngoài ngày 17/11/2026, chờ kiểm tra an toàn thông tin"
 BACKUP = "vudinhquan.backup@example.com"
 
 
@@ -133,6 +134,28 @@ def test_the_notify_table_is_read_from_the_toml_and_checked(write_state: Any, or
     assert "Hunter2-S3cret" not in str(info.value)
 
 
+@pytest.mark.parametrize(("line", "field", "why"), [
+    ('url = "smtp://Hunter2-S3cret@relay.x.vn"', "notify.url", "user or password never"),
+    ('url = "smtp://cntt:Hunter2-S3cret@relay.x.vn:587"', "notify.url", "password never"),
+    ('url = "http://relay.x.vn"', "notify.url", "not smtp://host"),
+    ('url = "smtp://relay.x.vn:99999"', "notify.url", "not smtp://host"),
+    ('url = "smtps://relay.x.vn/Hunter2-S3cret"', "notify.url", "not smtp://host"),
+    ('url = "smtp://"', "notify.url", "not smtp://host"),
+    ('from_address = "not an address"', "notify.from_address", "not a valid e-mail address"),
+    ('from_address = "cntt@x.vn>, Hunter2-S3cret@evil.example"', "notify.from_address", "not a valid"),
+])
+def test_a_notify_table_that_names_no_relay_is_refused_where_it_is_written(
+        write_state: Any, org: str, english: None, line: str, field: str, why: str) -> None:
+    """validate says FILE:LINE for a relay apply could not use (not first at apply, as a warning), and never
+    repeats a secret the URL holds."""
+    root = write_state({"mailstate.toml": org + f"\n[notify]\n{line}\n"})
+    with pytest.raises(ValidationError) as info:
+        load_state(root)
+    text = str(info.value)
+    assert "mailstate.toml:" in text and field in text and why in text
+    assert field != "notify.url" or "Hunter2-S3cret" not in text
+
+
 # -- the message ----------------------------------------------------------------------------------
 
 RELAY = Relay(host="relay", port=25, tls=False, plain=False, sender="cntt@most.gov.vn", user=None,
@@ -198,3 +221,63 @@ def test_without_a_relay_a_lock_made_now_is_warned_and_nothing_is_journaled(
     assert send_pending(most, journal, tmp_path / "audit.jsonl", who="t", commit=None,
                         addresses=lambda: {}) == []  # an earlier lock: not warned at every apply
     assert len(read_lines(journal)) == 1
+
+
+@pytest.mark.parametrize("example", ["most", "mic", "vinhlong", "binhdinh-sct", "monre"])
+def test_an_examples_notice_reads_as_a_notice(example: str) -> None:
+    """The owner reads the lock's reason in the notice, which cites the article itself: a reason that
+    cites its own article in shorthand ("MOST art.18.4") or says the owner was already told reads wrong
+    (in the plan too: "… theo MOST art.18.4, đã thông báo (Điều 18 khoản 4, …)")."""
+    state = load_state(ROOT / "examples" / example)
+    for person in state.people.values():
+        if not person.suspension:
+            continue
+        p = Pending(person.id, person.backup_email or "x@example.com", date(2026, 12, 6), person.suspension)
+        body = parsed(build_message(state, p, RELAY, person.address or person.id)).get_content()
+        assert " art." not in body and "đã thông báo" not in body, body
+
+
+def test_a_relay_that_hangs_is_waited_for_once_per_apply_not_once_per_notice(
+    most: State, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay that accepts the connection and never answers: the first notice waits its timeout, the others
+    are journaled failed with the same error (and stay pending) without a connection of their own."""
+    import json
+    import socket
+
+    monkeypatch.delenv("MAILSTATE_SMTP_URL", raising=False)
+    state = most
+    who = ["quan.vd", "thao.ltp", "hung.pv"]
+    for uid in who:
+        state = with_person(state, uid, suspended=REASON, backup_email=f"{uid}.backup@example.com")
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text("".join(json.dumps(done(uid, "2026-12-06T03:00:00Z")) + "\n" for uid in who))
+    with socket.socket() as hung:  # listens, never accepts: the client connects, then waits for a greeting
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        port = hung.getsockname()[1]
+        state = dataclasses.replace(state, notify=NotifySettings(url=f"smtp://127.0.0.1:{port}",
+                                                                 allow_plain=True, timeout=0.2))
+        warnings = send_pending(state, journal, tmp_path / "audit.jsonl", who="t", commit=None,
+                                addresses=lambda: {})
+        hung.setblocking(False)
+        connections = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                hung.accept()[0].close()
+                connections += 1
+    assert connections == 1
+    failed = [x for x in read_lines(journal) if x.get("event") == "notify-failed"]
+    assert sorted(x["notify"]["who"] for x in failed) == sorted(who) and len(warnings) == 3
+    assert len({x["error"] for x in failed}) == 1
+    assert len(pending_notices(state, read_lines(journal))) == 3
+
+
+def test_a_url_in_the_variable_is_refused_in_the_organisations_language(most: State) -> None:
+    """MAILSTATE_SMTP_URL is checked at apply, where its refusal becomes a warning in Vietnamese: it must
+    read Vietnamese and speak of the relay's login, not of a bind DN."""
+    with i18n.use("vi"), pytest.raises(ProviderError) as info:
+        relay_of(most, env={"MAILSTATE_SMTP_URL": "smtp://cntt:Hunter2-S3cret@relay.most.gov.vn"})
+    text = str(info.value)
+    assert text.startswith("MAILSTATE_SMTP_URL: không bao giờ ghi tên đăng nhập hay mật khẩu"), text
+    assert "Hunter2-S3cret" not in text and "bind DN" not in text

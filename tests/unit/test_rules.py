@@ -86,6 +86,23 @@ def test_keep_after_leaving_for_a_post_the_rule_does_not_name_is_refused(tmp_pat
     assert load_state(root).people["khanh.tv"].keep_after_leaving is not None
 
 
+@pytest.mark.parametrize(("post", "allowed"), [
+    ("Vụ trưởng Vụ Tổ chức cán bộ", True),
+    ("Nguyên Vụ trưởng Vụ Tổ chức cán bộ", True),
+    ("Phó Vụ trưởng Vụ Kế hoạch - Tài chính", True),
+    ("nguyên Quyền Cục trưởng Cục Sở hữu trí tuệ", True),
+    ("Thứ trưởng", True),
+    ("Thư ký của Thứ trưởng", False),  # works for one, is not one
+    ("Chuyên viên Văn phòng, giúp việc Bộ trưởng", False),
+    ("Trợ lý Vụ trưởng", False),
+    ("Chuyên viên", False),
+])
+def test_the_post_held_is_one_the_rule_names_not_a_post_that_mentions_one(post: str, allowed: bool) -> None:
+    """MOST art.18.3 keeps the mailbox for posts "từ cấp vụ hoặc tương đương trở lên": the post (after
+    "Nguyên", "Phó", "Quyền") is one of the listed ones — not any title that merely names one."""
+    assert preset("most-4105").post_allows_keeping(post) is allowed
+
+
 def test_rank_is_not_checked_where_the_agency_rule_names_no_post(tmp_path: Path) -> None:
     """Bình Định's regulation has no rank rule: a keep with a decision is accepted for any title, and
     its reason cites the setting, not another agency's article."""
@@ -121,6 +138,17 @@ def test_a_duration_beyond_its_article_is_warned_about_naming_both(tmp_path: Pat
     assert warning.field == "lifecycle.remove_after_leaving"
     assert "configured 2 years exceeds the maximum 12 months of" in warning.message
     assert "13" in warning.message and "4105/QĐ-BKHCN" in warning.message
+
+
+def test_the_warning_reads_its_durations_in_the_organisations_language(tmp_path: Path) -> None:
+    """A Vietnamese reviewer reads "2 năm" and "12 tháng", not the TOML's English words."""
+    root = _copy(tmp_path, "most")
+    _edit(root / "mailstate.toml", 'remove_after_leaving    = "12 months"',
+          'remove_after_leaving    = "2 years"')
+    with i18n.use("vi"):
+        [warning] = load_state(root).warnings
+    assert "cấu hình 2 năm vượt mức tối đa 12 tháng của Điều 13 khoản 2 điểm b" in warning.message, \
+        warning.message
 
 
 @pytest.mark.parametrize(
@@ -289,7 +317,7 @@ def test_the_maximum_warning_is_printed_by_plan_too(tmp_path: Path, monkeypatch:
     result = CliRunner().invoke(cli, [command, "--state", str(root)])
     assert result.exit_code == (0 if command == "validate" else 1), result.output + result.stderr
     assert "cảnh báo: mailstate.toml:" in result.stderr
-    assert "vượt mức tối đa 12 months" in result.stderr  # the whole warning in the state's language
+    assert "cấu hình 2 năm vượt mức tối đa 12 tháng" in result.stderr  # all in the state's language
     assert "cảnh báo" not in result.stdout
 
 

@@ -95,3 +95,15 @@ def test_change_url_that_would_break_the_configuration_is_refused(url: str) -> N
     if url.startswith("https://") and any(c in url for c in ',%"'):
         with pytest.raises(ValueError):
             dovecot.ldap_reset_conf(uri="ldaps://x", ca_file="/c", base=BASE, password="p", change_url=url)
+
+
+@pytest.mark.parametrize("change_url", ["", "https://mail.sct.binhdinh.gov.vn/doimk"])
+def test_the_reason_reaches_imap_whole(change_url: str) -> None:
+    """pass_attrs is a comma-separated list: the reason is the last attribute and must hold no comma, or
+    Dovecot cuts it there (the default said "(ldappasswd" and dropped the rest)."""
+    text = dovecot.ldap_reset_conf(uri="ldaps://x", ca_file="/c", base=BASE, password="p",
+                                   change_url=change_url)
+    attrs = next(line for line in text.splitlines() if line.startswith("pass_attrs = ")).split(" = ", 1)[1]
+    reason = [a.strip() for a in attrs.split(",")][-1]
+    assert reason == "=reason=" + dovecot.reset_reason(change_url)
+    assert reason.count("(") == reason.count(")") and "ldappasswd" in reason or change_url in reason

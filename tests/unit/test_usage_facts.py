@@ -3,6 +3,8 @@ its folders' counters, and an entry's creation time from its createTimestamp."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mailstate.providers.doveadm.parse import (
@@ -106,3 +108,10 @@ def test_status_sections_cut_at_the_marker_only() -> None:
 )
 def test_created_of(value: object, iso: str | None) -> None:
     assert created_of(value) == iso
+
+
+def test_an_entry_created_just_after_midnight_in_hanoi_was_created_that_day(in_zone: Any) -> None:
+    """createTimestamp is UTC: an entry made at 06:00 on 01/03 in Hà Nội carries 20260228230000Z."""
+    in_zone("Asia/Ho_Chi_Minh")
+    assert created_of(["20260228230000Z"]) == "2026-03-01"
+    assert created_of("20260228165959Z") == "2026-02-28"

@@ -60,16 +60,23 @@ class Decision:
 
 
 def as_date(value: Any) -> date | None:
-    """A date from a ``date``, a ``datetime`` or an ISO string (date or datetime, 'Z' accepted); else None."""
+    """A date from a ``date``, a ``datetime`` or an ISO string (date or datetime, 'Z' accepted); else None.
+    An instant with a zone (a last login, a creation, recorded in UTC) counts on its day in the local zone,
+    the one ``date.today()`` gives the plan: a login at 06:30 in Hà Nội is that day's, not the UTC day's."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value.date()
+        return value.astimezone().date() if value.tzinfo is not None else value.date()
     if isinstance(value, date):
         return value
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value).date()  # noqa: DTZ006 - a day is precise enough
     text = str(value).strip()
+    if len(text) > 10:
+        try:
+            return as_date(datetime.fromisoformat(text.replace("Z", "+00:00")))
+        except ValueError:
+            pass
     try:
         return date.fromisoformat(text[:10])
     except ValueError:

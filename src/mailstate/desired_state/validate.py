@@ -59,7 +59,7 @@ from mailstate.desired_state.schema import (
     Unit,
 )
 from mailstate.errors import Problem
-from mailstate.model.i18n import KIND_NAMES, N_, _, kind_name, ngettext
+from mailstate.model.i18n import KIND_NAMES, N_, _, fmt_duration, kind_name, ngettext
 from mailstate.model.records import inbox_canonical, parse_ref
 from mailstate.model.regulation import RULES
 from mailstate.model.settings import CONTROL_ERROR, Located, NotifySettings, PasswordPolicy
@@ -990,7 +990,8 @@ class Checker:
                 src.file, src.line_of(setting), f"lifecycle.{setting}",
                 _("configured {configured} exceeds the maximum {most} of {where}; plans cite "
                   "`{setting}` for it, not the article").format(
-                    configured=configured, most=most, where=where, setting=setting)))
+                    configured=fmt_duration(configured.amount, configured.unit),
+                    most=fmt_duration(most.amount, most.unit), where=where, setting=setting)))
 
     def leavers(self) -> None:
         """``notice_on`` belongs to a leaver; ``keep_after_leaving`` only for the posts the agency's rule

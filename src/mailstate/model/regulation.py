@@ -115,9 +115,21 @@ class Regulation:
         return replace(self, articles={k: v for k, v in self.articles.items() if k != rule})
 
     def post_allows_keeping(self, post: str) -> bool:
-        """True if ``post`` (a title) names one of the posts that allow keeping a mailbox after leaving."""
-        words = unicodedata.normalize("NFC", post).casefold()
-        return any(unicodedata.normalize("NFC", p).casefold() in words for p in self.keep_posts)
+        """True if ``post`` (a title) is one of the posts that allow keeping a mailbox after leaving: it
+        begins with one of them, after "Nguyên" (former), "Phó" (deputy) or "Quyền" (acting) — "Vụ trưởng
+        Vụ Tổ chức cán bộ", "Nguyên Phó Vụ trưởng …", never a title that only names one ("Thư ký của Thứ
+        trưởng")."""
+        words = " ".join(unicodedata.normalize("NFC", post).casefold().split())
+        words = _POST_PREFIX.sub("", words)
+        for allowed in self.keep_posts:
+            name = " ".join(unicodedata.normalize("NFC", allowed).casefold().split())
+            if words == name or words.startswith(name + " "):
+                return True
+        return False
+
+
+_POST_PREFIX = re.compile(r"^(?:(?:nguyên|phó|quyền)\s+)+")
+"""Words before a post that keep its rank: former, deputy, acting."""
 
 
 @cache

@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -462,3 +463,44 @@ class NotifySettings(Located):
     password_file: str | None = Field(default=None, description=_SECRET)
     ca_file: str | None = Field(default=None, description="CA certificate to verify the relay")
     timeout: float = Field(default=30.0, gt=0, le=600, description="seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _a_relay_url(cls, value: str) -> str:
+        """Checked where it is written (FILE:LINE), not first at apply: smtp:// or smtps://, a host, a valid
+        port, no path, and no user or password at all (``smtp://TOKEN@host`` holds a secret too); the value
+        is never repeated."""
+        return check_relay_url(value)
+
+    @field_validator("from_address")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        if value is not None and not SENDER_RE.match(value):
+            raise ValueError(_("'{address}' is not a valid e-mail address").format(address=value))
+        return value
+
+
+SENDER_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"
+)
+"""The sender of the notices: an ASCII address (it goes into the SMTP envelope)."""
+
+
+def check_relay_url(url: str) -> str:
+    """``url`` when it is an SMTP relay's URL (``smtp://host[:port]``, ``smtps://host[:port]``), else
+    ``ValueError`` saying why, never repeating the value (it may hold a secret)."""
+    _scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.partition("/")[0]:
+        raise ValueError(_("a user or password never in the relay's URL: write smtp://host[:port] and give "
+                           "the login in [notify] user, the password by password_env or password_file (the "
+                           "value is not shown)"))
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or port == -1 or port == 0:
+        raise ValueError(_("not smtp://host[:port] or smtps://host[:port]"))
+    return url

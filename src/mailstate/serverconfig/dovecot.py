@@ -22,7 +22,8 @@ USER_FILTER = "(&(objectClass=mailstateAccount)(|(uid=%u)(mailLocalAddress=%u)))
 
 def reset_reason(change_url: str) -> str:
     """The reason Dovecot gives a person whose password must be changed: where to change it."""
-    where = f": {change_url}" if change_url else " (ldappasswd, hoac lien he bo phan CNTT)"
+    # No comma: pass_attrs is comma-separated, and Dovecot would cut the reason there.
+    where = f": {change_url}" if change_url else " (doi bang ldappasswd hoac lien he bo phan CNTT)"
     return f"{RESET_REASON}{where}"
 
 

@@ -19,7 +19,7 @@ import json
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from ldap3 import MODIFY_ADD, MODIFY_REPLACE
@@ -205,10 +205,19 @@ def generalized_to_iso(value: str | None) -> str | None:
 
 
 def created_of(value: Any) -> str | None:
-    """An entry's ``createTimestamp`` (a GeneralizedTime, alone or in a list) as an ISO date, or None."""
+    """An entry's ``createTimestamp`` (a GeneralizedTime, alone or in a list) as an ISO date, or None: the
+    day in the local zone (the one ``date.today()`` gives the plan), the stamp being UTC — an entry made at
+    06:00 in Hà Nội (``…230000Z`` the day before) was made that day."""
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
-    return generalized_to_iso(_text(value)) if value is not None else None
+    text = _text(value) if value is not None else None
+    if text and len(text) >= 15 and text.endswith("Z") and text[:14].isdigit():
+        try:
+            when = datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            return None
+        return when.astimezone().date().isoformat()
+    return generalized_to_iso(text)
 
 
 def iso_to_generalized(value: str | date | None) -> str | None:

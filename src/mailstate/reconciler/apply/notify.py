@@ -43,10 +43,10 @@ from urllib.parse import urlsplit
 from mailstate.desired_state.schema import State
 from mailstate.errors import MailstateError, ProviderError
 from mailstate.model.i18n import _, fmt_date, use
-from mailstate.model.settings import NotifySettings
+from mailstate.model.settings import NotifySettings, check_relay_url
 from mailstate.private_files import open_private
 from mailstate.reconciler.apply.journal import Journal
-from mailstate.redact import hide_secrets, refuse_userinfo, remember_secret
+from mailstate.redact import hide_secrets, remember_secret
 
 PASSWORD_ENV = "MAILSTATE_SMTP_PASSWORD"
 
@@ -156,15 +156,12 @@ def relay_of(state: State, env: Mapping[str, str] | None = None) -> Relay | None
     settings = state.notify or NotifySettings()
     where = NotifySettings.ENV_SWITCH if url_env else "notify.url"
     url = url_env or settings.url
-    refuse_userinfo(where, url)
+    try:  # the same check as validate's, in the run's language, never repeating the value
+        check_relay_url(url)
+    except ValueError as exc:
+        raise ProviderError(f"{where}: {exc}") from None
     parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or parts.path not in ("", "/") \
-            or port == -1:
-        raise ProviderError(_("{where}: not smtp://host[:port] or smtps://host[:port]").format(where=where))
+    port = parts.port
     password = env.get(PASSWORD_ENV) or None
     if password is None and settings.password_env:
         password = env.get(settings.password_env) or None
@@ -181,7 +178,7 @@ def relay_of(state: State, env: Mapping[str, str] | None = None) -> Relay | None
         raise ProviderError(_("notify.user is set but no password: set {env} (or password_env or "
                               "password_file in [notify])").format(env=PASSWORD_ENV))
     return Relay(
-        host=parts.hostname, port=port or (465 if parts.scheme == "smtps" else 25),
+        host=parts.hostname or "", port=port or (465 if parts.scheme == "smtps" else 25),
         tls=parts.scheme == "smtps", plain=settings.allow_plain and parts.scheme == "smtp",
         sender=settings.from_address or f"mailstate@{state.domain}", user=settings.user,
         password=password if settings.user else None, ca_file=settings.ca_file,
@@ -304,13 +301,18 @@ def send_pending(state: State, journal_path: Path, audit_path: Path, *, who: str
         except MailstateError:  # the notice still goes out, naming the mailbox by its pinned address or id
             address_of = {}
         journal = Journal(journal_path, audit_path, who=who, commit=commit)
+        down: str | None = None  # the relay itself failed (unreachable, hangs, TLS, login): not tried again
         try:
             for p in pending:
                 try:
+                    if down is not None:
+                        raise _RelayDown(down)
                     address = address_of.get(p.who) or state.people[p.who].address or p.who
                     send(relay, build_message(state, p, relay, address))
-                except (OSError, smtplib.SMTPException, ValueError) as exc:
-                    error = hide_secrets(_describe(exc), [relay.password or ""])
+                except (OSError, smtplib.SMTPException, ValueError, _RelayDown) as exc:
+                    error = down or hide_secrets(_describe(exc), [relay.password or ""])
+                    if not isinstance(exc, _ONE_MESSAGE):
+                        down = error  # a relay that hangs costs one timeout per apply, not one per notice
                     journal.notice("notify-failed", p.journal_fields(), error=error)
                     warnings.append(_("the notice of the temporary lock of {who} to {to} was not sent: "
                                       "{error}; the lock stays, and the next apply sends the notice "
@@ -320,6 +322,14 @@ def send_pending(state: State, journal_path: Path, audit_path: Path, *, who: str
         finally:
             journal.close()
     return warnings
+
+
+class _RelayDown(Exception):
+    """The relay failed for an earlier notice of this run: the others are journaled failed without a try."""
+
+
+_ONE_MESSAGE = (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, ValueError)
+"""Failures of one message (its recipient refused, its content): the relay is tried for the next one."""
 
 
 def _describe(exc: BaseException) -> str:
