@@ -285,14 +285,17 @@ class LdapProvider(LdapSession):
                 self._no_password_notice(key)
                 return
             self._record_password(key, spec.dn, attrs.get("address"), initial)
-            if self.password_in_add is not None or self._stored_hashed(spec.dn):
+            known = self.password_in_add  # (another thread's first add may have answered meanwhile)
+            if known is True or (known is None and self._stored_hashed(spec.dn)):
                 return
-            # the directory kept the password as sent: never leave it so — slapd hashes it through Password
-            # Modify, as it does for every person of this run from now on
+            # not seen hashed (kept as sent, or not readable by the service account): never leave it so —
+            # slapd hashes it through Password Modify, as it does for every person of this run from now on
             self.password_in_add = False
-            self.notices.append(_("the directory keeps a password given in an add as sent (ppolicy's "
-                                  "olcPPolicyHashCleartext is off): initial passwords are set through "
-                                  "Password Modify"))
+            notice = _("a password given in an add was not read back hashed (ppolicy's "
+                       "olcPPolicyHashCleartext off, or userPassword not readable by the service account): "
+                       "initial passwords are set through Password Modify")
+            if notice not in self.notices:
+                self.notices.append(notice)
             self._set_password(spec.dn, initial)
             if lock.get("pwdAccountLockedTime"):
                 self._set_lock(spec.dn, True, lock["mailstateLockReason"][0])
