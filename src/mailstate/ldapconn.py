@@ -50,6 +50,22 @@ STALE_LOCK_HOURS = 6.0
 S = TypeVar("S", bound=LdapSettings)
 
 
+def entry_value(e: Mapping[str, list[str]], name: str) -> str | None:
+    """The first value of attribute NAME of an entry read by ``search`` (names lower-cased), or None."""
+    values = e.get(name.lower())
+    return values[0] if values else None
+
+
+def single_value(e: Mapping[str, list[str]], name: str) -> str | tuple[str, ...] | None:
+    """A field mailstate keeps single-valued: its value, or every distinct value (sorted) when the entry
+    holds several (the schema allows it; mailstate never writes it), so the diff sees the extra value
+    and the update replaces them with the one wanted."""
+    values = sorted(set(e.get(name.lower(), [])))
+    if len(values) > 1:
+        return tuple(values)
+    return values[0] if values else None
+
+
 def _truthy(value: str | None) -> bool | None:
     if value is None or value == "":
         return None

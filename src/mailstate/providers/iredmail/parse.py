@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from mailstate.ldapconn import entry_value as _one
+from mailstate.ldapconn import single_value as _single
 from mailstate.model.records import Record
 
 PROVIDER = "iredmail"
@@ -153,18 +155,6 @@ def normalize(attrs: Mapping[str, Any]) -> dict[str, list[str]]:
 def digest(e: Mapping[str, list[str]]) -> str:
     canonical = json.dumps({k: sorted(v) for k, v in sorted(e.items())}, ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _one(e: Mapping[str, list[str]], name: str) -> str | None:
-    values = e.get(name.lower())
-    return values[0] if values else None
-
-
-def _single(e: Mapping[str, list[str]], name: str) -> str | tuple[str, ...] | None:
-    values = sorted(set(e.get(name.lower(), [])))
-    if len(values) > 1:
-        return tuple(values)
-    return values[0] if values else None
 
 
 def addr(value: str | None) -> str | None:

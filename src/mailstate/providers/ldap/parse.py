@@ -25,6 +25,8 @@ from typing import Any
 from ldap3 import MODIFY_ADD, MODIFY_REPLACE
 from ldap3.utils.dn import escape_rdn, safe_dn
 
+from mailstate.ldapconn import entry_value as _one
+from mailstate.ldapconn import single_value as _single
 from mailstate.model.records import Record, split_name
 
 PROVIDER = "ldap"
@@ -137,21 +139,6 @@ def digest(entry: Mapping[str, Any]) -> str:
         {k: sorted(v) for k, v in sorted(norm.items())}, ensure_ascii=False, sort_keys=True
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _one(e: Entry, name: str) -> str | None:
-    values = e.get(name.lower())
-    return values[0] if values else None
-
-
-def _single(e: Entry, name: str) -> str | tuple[str, ...] | None:
-    """A field mailstate keeps single-valued: its value, or every distinct value (sorted) when the entry
-    holds several (the schema allows it; mailstate never writes it), so the diff sees the extra value
-    and the update replaces them with the one wanted."""
-    values = sorted(set(e.get(name.lower(), [])))
-    if len(values) > 1:
-        return tuple(values)
-    return values[0] if values else None
 
 
 def _address(e: Entry, name: str) -> str | tuple[str, ...] | None:
