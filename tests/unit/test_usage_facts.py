@@ -11,7 +11,6 @@ from mailstate.providers.doveadm.parse import (
     delegate_work,
     marked_work,
     parse_shared_grantees,
-    status_sections,
     unit_work,
 )
 from mailstate.providers.ldap.parse import created_of
@@ -89,17 +88,6 @@ def test_shared_grantees() -> None:
         "shared/last-login/vp\t1\n"
     )
     assert parse_shared_grantees(text) == {"vp": {"lantt", "hungnv"}, "kh": {"thaodp"}}
-
-
-def test_status_sections_cut_at_the_marker_only() -> None:
-    """Output of the batched loop: cut at the random marker; a mailbox named like a section does not cut."""
-    text = ("m-1 own vp\nmailbox\tmessages\nINBOX\t1\nown kh\tx\n"
-            "m-1 pvt vp lantt\nm-1 failed\n")
-    assert status_sections(text, "m-1") == [
-        (["own", "vp"], "mailbox\tmessages\nINBOX\t1\nown kh\tx\n"),
-        (["pvt", "vp", "lantt"], ""),
-        (["failed"], ""),
-    ]
 
 
 @pytest.mark.parametrize(

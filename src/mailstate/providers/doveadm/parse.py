@@ -532,18 +532,6 @@ def marked_work(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str]
     return None
 
 
-def status_sections(text: str, marker: str) -> list[tuple[list[str], str]]:
-    """The output of one batched remote loop cut at its ``<marker> word…`` lines: [(words, the output that
-    followed)]; ``marker`` is a fresh random word, so no mailbox name can forge a section."""
-    out: list[tuple[list[str], str]] = []
-    for line in text.splitlines(keepends=True):
-        if line.startswith(marker + " "):
-            out.append((line[len(marker) + 1 :].split(), ""))
-        elif out:
-            out[-1] = (out[-1][0], out[-1][1] + line)
-    return out
-
-
 def parse_doveadm_tab(text: str) -> list[dict[str, str]]:
     """Rows of ``doveadm -f tab …`` output: a header line of field names, then a tab-separated row a line."""
     lines = [ln for ln in text.splitlines() if ln.strip()]
