@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from mailstate.serverconfig import dovecot as sc_dovecot
 from mailstate.serverconfig import ldap as sc_ldap
+from mailstate.serverconfig import postfix as sc_postfix
 from mailstate.serverconfig import sshd as sc_sshd
 from mailstate.serverconfig.site import Site
 
@@ -305,20 +306,10 @@ duplicate_filter_limit = 10000
 
 
 def _table(site: Site, what: str, query: str, result: str, extra: str = "") -> str:
-    return f"""# mailstate, iRedMail layout: {what}
-# Generated; holds cn=vmail's password: mode 0640 root:postfix.
-server_host = {site.ldap}
-version = 3
-tls_ca_cert_file = {site.ldap_ca_file}
-tls_require_cert = yes
-bind = yes
-bind_dn = {readonly_dn(site.base_dn)}
-bind_pw = {site.readonly_password}
-search_base = {domains_dn(site.base_dn)}
-scope = sub
-query_filter = {query}
-result_attribute = {result}
-{extra}"""
+    head = (f"# mailstate, iRedMail layout: {what}\n"
+            "# Generated; holds cn=vmail's password: mode 0640 root:postfix.")
+    return sc_postfix.ldap_table(site, head, query, result, bind_dn=readonly_dn(site.base_dn),
+                                 search_base=domains_dn(site.base_dn), extra=extra)
 
 
 def tables(site: Site) -> dict[str, str]:
