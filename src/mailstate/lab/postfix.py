@@ -15,6 +15,7 @@ import grp
 import os
 import smtplib
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,11 +109,16 @@ biff = no
 """
 
 
-def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
-    """Write the configuration (server-config's output + the lab block), the queue, and start `master`."""
+def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser, *,
+          gen: Mapping[str, Any] | None = None, table_dir: str = "mailstate",
+          tables: Iterable[str] = pf.TABLES) -> None:
+    """Write the configuration (server-config's output + the lab block), the queue, and start `master`.
+    GEN, TABLE_DIR and TABLES: another layout's generated files and lookup tables (etc/TABLE_DIR/NAME.cf;
+    iRedMail's are etc/ldap); by default mailstate's."""
     d = lab.dir / "postfix"
-    gen = lab_files(lab.dir, info, user, pw["ldap_dovecot"])
-    (d / "etc" / "mailstate").mkdir(parents=True, mode=0o755)
+    if gen is None:
+        gen = lab_files(lab.dir, info, user, pw["ldap_dovecot"])
+    (d / "etc" / table_dir).mkdir(parents=True, mode=0o755)
     for name in ("queue", "data"):
         (d / name).mkdir(mode=0o755)
     _proc.chown(d / "data", user)
@@ -125,9 +131,9 @@ def start(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> 
             os.chown(p, user.uid, postdrop if name in ("maildrop", "public") else 0)
     (d / "etc" / "main.cf").write_text(gen["postfix/main.cf"].text + lab_main_cf(d, user))
     (d / "etc" / "master.cf").write_text(MASTER_CF.format(port=f"127.0.0.1:{info['ports']['smtp']}"))
-    for name in pf.TABLES:
-        text = gen[f"postfix/mailstate/{name}.cf"].text
-        path = d / "etc" / "mailstate" / f"{name}.cf"
+    for name in tables:
+        text = gen[f"postfix/{table_dir}/{name}.cf"].text
+        path = d / "etc" / table_dir / f"{name}.cf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

@@ -4,9 +4,7 @@ TLS, ports, paths and unprivileged users; only the generated files differ."""
 
 from __future__ import annotations
 
-import grp
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,30 +97,5 @@ def start_dovecot(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabU
 
 def start_postfix(lab: Lab, info: dict[str, Any], pw: dict[str, str], user: LabUser) -> None:
     """Postfix with iRedMail's lookup tables (etc/ldap/*.cf) and the lab's own block (postfix.start)."""
-    d = lab.dir / "postfix"
     gen = lab_files(lab.dir, info, user, pw["ldap_dovecot"])
-    (d / "etc" / "ldap").mkdir(parents=True, mode=0o755)
-    for name in ("queue", "data"):
-        (d / name).mkdir(mode=0o755)
-    _proc.chown(d / "data", user)
-    postdrop = grp.getgrnam("postdrop").gr_gid
-    for name, mode in postfix._QUEUE_DIRS.items():
-        p = d / "queue" / name
-        p.mkdir(mode=mode)
-        os.chmod(p, mode)
-        if name != "pid":
-            os.chown(p, user.uid, postdrop if name in ("maildrop", "public") else 0)
-    (d / "etc" / "main.cf").write_text(gen["postfix/main.cf"].text + postfix.lab_main_cf(d, user))
-    (d / "etc" / "master.cf").write_text(postfix.MASTER_CF.format(port=f"127.0.0.1:{info['ports']['smtp']}"))
-    for name in irm.TABLES:
-        path = d / "etc" / "ldap" / f"{name}.cf"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(gen[f"postfix/ldap/{name}.cf"].text)
-        os.chmod(path, 0o640)
-        os.chown(path, 0, user.gid)  # proxymap (the lab user) reads it; holds the read-only password
-    (d / "postfix.log").touch()
-    argv = [postfix.MASTER, "-c", str(d / "etc"), "-d"]
-    if lab.die_with_parent:
-        argv = [sys.executable, "-m", "mailstate.lab._guard", *argv]
-    lab._spawn("postfix", argv, d / "master.log", postfix.ROOT, d, info)
+    postfix.start(lab, info, pw, user, gen=gen, table_dir="ldap", tables=irm.TABLES)
