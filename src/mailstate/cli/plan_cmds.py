@@ -370,17 +370,20 @@ def _plan_and_print(
     state's warnings (a duration longer than its article allows …) go to stderr first, as validate's."""
     from mailstate.desired_state.loader import load_state
     from mailstate.reconciler.pipeline import make_plan
+    from mailstate.reconciler.read_ahead import read_ahead
 
     root = resolve_state(state_dir)
-    state = load_state(root)
-    warn_of(state)
-    plan = make_plan(
-        root,
-        scope=list(scope) or None,
-        as_of=as_of,
-        providers=list(provider_names) or None,
-        state=state,
-    )
+    with read_ahead(root, list(provider_names) or None) as ahead:  # the live read, while the TOML loads
+        state = load_state(root)
+        warn_of(state)
+        plan = make_plan(
+            root,
+            scope=list(scope) or None,
+            as_of=as_of,
+            providers=list(provider_names) or None,
+            state=state,
+            read_ahead=ahead.snapshots if ahead is not None else None,
+        )
     _render(plan, fmt, sys.stdout, lang)
     return plan
 
@@ -408,10 +411,13 @@ def drift_cmd(
     from mailstate.cli.gitops_cmds import drift_output
     from mailstate.reconciler.pipeline import make_plan
     from mailstate.reconciler.plan.plan import plan_changes, plan_unlisted
+    from mailstate.reconciler.read_ahead import read_ahead
 
     choose_language(lang, state_dir)
-    plan = make_plan(resolve_state(state_dir), scope=list(scope) or None, as_of=as_of,
-                     providers=list(provider_names) or None)
+    root = resolve_state(state_dir)
+    with read_ahead(root, list(provider_names) or None) as ahead:  # the live read, while the TOML loads
+        plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None,
+                         read_ahead=ahead.snapshots if ahead is not None else None)
     _use_language(lang, plan)
     click.echo(drift_output(plan, fmt), nl=False)
     if plan_changes(plan) or plan_unlisted(plan):

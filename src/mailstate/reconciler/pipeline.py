@@ -84,6 +84,9 @@ from mailstate.reconciler.plan.scope import parse_scope, scope_filter, scope_pla
 # --------------------------------------------------------------------------------------------------
 # Read
 
+ReadAheadAnswer = Callable[[State, list[str] | None, dict[str, float]], Mapping[str, Snapshot] | None]
+"""What another process read meanwhile (``ReadAhead.snapshots``), for the state and provider names given."""
+
 
 def read_all(
     providers: Mapping[str, Provider], scope_units: list[str] | None, timings: dict[str, float] | None = None
@@ -251,12 +254,14 @@ def make_plan(
     as_of: date | str | None = None,
     providers: Mapping[str, Provider] | Iterable[str] | None = None,
     state: State | None = None,
+    read_ahead: ReadAheadAnswer | None = None,
 ) -> Plan:
     """Load the state, read every provider (in bulk), project, diff, order and fingerprint. Writes nothing.
 
     ``scope`` takes ``unit:<id>`` values (or bare unit ids). ``providers`` is either opened providers by
     name (not closed here), or the names of the providers to use (default: the configured ones), which
-    are opened and closed here.
+    are opened and closed here. ``read_ahead(state, names, timings)`` (reconciler.read_ahead) gives what
+    was read meanwhile by another process, or None: then they are read here.
     """
     root = Path(state_dir)
     scope_units = parse_scope([s if ":" in s else f"unit:{s}" for s in scope] if scope else None)
@@ -271,6 +276,10 @@ def make_plan(
         if unknown:
             raise MailstateError(_("--scope: no unit {units} in the desired state").format(
                 units=", ".join(unknown)))
+    if read_ahead is not None and not isinstance(providers, Mapping):
+        ahead = read_ahead(state, None if providers is None else list(providers), timings)
+        if ahead is not None:
+            return plan_from(state, root, ahead, scope_units=scope_units, as_of=day, timings=timings)
     own = not isinstance(providers, Mapping)
     provs = (
         dict(providers)

@@ -1,0 +1,197 @@
+"""The live read done in a child process while the TOML loads (reconciler.read_ahead), against the real lab:
+it reads what an in-process read reads, a plan made with it is the plan made without, a failed read fails
+the plan with the same message, and settings it cannot be sure of make the caller read itself. No mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailstate.cli import LANG_ENV, cli
+from mailstate.desired_state.loader import load_state
+from mailstate.errors import ProviderError, ValidationError
+from mailstate.lab import Lab
+from mailstate.providers.registry import close_providers, open_providers
+from mailstate.reconciler.pipeline import read_all
+from mailstate.reconciler.read_ahead import DISABLE_ENV, read_ahead
+
+pytestmark = pytest.mark.integration
+
+MAILSTATE_TOML = """\
+[organization]
+name = "Lab"
+domain = "{domain}"
+
+[providers.ldap]
+url = "ldaps://ldap.invalid"
+password_env = "MAILSTATE_LDAP_PASSWORD"
+"""
+
+UNIT_TOML = """\
+[unit]
+id = "vp"
+name = "Văn phòng Sở"
+head = "tuanpm"
+
+[[person]]
+id = "tuanpm"
+name = "Phạm Minh Tuấn"
+title = "Chánh Văn phòng"
+
+[[person]]
+id = "maiht"
+name = "Huỳnh Thị Mai"
+"""
+
+
+@pytest.fixture
+def env(lab_env: dict[str, str], clean_lab: Lab, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Lab:
+    """The clean default lab, its LDAP variables only (journal and audit under tmp_path)."""
+    for key in list(os.environ):
+        if key.startswith("MAILSTATE_") and key != LANG_ENV and not key.startswith("MAILSTATE_LDAP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    return clean_lab
+
+
+def state_dir(root: Path, lab: Lab, providers_apart: bool = False) -> Path:
+    root.mkdir(parents=True)
+    text = MAILSTATE_TOML.format(domain="lab.example.gov.vn")
+    if providers_apart:  # [providers] in a file of its own: not what the child opens with
+        top, _, providers = text.partition("[providers.ldap]")
+        text = top
+        (root / "providers.toml").write_text("[providers.ldap]" + providers, encoding="utf-8")
+    (root / "mailstate.toml").write_text(text, encoding="utf-8")
+    (root / "units").mkdir()
+    (root / "units" / "vp.toml").write_text(UNIT_TOML, encoding="utf-8")
+    return root
+
+
+def apply_cli(root: Path) -> int:
+    return CliRunner().invoke(cli, ["apply", "--state", str(root), "--provider", "ldap", "--yes"]).exit_code
+
+
+def reaped(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def test_the_child_reads_what_an_in_process_read_reads(env: Lab, tmp_path: Path) -> None:
+    root = state_dir(tmp_path / "state", env)
+    assert apply_cli(root) == 0
+    timings: dict[str, float] = {}
+    with read_ahead(root, ["ldap"]) as ahead:
+        assert ahead is not None
+        pid = ahead.pid
+        assert pid is not None
+        state = load_state(root)
+        got = ahead.snapshots(state, ["ldap"], timings)
+    assert got is not None and reaped(pid)
+    assert "read:ldap" in timings
+    providers = open_providers(state, ["ldap"], for_plan=True)
+    try:
+        want = read_all(providers, None)
+    finally:
+        close_providers(providers)
+    assert set(got) == {"ldap"}
+    assert got["ldap"].records == want["ldap"].records and len(want["ldap"].records) > 2
+    assert got["ldap"].unmanaged == want["ldap"].unmanaged
+    assert {k: v for k, v in got["ldap"].facts.items()} == want["ldap"].facts
+
+
+def _plan_json(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, ahead: bool, taken: bool | None = None
+) -> tuple[int, dict]:
+    """The exit code and JSON plan of ``args`` with the read-ahead on or off; ``taken``: whether the child's
+    read is expected to be used (default: whenever it is on)."""
+    monkeypatch.setenv(DISABLE_ENV, "1" if ahead else "0")
+    monkeypatch.setenv("MAILSTATE_TIMINGS", "1")  # names the phases: "fork" when the child read
+    r = CliRunner().invoke(cli, args)
+    phases = [line for line in r.stderr.splitlines() if line.startswith("timings: ")]
+    assert len(phases) == 1 and ("read:ldap" in phases[0])
+    assert (" fork " in phases[0]) == (ahead if taken is None else taken)
+    data = json.loads(r.stdout)
+    data.pop("created_at")
+    data["engine"].pop("created_at")
+    return r.exit_code, data
+
+
+def test_a_plan_made_with_the_read_ahead_is_the_plan_made_without(
+    env: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = state_dir(tmp_path / "state", env)
+    args = ["plan", "--state", str(root), "--provider", "ldap", "--format", "json", "--detailed-exitcode"]
+    code, without = _plan_json(args, monkeypatch, ahead=False)
+    assert code == 2 and without["changes"]
+    assert _plan_json(args, monkeypatch, ahead=True) == (code, without)
+    # and the same after an apply (live records read back, nothing to change)
+    assert apply_cli(root) == 0
+    code, without = _plan_json(args, monkeypatch, ahead=False)
+    assert code == 0
+    assert _plan_json(args, monkeypatch, ahead=True) == (code, without)
+
+
+def test_a_failed_read_in_the_child_fails_the_plan_with_the_same_message(
+    env: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server certificate the CA file does not vouch for: the same error, exit 1, no traceback, no
+    secret, whether the read was done by the child or in-process."""
+    from mailstate.lab.tls import make_tls
+
+    other = tmp_path / "other"
+    other.mkdir()
+    make_tls(other / "ca.pem", other / "ca.key", other / "s.pem", other / "s.key", label="other")
+    monkeypatch.setenv("MAILSTATE_LDAP_CA_FILE", str(other / "ca.pem"))
+    root = state_dir(tmp_path / "state", env)
+    outputs = []
+    for ahead in ("1", "0"):
+        monkeypatch.setenv(DISABLE_ENV, ahead)
+        r = CliRunner().invoke(cli, ["plan", "--state", str(root), "--provider", "ldap"])
+        assert r.exit_code == 1 and "Traceback" not in r.output
+        outputs.append(r.stderr)
+    assert outputs[0] == outputs[1] and "certificate" in outputs[0].lower()
+    assert env.secret("ldap_service") not in outputs[0]
+    # the API raises the child's error as its own type
+    monkeypatch.setenv(DISABLE_ENV, "1")
+    with read_ahead(root, ["ldap"]) as ahead:
+        assert ahead is not None
+        with pytest.raises(ProviderError, match="LDAP"):
+            ahead.snapshots(load_state(root), ["ldap"], {})
+
+
+def test_settings_elsewhere_than_mailstate_toml_make_the_caller_read(
+    env: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child opened with mailstate.toml's settings alone ([providers] is in another file here): its
+    answer is not taken, the child is stopped and reaped, and the plan (read in-process) is still right."""
+    root = state_dir(tmp_path / "state", env, providers_apart=True)
+    with read_ahead(root, ["ldap"]) as ahead:
+        assert ahead is not None and ahead.pid is not None
+        pid = ahead.pid
+        assert ahead.snapshots(load_state(root), ["ldap"], {}) is None
+    assert reaped(pid)
+    args = ["plan", "--state", str(root), "--provider", "ldap", "--format", "json", "--detailed-exitcode"]
+    code, with_ahead = _plan_json(args, monkeypatch, ahead=True, taken=False)
+    assert code == 2 and _plan_json(args, monkeypatch, ahead=False) == (code, with_ahead)
+
+
+def test_an_invalid_toml_is_reported_and_the_child_stopped(
+    env: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = state_dir(tmp_path / "state", env)
+    bad = '[[person]]\nid = "x"\nname = "X Y"\nunit = "nowhere"\n'
+    (root / "units" / "bad.toml").write_text(bad, encoding="utf-8")
+    with pytest.raises(ValidationError, match="nowhere"), read_ahead(root, ["ldap"]) as ahead:
+        assert ahead is not None
+        pid = ahead.pid
+        load_state(root)
+    assert pid is not None and reaped(pid)
+    r = CliRunner().invoke(cli, ["plan", "--state", str(root), "--provider", "ldap"])
+    assert r.exit_code != 0 and "nowhere" in r.output and "Traceback" not in r.output
