@@ -60,10 +60,13 @@ def single_value(e: Mapping[str, list[str]], name: str) -> str | tuple[str, ...]
     """A field mailstate keeps single-valued: its value, or every distinct value (sorted) when the entry
     holds several (the schema allows it; mailstate never writes it), so the diff sees the extra value
     and the update replaces them with the one wanted."""
-    values = sorted(set(e.get(name.lower(), [])))
-    if len(values) > 1:
-        return tuple(values)
-    return values[0] if values else None
+    values = e.get(name.lower())
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    distinct = sorted(set(values))
+    return tuple(distinct) if len(distinct) > 1 else distinct[0]
 
 
 def _truthy(value: str | None) -> bool | None:
@@ -478,6 +481,9 @@ class LdapSession:
 _FORMATTERS: dict[str, Any] = {}
 """ldap3's formatter of each attribute name (looked up once, not once per value of every entry)."""
 
+_NAMES: dict[bytes, tuple[str, Any]] = {}
+"""Each attribute name as the server sends it → (its text, its formatter): decoded once, not per entry."""
+
 
 def _formatter(name: str) -> Any:
     found = _FORMATTERS.get(name)
@@ -488,14 +494,42 @@ def _formatter(name: str) -> Any:
     return found
 
 
+def _attribute_name(raw: bytes) -> tuple[str, Any]:
+    found = _NAMES.get(raw)
+    if found is None:
+        name = to_unicode(raw, from_server=True)
+        found = _NAMES[bytes(raw)] = (name, _formatter(name))
+    return found
+
+
+def _text_values(fmt: Any, values: list[bytes]) -> list[Any]:
+    """The values as ``fmt`` gives them; UTF-8 text (ldap3's format_unicode) decoded in one go, a value
+    that is not UTF-8 kept as bytes as format_unicode keeps it."""
+    if fmt is format_unicode:
+        try:
+            return [v.decode("utf-8") for v in values]
+        except UnicodeDecodeError:
+            pass
+    return [fmt(v) for v in values]
+
+
+def _dn_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:  # ldap3's chain of other server encodings
+        text: str = to_unicode(raw, from_server=True)
+        return text
+
+
 def _decode_entries_lean(conn: Connection) -> None:
     """Decode this connection's search entries in one pass: each value with the formatter ldap3 gives its
     attribute's name without a schema (get_info=NONE; UTF-8 text else bytes), looked up once per name.
 
     ldap3 builds every entry twice (raw, then formatted), looks the formatter up again for every attribute
-    of every entry and decodes each name through its configurable codec chain: about half the CPU of a
-    no-op plan. What the entry dict holds stays the same (dn, raw_dn, raw_attributes, attributes, type);
-    anything else (results, controls, entries with controls) goes through ldap3's own decoder."""
+    of every entry and decodes each name and value through its configurable codec chain (four settings
+    looked up per string): most of the CPU of a no-op plan's read. What the entry dict holds stays the same
+    (dn, raw_dn, raw_attributes, attributes, type); anything else (results, controls, entries with
+    controls) goes through ldap3's own decoder."""
     full = conn.strategy.decode_response_fast
 
     def decode(message: Any) -> dict[str, Any]:
@@ -506,12 +540,12 @@ def _decode_entries_lean(conn: Connection) -> None:
         raw: dict[str, list[bytes]] = {}
         attributes: dict[str, Any] = {}
         for attribute in payload[1][3]:
-            name = to_unicode(attribute[3][0][3], from_server=True)
-            values = [bytes(v[3]) for v in attribute[3][1][3]]
+            parts = attribute[3]
+            name, fmt = _attribute_name(parts[0][3])
+            values = [bytes(v[3]) for v in parts[1][3]]
             raw[name] = values
-            fmt = _formatter(name)
-            attributes[name] = [fmt(v) for v in values]
-        return {"raw_dn": payload[0][3], "dn": to_unicode(payload[0][3], from_server=True),
+            attributes[name] = _text_values(fmt, values)
+        return {"raw_dn": payload[0][3], "dn": _dn_text(payload[0][3]),
                 "raw_attributes": raw, "attributes": attributes, "type": "searchResEntry"}
 
     conn.strategy.decode_response_fast = decode

@@ -126,9 +126,18 @@ def normalize(attrs: Mapping[str, Any]) -> Entry:
         if key == "userpassword":
             continue
         values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        texts = [_text(v) for v in values if v is not None and v != b"" and v != ""]
+        texts = []
+        for v in values:
+            if type(v) is str:  # what a read gives: NFC already unless it holds more than ASCII
+                if v:
+                    texts.append(v if v.isascii() else nfc(v))
+            elif v is not None and v != b"":
+                texts.append(_text(v))
         if texts:
-            out.setdefault(key, []).extend(texts)
+            if key in out:
+                out[key].extend(texts)
+            else:
+                out[key] = texts
     return out
 
 
@@ -200,7 +209,8 @@ def created_of(value: Any) -> str | None:
     text = _text(value) if value is not None else None
     if text and len(text) >= 15 and text.endswith("Z") and text[:14].isdigit():
         try:
-            when = datetime.strptime(text[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+            when = datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+                            int(text[10:12]), int(text[12:14]), tzinfo=UTC)
         except ValueError:
             return None
         return when.astimezone().date().isoformat()
@@ -241,6 +251,8 @@ def rdn_value(dn: str) -> str:
 
     (ldap3's parse_dn rejects a ``#`` inside a value, which RFC 4514 allows and slapd returns.)
     """
+    if "\\" not in dn:  # nothing escaped (a uid, an ou): the first RDN's value as it stands
+        return dn.split(",", 1)[0].split("+", 1)[0].partition("=")[2].strip(" ")
     end, escaped = len(dn), False
     for i, ch in enumerate(dn):
         if escaped:
