@@ -34,7 +34,12 @@ from mailstate.desired_state.schema import State
 from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, ProviderError
 from mailstate.model.provider import Snapshot
-from mailstate.providers.registry import close_providers, configured_providers, open_providers
+from mailstate.providers.registry import (
+    close_providers,
+    configured_providers,
+    open_providers,
+    provider_class,
+)
 from mailstate.redact import hide_secrets
 
 DISABLE_ENV = "MAILSTATE_READ_AHEAD"
@@ -130,7 +135,9 @@ class ReadAhead:
         if wanted != self._names or settings_of(state) != self._settings:
             self.close()
             return None
+        t0 = time.perf_counter()
         answer = self._receive()
+        self.timings["wait"] = time.perf_counter() - t0  # the child's read outlasting the load, unpickling
         if answer is None or answer[0] == "again":
             return None
         if answer[0] == "error":
@@ -157,6 +164,8 @@ class ReadAhead:
         gc.disable()  # tens of thousands of small acyclic objects
         try:
             answer: tuple[Any, ...] = pickle.loads(b"".join(chunks))
+        except Exception:  # cut short (the child killed while writing): read in this process
+            return None
         finally:
             if collecting:
                 gc.enable()
@@ -236,6 +245,8 @@ def start(root: Path, names: Sequence[str] | None = None) -> ReadAhead | None:
         return None
     try:
         wanted = list(names or configured_providers(state))
+        for name in wanted:  # imported once, before the fork: the plan routes by them after the read
+            provider_class(name)
     except MailstateError:
         return None
     if not wanted:

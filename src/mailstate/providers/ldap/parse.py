@@ -213,7 +213,7 @@ def created_of(value: Any) -> str | None:
                             int(text[10:12]), int(text[12:14]), tzinfo=UTC)
         except ValueError:
             return None
-        return when.astimezone().date().isoformat()
+        return date.fromtimestamp(when.timestamp()).isoformat()  # the local day (as astimezone(), faster)
     return generalized_to_iso(text)
 
 
