@@ -59,6 +59,8 @@ from mailstate.providers.ldap.parse import (
 from mailstate.providers.ldap.passwords import append_password, generate_password
 
 READ_ORDER = ("unit", "unit_mailbox", "person", "group", "alias")
+_FACT_ATTRS = frozenset({"pwdchangedtime", "createtimestamp"})
+"""Read with the entries, kept apart from the records: whether a password was ever set, when created."""
 
 def _lock_reason(attrs: Mapping[str, Any], reasons: Iterable[object]) -> str | None:
     """The reason stored with a lock: the record's ``lock_reason`` when it names one (even None, so the
@@ -147,14 +149,19 @@ class LdapProvider(LdapSession):
                 attributes,
                 size_limit=self.size_limit,
             ):
-                if kind == "person":
-                    changed = [k for k in raw if k.lower() == "pwdchangedtime"]
-                    if not any(raw[k] for k in changed):
-                        unchanged_password.add(dn.lower())
-                    raw = {k: v for k, v in raw.items() if k not in changed}
-                stamp = [k for k in raw if k.lower() == "createtimestamp"]
-                when = created_of(raw[stamp[0]]) if stamp else None
-                raw = {k: v for k, v in raw.items() if k not in stamp}  # a fact, never part of the record
+                # pwdChangedTime and createTimestamp are facts, never part of the record (nor its digest)
+                facts: dict[str, Any] = {}
+                lock: Any = None
+                for name in list(raw):
+                    low = name.lower()
+                    if low in _FACT_ATTRS:
+                        facts.setdefault(low, raw.pop(name))
+                    elif low == "pwdaccountlockedtime" and lock is None:
+                        lock = raw[name]
+                if kind == "person" and not facts.get("pwdchangedtime"):
+                    unchanged_password.add(dn.lower())
+                stamp = facts.get("createtimestamp")
+                when = created_of(stamp) if stamp is not None else None
                 record, managed = parse_entry(kind, dn, raw)
                 if not managed:
                     snap.unmanaged.append(record)
@@ -167,7 +174,6 @@ class LdapProvider(LdapSession):
                 dns[ref] = dn
                 for address in addresses_of(record):
                     addresses.setdefault(address, owner_ref(record))
-                lock = next((v for k, v in raw.items() if k.lower() == "pwdaccountlockedtime"), None)
                 lock = lock[0] if isinstance(lock, list) and lock else lock
                 if lock and str(lock) != LOCKED_TIME:
                     lockouts[record.key] = str(lock)
