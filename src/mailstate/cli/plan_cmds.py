@@ -358,6 +358,14 @@ class ApplyProgress:
             self._bar = None
 
 
+def _prepare(state: Any) -> None:
+    """Read the catalogues (the run's language, the organisation's) and import the renderers now."""
+    from mailstate.model.i18n import current, prepare
+    from mailstate.reconciler.plan import render  # noqa: F401
+
+    prepare(current(), state.language)
+
+
 def _plan_and_print(
     state_dir: Path | None,
     fmt: str,
@@ -376,6 +384,8 @@ def _plan_and_print(
     with read_ahead(root, list(provider_names) or None) as ahead:  # the live read, while the TOML loads
         state = load_state(root)
         warn_of(state)
+        if ahead is not None:  # while the child still reads: what planning and printing will need
+            _prepare(state)
         plan = make_plan(
             root,
             scope=list(scope) or None,

@@ -46,11 +46,16 @@ def catalogue(lang: str) -> Any:
         return read_po(fh, locale=lang, domain=DOMAIN)
 
 
+def _known(lang: str) -> str:
+    if lang not in LANGUAGES:
+        raise ValueError(f"language {lang!r}: expected one of {', '.join(LANGUAGES)}")
+    return lang
+
+
 @cache
 def translations(lang: str) -> _gettext.NullTranslations:
     """A ``gettext`` translation of ``lang`` built in memory from its catalogue."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"language {lang!r}: expected one of {', '.join(LANGUAGES)}")
+    _known(lang)
     from babel.messages.mofile import write_mo
 
     buf = io.BytesIO()
@@ -64,9 +69,16 @@ def current() -> str:
 
 
 def set_language(lang: str) -> None:
-    """Make ``lang`` the language of this run (checked: an unknown language is an error)."""
-    translations(lang)
-    _current.set(lang)
+    """Make ``lang`` the language of this run (checked: an unknown language is an error). Its catalogue is
+    read at the first text translated (``prepare`` reads it at a time of the caller's choosing)."""
+    _current.set(_known(lang))
+
+
+def prepare(*langs: str) -> None:
+    """Read the catalogues of ``langs`` (default: the current language) now, at a time of the caller's
+    choosing (a run waiting for another process before it translates)."""
+    for lang in langs or (current(),):
+        translations(lang)
 
 
 @contextlib.contextmanager
