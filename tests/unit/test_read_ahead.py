@@ -192,3 +192,18 @@ def test_leaving_the_block_on_an_error_stops_and_reaps_the_child(tmp_path: Path)
         pid = ahead.pid
         raise RuntimeError("the TOML failed")
     assert pid is not None and reaped(pid)
+
+
+def test_an_answer_cut_short_is_read_again_by_the_caller(tmp_path: Path) -> None:
+    """The child died while writing (killed, out of memory): what arrived is not used, the caller reads."""
+    root = state_dir(tmp_path / "s")
+    state = load_state(root)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, b"\x80\x05\x95 cut short")
+        os._exit(0)
+    os.close(write)
+    ahead = ra.ReadAhead(pid, read, ra.settings_of(state), ["ldap"])
+    assert ahead.snapshots(state, ["ldap"], {}) is None
+    assert reaped(pid)
