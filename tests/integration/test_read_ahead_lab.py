@@ -195,3 +195,26 @@ def test_an_invalid_toml_is_reported_and_the_child_stopped(
     assert pid is not None and reaped(pid)
     r = CliRunner().invoke(cli, ["plan", "--state", str(root), "--provider", "ldap"])
     assert r.exit_code != 0 and "nowhere" in r.output and "Traceback" not in r.output
+
+
+def test_the_plan_process_ends_with_everything_written(env: Lab, tmp_path: Path) -> None:
+    """The console script as an operator runs it (fork, read-ahead, and the exit without the interpreter's
+    teardown): the exit code, the whole JSON on stdout, the saved plan file, the notice on stderr."""
+    import subprocess
+    import sys
+
+    from mailstate.reconciler.plan.plan import load_plan, plan_changes
+
+    root = state_dir(tmp_path / "state", env)
+    out = tmp_path / "plan.json"
+    mailstate = Path(sys.executable).with_name("mailstate")
+    args = [str(mailstate), "plan", "--state", str(root), "--provider", "ldap", "--format", "json",
+            "--detailed-exitcode", "--out", str(out), "--lang", "en"]
+    run = subprocess.run(args, capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert run.returncode == 2, run.stderr
+    shown = json.loads(run.stdout)
+    assert len(shown["changes"]) == len(plan_changes(load_plan(out))) > 0
+    assert f"plan saved to {out}" in run.stderr and "Traceback" not in run.stderr
+    assert apply_cli(root) == 0
+    run = subprocess.run(args[:-2], capture_output=True, text=True, timeout=120, env={**os.environ})
+    assert run.returncode == 0 and json.loads(run.stdout)["changes"] == [], run.stderr

@@ -10,6 +10,7 @@ Command modules (each owned by its area, registered here):
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 
@@ -38,4 +39,33 @@ for _module in ("state_cmds", "assign_cmd", "lab_cmds", "plan_cmds", "gitops_cmd
 def main() -> None:
     if os.environ.get(LANG_ENV) in LANGUAGES:  # commands without --lang (lab, forge …) print in it too
         set_language(os.environ[LANG_ENV])
-    cli(prog_name="mailstate")
+    try:
+        cli(prog_name="mailstate")
+    except SystemExit as exc:
+        if isinstance(exc.code, int | None):
+            _leave_now(exc.code or 0)
+        raise
+
+
+def _leave_now(code: int) -> None:
+    """End a command that asked for it (``Leaving.fast``) without the interpreter's teardown: the output
+    flushed, the exit handlers run, then ``os._exit``. Returns (the usual exit follows) when the command
+    did not ask, a thread still runs, or the output cannot be flushed (a closed pipe: handled as always)."""
+    import atexit
+    import sys
+    import threading
+
+    from mailstate.cli.common import Leaving
+
+    if not Leaving.fast or threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    atexit._run_exitfuncs()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)

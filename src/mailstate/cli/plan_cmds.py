@@ -15,6 +15,7 @@ from typing import IO, Any
 import click
 
 from mailstate.cli.common import (
+    Leaving,
     choose_language,
     errors_to_exit,
     lang_option,
@@ -394,6 +395,7 @@ def _plan_and_print(
             state=state,
             read_ahead=ahead.snapshots if ahead is not None else None,
         )
+    Leaving.fast = True  # a plan of every person: not worth freeing object by object at exit
     _render(plan, fmt, sys.stdout, lang)
     return plan
 
@@ -428,6 +430,7 @@ def drift_cmd(
     with read_ahead(root, list(provider_names) or None) as ahead:  # the live read, while the TOML loads
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None,
                          read_ahead=ahead.snapshots if ahead is not None else None)
+    Leaving.fast = True
     _use_language(lang, plan)
     click.echo(drift_output(plan, fmt), nl=False)
     if plan_changes(plan) or plan_unlisted(plan):
