@@ -33,7 +33,7 @@ unit mailbox), only to the unused rule, for which a unit mailbox is used when it
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -106,13 +106,15 @@ def _dur(d: Duration) -> tuple[int, str]:
 
 
 def _decision(
-    state: State, locked: bool, remove: bool, reasons: list[Reason], locks: list[Reason]
+    state: State, locked: bool, remove: bool, reasons: list[Reason], locks: list[Reason],
+    refuse_mail: str | None = None,
 ) -> Decision:
     lock_reason = None
     if locked and locks:
         with use(state.language):  # stored in the directory: the organisation's language, not --lang
             lock_reason = locks[0].text()
-    return Decision(locked=locked, remove=remove, reasons=reasons, lock_reason=lock_reason)
+    return Decision(locked=locked, remove=remove, reasons=reasons, lock_reason=lock_reason,
+                    refuse_mail=refuse_mail)
 
 
 def _cited(reg: Regulation, rule: str, configured: Duration | None) -> Regulation:
@@ -223,7 +225,7 @@ def decide_person(
         refuse = refuse_text(person.left_on)
     elif remove:
         refuse = REMOVAL_REFUSE_TEXT
-    return replace(_decision(state, locked, remove, reasons, lock_reasons), refuse_mail=refuse)
+    return _decision(state, locked, remove, reasons, lock_reasons, refuse)
 
 
 def notify_reason(person: Person, reg: Regulation) -> Reason:
@@ -304,7 +306,7 @@ def decide_unit_mailbox(
         dissolved = unit.dissolved_on is not None and unit.dissolved_on <= as_of
         refuse = dissolved_refuse_text(unit.dissolved_on) if dissolved and unit.dissolved_on else (
             REMOVAL_REFUSE_TEXT)
-    return replace(_decision(state, locked, remove, reasons, lock_reasons), refuse_mail=refuse)
+    return _decision(state, locked, remove, reasons, lock_reasons, refuse)
 
 
 def decide(state: State, ref: str, as_of: date, facts: Mapping[str, Any] | None = None) -> Decision:
