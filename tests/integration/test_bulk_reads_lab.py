@@ -182,7 +182,8 @@ def test_mailboxes_read_through_doveadm_as_imap_reads_them(applied: Path, clean_
         assert rest == [] and sorted(through) == ["b0x0", "b3x1", "bu0", "bu1"]
         assert imap.pool.opened == 0  # not one IMAP login
         for info in infos:
-            assert _records(through[info.login][1]) == _records(imap.read_owner(info, quota=False)), info.login
+            over_imap = imap.read_owner(info, quota=False)
+            assert _records(through[info.login][1]) == _records(over_imap), info.login
         records, unlisted, folders = _records(through["bu0"][1])
         assert {"Cha/Con", nfd, "Đến", "INBOX"} <= set(folders) and "Cha" not in folders
         keys = {key for _kind, key, _attrs in records}
