@@ -226,6 +226,18 @@ def test_a_plan_reads_the_mailboxes_without_imap_logins(applied: Path, clean_lab
         assert imap.timings["mailboxes_read"] == imap.timings["mailboxes_bulk"] + 1
     finally:
         close_providers(provs)
+    # a unit the TOML adds is asked of the mail host before the directory answers (to overlap the reads):
+    # the userdb does not know it yet, which is no error — it is simply new
+    (applied / "units" / "bu9.toml").write_text(
+        '[unit]\nid = "bu9"\nname = "Phòng mới"\nhead = "b9x0"\n\n[[person]]\nid = "b9x0"\n'
+        'name = "Lê Văn Mới"\n', encoding="utf-8")
+    state = load_state(applied)
+    provs = open_providers(state, ["ldap", "ssh", "imap"], for_plan=True)
+    try:
+        plan = make_plan(applied, state=state, providers=provs)
+        assert {(c.kind, c.key) for c in plan.changes} >= {("unit_mailbox", "bu9"), ("person", "b9x0")}
+    finally:
+        close_providers(provs)
 
 
 def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean_lab: Lab) -> None:
