@@ -109,6 +109,9 @@ def test_unit_mailbox_use_read_by_two_doveadm_processes(applied: Path, clean_lab
         assert used == {"bu0": "INBOX: 1 read", "bu1": "b1x2: shared/bu1/INBOX: 1 read"}
         assert seen.doveadm("mailbox status") == 2, seen.commands
         assert seen.doveadm("fetch") == 1, seen.commands  # the flags of those still without a sign
+        seen.commands.clear()  # a unit mailbox that never held a message: its delegates are not asked
+        assert prov.units_used(["bu3"]) == {}
+        assert seen.doveadm("mailbox status") == 1 and seen.doveadm("fetch") == 0, seen.commands
         with pytest.raises(ProviderError, match="nobodyhere's folders failed"):  # unknown to the userdb
             prov.units_used(["bu0", "nobodyhere"])
         assert prov.units_used(["b0x0"]) == {}  # known, but no mail folder made yet: not used, no error

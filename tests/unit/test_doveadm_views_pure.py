@@ -8,6 +8,7 @@ import pytest
 from mailstate.errors import ProviderError
 from mailstate.providers.doveadm.parse import (
     getacl_entries,
+    holds_mail,
     own_folder_names,
     parse_doveadm_json,
     pattern_base,
@@ -121,3 +122,14 @@ def test_spread_sample_covers_the_whole_list() -> None:
     sample = spread_sample(users, 200)
     assert len(sample) == 200 and sample[0] == "u00000" and sample[-1] == "u09999"
     assert spread_sample(users[:5], 200) == users[:5]
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([], False),
+    ([{"mailbox": "INBOX", "messages": "0"}, {"mailbox": "Sent", "messages": "0"}], False),
+    ([{"mailbox": "INBOX", "messages": "0"}, {"mailbox": "Sent", "messages": "2"}], True),
+    ([{"mailbox": "shared/vp/INBOX", "messages": "9"}], False),  # another's mail seen through sharing
+    ([{"mailbox": "INBOX", "messages": "?"}], True),  # a count it cannot read counts as mail
+])
+def test_holds_mail(rows: list[dict[str, str]], expected: bool) -> None:
+    assert holds_mail(rows, ["shared/"]) is expected

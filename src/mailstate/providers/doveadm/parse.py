@@ -535,6 +535,21 @@ def unit_work(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] =
     return None
 
 
+def holds_mail(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] = ()) -> bool:
+    """Whether any of a mailbox's own folders (``mailbox status 'messages …'`` rows) holds a message. One that
+    holds none and shows no sign of work (``unit_work``) never received one: no delegate can have read,
+    flagged or kept anything in it, so their views need not be asked. An unreadable count counts as mail."""
+    prefixes = tuple(other_prefixes)
+    for row in rows:
+        name = row.get("mailbox", "")
+        if not name or _in_other_namespace(name, prefixes):
+            continue
+        count = (row.get("messages") or "0").strip()
+        if not count.isdigit() or int(count) > 0:
+            return True
+    return False
+
+
 def parse_shared_grantees(text: str) -> dict[str, set[str]]:
     """{owner: the users it shares folders with} from the ACL shared dict (``doveadm -f tab dict iter -R DICT
     shared/shared-boxes/``): keys ``shared/shared-boxes/user/<grantee>/<owner>``; groups and ``anyone``

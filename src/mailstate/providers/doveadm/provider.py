@@ -65,6 +65,7 @@ from mailstate.providers.doveadm.parse import (
     doveadm_command,
     entries_digest,
     getacl_entries,
+    holds_mail,
     last_login_prefix,
     latest_manifest_name,
     load_known_hosts,
@@ -385,7 +386,8 @@ class SshProvider:
             if sign is not None:
                 used[unit] = sign
         uri = self.config("plugin/acl_shared_dict")
-        rest = [u for u in units if u not in used]
+        # a unit mailbox that never held a message: nothing any delegate could have read or marked
+        rest = [u for u in units if u not in used and holds_mail(own.get(user_of[u], []), prefixes)]
         grantees = parse_shared_grantees(
             self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
         ) if uri and shared and rest else {}
