@@ -65,6 +65,8 @@ def _refuse_controls(value: Any) -> Any:
 def control_text(text: str) -> str | None:
     """Why ``text`` is refused, in the language of the run (the first bad character, its position, how
     many), or None when it is clean; the text itself is never echoed (mailstate.text.control_message)."""
+    if text.isprintable():  # every character refused is a control, separator or format one: none here
+        return None
     bad = bad_characters(text)
     if not bad:
         return None
