@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import re
 import types
@@ -93,8 +94,8 @@ STANDIN_ID = "zzzz-no-id-{:05d}"
 
 def secret_value_message(value: Any) -> str | None:
     """Why a value (whatever its key) is a secret itself: a private key, or a URL holding a password."""
-    if not isinstance(value, str):
-        return None
+    if not isinstance(value, str) or ("://" not in value and "-----BEGIN" not in value):
+        return None  # neither pattern below can match (a name, a phone, a date: nearly every value)
     if PEM_KEY_RE.search(value):
         return _("a private key never in TOML: key_file names the file that holds it "
                  "(the value is not shown)")
@@ -169,6 +170,7 @@ def folder_path_problem(path: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)  # a few dozen key names, asked for every table of every file
 def is_secret_key(name: str) -> bool:
     """True for a key that would hold a secret itself (``password``, ``bind_password``, ``token`` …)."""
     low = name.lower()
