@@ -166,18 +166,6 @@ class GroupsConnections(Protocol):
 
 
 @runtime_checkable
-class ReadsInTwoSteps(Protocol):
-    """A provider whose ``read`` is ``snapshot_of(fetch(scope))``: ``fetch`` asks the server and gives plain
-    (picklable) data, the classmethod ``snapshot_of`` makes the snapshot of it without any server. A plan
-    reading ahead in a child process (reconciler.read_ahead) fetches there and makes the snapshot here."""
-
-    def fetch(self, scope: Iterable[str] | None = None) -> Any: ...
-
-    @classmethod
-    def snapshot_of(cls, fetched: Any) -> Snapshot: ...
-
-
-@runtime_checkable
 class ReadsThrough(Protocol):
     """A provider that reads through another one when that one is configured (IMAP's bulk discovery
     through doveadm): the registry opens the other once and hands it over (``peers``)."""

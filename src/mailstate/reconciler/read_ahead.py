@@ -33,8 +33,7 @@ from mailstate.desired_state.documents import Document, scan_positions
 from mailstate.desired_state.schema import State
 from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, ProviderError
-from mailstate.model.i18n import _
-from mailstate.model.provider import ReadsInTwoSteps, Snapshot
+from mailstate.model.provider import Snapshot
 from mailstate.providers.registry import (
     close_providers,
     configured_providers,
@@ -144,27 +143,10 @@ class ReadAhead:
         if answer[0] == "error":
             raise answer[1]
         self.timings.update(answer[2])
-        snapshots: dict[str, Snapshot] = answer[1]
-        if answer[0] == "fetched":  # the child fetched; the snapshot is made here, while it was idle
-            snapshots = {name: self._snapshot_of(name, fetched) for name, fetched in answer[1].items()}
         if timings is not None:
             timings.update(self.timings)
+        snapshots: dict[str, Snapshot] = answer[1]
         return snapshots
-
-    def _snapshot_of(self, name: str, fetched: Any) -> Snapshot:
-        """``name``'s snapshot of what its ``fetch`` gave, failing as ``pipeline.read_all`` fails."""
-        t0 = time.perf_counter()
-        try:
-            snapshot: Snapshot = provider_class(name).snapshot_of(fetched)  # type: ignore[attr-defined]
-        except MailstateError:
-            raise
-        except Exception as exc:
-            raise ProviderError(
-                _("{provider}: reading the live state failed: {error}").format(
-                    provider=name, error=f"{type(exc).__name__}: {exc}")
-            ) from exc
-        self.timings[f"snapshot:{name}"] = time.perf_counter() - t0
-        return snapshot
 
     def _receive(self) -> tuple[Any, ...] | None:
         """The child's pickled answer (None: it died without one), the child reaped."""
@@ -209,7 +191,7 @@ def _child(write: int, state: State, names: list[str]) -> None:
     try:
         answer: tuple[Any, ...]
         try:
-            answer = _read(state, names)
+            answer = ("ok", *_read(state, names))
         except NeedsWholeState:
             answer = ("again",)
         except MailstateError as exc:
@@ -229,33 +211,16 @@ def _child(write: int, state: State, names: list[str]) -> None:
         os._exit(code)
 
 
-class _Fetching:
-    """A provider read in two steps, whose ``read`` is its ``fetch`` alone (see ``_read``)."""
-
-    def __init__(self, provider: Any) -> None:
-        self._provider = provider
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._provider, name)
-
-    def read(self, scope: Iterable[str] | None = None) -> Any:
-        return self._provider.fetch(scope)
-
-
-def _read(state: State, names: list[str]) -> tuple[Any, ...]:
-    """The child's answer: ("ok", snapshots, timings); or ("fetched", what was fetched, timings) when one
-    provider reading in two steps is read, its snapshot then made by the parent (which waits meanwhile)."""
+def _read(state: State, names: list[str]) -> tuple[dict[str, Snapshot], dict[str, float]]:
     from mailstate.reconciler.pipeline import read_all
 
     timings: dict[str, float] = {}
     providers = open_providers(SettingsOnly(state), names, for_plan=True)
     try:
-        if len(providers) == 1 and isinstance(only := next(iter(providers.values())), ReadsInTwoSteps):
-            fetching: Any = _Fetching(only)  # a Provider but for what its read gives
-            return ("fetched", read_all({names[0]: fetching}, None, timings), timings)
-        return ("ok", read_all(providers, None, timings), timings)
+        snapshots = read_all(providers, None, timings)
     finally:
         close_providers(providers)
+    return snapshots, timings
 
 
 def _shown(exc: MailstateError) -> MailstateError:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ldap3 import BASE, HASHED_SALTED_SHA, MODIFY_ADD, MODIFY_DELETE, MODIFY_REPLACE
@@ -60,17 +59,6 @@ from mailstate.providers.ldap.parse import (
 from mailstate.providers.ldap.passwords import append_password, generate_password
 
 READ_ORDER = ("unit", "unit_mailbox", "person", "group", "alias")
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """What ``LdapProvider.fetch`` read: each kind's entries (dn, attributes as read), in READ_ORDER, and
-    the DNs of the people without any password. Plain data: it crosses a process (reconciler.read_ahead)."""
-
-    entries: list[tuple[str, list[tuple[str, dict[str, Any]]]]]
-    no_password: list[str]
-
-
 _FACT_ATTRS = frozenset({"pwdchangedtime", "createtimestamp"})
 """Read with the entries, kept apart from the records: whether a password was ever set, when created."""
 
@@ -135,60 +123,33 @@ class LdapProvider(LdapSession):
         parts = "".join(f"({attr}={escape_filter_chars(u)})" for u in units)
         return parts if len(units) == 1 else f"(|{parts})"
 
+    @with_gc_paused  # tens of thousands of decoded entries: the collector only slows the read down
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
         """The live records in the managed subtrees (limited to ``scope`` unit ids); failures raise."""
-        return self.snapshot_of(self.fetch(scope))
-
-    @with_gc_paused  # tens of thousands of decoded entries: the collector only slows the read down
-    def fetch(self, scope: Iterable[str] | None = None) -> Fetched:
-        """The entries of the managed subtrees as read (limited to ``scope`` unit ids), and the people
-        without any password; ``snapshot_of`` makes the snapshot of them. Failures raise."""
         units = None if scope is None else sorted({s.removeprefix("unit:") for s in scope})
+        snap = Snapshot(provider=self.name)
         self._check_base()
-        entries: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
-        # people with no pwdChangedTime: ppolicy sets it with every password change and removes it with
-        # the password, so only they (and those given their initial password in the add) can be without
-        # one (not part of the record or its digest: a person changing their password never makes a plan
-        # stale)
-        unchanged_password = False
-        for kind in READ_ORDER:
-            attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
-            if kind in MAILBOX_KINDS:  # operational: returned only when asked for by name
-                attributes = [*attributes, "createTimestamp"]
-            found = self.search_all(
-                self.container(kind), self.scope_filter(kind, units), attributes, size_limit=self.size_limit
-            )
-            entries.append((kind, found))
-            if kind == "person" and not unchanged_password:
-                unchanged_password = any(
-                    not any(v for k, v in raw.items() if k.lower() == "pwdchangedtime") for _dn, raw in found
-                )
-        # people without any password (an apply stopped between the add and the initial password): a
-        # presence filter, so no password hash is ever read; only asked when someone may be one of them
-        people_filter = self.scope_filter("person", units)
-        no_password = [dn for dn, _raw in self.search_all(
-            self.container("person"),
-            f"(&(objectClass=mailstateAccount)(!(userPassword=*)){people_filter})",
-            ["1.1"],
-            size_limit=self.size_limit,
-        )] if unchanged_password else []
-        return Fetched(entries, no_password)
-
-    @classmethod
-    @with_gc_paused
-    def snapshot_of(cls, fetched: Fetched) -> Snapshot:
-        """The snapshot of what ``fetch`` read (pure: no server asked)."""
-        snap = Snapshot(provider=cls.name)
         digests: dict[str, str] = {}
         addresses: dict[str, str] = {}
         lockouts: dict[str, str] = {}
         dns: dict[str, str] = {}
         created: dict[str, str] = {}  # mailbox login -> when its entry was created (lifecycle's "created")
+        # people with no pwdChangedTime: ppolicy sets it with every password change and removes it with
+        # the password, so only they (and those given their initial password in the add) can be without
+        # one (not part of the record or its digest: a person changing their password never makes a plan
+        # stale)
         unchanged_password: set[str] = set()
-        for kind, found in fetched.entries:
-            for dn, raw in found:
+        for kind in READ_ORDER:
+            attributes = READ_ATTRS[kind] + (["pwdChangedTime"] if kind == "person" else [])
+            if kind in MAILBOX_KINDS:  # operational: returned only when asked for by name
+                attributes = [*attributes, "createTimestamp"]
+            for dn, raw in self.search_all(
+                self.container(kind),
+                self.scope_filter(kind, units),
+                attributes,
+                size_limit=self.size_limit,
+            ):
                 # pwdChangedTime and createTimestamp are facts, never part of the record (nor its digest)
-                raw = dict(raw)
                 facts: dict[str, Any] = {}
                 lock: Any = None
                 for name in list(raw):
@@ -216,16 +177,23 @@ class LdapProvider(LdapSession):
                 lock = lock[0] if isinstance(lock, list) and lock else lock
                 if lock and str(lock) != LOCKED_TIME:
                     lockouts[record.key] = str(lock)
+        # people without any password (an apply stopped between the add and the initial password): a
+        # presence filter, so no password hash is ever read; only asked when someone may be one of them
         no_password: list[str] = []
+        people_filter = self.scope_filter("person", units)
         candidates = unchanged_password & {dn.lower() for ref, dn in dns.items() if ref.startswith("person/")}
-        for dn in fetched.no_password if candidates else []:
-            person = snap.records.get(("person", rdn_value(dn)))
-            if person is not None:
-                snap.records[("person", person.key)] = Record(
-                    person.kind, person.key, {**person.attrs, "_no_password": True}, person.provider,
-                    person.unit,
+        for dn, _raw in self.search_all(
+            self.container("person"),
+            f"(&(objectClass=mailstateAccount)(!(userPassword=*)){people_filter})",
+            ["1.1"],
+            size_limit=self.size_limit,
+        ) if candidates else []:
+            found = snap.records.get(("person", rdn_value(dn)))
+            if found is not None:
+                snap.records[("person", found.key)] = Record(
+                    found.kind, found.key, {**found.attrs, "_no_password": True}, found.provider, found.unit
                 )
-                no_password.append(person.key)
+                no_password.append(found.key)
         # an alias's old address belongs to whoever it delivers to
         for (kind, key), record in snap.records.items():
             if kind == "alias":
