@@ -106,3 +106,19 @@ def test_attribute_names_and_dns_decode_once_and_alike() -> None:
     assert name == "mailLocalAddress" and fmt is ldapconn._formatter("mailLocalAddress")
     assert ldapconn._attribute_name(b"mailLocalAddress")[0] is name
     assert ldapconn._dn_text("uid=bằng,ou=people".encode()) == "uid=bằng,ou=people"
+
+
+@pytest.mark.parametrize("entry", [
+    {"cn": ["Nguyễn Văn Bằng"], "objectClass": ["top", "inetOrgPerson"], "mail": ["b@x.vn"]},
+    {"mailLocalAddress": ["z@x.vn", "a@x.vn", "m@x.vn"], "UID": ["a"], "description": ["\"quoted\" \\"]},
+    {},
+])
+def test_digest_is_the_sha256_of_the_sorted_json_of_the_normalised_entry(entry: dict) -> None:
+    import hashlib
+    import json
+
+    from mailstate.providers.ldap.parse import digest
+
+    norm = normalize(entry)
+    text = json.dumps({k: sorted(v) for k, v in sorted(norm.items())}, ensure_ascii=False, sort_keys=True)
+    assert digest(entry) == hashlib.sha256(text.encode()).hexdigest()

@@ -144,10 +144,12 @@ def normalize(attrs: Mapping[str, Any]) -> Entry:
 def digest(entry: Mapping[str, Any]) -> str:
     """A stable digest of an entry's attributes (names and values compared case-sensitively, order-free)."""
     norm = normalize(entry)
-    canonical = json.dumps(
-        {k: sorted(v) for k, v in sorted(norm.items())}, ensure_ascii=False, sort_keys=True
-    )
+    # names sorted here, values sorted when there are several: the text json.dumps(sort_keys=True) gives
+    canonical = _CANONICAL.encode({k: v if len(v) < 2 else sorted(v) for k, v in sorted(norm.items())})
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_CANONICAL = json.JSONEncoder(ensure_ascii=False)
 
 
 def _address(e: Entry, name: str) -> str | tuple[str, ...] | None:
