@@ -614,7 +614,8 @@ def _entry_of(data: bytes) -> _Decoded | None:
     return decoded
 
 
-_ldap3_decode_message_fast = _sync.decode_message_fast
+_ldap3_decode_message_fast = getattr(_sync.decode_message_fast, "ldap3_decoder", _sync.decode_message_fast)
+"""ldap3's own decoder (this module imported again never wraps its own wrapper)."""
 
 
 def _decode_message_fast(message: bytes) -> dict[str, Any]:
@@ -626,6 +627,7 @@ def _decode_message_fast(message: bytes) -> dict[str, Any]:
     return result
 
 
+setattr(_decode_message_fast, "ldap3_decoder", _ldap3_decode_message_fast)  # noqa: B010
 _sync.decode_message_fast = _decode_message_fast  # inert for every message not made by _entry_of
 
 

@@ -94,3 +94,13 @@ def test_ldap3s_decoder_still_decodes_every_other_message() -> None:
     done = DECLINED["search result done"]
     assert ldapconn._decode_message_fast(done) == ldapconn._ldap3_decode_message_fast(done)
     assert ldapconn._decode_message_fast(SIMPLE)["protocolOp"] == 4  # plain bytes: ldap3's own result
+
+
+def test_one_wrapper_around_ldap3s_own_decoder() -> None:
+    """The wrapper names ldap3's decoder, so that this module imported again wraps that, not itself."""
+    from ldap3.strategy import sync
+    from ldap3.utils import asn1
+
+    assert sync.decode_message_fast is ldapconn._decode_message_fast
+    assert ldapconn._ldap3_decode_message_fast is asn1.decode_message_fast
+    assert getattr(sync.decode_message_fast, "ldap3_decoder") is asn1.decode_message_fast  # noqa: B009
