@@ -571,10 +571,14 @@ def run_parallel(
     """``run`` with up to ``parallelism`` changes in progress per provider (``Schedule`` says which may
     start). The journal, the signals and the outcomes are ``run``'s: only this thread writes the journal —
     a change's ``started`` line before it is handed to a worker, its ``done`` / ``failed`` line when it comes
-    back — so every change has its pair and a dependent's ``started`` follows its dependency's ``done``. A
-    refused change skips only its dependents. A failed change, or a signal, stops new changes from starting;
-    those in progress are waited for and journaled, then the run ends as ``run`` ends it. A second signal
-    stops at once: the changes in progress are journaled as possibly partly done."""
+    back — so every change has its pair and a dependent's ``started`` follows its dependency's ``done``. The
+    lines go to the OS in one write per round (``Journal.held``): before the changes of the round begin
+    (their ``started`` lines and every line before them), and before the thread waits for the next to come
+    back; a crash loses at most the ``done`` lines of changes that just came back, which the journal then
+    shows started, not finished — as it would had the crash come a moment earlier. A refused change skips
+    only its dependents. A failed change, or a signal, stops new changes from starting; those in progress
+    are waited for and journaled, then the run ends as ``run`` ends it. A second signal stops at once: the
+    changes in progress are journaled as possibly partly done."""
 
     def group_of(change: Change) -> str | None:
         prov = provs.get(change.provider)
@@ -611,57 +615,72 @@ def run_parallel(
     providers_used = len({c.provider for c in changes}) or 1
     threads = ThreadPoolExecutor(max_workers=sched.parallelism * providers_used, thread_name_prefix="apply")
     in_progress: dict[Future[None], int] = {}
+    told_later: list[tuple[Change, str]] = []
+
+    def tell_now() -> None:
+        """The lines are with the OS: tell what they say (progress, the tests' hooks)."""
+        journal.flush()
+        for change, event in told_later:
+            told(change, event)
+        told_later.clear()
+
     try:
-        while True:
-            stopping = bool(failures) or signals.received is not None
-            while not stopping and sched.available:
-                # dependencies all over: skip what a refusal blocks (its dependents become available in
-                # turn), place the rest
-                i = heapq.heappop(sched.available)
-                roots = blocked.roots(changes[i])
-                if roots:
-                    handled[i] = True
-                    journal.skipped(changes[i], roots)
-                    skipped.append((changes[i], roots))
-                    told(changes[i], "skipped")
-                    sched.finish(i, started=False)
-                else:
-                    sched.place(i)
-            if not stopping:
-                for i in sched.startable():
+        with journal.held():  # one write per batch of lines; flushed before any change begins (below)
+            while True:
+                stopping = bool(failures) or signals.received is not None
+                while not stopping and sched.available:
+                    # dependencies all over: skip what a refusal blocks (its dependents become available
+                    # in turn), place the rest
+                    i = heapq.heappop(sched.available)
+                    roots = blocked.roots(changes[i])
+                    if roots:
+                        handled[i] = True
+                        journal.skipped(changes[i], roots)
+                        skipped.append((changes[i], roots))
+                        told_later.append((changes[i], "skipped"))
+                        sched.finish(i, started=False)
+                    else:
+                        sched.place(i)
+                starting = [] if stopping else sched.startable()
+                for i in starting:
                     handled[i] = True
                     journal.started(changes[i])
+                # every line written so far — these changes' ``started`` — is with the OS before any of them
+                # begins, and before this thread waits
+                tell_now()
+                for i in starting:
                     told(changes[i], "started")
                     in_progress[threads.submit(apply_one, changes[i])] = i
-            if not in_progress:
-                if not stopping and sched.available:
-                    continue
-                break
-            signals.armed = True
-            try:
-                over, _ = wait(in_progress, timeout=0.5, return_when=FIRST_COMPLETED)
-            finally:
-                signals.armed = False
-            for fut in sorted(over, key=lambda f: in_progress[f]):
-                i = in_progress.pop(fut)
-                change = changes[i]
-                exc = fut.exception()
-                if exc is None:
-                    journal.done(change)
-                    done.append(change)
-                    told(change, "done")
-                elif isinstance(exc, ChangeRefused):
-                    error = redact(_describe(exc), secrets)
-                    journal.failed(change, error, refused=True)
-                    refused.append((change, error))
-                    blocked.refuse(change)
-                    told(change, "refused")
-                else:
-                    error = redact(_describe(exc), secrets)
-                    journal.failed(change, error)
-                    failures.append((change, error))
-                    told(change, "failed")
-                sched.finish(i, started=True)
+                if not in_progress:
+                    if not stopping and sched.available:
+                        continue
+                    break
+                signals.armed = True
+                try:
+                    over, _ = wait(in_progress, timeout=0.5, return_when=FIRST_COMPLETED)
+                finally:
+                    signals.armed = False
+                for fut in sorted(over, key=lambda f: in_progress[f]):
+                    i = in_progress.pop(fut)
+                    change = changes[i]
+                    exc = fut.exception()
+                    if exc is None:
+                        journal.done(change)
+                        done.append(change)
+                        told_later.append((change, "done"))
+                    elif isinstance(exc, ChangeRefused):
+                        error = redact(_describe(exc), secrets)
+                        journal.failed(change, error, refused=True)
+                        refused.append((change, error))
+                        blocked.refuse(change)
+                        told_later.append((change, "refused"))
+                    else:
+                        error = redact(_describe(exc), secrets)
+                        journal.failed(change, error)
+                        failures.append((change, error))
+                        told_later.append((change, "failed"))
+                    sched.finish(i, started=True)
+                tell_now()
     except (KeyboardInterrupt, StopNow) as exc:
         # a second signal: the changes in progress may or may not have happened; say so, a rerun converges
         signum = exc.signum if isinstance(exc, StopNow) else signal.SIGINT
