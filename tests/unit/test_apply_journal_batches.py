@@ -10,10 +10,12 @@ from typing import Any, ClassVar
 
 import pytest
 
+from mailstate import redact
 from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
 from mailstate.reconciler.apply.journal import Journal, json_line, read_lines, scrub
 from mailstate.reconciler.apply.run import ApplyFailed, StopSignals, run_parallel
+from mailstate.redact import remember_secret
 
 
 def ch(cid: str, provider: str = "ldap", deps: tuple[str, ...] = (), **after: Any) -> Change:
@@ -151,3 +153,20 @@ def test_a_failure_in_a_batch_keeps_every_record(tmp_path: Path) -> None:
     assert lines[-1]["event"] == "apply-finished" and lines[-1]["outcome"] == "failed"
     audit = read_lines(tmp_path / "a.jsonl")
     assert sorted(r["change"] for r in audit) == sorted(c.id for c in info.value.done)
+
+
+def test_a_secret_known_after_the_journal_opened_is_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secrets are looked up again when a new one is remembered or a secret variable changes: a line
+    written after that never carries it."""
+    monkeypatch.setattr(redact, "_SECRETS", set())
+    j = Journal(tmp_path / "j.jsonl", tmp_path / "a.jsonl", who="t", commit=None)
+    j.failed(ch("a"), "first")
+    remember_secret("late-s3cr3t-one")
+    j.failed(ch("b"), "bind failed: late-s3cr3t-one")
+    monkeypatch.setenv("MAILSTATE_SMTP_PASSWORD", "late-s3cr3t-two")
+    j.failed(ch("c"), "relay refused late-s3cr3t-two")
+    j.close()
+    text = (tmp_path / "j.jsonl").read_text()
+    assert "late-s3cr3t" not in text and text.count("<redacted>") == 2

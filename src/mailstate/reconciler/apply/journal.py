@@ -28,7 +28,7 @@ from typing import Any
 from mailstate.desired_state.lifecycle import notice_of
 from mailstate.model.change import Change
 from mailstate.private_files import open_private, private_dir
-from mailstate.redact import hide_known, known_secrets
+from mailstate.redact import hide_known, known_secrets, secrets_key
 
 SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
 """Attribute names whose values are never written, only their presence."""
@@ -133,6 +133,15 @@ class JsonLines:
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
         self._pending: list[Mapping[str, Any]] = []
         self.held = False
+        self._known: tuple[tuple[object, ...], list[str]] = ((), [])
+
+    def _secrets(self) -> list[str]:
+        """``known_secrets()``, looked up again only when what it is made of changed (a secret remembered, a
+        secret variable set)."""
+        key = secrets_key()
+        if key != self._known[0]:
+            self._known = (key, known_secrets())
+        return self._known[1]
 
     def write(self, record: Mapping[str, Any], *, sync: bool = False) -> None:
         self._pending.append(record)
@@ -144,7 +153,7 @@ class JsonLines:
         now; with ``sync``, to the disk."""
         if self._pending:
             pending, self._pending = self._pending, []
-            secrets = known_secrets()
+            secrets = self._secrets()
             self._fh.write("".join(json_line(r, secrets) for r in pending))
             self._fh.flush()
         if sync:
