@@ -155,7 +155,7 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
         changed_runs = []
         for _ in range(repeat):
             s, code, mib = run_timed(plan, env, name="changed")
-            if code != 2:
+            if code != 2 and PROFILE is None:  # under cProfile the exit status is always 0
                 raise SystemExit(f"the plan after 1 % changed exited {code}, not 2 (changes)")
             changed_runs.append(s)
             f["plan_mib"] = max(f["plan_mib"], mib)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,9 @@ from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_master_login
 from mailstate.providers.doveadm.provider import SshProvider
+from mailstate.providers.imap.provider import ImapProvider
 from mailstate.providers.registry import close_providers, open_providers
+from mailstate.reconciler.pipeline import make_plan
 
 pytestmark = pytest.mark.integration
 
@@ -105,6 +109,9 @@ def test_unit_mailbox_use_read_by_two_doveadm_processes(applied: Path, clean_lab
         assert used == {"bu0": "INBOX: 1 read", "bu1": "b1x2: shared/bu1/INBOX: 1 read"}
         assert seen.doveadm("mailbox status") == 2, seen.commands
         assert seen.doveadm("fetch") == 1, seen.commands  # the flags of those still without a sign
+        seen.commands.clear()  # a unit mailbox that never held a message: its delegates are not asked
+        assert prov.units_used(["bu3"]) == {}
+        assert seen.doveadm("mailbox status") == 1 and seen.doveadm("fetch") == 0, seen.commands
         with pytest.raises(ProviderError, match="nobodyhere's folders failed"):  # unknown to the userdb
             prov.units_used(["bu0", "nobodyhere"])
         assert prov.units_used(["b0x0"]) == {}  # known, but no mail folder made yet: not used, no error
@@ -135,5 +142,136 @@ def test_acl_files_found_through_a_few_processes_for_every_user(applied: Path, c
         assert not any(" -A" in c for c in seen.commands), seen.commands
         everyone = set(prov.userdb_users())
         assert {"b0x0", "b3x2", "bu3"} <= everyone
+    finally:
+        close_providers(provs)
+
+
+def _records(read: Any) -> tuple[list[tuple[str, str, Any]], list[tuple[str, str, Any]], list[str]]:
+    """An owner read as comparable data: its records, its unlisted records, its folders."""
+    def rows(recs: Any) -> list[tuple[str, str, Any]]:
+        return sorted((r.kind, r.key, sorted(r.attrs.items())) for r in recs)
+    return rows(read.records), rows(read.unlisted), sorted(read.folders)
+
+
+def test_mailboxes_read_through_doveadm_as_imap_reads_them(applied: Path, clean_lab: Lab) -> None:
+    """What a plan learns of a mailbox through doveadm (no IMAP login: a province's 300 unit mailboxes cost
+    300 master-user logins) is exactly what LIST, GETACL and GETMETADATA give on its own connection — for
+    rights set by hand in every form Dovecot keeps: a group, a negative right, rights without lookup, an
+    explicit owner entry, a folder made only as the parent of another, a folder named in NFD, a purpose with
+    a tab and a line break in it, a folder shared only to someone the INBOX is not."""
+    c = imap_master_login(clean_lab, "bu0")
+    try:
+        c.setacl("INBOX", "$ke-toan", "lr")
+        c.setacl("INBOX", "-b0x2", "w")
+        c.setacl("INBOX", "b3x1", "rs")  # no lookup: Dovecot's shared dict does not record it
+        c.setacl("INBOX", "owner", "lrwstipekxa")
+        c.create_folder("Cha/Con")  # "Cha" exists only as Con's parent
+        nfd = unicodedata.normalize("NFD", "Lưu trữ")
+        c.create_folder(nfd)
+        c.setacl(nfd, "b1x1", "lr")  # a folder shared to someone who has nothing on INBOX
+    finally:
+        c.logout()
+    state = load_state(applied)
+    provs = open_providers(state, ["ssh", "imap"])
+    try:
+        ssh = provs["ssh"]
+        assert isinstance(ssh, SshProvider)  # a purpose set by hand, control characters and all
+        ssh.doveadm("mailbox", "metadata", "set", "-u", "bu0", "Cha/Con", "/shared/comment", "a\tb\nc")
+        imap = provs["imap"]
+        assert isinstance(imap, ImapProvider) and imap.bulk is not None
+        imap.set_live_mailboxes(set(imap.mailboxes))
+        infos = [imap.mailboxes[u] for u in ("bu0", "bu1", "b0x0", "b3x1")]
+        through, rest = imap._read_through_bulk(infos, imap.bulk)
+        assert rest == [] and sorted(through) == ["b0x0", "b3x1", "bu0", "bu1"]
+        assert imap.pool.opened == 0  # not one IMAP login
+        for info in infos:
+            over_imap = imap.read_owner(info, quota=False)
+            assert _records(through[info.login][1]) == _records(over_imap), info.login
+        records, unlisted, folders = _records(through["bu0"][1])
+        assert {"Cha/Con", nfd, "Đến", "INBOX"} <= set(folders) and "Cha" not in folders
+        keys = {key for _kind, key, _attrs in records}
+        assert {"unit:bu0/INBOX#$ke-toan", "unit:bu0/INBOX#-b0x2", "unit:bu0/INBOX#b3x1"} <= keys
+        assert any(key.endswith("#b1x1") and "Lưu" in unicodedata.normalize("NFC", key) for key in keys)
+        assert ("shared_folder", "unit:bu0/Cha/Con", [("purpose", "a\tb\nc")]) in unlisted
+    finally:
+        close_providers(provs)
+
+
+def test_a_plan_reads_the_mailboxes_without_imap_logins(applied: Path, clean_lab: Lab) -> None:
+    """The plan's IMAP read goes through doveadm and logs in once (a wrong master password still fails the
+    plan); a mailbox doveadm cannot answer for is read over IMAP all the same; the plan is empty."""
+    state = load_state(applied)
+    provs = open_providers(state, ["ldap", "ssh", "imap"], for_plan=True)
+    try:
+        imap = provs["imap"]
+        assert isinstance(imap, ImapProvider)
+        plan = make_plan(applied, state=state, providers=provs)
+        assert plan.changes == []
+        assert imap.timings["mailboxes_bulk"] == imap.timings["mailboxes_read"] >= 4
+        assert imap.pool.opened == 1  # the one login that checks the master password
+    finally:
+        close_providers(provs)
+    provs = open_providers(state, ["ldap", "ssh", "imap"], for_plan=True)
+    try:
+        ssh = provs["ssh"]
+        assert isinstance(ssh, SshProvider)
+        inner = ssh.mailbox_views
+
+        def without_bu2(users: Any, entry: Any = None) -> Any:
+            views, failed = inner(users, entry)
+            return views, failed | ({"bu2"} & set(users))
+
+        ssh.mailbox_views = without_bu2  # type: ignore[method-assign]
+        plan = make_plan(applied, state=state, providers=provs)
+        assert plan.changes == []
+        imap = provs["imap"]
+        assert isinstance(imap, ImapProvider)
+        assert imap.timings["mailboxes_read"] == imap.timings["mailboxes_bulk"] + 1
+    finally:
+        close_providers(provs)
+    # a unit the TOML adds is asked of the mail host before the directory answers (to overlap the reads):
+    # the userdb does not know it yet, which is no error — it is simply new
+    (applied / "units" / "bu9.toml").write_text(
+        '[unit]\nid = "bu9"\nname = "Phòng mới"\nhead = "b9x0"\n\n[[person]]\nid = "b9x0"\n'
+        'name = "Lê Văn Mới"\n', encoding="utf-8")
+    state = load_state(applied)
+    provs = open_providers(state, ["ldap", "ssh", "imap"], for_plan=True)
+    try:
+        plan = make_plan(applied, state=state, providers=provs)
+        assert {(c.kind, c.key) for c in plan.changes} >= {("unit_mailbox", "bu9"), ("person", "b9x0")}
+    finally:
+        close_providers(provs)
+
+
+def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean_lab: Lab) -> None:
+    """When a sample of users' mail roots follow one pattern, the others' are taken from it (no userdb
+    lookup per user) and one ``find`` walks the tree that holds them: the owners found are the ones every
+    user's lookup finds. An ACL file in that tree under no root the pattern gives sends every user to the
+    userdb again, so no file is ever left without its owner."""
+    c = imap_master_login(clean_lab, "b2x2")
+    try:
+        c.setacl("INBOX", "-b2x1", "r")  # only in the file: the dict does not record a negative right
+    finally:
+        c.logout()
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        prov.root_sample = 4
+        seen = Counting(prov)
+        owners = prov.acl_owners()
+        assert prov.acl_roots == "pattern" and "b2x2" in owners
+        lookups = seen.commands[:]
+        assert sum(c.count("\n") for c in lookups if " mailbox path " in c) == 0
+        assert sum(len(c.split("printf '%s\\n' ", 1)[1].split(" | ")[0].split())
+                   for c in lookups if " mailbox path " in c) == 4  # the sample's four users only
+        prov.root_sample = 1000
+        assert prov.acl_owners() == owners and prov.acl_roots == "userdb"
+        root = next(iter(prov._roots_of(["b0x0"])))
+        stray = Path(root).parent / "not-a-user" / "mdbox" / "mailboxes" / "INBOX" / "dbox-Mails"
+        stray.mkdir(parents=True)
+        (stray / "dovecot-acl").write_text("user=b0x0 lr\n", encoding="utf-8")
+        prov.root_sample = 4
+        assert prov.acl_owners() == owners and prov.acl_roots == "userdb"
     finally:
         close_providers(provs)

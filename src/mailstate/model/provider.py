@@ -67,6 +67,19 @@ class DesiredState(Protocol):
     def access_grants(self) -> Sequence[Any]: ...
 
 
+@dataclass
+class MailboxView:
+    """One mailbox's own folders as the mail host reports them without an IMAP login (doveadm): what the
+    IMAP provider would learn from LIST, GETACL and GETMETADATA on a master-user connection."""
+
+    folders: list[str] = field(default_factory=list)
+    """The selectable folders of its own namespace, named exactly as the server names them."""
+    acls: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """{folder: GETACL's answer, as (identifier, letters)} for each of ``folders``."""
+    purposes: dict[str, str | None] = field(default_factory=dict)
+    """{folder: its /shared/comment or None} for each folder but INBOX (when asked for)."""
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: ClassVar[str]
@@ -138,9 +151,10 @@ class TakesMailboxUsers(Protocol):
 @runtime_checkable
 class TakesUnitMailboxes(Protocol):
     """A mail provider that tells whether a unit mailbox has been used (worked in by anyone, delegates
-    included): told the unit mailboxes' logins before it reads."""
+    included): handed a function returning the directory's unit mailboxes (their logins), called during its
+    read (after what it can read without them)."""
 
-    def set_unit_mailboxes(self, logins: set[str]) -> None: ...
+    def await_unit_mailboxes(self, logins: Callable[[], set[str]]) -> None: ...
 
 
 @runtime_checkable

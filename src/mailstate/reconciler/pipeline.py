@@ -136,7 +136,7 @@ def read_all(
             elif isinstance(prov, TakesLiveMailboxes):
                 prov.set_live_mailboxes(logins())
             if isinstance(prov, TakesUnitMailboxes):
-                prov.set_unit_mailboxes(unit_logins())
+                prov.await_unit_mailboxes(unit_logins)
         t0 = time.perf_counter()
         try:
             snapshot = prov.read(None)

@@ -115,6 +115,62 @@ def mail_roots(path_tab: str) -> dict[str, str]:
     return out
 
 
+ROOT_SAMPLE = 200
+"""Users whose mail root is asked of the userdb to learn the pattern of the others' (``root_pattern``)."""
+
+
+def spread_sample(users: list[str], size: int = ROOT_SAMPLE) -> list[str]:
+    """At most ``size`` of ``users`` spread evenly over the whole list, the first and the last included."""
+    if len(users) <= size:
+        return list(users)
+    step = (len(users) - 1) / (size - 1)
+    return sorted({users[round(i * step)] for i in range(size)})
+
+
+def predictable_user(user: str) -> bool:
+    """A user name that can stand inside a path: no "/", not "." or "..", no control character."""
+    return bool(user) and "/" not in user and user not in (".", "..") and CONTROL_RE.search(user) is None
+
+
+def root_pattern(roots: Mapping[str, str]) -> tuple[str, str] | None:
+    """(head, tail) such that every sampled mail root ({root: user}) is ``head + user + tail`` — the userdb
+    builds them all from one template (``mail_home = /srv/vmail/%d/%n``) — or None when they do not follow
+    one (a home per user stored in the directory, with a date in it, …). ``head`` is absolute and holds a
+    directory below "/": the tree ``find`` walks for the others."""
+    pairs = [(root, user) for root, user in roots.items() if predictable_user(user)]
+    if len(pairs) < 2 or len(pairs) != len(roots):
+        return None
+    root0, user0 = pairs[0]
+    at = -1
+    while (at := root0.find(user0, at + 1)) >= 0:
+        head, tail = root0[:at], root0[at + len(user0):]
+        if all(root == f"{head}{user}{tail}" for root, user in pairs) and _walkable(head):
+            return head, tail
+    return None
+
+
+def _walkable(head: str) -> bool:
+    base = head[: head.rfind("/")]
+    return head.startswith("/") and base != "" and "/../" not in f"{head}/" and "/./" not in f"{head}/"
+
+
+def pattern_base(head: str) -> str:
+    """The directory ``find`` walks for the mail roots ``head + user + tail``."""
+    return head[: head.rfind("/")]
+
+
+def unowned_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> list[str]:
+    """The ACL files in ``grep -HZ`` output that lie under none of ``roots`` (the pattern missed them)."""
+    out: list[str] = []
+    for raw in grep_out.split(b"\n"):
+        path_b, sep, _line = raw.partition(b"\0")
+        if sep:
+            path = path_b.decode("utf-8", "surrogateescape")
+            if _owner_of(path, roots) is None:
+                out.append(path)
+    return out
+
+
 def parse_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> set[str]:
     """Owners with an ACL entry for anyone but themselves in their ACL files (``grep -HZ '' FILE…`` output:
     ``path NUL line``): any entry, negative (``-user=x``) or without the lookup right included — the ACL
@@ -479,6 +535,21 @@ def unit_work(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] =
     return None
 
 
+def holds_mail(rows: Iterable[Mapping[str, str]], other_prefixes: Iterable[str] = ()) -> bool:
+    """Whether any of a mailbox's own folders (``mailbox status 'messages …'`` rows) holds a message. One that
+    holds none and shows no sign of work (``unit_work``) never received one: no delegate can have read,
+    flagged or kept anything in it, so their views need not be asked. An unreadable count counts as mail."""
+    prefixes = tuple(other_prefixes)
+    for row in rows:
+        name = row.get("mailbox", "")
+        if not name or _in_other_namespace(name, prefixes):
+            continue
+        count = (row.get("messages") or "0").strip()
+        if not count.isdigit() or int(count) > 0:
+            return True
+    return False
+
+
 def parse_shared_grantees(text: str) -> dict[str, set[str]]:
     """{owner: the users it shares folders with} from the ACL shared dict (``doveadm -f tab dict iter -R DICT
     shared/shared-boxes/``): keys ``shared/shared-boxes/user/<grantee>/<owner>``; groups and ``anyone``
@@ -611,3 +682,118 @@ def parse_doveadm_mailbox_list(text: str) -> dict[str, list[str]]:
     return out
 
 
+
+
+# --------------------------------------------------------------------------------------------------
+# A mailbox's folders, rights and purposes through doveadm (the IMAP provider's reads without a login)
+
+USER_MESSAGE = re.compile(r"^doveadm\((?P<user>.+?)\): (?P<level>[A-Za-z]+): (?P<text>.*)$")
+"""A line doveadm writes on standard error about one user of ``-F``/``-A``."""
+NO_SUCH_FOLDER = "Mailbox doesn't exist"
+"""What doveadm says of a name that is no folder of the user (a \\NonExistent or \\Noselect parent)."""
+
+
+def parse_doveadm_json(text: str) -> list[dict[str, str]]:
+    """Rows of ``doveadm -f json …`` output (one array of objects; an empty output is no row). Unlike the
+    tab formatter, JSON escapes a tab or a line break inside a value (a folder's purpose set by hand)."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProviderError(f"ssh: doveadm's JSON output could not be read: {exc.msg}") from None
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise ProviderError("ssh: doveadm's JSON output is not a list of rows")
+    return [{str(k).lower(): "" if v is None else str(v) for k, v in row.items()} for row in data]
+
+
+FAILURE_LINE = re.compile(r"^(doveadm|sh|bash)\b|\b(Error|Fatal|Panic|not found|denied)\b", re.IGNORECASE)
+"""A line on standard error that says a command failed (not a login banner such as sshd's "Could not chdir
+to home directory")."""
+
+
+UNKNOWN_USER = "User no longer exists"
+"""What doveadm says (as Info) of a user of ``-F`` the userdb does not know, before skipping it."""
+
+
+def user_messages(stderr: str) -> tuple[dict[str, list[str]], list[str]]:
+    """doveadm's standard error: ({user: [error text, …]}, [lines that say something failed]) — Info lines
+    (but a skipped unknown user) and lines that say nothing failed left out."""
+    by_user: dict[str, list[str]] = {}
+    other: list[str] = []
+    for line in stderr.splitlines():
+        if not line.strip():
+            continue
+        m = USER_MESSAGE.match(line)
+        if m is None:
+            if FAILURE_LINE.search(line):
+                other.append(line)
+        elif m.group("level") != "Info" or m.group("text").startswith(UNKNOWN_USER):
+            by_user.setdefault(m.group("user"), []).append(m.group("text"))
+    return by_user, other
+
+
+IMAP_RIGHT_LETTERS: Mapping[str, str] = {
+    "lookup": "l", "read": "r", "write": "w", "write-seen": "s", "write-deleted": "t", "insert": "i",
+    "post": "p", "expunge": "e", "create": "k", "delete": "x", "admin": "a",
+}
+"""Dovecot's right names and the RFC 4314 letters its IMAP ACL plugin writes for them."""
+
+
+def _imap_letters(names: Iterable[str]) -> str:
+    """The letters GETACL writes for right names: the known ones, then ``c`` after ``k``/``x`` and ``d`` after
+    ``t``/``e`` (RFC 4314's obsolete rights); names without a letter are left out, as IMAP leaves them."""
+    letters = "".join(IMAP_RIGHT_LETTERS[n] for n in names if n in IMAP_RIGHT_LETTERS)
+    if set(letters) & {"k", "x"}:
+        letters += "c"
+    if set(letters) & {"t", "e"}:
+        letters += "d"
+    return letters
+
+
+def _imap_identifier(ident: str, owner: str | None) -> str:
+    """doveadm's identifier (``user=…``, ``group=…``, ``group-override=…``, ``anyone``, ``authenticated``,
+    ``owner``) as GETACL names it (the user, ``$group``, ``!$group``, …; ``owner`` as the owner's user)."""
+    if ident == "owner":
+        return owner or "owner"
+    for head, prefix in (("user=", ""), ("group=", "$"), ("group-override=", "!$")):
+        if ident.startswith(head):
+            return prefix + ident[len(head):]
+    return ident
+
+
+def getacl_entries(rows: Iterable[Mapping[str, str]], owner: str) -> list[tuple[str, str]]:
+    """What ``GETACL`` answers for one folder of ``owner``, from the rows of ``doveadm acl get`` for it
+    (columns id, global, rights): as Dovecot's IMAP ACL plugin writes them — a negative entry as ``-id``,
+    a global one as ``#id`` (``-#id``), ``owner`` as the owner's user name unless an entry names that user
+    too, letters with ``c``/``d`` added. The owner's default rights it adds when no entry gives the owner
+    any are not written (they are never a grant)."""
+    rows = list(rows)
+    ids = [r.get("id", "") for r in rows]
+    convert = not ("owner" in ids and f"user={owner}" in ids)
+    out: list[tuple[str, str]] = []
+    for row in rows:
+        ident = _imap_identifier(row.get("id", ""), owner if convert else None)
+        glob = "#" if row.get("global", "").strip() else ""
+        words = row.get("rights", "").split()
+        positive = [w for w in words if not w.startswith("-")]
+        negative = [w[1:] for w in words if w.startswith("-")]
+        if positive:
+            out.append((glob + ident, _imap_letters(positive)))
+        if negative:
+            out.append(("-" + glob + ident, _imap_letters(negative)))
+    return out
+
+
+def own_folder_names(rows: Iterable[Mapping[str, str]], prefixes: Iterable[str]) -> dict[str, list[str]]:
+    """{user: [folder, …]} from ``doveadm mailbox list`` rows, leaving out the other namespaces (``shared/``
+    and its root ``shared``): the names a user's own LIST shows (selectable or not; ``acl get`` tells)."""
+    heads = [p for p in prefixes if p]
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        user, name = row.get("username", ""), row.get("mailbox", "")
+        if not user or not name or _in_other_namespace(name, heads):
+            continue
+        out.setdefault(user, []).append(name)
+    return out

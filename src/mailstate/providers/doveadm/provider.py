@@ -37,8 +37,8 @@ import paramiko
 from mailstate.errors import ProviderError
 from mailstate.model.change import MAIL_ARCHIVE, MAIL_DELETE, Action, Change
 from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
-from mailstate.model.provider import DesiredState, Snapshot
-from mailstate.model.records import MAILBOX_KINDS
+from mailstate.model.provider import DesiredState, MailboxView, Snapshot
+from mailstate.model.records import INBOX, MAILBOX_KINDS
 from mailstate.model.settings import SshSettings
 from mailstate.providers.doveadm.parse import (
     ACL_FILE,
@@ -47,6 +47,8 @@ from mailstate.providers.doveadm.parse import (
     FIND_ARGS_MAX,
     MANIFEST_SUFFIX,
     MAX_REMOVAL_ROUNDS,
+    NO_SUCH_FOLDER,
+    ROOT_SAMPLE,
     SHARED_BOXES,
     Entry,
     Manifest,
@@ -62,6 +64,8 @@ from mailstate.providers.doveadm.parse import (
     delegate_work,
     doveadm_command,
     entries_digest,
+    getacl_entries,
+    holds_mail,
     last_login_prefix,
     latest_manifest_name,
     load_known_hosts,
@@ -69,16 +73,24 @@ from mailstate.providers.doveadm.parse import (
     marked_work,
     next_archive_name,
     other_namespace_prefixes,
+    own_folder_names,
     parse_acl_files,
+    parse_doveadm_json,
     parse_doveadm_tab,
     parse_last_login,
     parse_quota_get,
     parse_shared_grantees,
     parse_shared_owners,
+    pattern_base,
+    predictable_user,
     read_fetch_stream,
+    root_pattern,
     settings_from_env,
+    spread_sample,
     uid_set,
     unit_work,
+    unowned_acl_files,
+    user_messages,
 )
 from mailstate.text import CONTROL_RE, visible
 
@@ -112,10 +124,17 @@ class SshProvider:
         self._sftp: paramiko.SFTPClient | None = None
         self._config: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.acl_roots = ""
+        self.root_sample = ROOT_SAMPLE
+        """Users whose mail roots ``acl_owners`` asks the userdb for to learn the others' pattern."""
+        """How the last ``acl_owners`` found the mail roots: "pattern" (from a sample) or "userdb" (all)."""
         self._connecting = threading.RLock()
         """One SSH session however many threads use it (a plan reads through it from the ssh and imap
         providers at once; apply runs changes on a few threads): each command is a channel of its own."""
         self.unit_mailboxes: set[str] = set()
+        self.expected_units: set[str] = set()
+        """The unit mailboxes the TOML names (their logins): read before the directory answers."""
+        self._unit_source: Callable[[], set[str]] | None = None
         self.users = MailboxUsers(settings.user_key or "login", "ssh")
         """login ↔ Dovecot user (the address on an iRedMail server): commands name the user, facts the
         login (``TakesMailboxUsers``)."""
@@ -131,7 +150,9 @@ class SshProvider:
     def from_state(cls, state: DesiredState, **kwargs: Any) -> SshProvider:
         settings = settings_from_env(state.providers.ssh)
         key = layout_user_key(state, settings.user_key)
-        return cls(settings.model_copy(update={"user_key": key}), **kwargs)
+        prov = cls(settings.model_copy(update={"user_key": key}), **kwargs)
+        prov.expected_units = set(state.units)
+        return prov
 
     def take_mailbox_users(self, users: Callable[[], Mapping[str, str]]) -> None:
         self.users.take(users)
@@ -295,15 +316,44 @@ class SshProvider:
         if self.users.by_address:
             logins = {self.users.login(user): when for user, when in logins.items()}
         snap.facts["last_login"] = logins
-        snap.facts["used"] = self.units_used(sorted(self.unit_mailboxes - set(logins)))
+        # the unit mailboxes the TOML names are asked at once, while the directory is still being read (one
+        # it does not hold is dropped then: the userdb did not know it either); the rest once it answers.
+        # On the address layout a name needs the directory first.
+        used: dict[str, str] = {}
+        unknown: set[str] = set()
+        early: set[str] = set()
+        if self._unit_source is not None and not self.users.by_address:
+            early = self.expected_units - set(logins)
+            used = self.units_used(sorted(early), unknown)
+        if self._unit_source is not None:
+            source, self._unit_source = self._unit_source, None
+            self.unit_mailboxes = set(source())
+        live = self.unit_mailboxes - set(logins)
+        self._refuse_unknown(unknown & live)
+        used = {unit: sign for unit, sign in used.items() if unit in live}
+        used.update(self.units_used(sorted(live - early)))
+        snap.facts["used"] = used
         self.timings["read"] = time.perf_counter() - t0
         return snap
 
     def set_unit_mailboxes(self, logins: set[str]) -> None:
-        """The unit mailboxes (``TakesUnitMailboxes``): whether each was used is read with the facts."""
+        """The unit mailboxes: whether each was used is read with the facts."""
         self.unit_mailboxes = set(logins)
 
-    def units_used(self, logins: Iterable[str]) -> dict[str, str]:
+    def await_unit_mailboxes(self, logins: Callable[[], set[str]]) -> None:
+        """``TakesUnitMailboxes``: the directory's unit mailboxes, asked for during ``read`` (after the ones
+        the TOML names, ``expected_units``, were read)."""
+        self._unit_source = logins
+
+    def _refuse_unknown(self, units: Iterable[str]) -> None:
+        """A unit mailbox the mail host's userdb does not know is never taken as unused: an error."""
+        if units:
+            raise ProviderError(
+                f"ssh: reading the counters of {visible(min(units))}'s folders failed: the mail host's "
+                "userdb does not know it"
+            )
+
+    def units_used(self, logins: Iterable[str], unknown: set[str] | None = None) -> dict[str, str]:
         """{login: the sign of work} for each unit mailbox someone worked in (BĐ art.5.2's "put into use"):
         its own login is not needed, delegates work in it under theirs. Its own counters show mail read
         by its own login, filed, moved or deleted; a delegate's read (\\Seen, private to them: INDEXPVT)
@@ -314,7 +364,8 @@ class SshProvider:
         mailbox not yet seen used sees it. Only unit mailboxes without a login are asked.
         A delegate who only marks mail (\\Flagged, \\Answered, \\Deleted, \\Draft, a keyword) changes
         no counter: those flags are shared, kept in the mailbox's own index, so for the unit mailboxes still
-        without a sign a third pass of the same kind fetches their messages' flags (no message is read)."""
+        without a sign a third pass of the same kind fetches their messages' flags (no message is read).
+        A unit mailbox the userdb does not know raises, or with ``unknown`` is added to it and left out."""
         units = sorted(set(logins))
         if not units:
             return {}
@@ -324,17 +375,19 @@ class SshProvider:
         gone: set[str] = set()
         own = self._status_of(sorted(user_of.values()), "messages unseen uidnext", "*", gone)
         if gone:  # a unit mailbox the mail host's userdb does not know: never taken as unused
-            raise ProviderError(
-                f"ssh: reading the counters of {visible(min(gone))}'s folders failed: the mail host's userdb "
-                "does not know it"
-            )
+            if unknown is None:
+                self._refuse_unknown({self.users.login(g) for g in gone})
+            else:
+                unknown.update(self.users.login(g) for g in gone)
+                units = [u for u in units if user_of[u] not in gone]
         used: dict[str, str] = {}
         for unit in units:  # no rows: no mail folder made yet (never used)
             sign = unit_work(own.get(user_of[unit], []), prefixes)
             if sign is not None:
                 used[unit] = sign
         uri = self.config("plugin/acl_shared_dict")
-        rest = [u for u in units if u not in used]
+        # a unit mailbox that never held a message: nothing any delegate could have read or marked
+        rest = [u for u in units if u not in used and holds_mail(own.get(user_of[u], []), prefixes)]
         grantees = parse_shared_grantees(
             self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
         ) if uri and shared and rest else {}
@@ -390,21 +443,8 @@ class SshProvider:
         command = doveadm_command(
             self.settings.doveadm, "-f", "tab", *args[:words], "-F", "-", *args[words:]
         )
-        odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
-        if odd is not None:  # one user a line: a line break in a name would make it two users
-            raise ProviderError(f"ssh: {visible(odd)!r} is not a user name doveadm can be given")
-        quoted = [shlex.quote(u) for u in users]
-        per_batch = -(-sum(len(q) + 1 for q in quoted) // COMMANDS_AT_ONCE)  # an even share, at most
-        per_batch = min(max(per_batch, USERS_BATCH_MIN), FIND_ARGS_MAX)
-        batches: list[list[str]] = [[]]
-        size = 0
-        for q in quoted:
-            if size >= per_batch:
-                batches.append([])
-                size = 0
-            batches[-1].append(q)
-            size += len(q) + 1
-        if not batches[0]:
+        batches = self._user_batches(users)
+        if not batches:
             return []
 
         def one(batch: list[str]) -> str:
@@ -422,6 +462,132 @@ class SshProvider:
             return [one(batches[0])]
         with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-users") as threads:
             return list(threads.map(one, batches))
+
+    def _user_batches(self, users: Sequence[str]) -> list[list[str]]:
+        """``users`` shell-quoted, cut in batches for ``-F -`` (an even share of COMMANDS_AT_ONCE processes,
+        at least USERS_BATCH_MIN and at most FIND_ARGS_MAX bytes each); none for no user. A name doveadm
+        cannot take one a line (empty, a control character) raises."""
+        odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
+        if odd is not None:  # one user a line: a line break in a name would make it two users
+            raise ProviderError(f"ssh: {visible(odd)!r} is not a user name doveadm can be given")
+        quoted = [shlex.quote(u) for u in users]
+        per_batch = -(-sum(len(q) + 1 for q in quoted) // COMMANDS_AT_ONCE)  # an even share, at most
+        per_batch = min(max(per_batch, USERS_BATCH_MIN), FIND_ARGS_MAX)
+        batches: list[list[str]] = [[]]
+        size = 0
+        for q in quoted:
+            if size >= per_batch:
+                batches.append([])
+                size = 0
+            batches[-1].append(q)
+            size += len(q) + 1
+        return batches if batches[0] else []
+
+    def _json_for_users(
+        self, users: Sequence[str], args: Sequence[str], words: int
+    ) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
+        """The rows of ``doveadm -f json ARGS`` for each of ``users`` (``-F -`` after the ``words`` that name
+        the command; a ``username`` field in each), one process a batch in turn on this thread, and the
+        errors doveadm wrote about single users ({user: [text, …]}). Anything else on standard error with a
+        failed exit status raises."""
+        command = doveadm_command(
+            self.settings.doveadm, "-f", "json", *args[:words], "-F", "-", *args[words:]
+        )
+        rows: list[dict[str, str]] = []
+        errors: dict[str, list[str]] = {}
+        for batch in self._user_batches(users):
+            with self._batches:
+                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+            by_user, other = user_messages(err)
+            if rc != 0 and (other or not by_user):
+                detail = " ".join((other or err.strip().splitlines())[-3:]) or f"exit status {rc}"
+                raise ProviderError(
+                    f"ssh: doveadm {' '.join(args[:words])} failed on {self.settings.host}: {visible(detail)}"
+                )
+            rows.extend(parse_doveadm_json(text))
+            for user, texts in by_user.items():
+                errors.setdefault(user, []).extend(texts)
+        return rows, errors
+
+    def imap_metadata(self) -> bool:
+        """Whether the mail host's IMAP has METADATA (``imap_metadata`` of the imap protocol)."""
+        key = "imap_metadata@imap"
+        if key not in self._config:
+            self._config[key] = self.doveadm("config", "-f", "protocol=imap", "-h", "imap_metadata").strip()
+        return self._config[key] == "yes"
+
+    def mailbox_views(
+        self, users: Sequence[str], entry: str | None = None
+    ) -> tuple[dict[str, MailboxView], set[str]]:
+        """For each of ``users`` (Dovecot users) what LIST, GETACL and GETMETADATA ``entry`` would show on an
+        IMAP connection as that user, without one (a master-user login costs the mail host a process or
+        two; doveadm reads any number of users in one): ``mailbox status`` (one pass), then ``acl get`` and
+        ``mailbox metadata get`` once per distinct folder name for the users that have it, COMMANDS_AT_ONCE
+        at a time, all ``-f json`` (a tab or line break in a value stays inside it). A name doveadm says
+        is no folder (a parent made only by its children) is left out, as LIST marks it \\Noselect.
+        Returns the views and the users to read another way: any other error doveadm gave for them (one the
+        userdb does not know: INBOX's ``acl get`` fails), a folder name with a control character."""
+        wanted = sorted(set(users))
+        if not wanted:
+            return {}, set()
+        # the folders that exist (``mailbox status``: a parent made only by its children is not one), and
+        # INBOX, which LIST always shows and GETACL answers for even before its first message
+        rows, errors = self._json_for_users(wanted, ["mailbox", "status", "guid", "*"], 2)
+        failed = set(errors)
+        names = own_folder_names(rows, self.other_prefixes())
+        for user in wanted:
+            if not any(n.upper() == INBOX for n in names.setdefault(user, [])):
+                names[user].append(INBOX)
+        failed |= {u for u, folders in names.items() if any(CONTROL_RE.search(f) for f in folders)}
+        by_name: dict[str, list[str]] = {}
+        for user in wanted:
+            if user not in failed:
+                for name in names[user]:
+                    by_name.setdefault(name, []).append(user)
+        tasks = [("acl", name) for name in sorted(by_name)]
+        if entry:
+            tasks += [("meta", name) for name in sorted(by_name) if name.upper() != INBOX]
+
+        def one(task: tuple[str, str]) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
+            kind, name = task
+            if kind == "acl":
+                return self._json_for_users(by_name[name], ["acl", "get", "--", name], 2)
+            meta = ["mailbox", "metadata", "get", "--", name, str(entry)]
+            return self._json_for_users(by_name[name], meta, 3)
+
+        with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-views") as threads:
+            results = dict(zip(tasks, threads.map(one, tasks), strict=True))
+        acls: dict[tuple[str, str], list[dict[str, str]]] = {}
+        purposes: dict[tuple[str, str], str | None] = {}
+        no_folder: set[tuple[str, str]] = set()
+        for (kind, name), (found, errs) in results.items():
+            for user, texts in errs.items():
+                if all(NO_SUCH_FOLDER in t for t in texts):
+                    no_folder.add((user, name))
+                else:
+                    failed.add(user)
+            if kind == "acl":
+                for user in by_name[name]:
+                    acls[(user, name)] = []
+                for row in found:
+                    acls.setdefault((row.get("username", ""), name), []).append(row)
+            else:
+                for row in found:
+                    value = unicodedata.normalize("NFC", row.get("value", ""))
+                    purposes[(row.get("username", ""), name)] = value or None
+        views: dict[str, MailboxView] = {}
+        for user in wanted:
+            if user in failed:
+                continue
+            view = views[user] = MailboxView()
+            for name in names[user]:
+                if (user, name) in no_folder:
+                    continue
+                view.folders.append(name)
+                view.acls[name] = getacl_entries(acls.get((user, name), []), user)
+                if entry and name.upper() != INBOX:
+                    view.purposes[name] = purposes.get((user, name))
+        return views, failed
 
     def userdb_users(self) -> list[str]:
         """Every user the mail host's userdb lists (``doveadm user '*'``: one iteration, no lookup)."""
@@ -457,21 +623,47 @@ class SshProvider:
             return owners | files.result()
 
     def acl_owners(self) -> set[str]:
-        """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``): every
-        user's mail root from ``doveadm mailbox path`` (every user the userdb lists, ``for_users``),
-        then ``find … -name dovecot-acl`` over the roots (a few commands for any number of users) and
-        their lines read with grep."""
+        """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``), found by
+        ``find … -name dovecot-acl`` and read with grep (a few commands for any number of users). The files
+        are told apart by their owner's mail root (``doveadm mailbox path``, a userdb lookup per user: about
+        half a millisecond of the mail host's each). When the roots of a spread sample of users follow one
+        pattern (``root_pattern``: the userdb builds every home from one template), the others' are taken
+        from it and one ``find`` walks the tree that holds them all; a file under no root so found, a user
+        whose name cannot stand in a path, or a sample without a pattern sends every user to the userdb as
+        before — so a file is never left without its owner."""
+        users = self.userdb_users()
+        sample = spread_sample(users, self.root_sample)
+        roots = self._roots_of(sample)
+        pattern = root_pattern(roots) if len(sample) < len(users) else None
+        if pattern is not None and all(predictable_user(u) for u in users):
+            head, tail = pattern
+            predicted = {f"{head}{user}{tail}": user for user in users}
+            text = self._grep_acl_files([pattern_base(head)])
+            if not unowned_acl_files(text, predicted):
+                self.acl_roots = "pattern"
+                return parse_acl_files(text, predicted)
+        self.acl_roots = "userdb"
+        if len(sample) < len(users):
+            roots = self._roots_of(users)
+        return parse_acl_files(self._grep_acl_files(sorted(roots)), roots)
+
+    def _roots_of(self, users: Sequence[str]) -> dict[str, str]:
+        """{mail root: user} of ``users`` from the userdb (``doveadm mailbox path``, ``for_users``)."""
         roots: dict[str, str] = {}
-        for text in self.for_users(self.userdb_users(), ["mailbox", "path", "-t", "control", "INBOX"]):
+        for text in self.for_users(users, ["mailbox", "path", "-t", "control", "INBOX"]):
             roots.update(mail_roots(text))
-        out: set[str] = set()
+        return roots
+
+    def _grep_acl_files(self, dirs: Sequence[str]) -> bytes:
+        """``grep -HZ ''`` of every non-empty ACL file under ``dirs`` (a few ``find`` commands however many
+        directories); a directory not made yet (no mail so far) is fine, any other failure raises."""
+        out = b""
         batch: list[str] = []
         size = 0
-        ordered = sorted(roots)
-        for n, root in enumerate(ordered):
+        for n, root in enumerate(dirs):
             batch.append(root)
             size += len(root) + 3
-            if size >= FIND_ARGS_MAX or n == len(ordered) - 1:
+            if size >= FIND_ARGS_MAX or n == len(dirs) - 1:
                 words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
                 command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
                 rc, text, err = self.run(command, check=False)
@@ -485,7 +677,7 @@ class SshProvider:
                     raise ProviderError(
                         f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
                     )
-                out |= parse_acl_files(text.encode("utf-8", "surrogateescape"), roots)
+                out += text.encode("utf-8", "surrogateescape")
                 batch, size = [], 0
         return out
 

@@ -25,7 +25,7 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +40,7 @@ from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
 from mailstate.model.i18n import _
 from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
-from mailstate.model.provider import DesiredState, Snapshot
+from mailstate.model.provider import DesiredState, MailboxView, Snapshot
 from mailstate.model.records import (
     INBOX,
     AclKey,
@@ -165,6 +165,14 @@ def _unknown_mailbox(login: str) -> MailboxInfo:
 class BulkSource(Protocol):
     """One-pass discovery on the mail host (implemented by providers.ssh.SshProvider)."""
     def shared_owners(self) -> set[str]: ...
+
+    def mailbox_views(
+        self, users: Sequence[str], entry: str | None = None
+    ) -> tuple[dict[str, MailboxView], set[str]]: ...
+
+    def imap_metadata(self) -> bool: ...
+
+    def other_prefixes(self) -> list[str]: ...
 
     def quotas(self) -> dict[str, int | None]: ...
 
@@ -500,22 +508,39 @@ class ImapProvider:
             raise ProviderError(f"imap: reading the mailbox of {info.login} failed: {_clean(exc)}") from None
 
     def _read_owner(self, info: MailboxInfo, client: IMAPClient, quota: bool) -> _OwnerRead:
-        out = _OwnerRead()
         folders = self._own_folders(client)
+        self._check_listed_paths(info, self._other_namespaces(client))
+        acls = {folder: client.getacl(folder) for folder in folders}
+        metadata = self._has_metadata(client)
+        out = self._owner_read(info, folders, acls, lambda f: self._get_purpose(client, f), metadata)
+        if quota and client.has_capability("QUOTA"):
+            _root, quotas = client.get_quota_root(INBOX)
+            out.quota = parse_quota_limit(quotas)
+        return out
+
+    def _owner_read(
+        self,
+        info: MailboxInfo,
+        folders: list[str],
+        acls: Mapping[str, Iterable[tuple[Any, Any]]],
+        purpose_of: Callable[[str], str | None],
+        metadata: bool,
+    ) -> _OwnerRead:
+        """Records of one mailbox from its folders, their GETACL answers and their purposes (read over IMAP
+        or through doveadm: ``MailboxView``)."""
+        out = _OwnerRead()
         out.folders = folders
-        self._check_listed_paths(info, client)
-        acls = {
-            folder: [(self.users.login(_text(who)), what) for who, what in client.getacl(folder)]
-            for folder in folders
+        by_login = {
+            folder: [(self.users.login(_text(who)), what) for who, what in acls[folder]] for folder in folders
         }
         listed = {f for f in folders if folder_key(info.ref, f) in self.listed_folders}
-        records, shared = mailbox_acl_records(info.ref, info.login, info.unit, acls, listed)
+        records, shared = mailbox_acl_records(info.ref, info.login, info.unit, by_login, listed)
         out.records.extend(records)
         for folder in folders:
             if folder.upper() == INBOX:
                 continue
-            purpose = self._get_purpose(client, folder)
-            if not self.metadata_supported:
+            purpose = purpose_of(folder) if metadata else None
+            if not metadata:
                 # not stored (no METADATA on this server): reported by facts["metadata"], never diffed
                 purpose = self.listed_folders.get(folder_key(info.ref, folder))
             rec = Record(
@@ -525,16 +550,13 @@ class ImapProvider:
                 out.records.append(rec)
             elif folder in shared or purpose is not None:
                 out.unlisted.append(rec)
-        if quota and client.has_capability("QUOTA"):
-            _root, quotas = client.get_quota_root(INBOX)
-            out.quota = parse_quota_limit(quotas)
         return out
 
-    def _check_listed_paths(self, info: MailboxInfo, client: IMAPClient) -> None:
+    def _check_listed_paths(self, info: MailboxInfo, prefixes: Iterable[str]) -> None:
         """A listed shared folder must lie in its owner's own namespace: a path under the server's shared
         (or other users') namespace prefix, e.g. ``shared/vp/INBOX``, names another mailbox's folder — CREATE
         and SETACL would act on that mailbox, and the plan would never converge."""
-        prefixes = self._other_namespaces(client)
+        prefixes = tuple(prefixes)
         for key in self.listed_folders:
             ref, path = parse_folder_key(key)
             if ref != info.ref:
@@ -546,6 +568,36 @@ class ImapProvider:
                     "mailbox's folders): name a folder of the mailbox itself, or list the folder under the "
                     "mailbox that holds it"
                 )
+
+    def _check_login(self, login: str) -> None:
+        """One master-user login as ``login`` (pooled: apply reuses it), or ProviderError."""
+        self._on(login, lambda client: client.capabilities(), f"logging in as {login}")
+
+    def _read_through_bulk(
+        self, infos: list[MailboxInfo], bulk: BulkSource
+    ) -> tuple[dict[str, tuple[MailboxInfo, _OwnerRead]], list[MailboxInfo]]:
+        """The mailboxes ``infos`` read through doveadm (``MailboxView``: no IMAP login, any number of
+        mailboxes in a few processes): {login: (info, read)}, and those doveadm could not answer for, to be
+        read over IMAP."""
+        done: dict[str, tuple[MailboxInfo, _OwnerRead]] = {}
+        if not infos:
+            return done, []
+        if self.metadata_supported is None:
+            self.metadata_supported = bulk.imap_metadata()
+        metadata = bool(self.metadata_supported)
+        by_user = {self.users.user(i.login): i for i in infos}
+        views, failed = bulk.mailbox_views(sorted(by_user), METADATA_ENTRY if metadata else None)
+        prefixes = bulk.other_prefixes()
+        rest: list[MailboxInfo] = []
+        for user, info in sorted(by_user.items()):
+            view = views.get(user)
+            if view is None or user in failed:
+                rest.append(info)
+                continue
+            self._check_listed_paths(info, prefixes)
+            read = self._owner_read(info, view.folders, view.acls, view.purposes.get, metadata)
+            done[info.login] = (info, read)
+        return done, rest
 
     def read(self, scope: Iterable[str] | None = None) -> Snapshot:
         """Every shared folder and ACL of the mailboxes in scope (unit ids; None = all); facts["quota"] =
@@ -573,23 +625,46 @@ class ImapProvider:
                 for info, res in zip(infos, results, strict=True):
                     read[info.login] = (info, res)
 
+            def read_some(infos: list[MailboxInfo], bulk: BulkSource) -> None:
+                # through doveadm (no login); over IMAP only what doveadm could not answer for
+                done, rest = self._read_through_bulk(infos, bulk)
+                read.update(done)
+                self.timings["mailboxes_bulk"] = self.timings.get("mailboxes_bulk", 0) + len(done)
+                read_all(rest)
+
             if self.bulk is not None:
-                # the doveadm pass (which owners have rights for others) beside the IMAP reads of the
-                # mailboxes the TOML names, which need only the directory's logins; then the others it found
+                # through doveadm, no IMAP login: the mailboxes the TOML names at once — before the
+                # directory's logins are known (one it does not hold is dropped then: doveadm's userdb did
+                # not know it either) — beside the pass that finds the owners with rights for others; then
+                # the others that pass found. On the address layout a name needs the directory first.
                 bulk = self.bulk
                 with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-bulk") as side:
                     owners_read = side.submit(bulk.shared_owners)
                     quotas_read = side.submit(bulk.quotas) if self.quota_facts else None
+                    if self.users.by_address:
+                        self._take_live_mailboxes()
+                    named = in_scope(
+                        self.mailboxes[u] for u in sorted(self.desired_owners) if u in self.mailboxes
+                    )
+                    done, rest = self._read_through_bulk(named, bulk)
                     self._take_live_mailboxes()
-                    read_all(in_scope(self.mailboxes[u] for u in sorted(self.desired_owners)
-                                      if u in self.mailboxes))
+                    read.update({login: r for login, r in done.items() if login in self.mailboxes})
+                    self.timings["mailboxes_bulk"] = len(read)
+                    # one master-user login all the same: a plan that cannot log in fails here, not at apply
+                    first = min(self.desired_owners & set(self.mailboxes), default=None) or min(
+                        self.mailboxes, default=None)
+                    login = threads.submit(self._check_login, first) if first else None
+                    read_all([info for info in rest if info.login in self.mailboxes])
+                    if login is not None:
+                        login.result()
                     owners = {self.users.login(u) for u in owners_read.result()}
                     self.timings["bulk_owners"] = time.perf_counter() - t0
                     if quotas_read is not None:
                         quota.update({self.users.login(u): q for u, q in quotas_read.result().items()})
                     self.timings["bulk"] = time.perf_counter() - t0
                 logins = (set(self.desired_owners) | owners) - set(read)
-                read_all(in_scope(self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins)))
+                others = (self.mailboxes.get(u) or _unknown_mailbox(u) for u in sorted(logins))
+                read_some(in_scope(others), bulk)
             else:
                 self._take_live_mailboxes()
                 read_all(in_scope(self.mailboxes.values()))

@@ -1,0 +1,135 @@
+"""Pure parts of reading mailboxes through doveadm instead of IMAP (GETACL's answer from ``acl get`` rows,
+doveadm's JSON and standard error) and of finding the mail roots from a sample's pattern. As data."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailstate.errors import ProviderError
+from mailstate.providers.doveadm.parse import (
+    getacl_entries,
+    holds_mail,
+    own_folder_names,
+    parse_doveadm_json,
+    pattern_base,
+    root_pattern,
+    spread_sample,
+    unowned_acl_files,
+    user_messages,
+)
+
+ALL = "admin create delete expunge insert lookup post read write write-deleted write-seen"
+
+
+def row(ident: str, rights: str, glob: str = "") -> dict[str, str]:
+    return {"id": ident, "global": glob, "rights": rights}
+
+
+# (doveadm acl get rows of one folder of "vp", what Dovecot's IMAP GETACL answers for it)
+GETACL_CASES = [
+    ([row("user=tp", "lookup read write-seen")], [("tp", "lrs")]),
+    ([row("user=tp", ALL)], [("tp", "akxeilprwtscd")]),
+    ([row("group=ke-toan", "lookup read")], [("$ke-toan", "lr")]),
+    ([row("group-override=ban", "lookup")], [("!$ban", "l")]),
+    ([row("anyone", "lookup"), row("authenticated", "post")], [("anyone", "l"), ("authenticated", "p")]),
+    ([row("user=tp", "-write")], [("-tp", "w")]),
+    ([row("user=tp", "lookup read -write-deleted")], [("tp", "lr"), ("-tp", "td")]),
+    ([row("user=tp", "lookup", "global")], [("#tp", "l")]),
+    ([row("user=tp", "-lookup", "global")], [("-#tp", "l")]),
+    ([row("owner", "lookup read admin")], [("vp", "lra")]),
+    ([row("owner", "lookup"), row("user=vp", "read")], [("owner", "l"), ("vp", "r")]),
+    ([row("user=tp", "create")], [("tp", "kc")]),
+    ([row("user=tp", "expunge")], [("tp", "ed")]),
+    ([row("user=tp", "x-custom-right")], [("tp", "")]),
+    ([], []),
+]
+
+
+@pytest.mark.parametrize(("rows", "expected"), GETACL_CASES)
+def test_getacl_entries_as_dovecots_imap_plugin_writes_them(
+    rows: list[dict[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    assert getacl_entries(rows, "vp") == expected
+
+
+def test_doveadm_json_keeps_control_characters_inside_values() -> None:
+    text = '[{"username":"vp","value":"a\\tb\\nc"},{"username":"tp","value":""}]'
+    rows = [{"username": "vp", "value": "a\tb\nc"}, {"username": "tp", "value": ""}]
+    assert parse_doveadm_json(text) == rows
+    assert parse_doveadm_json("  \n") == []
+    with pytest.raises(ProviderError, match="JSON"):
+        parse_doveadm_json('[{"username": "vp"')
+    with pytest.raises(ProviderError, match="not a list"):
+        parse_doveadm_json('{"username": "vp"}')
+
+
+def test_doveadm_standard_error_by_user() -> None:
+    err = (
+        "Could not chdir to home directory /nonexistent: No such file or directory\n"
+        "doveadm(vp): Error: Can't open mailbox Cha: Mailbox doesn't exist: Cha\n"
+        "doveadm(tp): Info: Some other information\n"
+        "doveadm(gone): Info: User no longer exists, skipping\n"
+        "doveadm: Fatal: Unknown command\n"
+    )
+    by_user, other = user_messages(err)
+    assert by_user == {
+        "vp": ["Can't open mailbox Cha: Mailbox doesn't exist: Cha"],
+        "gone": ["User no longer exists, skipping"],
+    }
+    assert other == ["doveadm: Fatal: Unknown command"]  # the sshd banner says nothing failed
+
+
+def test_own_folder_names_leave_out_the_other_namespaces() -> None:
+    rows = [
+        {"username": "tp", "mailbox": "shared"},
+        {"username": "tp", "mailbox": "shared/vp/INBOX"},
+        {"username": "tp", "mailbox": "INBOX"},
+        {"username": "tp", "mailbox": "sharedfolder"},
+        {"username": "", "mailbox": "INBOX"},
+    ]
+    assert own_folder_names(rows, ["shared/"]) == {"tp": ["INBOX", "sharedfolder"]}
+
+
+# ({mail root: user} of a sample, the pattern found or None)
+PATTERN_CASES = [
+    ({"/srv/vmail/vp/mdbox": "vp", "/srv/vmail/tp/mdbox": "tp"}, ("/srv/vmail/", "/mdbox")),
+    ({"/srv/vmail/d.gov.vn/vp": "vp@d.gov.vn", "/srv/vmail/d.gov.vn/tp": "tp@d.gov.vn"}, None),
+    ({"/srv/vmail/vp/vp-2024/mdbox": "vp", "/srv/vmail/tp/tp-2025/mdbox": "tp"}, None),
+    ({"/srv/vmail/vp/Maildir": "vp", "/home/tp/Maildir": "tp"}, None),
+    ({"/vp/mdbox": "vp", "/tp/mdbox": "tp"}, None),  # the tree to walk would be "/"
+    ({"/srv/vmail/vp/mdbox": "vp"}, None),  # one is no pattern
+    ({"/srv/vmail/a/b/mdbox": "a/b", "/srv/vmail/tp/mdbox": "tp"}, None),  # a name with "/" in it
+    ({"/srv/vmail/../vp/mdbox": "vp", "/srv/vmail/../tp/mdbox": "tp"}, None),
+    ({"/srv/u/vmail/u/m": "u", "/srv/t/vmail/t/m": "t"}, None),  # the name twice: no one pattern
+]
+
+
+@pytest.mark.parametrize(("roots", "expected"), PATTERN_CASES)
+def test_root_pattern(roots: dict[str, str], expected: tuple[str, str] | None) -> None:
+    assert root_pattern(roots) == expected
+
+
+def test_the_tree_a_pattern_walks_and_the_files_it_leaves_without_an_owner() -> None:
+    assert pattern_base("/srv/vmail/") == "/srv/vmail"
+    roots = {"/srv/vmail/vp/mdbox": "vp"}
+    out = (b"/srv/vmail/vp/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0user=tp lr\n"
+           b"/srv/vmail/old/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0user=tp lr\n")
+    assert unowned_acl_files(out, roots) == ["/srv/vmail/old/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl"]
+
+
+def test_spread_sample_covers_the_whole_list() -> None:
+    users = [f"u{i:05d}" for i in range(10_000)]
+    sample = spread_sample(users, 200)
+    assert len(sample) == 200 and sample[0] == "u00000" and sample[-1] == "u09999"
+    assert spread_sample(users[:5], 200) == users[:5]
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([], False),
+    ([{"mailbox": "INBOX", "messages": "0"}, {"mailbox": "Sent", "messages": "0"}], False),
+    ([{"mailbox": "INBOX", "messages": "0"}, {"mailbox": "Sent", "messages": "2"}], True),
+    ([{"mailbox": "shared/vp/INBOX", "messages": "9"}], False),  # another's mail seen through sharing
+    ([{"mailbox": "INBOX", "messages": "?"}], True),  # a count it cannot read counts as mail
+])
+def test_holds_mail(rows: list[dict[str, str]], expected: bool) -> None:
+    assert holds_mail(rows, ["shared/"]) is expected
