@@ -1,6 +1,7 @@
 """The reconcile loop, top to bottom: load → read → project → diff → plan, then apply.
 
-``make_plan`` never writes anything. ``apply_plan`` refuses a stale plan, checks the safety rules,
+``make_plan`` never writes anything. ``apply_fresh`` (``apply --yes``) plans under the apply lock and
+applies; ``apply_plan`` refuses a stale plan, checks the safety rules,
 takes the apply lock (docs/operations.md), carries out the changes in plan order through their providers,
 journals each one before and after, writes the audit log (docs/operations.md), and on a failure stops and
 raises ``ApplyFailed`` saying what was done, what failed and what was not tried. Rerunning converges:
