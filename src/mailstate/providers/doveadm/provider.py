@@ -487,15 +487,14 @@ class SshProvider:
         self, users: Sequence[str], args: Sequence[str], words: int
     ) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
         """The rows of ``doveadm -f json ARGS`` for each of ``users`` (``-F -`` after the ``words`` that name
-        the command; a ``username`` field in each), one process a batch in turn on this thread, and the
-        errors doveadm wrote about single users ({user: [text, …]}). Anything else on standard error with a
-        failed exit status raises."""
+        the command; a ``username`` field in each), one process a batch, up to COMMANDS_AT_ONCE at once,
+        and the errors doveadm wrote about single users ({user: [text, …]}). Anything else on standard
+        error with a failed exit status raises."""
         command = doveadm_command(
             self.settings.doveadm, "-f", "json", *args[:words], "-F", "-", *args[words:]
         )
-        rows: list[dict[str, str]] = []
-        errors: dict[str, list[str]] = {}
-        for batch in self._user_batches(users):
+
+        def one(batch: list[str]) -> tuple[str, dict[str, list[str]]]:
             with self._batches:
                 rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
             by_user, other = user_messages(err)
@@ -504,6 +503,17 @@ class SshProvider:
                 raise ProviderError(
                     f"ssh: doveadm {' '.join(args[:words])} failed on {self.settings.host}: {visible(detail)}"
                 )
+            return text, by_user
+
+        batches = self._user_batches(users)
+        if len(batches) > 1:  # each user costs the mail host a userdb lookup: several processes at once
+            with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-json") as pool:
+                answers = list(pool.map(one, batches))
+        else:
+            answers = [one(batch) for batch in batches]
+        rows: list[dict[str, str]] = []
+        errors: dict[str, list[str]] = {}
+        for text, by_user in answers:
             rows.extend(parse_doveadm_json(text))
             for user, texts in by_user.items():
                 errors.setdefault(user, []).extend(texts)
