@@ -92,6 +92,14 @@ def known_secrets(extra: Iterable[str] = ()) -> list[str]:
     return sorted(found, key=len, reverse=True)  # a longer secret holding a shorter one goes whole
 
 
+def secrets_key() -> tuple[object, ...]:
+    """What ``known_secrets()`` (without ``extra``) is made of, cheap to compare: while it stays equal, so do
+    the secrets (a writer of many lines looks them up again only when it changes)."""
+    import os
+
+    return (len(_SECRETS), *(os.environ.get(n) for n in SECRET_ENV))
+
+
 def hide_known(text: str, secrets: Iterable[str]) -> str:
     """``hide_secrets`` with the secrets given (``known_secrets()``, longest first)."""
     for secret in secrets:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import signal
 import subprocess
 import sys
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import ldap3
@@ -237,3 +238,84 @@ def test_change_refused_by_dovecot_skips_only_its_dependents(
     obstacle.unlink()
     again = ms("apply", "--yes", "--state", str(state))
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+READS = """
+import json, sys
+from mailstate.cli import cli
+from mailstate.reconciler import pipeline
+
+seen = []
+original = pipeline.read_all
+
+def read_all(providers, *args, **kwargs):
+    ldap = providers["ldap"]
+    seen.append(ldap.read_entry(ldap.lock_dn, ["description"])[1] is not None)
+    return original(providers, *args, **kwargs)
+
+pipeline.read_all = read_all
+try:
+    cli.main(["apply", *sys.argv[2:], "--provider", "ldap", "--state", sys.argv[1]], prog_name="mailstate")
+finally:
+    print("READS " + json.dumps(seen))
+"""
+
+
+def _apply_watching_reads(tmp_path: Path, state: Path, *args: str) -> tuple[subprocess.CompletedProcess[str],
+                                                                            list[bool]]:
+    """Run `mailstate apply ARGS` in a child whose every read of the live state notes whether the directory's
+    apply lock was held at that moment."""
+    script = tmp_path / "reads.py"
+    script.write_text(READS, encoding="utf-8")
+    r = subprocess.run([sys.executable, str(script), str(state), *args], capture_output=True, text=True,
+                       timeout=180)
+    said = [line for line in r.stdout.splitlines() if line.startswith("READS ")]
+    return r, json.loads(said[-1][6:])
+
+
+def test_apply_yes_reads_the_live_state_once_under_the_lock(
+    home: Path, clean_lab: Lab, tmp_path: Path
+) -> None:
+    """`apply --yes` without a saved plan reads the live state once — under the apply lock, so no other
+    apply can change it before these changes are made — instead of a plan, then a stale check's second read;
+    it converges, its plan printed before the changes. A saved plan is still checked against a second read
+    (what was reviewed may be hours old)."""
+    state = write_state(tmp_path / "state", people=5)
+    r, reads = _apply_watching_reads(tmp_path, state, "--yes")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert reads == [True]
+    assert r.stdout.index("create person p000") < r.stdout.index("applied 7 changes")
+    assert len(ldap_entries(clean_lab, "people")) == 5
+    r, reads = _apply_watching_reads(tmp_path, state, "--yes")  # nothing left: the lock is given back
+    assert r.returncode == 0 and "nothing to apply" in r.stdout and reads == [True]
+    assert f"cn=apply-lock,ou=system,{clean_lab.base_dn}".lower() not in {
+        dn.lower() for dn in ldap_entries(clean_lab, "system")
+    }
+    write_state(tmp_path / "state", people=6)
+    plan_file = tmp_path / "plan.json"
+    assert ms("plan", "--state", str(state), "--provider", "ldap", "--out", str(plan_file)).returncode == 0
+    r, reads = _apply_watching_reads(tmp_path, state, str(plan_file))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert reads == [True]  # the saved plan's stale check, under the lock (its own plan read another time)
+    assert len(ldap_entries(clean_lab, "people")) == 6
+
+
+def test_apply_yes_held_off_by_another_apply_reads_nothing(
+    home: Path, clean_lab: Lab, tmp_path: Path
+) -> None:
+    """While another apply holds the lock, `apply --yes` stops before reading or changing anything."""
+    state = write_state(tmp_path / "state", people=3)
+    conn = clean_lab.ldap(as_="root")
+    try:
+        with contextlib.suppress(ldap3.core.exceptions.LDAPEntryAlreadyExistsResult):
+            conn.add(f"ou=system,{clean_lab.base_dn}", ["organizationalUnit"], {"ou": "system"})
+        lock = f"cn=apply-lock,ou=system,{clean_lab.base_dn}"
+        since = datetime.now(UTC).replace(microsecond=0).isoformat()
+        assert conn.add(lock, ["applicationProcess"], {"cn": "apply-lock",
+                                                       "description": f"ops@elsewhere pid 1 since {since}"})
+        r, reads = _apply_watching_reads(tmp_path, state, "--yes")
+        assert r.returncode == 1 and "another apply is running" in r.stderr, r.stdout + r.stderr
+        assert reads == [] and ldap_entries(clean_lab, "people") == {}
+    finally:
+        conn.delete(f"cn=apply-lock,ou=system,{clean_lab.base_dn}")
+        conn.unbind()

@@ -351,3 +351,40 @@ def test_rights_the_shared_dict_misses_are_read_both_ways(agency: Agency, provid
     keys = {r.key for r in provider.read().records.values() if r.kind == "acl" and login in r.key}
     assert any(k.endswith("INBOX#-anvq") for k in keys), keys
     assert any(k.endswith("Riêng#hoapt") for k in keys), keys
+
+
+def test_rights_on_a_folder_by_its_name_need_no_folder_list(
+    agency: Agency, provider: ImapProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grant or a revoke on a folder the server knows by the name given is one SETACL / DELETEACL — no LIST
+    of the mailbox's folders (a first apply grants thousands); a folder it does not know is still looked up
+    (a revoke there is done already, a grant refused)."""
+    converge(provider, agency.state)
+    lists: list[str] = []
+    real = IMAPClient.list_folders
+
+    def listed(self: IMAPClient, *args: object, **kwargs: object) -> object:
+        lists.append("LIST")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(IMAPClient, "list_folders", listed)
+    key = f"unit:qlcn/{FOLDER}#hoapt"
+    grant = Change("g", Action.GRANT, "acl", key, "imap", None, {"rights": "lrs"})
+    revoke = Change("r", Action.REVOKE, "acl", key, "imap", {"rights": "lrs"}, None)
+    provider.apply(grant)
+    reader = agency.login("hoapt")
+    try:
+        assert reader.select_folder(f"shared/qlcn/{FOLDER}", readonly=True)
+    finally:
+        reader.logout()
+    provider.apply(revoke)
+    assert lists == []
+    gone = "unit:qlcn/Không có/2026#hoapt"
+    provider.apply(Change("r2", Action.REVOKE, "acl", gone, "imap", {"rights": "lr"}, None))
+    looked_up = len(lists)
+    assert looked_up > 0
+    with pytest.raises(ProviderError, match="SETACL"):
+        provider.apply(Change("g2", Action.GRANT, "acl", gone, "imap", None, {"rights": "lr"}))
+    assert len(lists) > looked_up
+    converge(provider, agency.state)  # hoapt's right again (a reader through a group)
+    assert converge(provider, agency.state) == []

@@ -375,17 +375,25 @@ def test_new_person_password_logs_in_and_is_only_in_the_0600_file(
     imap_login(lab, "bangnv", changed).logout()
 
 
+_OPERATIONS = {0x60: "bind", 0x63: "search", 0x66: "modify", 0x68: "add", 0x4A: "delete", 0x6C: "modify_dn",
+               0x6E: "compare", 0x77: "extended"}
+"""The protocolOp tag of an LDAPMessage (RFC 4511) → the operation."""
+
+
 def _count_operations(conn: ldap3.Connection) -> list[str]:
-    """Wrap the connection's operations (the real ones run) and list each one sent to slapd."""
+    """Watch what the connection sends slapd (the bytes go out unchanged) and list each operation — however
+    the request was encoded (ldap3, or providers.ldap.ber)."""
     sent: list[str] = []
-    for name in ("add", "modify", "delete", "modify_dn", "search", "extended", "compare"):
-        real = getattr(conn, name)
+    sock = conn.socket
+    real = sock.sendall
 
-        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
-            sent.append(_name)
-            return _real(*args, **kwargs)
+    def counted(data: bytes, *args: Any) -> Any:
+        at = 2 if data[1] < 0x80 else 2 + (data[1] & 0x7F)  # past the message's tag and length
+        at += 2 + data[at + 1]  # past the message id
+        sent.append(_OPERATIONS.get(data[at], hex(data[at])))
+        return real(data, *args)
 
-        setattr(conn, name, counted)
+    sock.sendall = counted
     return sent
 
 

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from mailstate.model.change import Action, Change
-from mailstate.reconciler.apply.run import Schedule
+from mailstate.reconciler.apply.run import CROSS_PROVIDER_FREE, Schedule
 
 
 def ch(cid: str, action: Action = Action.CREATE, provider: str = "ldap", deps: tuple[str, ...] = (),
@@ -36,7 +36,9 @@ def simulate(
                 if d in pos and pos[d] < i:
                     assert pos[d] in over, f"{c.id} started before its dependency {d} was over"
             for j in range(i):
-                if changes[j].action.phase < c.action.phase:
+                free = (c.action is Action.GRANT and changes[j].provider != c.provider
+                        and changes[j].action.phase in CROSS_PROVIDER_FREE)
+                if changes[j].action.phase < c.action.phase and not free:
                     assert j in over, f"{c.id} started before the earlier, lower-phase {changes[j].id}"
             same_group = [
                 k for k in running if sched.group[k] is not None and sched.group[k] == sched.group[i]
@@ -109,10 +111,35 @@ def test_a_dependency_on_a_later_change_does_not_deadlock() -> None:
 
 
 def test_a_later_phase_waits_for_every_earlier_lower_phase_change() -> None:
-    plan = [ch("c1", Action.CREATE), ch("g1", Action.GRANT, provider="imap"), ch("c2", Action.CREATE)]
+    plan = [ch("c1", Action.CREATE), ch("l1", Action.LOCK, provider="imap"), ch("c2", Action.CREATE)]
     sched = Schedule(plan, lambda c: None, 4)
     while sched.available:
         sched.place(heapq.heappop(sched.available))
-    assert sched.startable() == [0, 2]  # the grant waits for c1 (c2 comes after it in the plan)
+    assert sched.startable() == [0, 2]  # the lock waits for c1 (c2 comes after it in the plan)
+    sched.finish(0, started=True)
+    assert sched.startable() == [1]
+
+
+def test_a_grant_waits_for_its_own_providers_creations_not_anothers() -> None:
+    """A right waits for the creations its dependencies name and for every creation of its own provider
+    (its mailbox's folders), not for the directory's thousands of other people."""
+    plan = [ch("person", Action.CREATE), ch("folder", Action.CREATE, provider="imap"),
+            ch("grant", Action.GRANT, provider="imap"), ch("other", Action.UPDATE)]
+    sched = Schedule(plan, lambda c: None, 4)
+    while sched.available:
+        sched.place(heapq.heappop(sched.available))
+    assert sched.startable() == [0, 1]  # the update waits for both creations, as every phase does
+    sched.finish(1, started=True)
+    assert sched.startable() == [2]  # person (ldap) still in progress: no matter for the grant
+
+
+@pytest.mark.parametrize("first", [Action.REVOKE, Action.UNLOCK])
+def test_a_grant_still_waits_for_anothers_revokes_and_unlocks(first: Action) -> None:
+    """Rights are taken away (and a returning person unlocked) everywhere before any is given."""
+    plan = [ch("first", first), ch("grant", Action.GRANT, provider="imap")]
+    sched = Schedule(plan, lambda c: None, 4)
+    while sched.available:
+        sched.place(heapq.heappop(sched.available))
+    assert sched.startable() == [0]
     sched.finish(0, started=True)
     assert sched.startable() == [1]

@@ -377,3 +377,26 @@ def test_the_old_address_of_a_removed_person_goes_with_them(tmp_path: Path) -> N
     assert ref not in d.records
     assert [r.code for r in d.absent[ref]] == ["removal.old_address"]
     assert "thuytt is removed (left on 2025-01-01" in _en(d.absent[ref])[0]
+
+
+def test_a_right_waits_for_the_mailbox_it_is_for() -> None:
+    """A grant names whom it is for: it depends on that person's (or unit mailbox's) creation, so a parallel
+    apply may set it before the directory's other people exist; anyone, a $group have no such dependency."""
+    desired = Desired(as_of=date(2026, 12, 6))
+    for rec in (
+        Record("person", "tp", {"name": "Tạ Phương"}, "ldap", "vp"),
+        Record("unit_mailbox", "kt", {"name": "Kế toán"}, "ldap", "kt"),
+        Record("acl", "unit:vp/INBOX#tp", {"rights": "lr", "why": None}, "imap", "vp"),
+        Record("acl", "unit:vp/INBOX#-kt", {"rights": "w", "why": None}, "imap", "vp"),
+        Record("acl", "unit:vp/INBOX#anyone", {"rights": "l", "why": None}, "imap", "vp"),
+        Record("acl", "unit:vp/INBOX#$ke-toan", {"rights": "l", "why": None}, "imap", "vp"),
+    ):
+        desired.add(rec, ["case"])
+    live = {("unit_mailbox", "vp"): Record("unit_mailbox", "vp", {"name": "VP"}, "ldap", "vp")}
+    changes, _ = diff(desired, live)
+    by_key = {c.key: c for c in changes}
+    assert by_key["tp"].id in by_key["unit:vp/INBOX#tp"].depends_on
+    assert by_key["kt"].id in by_key["unit:vp/INBOX#-kt"].depends_on
+    creations = {by_key["tp"].id, by_key["kt"].id}
+    assert not creations & set(by_key["unit:vp/INBOX#anyone"].depends_on)
+    assert not creations & set(by_key["unit:vp/INBOX#$ke-toan"].depends_on)

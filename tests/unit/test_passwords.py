@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mailstate.model import passwords
+from mailstate.model.passwords import RandomDraws
 from mailstate.model.settings import PasswordPolicy
 from mailstate.providers.ldap.passwords import (
     append_password,
@@ -90,3 +92,40 @@ def test_password_file_mode_is_tightened(tmp_path: Path) -> None:
     path.chmod(0o644)
     append_password(path, "a", "a@x.vn", "Secret-1aA")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_random_draws_never_use_a_biased_byte() -> None:
+    """A byte at or above the largest multiple of the range (here 250..255 for 10) is skipped, never folded
+    into the range; the buffer is refilled when used up."""
+    given = [bytes([255, 250, 249]), bytes([7])]
+    draws = RandomDraws(source=lambda n: given.pop(0), size=3)
+    assert draws.below(10) == 9  # 255 and 250 skipped, 249 % 10
+    assert draws.below(10) == 7  # from the refilled buffer
+    assert given == []
+
+
+def test_random_draws_shuffle_is_a_permutation_and_choices_stay_in_range() -> None:
+    """Fisher–Yates keeps every element; every draw is inside its range, whatever the range."""
+    draws = RandomDraws()
+    items = list("ABCDEFGHJK")
+    draws.shuffle(items)
+    assert sorted(items) == list("ABCDEFGHJK")
+    for n in (1, 2, 7, 10, 64, 255, 256, 257, 10_000):
+        assert all(0 <= draws.below(n) < n for _ in range(50))
+    assert {draws.choice("xyz") for _ in range(200)} == {"x", "y", "z"}
+
+
+def test_a_generated_password_asks_the_system_for_randomness_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call to the system's generator per password, not one per character (each such call hands the
+    other threads of a parallel apply the interpreter)."""
+    calls: list[int] = []
+    real = passwords.secrets.token_bytes
+
+    def counted(n: int) -> bytes:
+        calls.append(n)
+        return real(n)
+
+    monkeypatch.setattr(passwords.secrets, "token_bytes", counted)
+    password = generate_password(BD)
+    assert check_password(password, BD) == [] and len(password) == 16
+    assert len(calls) == 1

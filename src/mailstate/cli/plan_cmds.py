@@ -202,7 +202,6 @@ def apply_cmd(
     provider_names: tuple[str, ...],
     lang: str | None,
 ) -> None:
-    from mailstate.private_files import home_dir, private_dir
     from mailstate.reconciler.apply.run import DEFAULT_PARALLELISM, ApplyIncomplete, refuse_future
     from mailstate.reconciler.pipeline import apply_plan, make_plan
     from mailstate.reconciler.plan.plan import load_plan, plan_changes, plan_meta
@@ -229,6 +228,10 @@ def apply_cmd(
         refuse_future(plan_meta(plan).as_of,
                       _("{file}: the plan applies the lifecycle rules as of").format(file=planfile))
         _use_language(lang, plan)
+    elif yes:
+        _apply_fresh(root, scope, as_of, provider_names, lang, allow_destructive, journal_dir, audit_log,
+                     passwords_out, break_lock, parallelism or DEFAULT_PARALLELISM)
+        return
     else:
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None)
         _render(plan, "text", sys.stdout, lang)
@@ -252,13 +255,7 @@ def apply_cmd(
             raise MailstateError(_("not a terminal: give --yes to apply without confirmation"))
         if not confirm_apply(len(changes)):
             raise MailstateError(_("cancelled: nothing was applied"))
-    base_is_home = passwords_out is None and journal_dir is None
-    if passwords_out is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        base = journal_dir if journal_dir is not None else home_dir(plan_meta(plan).domain)
-        passwords_out = base / f"initial-passwords-{stamp}.tsv"
-    private_dir(passwords_out.parent, tighten=base_is_home)
-
+    passwords_out = _passwords_file(passwords_out, journal_dir, plan_meta(plan).domain)
     progress = ApplyProgress(len(changes), bar=sys.stderr.isatty())
     try:
         result = apply_plan(
@@ -280,6 +277,11 @@ def apply_cmd(
         raise
     finally:
         progress.stop()
+    _applied(result)
+
+
+def _applied(result: Any) -> None:
+    """What an apply that went through says: the providers' notes, the warnings, the journal's place."""
     for notice in result.notices:
         click.echo(_("note: {notice}").format(notice=notice))
     for warning in result.warnings:
@@ -292,6 +294,82 @@ def apply_cmd(
     if result.passwords_file is not None:
         click.echo(_("initial passwords written to {file} (mode 0600): hand over, then delete").format(
             file=result.passwords_file))
+
+
+def _passwords_file(
+    passwords_out: Path | None, journal_dir: Path | None, domain: str, make: bool = True
+) -> Path:
+    """Where the initial passwords go: --passwords-out, else a new file beside the journal; with ``make``,
+    its directory made (private)."""
+    from mailstate.private_files import home_dir, private_dir
+
+    base_is_home = passwords_out is None and journal_dir is None
+    if passwords_out is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        base = journal_dir if journal_dir is not None else home_dir(domain)
+        passwords_out = base / f"initial-passwords-{stamp}.tsv"
+    if make:
+        private_dir(passwords_out.parent, tighten=base_is_home)
+    return passwords_out
+
+
+def _apply_fresh(
+    root: Path,
+    scope: tuple[str, ...],
+    as_of: str | None,
+    provider_names: tuple[str, ...],
+    lang: str | None,
+    allow_destructive: bool,
+    journal_dir: Path | None,
+    audit_log: Path | None,
+    passwords_out: Path | None,
+    break_lock: bool,
+    parallelism: int,
+) -> None:
+    """``apply --yes`` without a saved plan: plan and apply in one go (pipeline.apply_fresh: one load, one
+    read, under the apply lock), printing the plan, then the progress, as ``apply`` does."""
+    from mailstate.desired_state.loader import load_state
+    from mailstate.private_files import private_dir
+    from mailstate.reconciler.apply.run import ApplyIncomplete
+    from mailstate.reconciler.pipeline import apply_fresh, retry_notices
+    from mailstate.reconciler.plan.plan import plan_changes
+
+    state = load_state(root)
+    base_is_home = passwords_out is None and journal_dir is None
+    passwords_out = _passwords_file(passwords_out, journal_dir, state.domain, make=False)
+    progress: list[ApplyProgress] = []
+
+    def show(plan: Any) -> None:
+        _render(plan, "text", sys.stdout, lang)
+        if plan_changes(plan):
+            private_dir(passwords_out.parent, tighten=base_is_home)  # before any change
+            progress.append(ApplyProgress(len(plan_changes(plan)), bar=sys.stderr.isatty()))
+
+    def tell(change: Any, event: str) -> None:
+        progress[0](change, event)
+
+    try:
+        result = apply_fresh(
+            root, show=show, state=state, scope=list(scope) or None, as_of=as_of,
+            providers=list(provider_names) or None, allow_destructive=allow_destructive,
+            journal_dir=journal_dir, audit_log=audit_log, passwords_out=passwords_out, on_change=tell,
+            break_lock=break_lock, parallelism=parallelism,
+        )
+    except ApplyIncomplete as exc:
+        for bar in progress:
+            bar.stop()
+        for notice in exc.notices:
+            click.echo(_("note: {notice}").format(notice=notice))
+        raise
+    finally:
+        for bar in progress:
+            bar.stop()
+    if result is None:  # a notice to the owner of a lock that failed before is sent again
+        for warning in retry_notices(root, journal_dir, audit_log):
+            click.echo(_("warning: {warning}").format(warning=warning), err=True)
+        click.echo(_("nothing to apply: the live system matches the desired state"))
+        return
+    _applied(result)
 
 
 def change_words(change: Any) -> str:

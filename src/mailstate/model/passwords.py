@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mailstate.errors import ProviderError
@@ -78,17 +78,53 @@ def check_password(password: str, policy: PasswordPolicy, account: str | Iterabl
     return problems
 
 
+class RandomDraws:
+    """Uniform random choices (``secrets`` quality) drawn from one buffer of random bytes, refilled when used
+    up: a password takes one call to the system's generator instead of one per character — each such call
+    lets the other threads of a parallel apply take over, and waits for them to give way again. A byte is
+    used only below the largest multiple of the range it must fall in (never biased); ranges above 256 ask
+    ``secrets`` itself."""
+
+    def __init__(self, source: Callable[[int], bytes] | None = None, size: int = 256) -> None:
+        self._source = source or secrets.token_bytes
+        self._size = size
+        self._buf = b""
+        self._at = 0
+
+    def below(self, n: int) -> int:
+        """A random integer in [0, n)."""
+        if n > 256:
+            return secrets.randbelow(n)
+        limit = 256 - 256 % n
+        while True:
+            if self._at >= len(self._buf):
+                self._buf, self._at = self._source(self._size), 0
+            byte = self._buf[self._at]
+            self._at += 1
+            if byte < limit:
+                return byte % n
+
+    def choice(self, seq: str) -> str:
+        return seq[self.below(len(seq))]
+
+    def shuffle(self, items: list[str]) -> None:
+        """Fisher–Yates, in place."""
+        for i in range(len(items) - 1, 0, -1):
+            j = self.below(i + 1)
+            items[i], items[j] = items[j], items[i]
+
+
 def generate_password(
     policy: PasswordPolicy, account: str | Iterable[str] = (), length: int | None = None
 ) -> str:
     """A random password (``secrets``) that passes ``check_password``: every class, ≥ 16 characters."""
     size = max(policy.min_length, length or GENERATED_LENGTH, len(_GEN_CLASSES))
     alphabet = "".join(_GEN_CLASSES)
-    rng = secrets.SystemRandom()
+    draws = RandomDraws()
     for _ in range(100):
-        chars = [secrets.choice(cls) for cls in _GEN_CLASSES]
-        chars += [secrets.choice(alphabet) for _ in range(size - len(chars))]
-        rng.shuffle(chars)
+        chars = [draws.choice(cls) for cls in _GEN_CLASSES]
+        chars += [draws.choice(alphabet) for _ in range(size - len(chars))]
+        draws.shuffle(chars)
         candidate = "".join(chars)
         if not check_password(candidate, policy, account):
             return candidate

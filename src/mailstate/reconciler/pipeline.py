@@ -1,6 +1,7 @@
 """The reconcile loop, top to bottom: load → read → project → diff → plan, then apply.
 
-``make_plan`` never writes anything. ``apply_plan`` refuses a stale plan, checks the safety rules,
+``make_plan`` never writes anything. ``apply_fresh`` (``apply --yes``) plans under the apply lock and
+applies; ``apply_plan`` refuses a stale plan, checks the safety rules,
 takes the apply lock (docs/operations.md), carries out the changes in plan order through their providers,
 journals each one before and after, writes the audit log (docs/operations.md), and on a failure stops and
 raises ``ApplyFailed`` saying what was done, what failed and what was not tried. Rerunning converges:
@@ -171,11 +172,14 @@ def _holds_mailboxes(prov: Provider) -> bool:
     return bool(MAILBOX_KINDS & prov.kinds)
 
 
-def hand_mailbox_users(providers: Mapping[str, Provider], changes: Iterable[Change]) -> None:
+def hand_mailbox_users(
+    providers: Mapping[str, Provider], changes: Iterable[Change], *, were_read: bool = False
+) -> None:
     """Before an apply: tell the mail providers that address mailboxes by what the server knows
     (``TakesMailboxUsers``) the directory's {login: address} — read from the directory only if one of them
-    needs it and no stale check read it meanwhile — and the address each change of a mailbox sets (a new
-    hire's mailbox, made by this apply)."""
+    needs it and no stale check read it meanwhile; with ``were_read``, the providers were just read
+    (``read_all`` gave them the directory's) — and the address each change of a mailbox sets (a new hire's
+    mailbox, made by this apply)."""
     takers = [p for p in providers.values() if isinstance(p, TakesMailboxUsers)]
     if not takers:
         return
@@ -195,7 +199,8 @@ def hand_mailbox_users(providers: Mapping[str, Provider], changes: Iterable[Chan
         if c.kind in MAILBOX_KINDS and c.after and isinstance(c.after.get("address"), str)
     }
     for prov in takers:
-        prov.take_mailbox_users(users)
+        if not were_read:
+            prov.take_mailbox_users(users)
         prov.add_mailbox_users(made)
 
 
@@ -427,6 +432,85 @@ def apply_plan(
               "Make a new plan, or confirm that date explicitly with --as-of {iso}").format(
                 date=fmt_date(meta.as_of), today=fmt_date(today), iso=meta.as_of)
         )
+    _raise_if_unsafe(plan, state, allow_destructive)
+    if not isinstance(providers, Mapping):
+        # the providers the plan was read from (a stale check re-reads them all), and any a change names
+        names = (
+            list(providers) if providers is not None else list(meta.providers or configured_providers(state))
+        )
+        providers = names + [c.provider for c in plan_changes(plan) if c.provider not in names]
+
+    def checked(provs: Mapping[str, Provider]) -> Plan:
+        if check_stale:
+            fresh = check_fresh(plan, root, provs, state)
+            _raise_if_unsafe(fresh, state, allow_destructive)
+        return plan
+
+    result = _apply(
+        root, state, checked, providers, given=plan, journal_dir=journal_dir, audit_log=audit_log,
+        passwords_out=passwords_out, on_change=on_change, break_lock=break_lock, parallelism=parallelism,
+    )
+    assert result is not None  # a given plan is always carried out (an empty one: nothing to do)
+    return result
+
+
+def apply_fresh(
+    state_dir: Path | str,
+    *,
+    show: Callable[[Plan], None],
+    state: State | None = None,
+    scope: Iterable[str] | None = None,
+    as_of: date | str | None = None,
+    providers: Iterable[str] | None = None,
+    allow_destructive: bool = False,
+    journal_dir: Path | str | None = None,
+    audit_log: Path | str | None = None,
+    passwords_out: Path | str | None = None,
+    on_change: Callable[[Change, str], None] | None = None,
+    break_lock: bool = False,
+    parallelism: int = 1,
+) -> ApplyResult | None:
+    """Plan and apply in one go, without a confirmation in between (``apply --yes``): the state loaded once,
+    the providers opened once, and the live state read once — under the apply lock, so that no other apply
+    can change it between this read and these changes: what a saved plan's stale check re-reads to make
+    sure of. ``show(plan)`` is called with the plan before anything is written (printing it); a plan with no
+    changes returns None, the lock released, nothing written. Otherwise as ``apply_plan``."""
+    refuse_future(as_of, "--as-of")
+    root = Path(state_dir)
+    loaded = state if state is not None else load_state(root)
+    names = list(providers) if providers is not None else None
+
+    def planned(provs: Mapping[str, Provider]) -> Plan:
+        plan = make_plan(root, scope=scope, as_of=as_of, providers=provs, state=loaded)
+        show(plan)
+        if plan_changes(plan):
+            _raise_if_unsafe(plan, loaded, allow_destructive)
+        return plan
+
+    return _apply(
+        root, loaded, planned, names, given=None, journal_dir=journal_dir, audit_log=audit_log,
+        passwords_out=passwords_out, on_change=on_change, break_lock=break_lock, parallelism=parallelism,
+    )
+
+
+def _apply(
+    root: Path,
+    state: State,
+    plan_of: Callable[[Mapping[str, Provider]], Plan],
+    providers: Mapping[str, Provider] | list[str] | None,
+    *,
+    given: Plan | None,
+    journal_dir: Path | str | None,
+    audit_log: Path | str | None,
+    passwords_out: Path | str | None,
+    on_change: Callable[[Change, str], None] | None,
+    break_lock: bool,
+    parallelism: int,
+) -> ApplyResult | None:
+    """The apply both ways share: open the providers (``providers``: opened ones, or names; None: the
+    configured ones), take the apply lock, have ``plan_of(providers)`` give the plan to carry out under it
+    (``given``'s stale check, or a plan made there), journal and run its changes, send the lock notices.
+    None when a plan made under the lock has no changes."""
     home = home_dir(state.domain)
     jdir = Path(journal_dir) if journal_dir is not None else home
     journal_path = jdir / "journal.jsonl"
@@ -434,8 +518,6 @@ def apply_plan(
     pw_path = Path(passwords_out) if passwords_out is not None else None
     secrets = secrets_of(state)
 
-    _raise_if_unsafe(plan, state, allow_destructive)
-    changes = list(plan_changes(plan))
     private_dir(jdir, tighten=journal_dir is None)  # the default home is mailstate's own: 0700
     for private in (journal_path, audit_path, pw_path):  # a link or another's file: refused before any change
         if private is not None and os.path.lexists(private):
@@ -445,15 +527,13 @@ def apply_plan(
     if isinstance(providers, Mapping):
         provs = dict(providers)
     else:
-        # the providers the plan was read from (a stale check re-reads them all), and any a change names
-        names = (
-            list(providers) if providers is not None else list(meta.providers or configured_providers(state))
-        )
-        names += [c.provider for c in changes if c.provider not in names]
+        names = providers if providers is not None else configured_providers(state)
         provider_kwargs = option_for(names, "writes_passwords", passwords_out=pw_path) if pw_path else {}
         provs = open_providers(state, names, for_plan=True, **provider_kwargs)
-    changes = group_by_connection(changes, provs)
-    hand_mailbox_users(provs, changes)
+    changes: list[Change] = []
+    if given is not None:
+        changes = group_by_connection(plan_changes(given), provs)
+        hand_mailbox_users(provs, changes)
     done: list[Change] = []
     refused: list[tuple[Change, str]] = []
     skipped: list[tuple[Change, list[str]]] = []
@@ -473,15 +553,19 @@ def apply_plan(
             try:
                 with apply_lock(provs, holder, jdir, break_lock):
                     try:
-                        if check_stale:
-                            fresh = check_fresh(plan, root, provs, state)
-                            _raise_if_unsafe(fresh, state, allow_destructive)
+                        plan = plan_of(provs)
+                        if given is None:
+                            changes = group_by_connection(plan_changes(plan), provs)
+                            if not changes:
+                                return None
+                            # the providers read the directory for this plan: only the new mailboxes to add
+                            hand_mailbox_users(provs, changes, were_read=True)
                         signals.armed = False  # from here, only a change in progress is cut short
                         journal = Journal(journal_path, audit_path, who=who, commit=git_commit(root))
                         try:
                             run(
                                 changes, provs, journal, signals, secrets, tell, done, refused, skipped,
-                                journal_path, pw_written, meta.fingerprint.combined, parallelism,
+                                journal_path, pw_written, plan_meta(plan).fingerprint.combined, parallelism,
                             )
                         finally:
                             journal.close()

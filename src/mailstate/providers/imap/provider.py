@@ -776,6 +776,10 @@ class ImapProvider:
         def work(client: IMAPClient) -> None:
             folders = [key.folder]
             if key.folder.upper() != INBOX:
+                # the folder by its own name first; its folder list (LIST) is read only when the server
+                # does not know that name: a client may have written it in another Unicode form
+                if self._set_as_named(client, key, rights):
+                    return
                 folders = [self._live_name(client, key.folder) or key.folder]
             else:
                 # mailbox-wide: INBOX and every folder but the listed shared folders (they have their own)
@@ -823,6 +827,21 @@ class ImapProvider:
             return folder
         want = unicodedata.normalize("NFC", folder)
         return next((f for f in folders if unicodedata.normalize("NFC", f) == want), None)
+
+    def _set_as_named(self, client: IMAPClient, key: AclKey, rights: str) -> bool:
+        """SETACL / DELETEACL on ``key.folder`` as named; False when the server answered NO or BAD (the
+        caller looks the folder up and sets it as ``_set_one`` does, with its errors)."""
+        ident = self.users.identifier(key.identifier)
+        try:
+            if rights:
+                client.setacl(key.folder, ident, rights)
+            else:
+                client._command_and_check("deleteacl", client._normalise_folder(key.folder), ident)
+        except IMAPClientError as exc:
+            if isinstance(exc, DROPPED):
+                raise
+            return False
+        return True
 
     def _set_one(self, client: IMAPClient, key: AclKey, folder: str, rights: str) -> None:
         """SETACL (exact rights) or, with no rights, DELETEACL (a missing entry is fine: idempotent)."""

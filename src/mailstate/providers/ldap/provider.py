@@ -38,6 +38,7 @@ from mailstate.model.i18n import _
 from mailstate.model.provider import DesiredState, Snapshot
 from mailstate.model.records import MAILBOX_KINDS, Record
 from mailstate.model.settings import LdapSettings
+from mailstate.providers.ldap import ber
 from mailstate.providers.ldap.parse import (
     CONTAINERS,
     KINDS,
@@ -247,11 +248,11 @@ class LdapProvider(LdapSession):
 
     def _add(self, dn: str, classes: tuple[str, ...], attrs: dict[str, list[str]]) -> int:
         body = {k: v for k, v in attrs.items() if v}
-        result = self._call(f"add {dn}", self.conn.add, dn, list(classes), body)
+        result = self._call(f"add {dn}", ber.add, self.conn, dn, classes, body)
         code = int(result.get("result", -1))
         if code == NO_SUCH_OBJECT:
             self._ensure_container(dn)
-            result = self._call(f"add {dn}", self.conn.add, dn, list(classes), body)
+            result = self._call(f"add {dn}", ber.add, self.conn, dn, classes, body)
             code = int(result.get("result", -1))
         if code not in (SUCCESS, ALREADY_EXISTS):
             raise self._fail(f"cannot add {dn}", result)

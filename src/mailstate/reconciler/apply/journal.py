@@ -13,12 +13,14 @@ Neither lives in the state repository (a git work tree): both default to
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import subprocess
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,24 @@ from typing import Any
 from mailstate.desired_state.lifecycle import notice_of
 from mailstate.model.change import Change
 from mailstate.private_files import open_private, private_dir
-from mailstate.redact import hide_known, known_secrets
+from mailstate.redact import hide_known, known_secrets, secrets_key
 
 SECRET_FIELDS = frozenset({"password", "userPassword", "initial_password", "secret"})
 """Attribute names whose values are never written, only their presence."""
 
 
+_SECOND: tuple[int, str] = (-1, "")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """The time now (UTC, to the second) as the journal writes it; made once per second."""
+    global _SECOND
+    now = int(time.time())
+    second, text = _SECOND
+    if now != second:
+        text = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        _SECOND = (now, text)
+    return text
 
 
 def actor() -> str:
@@ -92,27 +104,64 @@ def scrub(value: Any, secrets: list[str] | None = None) -> Any:
     return value
 
 
+_SECRET_KEYS = tuple(json.dumps(k) + ":" for k in sorted(SECRET_FIELDS))
+
+
+def json_line(record: Mapping[str, Any], secrets: list[str]) -> str:
+    """``record`` as one JSON line, scrubbed (``scrub``). The walk through every value is only made when the
+    line as serialized could hold something to hide — a secret-named key, a secret value (as written or as
+    JSON escapes it) or a URL —, else the line is already what ``scrub`` would give."""
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+    if "://" in line or any(k in line for k in _SECRET_KEYS) or any(
+        s in line or json.dumps(s, ensure_ascii=False)[1:-1] in line for s in secrets
+    ):
+        line = json.dumps(scrub(record, secrets), ensure_ascii=False, sort_keys=True, default=str)
+    return line + "\n"
+
+
 class JsonLines:
-    """An append-only JSON-lines file. Every line is flushed to the OS as it is written (it survives the
-    process being killed); ``sync()`` forces it to disk (done at the start and end of a run and on a
-    failure: one fsync per line would cost more than the change itself on a real disk)."""
+    """An append-only JSON-lines file. Every line is handed to the OS as it is written (it survives the
+    process being killed) — or, while ``held`` (a parallel apply), at the next ``flush``, which the apply
+    calls before any change it journaled as started begins and before it waits for changes in progress.
+    ``sync()`` forces it to disk (done at the start and end of a run and on a failure: one fsync per line
+    would cost more than the change itself on a real disk)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         private_dir(path.parent)
         fd = open_private(path, os.O_WRONLY | os.O_APPEND)
         self._fh = os.fdopen(fd, "a", encoding="utf-8")
+        self._pending: list[Mapping[str, Any]] = []
+        self.held = False
+        self._known: tuple[tuple[object, ...], list[str]] = ((), [])
+
+    def _secrets(self) -> list[str]:
+        """``known_secrets()``, looked up again only when what it is made of changed (a secret remembered, a
+        secret variable set)."""
+        key = secrets_key()
+        if key != self._known[0]:
+            self._known = (key, known_secrets())
+        return self._known[1]
 
     def write(self, record: Mapping[str, Any], *, sync: bool = False) -> None:
-        self._fh.write(json.dumps(scrub(record), ensure_ascii=False, sort_keys=True, default=str) + "\n")
-        self._fh.flush()
+        self._pending.append(record)
+        if sync or not self.held:
+            self.flush(sync=sync)
+
+    def flush(self, *, sync: bool = False) -> None:
+        """Hand the lines written so far to the OS (one write for them all), scrubbed with the secrets known
+        now; with ``sync``, to the disk."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            secrets = self._secrets()
+            self._fh.write("".join(json_line(r, secrets) for r in pending))
+            self._fh.flush()
         if sync:
             os.fsync(self._fh.fileno())
 
     def sync(self) -> None:
         if not self._fh.closed:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            self.flush(sync=True)
 
     def close(self) -> None:
         if not self._fh.closed:
@@ -142,6 +191,22 @@ class Journal:
         self.commit = commit
         self._journal = JsonLines(journal_path)
         self._audit = JsonLines(audit_path)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """While inside, lines are kept until ``flush`` (or a line that is synced: a failure, the run's end),
+        and handed to the OS then, in order, one write per file; on leaving, whatever is left is."""
+        self._journal.held = self._audit.held = True
+        try:
+            yield
+        finally:
+            self._journal.held = self._audit.held = False
+            self.flush()
+
+    def flush(self) -> None:
+        """The journal's lines kept so far, then the audit log's, to the OS."""
+        self._journal.flush()
+        self._audit.flush()
 
     def _base(self, event: str) -> dict[str, Any]:
         return {"event": event, "time": now_iso(), "run": self.run_id, "who": self.who, "commit": self.commit}

@@ -430,6 +430,12 @@ ONE_AT_A_TIME = frozenset({Action.ARCHIVE, Action.DELETE})
 reading it back, a removal follows it — mail is not where throughput is won."""
 
 
+GRANT_PHASE = Action.GRANT.phase
+CROSS_PROVIDER_FREE = frozenset({Action.CREATE.phase, Action.RENAME.phase, Action.UPDATE.phase})
+"""Lower phases a grant waits for only in its own provider: another provider's creations and updates make
+nothing a right needs but what its dependencies name (revokes and unlocks still go first everywhere)."""
+
+
 class Schedule:
     """Which changes of a plan may start, for ``run_parallel``: bookkeeping only, no I/O.
 
@@ -437,7 +443,11 @@ class Schedule:
     - every change it depends on (``depends_on``, earlier in the plan: a dependency cycle broken by the
       plan's order is ordered by it) is finished;
     - every earlier change of a lower phase (``Action.phase``: revokes before creates before grants …) is
-      finished — the order the plan promises among changes that do not name each other;
+      finished — the order the plan promises among changes that do not name each other — except that a
+      grant does not wait for another provider's creations and updates (``CROSS_PROVIDER_FREE``): the
+      mailboxes and folders a right names are among its dependencies (its owner, its folder, whom it is
+      for), so the rights of a first apply are set while the directory's thousands of people are still
+      being added, each unit mailbox's folder and rights over one connection;
     - no other change of its connection (``GroupsConnections``: one IMAP mailbox) or, for an archive or a
       removal, no other such change of its provider is in progress;
     - its provider has fewer than ``parallelism`` changes in progress.
@@ -464,16 +474,21 @@ class Schedule:
         self.phase = [c.action.phase for c in self.changes]
         self.phases = sorted(set(self.phase))
         self.by_phase: dict[int, list[int]] = {p: [] for p in self.phases}
+        self.by_own: dict[tuple[int, str], list[int]] = {}
+        """Per (phase, provider), its changes in plan order (the lower phases a grant waits for in its own
+        provider only)."""
         for i, p in enumerate(self.phase):
             self.by_phase[p].append(i)
+            self.by_own.setdefault((p, self.changes[i].provider), []).append(i)
         self.low = dict.fromkeys(self.phases, 0)
         """Per phase, the index (in by_phase) of its earliest unfinished change."""
+        self.low_own = dict.fromkeys(self.by_own, 0)
         self.group: list[tuple[str, str] | None] = []
         for c in self.changes:
             g = "\0one at a time" if c.action in ONE_AT_A_TIME else group_of(c)
             self.group.append((c.provider, g) if g is not None else None)
         self.finished = [False] * n
-        self.waiting_phase: dict[int, list[int]] = {p: [] for p in self.phases}
+        self.waiting_phase: dict[tuple[int, str], list[int]] = {}
         self.ready: dict[str, list[int]] = {}
         self.busy: set[tuple[str, str]] = set()
         self.group_wait: dict[tuple[str, str], list[int]] = {}
@@ -483,24 +498,28 @@ class Schedule:
         taken in plan order."""
         self.available.extend(i for i in range(n) if self.unmet[i] == 0)
 
-    def _limit(self, phase: int) -> int:
-        """Changes of ``phase`` before this position have every earlier lower-phase change finished."""
+    def _limit(self, phase: int, provider: str) -> int:
+        """Changes of ``phase`` and ``provider`` before this position have every earlier lower-phase change
+        they wait for finished."""
         limit = len(self.changes)
         for q in self.phases:
             if q >= phase:
                 break
-            at = self.low[q]
-            if at < len(self.by_phase[q]):
-                limit = min(limit, self.by_phase[q][at])
+            if phase == GRANT_PHASE and q in CROSS_PROVIDER_FREE:
+                members, at = self.by_own.get((q, provider), []), self.low_own.get((q, provider), 0)
+            else:
+                members, at = self.by_phase[q], self.low[q]
+            if at < len(members):
+                limit = min(limit, members[at])
         return limit
 
     def place(self, i: int) -> None:
         """A change whose dependencies are finished, and which is not skipped: queue it to start."""
-        p = self.phase[i]
-        if i < self._limit(p):
-            heapq.heappush(self.ready.setdefault(self.changes[i].provider, []), i)
+        p, prov = self.phase[i], self.changes[i].provider
+        if i < self._limit(p, prov):
+            heapq.heappush(self.ready.setdefault(prov, []), i)
         else:
-            heapq.heappush(self.waiting_phase[p], i)
+            heapq.heappush(self.waiting_phase.setdefault((p, prov), []), i)
 
     def startable(self) -> list[int]:
         """Take the changes that may start now (marked in progress)."""
@@ -530,20 +549,24 @@ class Schedule:
                 waiting = self.group_wait.get(g)
                 if waiting:
                     heapq.heappush(self.ready.setdefault(prov, []), heapq.heappop(waiting))
-        p = self.phase[i]
+        p, own = self.phase[i], (self.phase[i], self.changes[i].provider)
         members = self.by_phase[p]
         moved = False
         while self.low[p] < len(members) and self.finished[members[self.low[p]]]:
             self.low[p] += 1
             moved = True
+        mine = self.by_own[own]
+        while self.low_own[own] < len(mine) and self.finished[mine[self.low_own[own]]]:
+            self.low_own[own] += 1
+            moved = True
         if moved:
-            for q in self.phases:
+            for (q, prov), heap in self.waiting_phase.items():
                 if q <= p:
                     continue
-                heap, limit = self.waiting_phase[q], self._limit(q)
+                limit = self._limit(q, prov)
                 while heap and heap[0] < limit:
                     j = heapq.heappop(heap)
-                    heapq.heappush(self.ready.setdefault(self.changes[j].provider, []), j)
+                    heapq.heappush(self.ready.setdefault(prov, []), j)
         for j in self.dependents[i]:
             self.unmet[j] -= 1
             if self.unmet[j] == 0:
@@ -571,10 +594,14 @@ def run_parallel(
     """``run`` with up to ``parallelism`` changes in progress per provider (``Schedule`` says which may
     start). The journal, the signals and the outcomes are ``run``'s: only this thread writes the journal —
     a change's ``started`` line before it is handed to a worker, its ``done`` / ``failed`` line when it comes
-    back — so every change has its pair and a dependent's ``started`` follows its dependency's ``done``. A
-    refused change skips only its dependents. A failed change, or a signal, stops new changes from starting;
-    those in progress are waited for and journaled, then the run ends as ``run`` ends it. A second signal
-    stops at once: the changes in progress are journaled as possibly partly done."""
+    back — so every change has its pair and a dependent's ``started`` follows its dependency's ``done``. The
+    lines go to the OS in one write per round (``Journal.held``): before the changes of the round begin
+    (their ``started`` lines and every line before them), and before the thread waits for the next to come
+    back; a crash loses at most the ``done`` lines of changes that just came back, which the journal then
+    shows started, not finished — as it would had the crash come a moment earlier. A refused change skips
+    only its dependents. A failed change, or a signal, stops new changes from starting; those in progress
+    are waited for and journaled, then the run ends as ``run`` ends it. A second signal stops at once: the
+    changes in progress are journaled as possibly partly done."""
 
     def group_of(change: Change) -> str | None:
         prov = provs.get(change.provider)
@@ -611,57 +638,72 @@ def run_parallel(
     providers_used = len({c.provider for c in changes}) or 1
     threads = ThreadPoolExecutor(max_workers=sched.parallelism * providers_used, thread_name_prefix="apply")
     in_progress: dict[Future[None], int] = {}
+    told_later: list[tuple[Change, str]] = []
+
+    def tell_now() -> None:
+        """The lines are with the OS: tell what they say (progress, the tests' hooks)."""
+        journal.flush()
+        for change, event in told_later:
+            told(change, event)
+        told_later.clear()
+
     try:
-        while True:
-            stopping = bool(failures) or signals.received is not None
-            while not stopping and sched.available:
-                # dependencies all over: skip what a refusal blocks (its dependents become available in
-                # turn), place the rest
-                i = heapq.heappop(sched.available)
-                roots = blocked.roots(changes[i])
-                if roots:
-                    handled[i] = True
-                    journal.skipped(changes[i], roots)
-                    skipped.append((changes[i], roots))
-                    told(changes[i], "skipped")
-                    sched.finish(i, started=False)
-                else:
-                    sched.place(i)
-            if not stopping:
-                for i in sched.startable():
+        with journal.held():  # one write per batch of lines; flushed before any change begins (below)
+            while True:
+                stopping = bool(failures) or signals.received is not None
+                while not stopping and sched.available:
+                    # dependencies all over: skip what a refusal blocks (its dependents become available
+                    # in turn), place the rest
+                    i = heapq.heappop(sched.available)
+                    roots = blocked.roots(changes[i])
+                    if roots:
+                        handled[i] = True
+                        journal.skipped(changes[i], roots)
+                        skipped.append((changes[i], roots))
+                        told_later.append((changes[i], "skipped"))
+                        sched.finish(i, started=False)
+                    else:
+                        sched.place(i)
+                starting = [] if stopping else sched.startable()
+                for i in starting:
                     handled[i] = True
                     journal.started(changes[i])
+                # every line written so far — these changes' ``started`` — is with the OS before any of them
+                # begins, and before this thread waits
+                tell_now()
+                for i in starting:
                     told(changes[i], "started")
                     in_progress[threads.submit(apply_one, changes[i])] = i
-            if not in_progress:
-                if not stopping and sched.available:
-                    continue
-                break
-            signals.armed = True
-            try:
-                over, _ = wait(in_progress, timeout=0.5, return_when=FIRST_COMPLETED)
-            finally:
-                signals.armed = False
-            for fut in sorted(over, key=lambda f: in_progress[f]):
-                i = in_progress.pop(fut)
-                change = changes[i]
-                exc = fut.exception()
-                if exc is None:
-                    journal.done(change)
-                    done.append(change)
-                    told(change, "done")
-                elif isinstance(exc, ChangeRefused):
-                    error = redact(_describe(exc), secrets)
-                    journal.failed(change, error, refused=True)
-                    refused.append((change, error))
-                    blocked.refuse(change)
-                    told(change, "refused")
-                else:
-                    error = redact(_describe(exc), secrets)
-                    journal.failed(change, error)
-                    failures.append((change, error))
-                    told(change, "failed")
-                sched.finish(i, started=True)
+                if not in_progress:
+                    if not stopping and sched.available:
+                        continue
+                    break
+                signals.armed = True
+                try:
+                    over, _ = wait(in_progress, timeout=0.5, return_when=FIRST_COMPLETED)
+                finally:
+                    signals.armed = False
+                for fut in sorted(over, key=lambda f: in_progress[f]):
+                    i = in_progress.pop(fut)
+                    change = changes[i]
+                    exc = fut.exception()
+                    if exc is None:
+                        journal.done(change)
+                        done.append(change)
+                        told_later.append((change, "done"))
+                    elif isinstance(exc, ChangeRefused):
+                        error = redact(_describe(exc), secrets)
+                        journal.failed(change, error, refused=True)
+                        refused.append((change, error))
+                        blocked.refuse(change)
+                        told_later.append((change, "refused"))
+                    else:
+                        error = redact(_describe(exc), secrets)
+                        journal.failed(change, error)
+                        failures.append((change, error))
+                        told_later.append((change, "failed"))
+                    sched.finish(i, started=True)
+                tell_now()
     except (KeyboardInterrupt, StopNow) as exc:
         # a second signal: the changes in progress may or may not have happened; say so, a rerun converges
         signum = exc.signum if isinstance(exc, StopNow) else signal.SIGINT

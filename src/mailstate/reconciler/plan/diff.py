@@ -417,7 +417,8 @@ def _with_deps(change: Change, deps: Iterable[str]) -> Change:
 
 
 def prerequisites(rec: Record, address_owner: Mapping[str, Ref]) -> list[Ref]:
-    """The objects ``rec`` needs to exist first (docs/records.md): unit, parent, members, owner, mailbox."""
+    """The objects ``rec`` needs to exist first (docs/records.md): unit, parent, members, owner, mailbox
+    (a right: its mailbox, its folder and the mailbox it is for)."""
     a = rec.attrs
     out: list[Ref] = []
     if rec.kind == "person" and a.get("unit"):
@@ -442,6 +443,10 @@ def prerequisites(rec: Record, address_owner: Mapping[str, Ref]) -> list[Ref]:
             out.append(record_ref_of(mailbox))
         if rec.kind == "acl" and "#" in rec.key:
             out.append(("shared_folder", rec.key.rsplit("#", 1)[0]))
+            # whom the right is for, when it names a mailbox (not anyone, a $group, a global entry)
+            who = rec.key.rsplit("#", 1)[1].removeprefix("-")
+            if who and who[0] not in "$!#" and who not in ("anyone", "authenticated", "owner"):
+                out.extend((("person", who), ("unit_mailbox", who)))
     for d in a.get("_depends_on") or ():
         if isinstance(d, tuple | list) and len(d) == 2:
             out.append((str(d[0]), str(d[1])))
