@@ -4,6 +4,8 @@ plan take minutes), and what they find is what the one-mailbox-at-a-time reads f
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import unicodedata
@@ -275,3 +277,48 @@ def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean
         assert prov.acl_owners() == owners and prov.acl_roots == "userdb"
     finally:
         close_providers(provs)
+
+
+def _full_plan(root: Path, ahead: bool) -> tuple[int, dict[str, Any], str]:
+    """``mailstate plan`` with every provider, a process of its own, with or without the read-ahead (the
+    directory read in a child, the mail host's pass started while the TOML loads): exit code, JSON plan
+    (its times left out), the phases it timed."""
+    env = {**os.environ, "MAILSTATE_READ_AHEAD": "1" if ahead else "0", "MAILSTATE_TIMINGS": "1"}
+    run = subprocess.run([str(MAILSTATE), "plan", "--state", str(root), "--format", "json",
+                          "--detailed-exitcode"], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode in (0, 2), run.stderr
+    data = json.loads(run.stdout)
+    data.pop("created_at")
+    data["engine"].pop("created_at")
+    phases = next(line for line in run.stderr.splitlines() if "read:imap" in line)
+    return run.returncode, data, phases
+
+
+def test_a_full_plan_read_ahead_is_the_plan_read_in_one_process(applied: Path, clean_lab: Lab) -> None:
+    """With the mail providers too, the child reads the directory alone and the mail host's pass starts
+    while the TOML loads; the plan is the one a single process makes — empty after the apply, and the
+    same changes after rights changed by hand."""
+    code, with_child, phases = _full_plan(applied, ahead=True)
+    assert code == 0 and " fork " in phases
+    assert _full_plan(applied, ahead=False)[:2] == (code, with_child)
+    c = imap_master_login(clean_lab, "bu1")
+    try:
+        c.setacl("INBOX", "b3x1", "lrs")  # a right given by hand
+        c.setacl("INBOX", "b1x1", "l")  # a delegate's rights cut down by hand
+    finally:
+        c.logout()
+    code, with_child, _ = _full_plan(applied, ahead=True)
+    assert code == 2
+    assert {(c["action"], c["key"]) for c in with_child["changes"]} >= {
+        ("revoke", "unit:bu1/INBOX#b3x1"), ("grant", "unit:bu1/INBOX#b1x1")}
+    assert _full_plan(applied, ahead=False)[:2] == (code, with_child)
+
+
+def test_an_invalid_toml_stops_a_full_plan_read_ahead(applied: Path) -> None:
+    """The mail host's pass started early is closed when the TOML turns out invalid: the error is
+    reported, the process ends."""
+    (applied / "units" / "bad.toml").write_text('[[person]]\nid = "x"\nname = "X Y"\nunit = "nowhere"\n',
+                                                encoding="utf-8")
+    run = subprocess.run([str(MAILSTATE), "plan", "--state", str(applied)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "MAILSTATE_READ_AHEAD": "1"})
+    assert run.returncode != 0 and "nowhere" in run.stderr and "Traceback" not in run.stderr

@@ -456,15 +456,21 @@ def _plan_and_print(
     """Plan the state in ``state_dir`` (the shared options of plan and drift) and print it as ``fmt``; the
     state's warnings (a duration longer than its article allows …) go to stderr first, as validate's."""
     from mailstate.desired_state.loader import load_state
+    from mailstate.providers.registry import close_providers
     from mailstate.reconciler.pipeline import make_plan
-    from mailstate.reconciler.read_ahead import read_ahead
+    from mailstate.reconciler.read_ahead import prefetching, read_ahead
 
     root = resolve_state(state_dir)
     with read_ahead(root, list(provider_names) or None) as ahead:  # the live read, while the TOML loads
-        state = load_state(root)
-        warn_of(state)
-        if ahead is not None:  # while the child still reads: what planning and printing will need
-            _prepare(state)
+        early = prefetching(root, list(provider_names) or None) if ahead is not None else {}
+        try:
+            state = load_state(root)
+            warn_of(state)
+            if ahead is not None:  # while the child still reads: what planning and printing will need
+                _prepare(state)
+        except BaseException:
+            close_providers(early)
+            raise
         plan = make_plan(
             root,
             scope=list(scope) or None,
@@ -472,6 +478,8 @@ def _plan_and_print(
             providers=list(provider_names) or None,
             state=state,
             read_ahead=ahead.snapshots if ahead is not None else None,
+            directory_ahead=ahead.directory if ahead is not None else None,
+            preopened=early,
         )
     Leaving.fast = True  # a plan of every person: not worth freeing object by object at exit
     _render(plan, fmt, sys.stdout, lang)
@@ -507,7 +515,8 @@ def drift_cmd(
     root = resolve_state(state_dir)
     with read_ahead(root, list(provider_names) or None) as ahead:  # the live read, while the TOML loads
         plan = make_plan(root, scope=list(scope) or None, as_of=as_of, providers=list(provider_names) or None,
-                         read_ahead=ahead.snapshots if ahead is not None else None)
+                         read_ahead=ahead.snapshots if ahead is not None else None,
+                         directory_ahead=ahead.directory if ahead is not None else None)
     Leaving.fast = True
     _use_language(lang, plan)
     click.echo(drift_output(plan, fmt), nl=False)

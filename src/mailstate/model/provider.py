@@ -149,6 +149,17 @@ class TakesMailboxUsers(Protocol):
 
 
 @runtime_checkable
+class Prefetches(Protocol):
+    """A provider part of whose read needs only its settings, not the people: opened with the settings
+    (``from_settings``) and started (``prefetch``) while the TOML still loads, then handed the whole state
+    (``take_state``) before its read."""
+
+    def prefetch(self) -> None: ...
+
+    def take_state(self, state: DesiredState) -> None: ...
+
+
+@runtime_checkable
 class TakesUnitMailboxes(Protocol):
     """A mail provider that tells whether a unit mailbox has been used (worked in by anyone, delegates
     included): handed a function returning the directory's unit mailboxes (their logins), called during its

@@ -17,7 +17,7 @@ from typing import Any, get_args
 from pydantic import BaseModel
 
 from mailstate.errors import ProviderError
-from mailstate.model.provider import DesiredState, Provider
+from mailstate.model.provider import DesiredState, Prefetches, Provider
 
 ENTRY_POINT_GROUP = "mailstate.providers"
 
@@ -125,9 +125,15 @@ def directory_provider(state: DesiredState) -> str:
 
 
 def open_providers(
-    state: DesiredState, names: Iterable[str] | None = None, *, for_plan: bool = False, **kwargs: Any
+    state: DesiredState,
+    names: Iterable[str] | None = None,
+    *,
+    for_plan: bool = False,
+    preopened: Mapping[str, Provider] | None = None,
+    **kwargs: Any,
 ) -> dict[str, Provider]:
-    """Instantiate the providers (``from_state``); on a failure close those already opened.
+    """Instantiate the providers (``from_state``); on a failure close those already opened. One in
+    ``preopened`` (opened with the settings and prefetching, ``Prefetches``) is handed the state instead.
 
     ``kwargs[name]`` are options for that provider; ``for_plan`` adds each provider's ``plan_options``
     (what a plan's read leaves out). A provider reading through others (``peers``, e.g. IMAP through
@@ -144,6 +150,11 @@ def open_providers(
             cls = classes[name]
             extra: dict[str, Any] = dict(getattr(cls, "plan_options", {})) if for_plan else {}
             extra.update(kwargs.get(name) or {})
+            early = (preopened or {}).get(name)
+            if isinstance(early, Prefetches):
+                early.take_state(state)
+                opened[name] = early
+                continue
             if getattr(cls, "peers", ()) and "peers" not in extra:
                 extra["peers"], extra["own_peers"] = open_peers(cls, state, opened, configured)
             opened[name] = cls.from_state(state, **extra)

@@ -87,10 +87,18 @@ from mailstate.reconciler.plan.scope import parse_scope, scope_filter, scope_pla
 
 ReadAheadAnswer = Callable[[State, list[str] | None, dict[str, float]], Mapping[str, Snapshot] | None]
 """What another process read meanwhile (``ReadAhead.snapshots``), for the state and provider names given."""
+DirectoryAhead = Callable[
+    [State, list[str] | None, dict[str, float]], tuple[str, Callable[[], Snapshot]] | None
+]
+"""When another process reads only the directory (``ReadAhead.directory``): its name and a function that
+waits for its snapshot, for the state and provider names given; None: nothing read ahead that way."""
 
 
 def read_all(
-    providers: Mapping[str, Provider], scope_units: list[str] | None, timings: dict[str, float] | None = None
+    providers: Mapping[str, Provider],
+    scope_units: list[str] | None,
+    timings: dict[str, float] | None = None,
+    directory: tuple[str, Callable[[], Snapshot]] | None = None,
 ) -> dict[str, Snapshot]:
     """Every provider's snapshot; a failed read aborts (never treated as "absent").
 
@@ -103,11 +111,16 @@ def read_all(
     Every provider reads everything, whatever ``scope_units`` (kept for callers): a scoped plan is the full
     plan filtered (``scope_plan``) — a person transferred into the scope is still under their old unit
     live, a grant to the scope's people lives in another unit's mailbox; a narrowed read would miss them
-    and plan changes that do not exist."""
+    and plan changes that do not exist.
+
+    ``directory``: (name, a function returning its snapshot) of a directory read elsewhere (another
+    process, ``read_ahead``), not among ``providers``: the mail providers read beside the wait for it."""
     names = sorted(providers, key=lambda n: (not _holds_mailboxes(providers[n]), n))
     directory_name = next((n for n in names if _holds_mailboxes(providers[n])), None)
     directory_read: Future[Snapshot] = Future()
-    if directory_name is None:
+    if directory is not None:
+        directory_name = directory[0]
+    elif directory_name is None:
         directory_read.set_result(Snapshot("none"))
 
     def logins() -> set[str]:
@@ -160,12 +173,27 @@ def read_all(
             timings[f"read:{name}"] = time.perf_counter() - t0
         return snapshot
 
-    if len(names) == 1:
+    def read_elsewhere() -> Snapshot:
+        assert directory is not None
+        t0 = time.perf_counter()
+        try:
+            snapshot = directory[1]()
+        except BaseException as exc:
+            directory_read.set_exception(exc)
+            raise
+        directory_read.set_result(snapshot)
+        if timings is not None:
+            timings[f"read:{directory[0]}"] = time.perf_counter() - t0
+        return snapshot
+
+    if len(names) == 1 and directory is None:
         return {names[0]: read_one(names[0])}
-    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="read") as threads:
+    with ThreadPoolExecutor(max_workers=len(names) + 1, thread_name_prefix="read") as threads:
         futures = {name: threads.submit(read_one, name) for name in names}
+        if directory is not None:
+            futures = {directory[0]: threads.submit(read_elsewhere), **futures}
         wait(futures.values())
-    return {name: futures[name].result() for name in names}
+    return {name: futures[name].result() for name in futures}
 
 
 def _holds_mailboxes(prov: Provider) -> bool:
@@ -260,13 +288,17 @@ def make_plan(
     providers: Mapping[str, Provider] | Iterable[str] | None = None,
     state: State | None = None,
     read_ahead: ReadAheadAnswer | None = None,
+    directory_ahead: DirectoryAhead | None = None,
+    preopened: Mapping[str, Provider] | None = None,
 ) -> Plan:
     """Load the state, read every provider (in bulk), project, diff, order and fingerprint. Writes nothing.
 
     ``scope`` takes ``unit:<id>`` values (or bare unit ids). ``providers`` is either opened providers by
     name (not closed here), or the names of the providers to use (default: the configured ones), which
     are opened and closed here. ``read_ahead(state, names, timings)`` (reconciler.read_ahead) gives what
-    was read meanwhile by another process, or None: then they are read here.
+    was read meanwhile by another process, or None: then they are read here. ``directory_ahead``: the
+    directory alone read by another process (its snapshot waited for while the mail providers read here).
+    ``preopened``: providers opened with the settings and already reading (``Prefetches``); closed here.
     """
     root = Path(state_dir)
     scope_units = parse_scope([s if ":" in s else f"unit:{s}" for s in scope] if scope else None)
@@ -281,18 +313,25 @@ def make_plan(
         if unknown:
             raise MailstateError(_("--scope: no unit {units} in the desired state").format(
                 units=", ".join(unknown)))
-    if read_ahead is not None and not isinstance(providers, Mapping):
-        ahead = read_ahead(state, None if providers is None else list(providers), timings)
+    names = None if providers is None or isinstance(providers, Mapping) else list(providers)
+    elsewhere = None
+    if directory_ahead is not None and not isinstance(providers, Mapping):
+        elsewhere = directory_ahead(state, names, timings)
+    if elsewhere is None and read_ahead is not None and not isinstance(providers, Mapping):
+        ahead = read_ahead(state, names, timings)
         if ahead is not None:
+            close_providers(preopened or {})
             return plan_from(state, root, ahead, scope_units=scope_units, as_of=day, timings=timings)
     own = not isinstance(providers, Mapping)
-    provs = (
-        dict(providers)
-        if isinstance(providers, Mapping)
-        else open_providers(state, providers, for_plan=True)
-    )
+    if isinstance(providers, Mapping):
+        provs = dict(providers)
+    elif elsewhere is not None:  # the directory read by another process: the mail providers read here
+        rest = [n for n in (names or configured_providers(state)) if n != elsewhere[0]]
+        provs = open_providers(state, rest, for_plan=True, preopened=preopened)
+    else:
+        provs = open_providers(state, providers, for_plan=True, preopened=preopened)
     try:
-        snapshots = read_all(provs, scope_units, timings)
+        snapshots = read_all(provs, scope_units, timings, directory=elsewhere)
     finally:
         if own:
             close_providers(provs)

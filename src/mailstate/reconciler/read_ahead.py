@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from mailstate.desired_state.schema import State
 from mailstate.desired_state.validate import build_state
 from mailstate.errors import MailstateError, ProviderError
 from mailstate.model.provider import Snapshot
+from mailstate.model.records import MAILBOX_KINDS
 from mailstate.providers.registry import (
     close_providers,
     configured_providers,
@@ -118,12 +119,53 @@ def settings_state(root: Path) -> State | None:
 class ReadAhead:
     """A child process reading the providers (see the module); ``snapshots`` takes its answer."""
 
-    def __init__(self, pid: int, pipe: int, settings: tuple[Any, ...], names: list[str]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        pipe: int,
+        settings: tuple[Any, ...],
+        names: list[str],
+        wanted: list[str] | None = None,
+    ) -> None:
         self.pid: int | None = pid
         self._pipe: int | None = pipe
         self._settings = settings
         self._names = names
+        """The providers the child reads."""
+        self._wanted = wanted if wanted is not None else names
+        """The providers of the plan: more than ``_names`` when the child reads only the directory."""
         self.timings: dict[str, float] = {}
+
+    def directory(
+        self, state: State, names: Iterable[str] | None = None, timings: dict[str, float] | None = None
+    ) -> tuple[str, Callable[[], Snapshot]] | None:
+        """When the child reads only the directory of a plan that has mail providers too (they open with
+        the people and units, so they read in this process): (its name, a function waiting for its
+        snapshot — read here after all if the child could not), for ``pipeline.read_all``. None: the child
+        reads every provider (``snapshots``), or the settings changed (the child is stopped)."""
+        wanted = list(names or configured_providers(state))
+        if self._wanted == self._names:
+            return None
+        if wanted != self._wanted or settings_of(state) != self._settings:
+            self.close()
+            return None
+        name = self._names[0]
+
+        def snapshot() -> Snapshot:
+            t0 = time.perf_counter()
+            answer = self._receive()
+            self.timings["wait"] = time.perf_counter() - t0
+            if answer is not None and answer[0] == "error":
+                raise answer[1]
+            if answer is None or answer[0] == "again":  # read here after all
+                return _read(state, [name])[0][name]
+            self.timings.update(answer[2])
+            if timings is not None:
+                timings.update(self.timings)
+            snap: Snapshot = answer[1][name]
+            return snap
+
+        return name, snapshot
 
     def snapshots(
         self, state: State, names: Iterable[str] | None = None, timings: dict[str, float] | None = None
@@ -132,7 +174,7 @@ class ReadAhead:
         ``state``'s settings (its ``read:NAME`` timings added to ``timings``); None: the caller reads them
         itself. A failed read raises its error."""
         wanted = list(names or configured_providers(state))
-        if wanted != self._names or settings_of(state) != self._settings:
+        if wanted != self._names or self._wanted != self._names or settings_of(state) != self._settings:
             self.close()
             return None
         t0 = time.perf_counter()
@@ -251,15 +293,45 @@ def start(root: Path, names: Sequence[str] | None = None) -> ReadAhead | None:
         return None
     if not wanted:
         return None
+    # the mail providers open with the people and units: with them the child reads the directory alone
+    directory = [n for n in wanted if MAILBOX_KINDS & provider_class(n).kinds]
+    reads = directory[:1] if len(directory) == 1 and len(wanted) > 1 else wanted
     read, write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        _child(write, state, wanted)
+        _child(write, state, reads)
     os.close(write)
-    return ReadAhead(pid, read, settings_of(state), wanted)
+    return ReadAhead(pid, read, settings_of(state), reads, wanted)
+
+
+def prefetching(root: Path, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The providers among ``names`` (default: the configured ones) that can start part of their read with
+    the settings alone (``Prefetches``: doveadm's pass over the mail host), opened and started now, while
+    the TOML loads; {} when none can (or the settings cannot be read alone). The caller hands them to
+    ``make_plan`` (``preopened``), which closes them, or closes them itself."""
+    if os.environ.get(DISABLE_ENV) == "0":
+        return {}
+    state = settings_state(Path(root))
+    if state is None:
+        return {}
+    out: dict[str, Any] = {}
+    try:
+        for name in list(names or configured_providers(state)):
+            cls = provider_class(name)
+            if hasattr(cls, "from_settings") and hasattr(cls, "prefetch"):
+                prov = cls.from_settings(SettingsOnly(state))
+                out[name] = prov
+                prov.prefetch()
+    except NeedsWholeState:
+        close_providers(out)
+        return {}
+    except MailstateError:  # read as before, where the error is reported in its place
+        close_providers(out)
+        return {}
+    return out
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ accepted. Every command is built with shlex.quote; no password is ever sent or p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -128,6 +129,8 @@ class SshProvider:
         self.root_sample = ROOT_SAMPLE
         """Users whose mail roots ``acl_owners`` asks the userdb for to learn the others' pattern."""
         """How the last ``acl_owners`` found the mail roots: "pattern" (from a sample) or "userdb" (all)."""
+        self._prefetched: dict[str, Any] = {}
+        """Reads started early by ``prefetch`` ({name: Future}), each taken once."""
         self._connecting = threading.RLock()
         """One SSH session however many threads use it (a plan reads through it from the ssh and imap
         providers at once; apply runs changes on a few threads): each command is a channel of its own."""
@@ -148,11 +151,39 @@ class SshProvider:
 
     @classmethod
     def from_state(cls, state: DesiredState, **kwargs: Any) -> SshProvider:
+        prov = cls.from_settings(state, **kwargs)
+        prov.take_state(state)
+        return prov
+
+    @classmethod
+    def from_settings(cls, state: DesiredState, **kwargs: Any) -> SshProvider:
+        """Opened with the settings alone (``Prefetches``): [providers], [organization]; no unit read."""
         settings = settings_from_env(state.providers.ssh)
         key = layout_user_key(state, settings.user_key)
-        prov = cls(settings.model_copy(update={"user_key": key}), **kwargs)
-        prov.expected_units = set(state.units)
-        return prov
+        return cls(settings.model_copy(update={"user_key": key}), **kwargs)
+
+    def take_state(self, state: DesiredState) -> None:
+        """The whole desired state (``Prefetches``): the unit mailboxes it names."""
+        self.expected_units = set(state.units)
+
+    def prefetch(self) -> None:
+        """Start what a plan's read needs of the mail host and no TOML for (``Prefetches``): the owners
+        with rights for others (the shared dict, the ACL files) and the last logins, on threads of their
+        own, while the TOML loads; ``shared_owners`` and ``last_logins`` then answer from them (once)."""
+        with self._connecting:
+            if self._prefetched:
+                return
+            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssh-prefetch")
+            self._prefetched = {
+                "shared_owners": pool.submit(self._shared_owners),
+                "last_logins": pool.submit(self._last_logins),
+            }
+            pool.shutdown(wait=False)
+
+    def _ahead(self, name: str) -> Any:
+        with self._connecting:
+            future = self._prefetched.pop(name, None)
+        return future.result() if future is not None else None
 
     def take_mailbox_users(self, users: Callable[[], Mapping[str, str]]) -> None:
         self.users.take(users)
@@ -229,6 +260,11 @@ class SshProvider:
             return self._sftp
 
     def close(self) -> None:
+        with self._connecting:
+            waiting, self._prefetched = list(self._prefetched.values()), {}
+        for future in waiting:  # a prefetch still running ends (or fails) before the session closes
+            with contextlib.suppress(BaseException):
+                future.result()
         if self._sftp is not None:
             self._sftp.close()
             self._sftp = None
@@ -610,6 +646,10 @@ class SshProvider:
         return self._config[name]
 
     def last_logins(self) -> dict[str, str]:
+        ahead = self._ahead("last_logins")
+        return dict(ahead) if ahead is not None else self._last_logins()
+
+    def _last_logins(self) -> dict[str, str]:
         uri = self.config("plugin/last_login_dict")
         if not uri:
             raise ProviderError(
@@ -620,6 +660,11 @@ class SshProvider:
         return parse_last_login(self.doveadm("-f", "tab", "dict", "iter", uri, prefix), prefix)
 
     def shared_owners(self) -> set[str]:
+        """``_shared_owners``, or what ``prefetch`` read of it."""
+        ahead = self._ahead("shared_owners")
+        return set(ahead) if ahead is not None else self._shared_owners()
+
+    def _shared_owners(self) -> set[str]:
         """Every user with an ACL entry for someone else on a folder: the owners Dovecot's acl_shared_dict
         names (one pass), and those whose ACL files hold an entry the dict does not record (a negative right
         ``-user``, rights without lookup: ``acl_owners``)."""
