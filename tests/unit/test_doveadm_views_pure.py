@@ -7,9 +7,11 @@ import pytest
 
 from mailstate.errors import ProviderError
 from mailstate.providers.doveadm.parse import (
+    autocreated_folders,
     getacl_entries,
     holds_mail,
     own_folder_names,
+    owner_may_administer,
     parse_doveadm_json,
     pattern_base,
     root_pattern,
@@ -38,6 +40,7 @@ GETACL_CASES = [
     ([row("user=tp", "-lookup", "global")], [("-#tp", "l")]),
     ([row("owner", "lookup read admin")], [("vp", "lra")]),
     ([row("owner", "lookup"), row("user=vp", "read")], [("owner", "l"), ("vp", "r")]),
+    ([row("owner", ALL, "global"), row("owner", "lookup")], [("#owner", "akxeilprwtscd"), ("owner", "l")]),
     ([row("user=tp", "create")], [("tp", "kc")]),
     ([row("user=tp", "expunge")], [("tp", "ed")]),
     ([row("user=tp", "x-custom-right")], [("tp", "")]),
@@ -133,3 +136,46 @@ def test_spread_sample_covers_the_whole_list() -> None:
 ])
 def test_holds_mail(rows: list[dict[str, str]], expected: bool) -> None:
     assert holds_mail(rows, ["shared/"]) is expected
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([], True),  # the owner's default rights: admin included
+    ([row("user=tp", "lookup read")], True),
+    ([row("owner", "lookup read")], False),  # GETACL as the owner is refused: read over IMAP
+    ([row("user=vp", "lookup read -admin")], False),
+    ([row("owner", "lookup read admin")], True),
+    ([row("owner", "-write")], True),  # only a negative entry: the defaults, admin with them, stay
+    ([row("anyone", "-admin")], False),
+])
+def test_owner_may_administer(rows: list[dict[str, str]], expected: bool) -> None:
+    assert owner_may_administer(rows, "vp") is expected
+
+
+NAMESPACES = """namespace inbox {
+  inbox = yes
+  mailbox Drafts {
+    auto = no
+    special_use = \\Drafts
+  }
+  mailbox "Sent Messages" {
+    auto = subscribe
+  }
+  mailbox Trash {
+    auto = create
+  }
+  prefix = INBOX/
+  type = private
+}
+namespace shared {
+  mailbox Junk {
+    auto = create
+  }
+  prefix = shared/%%n/
+  type = shared
+}
+"""
+
+
+def test_autocreated_folders_of_the_private_namespaces_only() -> None:
+    assert autocreated_folders(NAMESPACES) == ["INBOX/Sent Messages", "INBOX/Trash"]
+    assert autocreated_folders("") == []

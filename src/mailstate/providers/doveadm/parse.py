@@ -365,6 +365,37 @@ def other_namespace_prefixes(config_text: str) -> list[str]:
     return out
 
 
+def autocreated_folders(config_text: str) -> list[str]:
+    """The folders Dovecot makes by itself in each user's private namespaces (``mailbox NAME { auto =
+    create | subscribe }`` in ``doveadm config -h namespace`` output), with their namespace's prefix: a LIST
+    shows (and makes) them before they hold anything, so a read of the folders counts them too."""
+    out: list[str] = []
+    ns: dict[str, Any] | None = None
+    box: dict[str, str] | None = None
+    for raw in config_text.splitlines():
+        line = raw.strip()
+        if line.startswith("namespace ") and line.endswith("{"):
+            ns, box = {"boxes": []}, None
+        elif ns is not None and line.startswith("mailbox ") and line.endswith("{"):
+            box = {"name": line[len("mailbox "):-1].strip().strip('"')}
+        elif line == "}":
+            if box is not None:
+                if ns is not None:
+                    ns["boxes"].append(box)
+                box = None
+            elif ns is not None:
+                if ns.get("type", "private") == "private" and ns.get("disabled", "no") != "yes":
+                    out.extend(f"{ns.get('prefix', '')}{b['name']}" for b in ns["boxes"]
+                               if b.get("auto") in ("create", "subscribe") and b["name"])
+                ns = None
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            target = box if box is not None else ns
+            if target is not None:
+                target[key.strip()] = value.strip()
+    return out
+
+
 def _in_other_namespace(name: str, prefixes: Iterable[str]) -> bool:
     """A folder of a non-private namespace, its root included (``shared`` for the prefix ``shared/``)."""
     return any(name.startswith(p) or (p and name == p[:-1]) for p in prefixes)
@@ -766,12 +797,12 @@ def _imap_identifier(ident: str, owner: str | None) -> str:
 def getacl_entries(rows: Iterable[Mapping[str, str]], owner: str) -> list[tuple[str, str]]:
     """What ``GETACL`` answers for one folder of ``owner``, from the rows of ``doveadm acl get`` for it
     (columns id, global, rights): as Dovecot's IMAP ACL plugin writes them — a negative entry as ``-id``,
-    a global one as ``#id`` (``-#id``), ``owner`` as the owner's user name unless an entry names that user
-    too, letters with ``c``/``d`` added. The owner's default rights it adds when no entry gives the owner
-    any are not written (they are never a grant)."""
+    a global one as ``#id`` (``-#id``), ``owner`` as the owner's user name unless another entry (``owner``
+    or ``user=<owner>``, global or not) names them too, letters with ``c``/``d`` added. The owner's
+    default rights it adds when no entry gives the owner any are not written (they are never a grant)."""
     rows = list(rows)
-    ids = [r.get("id", "") for r in rows]
-    convert = not ("owner" in ids and f"user={owner}" in ids)
+    # as the plugin: ``owner`` is written as the user only when no other entry (global or not) names them
+    convert = sum(1 for r in rows if r.get("id", "") in ("owner", f"user={owner}")) < 2
     out: list[tuple[str, str]] = []
     for row in rows:
         ident = _imap_identifier(row.get("id", ""), owner if convert else None)
@@ -784,6 +815,23 @@ def getacl_entries(rows: Iterable[Mapping[str, str]], owner: str) -> list[tuple[
         if negative:
             out.append(("-" + glob + ident, _imap_letters(negative)))
     return out
+
+
+def owner_may_administer(rows: Iterable[Mapping[str, str]], owner: str) -> bool:
+    """Whether ``owner`` keeps the admin right on a folder, from its ``acl get`` rows: GETACL, which an
+    IMAP read sends as the owner, is refused without it. False when an entry naming the owner (``owner``,
+    ``user=<owner>``) gives rights without admin and none gives admin, or anyone's entry takes admin away:
+    such a mailbox is read over IMAP, which says so as it always did."""
+    given = taken = named = False
+    for row in rows:
+        ident = row.get("id", "")
+        words = row.get("rights", "").split()
+        if ident in ("owner", f"user={owner}"):
+            named = named or any(not w.startswith("-") for w in words)
+            given = given or "admin" in words
+        if "-admin" in words and ident in ("owner", f"user={owner}", "anyone", "authenticated"):
+            taken = True
+    return not taken and (given or not named)
 
 
 def own_folder_names(rows: Iterable[Mapping[str, str]], prefixes: Iterable[str]) -> dict[str, list[str]]:

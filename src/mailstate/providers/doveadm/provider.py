@@ -61,6 +61,7 @@ from mailstate.providers.doveadm.parse import (
     _Refuse,
     _RevokedHostKey,
     archive_mismatches,
+    autocreated_folders,
     covered_by,
     delegate_work,
     doveadm_command,
@@ -75,6 +76,7 @@ from mailstate.providers.doveadm.parse import (
     next_archive_name,
     other_namespace_prefixes,
     own_folder_names,
+    owner_may_administer,
     parse_acl_files,
     parse_doveadm_json,
     parse_doveadm_tab,
@@ -581,9 +583,12 @@ class SshProvider:
         rows, errors = self._json_for_users(wanted, ["mailbox", "status", "guid", "*"], 2)
         failed = set(errors)
         names = own_folder_names(rows, self.other_prefixes())
+        made_by_dovecot = autocreated_folders(self._namespace_config())
         for user in wanted:
             if not any(n.upper() == INBOX for n in names.setdefault(user, [])):
                 names[user].append(INBOX)
+            # a folder Dovecot makes by itself (auto = create/subscribe) is in LIST before it exists
+            names[user].extend(n for n in made_by_dovecot if n not in names[user])
         failed |= {u for u, folders in names.items() if any(CONTROL_RE.search(f) for f in folders)}
         by_name: dict[str, list[str]] = {}
         for user in wanted:
@@ -625,14 +630,20 @@ class SshProvider:
         for user in wanted:
             if user in failed:
                 continue
-            view = views[user] = MailboxView()
+            view = MailboxView()
             for name in names[user]:
                 if (user, name) in no_folder:
                     continue
+                rows = acls.get((user, name), [])
+                if not owner_may_administer(rows, user):  # GETACL would be refused: IMAP says so
+                    failed.add(user)
+                    break
                 view.folders.append(name)
-                view.acls[name] = getacl_entries(acls.get((user, name), []), user)
+                view.acls[name] = getacl_entries(rows, user)
                 if entry and name.upper() != INBOX:
                     view.purposes[name] = purposes.get((user, name))
+            if user not in failed:
+                views[user] = view
         return views, failed
 
     def userdb_users(self) -> list[str]:
@@ -693,8 +704,8 @@ class SshProvider:
         if pattern is not None and all(predictable_user(u) for u in users):
             head, tail = pattern
             predicted = {f"{head}{user}{tail}": user for user in users}
-            text = self._grep_acl_files([pattern_base(head)])
-            if not unowned_acl_files(text, predicted):
+            text, links = self._grep_tree(pattern_base(head))
+            if not links and not unowned_acl_files(text, predicted):
                 self.acl_roots = "pattern"
                 return parse_acl_files(text, predicted)
         self.acl_roots = "userdb"
@@ -708,6 +719,24 @@ class SshProvider:
         for text in self.for_users(users, ["mailbox", "path", "-t", "control", "INBOX"]):
             roots.update(mail_roots(text))
         return roots
+
+    def _grep_tree(self, base: str) -> tuple[bytes, bool]:
+        """``grep -HZ ''`` of every non-empty ACL file in the tree ``base`` (followed if it is itself a
+        link: a mail store on another disk), and whether the tree holds a symbolic link — a home moved
+        elsewhere and linked back, whose files this walk does not see (the caller then asks the userdb)."""
+        words = ["find", "-H", base, "(", "-type", "l", "-printf", "LINK\t%p\n", ")", "-o", "(",
+                 "-name", ACL_FILE, "-type", "f", "-size", "+0"]
+        command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} + ')'"
+        rc, text, err = self.run(command, check=False)
+        lines = [ln.strip() for ln in err.splitlines()]
+        missing = {f"find: {q}: No such file or directory" for q in (shlex.quote(base), f"'{base}'")}
+        errors = [ln for ln in lines if ln.startswith(("find:", "grep:", "sh:")) and ln not in missing]
+        if rc != 0 and errors:
+            raise ProviderError(
+                f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
+            )
+        links = any(line.startswith("LINK\t") and "\0" not in line for line in text.split("\n"))
+        return text.encode("utf-8", "surrogateescape"), links
 
     def _grep_acl_files(self, dirs: Sequence[str]) -> bytes:
         """``grep -HZ ''`` of every non-empty ACL file under ``dirs`` (a few ``find`` commands however many
@@ -766,9 +795,13 @@ class SshProvider:
 
     def other_prefixes(self) -> list[str]:
         """Prefixes of the non-private namespaces (``shared/``): never part of a user's own mail."""
-        if "namespace" not in self._config:
-            self._config["namespace"] = self.doveadm("config", "-h", "namespace")  # multi-line
-        return other_namespace_prefixes(self._config["namespace"])
+        return other_namespace_prefixes(self._namespace_config())
+
+    def _namespace_config(self) -> str:
+        with self._connecting:
+            if "namespace" not in self._config:
+                self._config["namespace"] = self.doveadm("config", "-h", "namespace")  # multi-line
+            return self._config["namespace"]
 
     def own_mailboxes(self, user: str, location: str | None = None) -> dict[str, str]:
         """{mailbox GUID: name} of the user's own folders (live, or of the archive at ``location``); folders
