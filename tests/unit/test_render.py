@@ -211,3 +211,29 @@ def test_multi_valued_update_shows_what_is_added_and_removed() -> None:
     text = TextRenderer(color=False).render(plan)
     assert "members: +newbie, −p000" in text
     assert "`members`: +newbie, −p000" in MarkdownRenderer().render(plan)
+
+
+class _Writes:
+    """A stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return len(text)
+
+
+def test_a_large_text_plan_is_written_as_it_is_made() -> None:
+    """Without colour the text of a province's plan goes out in pieces (never all its lines held at once),
+    and the pieces are exactly what ``render`` gives."""
+    from mailstate.reconciler.plan.render import render_plan
+
+    plan = big_plan()
+    out = _Writes()
+    render_plan(plan, "text", out, color=False)
+    assert len(out.parts) > 2
+    assert "".join(out.parts) == render(plan, "text", color=False)
+    small = _Writes()
+    render_plan(small_plan(), "text", small, color=False)
+    assert "".join(small.parts) == render(small_plan(), "text", color=False)

@@ -24,7 +24,7 @@ import io
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from mailstate.errors import MailstateError
@@ -227,10 +227,32 @@ class TextRenderer:
         self.width = width
 
     def render(self, plan: Plan, state_or_labels: Any = None) -> str:
-        lines: list[tuple[str, str]] = []  # (text, rich style); styles used only with colour
+        lines = list(self.lines(plan, state_or_labels))  # (text, rich style); styles only with colour
+        if not self.color:
+            return "".join(text + "\n" for text, _ in lines)
+        return self._coloured(lines)
+
+    def write(self, plan: Plan, out: Any, state_or_labels: Any = None) -> None:
+        """``render`` written to ``out`` as it is made: without colour the lines of a province's plan are
+        never all held at once (a first apply's 60,000 changes are some hundred thousand lines)."""
+        if self.color:
+            out.write(self.render(plan, state_or_labels))
+            return
+        chunk: list[str] = []
+        for text, _style in self.lines(plan, state_or_labels):
+            chunk.append(text)
+            if len(chunk) >= 2000:
+                out.write("\n".join(chunk) + "\n")
+                chunk.clear()
+        if chunk:
+            out.write("\n".join(chunk) + "\n")
+
+    def lines(self, plan: Plan, state_or_labels: Any = None) -> Iterator[tuple[str, str]]:
+        """The plan's lines in order, each with its rich style."""
+        pending: list[tuple[str, str]] = []
 
         def out(text: str = "", style: str = "") -> None:
-            lines.append((text, style))
+            pending.append((text, style))
 
         labels = {visible(k): visible(v) for k, v in unit_labels(plan, state_or_labels).items()}
         n = len(plan.changes)
@@ -256,6 +278,8 @@ class TextRenderer:
             title = _("unit {id} — {name}").format(id=unit, name=labels[unit]) if unit in labels else (
                 _("unit {id}").format(id=unit) if unit else _("organisation-wide"))
             out(f"{title} ({counts_text([c for _, c in items])})", "bold underline")
+            yield from pending
+            pending.clear()
             for i, c in items:
                 prov = f"  [{c.provider}]" if c.provider else ""
                 symbol = SYMBOLS.get(c.action, "?")
@@ -268,15 +292,15 @@ class TextRenderer:
                         out(f"          {f}: {a or b}")
                 for r in c.reasons:
                     out("          " + _("why: {reason}").format(reason=visible(r.text())), "dim")
+                yield from pending
+                pending.clear()
         if plan.unlisted:
             out()
             out(_("Not in the TOML (reported, not deleted):"), "bold")
             for rec in plan.unlisted:
                 unit = " (" + _("unit {id}").format(id=visible(rec.unit)) + ")" if rec.unit else ""
                 out(f"  ? {kind_name(rec.kind)} {visible(rec.key)}{unit}")
-        if not self.color:
-            return "".join(text + "\n" for text, _ in lines)
-        return self._coloured(lines)
+        yield from pending
 
     def _coloured(self, lines: list[tuple[str, str]]) -> str:
         """The lines with ANSI colours through rich (one Text, printed once: fast for 10,000 changes)."""
@@ -486,5 +510,7 @@ def render_plan(plan: Plan, fmt: str, out: Any, *, color: bool = False, **option
     """Render with the core renderers; JSON is the saved-plan JSON (same schema, plus fingerprints)."""
     if fmt == "text":
         options["color"] = color
+        TextRenderer(**options).write(plan, out)
+        return
     text = render(plan, fmt, **options)
     out.write(text if text.endswith("\n") else text + "\n")
