@@ -30,6 +30,9 @@ from mailstate.reconciler.pipeline import make_plan
 pytestmark = pytest.mark.integration
 
 MAILSTATE = Path(sys.executable).with_name("mailstate")
+OWNER_BUT_ADMIN = ["lookup", "read", "write", "write-seen", "insert", "post", "expunge", "create", "delete",
+                   "write-deleted"]
+"""Every right of an owner but admin, as doveadm acl names them."""
 DOMAIN = "lab.example.gov.vn"
 MSG = b"From: a@example.com\r\nTo: x@" + DOMAIN.encode() + b"\r\nSubject: x\r\n\r\nbody\r\n"
 
@@ -363,16 +366,7 @@ def test_owner_without_admin_on_a_folder(applied: Path, clean_lab: Lab) -> None:
             "--",
             "Đến",
             "owner",
-            "lookup",
-            "read",
-            "write",
-            "write-seen",
-            "insert",
-            "post",
-            "expunge",
-            "create",
-            "delete",
-            "write-deleted",
+            *OWNER_BUT_ADMIN,
         )
         ssh.doveadm("acl", "delete", "-u", "au0", "--", "Đến", "user=a0x2")
     finally:
@@ -439,25 +433,14 @@ def test_global_acls_read_alike(global_acls: Any) -> None:
         assert bulk is not None, login
         assert bulk == over_imap, _diff(bulk, over_imap)
     keys = {key for _kind, key, _attrs in reads["au0"][0][0]}
-    assert {"unit:au0/INBOX#$ke-toan", "unit:au0/INBOX#anyone"} <= keys, keys  # global, read as local
+    # global entries are the administrator's (no SETACL or DELETEACL of a mailbox changes them): no records
+    assert not {k for k in keys if k.endswith(("#$ke-toan", "#anyone"))}, keys
     # the person mailboxes are found only over IMAP (no dict entry, no ACL file): the units' plans agree
     through = {c for c in plan_changes(state)[0] if c[2].startswith("unit:")}
     assert through == {c for c in plan_changes(state, bulk=False)[0] if c[2].startswith("unit:")}
-    assert (
-        "Action.REVOKE",
-        "acl",
-        "unit:au1/INBOX#anyone",
-        "[('rights', 'w'), ('why', None)]",
-        "[]",
-    ) in through
+    assert not [c for c in through if c[2].endswith(("#anyone", "#$ke-toan"))], through
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pre-existing, both read paths: GETACL's global entries (#id, -#id) are "
-    "taken for local rights of id (imap/parse.py _rights_by_ident cuts the key at its last '#'), "
-    "so the plan revokes rights no DELETEACL can remove and never converges",
-)
 def test_global_acls_plan_converges(global_acls: Any) -> None:
     lab, state, acl_file = global_acls
     acl_file.write_text("INBOX group=ke-toan lr\nINBOX -anyone w\n", encoding="utf-8")
@@ -668,16 +651,7 @@ def test_global_and_local_owner_entries_read_alike(global_acls: Any) -> None:
             "--",
             "INBOX",
             "owner",
-            "lookup",
-            "read",
-            "write",
-            "write-seen",
-            "insert",
-            "post",
-            "expunge",
-            "create",
-            "delete",
-            "write-deleted",
+            *OWNER_BUT_ADMIN,
             "admin",
         )
     finally:

@@ -114,7 +114,8 @@ def test_live_acl_records_skip_owner() -> None:
         "unit:qlcn",
         "qlcn",
         "INBOX",
-        [(b"bangnv", b"akxeilprwtscd"), (b"qlcn", b"lrwstipekxacd"), (b"owner", b"lr")],
+        [(b"bangnv", b"akxeilprwtscd"), (b"qlcn", b"lrwstipekxacd"), (b"owner", b"lr"),
+         (b"#anyone", b"lr"), (b"-#bangnv", b"w")],  # global entries: the administrator's, not ours
         "qlcn",
     )
     assert [(r.key, r.attrs["rights"]) for r in recs] == [("unit:qlcn/INBOX#bangnv", "aeiklprstwx")]

@@ -33,11 +33,13 @@ def _text(value: Any) -> str:
 def live_acl_records(
     ref: str, owner: str, folder: str, entries: Iterable[tuple[Any, Any]], unit: str | None = None
 ) -> list[Record]:
-    """acl records from one folder's GETACL answer, leaving out the owner's own rights."""
+    """acl records from one folder's GETACL answer, leaving out the owner's own rights and the global
+    entries (``#id``, ``-#id``: the administrator's global ACL file, which no SETACL or DELETEACL of a
+    mailbox can change — mailstate manages the mailbox's own ACL only)."""
     out = []
     for who, what in entries:
         ident = _text(who)
-        if ident == owner or ident in OWNER_IDENTIFIERS:
+        if ident == owner or ident in OWNER_IDENTIFIERS or ident.lstrip("-").startswith("#"):
             continue
         rights = normalise_rights(_text(what))
         if not rights:
