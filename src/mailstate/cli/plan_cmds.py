@@ -6,8 +6,10 @@ Heavy modules (ldap3, pydantic models, the engine) are imported inside the comma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -202,7 +204,7 @@ def apply_cmd(
     provider_names: tuple[str, ...],
     lang: str | None,
 ) -> None:
-    from mailstate.reconciler.apply.run import DEFAULT_PARALLELISM, ApplyIncomplete, refuse_future
+    from mailstate.reconciler.apply.run import DEFAULT_PARALLELISM, refuse_future
     from mailstate.reconciler.pipeline import apply_plan, make_plan
     from mailstate.reconciler.plan.plan import load_plan, plan_changes, plan_meta
 
@@ -257,7 +259,7 @@ def apply_cmd(
             raise MailstateError(_("cancelled: nothing was applied"))
     passwords_out = _passwords_file(passwords_out, journal_dir, plan_meta(plan).domain)
     progress = ApplyProgress(len(changes), bar=sys.stderr.isatty())
-    try:
+    with _stopping([progress]):
         result = apply_plan(
             plan,
             root,
@@ -270,14 +272,25 @@ def apply_cmd(
             on_change=progress,
             parallelism=parallelism or DEFAULT_PARALLELISM,
         )
+    _applied(result)
+
+
+@contextlib.contextmanager
+def _stopping(progress: list[ApplyProgress]) -> Iterator[None]:
+    """The apply's progress bars stopped when it ends; an incomplete apply's notes printed below them."""
+    from mailstate.reconciler.apply.run import ApplyIncomplete
+
+    try:
+        yield
     except ApplyIncomplete as exc:
-        progress.stop()
+        for bar in progress:
+            bar.stop()
         for notice in exc.notices:
             click.echo(_("note: {notice}").format(notice=notice))
         raise
     finally:
-        progress.stop()
-    _applied(result)
+        for bar in progress:
+            bar.stop()
 
 
 def _applied(result: Any) -> None:
@@ -330,7 +343,6 @@ def _apply_fresh(
     read, under the apply lock), printing the plan, then the progress, as ``apply`` does."""
     from mailstate.desired_state.loader import load_state
     from mailstate.private_files import private_dir
-    from mailstate.reconciler.apply.run import ApplyIncomplete
     from mailstate.reconciler.pipeline import apply_fresh, retry_notices
     from mailstate.reconciler.plan.plan import plan_changes
 
@@ -348,22 +360,13 @@ def _apply_fresh(
     def tell(change: Any, event: str) -> None:
         progress[0](change, event)
 
-    try:
+    with _stopping(progress):  # the bar is made by show(), once the plan is known
         result = apply_fresh(
             root, show=show, state=state, scope=list(scope) or None, as_of=as_of,
             providers=list(provider_names) or None, allow_destructive=allow_destructive,
             journal_dir=journal_dir, audit_log=audit_log, passwords_out=passwords_out, on_change=tell,
             break_lock=break_lock, parallelism=parallelism,
         )
-    except ApplyIncomplete as exc:
-        for bar in progress:
-            bar.stop()
-        for notice in exc.notices:
-            click.echo(_("note: {notice}").format(notice=notice))
-        raise
-    finally:
-        for bar in progress:
-            bar.stop()
     if result is None:  # a notice to the owner of a lock that failed before is sent again
         for warning in retry_notices(root, journal_dir, audit_log):
             click.echo(_("warning: {warning}").format(warning=warning), err=True)

@@ -152,18 +152,10 @@ class ReadAhead:
         name = self._names[0]
 
         def snapshot() -> Snapshot:
-            t0 = time.perf_counter()
-            answer = self._receive()
-            self.timings["wait"] = time.perf_counter() - t0
-            if answer is not None and answer[0] == "error":
-                raise answer[1]
-            if answer is None or answer[0] == "again":  # read here after all
-                return _read(state, [name])[0][name]
-            self.timings.update(answer[2])
-            if timings is not None:
-                timings.update(self.timings)
-            snap: Snapshot = answer[1][name]
-            return snap
+            snapshots = self._answer(timings)
+            if snapshots is None:  # read here after all
+                snapshots = _read(state, [name])[0]
+            return snapshots[name]
 
         return name, snapshot
 
@@ -177,6 +169,11 @@ class ReadAhead:
         if wanted != self._names or self._wanted != self._names or settings_of(state) != self._settings:
             self.close()
             return None
+        return self._answer(timings)
+
+    def _answer(self, timings: dict[str, float] | None) -> dict[str, Snapshot] | None:
+        """The snapshots the child sent (its timings and the wait added to ``timings``); None when it
+        could not read them (the caller reads); the child's error raised."""
         t0 = time.perf_counter()
         answer = self._receive()
         self.timings["wait"] = time.perf_counter() - t0  # the child's read outlasting the load, unpickling

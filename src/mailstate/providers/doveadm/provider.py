@@ -481,13 +481,8 @@ class SshProvider:
         command = doveadm_command(
             self.settings.doveadm, "-f", "tab", *args[:words], "-F", "-", *args[words:]
         )
-        batches = self._user_batches(users)
-        if not batches:
-            return []
 
-        def one(batch: list[str]) -> str:
-            with self._batches:
-                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+        def one(rc: int, text: str, err: str) -> str:
             if rc != 0:
                 detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
                 what = " ".join(args[:words])
@@ -496,10 +491,24 @@ class SshProvider:
                 gone.update(m.group(1) for m in SKIPPED_USER.finditer(err))
             return text
 
-        if len(batches) == 1:
-            return [one(batches[0])]
+        return self._over_batches(users, command, one)
+
+    def _over_batches(self, users: Sequence[str], command: str, one: Callable[[int, str, str], T]) -> list[T]:
+        """``one(exit status, output, standard error)`` of ``command`` run for each batch of ``users``
+        (``_user_batches``, on its standard input for ``-F -``), up to COMMANDS_AT_ONCE at once, each a
+        channel of the one session: every user costs the mail host a userdb lookup, which several processes
+        get answered together."""
+
+        def run(batch: list[str]) -> T:
+            with self._batches:
+                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+            return one(rc, text, err)
+
+        batches = self._user_batches(users)
+        if len(batches) <= 1:
+            return [run(batch) for batch in batches]
         with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-users") as threads:
-            return list(threads.map(one, batches))
+            return list(threads.map(run, batches))
 
     def _user_batches(self, users: Sequence[str]) -> list[list[str]]:
         """``users`` shell-quoted, cut in batches for ``-F -`` (an even share of COMMANDS_AT_ONCE processes,
@@ -532,9 +541,7 @@ class SshProvider:
             self.settings.doveadm, "-f", "json", *args[:words], "-F", "-", *args[words:]
         )
 
-        def one(batch: list[str]) -> tuple[str, dict[str, list[str]]]:
-            with self._batches:
-                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
+        def one(rc: int, text: str, err: str) -> tuple[str, dict[str, list[str]]]:
             by_user, other = user_messages(err)
             if rc != 0 and (other or not by_user):
                 detail = " ".join((other or err.strip().splitlines())[-3:]) or f"exit status {rc}"
@@ -543,15 +550,9 @@ class SshProvider:
                 )
             return text, by_user
 
-        batches = self._user_batches(users)
-        if len(batches) > 1:  # each user costs the mail host a userdb lookup: several processes at once
-            with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-json") as pool:
-                answers = list(pool.map(one, batches))
-        else:
-            answers = [one(batch) for batch in batches]
         rows: list[dict[str, str]] = []
         errors: dict[str, list[str]] = {}
-        for text, by_user in answers:
+        for text, by_user in self._over_batches(users, command, one):
             rows.extend(parse_doveadm_json(text))
             for user, texts in by_user.items():
                 errors.setdefault(user, []).extend(texts)
@@ -726,15 +727,7 @@ class SshProvider:
         elsewhere and linked back, whose files this walk does not see (the caller then asks the userdb)."""
         words = ["find", "-H", base, "(", "-type", "l", "-printf", "LINK\t%p\n", ")", "-o", "(",
                  "-name", ACL_FILE, "-type", "f", "-size", "+0"]
-        command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} + ')'"
-        rc, text, err = self.run(command, check=False)
-        lines = [ln.strip() for ln in err.splitlines()]
-        missing = {f"find: {q}: No such file or directory" for q in (shlex.quote(base), f"'{base}'")}
-        errors = [ln for ln in lines if ln.startswith(("find:", "grep:", "sh:")) and ln not in missing]
-        if rc != 0 and errors:
-            raise ProviderError(
-                f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
-            )
+        text = self._find(" ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} + ')'", [base])
         links = any(line.startswith("LINK\t") and "\0" not in line for line in text.split("\n"))
         return text.encode("utf-8", "surrogateescape"), links
 
@@ -750,20 +743,22 @@ class SshProvider:
             if size >= FIND_ARGS_MAX or n == len(dirs) - 1:
                 words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
                 command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
-                rc, text, err = self.run(command, check=False)
-                missing = {f"find: {shlex.quote(r)}: No such file or directory" for r in batch}
-                missing |= {f"find: '{r}': No such file or directory" for r in batch}
-                lines = [ln.strip() for ln in err.splitlines()]
-                tools = ("find:", "grep:", "sh:")
-                errors = [ln for ln in lines if ln.startswith(tools) and ln not in missing]
-                # a root not made yet (no mail so far) is fine; anything else is not
-                if rc != 0 and (errors or not missing & set(lines)):
-                    raise ProviderError(
-                        f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
-                    )
-                out += text.encode("utf-8", "surrogateescape")
+                out += self._find(command, batch).encode("utf-8", "surrogateescape")
                 batch, size = [], 0
         return out
+
+    def _find(self, command: str, dirs: Sequence[str]) -> str:
+        """The output of a ``find DIRS … -exec grep …`` command; a directory of ``dirs`` not made yet (no
+        mail so far) is fine, any other failure raises."""
+        rc, text, err = self.run(command, check=False)
+        missing = {f"find: {q}: No such file or directory" for d in dirs for q in (shlex.quote(d), f"'{d}'")}
+        lines = [ln.strip() for ln in err.splitlines()]
+        errors = [ln for ln in lines if ln.startswith(("find:", "grep:", "sh:")) and ln not in missing]
+        if rc != 0 and (errors or not missing & set(lines)):
+            raise ProviderError(
+                f"ssh: reading the ACL files on {self.settings.host} failed: {' '.join(errors[-3:])}"
+            )
+        return text
 
     def quotas(self) -> dict[str, int | None]:
         """Every user's STORAGE limit (bytes), one ``doveadm quota get -A``."""
