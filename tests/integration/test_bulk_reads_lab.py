@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from mailstate.desired_state.loader import load_state
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import imap_master_login
-from mailstate.providers.doveadm.provider import SshProvider
+from mailstate.providers.doveadm.provider import FOLDER_STATUS, SshProvider
 from mailstate.providers.imap.provider import ImapProvider
 from mailstate.providers.registry import close_providers, open_providers
-from mailstate.reconciler.pipeline import make_plan
+from mailstate.reconciler.pipeline import make_plan, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -219,8 +220,8 @@ def test_a_plan_reads_the_mailboxes_without_imap_logins(applied: Path, clean_lab
         assert isinstance(ssh, SshProvider)
         inner = ssh.mailbox_views
 
-        def without_bu2(users: Any, entry: Any = None) -> Any:
-            views, failed = inner(users, entry)
+        def without_bu2(users: Any, entry: Any = None, expected: Any = None) -> Any:
+            views, failed = inner(users, entry, expected)
             return views, failed | ({"bu2"} & set(users))
 
         ssh.mailbox_views = without_bu2  # type: ignore[method-assign]
@@ -241,6 +242,65 @@ def test_a_plan_reads_the_mailboxes_without_imap_logins(applied: Path, clean_lab
     try:
         plan = make_plan(applied, state=state, providers=provs)
         assert {(c.kind, c.key) for c in plan.changes} >= {("unit_mailbox", "bu9"), ("person", "b9x0")}
+    finally:
+        close_providers(provs)
+
+
+def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
+    applied: Path, clean_lab: Lab
+) -> None:
+    """One plan's reads count a mailbox's folders once for the ssh provider (was the unit mailbox used?) and
+    the imap provider (which folders exist) together; the folder the TOML lists is asked (``acl get``,
+    ``mailbox metadata get``) in the same wave as that count, and only a folder made by hand is asked after
+    it — read all the same. Nothing is kept from one round of reads to the next: mail read in between
+    shows in the next read."""
+    own = imap_master_login(clean_lab, "bu0")
+    try:
+        own.create_folder("Tay")  # made by hand: not in the TOML
+        own.setacl("Tay", "b0x1", "lr")
+    finally:
+        own.logout()
+    state = load_state(applied)
+    provs = open_providers(state, ["ldap", "ssh", "imap"], for_plan=True)
+    try:
+        ssh = provs["ssh"]
+        assert isinstance(ssh, SshProvider)
+        seen = Counting(ssh)
+        counted, asking = threading.Event(), threading.Event()
+        inner = ssh.run
+
+        def run(command: str, check: bool = True) -> tuple[int, str, str]:
+            # the count waits until a folder is asked: only asking them at once lets it go on
+            if f"'{FOLDER_STATUS}'" in command and not counted.is_set():
+                assert asking.wait(20), "the listed folders were not asked beside the count"
+                try:
+                    return inner(command, check)
+                finally:
+                    counted.set()
+            if " acl get " in command and not counted.is_set():
+                asking.set()
+            return inner(command, check)
+
+        ssh.run = run  # type: ignore[method-assign]
+        snapshots = read_all(provs, None)
+        counts = [c for c in seen.commands if f" mailbox status -F - '{FOLDER_STATUS}' '*'" in c]
+        asked = [u for c in counts for u in c.split(" | ")[0].split()[2:]]
+        assert sorted(asked) == sorted(set(asked)) and {"bu0", "bu1", "bu2", "bu3"} <= set(asked), counts
+        assert snapshots["ssh"].facts["used"] == {}
+        listed = [c for c in seen.commands if " acl get -F - -- 'Đến'" in unicodedata.normalize("NFC", c)]
+        assert len(listed) == 1, seen.commands  # the listed folder: with the count, not after it
+        by_hand = [c for c in seen.commands if " acl get -F - -- Tay" in c]
+        assert len(by_hand) == 1 and "bu0" in by_hand[0].split(" | ")[0], seen.commands
+        # the hand-made folder was read: b0x1's right on the whole mailbox is what it holds on every folder
+        # the TOML does not list, Tay's "lr" included (the plan gives the rest back)
+        rights = {r.key: r.attrs["rights"] for r in snapshots["imap"].records.values() if r.kind == "acl"}
+        assert rights["unit:bu0/INBOX#b0x1"] == "lr" and rights["unit:bu0/INBOX#b0x2"] != "lr", rights
+        c = imap_master_login(clean_lab, "bu3")
+        try:
+            c.append("INBOX", MSG, flags=[b"\\Seen"])  # read: the unit mailbox is now used
+        finally:
+            c.logout()
+        assert read_all(provs, None)["ssh"].facts["used"] == {"bu3": "INBOX: 1 read"}
     finally:
         close_providers(provs)
 

@@ -7,6 +7,7 @@ import pytest
 
 from mailstate.errors import ProviderError
 from mailstate.providers.doveadm.parse import (
+    USER_FAILURE,
     autocreated_folders,
     getacl_entries,
     holds_mail,
@@ -76,10 +77,22 @@ def test_doveadm_standard_error_by_user() -> None:
     )
     by_user, other = user_messages(err)
     assert by_user == {
-        "vp": ["Can't open mailbox Cha: Mailbox doesn't exist: Cha"],
-        "gone": ["User no longer exists, skipping"],
+        "vp": ["Error: Can't open mailbox Cha: Mailbox doesn't exist: Cha"],
+        "gone": ["Info: User no longer exists, skipping"],
     }
     assert other == ["doveadm: Fatal: Unknown command"]  # the sshd banner says nothing failed
+
+
+@pytest.mark.parametrize("text, failed", [
+    ("Error: Can't open mailbox Cha: Mailbox doesn't exist: Cha", True),
+    ("Fatal: Couldn't open mail storage", True),
+    ("Panic: file mail-index.c: assertion failed", True),
+    ("Warning: Maildir: Expunged message reappeared", False),  # doveadm went on: the counts stand
+    ("Info: User no longer exists, skipping", False),
+    ("Error without the colon", False),
+])
+def test_a_user_message_says_whether_the_command_failed_for_that_user(text: str, failed: bool) -> None:
+    assert bool(USER_FAILURE.match(text)) is failed
 
 
 def test_own_folder_names_leave_out_the_other_namespaces() -> None:

@@ -160,6 +160,18 @@ class Prefetches(Protocol):
 
 
 @runtime_checkable
+class ReadsInRounds(Protocol):
+    """A provider whose reads share work with the other providers' reads of one plan (doveadm's count of a
+    mailbox's folders serves both the unit mailboxes' use and IMAP's views of the same mailboxes): told
+    when a round of reads (``read_all``) begins and ends; what it keeps between them it drops at the end,
+    so a read after an apply never sees what was read before it."""
+
+    def begin_round(self) -> None: ...
+
+    def end_round(self) -> None: ...
+
+
+@runtime_checkable
 class TakesUnitMailboxes(Protocol):
     """A mail provider that tells whether a unit mailbox has been used (worked in by anyone, delegates
     included): handed a function returning the directory's unit mailboxes (their logins), called during its

@@ -38,6 +38,7 @@ from mailstate.model.provider import (
     AwaitsLiveMailboxes,
     HasNotices,
     Provider,
+    ReadsInRounds,
     Snapshot,
     TakesLiveMailboxes,
     TakesMailboxUsers,
@@ -114,7 +115,11 @@ def read_all(
     and plan changes that do not exist.
 
     ``directory``: (name, a function returning its snapshot) of a directory read elsewhere (another
-    process, ``read_ahead``), not among ``providers``: the mail providers read beside the wait for it."""
+    process, ``read_ahead``), not among ``providers``: the mail providers read beside the wait for it.
+
+    The reads are one round for the providers that share work across them (``ReadsInRounds``: one count
+    of a mailbox's folders for the ssh and imap providers), begun before the first and ended after the
+    last."""
     names = sorted(providers, key=lambda n: (not _holds_mailboxes(providers[n]), n))
     directory_name = next((n for n in names if _holds_mailboxes(providers[n])), None)
     directory_read: Future[Snapshot] = Future()
@@ -186,14 +191,21 @@ def read_all(
             timings[f"read:{directory[0]}"] = time.perf_counter() - t0
         return snapshot
 
-    if len(names) == 1 and directory is None:
-        return {names[0]: read_one(names[0])}
-    with ThreadPoolExecutor(max_workers=len(names) + 1, thread_name_prefix="read") as threads:
-        futures = {name: threads.submit(read_one, name) for name in names}
-        if directory is not None:
-            futures = {directory[0]: threads.submit(read_elsewhere), **futures}
-        wait(futures.values())
-    return {name: futures[name].result() for name in futures}
+    rounds = [prov for prov in providers.values() if isinstance(prov, ReadsInRounds)]
+    for prov in rounds:
+        prov.begin_round()
+    try:
+        if len(names) == 1 and directory is None:
+            return {names[0]: read_one(names[0])}
+        with ThreadPoolExecutor(max_workers=len(names) + 1, thread_name_prefix="read") as threads:
+            futures = {name: threads.submit(read_one, name) for name in names}
+            if directory is not None:
+                futures = {directory[0]: threads.submit(read_elsewhere), **futures}
+            wait(futures.values())
+        return {name: futures[name].result() for name in futures}
+    finally:
+        for prov in rounds:
+            prov.end_round()
 
 
 def _holds_mailboxes(prov: Provider) -> bool:

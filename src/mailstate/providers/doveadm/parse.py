@@ -744,12 +744,14 @@ FAILURE_LINE = re.compile(r"^(doveadm|sh|bash)\b|\b(Error|Fatal|Panic|not found|
 to home directory")."""
 
 
+USER_FAILURE = re.compile(r"^(Error|Fatal|Panic):")
+"""A ``user_messages`` text that says the command failed for that user (not a Warning, not Info)."""
 UNKNOWN_USER = "User no longer exists"
 """What doveadm says (as Info) of a user of ``-F`` the userdb does not know, before skipping it."""
 
 
 def user_messages(stderr: str) -> tuple[dict[str, list[str]], list[str]]:
-    """doveadm's standard error: ({user: [error text, …]}, [lines that say something failed]) — Info lines
+    """doveadm's standard error: ({user: ["Level: text", …]}, [lines that say something failed]) — Info lines
     (but a skipped unknown user) and lines that say nothing failed left out."""
     by_user: dict[str, list[str]] = {}
     other: list[str] = []
@@ -761,7 +763,7 @@ def user_messages(stderr: str) -> tuple[dict[str, list[str]], list[str]]:
             if FAILURE_LINE.search(line):
                 other.append(line)
         elif m.group("level") != "Info" or m.group("text").startswith(UNKNOWN_USER):
-            by_user.setdefault(m.group("user"), []).append(m.group("text"))
+            by_user.setdefault(m.group("user"), []).append(f"{m.group('level')}: {m.group('text')}")
     return by_user, other
 
 

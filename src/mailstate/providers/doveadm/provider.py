@@ -29,7 +29,7 @@ import time
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, ClassVar
 
@@ -51,6 +51,8 @@ from mailstate.providers.doveadm.parse import (
     NO_SUCH_FOLDER,
     ROOT_SAMPLE,
     SHARED_BOXES,
+    UNKNOWN_USER,
+    USER_FAILURE,
     Entry,
     Manifest,
     Message,
@@ -107,6 +109,9 @@ MaxSessions (10) and the mail host's cores."""
 
 SKIPPED_USER = re.compile(r"^doveadm\((.+?)\): Info: User no longer exists", re.MULTILINE)
 """What doveadm says on standard error of a user given with ``-F`` that the userdb does not know."""
+FOLDER_STATUS = "messages unseen uidnext guid"
+"""The ``mailbox status`` fields of one pass over a mailbox's folders that serves both the unit mailboxes'
+use (``units_used``: the counters) and IMAP's views (``mailbox_views``: which folders exist)."""
 USERS_BATCH_MIN = 4096
 """Bytes of user names (≈500 users) below which ``for_users`` starts no further process: a process start
 and its config parse cost about as much as that many userdb lookups."""
@@ -146,6 +151,11 @@ class SshProvider:
         self._batches = threading.BoundedSemaphore(COMMANDS_AT_ONCE)
         """``for_users`` batches running at once over the session, whichever provider's thread asks (the ssh
         and imap providers read through one session): channels stay within sshd's MaxSessions."""
+        self._rounds = 0
+        self._status: dict[str, Future[tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]]] = {}
+        """Within a round of reads (``begin_round``…``end_round``): each user's ``folder_status`` pass, asked
+        once whoever asks; outside a round nothing is kept."""
+        self._status_lock = threading.Lock()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -374,6 +384,60 @@ class SshProvider:
         self.timings["read"] = time.perf_counter() - t0
         return snap
 
+    def begin_round(self) -> None:
+        """``ReadsInRounds``: the reads of one plan begin (the ssh and imap providers read at once through
+        this session): from now until ``end_round`` a user's folders are counted once (``folder_status``)."""
+        with self._status_lock:
+            if self._rounds == 0:
+                self._status = {}
+            self._rounds += 1
+
+    def end_round(self) -> None:
+        """``ReadsInRounds``: the round's reads are done; what they kept is dropped (a later read, after an
+        apply, counts afresh)."""
+        with self._status_lock:
+            self._rounds = max(0, self._rounds - 1)
+            if self._rounds == 0:
+                self._status = {}
+
+    def folder_status(
+        self, users: Sequence[str]
+    ) -> tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]:
+        """{user: their folders' ``mailbox status FOLDER_STATUS '*'`` rows}, and {user: the errors doveadm
+        gave for them} (one the userdb does not know among them), ``-f json``. Within a round of reads each
+        user is asked once, whoever asks first (``units_used`` and ``mailbox_views`` both need the pass: one
+        userdb lookup and one walk of the folders instead of two); a later caller waits for that pass. A
+        failed command raises, for every caller waiting on it."""
+        wanted = sorted(set(users))
+        future: Future[tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]] = Future()
+        with self._status_lock:
+            new = [u for u in wanted if u not in self._status] if self._rounds else wanted
+            if self._rounds:
+                self._status.update(dict.fromkeys(new, future))
+        if new:
+            try:
+                rows, errors = self._json_for_users(new, ["mailbox", "status", FOLDER_STATUS, "*"], 2)
+            except BaseException as exc:
+                future.set_exception(exc)
+                raise
+            by_user: dict[str, list[dict[str, str]]] = {}
+            for row in rows:
+                by_user.setdefault(row.get("username", ""), []).append(row)
+            future.set_result((by_user, errors))
+        if not self._rounds:
+            return future.result()
+        with self._status_lock:
+            futures = {u: self._status.get(u) or future for u in wanted}
+        out: dict[str, list[dict[str, str]]] = {}
+        errs: dict[str, list[str]] = {}
+        for user, fut in futures.items():
+            found, errors = fut.result()
+            if user in found:
+                out[user] = found[user]
+            if user in errors:
+                errs[user] = errors[user]
+        return out, errs
+
     def set_unit_mailboxes(self, logins: set[str]) -> None:
         """The unit mailboxes: whether each was used is read with the facts."""
         self.unit_mailboxes = set(logins)
@@ -410,8 +474,15 @@ class SshProvider:
         prefixes = self.other_prefixes()
         shared = prefixes[0] if prefixes else ""
         user_of = {unit: self.users.user(unit) for unit in units}  # commands: Dovecot's user; facts: logins
-        gone: set[str] = set()
-        own = self._status_of(sorted(user_of.values()), "messages unseen uidnext", "*", gone)
+        own, errors = self.folder_status(sorted(user_of.values()))
+        failed = {u: t for u, t in errors.items() if any(USER_FAILURE.match(line) for line in t)}
+        if failed:  # never taken as unused because its folders could not be counted
+            user = min(failed)
+            raise ProviderError(
+                f"ssh: reading the counters of {visible(self.users.login(user))}'s folders failed: "
+                f"{visible(' '.join(failed[user][-3:]))}"
+            )
+        gone = {u for u, t in errors.items() if any(UNKNOWN_USER in line for line in t)}
         if gone:  # a unit mailbox the mail host's userdb does not know: never taken as unused
             if unknown is None:
                 self._refuse_unknown({self.users.login(g) for g in gone})
@@ -566,60 +637,85 @@ class SshProvider:
         return self._config[key] == "yes"
 
     def mailbox_views(
-        self, users: Sequence[str], entry: str | None = None
+        self,
+        users: Sequence[str],
+        entry: str | None = None,
+        expected: Mapping[str, Iterable[str]] | None = None,
     ) -> tuple[dict[str, MailboxView], set[str]]:
         """For each of ``users`` (Dovecot users) what LIST, GETACL and GETMETADATA ``entry`` would show on an
         IMAP connection as that user, without one (a master-user login costs the mail host a process or
-        two; doveadm reads any number of users in one): ``mailbox status`` (one pass), then ``acl get`` and
-        ``mailbox metadata get`` once per distinct folder name for the users that have it, COMMANDS_AT_ONCE
-        at a time, all ``-f json`` (a tab or line break in a value stays inside it). A name doveadm says
-        is no folder (a parent made only by its children) is left out, as LIST marks it \\Noselect.
+        two; doveadm reads any number of users in one): ``mailbox status`` (``folder_status``, one pass),
+        ``acl get`` and ``mailbox metadata get`` once per distinct folder name for the users that have it,
+        COMMANDS_AT_ONCE at a time, all ``-f json`` (a tab or line break in a value stays inside it). A name
+        doveadm says is no folder (a parent made only by its children) is left out, as LIST marks it
+        \\Noselect. ``expected``: {user: folder names it should have} (the TOML's shared folders): those,
+        INBOX and the folders Dovecot makes by itself are asked beside the status pass, not after it, in one
+        wave; only a name the status pass finds and nobody expected is asked after it (what was asked of a
+        name that is no folder is dropped).
         Returns the views and the users to read another way: any other error doveadm gave for them (one the
         userdb does not know: INBOX's ``acl get`` fails), a folder name with a control character."""
         wanted = sorted(set(users))
         if not wanted:
             return {}, set()
-        # the folders that exist (``mailbox status``: a parent made only by its children is not one), and
-        # INBOX, which LIST always shows and GETACL answers for even before its first message
-        rows, errors = self._json_for_users(wanted, ["mailbox", "status", "guid", "*"], 2)
-        failed = set(errors)
-        names = own_folder_names(rows, self.other_prefixes())
         made_by_dovecot = autocreated_folders(self._namespace_config())
+        prefixes = self.other_prefixes()
+        # INBOX, which LIST always shows and GETACL answers for even before its first message, a folder
+        # Dovecot makes by itself (auto = create/subscribe: in LIST before it exists), the expected ones
+        guessed: dict[str, list[str]] = {}
         for user in wanted:
-            if not any(n.upper() == INBOX for n in names.setdefault(user, [])):
-                names[user].append(INBOX)
-            # a folder Dovecot makes by itself (auto = create/subscribe) is in LIST before it exists
-            names[user].extend(n for n in made_by_dovecot if n not in names[user])
-        failed |= {u for u, folders in names.items() if any(CONTROL_RE.search(f) for f in folders)}
-        by_name: dict[str, list[str]] = {}
-        for user in wanted:
-            if user not in failed:
-                for name in names[user]:
+            likely = [INBOX, *made_by_dovecot, *(expected or {}).get(user, ())]
+            guessed[user] = [n for n in dict.fromkeys(likely) if not CONTROL_RE.search(n)]
+
+        def tasks_for(names_of: Mapping[str, Iterable[str]]) -> dict[tuple[str, str], list[str]]:
+            by_name: dict[str, list[str]] = {}
+            for user in sorted(names_of):
+                for name in names_of[user]:
                     by_name.setdefault(name, []).append(user)
-        tasks = [("acl", name) for name in sorted(by_name)]
-        if entry:
-            tasks += [("meta", name) for name in sorted(by_name) if name.upper() != INBOX]
+            tasks = {("acl", name): us for name, us in sorted(by_name.items())}
+            if entry:
+                tasks.update({("meta", n): us for n, us in sorted(by_name.items()) if n.upper() != INBOX})
+            return tasks
 
-        def one(task: tuple[str, str]) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
-            kind, name = task
+        def one(task: tuple[tuple[str, str], list[str]]) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
+            (kind, name), who = task
             if kind == "acl":
-                return self._json_for_users(by_name[name], ["acl", "get", "--", name], 2)
+                return self._json_for_users(who, ["acl", "get", "--", name], 2)
             meta = ["mailbox", "metadata", "get", "--", name, str(entry)]
-            return self._json_for_users(by_name[name], meta, 3)
+            return self._json_for_users(who, meta, 3)
 
-        with ThreadPoolExecutor(max_workers=COMMANDS_AT_ONCE, thread_name_prefix="doveadm-views") as threads:
-            results = dict(zip(tasks, threads.map(one, tasks), strict=True))
+        first = tasks_for(guessed)
+        with ThreadPoolExecutor(COMMANDS_AT_ONCE + 1, thread_name_prefix="doveadm-views") as threads:
+            status = threads.submit(self.folder_status, wanted)
+            answers = [(task, who, threads.submit(one, (task, who))) for task, who in first.items()]
+            counted, errors = status.result()
+            failed = set(errors)
+            # the folders that exist (``mailbox status``: a parent made only by its children is not one)
+            names = own_folder_names((row for found in counted.values() for row in found), prefixes)
+            for user in wanted:
+                listed = names.setdefault(user, [])
+                if not any(n.upper() == INBOX for n in listed):
+                    listed.append(INBOX)
+                listed.extend(n for n in made_by_dovecot if n not in listed)
+            failed |= {u for u, folders in names.items() if any(CONTROL_RE.search(f) for f in folders)}
+            late = {u: [n for n in names[u] if n not in guessed[u]] for u in wanted if u not in failed}
+            # (a name may be asked twice: of the users who were expected to have it, then of the others)
+            answers += [(task, who, threads.submit(one, (task, who))) for task, who in
+                        tasks_for(late).items()]
+            asked = [(task, who, future.result()) for task, who, future in answers]
+        wanted_pairs = {(u, n) for u in wanted if u not in failed for n in names[u]}
         acls: dict[tuple[str, str], list[dict[str, str]]] = {}
         purposes: dict[tuple[str, str], str | None] = {}
         no_folder: set[tuple[str, str]] = set()
-        for (kind, name), (found, errs) in results.items():
+        for (kind, name), who, (found, errs) in asked:
             for user, texts in errs.items():
+                if (user, name) not in wanted_pairs:
+                    continue  # an expected name that is no folder of this user, or a user already failed
                 if all(NO_SUCH_FOLDER in t for t in texts):
                     no_folder.add((user, name))
                 else:
                     failed.add(user)
             if kind == "acl":
-                for user in by_name[name]:
+                for user in who:
                     acls[(user, name)] = []
                 for row in found:
                     acls.setdefault((row.get("username", ""), name), []).append(row)

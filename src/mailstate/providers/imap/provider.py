@@ -40,7 +40,7 @@ from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
 from mailstate.model.i18n import _
 from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
-from mailstate.model.provider import DesiredState, MailboxView, Snapshot
+from mailstate.model.provider import DesiredState, MailboxView, ReadsInRounds, Snapshot
 from mailstate.model.records import (
     INBOX,
     AclKey,
@@ -167,7 +167,10 @@ class BulkSource(Protocol):
     def shared_owners(self) -> set[str]: ...
 
     def mailbox_views(
-        self, users: Sequence[str], entry: str | None = None
+        self,
+        users: Sequence[str],
+        entry: str | None = None,
+        expected: Mapping[str, Iterable[str]] | None = None,
     ) -> tuple[dict[str, MailboxView], set[str]]: ...
 
     def imap_metadata(self) -> bool: ...
@@ -477,6 +480,15 @@ class ImapProvider:
             self.set_live_mailboxes(source())
             self.timings["waited_for_directory"] = time.perf_counter() - t0
 
+    def begin_round(self) -> None:
+        """``ReadsInRounds``: passed on to a doveadm source of its own (a shared one is told by the plan)."""
+        if isinstance(self.bulk, ReadsInRounds) and self.own_bulk:
+            self.bulk.begin_round()
+
+    def end_round(self) -> None:
+        if isinstance(self.bulk, ReadsInRounds) and self.own_bulk:
+            self.bulk.end_round()
+
     def close(self) -> None:
         if self.bulk is not None and self.own_bulk:
             self.bulk.close()
@@ -586,7 +598,12 @@ class ImapProvider:
             self.metadata_supported = bulk.imap_metadata()
         metadata = bool(self.metadata_supported)
         by_user = {self.users.user(i.login): i for i in infos}
-        views, failed = bulk.mailbox_views(sorted(by_user), METADATA_ENTRY if metadata else None)
+        folders: dict[str, list[str]] = {}
+        for key in self.listed_folders:  # the folders the TOML lists: asked at once, not after the LIST
+            ref, path = parse_folder_key(key)
+            folders.setdefault(ref, []).append(path)
+        expected = {user: folders.get(info.ref, []) for user, info in by_user.items()}
+        views, failed = bulk.mailbox_views(sorted(by_user), METADATA_ENTRY if metadata else None, expected)
         prefixes = bulk.other_prefixes()
         rest: list[MailboxInfo] = []
         for user, info in sorted(by_user.items()):
