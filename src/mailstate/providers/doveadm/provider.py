@@ -409,11 +409,15 @@ class SshProvider:
         userdb lookup and one walk of the folders instead of two); a later caller waits for that pass. A
         failed command raises, for every caller waiting on it."""
         wanted = sorted(set(users))
+        if not wanted:
+            return {}, {}
         future: Future[tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]] = Future()
         with self._status_lock:
-            new = [u for u in wanted if u not in self._status] if self._rounds else wanted
-            if self._rounds:
+            in_round = self._rounds > 0
+            new = [u for u in wanted if u not in self._status] if in_round else wanted
+            if in_round:
                 self._status.update(dict.fromkeys(new, future))
+            futures = {u: self._status[u] for u in wanted} if in_round else dict.fromkeys(wanted, future)
         if new:
             try:
                 rows, errors = self._json_for_users(new, ["mailbox", "status", FOLDER_STATUS, "*"], 2)
@@ -424,10 +428,6 @@ class SshProvider:
             for row in rows:
                 by_user.setdefault(row.get("username", ""), []).append(row)
             future.set_result((by_user, errors))
-        if not self._rounds:
-            return future.result()
-        with self._status_lock:
-            futures = {u: self._status.get(u) or future for u in wanted}
         out: dict[str, list[dict[str, str]]] = {}
         errs: dict[str, list[str]] = {}
         for user, fut in futures.items():
