@@ -46,15 +46,49 @@ MAILSTATE = Path(sys.executable).with_name("mailstate")
 
 CPU: dict[str, float] = {}
 """CPU seconds (user + sys) of the last process run_timed ran, by the name given to it."""
+SERVERS: dict[str, float] = {}
+"""CPU seconds the lab's servers (slapd, Dovecot and its auth, sshd and what it ran: doveadm, find) spent
+during the last process run_timed ran with a ``lab``, by name (least of the runs)."""
 PROFILE: Path | None = None
 """--profile DIR: each mailstate process runs under cProfile, its stats written to DIR/<name>.prof."""
 
 
+def servers_cpu(lab_dir: Path) -> float:
+    """CPU seconds (user + sys) spent so far by the lab's server processes and every process they ran and
+    reaped (its children's times): the process trees of the lab's daemons (their command lines name its
+    directory), read from /proc."""
+    stats: dict[int, tuple[int, float]] = {}
+    roots: set[int] = set()
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        pid = int(entry)
+        stats[pid] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+        if str(lab_dir).encode() in cmdline and b"python" not in cmdline:
+            roots.add(pid)
+    tree = set(roots)
+    grown = True
+    while grown:
+        more = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
+        tree |= more
+        grown = bool(more)
+    return sum(stats[pid][1] for pid in tree)
+
+
 def run_timed(
-    argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0, 2), name: str = ""
+    argv: list[str], env: dict[str, str], ok: tuple[int, ...] = (0, 2), name: str = "",
+    lab: Path | None = None,
 ) -> tuple[float, int, float]:
     """(wall seconds, exit code, max RSS in MiB) of one process; a failure stops the benchmark. Its CPU
-    seconds (user + sys, the figure a shared machine does not blur) go to CPU[name] (least of the runs)."""
+    seconds (user + sys, the figure a shared machine does not blur) go to CPU[name] (least of the runs);
+    with ``lab`` (its directory), the lab's servers' CPU seconds meanwhile to SERVERS[name]."""
+    servers = servers_cpu(lab) if lab is not None else 0.0
     if PROFILE is not None and argv[0] == str(MAILSTATE) and name:
         argv = [sys.executable, "-m", "cProfile", "-o", str(PROFILE / f"{name}.prof"), *argv]
     t0 = time.perf_counter()
@@ -66,6 +100,9 @@ def run_timed(
     cpu = usage.ru_utime + usage.ru_stime
     if name:
         CPU[name] = min(CPU.get(name, cpu), cpu)
+    if name and lab is not None:
+        servers = servers_cpu(lab) - servers
+        SERVERS[name] = min(SERVERS.get(name, servers), servers)
     code = os.waitstatus_to_exitcode(status)
     proc.stderr.close()
     if code not in ok:
@@ -116,7 +153,7 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
 
         apply_s, _, apply_mib = run_timed(
             [str(MAILSTATE), "apply", "--yes", "--state", str(state), "--parallelism", str(parallelism)],
-            env, ok=(0,), name="apply",
+            env, ok=(0,), name="apply", lab=lab.dir,
         )
         f.update(apply_s=apply_s, apply_mib=apply_mib, people_per_s=people / apply_s)
 
@@ -135,12 +172,12 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
         ldap_runs, full_runs, search_runs, toml_runs = [], [], [], []
         rss = 0.0
         for _ in range(repeat):  # in alternation: a burst of load on a shared machine hits all alike
-            s, code, mib = run_timed([*plan, "--provider", "ldap"], env, name="noop_ldap")
+            s, code, mib = run_timed([*plan, "--provider", "ldap"], env, name="noop_ldap", lab=lab.dir)
             if code != 0:
                 raise SystemExit(f"the LDAP-only no-op plan exited {code}: not converged")
             ldap_runs.append(s)
             rss = max(rss, mib)
-            s, code, mib = run_timed(plan, env, name="noop_full")
+            s, code, mib = run_timed(plan, env, name="noop_full", lab=lab.dir)
             if code != 0:
                 raise SystemExit(f"the full no-op plan exited {code}: not converged")
             full_runs.append(s)
@@ -162,7 +199,9 @@ def bench(people: int, seed: int, repeat: int, parallelism: int, workdir: Path) 
         f["changed_plan_s"] = min(changed_runs)
         f["load_after"] = os.getloadavg()[0]
         f["cpu"] = dict(CPU)
+        f["servers"] = dict(SERVERS)
         CPU.clear()
+        SERVERS.clear()
         return f
     finally:
         lab.down()
@@ -209,6 +248,11 @@ def main() -> None:
               f"{c['tomllib']:.2f} = {floor_cpu:.2f}; no-op LDAP only {c['noop_ldap']:.2f} = "
               f"{c['noop_ldap'] / floor_cpu:.1f}x the floor; full {c['noop_full']:.2f} = "
               f"{c['noop_full'] / c['noop_ldap']:.2f}x LDAP only; after 1 % changed {c['changed']:.2f}")
+        v = f["servers"]
+        print(f"  the lab's servers' CPU seconds meanwhile (slapd, Dovecot, sshd and what they ran; least of "
+              f"the runs): apply {v['apply']:.1f}; no-op LDAP only {v['noop_ldap']:.2f}; full "
+              f"{v['noop_full']:.2f} (with mailstate's: {c['noop_full'] + v['noop_full']:.2f} CPU-s on "
+              f"{os.cpu_count()} cores)")
         print(f"  peak memory: apply {f['apply_mib']:.0f} MiB, plans {f['plan_mib']:.0f} MiB (target <= 600)")
         if len(results) > 1 and 10000 in results and n > 10000:
             b = results[10000]
