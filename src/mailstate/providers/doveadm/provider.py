@@ -180,17 +180,26 @@ class SshProvider:
 
     def prefetch(self) -> None:
         """Start what a plan's read needs of the mail host and no TOML for (``Prefetches``): the owners
-        with rights for others (the shared dict, the ACL files) and the last logins, on threads of their
-        own, while the TOML loads; ``shared_owners`` and ``last_logins`` then answer from them (once)."""
+        with rights for others (the shared dict, the ACL files), the last logins and the settings the reads
+        ask first, on threads of their own, while the TOML loads; ``shared_owners`` and ``last_logins``
+        then answer from them (once)."""
         with self._connecting:
             if self._prefetched:
                 return
-            pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ssh-prefetch")
+            pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="ssh-prefetch")
             self._prefetched = {
                 "shared_owners": pool.submit(self._shared_owners),
                 "last_logins": pool.submit(self._last_logins),
+                "settings": pool.submit(self._settings_ahead),
             }
             pool.shutdown(wait=False)
+
+    def _settings_ahead(self) -> None:
+        """The settings every plan's read asks first (the namespaces, IMAP's METADATA), asked while the TOML
+        loads (kept: ``config``); a failure is left for the read to meet and report."""
+        with contextlib.suppress(ProviderError):
+            self._namespace_config()
+            self.imap_metadata()
 
     def _ahead(self, name: str) -> Any:
         with self._connecting:
