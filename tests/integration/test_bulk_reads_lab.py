@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unicodedata
@@ -387,8 +388,9 @@ def test_a_home_set_apart_inside_the_tree_is_found(applied: Path, clean_lab: Lab
 
 
 def test_a_directory_left_by_a_user_the_userdb_no_longer_knows(applied: Path, clean_lab: Lab) -> None:
-    """A mail root left in the tree by a user the userdb no longer knows, its ACL file sharing a folder: no
-    error, and the owners are the ones every user's lookup finds (the directory is nobody's)."""
+    """A mail root left in the tree by a user the userdb no longer knows, its ACL file sharing a folder — or
+    one whose name is not even UTF-8: no error, and the owners are the ones every user's lookup finds (the
+    directory is nobody's)."""
     provs = open_providers(load_state(applied), ["ssh"])
     try:
         prov = provs["ssh"]
@@ -402,6 +404,12 @@ def test_a_directory_left_by_a_user_the_userdb_no_longer_knows(applied: Path, cl
         assert prov._roots_of(["da-nghi"]) == {}
         assert prov.acl_owners() == owners == _by_every_lookup(prov) and "da-nghi" not in owners
         assert prov.acl_roots == "userdb"
+        shutil.rmtree(root.parent.parent / "da-nghi")
+        odd = os.fsencode(root.parent.parent) + b"/v\xffp/" + os.fsencode(root.name) + b"/mailboxes/INBOX"
+        os.makedirs(odd)
+        with open(odd + b"/dovecot-acl", "wb") as f:
+            f.write(b"user=b0x1 lr\n")
+        assert prov.acl_owners() == owners == _by_every_lookup(prov) and prov.acl_roots == "userdb"
     finally:
         close_providers(provs)
 

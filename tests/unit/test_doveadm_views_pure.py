@@ -150,6 +150,8 @@ USER_IN_PATH_CASES = [
     ("/home/vp/Maildir/dovecot-acl", "/home/", ".d/Maildir", None),
     ("/srv/vmail/v\np/m/dovecot-acl", "/srv/vmail/", "/m", None),  # a control character
     ("/srv/vmail/../m/dovecot-acl", "/srv/vmail/", "/m", None),
+    # a name not in UTF-8 on disk (grep's bytes kept as surrogates): no user doveadm can be asked for
+    (b"/srv/vmail/v\xffp/m/dovecot-acl".decode("utf-8", "surrogateescape"), "/srv/vmail/", "/m", None),
 ]
 
 

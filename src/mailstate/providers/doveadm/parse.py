@@ -186,7 +186,8 @@ def unowned_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> list[str]:
 def user_in_path(path: str, head: str, tail: str) -> str | None:
     """The user whose mail root ``head + user + tail`` (``root_pattern``) holds ``path`` (a file under it:
     ``head + user + tail + "/" + rest``), the user a name that can stand in a path (``predictable_user``:
-    no "/" in it) — or None when ``path`` does not fit the pattern."""
+    no "/" in it) and be asked of the userdb (UTF-8: a path's other bytes are kept as surrogates) — or
+    None when ``path`` does not fit the pattern."""
     if not path.startswith(head):
         return None
     rest = path[len(head):]
@@ -195,9 +196,17 @@ def user_in_path(path: str, head: str, tail: str) -> str | None:
     if end < 0 or not rest[:end].endswith(first):
         return None
     user = rest[: end - len(first)]
-    if not predictable_user(user) or not rest[len(user):].startswith(f"{tail}/"):
+    if not predictable_user(user) or not rest[len(user):].startswith(f"{tail}/") or not _utf8(user):
         return None
     return user if len(rest) > len(user) + len(tail) + 1 else None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def roots_in_paths(grep_out: bytes, head: str, tail: str) -> dict[str, str] | None:
