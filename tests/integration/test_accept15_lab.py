@@ -280,7 +280,8 @@ def plan_changes(
     state_dir: Path, bulk: bool = True, root_sample: int | None = None, scope: list[str] | None = None
 ) -> tuple[set[tuple[Any, ...]], dict[str, float]]:
     """The plan's changes as comparable data, read through doveadm (``bulk``) or over IMAP alone
-    (``root_sample``: the ssh provider's sample of mail roots; small, the pattern path runs on a small lab).
+    (``root_sample``: the ssh provider's sample of the listed users' mail roots, the shared dict's users left
+    out; small, the pattern path runs on a small lab; large, every user is looked up).
     """
     state = load_state(state_dir)
     kwargs: dict[str, Any] = {} if bulk else {"imap": {"bulk": False}}
@@ -290,7 +291,7 @@ def plan_changes(
         if root_sample is not None:
             ssh = provs["ssh"]
             assert isinstance(ssh, SshProvider)
-            ssh.root_sample = root_sample
+            ssh.shared_sample, ssh.root_sample = 0, root_sample
         plan = make_plan(state_dir, state=state, providers=provs, scope=scope)
         imap = provs["imap"]
         assert isinstance(imap, ImapProvider)
@@ -604,7 +605,8 @@ def test_autocreated_folders_planned_alike(autocreate: Any) -> None:
 
 def test_acl_files_pattern_after_a_removal(applied: Path, clean_lab: Lab) -> None:
     """A person who shared a folder leaves and their mail is removed (archived first): the owners found from
-    the mail roots' pattern are still the ones every user's lookup finds — does the pattern still hold?"""
+    the mail roots' pattern — learned from the shared dict's users or from the listed users — are still the
+    ones every user's lookup finds — does the pattern still hold?"""
     unit = applied / "units" / "au0.toml"
     text = unit.read_text(encoding="utf-8")
     unit.write_text(
@@ -629,9 +631,12 @@ def test_acl_files_pattern_after_a_removal(applied: Path, clean_lab: Lab) -> Non
     provs, ssh = ssh_of(applied)
     try:
         assert "a0x2" not in ssh.userdb_users()
-        ssh.root_sample = 4
         owners = ssh.acl_owners()
-        assert ssh.acl_roots == "pattern" and owners == {"au0", "au1", "a0x1"}
+        assert ssh.acl_roots == "dict" and owners == {"au0", "au1", "a0x1"}
+        ssh.shared_sample, ssh.root_sample = 0, 4
+        assert ssh.acl_owners() == owners and ssh.acl_roots == "pattern"
+        ssh.root_sample = 1000
+        assert ssh.acl_owners() == owners and ssh.acl_roots == "userdb"
     finally:
         close_providers(provs)
 
@@ -816,10 +821,12 @@ def _negative_right_in_the_acl_file_only(lab: Lab) -> None:
 
 
 def _every_read_plans_the_revoke(applied: Path) -> None:
-    """Over IMAP, through every user's lookup, and through the pattern (a link in the tree sends it to
-    every user's lookup): the hand-made negative right is planned away."""
+    """Over IMAP, through every user's lookup, and through the pattern, of the shared dict's users or of
+    the listed users (a link in the tree sends it to every user's lookup): the hand-made negative right is
+    planned away."""
     drift = ("Action.REVOKE", "acl", "a1x1/INBOX#-a1x2")
     assert drift in {c[:3] for c in plan_changes(applied, bulk=False)[0]}
+    assert drift in {c[:3] for c in plan_changes(applied)[0]}
     assert drift in {c[:3] for c in plan_changes(applied, root_sample=1000)[0]}
     assert drift in {c[:3] for c in plan_changes(applied, root_sample=4)[0]}
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ import pytest
 from mailstate.desired_state.loader import load_state
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import imap_master_login
+from mailstate.lab.testing import doveadm, imap_master_login
+from mailstate.providers.doveadm.parse import parse_shared_grantees, parse_shared_users
 from mailstate.providers.doveadm.provider import FOLDER_STATUS, SshProvider
 from mailstate.providers.imap.provider import ImapProvider
 from mailstate.providers.registry import close_providers, open_providers
@@ -306,10 +310,11 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
 
 
 def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean_lab: Lab) -> None:
-    """When a sample of users' mail roots follow one pattern, the others' are taken from it (no userdb
-    lookup per user) and one ``find`` walks the tree that holds them: the owners found are the ones every
-    user's lookup finds. An ACL file in that tree under no root the pattern gives sends every user to the
-    userdb again, so no file is ever left without its owner."""
+    """When a sample of the listed users' mail roots follow one pattern (the shared dict's users left out:
+    ``shared_sample`` 0), the others' are taken from it (no userdb lookup per user) and one ``find`` walks
+    the tree that holds them: the owners found are the ones every user's lookup finds. An ACL file in that
+    tree under no root the pattern gives sends every user to the userdb again, so no file is ever left
+    without its owner."""
     c = imap_master_login(clean_lab, "b2x2")
     try:
         c.setacl("INBOX", "-b2x1", "r")  # only in the file: the dict does not record a negative right
@@ -319,9 +324,11 @@ def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean
     try:
         prov = provs["ssh"]
         assert isinstance(prov, SshProvider)
+        prov.shared_sample = 0
         prov.root_sample = 4
+        shared = prov._shared_dict()
         seen = Counting(prov)
-        owners = prov.acl_owners()
+        owners = prov.acl_owners(shared)
         assert prov.acl_roots == "pattern" and "b2x2" in owners
         lookups = seen.commands[:]
         assert sum(c.count("\n") for c in lookups if " mailbox path " in c) == 0
@@ -335,6 +342,164 @@ def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean
         (stray / "dovecot-acl").write_text("user=b0x0 lr\n", encoding="utf-8")
         prov.root_sample = 4
         assert prov.acl_owners() == owners and prov.acl_roots == "userdb"
+    finally:
+        close_providers(provs)
+
+
+def _looked_up(commands: list[str]) -> list[list[str]]:
+    """The users each ``mailbox path`` command of ``commands`` asked the userdb for (on its input)."""
+    paths = [c for c in commands if " mailbox path " in c]
+    return [c.split("printf '%s\\n' ", 1)[1].split(" | ")[0].split() for c in paths]
+
+
+def _by_every_lookup(prov: SshProvider) -> set[str]:
+    """``acl_owners`` through every user's userdb lookup (the full path), the provider's samples restored."""
+    samples = prov.shared_sample, prov.root_sample
+    prov.shared_sample, prov.root_sample = 0, 100_000
+    try:
+        owners = prov.acl_owners()
+        assert prov.acl_roots == "userdb"
+        return owners
+    finally:
+        prov.shared_sample, prov.root_sample = samples
+
+
+def test_acl_files_found_from_the_shared_dicts_users(applied: Path, clean_lab: Lab) -> None:
+    """The mail roots' pattern is learned from a sample of the users the shared dict names, without listing
+    the userdb's users (``doveadm user '*'`` iterates all of them): an owner whose only entry for someone else
+    is a negative right (not in the dict) is found from its file's path, and its root is looked up once to
+    be sure it is where the pattern puts it; the owners are the ones every user's lookup finds."""
+    unit = applied / "units" / "bu3.toml"  # a person no folder is shared with, nor by
+    unit.write_text(unit.read_text(encoding="utf-8") + '\n[[person]]\nid = "b3x9"\nname = "Lê Thị Chín"\n',
+                    encoding="utf-8")
+    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(applied)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = imap_master_login(clean_lab, "b3x9")
+    try:
+        c.setacl("INBOX", "-b2x1", "r")  # only in the file: the dict does not record a negative right
+    finally:
+        c.logout()
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        shared = prov._shared_dict()
+        dict_users = parse_shared_users(shared)
+        assert "b3x9" not in dict_users and len(dict_users) >= 8, dict_users
+        seen = Counting(prov)
+        owners = prov.acl_owners(shared)
+        assert prov.acl_roots == "dict" and "b3x9" in owners and {"bu0", "bu1", "bu2", "bu3"} <= owners
+        assert not any(" user " in c for c in seen.commands), seen.commands  # no list of every user
+        sample, *verified = _looked_up(seen.commands)
+        assert set(sample) <= dict_users and verified == [["b3x9"]], seen.commands
+        assert _by_every_lookup(prov) == owners
+        seen.commands.clear()
+        assert prov._shared_owners() == owners and prov.acl_roots == "dict"  # the dict read once, first
+        assert sum(" dict iter " in c for c in seen.commands) == 1, seen.commands
+    finally:
+        close_providers(provs)
+
+
+@contextmanager
+def _home_of(lab: Lab, user: str, home: str) -> Iterator[None]:
+    """``user``'s home set apart from the template every other user's follows (the userdb's LDAP
+    ``user_attrs``), as an administrator may set one by hand; the template restored after."""
+    conf = Path(lab.info["paths"]["dovecot_conf"]).with_name("dovecot-ldap.conf.ext")
+    original = conf.read_text(encoding="utf-8")
+    template = next(w for w in original.split() if w.startswith("=home="))[len("=home="):].rstrip(",")
+    assert template.endswith("/%{ldap:uid}"), template
+    moved = f"{template[: -len('%{ldap:uid}')]}{home}"
+    apart = f"=home=%{{if;%{{ldap:uid}};eq;{user};{moved};{template}}}"
+    conf.write_text(original.replace(f"=home={template}", apart), encoding="utf-8")
+    doveadm(lab, "reload")
+    try:
+        yield
+    finally:
+        conf.write_text(original, encoding="utf-8")
+        doveadm(lab, "reload")
+
+
+@pytest.mark.parametrize("home", ["moved/b1x0", "b1x0-moved"])
+def test_a_home_set_apart_inside_the_tree_is_found(applied: Path, clean_lab: Lab, home: str) -> None:
+    """A user whose home lies in the tree but not where the template puts it — one level down (the file fits
+    no root of the pattern) or beside the others under another name (the name read from the path is no user
+    the userdb knows): every user is asked of the userdb, and that user's file is found."""
+    with _home_of(clean_lab, "b1x0", home):
+        c = imap_master_login(clean_lab, "b1x0")
+        try:
+            c.setacl("INBOX", "-b1x2", "r")
+        finally:
+            c.logout()
+        provs = open_providers(load_state(applied), ["ssh"])
+        try:
+            prov = provs["ssh"]
+            assert isinstance(prov, SshProvider)
+            assert next(iter(prov._roots_of(["b1x0"]))).endswith(f"/{home}/mdbox")
+            prov.shared_sample = 4  # b1x0 (the head of bu1: a user of the dict) is not in the sample
+            seen = Counting(prov)
+            owners = prov.acl_owners()
+            sample = _looked_up(seen.commands)[0]
+            assert len(sample) == 4 and "b1x0" not in sample, seen.commands
+            assert prov.acl_roots == "userdb" and "b1x0" in owners
+            assert _by_every_lookup(prov) == owners
+        finally:
+            close_providers(provs)
+
+
+def test_a_directory_left_by_a_user_the_userdb_no_longer_knows(applied: Path, clean_lab: Lab) -> None:
+    """A mail root left in the tree by a user the userdb no longer knows, its ACL file sharing a folder — or
+    one whose name is not even UTF-8: no error, and the owners are the ones every user's lookup finds (the
+    directory is nobody's)."""
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        owners = prov.acl_owners()
+        assert prov.acl_roots == "dict"
+        root = Path(next(iter(prov._roots_of(["b0x0"]))))
+        left = root.parent.parent / "da-nghi" / root.name / "mailboxes" / "INBOX" / "dbox-Mails"
+        left.mkdir(parents=True)
+        (left / "dovecot-acl").write_text("user=b0x1 lr\n", encoding="utf-8")
+        assert prov._roots_of(["da-nghi"]) == {}
+        assert prov.acl_owners() == owners == _by_every_lookup(prov) and "da-nghi" not in owners
+        assert prov.acl_roots == "userdb"
+        shutil.rmtree(root.parent.parent / "da-nghi")
+        odd = os.fsencode(root.parent.parent) + b"/v\xffp/" + os.fsencode(root.name) + b"/mailboxes/INBOX"
+        os.makedirs(odd)
+        with open(odd + b"/dovecot-acl", "wb") as f:
+            f.write(b"user=b0x1 lr\n")
+        assert prov.acl_owners() == owners == _by_every_lookup(prov) and prov.acl_roots == "userdb"
+    finally:
+        close_providers(provs)
+
+
+def test_a_shared_dict_of_fewer_than_two_users_lists_every_user(applied: Path, clean_lab: Lab) -> None:
+    """Nobody shares yet (the dict names no one) or one owner shares with anyone (it names one user): no
+    pattern can be learned from it, so the users are listed and sampled as before — and found."""
+    c = imap_master_login(clean_lab, "b2x2")
+    try:
+        c.setacl("INBOX", "-b2x1", "r")
+    finally:
+        c.logout()
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        for owner, grantees in parse_shared_grantees(prov._shared_dict()).items():
+            for grantee, folder in ((g, f) for g in grantees for f in ("INBOX", "Đến")):
+                prov.doveadm("acl", "delete", "-u", owner, "--", folder, f"user={grantee}")
+        prov.root_sample = 4
+        for sharing in ([], ["anyone", "lookup"]):
+            if sharing:
+                prov.doveadm("acl", "set", "-u", "bu0", "--", "Đến", *sharing)
+            shared = prov._shared_dict()
+            assert len(parse_shared_users(shared)) == len(sharing) // 2, shared
+            seen = Counting(prov)
+            owners = prov.acl_owners(shared)
+            assert prov.acl_roots == "pattern" and "b2x2" in owners
+            assert sum(" user " in c for c in seen.commands) == 1, seen.commands  # the list of every user
+            assert _by_every_lookup(prov) == owners
     finally:
         close_providers(provs)
 

@@ -14,10 +14,13 @@ from mailstate.providers.doveadm.parse import (
     own_folder_names,
     owner_may_administer,
     parse_doveadm_json,
+    parse_shared_users,
     pattern_base,
     root_pattern,
+    roots_in_paths,
     spread_sample,
     unowned_acl_files,
+    user_in_path,
     user_messages,
 )
 
@@ -131,6 +134,63 @@ def test_the_tree_a_pattern_walks_and_the_files_it_leaves_without_an_owner() -> 
     out = (b"/srv/vmail/vp/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0user=tp lr\n"
            b"/srv/vmail/old/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl\0user=tp lr\n")
     assert unowned_acl_files(out, roots) == ["/srv/vmail/old/mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl"]
+
+
+ACL = "mailboxes/INBOX/dbox-Mails/dovecot-acl"
+# (path of an ACL file, head, tail, the user whose root head + user + tail holds it or None)
+USER_IN_PATH_CASES = [
+    (f"/srv/vmail/vp/mdbox/{ACL}", "/srv/vmail/", "/mdbox", "vp"),
+    ("/srv/vmail/vp/dovecot-acl", "/srv/vmail/", "", "vp"),  # tail empty
+    ("/srv/vmail/vp/.Sent/dovecot-acl", "/srv/vmail/", "", "vp"),
+    ("/home/vp/Maildir/dovecot-acl", "/home/", "/Maildir", "vp"),
+    ("/home/vp/Maildir/.Sent/dovecot-acl", "/home/", "/Maildir", "vp"),
+    ("/home/vp.d/Maildir/dovecot-acl", "/home/", ".d/Maildir", "vp"),  # tail not starting with "/"
+    ("/home/vp.d.d/Maildir/dovecot-acl", "/home/", ".d/Maildir", "vp.d"),
+    ("/srv/mail/u-vp-x/m/dovecot-acl", "/srv/mail/u-", "-x/m", "vp"),  # head not ending with "/"
+    (f"/srv/vmail/vp@d.gov.vn/mdbox/{ACL}", "/srv/vmail/", "/mdbox", "vp@d.gov.vn"),  # a user with "@"
+    ("/srv/vmail/Lưu trữ/m/dovecot-acl", "/srv/vmail/", "/m", "Lưu trữ"),
+    # paths that do not fit the pattern
+    (f"/srv/vmail/vp/Maildir/{ACL}", "/srv/vmail/", "/mdbox", None),  # another tail
+    (f"/srv/vmail/vp/mdboxes/{ACL}", "/srv/vmail/", "/mdbox", None),  # the tail only a prefix of it
+    (f"/srv/vmail/d.gov.vn/vp/mdbox/{ACL}", "/srv/vmail/", "/mdbox", None),  # a home one level down
+    (f"/srv/other/vp/mdbox/{ACL}", "/srv/vmail/", "/mdbox", None),  # another head
+    (f"/srv/vmailx/vp/mdbox/{ACL}", "/srv/vmail/", "/mdbox", None),
+    ("/srv/vmail/vp/mdbox", "/srv/vmail/", "/mdbox", None),  # the root itself is no file under it
+    ("/srv/vmail/vp/mdbox/", "/srv/vmail/", "/mdbox", None),
+    ("/srv/vmail/vp", "/srv/vmail/", "", None),
+    ("/srv/vmail//mdbox/dovecot-acl", "/srv/vmail/", "/mdbox", None),  # an empty user
+    ("/home/.d/Maildir/dovecot-acl", "/home/", ".d/Maildir", None),
+    ("/home/vp/Maildir/dovecot-acl", "/home/", ".d/Maildir", None),
+    ("/srv/vmail/v\np/m/dovecot-acl", "/srv/vmail/", "/m", None),  # a control character
+    ("/srv/vmail/../m/dovecot-acl", "/srv/vmail/", "/m", None),
+    # a name not in UTF-8 on disk (grep's bytes kept as surrogates): no user doveadm can be asked for
+    (b"/srv/vmail/v\xffp/m/dovecot-acl".decode("utf-8", "surrogateescape"), "/srv/vmail/", "/m", None),
+]
+
+
+@pytest.mark.parametrize(("path", "head", "tail", "user"), USER_IN_PATH_CASES)
+def test_the_user_a_path_names_by_the_pattern(path: str, head: str, tail: str, user: str | None) -> None:
+    assert user_in_path(path, head, tail) == user
+
+
+def test_the_roots_of_every_acl_file_by_the_pattern() -> None:
+    """Every file of ``grep -HZ`` output gives its owner's root; one that does not fit gives None."""
+    out = (f"/srv/vmail/vp/mdbox/{ACL}\0user=tp lr\n/srv/vmail/vp/mdbox/{ACL}\0owner lr\n"
+           f"/srv/vmail/tp/mdbox/mailboxes/Chung/dbox-Mails/dovecot-acl\0-user=vp r\n").encode()
+    assert roots_in_paths(out, "/srv/vmail/", "/mdbox") == {"/srv/vmail/vp/mdbox": "vp",
+                                                           "/srv/vmail/tp/mdbox": "tp"}
+    assert roots_in_paths(b"", "/srv/vmail/", "/mdbox") == {}
+    assert roots_in_paths(b"LINK\t/srv/vmail/x\n", "/srv/vmail/", "/mdbox") == {}  # a line of no file
+    stray = out + f"/srv/vmail/hand/made/mdbox/{ACL}\0user=tp lr\n".encode()
+    assert roots_in_paths(stray, "/srv/vmail/", "/mdbox") is None
+
+
+def test_the_users_the_shared_dict_names() -> None:
+    """Owners and the users they share with; a group and ``anyone`` name no user."""
+    text = ("key\tvalue\nshared/shared-boxes/user/tp/vp\t1\nshared/shared-boxes/anyone/hoa\t1\n"
+            "shared/shared-boxes/group/ke-toan/lan\t1\nshared/shared-boxes/user/an@d.vn/bang@d.vn\t1\n")
+    assert parse_shared_users(text) == {"tp", "vp", "hoa", "lan", "an@d.vn", "bang@d.vn"}
+    assert parse_shared_users("key\tvalue\n") == set()
 
 
 def test_spread_sample_covers_the_whole_list() -> None:

@@ -100,6 +100,15 @@ def parse_shared_owners(text: str) -> set[str]:
     return out
 
 
+def parse_shared_users(text: str) -> set[str]:
+    """Every user the ACL shared dict names (``doveadm -f tab dict iter -R DICT shared/shared-boxes/``): the
+    owners (``parse_shared_owners``) and the users they share with (``…/user/<grantee>/<owner>``)."""
+    out = parse_shared_owners(text)
+    for grantees in parse_shared_grantees(text).values():
+        out |= grantees
+    return out
+
+
 ACL_FILE = "dovecot-acl"
 FIND_ARGS_MAX = 64 * 1024
 """Bytes of mail roots per ``find`` command (a command line stays far below the kernel's argument limit)."""
@@ -117,6 +126,9 @@ def mail_roots(path_tab: str) -> dict[str, str]:
 
 ROOT_SAMPLE = 200
 """Users whose mail root is asked of the userdb to learn the pattern of the others' (``root_pattern``)."""
+SHARED_SAMPLE = 20
+"""Users of the ACL shared dict whose mail root is asked of the userdb to learn the pattern of every root
+(``root_pattern``), without listing the userdb's users: one template makes them all, a few show it."""
 
 
 def spread_sample(users: list[str], size: int = ROOT_SAMPLE) -> list[str]:
@@ -168,6 +180,48 @@ def unowned_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> list[str]:
             path = path_b.decode("utf-8", "surrogateescape")
             if _owner_of(path, roots) is None:
                 out.append(path)
+    return out
+
+
+def user_in_path(path: str, head: str, tail: str) -> str | None:
+    """The user whose mail root ``head + user + tail`` (``root_pattern``) holds ``path`` (a file under it:
+    ``head + user + tail + "/" + rest``), the user a name that can stand in a path (``predictable_user``:
+    no "/" in it) and be asked of the userdb (UTF-8: a path's other bytes are kept as surrogates) — or
+    None when ``path`` does not fit the pattern."""
+    if not path.startswith(head):
+        return None
+    rest = path[len(head):]
+    first = tail.split("/", 1)[0]  # what of the tail shares the user's path component
+    end = rest.find("/")
+    if end < 0 or not rest[:end].endswith(first):
+        return None
+    user = rest[: end - len(first)]
+    if not predictable_user(user) or not rest[len(user):].startswith(f"{tail}/") or not _utf8(user):
+        return None
+    return user if len(rest) > len(user) + len(tail) + 1 else None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def roots_in_paths(grep_out: bytes, head: str, tail: str) -> dict[str, str] | None:
+    """{mail root: user} of the owner of every ACL file in ``grep -HZ`` output, each taken from the file's
+    path by the pattern (``user_in_path``) — or None when any file does not fit it (the caller then asks
+    the userdb). Only lines ``path NUL text`` name a file."""
+    out: dict[str, str] = {}
+    for raw in grep_out.split(b"\n"):
+        path_b, sep, _line = raw.partition(b"\0")
+        if not sep:
+            continue
+        user = user_in_path(path_b.decode("utf-8", "surrogateescape"), head, tail)
+        if user is None:
+            return None
+        out[f"{head}{user}{tail}"] = user
     return out
 
 

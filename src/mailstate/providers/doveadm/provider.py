@@ -51,6 +51,7 @@ from mailstate.providers.doveadm.parse import (
     NO_SUCH_FOLDER,
     ROOT_SAMPLE,
     SHARED_BOXES,
+    SHARED_SAMPLE,
     UNKNOWN_USER,
     USER_FAILURE,
     Entry,
@@ -86,10 +87,12 @@ from mailstate.providers.doveadm.parse import (
     parse_quota_get,
     parse_shared_grantees,
     parse_shared_owners,
+    parse_shared_users,
     pattern_base,
     predictable_user,
     read_fetch_stream,
     root_pattern,
+    roots_in_paths,
     settings_from_env,
     spread_sample,
     uid_set,
@@ -133,9 +136,12 @@ class SshProvider:
         self._config: dict[str, str] = {}
         self.timings: dict[str, float] = {}
         self.acl_roots = ""
+        """How the last ``acl_owners`` found the mail roots: "dict" (a sample of the shared dict's users),
+        "pattern" (a sample of every user's list) or "userdb" (every user's lookup)."""
+        self.shared_sample = SHARED_SAMPLE
+        """Users of the shared dict whose mail roots ``acl_owners`` asks the userdb for first."""
         self.root_sample = ROOT_SAMPLE
-        """Users whose mail roots ``acl_owners`` asks the userdb for to learn the others' pattern."""
-        """How the last ``acl_owners`` found the mail roots: "pattern" (from a sample) or "userdb" (all)."""
+        """Users of the userdb's list whose mail roots ``acl_owners`` asks for when the dict's do not do."""
         self._prefetched: dict[str, Any] = {}
         """Reads started early by ``prefetch`` ({name: Future}), each taken once."""
         self._connecting = threading.RLock()
@@ -784,25 +790,75 @@ class SshProvider:
     def _shared_owners(self) -> set[str]:
         """Every user with an ACL entry for someone else on a folder: the owners Dovecot's acl_shared_dict
         names (one pass), and those whose ACL files hold an entry the dict does not record (a negative right
-        ``-user``, rights without lookup: ``acl_owners``)."""
+        ``-user``, rights without lookup: ``acl_owners``, which learns where the files lie from the users
+        the dict names — so the dict is read first)."""
+        shared = self._shared_dict()
+        return parse_shared_owners(shared) | self.acl_owners(shared)
+
+    def _shared_dict(self) -> str:
+        """The ACL shared dict's entries (``doveadm -f tab dict iter -R DICT shared/shared-boxes/``)."""
         uri = self.config("plugin/acl_shared_dict")
         if not uri:
             raise ProviderError(f"ssh: Dovecot on {self.settings.host} has no plugin/acl_shared_dict")
-        # two commands at once on the one session (each a channel of its own): the dict, the ACL files
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="doveadm") as threads:
-            files = threads.submit(self.acl_owners)
-            owners = parse_shared_owners(self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES))
-            return owners | files.result()
+        return self.doveadm("-f", "tab", "dict", "iter", "-R", uri, SHARED_BOXES)
 
-    def acl_owners(self) -> set[str]:
+    def acl_owners(self, shared: str | None = None) -> set[str]:
         """Owners with any entry for someone else in their per-folder ACL files (``acl = vfile``), found by
-        ``find … -name dovecot-acl`` and read with grep (a few commands for any number of users). The files
-        are told apart by their owner's mail root (``doveadm mailbox path``, a userdb lookup per user: about
-        half a millisecond of the mail host's each). When the roots of a spread sample of users follow one
-        pattern (``root_pattern``: the userdb builds every home from one template), the others' are taken
-        from it and one ``find`` walks the tree that holds them all; a file under no root so found, a user
-        whose name cannot stand in a path, or a sample without a pattern sends every user to the userdb as
-        before — so a file is never left without its owner."""
+        ``find … -name dovecot-acl`` and read with grep (a few commands for any number of users). A file's
+        owner is the user whose mail root holds it (``doveadm mailbox path``: a userdb lookup per user,
+        about half a millisecond of the mail host's each; listing the users, ``doveadm user '*'``, iterates
+        the whole userdb). ``shared``: the ACL shared dict's entries (``_shared_dict``), read when not given.
+
+        First without the user list (``_acl_owners_by_dict``, ``acl_roots`` "dict"): the roots of a spread
+        sample of the users the shared dict names (owners and grantees, SHARED_SAMPLE) give the pattern
+        every root follows (``root_pattern``: the userdb builds every home from one template); one ``find``
+        walks the tree that holds them all and each file's owner is read from its path by the pattern; an
+        owner the sample and the dict's owners do not vouch for is looked up, to be sure its root is where
+        the pattern puts it. Else, as before, from the list of every user (``_acl_owners_by_userdb``)."""
+        if shared is None:
+            shared = self._shared_dict()
+        owners = self._acl_owners_by_dict(shared)
+        if owners is not None:
+            self.acl_roots = "dict"
+            return owners
+        return self._acl_owners_by_userdb()
+
+    def _acl_owners_by_dict(self, shared: str) -> set[str] | None:
+        """``acl_owners`` from the users the shared dict names, or None — the caller then lists every user —
+        when fewer than two of them can stand in a path (nobody shares yet), their roots follow no pattern
+        (a sampled user the userdb no longer knows simply has none), the tree holds a symbolic link, a file
+        lies where the pattern puts no root (a home set by hand elsewhere in the tree), or an owner read from
+        a path is unknown to the userdb (a directory left by a removed user, which the full path ignores) or
+        has its root elsewhere. The one case taken on trust: a file at the root the pattern gives a user the
+        dict names as an owner (who is in the result anyway) but that belongs to someone else, whose home
+        was set by hand to lie exactly there — that someone is then not found by their files."""
+        users = sorted(u for u in parse_shared_users(shared) if predictable_user(u))
+        sample = spread_sample(users, self.shared_sample)
+        if len(sample) < 2:
+            return None
+        known = self._roots_of(sample)
+        pattern = root_pattern(known)
+        if pattern is None:
+            return None
+        head, tail = pattern
+        text, links = self._grep_tree(pattern_base(head))
+        roots = None if links else roots_in_paths(text, head, tail)
+        if roots is None:
+            return None
+        vouched = set(known.values()) | parse_shared_owners(shared)
+        unknown = sorted(set(roots.values()) - vouched)
+        if unknown:
+            found = self._roots_of(unknown)
+            if any(found.get(f"{head}{user}{tail}") != user for user in unknown):
+                return None
+        return parse_acl_files(text, roots)
+
+    def _acl_owners_by_userdb(self) -> set[str]:
+        """``acl_owners`` from the list of every user (``doveadm user '*'``): when the roots of a spread
+        sample of them (``root_sample``) follow one pattern, the others' are taken from it and one ``find``
+        walks the tree that holds them all (``acl_roots`` "pattern"); a file under no root so found, a user
+        whose name cannot stand in a path, or a sample without a pattern sends every user to the userdb
+        (``acl_roots`` "userdb") — so a file is never left without its owner."""
         users = self.userdb_users()
         sample = spread_sample(users, self.root_sample)
         roots = self._roots_of(sample)
