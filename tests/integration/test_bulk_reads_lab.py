@@ -258,6 +258,12 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
     ``mailbox metadata get``) in the same wave as that count, and only a folder made by hand is asked after
     it — read all the same. Nothing is kept from one round of reads to the next: mail read in between
     shows in the next read."""
+    with (applied / "units" / "bu0.toml").open("a", encoding="utf-8") as fh:  # a person's shared folder too
+        fh.write('\n[[shared_folder]]\nmailbox = "b0x0"\npath = "Hồ sơ"\npurpose = "Hồ sơ"\n'
+                 'read = ["b0x1"]\n')
+    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(applied)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
     own = imap_master_login(clean_lab, "bu0")
     try:
         own.create_folder("Tay")  # made by hand: not in the TOML
@@ -272,6 +278,20 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
         seen = Counting(ssh)
         counted, asking = threading.Event(), threading.Event()
         inner = ssh.run
+
+        units_first = threading.Event()
+        count = ssh.folder_status
+
+        def folder_status(users: Any) -> Any:
+            # the unit mailboxes' count is asked first (the ssh provider's read): the IMAP provider's
+            # mailboxes must be in it, not in a second count
+            if threading.current_thread().name.startswith("doveadm-views"):
+                units_first.wait(10)
+            else:
+                units_first.set()
+            return count(users)
+
+        ssh.folder_status = folder_status  # type: ignore[method-assign]
 
         def run(command: str, check: bool = True) -> tuple[int, str, str]:
             # the count waits until a folder is asked: only asking them at once lets it go on
@@ -290,6 +310,7 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
         counts = [c for c in seen.commands if f" mailbox status -F - '{FOLDER_STATUS}' '*'" in c]
         asked = [u for c in counts for u in c.split(" | ")[0].split()[2:]]
         assert sorted(asked) == sorted(set(asked)) and {"bu0", "bu1", "bu2", "bu3"} <= set(asked), counts
+        assert len(counts) == 1 and "b0x0" in asked, counts  # the person's mailbox in the units' count
         assert snapshots["ssh"].facts["used"] == {}
         listed = [c for c in seen.commands if " acl get -F - -- 'Đến'" in unicodedata.normalize("NFC", c)]
         assert len(listed) == 1, seen.commands  # the listed folder: with the count, not after it

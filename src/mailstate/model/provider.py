@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from pydantic import BaseModel
 
 from mailstate.model.change import Change
-from mailstate.model.records import Record
+from mailstate.model.records import Record, login_of
 
 
 @dataclass
@@ -65,6 +65,14 @@ class DesiredState(Protocol):
     def shared_folders(self) -> Sequence[Any]: ...
     @property
     def access_grants(self) -> Sequence[Any]: ...
+
+
+def desired_owners_of(state: DesiredState) -> set[str]:
+    """Dovecot users whose mailbox the TOML gives rights on or folders in: units (delegation), the
+    mailboxes of shared folders and of access grants (expired ones too: their rights must be revoked)."""
+    refs = [f"unit:{u}" for u in state.units]
+    refs += [sf.mailbox for sf in state.shared_folders] + [g.mailbox for g in state.access_grants]
+    return {login_of(r) for r in refs if not r.startswith("group:")}
 
 
 @dataclass

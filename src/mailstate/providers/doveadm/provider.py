@@ -38,7 +38,7 @@ import paramiko
 from mailstate.errors import ProviderError
 from mailstate.model.change import MAIL_ARCHIVE, MAIL_DELETE, Action, Change
 from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
-from mailstate.model.provider import DesiredState, MailboxView, Snapshot
+from mailstate.model.provider import DesiredState, MailboxView, Snapshot, desired_owners_of
 from mailstate.model.records import INBOX, MAILBOX_KINDS
 from mailstate.model.settings import SshSettings
 from mailstate.providers.doveadm.parse import (
@@ -150,6 +150,8 @@ class SshProvider:
         self.unit_mailboxes: set[str] = set()
         self.expected_units: set[str] = set()
         """The unit mailboxes the TOML names (their logins): read before the directory answers."""
+        self.expected_owners: set[str] = set()
+        """The mailboxes the TOML gives rights on or folders in (their logins): counted with the units."""
         self._unit_source: Callable[[], set[str]] | None = None
         self.users = MailboxUsers(settings.user_key or "login", "ssh")
         """login ↔ Dovecot user (the address on an iRedMail server): commands name the user, facts the
@@ -181,8 +183,10 @@ class SshProvider:
         return cls(settings.model_copy(update={"user_key": key}), **kwargs)
 
     def take_state(self, state: DesiredState) -> None:
-        """The whole desired state (``Prefetches``): the unit mailboxes it names."""
+        """The whole desired state (``Prefetches``): the unit mailboxes it names, and every mailbox the TOML
+        gives rights on or folders in (IMAP reads their folders: ``mailbox_views``)."""
         self.expected_units = set(state.units)
+        self.expected_owners = desired_owners_of(state)
 
     def prefetch(self) -> None:
         """Start what a plan's read needs of the mail host and no TOML for (``Prefetches``): the owners
@@ -387,6 +391,8 @@ class SshProvider:
         early: set[str] = set()
         if self._unit_source is not None and not self.users.by_address:
             early = self.expected_units - set(logins)
+            if self._rounds:  # one count for the IMAP provider's mailboxes too: one doveadm process, not two
+                self.folder_status(sorted(early | self.expected_owners))
             used = self.units_used(sorted(early), unknown)
         if self._unit_source is not None:
             source, self._unit_source = self._unit_source, None

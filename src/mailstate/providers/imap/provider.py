@@ -40,7 +40,7 @@ from mailstate.errors import ChangeRefused, ProviderError
 from mailstate.model.change import Action, Change
 from mailstate.model.i18n import _
 from mailstate.model.mailbox_users import MailboxUsers, layout_user_key
-from mailstate.model.provider import DesiredState, MailboxView, ReadsInRounds, Snapshot
+from mailstate.model.provider import DesiredState, MailboxView, ReadsInRounds, Snapshot, desired_owners_of
 from mailstate.model.records import (
     INBOX,
     AclKey,
@@ -147,14 +147,6 @@ def mailboxes_of(state: DesiredState) -> dict[str, MailboxInfo]:
     for uid in state.units:
         out[uid] = MailboxInfo(f"unit:{uid}", uid, uid)
     return out
-
-
-def desired_owners_of(state: DesiredState) -> set[str]:
-    """Dovecot users whose mailbox the TOML gives rights on or folders in: units (delegation), the
-    mailboxes of shared folders and of access grants (expired ones too: their rights must be revoked)."""
-    refs = [f"unit:{u}" for u in state.units]
-    refs += [sf.mailbox for sf in state.shared_folders] + [g.mailbox for g in state.access_grants]
-    return {login_of(r) for r in refs if not r.startswith("group:")}
 
 
 def _unknown_mailbox(login: str) -> MailboxInfo:
