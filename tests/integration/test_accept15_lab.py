@@ -746,12 +746,12 @@ def test_a_wrong_master_password_fails_the_plan(
 def test_reads_alike_when_cut_in_batches(
     applied: Path, clean_lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every mailbox at once, the users cut in several batches run side by side (as at a province's scale),
+    """Every mailbox at once, the users cut in several batches (as past 8,000 users a command),
     the same folder names in several mailboxes with different rights, one mailbox doveadm cannot read: each
     read is the IMAP read of that mailbox."""
     import mailstate.providers.doveadm.provider as ssh_module
 
-    monkeypatch.setattr(ssh_module, "USERS_BATCH_MIN", 1)
+    monkeypatch.setattr(ssh_module, "USERS_BATCH_BYTES", 8)  # two or three users a process
     for n, login in enumerate(["au0", "au1", "a0x0", "a1x2"]):
         c = imap_master_login(clean_lab, login)
         try:

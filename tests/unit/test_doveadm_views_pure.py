@@ -252,3 +252,20 @@ namespace shared {
 def test_autocreated_folders_of_the_private_namespaces_only() -> None:
     assert autocreated_folders(NAMESPACES) == ["INBOX/Sent Messages", "INBOX/Trash"]
     assert autocreated_folders("") == []
+
+
+def test_the_users_of_one_command_go_to_one_process_unless_its_line_grows_too_long() -> None:
+    """Sharing one command's users out over processes side by side costs the mail host's one auth process
+    several times the CPU per userdb lookup (USERS_BATCH_BYTES): up to about 8,000 users are one batch;
+    more are cut in batches of at most that many bytes, every user in exactly one, in order."""
+    from mailstate.model.settings import SshSettings
+    from mailstate.providers.doveadm.provider import USERS_BATCH_BYTES, SshProvider
+
+    prov = SshProvider(SshSettings())
+    few = [f"ccptnt{i}" for i in range(5000)]
+    assert prov._user_batches(few) == [few]
+    many = [f"nguoi-dung-so-{i:06d}" for i in range(20000)]
+    batches = prov._user_batches(many)
+    assert len(batches) > 1 and [u for b in batches for u in b] == many
+    assert all(sum(len(u) + 1 for u in b) <= USERS_BATCH_BYTES + 64 for b in batches)
+    assert prov._user_batches([]) == []
