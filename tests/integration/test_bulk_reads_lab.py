@@ -72,15 +72,29 @@ class Counting:
         return sum(c.count(f" {words} ") for c in self.commands)
 
 
+def run_apply(state: Path) -> None:
+    """``mailstate apply --yes`` of ``state``, which must succeed."""
+    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(state)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def set_acl(lab: Lab, login: str, folder: str, who: str, rights: str) -> None:
+    """One right set by hand over IMAP, as ``login`` (a master-user login)."""
+    c = imap_master_login(lab, login)
+    try:
+        c.setacl(folder, who, rights)
+    finally:
+        c.logout()
+
+
 @pytest.fixture
 def applied(
     lab_env: dict[str, str], clean_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
     monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
     state = write_state(tmp_path / "state", units=4, per_unit=3)
-    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(state)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_apply(state)
     return state
 
 
@@ -133,11 +147,7 @@ def test_acl_files_found_through_a_few_processes_for_every_user(applied: Path, c
     """The owners with rights for others in their ACL files: a negative right set by hand on a person's
     mailbox (Dovecot's shared dict does not record it) is found, and the mail roots of every user come from
     at most four ``mailbox path`` processes (the users on their input), as ``mailbox path -A`` gave them."""
-    c = imap_master_login(clean_lab, "b3x1")
-    try:
-        c.setacl("INBOX", "-b3x2", "r")
-    finally:
-        c.logout()
+    set_acl(clean_lab, "b3x1", "INBOX", "-b3x2", "r")
     provs = open_providers(load_state(applied), ["ssh"])
     try:
         prov = provs["ssh"]
@@ -261,9 +271,7 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
     with (applied / "units" / "bu0.toml").open("a", encoding="utf-8") as fh:  # a person's shared folder too
         fh.write('\n[[shared_folder]]\nmailbox = "b0x0"\npath = "Hồ sơ"\npurpose = "Hồ sơ"\n'
                  'read = ["b0x1"]\n')
-    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(applied)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    run_apply(applied)
     own = imap_master_login(clean_lab, "bu0")
     try:
         own.create_folder("Tay")  # made by hand: not in the TOML
@@ -336,11 +344,8 @@ def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean
     the tree that holds them: the owners found are the ones every user's lookup finds. An ACL file in that
     tree under no root the pattern gives sends every user to the userdb again, so no file is ever left
     without its owner."""
-    c = imap_master_login(clean_lab, "b2x2")
-    try:
-        c.setacl("INBOX", "-b2x1", "r")  # only in the file: the dict does not record a negative right
-    finally:
-        c.logout()
+    # only in the file: the dict does not record a negative right
+    set_acl(clean_lab, "b2x2", "INBOX", "-b2x1", "r")
     provs = open_providers(load_state(applied), ["ssh"])
     try:
         prov = provs["ssh"]
@@ -393,14 +398,9 @@ def test_acl_files_found_from_the_shared_dicts_users(applied: Path, clean_lab: L
     unit = applied / "units" / "bu3.toml"  # a person no folder is shared with, nor by
     unit.write_text(unit.read_text(encoding="utf-8") + '\n[[person]]\nid = "b3x9"\nname = "Lê Thị Chín"\n',
                     encoding="utf-8")
-    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(applied)], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
-    c = imap_master_login(clean_lab, "b3x9")
-    try:
-        c.setacl("INBOX", "-b2x1", "r")  # only in the file: the dict does not record a negative right
-    finally:
-        c.logout()
+    run_apply(applied)
+    # only in the file: the dict does not record a negative right
+    set_acl(clean_lab, "b3x9", "INBOX", "-b2x1", "r")
     provs = open_providers(load_state(applied), ["ssh"])
     try:
         prov = provs["ssh"]
@@ -447,11 +447,7 @@ def test_a_home_set_apart_inside_the_tree_is_found(applied: Path, clean_lab: Lab
     no root of the pattern) or beside the others under another name (the name read from the path is no user
     the userdb knows): every user is asked of the userdb, and that user's file is found."""
     with _home_of(clean_lab, "b1x0", home):
-        c = imap_master_login(clean_lab, "b1x0")
-        try:
-            c.setacl("INBOX", "-b1x2", "r")
-        finally:
-            c.logout()
+        set_acl(clean_lab, "b1x0", "INBOX", "-b1x2", "r")
         provs = open_providers(load_state(applied), ["ssh"])
         try:
             prov = provs["ssh"]
@@ -498,11 +494,7 @@ def test_a_directory_left_by_a_user_the_userdb_no_longer_knows(applied: Path, cl
 def test_a_shared_dict_of_fewer_than_two_users_lists_every_user(applied: Path, clean_lab: Lab) -> None:
     """Nobody shares yet (the dict names no one) or one owner shares with anyone (it names one user): no
     pattern can be learned from it, so the users are listed and sampled as before — and found."""
-    c = imap_master_login(clean_lab, "b2x2")
-    try:
-        c.setacl("INBOX", "-b2x1", "r")
-    finally:
-        c.logout()
+    set_acl(clean_lab, "b2x2", "INBOX", "-b2x1", "r")
     provs = open_providers(load_state(applied), ["ssh"])
     try:
         prov = provs["ssh"]
