@@ -804,6 +804,14 @@ UNKNOWN_USER = "User no longer exists"
 """What doveadm says (as Info) of a user of ``-F`` the userdb does not know, before skipping it."""
 
 
+def rows_by_user(rows: Iterable[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """{user: their rows} of doveadm rows given ``-F``/``-A`` (each with a ``username`` field)."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        out.setdefault(row.get("username", ""), []).append(row)
+    return out
+
+
 def user_messages(stderr: str) -> tuple[dict[str, list[str]], list[str]]:
     """doveadm's standard error: ({user: ["Level: text", …]}, [lines that say something failed]) — Info lines
     (but a skipped unknown user) and lines that say nothing failed left out."""

@@ -93,6 +93,7 @@ from mailstate.providers.doveadm.parse import (
     read_fetch_stream,
     root_pattern,
     roots_in_paths,
+    rows_by_user,
     settings_from_env,
     spread_sample,
     uid_set,
@@ -110,7 +111,7 @@ COMMANDS_AT_ONCE = 4
 """doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
 MaxSessions (10) and the mail host's cores."""
 
-SKIPPED_USER = re.compile(r"^doveadm\((.+?)\): Info: User no longer exists", re.MULTILINE)
+SKIPPED_USER = re.compile(rf"^doveadm\((.+?)\): Info: {re.escape(UNKNOWN_USER)}", re.MULTILINE)
 """What doveadm says on standard error of a user given with ``-F`` that the userdb does not know."""
 FOLDER_STATUS = "messages unseen uidnext guid"
 """The ``mailbox status`` fields of one pass over a mailbox's folders that serves both the unit mailboxes'
@@ -449,10 +450,7 @@ class SshProvider:
             except BaseException as exc:
                 future.set_exception(exc)
                 raise
-            by_user: dict[str, list[dict[str, str]]] = {}
-            for row in rows:
-                by_user.setdefault(row.get("username", ""), []).append(row)
-            future.set_result((by_user, errors))
+            future.set_result((rows_by_user(rows), errors))
         out: dict[str, list[dict[str, str]]] = {}
         errs: dict[str, list[str]] = {}
         for user, fut in futures.items():
@@ -558,11 +556,8 @@ class SshProvider:
     ) -> dict[str, list[dict[str, str]]]:
         """{user: their ``doveadm -f tab ARGS`` rows} (``for_users``; a user doveadm skips, one the userdb
         does not know, has no rows and goes to ``gone``; a failed command raises)."""
-        out: dict[str, list[dict[str, str]]] = {}
-        for text in self.for_users(users, args, gone, words=words):
-            for row in parse_doveadm_tab(text):
-                out.setdefault(row.get("username", ""), []).append(row)
-        return out
+        texts = self.for_users(users, args, gone, words=words)
+        return rows_by_user(row for text in texts for row in parse_doveadm_tab(text))
 
     def for_users(
         self, users: Sequence[str], args: Sequence[str], gone: set[str] | None = None, words: int = 2
@@ -624,9 +619,9 @@ class SshProvider:
         self, users: Sequence[str], args: Sequence[str], words: int
     ) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
         """The rows of ``doveadm -f json ARGS`` for each of ``users`` (``-F -`` after the ``words`` that name
-        the command; a ``username`` field in each), one process a batch, up to COMMANDS_AT_ONCE at once,
-        and the errors doveadm wrote about single users ({user: [text, …]}). Anything else on standard
-        error with a failed exit status raises."""
+        the command; a ``username`` field in each), one process a batch, one after another
+        (``_over_batches``), and the errors doveadm wrote about single users ({user: [text, …]}). Anything
+        else on standard error with a failed exit status raises."""
         command = doveadm_command(
             self.settings.doveadm, "-f", "json", *args[:words], "-F", "-", *args[words:]
         )
