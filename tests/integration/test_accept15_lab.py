@@ -213,7 +213,6 @@ def test_acl_forms_set_through_doveadm_read_alike(applied: Path, clean_lab: Lab)
     try:
         for folder, words in ACL_FORMS:
             ssh.doveadm("acl", "set", "-u", "au0", "--", folder, *words)
-        print(ssh.doveadm("-f", "tab", "acl", "get", "-u", "au0", "INBOX"))
     finally:
         close_providers(provs)
     reads = both_reads(applied, ["au0"])
@@ -359,16 +358,7 @@ def test_owner_without_admin_on_a_folder(applied: Path, clean_lab: Lab) -> None:
     ``admin``), and a grant removed there: the plan through doveadm must be what the IMAP plan is."""
     provs, ssh = ssh_of(applied)
     try:
-        ssh.doveadm(
-            "acl",
-            "set",
-            "-u",
-            "au0",
-            "--",
-            "Đến",
-            "owner",
-            *OWNER_BUT_ADMIN,
-        )
+        ssh.doveadm("acl", "set", "-u", "au0", "--", "Đến", "owner", *OWNER_BUT_ADMIN)
         ssh.doveadm("acl", "delete", "-u", "au0", "--", "Đến", "user=a0x2")
     finally:
         close_providers(provs)
@@ -648,17 +638,7 @@ def test_global_and_local_owner_entries_read_alike(global_acls: Any) -> None:
     acl_file.write_text("INBOX owner lrwstipekxa\n", encoding="utf-8")
     provs, ssh = ssh_of(state)
     try:
-        ssh.doveadm(
-            "acl",
-            "set",
-            "-u",
-            "au0",
-            "--",
-            "INBOX",
-            "owner",
-            *OWNER_BUT_ADMIN,
-            "admin",
-        )
+        ssh.doveadm("acl", "set", "-u", "au0", "--", "INBOX", "owner", *OWNER_BUT_ADMIN, "admin")
     finally:
         close_providers(provs)
     reads = both_reads(state, ["au0", "au1"])

@@ -95,8 +95,20 @@ def test_the_child_reads_what_an_in_process_read_reads(env: Lab, tmp_path: Path)
                       "facts": True, "count": 4}  # the unit, its mailbox, two people
 
 
-READ_BOTH_WAYS = """
+REAPED = """
 import os
+def reaped(pid):
+    \"\"\"Whether the child ``pid`` was already waited for (os.waitpid finds no such child).\"\"\"
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+"""
+"""Prepended to the scripts below: ``reaped(pid)``."""
+
+
+READ_BOTH_WAYS = REAPED + """
 from pathlib import Path
 from mailstate.desired_state.loader import load_state
 from mailstate.providers.registry import close_providers, open_providers
@@ -107,17 +119,13 @@ with read_ahead(Path(root), ["ldap"]) as ahead:
     pid = ahead.pid
     state = load_state(Path(root))
     got = ahead.snapshots(state, ["ldap"], timings)
-try:
-    os.waitpid(pid, os.WNOHANG)
-    reaped = False
-except ChildProcessError:
-    reaped = True
+was_reaped = reaped(pid)
 providers = open_providers(state, ["ldap"], for_plan=True)
 try:
     want = read_all(providers, None)
 finally:
     close_providers(providers)
-result = {"forked": got is not None, "reaped": reaped, "timed": "read:ldap" in timings,
+result = {"forked": got is not None, "reaped": was_reaped, "timed": "read:ldap" in timings,
           "records": got["ldap"].records == want["ldap"].records,
           "unmanaged": got["ldap"].unmanaged == want["ldap"].unmanaged,
           "facts": got["ldap"].facts == want["ldap"].facts, "count": len(want["ldap"].records)}
@@ -202,8 +210,7 @@ def test_settings_elsewhere_than_mailstate_toml_make_the_caller_read(env: Lab, t
     assert code == 2 and _plan_json(args, ahead=False) == (code, with_ahead)
 
 
-NOT_TAKEN = """
-import os
+NOT_TAKEN = REAPED + """
 from pathlib import Path
 from mailstate.desired_state.loader import load_state
 from mailstate.reconciler.read_ahead import read_ahead
@@ -211,11 +218,7 @@ with read_ahead(Path(root), ["ldap"]) as ahead:
     pid = ahead.pid
     result = {"forked": pid is not None,
               "taken": ahead.snapshots(load_state(Path(root)), ["ldap"], {}) is not None}
-try:
-    os.waitpid(pid, os.WNOHANG)
-    result["reaped"] = False
-except ChildProcessError:
-    result["reaped"] = True
+result["reaped"] = reaped(pid)
 """
 
 
@@ -231,8 +234,7 @@ def test_an_invalid_toml_is_reported_and_the_child_stopped(env: Lab, tmp_path: P
     assert run.returncode != 0 and "nowhere" in run.stderr and "Traceback" not in run.stderr
 
 
-INVALID = """
-import os
+INVALID = REAPED + """
 from pathlib import Path
 from mailstate.desired_state.loader import load_state
 from mailstate.reconciler.read_ahead import read_ahead
@@ -244,11 +246,7 @@ try:
         load_state(Path(root))
 except Exception as exc:
     result.update(error=type(exc).__name__, message=str(exc))
-try:
-    os.waitpid(pid, os.WNOHANG)
-    result["reaped"] = False
-except ChildProcessError:
-    result["reaped"] = True
+result["reaped"] = reaped(pid)
 """
 
 
