@@ -309,6 +309,18 @@ def plan_changes(
         close_providers(provs)
 
 
+def both_outcomes(state_dir: Path, stamped: bool = False) -> dict[bool, Any]:
+    """{bulk: the plan's changes} read through doveadm (True) and over IMAP alone (False); a read that fails
+    gives its error's text instead (``stamped``: the server's time stamp in it left out)."""
+    outcome: dict[bool, Any] = {}
+    for bulk in (True, False):
+        try:
+            outcome[bulk] = plan_changes(state_dir, bulk=bulk)[0]
+        except ProviderError as exc:
+            outcome[bulk] = re.sub(r"\s*\[20\d\d-.*", "", str(exc)) if stamped else str(exc)
+    return outcome
+
+
 def cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(MAILSTATE), *args, "--state", str(state_dir)], capture_output=True, text=True, timeout=300
@@ -440,12 +452,7 @@ def test_owner_missing_one_right_reads_alike(applied: Path, clean_lab: Lab, owne
         ssh.doveadm("acl", "delete", "-u", "au0", "--", "Đến", "user=a0x2")
     finally:
         close_providers(provs)
-    outcome: dict[bool, Any] = {}
-    for bulk in (True, False):
-        try:
-            outcome[bulk] = plan_changes(applied, bulk=bulk)[0]
-        except ProviderError as exc:
-            outcome[bulk] = str(exc)
+    outcome = both_outcomes(applied)
     assert outcome[True] == outcome[False]
 
 
@@ -657,12 +664,7 @@ def test_folder_on_disk_named_in_invalid_mutf7(applied: Path, clean_lab: Lab) ->
     """A folder directory whose name is not valid modified UTF-7 ("bad&name"): doveadm's status fails for the
     mailbox: the plan stops either way, with the same error (the ssh provider's counters, pre-existing)."""
     _hand_made_folder(clean_lab, "au0", "bad&name")
-    outcome: dict[bool, Any] = {}
-    for bulk in (True, False):
-        try:
-            outcome[bulk] = plan_changes(applied, bulk=bulk)[0]
-        except ProviderError as exc:
-            outcome[bulk] = str(exc)
+    outcome = both_outcomes(applied)
     assert outcome[True] == outcome[False]
     assert "bad&name" in str(outcome[True])
 
@@ -686,12 +688,7 @@ def test_plan_with_a_locked_mailbox_named_first(applied: Path, clean_lab: Lab) -
     r = cli(applied, "apply", "--yes", "--allow-destructive")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "lock person a0x1" in r.stdout, r.stdout
-    outcome: dict[bool, Any] = {}
-    for bulk in (True, False):
-        try:
-            outcome[bulk] = plan_changes(applied, bulk=bulk)[0]
-        except ProviderError as exc:
-            outcome[bulk] = str(exc)
+    outcome = both_outcomes(applied)
     assert outcome[True] == outcome[False] == set()
 
 
@@ -853,10 +850,5 @@ def test_wildcard_folder_names_made_on_disk_read_alike(applied: Path, clean_lab:
         acl = Path(clean_lab.info["paths"]["mail"]) / "au0" / "mdbox" / "mailboxes" / name / "dbox-Mails"
         (acl / "dovecot-acl").write_text("owner lrwstipekxa\\nuser=a0x2 lr\\n", encoding="utf-8")
         shutil.chown(acl / "dovecot-acl", acl.stat().st_uid, acl.stat().st_gid)
-    outcome: dict[bool, Any] = {}
-    for bulk in (True, False):
-        try:
-            outcome[bulk] = plan_changes(applied, bulk=bulk)[0]
-        except ProviderError as exc:
-            outcome[bulk] = re.sub(r"\s*\[20\d\d-.*", "", str(exc))  # the server's time stamp
+    outcome = both_outcomes(applied, stamped=True)  # the server's time stamp left out
     assert outcome[True] == outcome[False]  # on Dovecot 2.3.19 both fail alike: LIST answers SERVERBUG
