@@ -243,6 +243,138 @@ def parse_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> set[str]:
     return out
 
 
+ACL_ID_ORDER = {"anyone": 0, "authenticated": 1, "group": 2, "owner": 3, "user": 4, "group-override": 5}
+"""The order of Dovecot's identifier types (``enum acl_id_type``): ``acl get`` lists rows by it, then by
+name."""
+ACL_FILE_LINE = re.compile(
+    r"(?P<neg>-?)(?P<id>anyone|authenticated|owner|(?:user|group|group-override)=[^\s\"]+)"
+    r" (?P<letters>[lrwstipekxa]+)"
+)
+"""A line of a per-folder ACL file in the form Dovecot writes it: ``[-]IDENTIFIER LETTERS``."""
+RIGHT_OF_LETTER: Mapping[str, str] = {
+    "l": "lookup", "r": "read", "w": "write", "s": "write-seen", "t": "write-deleted", "i": "insert",
+    "p": "post", "e": "expunge", "k": "create", "x": "delete", "a": "admin",
+}
+"""Dovecot's ACL file letters and the right names ``acl get`` shows for them."""
+
+
+def grep_lines(grep_out: bytes) -> dict[str, list[str]]:
+    """{path: its lines} of the files in ``grep -HZ ''`` output (``path NUL line``), a byte that is no UTF-8
+    kept as a surrogate (such a line is no plain ACL line: ``acl_rows_from_file`` refuses it)."""
+    out: dict[str, list[str]] = {}
+    for raw in grep_out.split(b"\n"):
+        path_b, sep, line_b = raw.partition(b"\0")
+        if sep:
+            path = path_b.decode("utf-8", "surrogateescape")
+            out.setdefault(path, []).append(line_b.decode("utf-8", "surrogateescape"))
+    return out
+
+
+@dataclass
+class AclFiles:
+    """The non-empty ACL files a walk read (``grep -HZ ''`` of them: ``acl_owners``) — {path: its lines} —
+    and {user: mail root} of the users whose roots the walk knew (the files' owners, at least)."""
+
+    lines: dict[str, list[str]]
+    roots: dict[str, str]
+
+    @classmethod
+    def of(cls, grep_out: bytes, roots: Mapping[str, str]) -> AclFiles:
+        """From the walk's output and its {mail root: user}."""
+        return cls(grep_lines(grep_out), {user: root for root, user in roots.items()})
+
+
+def acl_rows_from_file(lines: Iterable[str]) -> list[dict[str, str]] | None:
+    """The rows ``doveadm -f json acl get`` shows for a folder whose own ACL file holds ``lines`` (``acl =
+    vfile`` without global ACLs; an identifier's rights and negative rights in one row, by ``ACL_ID_ORDER``
+    and name, names sorted) — or None when a line is not in the plain form Dovecot writes
+    (``ACL_FILE_LINE``: a quoted or unknown identifier, ``:named`` rights, a letter twice, an identifier
+    given twice with the same sign, a stray space or carriage return): the caller asks doveadm, which reads
+    every form. Empty lines and ``#`` comments are skipped, as Dovecot skips them."""
+    rights: dict[str, tuple[list[str], list[str]]] = {}
+    for line in lines:
+        if line == "" or line.startswith("#"):
+            continue
+        m = ACL_FILE_LINE.fullmatch(line)
+        if m is None or len(set(m["letters"])) != len(m["letters"]) or not _clean(line):
+            return None
+        slot = rights.setdefault(m["id"], ([], []))[1 if m["neg"] else 0]
+        if slot:
+            return None
+        slot.extend(sorted(RIGHT_OF_LETTER[c] for c in m["letters"]))
+
+    def order(ident: str) -> tuple[int, str]:
+        kind, _, name = ident.partition("=")
+        return ACL_ID_ORDER[kind], name
+
+    return [
+        {"id": ident, "global": "", "rights": " ".join([*pos, *(f"-{n}" for n in neg)])}
+        for ident, (pos, neg) in sorted(rights.items(), key=lambda item: order(item[0]))
+    ]
+
+
+def acl_fast_path_config(acl: str, globals_only: str) -> bool:
+    """Whether folders' ACLs can be read from their own files (``acl_rows_from_file``): ``plugin/acl`` is
+    ``vfile`` with no global ACL file or directory (only a ``cache_secs`` option), and ``acl_globals_only``
+    is off. A global ACL adds entries no folder's file shows."""
+    words = acl.strip().split(":")
+    if words[0] != "vfile" or any(not re.fullmatch(r"cache_secs=\d+", w) for w in words[1:]):
+        return False
+    return globals_only.strip().lower() in ("", "no", "0", "false")
+
+
+ATTRIBUTE_DICT = re.compile(r"file:%h/(?P<path>[^%\s:]+)")
+"""``mail_attribute_dict`` as a file below each user's home: the form read without doveadm."""
+TAB_ESCAPES = {"1": "\x01", "t": "\t", "r": "\r", "n": "\n"}
+"""Dovecot's tab escapes (``str_tabescape``): ``\x01`` and the letter of the character it stands for."""
+
+
+def attribute_file_below_home(uri: str) -> str | None:
+    """The path below a user's home of the file Dovecot keeps mailbox attributes (IMAP METADATA) in, when
+    ``mail_attribute_dict`` is such a file (``file:%h/PATH``, PATH plain names); else None (another dict: a
+    database, a proxy — or one per user set elsewhere)."""
+    m = ATTRIBUTE_DICT.fullmatch(uri.strip())
+    if m is None or any(part in ("", ".", "..") for part in m["path"].split("/")):
+        return None
+    return m["path"]
+
+
+def _clean(text: str) -> bool:
+    """No byte in ``text`` was anything but UTF-8 (read with replacement characters or as surrogates)."""
+    return "\ufffd" not in text and not any("\udc80" <= c <= "\udcff" for c in text)
+
+
+def _tab_unescaped(text: str) -> str | None:
+    """``text`` with Dovecot's tab escapes undone, or None when it holds what Dovecot does not write there
+    (an escape it does not make, a raw tab or carriage return, a byte that was no UTF-8)."""
+    if "\t" in text or "\r" in text or not _clean(text):
+        return None
+    if "\x01" not in text:
+        return text
+    parts = text.split("\x01")
+    out = [parts[0]]
+    for part in parts[1:]:
+        if not part or part[0] not in TAB_ESCAPES:
+            return None
+        out.append(TAB_ESCAPES[part[0]] + part[1:])
+    return "".join(out)
+
+
+def parse_attribute_file(lines: list[str]) -> dict[str, str] | None:
+    """{key: value} of a Dovecot file dict (``mail_attribute_dict = file:…``: a key line and a value line in
+    turn, both tab-escaped; a key given twice keeps its last value, as Dovecot reads it), or None when the
+    lines are not in that form (``_tab_unescaped``, an odd number of lines): the caller asks doveadm."""
+    if len(lines) % 2:
+        return None
+    out: dict[str, str] = {}
+    for at in range(0, len(lines), 2):
+        key, value = _tab_unescaped(lines[at]), _tab_unescaped(lines[at + 1])
+        if key is None or value is None:
+            return None
+        out[key] = value
+    return out
+
+
 def _owner_of(path: str, roots: Mapping[str, str]) -> str | None:
     """The user whose mail root holds ``path``: the longest root that is a parent directory of it (each
     parent looked up, so a line costs its depth, not the number of roots)."""

@@ -54,6 +54,7 @@ from mailstate.providers.doveadm.parse import (
     SHARED_SAMPLE,
     UNKNOWN_USER,
     USER_FAILURE,
+    AclFiles,
     Entry,
     Manifest,
     Message,
@@ -63,13 +64,17 @@ from mailstate.providers.doveadm.parse import (
     _key_id,
     _Refuse,
     _RevokedHostKey,
+    acl_fast_path_config,
+    acl_rows_from_file,
     archive_mismatches,
+    attribute_file_below_home,
     autocreated_folders,
     covered_by,
     delegate_work,
     doveadm_command,
     entries_digest,
     getacl_entries,
+    grep_lines,
     holds_mail,
     last_login_prefix,
     latest_manifest_name,
@@ -81,6 +86,7 @@ from mailstate.providers.doveadm.parse import (
     own_folder_names,
     owner_may_administer,
     parse_acl_files,
+    parse_attribute_file,
     parse_doveadm_json,
     parse_doveadm_tab,
     parse_last_login,
@@ -103,6 +109,24 @@ from mailstate.providers.doveadm.parse import (
 )
 from mailstate.text import CONTROL_RE, visible
 
+
+class _Once:
+    """A value computed once, by the first of the threads that ask for it; the others wait for it."""
+
+    def __init__(self, compute: Callable[[], Any]) -> None:
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._done = False
+        self._value: Any = None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                self._value = self._compute()
+                self._done = True
+            return self._value
+
+
 # --------------------------------------------------------------------------------------------------
 # The provider
 
@@ -111,6 +135,12 @@ COMMANDS_AT_ONCE = 4
 """doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
 MaxSessions (10) and the mail host's cores."""
 
+WILDCARD_RE = re.compile(r"[*?]")
+"""What makes ``doveadm -u NAME`` take NAME for a mask of users."""
+USER_UNKNOWN_TO_U = "User doesn't exist"
+"""What ``doveadm -u`` says of a user the userdb does not know (``-F`` says UNKNOWN_USER and skips them)."""
+EX_NOUSER = 67
+"""doveadm's exit status then (sysexits' EX_NOUSER)."""
 SKIPPED_USER = re.compile(rf"^doveadm\((.+?)\): Info: {re.escape(UNKNOWN_USER)}", re.MULTILINE)
 """What doveadm says on standard error of a user given with ``-F`` that the userdb does not know."""
 FOLDER_STATUS = "messages unseen uidnext guid"
@@ -169,6 +199,12 @@ class SshProvider:
         """Within a round of reads (``begin_round``…``end_round``): each user's ``folder_status`` pass, asked
         once whoever asks; outside a round nothing is kept."""
         self._status_lock = threading.Lock()
+        self._acl_files: Future[AclFiles | None] | None = None
+        """The ACL files the owners' walk of this round of reads read (``_shared_owners``: the prefetch's, or
+        one run within the round), which the round's views read folders' ACLs from (``mailbox_views``);
+        dropped when the round ends — a later round reads afresh."""
+        self._acl_files_ahead = False
+        """``_acl_files`` came from a prefetch before any round: the round about to begin takes it."""
 
     def __repr__(self) -> str:
         s = self.settings
@@ -203,7 +239,7 @@ class SshProvider:
                 return
             pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="ssh-prefetch")
             self._prefetched = {
-                "shared_owners": pool.submit(self._shared_owners),
+                "shared_owners": pool.submit(self._shared_owners, True),
                 "last_logins": pool.submit(self._last_logins),
                 "settings": pool.submit(self._settings_ahead),
             }
@@ -215,6 +251,8 @@ class SshProvider:
         with contextlib.suppress(ProviderError):
             self._namespace_config()
             self.imap_metadata()
+            self._acl_from_files()
+            self._attribute_file()
 
     def _ahead(self, name: str) -> Any:
         with self._connecting:
@@ -416,6 +454,9 @@ class SshProvider:
         with self._status_lock:
             if self._rounds == 0:
                 self._status = {}
+                if not self._acl_files_ahead:
+                    self._acl_files = None
+                self._acl_files_ahead = False
             self._rounds += 1
 
     def end_round(self) -> None:
@@ -425,6 +466,8 @@ class SshProvider:
             self._rounds = max(0, self._rounds - 1)
             if self._rounds == 0:
                 self._status = {}
+                self._acl_files = None
+                self._acl_files_ahead = False
 
     def folder_status(
         self, users: Sequence[str]
@@ -568,11 +611,15 @@ class SshProvider:
         batch; a user doveadm
         skips (the userdb no longer knows them) has no rows and is added to ``gone``; a failed command
         raises. ``words``: how many of ARGS name the command (``-F -`` follows them)."""
-        command = doveadm_command(
-            self.settings.doveadm, "-f", "tab", *args[:words], "-F", "-", *args[words:]
-        )
+        def command(who: Sequence[str]) -> Sequence[str]:
+            return ["-f", "tab", *args[:words], *who, *args[words:]]
 
-        def one(rc: int, text: str, err: str) -> str:
+        def one(rc: int, text: str, err: str, single: str | None) -> str:
+            if single is not None:  # as -F would give it: a username column first
+                text = "".join(
+                    f"username\t{line}\n" if n == 0 else f"{single}\t{line}\n"
+                    for n, line in enumerate(text.splitlines()) if line
+                )
             if rc != 0:
                 detail = " ".join(err.strip().splitlines()[-3:]) or f"exit status {rc}"
                 what = " ".join(args[:words])
@@ -583,16 +630,40 @@ class SshProvider:
 
         return self._over_batches(users, command, one)
 
-    def _over_batches(self, users: Sequence[str], command: str, one: Callable[[int, str, str], T]) -> list[T]:
-        """``one(exit status, output, standard error)`` of ``command`` run for each batch of ``users``
-        (``_user_batches``, on its standard input for ``-F -``), one batch after another (see
-        USERS_BATCH_BYTES), each a channel of the one session; at most COMMANDS_AT_ONCE such commands run at
-        once, whichever thread asks."""
+    def _over_batches(
+        self,
+        users: Sequence[str],
+        command: Callable[[Sequence[str]], Sequence[str]],
+        one: Callable[[int, str, str, str | None], T],
+    ) -> list[T]:
+        """``one(exit status, output, standard error, the user when only one)`` of the doveadm command
+        ``command(["-F", "-"])`` run for each batch of ``users`` (``_user_batches``, on its standard input),
+        one batch after another (see USERS_BATCH_BYTES), each a channel of the one session; at most
+        COMMANDS_AT_ONCE such commands run at once, whichever thread asks.
+
+        A batch of one user is run with ``-u USER`` instead (``command(["-u", USER])``; a name with a
+        wildcard excepted, which ``-u`` would take for a mask): ``-F`` makes doveadm start listing every
+        user of the userdb, whatever the file holds — a whole iteration of the directory on the mail host
+        (its auth worker and the LDAP server) for each command, as costly as reading the directory at 10,000
+        people and more as it grows. What ``-u`` reports differently is given to ``one`` as ``-F`` reports it:
+        a user the userdb does not know is skipped (``UNKNOWN_USER``, exit status 0), not an error."""
 
         def run(batch: list[str]) -> T:
+            alone = batch[0] if len(batch) == 1 and not WILDCARD_RE.search(batch[0]) else None
             with self._batches:
-                rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {command}", check=False)
-            return one(rc, text, err)
+                if alone is None:
+                    doveadm = doveadm_command(self.settings.doveadm, *command(["-F", "-"]))
+                    rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {doveadm}", check=False)
+                else:
+                    user = shlex.split(alone)[0]
+                    doveadm = doveadm_command(self.settings.doveadm, *command(["-u", user]))
+                    rc, text, err = self.run(doveadm, check=False)
+                    unknown = f"doveadm({user}): Error: {USER_UNKNOWN_TO_U}"
+                    if rc == EX_NOUSER and unknown in err.splitlines():
+                        err = err.replace(unknown, f"doveadm({user}): Info: {UNKNOWN_USER}, skipping")
+                        rc = 0
+                    return one(rc, text, err, user)
+            return one(rc, text, err, None)
 
         return [run(batch) for batch in self._user_batches(users)]
 
@@ -622,23 +693,27 @@ class SshProvider:
         the command; a ``username`` field in each), one process a batch, one after another
         (``_over_batches``), and the errors doveadm wrote about single users ({user: [text, …]}). Anything
         else on standard error with a failed exit status raises."""
-        command = doveadm_command(
-            self.settings.doveadm, "-f", "json", *args[:words], "-F", "-", *args[words:]
-        )
+        def command(who: Sequence[str]) -> Sequence[str]:
+            return ["-f", "json", *args[:words], *who, *args[words:]]
 
-        def one(rc: int, text: str, err: str) -> tuple[str, dict[str, list[str]]]:
+        def one(
+            rc: int, text: str, err: str, single: str | None
+        ) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
             by_user, other = user_messages(err)
             if rc != 0 and (other or not by_user):
                 detail = " ".join((other or err.strip().splitlines())[-3:]) or f"exit status {rc}"
                 raise ProviderError(
                     f"ssh: doveadm {' '.join(args[:words])} failed on {self.settings.host}: {visible(detail)}"
                 )
-            return text, by_user
+            rows = parse_doveadm_json(text)
+            if single is not None:  # as -F would give them: a username field in each
+                rows = [{"username": single, **row} for row in rows]
+            return rows, by_user
 
         rows: list[dict[str, str]] = []
         errors: dict[str, list[str]] = {}
-        for text, by_user in self._over_batches(users, command, one):
-            rows.extend(parse_doveadm_json(text))
+        for found, by_user in self._over_batches(users, command, one):
+            rows.extend(found)
             for user, texts in by_user.items():
                 errors.setdefault(user, []).extend(texts)
         return rows, errors
@@ -693,13 +768,25 @@ class SshProvider:
         def one(task: tuple[tuple[str, str], list[str]]) -> tuple[list[dict[str, str]], dict[str, list[str]]]:
             (kind, name), who = task
             if kind == "acl":
-                return self._json_for_users(who, ["acl", "get", "--", name], 2)
+                files = self._round_acl_files()
+                rows, covered = self._acl_rows_from_files(files, name, who) if files else ([], set())
+                rest = [u for u in who if u not in covered]
+                if not rest:
+                    return rows, {}
+                found, errs = self._json_for_users(rest, ["acl", "get", "--", name], 2)
+                return rows + found, errs
+            rows, covered = self._purposes_from_files(name, who, str(entry), status, homes)
+            rest = [u for u in who if u not in covered]
+            if not rest:
+                return rows, {}
             meta = ["mailbox", "metadata", "get", "--", name, str(entry)]
-            return self._json_for_users(who, meta, 3)
+            found, errs = self._json_for_users(rest, meta, 3)
+            return rows + found, errs
 
         first = tasks_for(guessed)
         with ThreadPoolExecutor(COMMANDS_AT_ONCE + 1, thread_name_prefix="doveadm-views") as threads:
             status = threads.submit(self.folder_status, wanted)
+            homes = _Once(lambda: self._home_pattern(wanted))
             answers = [(task, who, threads.submit(one, (task, who))) for task, who in first.items()]
             counted, errors = status.result()
             failed = set(errors)
@@ -757,6 +844,133 @@ class SshProvider:
                 views[user] = view
         return views, failed
 
+    def _acl_from_files(self) -> bool:
+        """Whether a folder's ACL can be read from its own file (``acl_fast_path_config``: per-folder files,
+        no global ACL), from the mail host's settings (asked once)."""
+        try:
+            return acl_fast_path_config(self.config("plugin/acl"), self.config("plugin/acl_globals_only"))
+        except ProviderError:
+            return False
+
+    def _round_acl_files(self) -> AclFiles | None:
+        """The ACL files the owners' walk of this round of reads read (waited for: the round needs that walk
+        anyway), when folders' ACLs can be read from them (``_acl_from_files``); None outside a round, when
+        no walk belongs to it yet, or when the files say less than Dovecot."""
+        with self._status_lock:
+            walk = self._acl_files if self._rounds > 0 else None
+        if walk is None or not self._acl_from_files():
+            return None
+        return walk.result()
+
+    def _acl_rows_from_files(
+        self, files: AclFiles, name: str, users: Sequence[str]
+    ) -> tuple[list[dict[str, str]], set[str]]:
+        """``acl get`` rows (``username`` added) of the folder ``name`` for those of ``users`` whose ACL file
+        for it the walk read and Dovecot wrote in its plain form (``acl_rows_from_file``), and who they are;
+        the others are asked of doveadm. Where the folder's file lies below a mail root is asked once, for
+        one user (``mailbox path -t control``: one userdb lookup instead of one per user); every user's
+        lies at the same place below theirs (one mail location for all). A folder without a file of its own
+        is never answered here: Dovecot then shows INBOX's rights or the defaults."""
+        known = [u for u in users if u in files.roots]
+        if not known:
+            return [], set()
+        first = known[0]
+        found, errs = self._json_for_users([first], ["mailbox", "path", "-t", "control", "--", name], 2)
+        paths = [row.get("path", "") for row in found if row.get("username") == first]
+        root = files.roots[first]
+        if errs or len(paths) != 1 or not (paths[0] == root or paths[0].startswith(f"{root}/")):
+            return [], set()
+        below = paths[0][len(root):] + "/" + ACL_FILE
+        rows: list[dict[str, str]] = []
+        covered: set[str] = set()
+        for user in known:
+            lines = files.lines.get(files.roots[user] + below)
+            parsed = acl_rows_from_file(lines) if lines is not None else None
+            if parsed is not None:
+                rows.extend({**row, "username": user} for row in parsed)
+                covered.add(user)
+        return rows, covered
+
+    def _attribute_file(self) -> str | None:
+        """Where below a user's home Dovecot keeps the mailbox attributes, when in a file of their own
+        (``attribute_file_below_home``), from the mail host's settings (asked once); else None."""
+        try:
+            return attribute_file_below_home(self.config("mail_attribute_dict"))
+        except ProviderError:
+            return None
+
+    def _home_pattern(self, users: Sequence[str]) -> tuple[str, str] | None:
+        """(head, tail) such that a spread sample of ``users`` (SHARED_SAMPLE) have their homes at ``head +
+        user + tail`` (``root_pattern``: the userdb builds every home from one template), from one ``doveadm
+        user -f home`` (a lookup each); None when fewer than two can stand in a path, one is unknown or their
+        homes follow no pattern."""
+        sample = spread_sample(sorted(u for u in set(users) if predictable_user(u)), self.shared_sample)
+        if len(sample) < 2:
+            return None
+        try:
+            text = self.doveadm("user", "-f", "home", "--", *sample)
+        except ProviderError:
+            return None
+        homes = [h.strip().rstrip("/") for h in text.strip("\n").split("\n\n")]
+        if len(homes) != len(sample):
+            return None
+        return root_pattern(dict(zip(homes, sample, strict=True)))
+
+    def _purposes_from_files(
+        self,
+        name: str,
+        users: Sequence[str],
+        entry: str,
+        status: Future[tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]],
+        homes: Callable[[], tuple[str, str] | None],
+    ) -> tuple[list[dict[str, str]], set[str]]:
+        """``mailbox metadata get`` rows (``username``, ``value``) of ``entry`` (a ``/shared/`` one) on the
+        folder ``name`` for those of ``users`` whose attribute file (``_attribute_file``, at the home the
+        pattern gives: ``_home_pattern``) could be read and holds Dovecot's plain form
+        (``parse_attribute_file``), and who they are; the others are asked of doveadm. The folder's key is
+        ``shared/<its GUID>/<name>``, the GUID from the round's count (``status``); a folder the count did
+        not find is asked of doveadm (which says it is none)."""
+        below = self._attribute_file()
+        if below is None or not entry.startswith("/shared/"):
+            return [], set()
+        pattern = homes()
+        if pattern is None:
+            return [], set()
+        head, tail = pattern
+        counted, _errors = status.result()
+        guids = {
+            user: row["guid"] for user in users for row in counted.get(user, [])
+            if row.get("mailbox") == name and row.get("guid")
+        }
+        paths = {user: f"{head}{user}{tail}/{below}" for user in guids if predictable_user(user)}
+        texts = self._grep_files(sorted(paths.values()))
+        rows: list[dict[str, str]] = []
+        covered: set[str] = set()
+        for user, path in sorted(paths.items()):
+            lines = texts.get(path)
+            attributes = parse_attribute_file(lines) if lines is not None else None
+            if attributes is not None:
+                value = attributes.get(f"shared/{guids[user]}/{entry[len('/shared/'):]}", "")
+                rows.append({"username": user, "value": value})
+                covered.add(user)
+        return rows, covered
+
+    def _grep_files(self, paths: Sequence[str]) -> dict[str, list[str]]:
+        """{path: its lines} of those of ``paths`` that exist, can be read and are not empty (``grep -HZs``,
+        a command per FIND_ARGS_MAX bytes of paths); the others are simply not in it."""
+        out: dict[str, list[str]] = {}
+        batch: list[str] = []
+        size = 0
+        for n, path in enumerate(paths):
+            batch.append(path)
+            size += len(path) + 3
+            if size >= FIND_ARGS_MAX or n == len(paths) - 1:
+                command = " ".join(shlex.quote(w) for w in ["grep", "-HZs", "", "--", *batch])
+                _rc, text, _err = self.run(command, check=False)
+                out.update(grep_lines(text.encode("utf-8", "surrogateescape")))
+                batch, size = [], 0
+        return out
+
     def userdb_users(self) -> list[str]:
         """Every user the mail host's userdb lists (``doveadm user '*'``: one iteration, no lookup)."""
         return [u for u in self.doveadm("user", "*").splitlines() if u.strip()]
@@ -786,13 +1000,23 @@ class SshProvider:
         ahead = self._ahead("shared_owners")
         return set(ahead) if ahead is not None else self._shared_owners()
 
-    def _shared_owners(self) -> set[str]:
+    def _shared_owners(self, ahead: bool = False) -> set[str]:
         """Every user with an ACL entry for someone else on a folder: the owners Dovecot's acl_shared_dict
         names (one pass), and those whose ACL files hold an entry the dict does not record (a negative right
         ``-user``, rights without lookup: ``acl_owners``, which learns where the files lie from the users
-        the dict names — so the dict is read first)."""
-        shared = self._shared_dict()
-        return parse_shared_owners(shared) | self.acl_owners(shared)
+        the dict names — so the dict is read first). The files it read are kept for the views of the round
+        of reads it belongs to (``_acl_files``; ``ahead``: a prefetch's, for the round about to begin)."""
+        files: Future[AclFiles | None] = Future()
+        with self._status_lock:
+            self._acl_files = files
+            self._acl_files_ahead = ahead and self._rounds == 0
+        walked: AclFiles | None = None
+        try:
+            shared = self._shared_dict()
+            owners, walked = self._acl_owners_and_files(shared)
+            return parse_shared_owners(shared) | owners
+        finally:
+            files.set_result(walked)
 
     def _shared_dict(self) -> str:
         """The ACL shared dict's entries (``doveadm -f tab dict iter -R DICT shared/shared-boxes/``)."""
@@ -816,13 +1040,17 @@ class SshProvider:
         the pattern puts it. Else, as before, from the list of every user (``_acl_owners_by_userdb``)."""
         if shared is None:
             shared = self._shared_dict()
-        owners = self._acl_owners_by_dict(shared)
-        if owners is not None:
+        return self._acl_owners_and_files(shared)[0]
+
+    def _acl_owners_and_files(self, shared: str) -> tuple[set[str], AclFiles]:
+        """``acl_owners``, and the ACL files read to find them with the roots of their owners."""
+        found = self._acl_owners_by_dict(shared)
+        if found is not None:
             self.acl_roots = "dict"
-            return owners
+            return found
         return self._acl_owners_by_userdb()
 
-    def _acl_owners_by_dict(self, shared: str) -> set[str] | None:
+    def _acl_owners_by_dict(self, shared: str) -> tuple[set[str], AclFiles] | None:
         """``acl_owners`` from the users the shared dict names, or None — the caller then lists every user —
         when fewer than two of them can stand in a path (nobody shares yet), their roots follow no pattern
         (a sampled user the userdb no longer knows simply has none), the tree holds a symbolic link, a file
@@ -850,9 +1078,9 @@ class SshProvider:
             found = self._roots_of(unknown)
             if any(found.get(f"{head}{user}{tail}") != user for user in unknown):
                 return None
-        return parse_acl_files(text, roots)
+        return parse_acl_files(text, roots), AclFiles.of(text, roots)
 
-    def _acl_owners_by_userdb(self) -> set[str]:
+    def _acl_owners_by_userdb(self) -> tuple[set[str], AclFiles]:
         """``acl_owners`` from the list of every user (``doveadm user '*'``): when the roots of a spread
         sample of them (``root_sample``) follow one pattern, the others' are taken from it and one ``find``
         walks the tree that holds them all (``acl_roots`` "pattern"); a file under no root so found, a user
@@ -868,11 +1096,12 @@ class SshProvider:
             text, links = self._grep_tree(pattern_base(head))
             if not links and not unowned_acl_files(text, predicted):
                 self.acl_roots = "pattern"
-                return parse_acl_files(text, predicted)
+                return parse_acl_files(text, predicted), AclFiles.of(text, predicted)
         self.acl_roots = "userdb"
         if len(sample) < len(users):
             roots = self._roots_of(users)
-        return parse_acl_files(self._grep_acl_files(sorted(roots)), roots)
+        text = self._grep_acl_files(sorted(roots))
+        return parse_acl_files(text, roots), AclFiles.of(text, roots)
 
     def _roots_of(self, users: Sequence[str]) -> dict[str, str]:
         """{mail root: user} of ``users`` from the userdb (``doveadm mailbox path``, ``for_users``)."""
