@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -52,6 +53,10 @@ def write_state(root: Path, units: int, per_unit: int) -> Path:
                     f"read = [{readers}]\n")
         (root / "units" / f"bu{u}.toml").write_text("\n".join(rows), encoding="utf-8")
     return root
+
+
+VIEWS_ASKS = (" acl get ", " mailbox path ", " metadata get ", "grep -HZs ", " user -f home ")
+"""What the views of a round ask of the mail host for the folders (beside the count)."""
 
 
 class Counting:
@@ -264,10 +269,10 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
     applied: Path, clean_lab: Lab
 ) -> None:
     """One plan's reads count a mailbox's folders once for the ssh provider (was the unit mailbox used?) and
-    the imap provider (which folders exist) together; the folder the TOML lists is asked (``acl get``,
-    ``mailbox metadata get``) in the same wave as that count, and only a folder made by hand is asked after
-    it — read all the same. Nothing is kept from one round of reads to the next: mail read in between
-    shows in the next read."""
+    the imap provider (which folders exist) together; the folder the TOML lists is asked (where its ACL
+    file lies; its rights and purpose then read from the files) in the same wave as that count, and only a
+    folder made by hand is asked after it — read all the same. Nothing is kept from one round of reads to
+    the next: mail read in between shows in the next read."""
     with (applied / "units" / "bu0.toml").open("a", encoding="utf-8") as fh:  # a person's shared folder too
         fh.write('\n[[shared_folder]]\nmailbox = "b0x0"\npath = "Hồ sơ"\npurpose = "Hồ sơ"\n'
                  'read = ["b0x1"]\n')
@@ -309,7 +314,7 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
                     return inner(command, check)
                 finally:
                     counted.set()
-            if " acl get " in command and not counted.is_set():
+            if any(w in command for w in VIEWS_ASKS) and not counted.is_set():
                 asking.set()
             return inner(command, check)
 
@@ -320,10 +325,12 @@ def test_a_plan_counts_each_mailbox_once_and_asks_the_listed_folders_at_once(
         assert sorted(asked) == sorted(set(asked)) and {"bu0", "bu1", "bu2", "bu3"} <= set(asked), counts
         assert len(counts) == 1 and "b0x0" in asked, counts  # the person's mailbox in the units' count
         assert snapshots["ssh"].facts["used"] == {}
-        listed = [c for c in seen.commands if " acl get -F - -- 'Đến'" in unicodedata.normalize("NFC", c)]
-        assert len(listed) == 1, seen.commands  # the listed folder: with the count, not after it
-        by_hand = [c for c in seen.commands if " acl get -F - -- Tay" in c]
-        assert len(by_hand) == 1 and "bu0" in by_hand[0].split(" | ")[0], seen.commands
+        # the listed folder: with the count, not after it — where its ACL file lies, asked once (the rights
+        # read from the files the owners' walk read)
+        listed = [c for c in seen.commands if " -t control -- 'Đến'" in unicodedata.normalize("NFC", c)]
+        assert len(listed) == 1, seen.commands
+        by_hand = [c for c in seen.commands if " -t control -- Tay" in c]
+        assert len(by_hand) == 1 and " -u bu0 " in by_hand[0], seen.commands
         # the hand-made folder was read: b0x1's right on the whole mailbox is what it holds on every folder
         # the TOML does not list, Tay's "lr" included (the plan gives the rest back)
         rights = {r.key: r.attrs["rights"] for r in snapshots["imap"].records.values() if r.kind == "acl"}
@@ -373,9 +380,11 @@ def test_acl_files_found_from_the_pattern_of_the_mail_roots(applied: Path, clean
 
 
 def _looked_up(commands: list[str]) -> list[list[str]]:
-    """The users each ``mailbox path`` command of ``commands`` asked the userdb for (on its input)."""
+    """The users each ``mailbox path`` command of ``commands`` asked the userdb for (on its input, or the
+    one user of ``-u``)."""
     paths = [c for c in commands if " mailbox path " in c]
-    return [c.split("printf '%s\\n' ", 1)[1].split(" | ")[0].split() for c in paths]
+    return [c.split("printf '%s\\n' ", 1)[1].split(" | ")[0].split() if c.startswith("printf ")
+            else shlex.split(c.split(" -u ", 1)[1])[:1] for c in paths]
 
 
 def _by_every_lookup(prov: SshProvider) -> set[str]:
@@ -560,3 +569,114 @@ def test_an_invalid_toml_stops_a_full_plan_read_ahead(applied: Path) -> None:
     run = subprocess.run([str(MAILSTATE), "plan", "--state", str(applied)], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "MAILSTATE_READ_AHEAD": "1"})
     assert run.returncode != 0 and "nowhere" in run.stderr and "Traceback" not in run.stderr
+
+
+def _views(prov: SshProvider, users: list[str], expected: dict[str, list[str]]) -> Any:
+    """One round of reads' views of ``users`` (``shared_owners`` first, as the IMAP provider's read)."""
+    prov.begin_round()
+    try:
+        prov.shared_owners()
+        return prov.mailbox_views(users, "/shared/comment", expected)
+    finally:
+        prov.end_round()
+
+
+def _write_acl_file(lab: Lab, user: str, text: str) -> None:
+    """``user``'s INBOX ACL file written by hand (as an administrator may), as the lab user."""
+    path = Path(lab.info["paths"]["mail"]) / user / "mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl"
+    res = lab.run_as_lab_user(["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", text, str(path)])
+    assert res.returncode == 0, res.stderr
+
+
+def test_folders_rights_and_purposes_read_from_their_files_as_doveadm_reads_them(
+    applied: Path, clean_lab: Lab
+) -> None:
+    """The views of a round read each folder's rights from its own ACL file and each purpose from its
+    owner's attribute file — the files the owners' walk already read, no ``acl get`` nor ``mailbox metadata
+    get`` (a userdb lookup per mailbox each) — and they are what doveadm shows: rights Dovecot wrote, a file
+    written by hand with negative rights, groups and comments, a purpose with a tab and a line break in it.
+    What Dovecot reads its own way is asked of doveadm: an identifier given twice with one sign, a folder
+    without a file of its own (it shows INBOX's rights), a user without an attribute file."""
+    lab = clean_lab
+    _write_acl_file(lab, "bu1", "user=b1x1 lr\n-user=b1x2 w\n# by hand\n\ngroup=ke-toan r\nanyone l\n")
+    _write_acl_file(lab, "bu2", "user=b2x1 lr\nuser=b2x1 i\n")  # Dovecot: "insert lookup read -"
+    doveadm(lab, "mailbox", "create", "-u", "bu3", "Mới")
+    fresh = Path(lab.info["paths"]["mail"]) / "bu3" / "mdbox" / "mailboxes"
+    lab.run_as_lab_user(["sh", "-c", 'rm -f "$1"/M*/dbox-Mails/dovecot-acl', "sh", str(fresh)])
+    doveadm(lab, "mailbox", "metadata", "set", "-u", "bu0", "-s", "Đến", "/shared/comment", "Văn\tbản\nđến")
+    users = ["b0x0", "bu0", "bu1", "bu2", "bu3"]
+    expected = {u: ["Đến"] for u in users if u.startswith("bu")} | {"bu3": ["Đến", "Mới"]}
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        seen = Counting(prov)
+        fast = _views(prov, users, expected)
+        asked = seen.commands[:]
+        prov._acl_from_files = lambda: False  # type: ignore[method-assign]
+        prov._attribute_file = lambda: None  # type: ignore[method-assign]
+        slow = _views(prov, users, expected)
+    finally:
+        close_providers(provs)
+    assert fast == slow
+    views, failed = fast
+    assert views["bu0"].purposes["Đến"] == "Văn\tbản\nđến" and not failed
+    assert ("-b1x2", "w") in views["bu1"].acls["INBOX"] and ("$ke-toan", "r") in views["bu1"].acls["INBOX"]
+    acl_asked = [c.split(" | ")[0] if " | " in c else c for c in asked if " acl get " in c]
+    by_doveadm = " ".join(acl_asked)
+    assert "bu2" in by_doveadm and "bu3" in by_doveadm, asked  # read their own way: doveadm asked
+    assert not any(u in by_doveadm.split() for u in ("bu0", "bu1")), asked  # from their files
+    assert not any(" metadata get " in c for c in asked), asked  # every purpose from the files
+
+
+def test_each_round_reads_the_files_afresh(applied: Path, clean_lab: Lab) -> None:
+    """The files a round's walk read serve that round only: a right changed between two rounds shows in the
+    second; a walk made outside a round (``shared_owners`` called alone) serves no round after it."""
+    users, expected = ["bu0"], {"bu0": ["Đến"]}
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        before = _views(prov, users, expected)[0]["bu0"].acls["Đến"]
+        set_acl(clean_lab, "bu0", "Đến", "b0x1", "lrwi")
+        after = _views(prov, users, expected)[0]["bu0"].acls["Đến"]
+        assert ("b0x1", "ilrw") in after and ("b0x1", "ilrw") not in before, (before, after)
+        prov.shared_owners()  # outside a round
+        set_acl(clean_lab, "bu0", "Đến", "b0x1", "lr")
+        prov.begin_round()
+        try:
+            seen = Counting(prov)
+            views, _failed = prov.mailbox_views(users, "/shared/comment", expected)
+        finally:
+            prov.end_round()
+        assert ("b0x1", "lr") in views["bu0"].acls["Đến"], views["bu0"].acls
+        assert any(" acl get " in c for c in seen.commands), seen.commands  # no walk of this round: asked
+    finally:
+        close_providers(provs)
+
+
+def test_one_user_is_asked_with_u_and_reported_as_with_f(applied: Path) -> None:
+    """A command for one user runs ``doveadm -u USER`` (``-F`` starts an iteration of every user of the
+    userdb on the mail host, whatever the file holds), and reads as the ``-F`` form did: a ``username`` in
+    each row, a user the userdb does not know skipped (``gone``), not an error."""
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        seen = Counting(prov)
+        one = prov._json_for_users(["bu0"], ["acl", "get", "--", "Đến"], 2)
+        many = prov._json_for_users(["bu0", "bu1"], ["acl", "get", "--", "Đến"], 2)
+        assert one[0] == [r for r in many[0] if r["username"] == "bu0"] and one[0] and not one[1]
+        assert " acl get -u bu0 " in seen.commands[0] and " -F " not in seen.commands[0], seen.commands
+        gone_one: set[str] = set()
+        gone_many: set[str] = set()
+        alone = prov.for_users(["nobody9"], ["mailbox", "path", "-t", "control", "INBOX"], gone_one)
+        prov.for_users(["nobody9", "bu0"], ["mailbox", "path", "-t", "control", "INBOX"], gone_many)
+        assert gone_one == gone_many == {"nobody9"} and "nobody9" not in alone[0]
+        rows, errors = prov._json_for_users(["nobody9"], ["acl", "get", "--", "INBOX"], 2)
+        both = prov._json_for_users(["nobody9", "bu0"], ["acl", "get", "--", "INBOX"], 2)[1]
+        assert rows == [] and errors == both and "nobody9" in errors, (errors, both)
+        roots = prov._roots_of(["bu0"])  # a tab output: the username column added
+        assert list(roots.values()) == ["bu0"] and next(iter(roots)).endswith("/bu0/mdbox"), roots
+    finally:
+        close_providers(provs)

@@ -1030,6 +1030,32 @@ def owner_may_administer(rows: Iterable[Mapping[str, str]], owner: str) -> bool:
     return not taken and (given or not named)
 
 
+ATTRIBUTE_RIGHTS = frozenset({"read", "write-seen", "write", "insert", "post"})
+"""With lookup, any of these lets a user read a folder's attributes (RFC 5464 with ACLs, as Dovecot does)."""
+
+
+def owner_surely_reads_attributes(rows: Iterable[Mapping[str, str]], owner: str) -> bool:
+    """Whether ``owner`` surely may read the attributes (IMAP METADATA) of a folder with these ``acl get``
+    rows: no negative right that may touch them (theirs, anyone's, a group's), and either no entry names
+    them nor anyone, authenticated users or a group (the owner's default rights, all of them) or the entries
+    that surely apply to them give lookup and one of ATTRIBUTE_RIGHTS. False when unsure — a group they may
+    be in, an entry that takes a right away: doveadm, which knows, is asked."""
+    mine = ("owner", f"user={owner}", "anyone", "authenticated")
+    given: set[str] = set()
+    named = False
+    for row in rows:
+        ident = row.get("id", "")
+        words = row.get("rights", "").split()
+        grouped = ident.startswith(("group=", "group-override="))
+        if (ident in mine or grouped) and any(w.startswith("-") for w in words):
+            return False
+        if ident in mine or grouped:
+            named = True
+        if ident in mine:
+            given.update(words)
+    return not named or ("lookup" in given and bool(given & ATTRIBUTE_RIGHTS))
+
+
 def own_folder_names(rows: Iterable[Mapping[str, str]], prefixes: Iterable[str]) -> dict[str, list[str]]:
     """{user: [folder, …]} from ``doveadm mailbox list`` rows, leaving out the other namespaces (``shared/``
     and its root ``shared``): the names a user's own LIST shows (selectable or not; ``acl get`` tells)."""

@@ -85,6 +85,7 @@ from mailstate.providers.doveadm.parse import (
     other_namespace_prefixes,
     own_folder_names,
     owner_may_administer,
+    owner_surely_reads_attributes,
     parse_acl_files,
     parse_attribute_file,
     parse_doveadm_json,
@@ -775,7 +776,8 @@ class SshProvider:
                     return rows, {}
                 found, errs = self._json_for_users(rest, ["acl", "get", "--", name], 2)
                 return rows + found, errs
-            rows, covered = self._purposes_from_files(name, who, str(entry), status, homes)
+            acl = acl_answers.get((name, tuple(who)))  # asked before this task: done or under way
+            rows, covered = self._purposes_from_files(name, who, str(entry), status, homes, acl)
             rest = [u for u in who if u not in covered]
             if not rest:
                 return rows, {}
@@ -784,10 +786,23 @@ class SshProvider:
             return rows + found, errs
 
         first = tasks_for(guessed)
+        acl_answers: dict[tuple[str, tuple[str, ...]], Future[tuple[list[dict[str, str]], Any]]] = {}
         with ThreadPoolExecutor(COMMANDS_AT_ONCE + 1, thread_name_prefix="doveadm-views") as threads:
             status = threads.submit(self.folder_status, wanted)
             homes = _Once(lambda: self._home_pattern(wanted))
-            answers = [(task, who, threads.submit(one, (task, who))) for task, who in first.items()]
+
+            def submit(tasks: dict[tuple[str, str], list[str]]) -> list[tuple[Any, list[str], Future[Any]]]:
+                # in order: a name's acl task before its meta task, which reads its answer (the owner's
+                # rights decide whether Dovecot lets them read the folder's attributes)
+                out = []
+                for task, who in tasks.items():
+                    future = threads.submit(one, (task, who))
+                    if task[0] == "acl":
+                        acl_answers[(task[1], tuple(who))] = future
+                    out.append((task, who, future))
+                return out
+
+            answers = submit(first)
             counted, errors = status.result()
             failed = set(errors)
             # the folders that exist (``mailbox status``: a parent made only by its children is not one)
@@ -800,8 +815,7 @@ class SshProvider:
             failed |= {u for u, folders in names.items() if any(CONTROL_RE.search(f) for f in folders)}
             late = {u: [n for n in names[u] if n not in guessed[u]] for u in wanted if u not in failed}
             # (a name may be asked twice: of the users who were expected to have it, then of the others)
-            answers += [(task, who, threads.submit(one, (task, who))) for task, who in
-                        tasks_for(late).items()]
+            answers += submit(tasks_for(late))
             asked = [(task, who, future.result()) for task, who, future in answers]
         wanted_pairs = {(u, n) for u in wanted if u not in failed for n in names[u]}
         acls: dict[tuple[str, str], list[dict[str, str]]] = {}
@@ -923,16 +937,21 @@ class SshProvider:
         entry: str,
         status: Future[tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]],
         homes: Callable[[], tuple[str, str] | None],
+        acl: Future[tuple[list[dict[str, str]], Any]] | None,
     ) -> tuple[list[dict[str, str]], set[str]]:
         """``mailbox metadata get`` rows (``username``, ``value``) of ``entry`` (a ``/shared/`` one) on the
         folder ``name`` for those of ``users`` whose attribute file (``_attribute_file``, at the home the
         pattern gives: ``_home_pattern``) could be read and holds Dovecot's plain form
         (``parse_attribute_file``), and who they are; the others are asked of doveadm. The folder's key is
         ``shared/<its GUID>/<name>``, the GUID from the round's count (``status``); a folder the count did
-        not find is asked of doveadm (which says it is none)."""
+        not find is asked of doveadm (which says it is none). Only for an owner who surely may read them
+        (``owner_surely_reads_attributes``, from the folder's rows in ``acl``, its ``acl get`` answer):
+        Dovecot shows an owner without the rights no attribute."""
         below = self._attribute_file()
-        if below is None or not entry.startswith("/shared/"):
+        if below is None or not entry.startswith("/shared/") or acl is None:
             return [], set()
+        acl_rows, acl_errors = acl.result()
+        rights = rows_by_user(acl_rows)
         pattern = homes()
         if pattern is None:
             return [], set()
@@ -940,7 +959,8 @@ class SshProvider:
         counted, _errors = status.result()
         guids = {
             user: row["guid"] for user in users for row in counted.get(user, [])
-            if row.get("mailbox") == name and row.get("guid")
+            if row.get("mailbox") == name and row.get("guid") and user not in acl_errors
+            and owner_surely_reads_attributes(rights.get(user, []), user)
         }
         paths = {user: f"{head}{user}{tail}/{below}" for user in guids if predictable_user(user)}
         texts = self._grep_files(sorted(paths.values()))
