@@ -11,6 +11,7 @@ from mailstate.providers.doveadm.parse import (
     AclFiles,
     acl_fast_path_config,
     acl_rows_from_file,
+    arg_batches,
     attribute_file_below_home,
     grep_lines,
     owner_surely_reads_attributes,
@@ -155,3 +156,13 @@ def test_settings_asked_together() -> None:
         "plugin/acl": "vfile", "plugin/acl_globals_only": "",
         "mail_attribute_dict": "file:%h/dovecot-attributes", "plugin/x": "a = b",
     }
+
+
+@pytest.mark.parametrize(("words", "limit", "batches"), [
+    ([], 10, []),
+    (["a", "b", "c"], 100, [["a", "b", "c"]]),
+    (["aaaa", "bbbb", "cccc"], 10, [["aaaa", "bbbb"], ["cccc"]]),  # 7 + 7 bytes reach the limit
+    (["a" * 50, "b"], 10, [["a" * 50], ["b"]]),  # a long word: a batch of its own
+])
+def test_command_line_words_in_batches(words: list[str], limit: int, batches: list[list[str]]) -> None:
+    assert arg_batches(words, limit) == batches

@@ -11,7 +11,7 @@ import re
 import shlex
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO, TypeVar
@@ -256,6 +256,20 @@ RIGHT_OF_LETTER: Mapping[str, str] = {
     "p": "post", "e": "expunge", "k": "create", "x": "delete", "a": "admin",
 }
 """Dovecot's ACL file letters and the right names ``acl get`` shows for them."""
+
+
+def arg_batches(words: Sequence[str], limit: int = FIND_ARGS_MAX) -> list[list[str]]:
+    """``words`` (paths for a command line) cut in batches of about ``limit`` bytes each, in order (a word
+    longer than that a batch of its own); none for no word."""
+    batches: list[list[str]] = []
+    size = limit
+    for word in words:
+        if size >= limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(word)
+        size += len(word) + 3
+    return batches
 
 
 def parse_config_lines(text: str, names: Iterable[str]) -> dict[str, str]:

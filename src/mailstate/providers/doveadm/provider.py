@@ -67,6 +67,7 @@ from mailstate.providers.doveadm.parse import (
     acl_fast_path_config,
     acl_rows_from_file,
     archive_mismatches,
+    arg_batches,
     attribute_file_below_home,
     autocreated_folders,
     covered_by,
@@ -999,16 +1000,10 @@ class SshProvider:
         """{path: its lines} of those of ``paths`` that exist, can be read and are not empty (``grep -HZs``,
         a command per FIND_ARGS_MAX bytes of paths); the others are simply not in it."""
         out: dict[str, list[str]] = {}
-        batch: list[str] = []
-        size = 0
-        for n, path in enumerate(paths):
-            batch.append(path)
-            size += len(path) + 3
-            if size >= FIND_ARGS_MAX or n == len(paths) - 1:
-                command = " ".join(shlex.quote(w) for w in ["grep", "-HZs", "", "--", *batch])
-                _rc, text, _err = self.run(command, check=False)
-                out.update(grep_lines(text.encode("utf-8", "surrogateescape")))
-                batch, size = [], 0
+        for batch in arg_batches(paths):
+            command = " ".join(shlex.quote(w) for w in ["grep", "-HZs", "", "--", *batch])
+            _rc, text, _err = self.run(command, check=False)
+            out.update(grep_lines(text.encode("utf-8", "surrogateescape")))
         return out
 
     def userdb_users(self) -> list[str]:
@@ -1168,16 +1163,10 @@ class SshProvider:
         """``grep -HZ ''`` of every non-empty ACL file under ``dirs`` (a few ``find`` commands however many
         directories); a directory not made yet (no mail so far) is fine, any other failure raises."""
         out = b""
-        batch: list[str] = []
-        size = 0
-        for n, root in enumerate(dirs):
-            batch.append(root)
-            size += len(root) + 3
-            if size >= FIND_ARGS_MAX or n == len(dirs) - 1:
-                words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
-                command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
-                out += self._find(command, batch).encode("utf-8", "surrogateescape")
-                batch, size = [], 0
+        for batch in arg_batches(dirs):
+            words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
+            command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
+            out += self._find(command, batch).encode("utf-8", "surrogateescape")
         return out
 
     def _find(self, command: str, dirs: Sequence[str]) -> str:
