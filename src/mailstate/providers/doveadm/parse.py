@@ -258,9 +258,10 @@ RIGHT_OF_LETTER: Mapping[str, str] = {
 """Dovecot's ACL file letters and the right names ``acl get`` shows for them."""
 
 
-def arg_batches(words: Sequence[str], limit: int = FIND_ARGS_MAX) -> list[list[str]]:
-    """``words`` (paths for a command line) cut in batches of about ``limit`` bytes each, in order (a word
-    longer than that a batch of its own); none for no word."""
+def arg_batches(words: Sequence[str], limit: int = FIND_ARGS_MAX, gap: int = 3) -> list[list[str]]:
+    """``words`` (paths for a command line, user names for a command's input) cut in batches of about
+    ``limit`` bytes each, ``gap`` counted between two, in order (a word longer than that a batch of its
+    own); none for no word."""
     batches: list[list[str]] = []
     size = limit
     for word in words:
@@ -268,7 +269,7 @@ def arg_batches(words: Sequence[str], limit: int = FIND_ARGS_MAX) -> list[list[s
             batches.append([])
             size = 0
         batches[-1].append(word)
-        size += len(word) + 3
+        size += len(word) + gap
     return batches
 
 

@@ -696,17 +696,7 @@ class SshProvider:
         odd = next((u for u in users if not u or CONTROL_RE.search(u)), None)
         if odd is not None:  # one user a line: a line break in a name would make it two users
             raise ProviderError(f"ssh: {visible(odd)!r} is not a user name doveadm can be given")
-        quoted = [shlex.quote(u) for u in users]
-        per_batch = USERS_BATCH_BYTES
-        batches: list[list[str]] = [[]]
-        size = 0
-        for q in quoted:
-            if size >= per_batch:
-                batches.append([])
-                size = 0
-            batches[-1].append(q)
-            size += len(q) + 1
-        return batches if batches[0] else []
+        return arg_batches([shlex.quote(u) for u in users], USERS_BATCH_BYTES, gap=1)
 
     def _json_for_users(
         self, users: Sequence[str], args: Sequence[str], words: int
