@@ -800,7 +800,9 @@ class SshProvider:
         acl_answers: dict[tuple[str, tuple[str, ...]], Future[tuple[list[dict[str, str]], Any]]] = {}
         with ThreadPoolExecutor(COMMANDS_AT_ONCE + 1, thread_name_prefix="doveadm-views") as threads:
             status = threads.submit(self.folder_status, wanted)
-            homes = _Once(lambda: self._home_pattern(wanted))
+            # the homes' pattern from users the count found (the userdb knows them: a sampled user it does
+            # not know, a mailbox the TOML adds, would fail the sample)
+            homes = _Once(lambda: self._home_pattern(sorted(status.result()[0])))
 
             def submit(tasks: dict[tuple[str, str], list[str]]) -> list[tuple[Any, list[str], Future[Any]]]:
                 # in order: a name's acl task before its meta task, which reads its answer (the owner's
