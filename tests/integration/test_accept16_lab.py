@@ -1,0 +1,136 @@
+"""Acceptance (accept16): a round's views read through the files (folders' ACL files, owners' attribute files)
+equal the views read through doveadm alone, on the real lab — hand-edited files in forms Dovecot reads its
+own way included."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailstate.desired_state.loader import load_state
+from mailstate.lab import Lab
+from mailstate.lab.testing import doveadm, imap_master_login
+from mailstate.providers.doveadm.provider import SshProvider
+from mailstate.providers.registry import close_providers, open_providers
+
+pytestmark = pytest.mark.integration
+
+MAILSTATE = Path(sys.executable).with_name("mailstate")
+DOMAIN = "lab.example.gov.vn"
+
+
+def write_state(root: Path) -> Path:
+    (root / "units").mkdir(parents=True, exist_ok=True)
+    (root / "mailstate.toml").write_text(
+        f'[organization]\nname = "Lab"\ndomain = "{DOMAIN}"\n\n[providers.ldap]\nurl = "ldaps://ldap.invalid"\n'
+        'password_env = "MAILSTATE_LDAP_PASSWORD"\n',
+        encoding="utf-8",
+    )
+    for u in range(3):
+        people = [f"b{u}x{i}" for i in range(3)]
+        rows = [f'[unit]\nid = "bu{u}"\nname = "Phòng {u}"\nhead = "{people[0]}"\n'
+                f'delegates = ["{people[1]}", "{people[2]}"]\n']
+        rows += [f'[[person]]\nid = "{p}"\nname = "Người {u} {i}"\n' for i, p in enumerate(people)]
+        rows.append(f'[[shared_folder]]\nmailbox = "unit:bu{u}"\npath = "Đến"\npurpose = "Văn bản"\n'
+                    f'read = ["{people[1]}"]\n')
+        (root / "units" / f"bu{u}.toml").write_text("\n".join(rows), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def applied(
+    lab_env: dict[str, str], clean_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    monkeypatch.setenv("MAILSTATE_HOME", str(tmp_path / "home"))
+    state = write_state(tmp_path / "state")
+    r = subprocess.run([str(MAILSTATE), "apply", "--yes", "--state", str(state)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return state
+
+
+def _views(prov: SshProvider, users: list[str], expected: dict[str, list[str]]) -> Any:
+    prov.begin_round()
+    try:
+        prov.shared_owners()
+        return prov.mailbox_views(users, "/shared/comment", expected)
+    finally:
+        prov.end_round()
+
+
+def both_ways(state: Path, users: list[str], expected: dict[str, list[str]]) -> tuple[Any, Any, list[str]]:
+    """(views through the files, views through doveadm alone, the commands of the first)."""
+    provs = open_providers(load_state(state), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        asked: list[str] = []
+        inner = prov.run
+
+        def run(command: str, check: bool = True) -> tuple[int, str, str]:
+            asked.append(command)
+            return inner(command, check)
+
+        prov.run = run  # type: ignore[method-assign]
+        fast = _views(prov, users, expected)
+        prov._acl_from_files = lambda: False  # type: ignore[method-assign]
+        prov._attribute_file = lambda: None  # type: ignore[method-assign]
+        slow = _views(prov, users, expected)
+    finally:
+        close_providers(provs)
+    return fast, slow, asked
+
+
+def folder_dir(lab: Lab, user: str, folder: str) -> Path:
+    out = doveadm(lab, "-f", "tab", "mailbox", "path", "-u", user, "-t", "control", "--", folder)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def write_file(lab: Lab, path: Path, data: bytes) -> None:
+    tmp = Path("/tmp/a16") / "payload"
+    tmp.write_bytes(data)
+    tmp.chmod(0o644)
+    res = lab.run_as_lab_user(["sh", "-c", 'cat "$1" > "$2"', "sh", str(tmp), str(path)])
+    assert res.returncode == 0, res.stderr
+
+
+def acl_path(lab: Lab, user: str, folder: str = "INBOX") -> Path:
+    return folder_dir(lab, user, folder) / "dovecot-acl"
+
+
+USERS = ["bu0", "bu1", "bu2"]
+EXPECTED = {u: ["Đến"] for u in USERS}
+
+ACL_FILES = {
+    "no-final-newline": b"user=b1x1 lr",
+    "only-comments": b"# nothing\n",
+    "owner-and-anyone": b"owner lra\nanyone l\n",
+    "owner-less-than-anyone": b"anyone lr\nowner la\n",
+    "user-owner-entry": b"user=bu1 la\nanyone lr\n",
+    "nul-after-buffer": b"# pad\n" * 40000 + b"#\0x\nuser=b1x2 lrwi\n",
+    "latin1-name": b"user=b1x1 lr\nuser=b\xe9 lr\n",
+    "authenticated-only": b"authenticated lr\n",
+    "group-override": b"group-override=ke-toan lr\ngroup=ke-toan w\n",
+    "long-id": b"user=" + b"a" * 300 + b" lr\n",
+    "upper-letters": b"user=b1x1 LR\n",
+    "old-letters": b"user=b1x1 lrc\n",
+    "anonymous": b"anonymous lr\n",
+    "neg-only-owner": b"-owner r\n",
+    "tab-sep": b"user=b1x1\tlr\n",
+    "double-space": b"user=b1x1  lr\n",
+    "named-right": b"user=b1x1 lr:foo\n",
+    "empty-rights": b"user=b1x1 \n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACL_FILES))
+def test_hand_written_inbox_acl_file(applied: Path, clean_lab: Lab, name: str) -> None:
+    write_file(clean_lab, acl_path(clean_lab, "bu1"), ACL_FILES[name])
+    write_file(clean_lab, acl_path(clean_lab, "bu1", "Đến"), ACL_FILES[name])
+    fast, slow, asked = both_ways(applied, USERS, EXPECTED)
+    assert fast == slow, (name, asked)
