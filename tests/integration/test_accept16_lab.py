@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -263,3 +264,23 @@ def test_a_home_moved_out_of_the_tree_with_its_old_copy_left(applied: Path, clea
             close_providers(provs)
     assert ("b1x2", "ilr") in slow[0]["bu1"].acls["Đến"], slow
     assert fast == slow, asked
+
+
+NAMES = ["A&B", "Tài liệu/2026", unicodedata.normalize("NFD", "Văn bản"), "&AOE-", "x y ", "Ghi chú.cũ"]
+
+
+def test_folder_names_dovecot_encodes_read_both_ways(applied: Path, clean_lab: Lab) -> None:
+    """Folders whose names Dovecot encodes on disk ('&', mUTF-7-looking text, NFD, a hierarchy, a trailing
+    space, a dot), with rights and purposes, in two mailboxes (the path is learned from one user):
+    the same both ways."""
+    lab = clean_lab
+    for user in ("bu1", "bu2"):
+        for name in NAMES:
+            doveadm(lab, "mailbox", "create", "-u", user, "--", name)
+            doveadm(lab, "acl", "set", "-u", user, "--", name, "user=b1x2", "lookup", "read")
+            doveadm(lab, "mailbox", "metadata", "set", "-u", user, "-s", "--", name, "/shared/comment", "M")
+    write_file(lab, acl_path(lab, "bu2", "A&B"), b"user=b2x1 lrw\n")
+    expected = {u: ["Đến", *NAMES] for u in ("bu1", "bu2")} | {"bu0": ["Đến"]}
+    fast, slow, asked = both_ways(applied, USERS, expected)
+    assert fast == slow, asked
+    assert ("b2x1", "lrw") in fast[0]["bu2"].acls["A&B"], fast[0]["bu2"].acls
