@@ -24,7 +24,7 @@ from mailstate.errors import ProviderError
 from mailstate.lab import Lab
 from mailstate.lab.testing import doveadm, imap_master_login
 from mailstate.providers.doveadm.parse import parse_shared_grantees, parse_shared_users
-from mailstate.providers.doveadm.provider import FOLDER_STATUS, SshProvider
+from mailstate.providers.doveadm.provider import FOLDER_STATUS, SETTINGS_AT_ONCE, SshProvider
 from mailstate.providers.imap.provider import ImapProvider
 from mailstate.providers.registry import close_providers, open_providers
 from mailstate.reconciler.pipeline import make_plan, read_all
@@ -678,5 +678,26 @@ def test_one_user_is_asked_with_u_and_reported_as_with_f(applied: Path) -> None:
         assert rows == [] and errors == both and "nobody9" in errors, (errors, both)
         roots = prov._roots_of(["bu0"])  # a tab output: the username column added
         assert list(roots.values()) == ["bu0"] and next(iter(roots)).endswith("/bu0/mdbox"), roots
+    finally:
+        close_providers(provs)
+
+
+def test_the_settings_a_read_asks_come_in_one_command(applied: Path) -> None:
+    """``prefetch`` asks the one-line settings of a plan's read in one ``doveadm config`` (a process each
+    before), and each is what ``doveadm config -h`` says of it alone — an unset one empty."""
+    provs = open_providers(load_state(applied), ["ssh"])
+    try:
+        prov = provs["ssh"]
+        assert isinstance(prov, SshProvider)
+        seen = Counting(prov)
+        prov.prefetch()
+        prov.shared_owners()
+        prov.last_logins()
+        together = {name: prov.config(name) for name in SETTINGS_AT_ONCE}
+        configs = [c for c in seen.commands if " config " in c]
+        assert len([c for c in configs if " -h " not in c]) == 1, configs
+        assert not any(n in c for c in configs if " -h " in c for n in SETTINGS_AT_ONCE), configs
+        alone = {name: prov.doveadm("config", "-h", name).strip() for name in SETTINGS_AT_ONCE}
+        assert together == alone and together["plugin/acl_globals_only"] == "", together
     finally:
         close_providers(provs)

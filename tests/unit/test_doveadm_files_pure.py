@@ -15,6 +15,7 @@ from mailstate.providers.doveadm.parse import (
     grep_lines,
     owner_surely_reads_attributes,
     parse_attribute_file,
+    parse_config_lines,
 )
 
 ALL = "admin create delete expunge insert lookup post read write write-deleted write-seen"
@@ -154,3 +155,12 @@ OWNER_BUT_ADMIN = "create delete expunge insert lookup post read write write-del
 ])
 def test_whether_the_owner_surely_reads_a_folders_attributes(rows: list[dict[str, str]], sure: bool) -> None:
     assert owner_surely_reads_attributes(rows, "vp") is sure
+
+
+def test_settings_asked_together() -> None:
+    text = "plugin/acl = vfile\nmail_attribute_dict = file:%h/dovecot-attributes\nplugin/x = a = b\n"
+    names = ["plugin/acl", "plugin/acl_globals_only", "mail_attribute_dict", "plugin/x"]
+    assert parse_config_lines(text, names) == {
+        "plugin/acl": "vfile", "plugin/acl_globals_only": "",
+        "mail_attribute_dict": "file:%h/dovecot-attributes", "plugin/x": "a = b",
+    }

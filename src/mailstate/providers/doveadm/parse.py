@@ -258,6 +258,18 @@ RIGHT_OF_LETTER: Mapping[str, str] = {
 """Dovecot's ACL file letters and the right names ``acl get`` shows for them."""
 
 
+def parse_config_lines(text: str, names: Iterable[str]) -> dict[str, str]:
+    """{name: value} of ``names`` from ``doveadm config NAME…`` (``name = value`` lines); a name it prints no
+    line for is unset (an empty value: ``doveadm config -h`` prints an empty line for it)."""
+    wanted = set(names)
+    out = dict.fromkeys(wanted, "")
+    for line in text.splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep and name.strip() in wanted:
+            out[name.strip()] = value.strip()
+    return out
+
+
 def grep_lines(grep_out: bytes) -> dict[str, list[str]]:
     """{path: its lines} of the files in ``grep -HZ ''`` output (``path NUL line``), a byte that is no UTF-8
     kept as a surrogate (such a line is no plain ACL line: ``acl_rows_from_file`` refuses it)."""

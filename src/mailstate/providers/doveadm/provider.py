@@ -88,6 +88,7 @@ from mailstate.providers.doveadm.parse import (
     owner_surely_reads_attributes,
     parse_acl_files,
     parse_attribute_file,
+    parse_config_lines,
     parse_doveadm_json,
     parse_doveadm_tab,
     parse_last_login,
@@ -136,6 +137,12 @@ COMMANDS_AT_ONCE = 4
 """doveadm commands a read runs at once over its one SSH session (each a channel): well inside sshd's
 MaxSessions (10) and the mail host's cores."""
 
+SETTINGS_AT_ONCE = (
+    "plugin/acl_shared_dict", "plugin/last_login_dict", "plugin/last_login_key", "plugin/acl",
+    "plugin/acl_globals_only", "mail_attribute_dict",
+)
+"""The one-line settings a plan's read asks, asked together by ``prefetch`` (namespaces are a section, IMAP's
+METADATA a protocol's setting: asked alone)."""
 WILDCARD_RE = re.compile(r"[*?]")
 """What makes ``doveadm -u NAME`` take NAME for a mask of users."""
 USER_UNKNOWN_TO_U = "User doesn't exist"
@@ -178,6 +185,8 @@ class SshProvider:
         """Users of the shared dict whose mail roots ``acl_owners`` asks the userdb for first."""
         self.root_sample = ROOT_SAMPLE
         """Users of the userdb's list whose mail roots ``acl_owners`` asks for when the dict's do not do."""
+        self._config_batch: Future[None] | None = None
+        """``prefetch``'s one command for the settings of SETTINGS_AT_ONCE (``config`` waits for it)."""
         self._prefetched: dict[str, Any] = {}
         """Reads started early by ``prefetch`` ({name: Future}), each taken once."""
         self._connecting = threading.RLock()
@@ -239,12 +248,23 @@ class SshProvider:
             if self._prefetched:
                 return
             pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="ssh-prefetch")
+            self._config_batch = pool.submit(self._settings_at_once)
             self._prefetched = {
                 "shared_owners": pool.submit(self._shared_owners, True),
                 "last_logins": pool.submit(self._last_logins),
                 "settings": pool.submit(self._settings_ahead),
             }
             pool.shutdown(wait=False)
+
+    def _settings_at_once(self) -> None:
+        """The settings of SETTINGS_AT_ONCE in one ``doveadm config`` (one process instead of one each), kept
+        (``config``); on a failure each is asked alone, where its error is reported in its place."""
+        try:
+            text = self.doveadm("config", *SETTINGS_AT_ONCE)
+        except ProviderError:
+            return
+        for name, value in parse_config_lines(text, SETTINGS_AT_ONCE).items():
+            self._config.setdefault(name, value)
 
     def _settings_ahead(self) -> None:
         """The settings every plan's read asks first (the namespaces, IMAP's METADATA), asked while the TOML
@@ -996,7 +1016,11 @@ class SshProvider:
         return [u for u in self.doveadm("user", "*").splitlines() if u.strip()]
 
     def config(self, name: str) -> str:
-        """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider."""
+        """One setting of the mail host's Dovecot (``doveadm config -h NAME``), asked once per provider; one
+        of SETTINGS_AT_ONCE waits for ``prefetch``'s one command for them all, when it is under way."""
+        batch = self._config_batch
+        if name not in self._config and batch is not None and name in SETTINGS_AT_ONCE:
+            batch.result()
         if name not in self._config:
             self._config[name] = self.doveadm("config", "-h", name).strip()
         return self._config[name]
