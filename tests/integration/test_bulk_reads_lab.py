@@ -55,7 +55,7 @@ def write_state(root: Path, units: int, per_unit: int) -> Path:
     return root
 
 
-VIEWS_ASKS = (" acl get ", " mailbox path ", " metadata get ", "grep -HZs ", " user -f home ")
+VIEWS_ASKS = (" acl get ", " mailbox path ", " metadata get ", "grep -aHZs ", " user -f home ")
 """What the views of a round ask of the mail host for the folders (beside the count)."""
 
 

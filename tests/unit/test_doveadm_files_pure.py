@@ -136,7 +136,16 @@ OWNER_BUT_ADMIN = "create delete expunge insert lookup post read write write-del
     ([row("owner", OWNER_BUT_ADMIN)], True),
     ([row("owner", "admin lookup read")], True),
     ([row("user=vp", "lookup post")], True),
-    ([row("owner", "admin lookup"), row("anyone", "read")], True),
+    # each kind of entry that applies replaces the kinds before it (anyone, authenticated, group, owner,
+    # user, group-override; globals after locals): the owner's entry takes anyone's read away
+    ([row("owner", "admin lookup"), row("anyone", "read")], False),
+    ([row("anyone", "lookup read"), row("owner", "admin lookup")], False),
+    ([row("anyone", "lookup read"), row("user=vp", "admin lookup")], False),
+    ([row("owner", "admin lookup"), row("user=vp", "lookup read")], True),
+    ([row("anyone", "lookup"), row("authenticated", "lookup read")], True),
+    ([row("owner", "lookup read"), row("group=ke-toan", "lookup")], True),  # the owner's entry comes later
+    ([row("owner", "lookup read"), row("group-override=ke-toan", "lookup")], False),  # a later group
+    ([row("owner", "lookup read"), {"id": "anyone", "global": "1", "rights": "lookup"}], False),
     ([row("owner", "admin insert read write")], False),  # no lookup: Dovecot shows no attribute
     ([row("owner", "admin lookup")], False),  # lookup alone
     ([row("anyone", "lookup")], False),  # does the owner keep their defaults? doveadm knows

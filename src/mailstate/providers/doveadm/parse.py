@@ -1063,24 +1063,35 @@ ATTRIBUTE_RIGHTS = frozenset({"read", "write-seen", "write", "insert", "post"})
 
 def owner_surely_reads_attributes(rows: Iterable[Mapping[str, str]], owner: str) -> bool:
     """Whether ``owner`` surely may read the attributes (IMAP METADATA) of a folder with these ``acl get``
-    rows: no negative right that may touch them (theirs, anyone's, a group's), and either no entry names
-    them nor anyone, authenticated users or a group (the owner's default rights, all of them) or the entries
-    that surely apply to them give lookup and one of ATTRIBUTE_RIGHTS. False when unsure — a group they may
-    be in, an entry that takes a right away: doveadm, which knows, is asked."""
+    rows: the rights Dovecot gives them — their defaults (all rights) when no entry applies to them, else
+    those of the last kind of entry that applies (locals before globals, each in ``ACL_ID_ORDER``: each kind
+    that applies *replaces* the rights the kinds before it gave, as ``acl_object_rebuild_cache`` does; so
+    ``anyone lr`` with ``owner la`` leaves the owner ``la``) — hold lookup and one of ATTRIBUTE_RIGHTS. False
+    when unsure — a group they may be in coming at or after that kind, a negative right that may touch
+    them, an identifier of no known kind: doveadm, which knows, is asked."""
     mine = ("owner", f"user={owner}", "anyone", "authenticated")
-    given: set[str] = set()
-    named = False
+    given: dict[tuple[bool, int], set[str]] = {}
+    groups: set[tuple[bool, int]] = set()
     for row in rows:
         ident = row.get("id", "")
         words = row.get("rights", "").split()
-        grouped = ident.startswith(("group=", "group-override="))
-        if (ident in mine or grouped) and any(w.startswith("-") for w in words):
+        kind = ident.partition("=")[0]
+        grouped = kind in ("group", "group-override")
+        if not (ident in mine or grouped):
+            continue
+        if any(w.startswith("-") for w in words) or kind not in ACL_ID_ORDER:
             return False
-        if ident in mine or grouped:
-            named = True
-        if ident in mine:
-            given.update(words)
-    return not named or ("lookup" in given and bool(given & ATTRIBUTE_RIGHTS))
+        at = (row.get("global", "").strip() not in ("", "0", "no", "n"), ACL_ID_ORDER[kind])
+        if grouped:
+            groups.add(at)
+        else:
+            given.setdefault(at, set()).update(words)
+    if not given:
+        return not groups
+    last = max(given)
+    if any(at >= last for at in groups):
+        return False
+    return "lookup" in given[last] and bool(given[last] & ATTRIBUTE_RIGHTS)
 
 
 def own_folder_names(rows: Iterable[Mapping[str, str]], prefixes: Iterable[str]) -> dict[str, list[str]]:

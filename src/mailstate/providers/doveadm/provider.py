@@ -989,11 +989,11 @@ class SshProvider:
         return rows, covered
 
     def _grep_files(self, paths: Sequence[str]) -> dict[str, list[str]]:
-        """{path: its lines} of those of ``paths`` that exist, can be read and are not empty (``grep -HZs``,
+        """{path: its lines} of those of ``paths`` that exist, can be read and are not empty (``grep -aHZs``,
         a command per FIND_ARGS_MAX bytes of paths); the others are simply not in it."""
         out: dict[str, list[str]] = {}
         for batch in arg_batches(paths):
-            command = " ".join(shlex.quote(w) for w in ["grep", "-HZs", "", "--", *batch])
+            command = " ".join(shlex.quote(w) for w in ["grep", "-aHZs", "", "--", *batch])
             _rc, text, _err = self.run(command, check=False)
             out.update(grep_lines(text.encode("utf-8", "surrogateescape")))
         return out
@@ -1142,28 +1142,31 @@ class SshProvider:
         return roots
 
     def _grep_tree(self, base: str) -> tuple[bytes, bool]:
-        """``grep -HZ ''`` of every non-empty ACL file in the tree ``base`` (followed if it is itself a
+        """``grep -aHZ ''`` of every non-empty ACL file in the tree ``base`` (followed if it is itself a
         link: a mail store on another disk), and whether the tree holds a symbolic link — a home moved
         elsewhere and linked back, whose files this walk does not see (the caller then asks the userdb)."""
         words = ["find", "-H", base, "(", "-type", "l", "-printf", "LINK\t%p\n", ")", "-o", "(",
                  "-name", ACL_FILE, "-type", "f", "-size", "+0"]
-        text = self._find(" ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} + ')'", [base])
+        text = self._find(" ".join(shlex.quote(w) for w in words) + " -exec grep -aHZ '' {} + ')'", [base])
         links = any(line.startswith("LINK\t") and "\0" not in line for line in text.split("\n"))
         return text.encode("utf-8", "surrogateescape"), links
 
     def _grep_acl_files(self, dirs: Sequence[str]) -> bytes:
-        """``grep -HZ ''`` of every non-empty ACL file under ``dirs`` (a few ``find`` commands however many
+        """``grep -aHZ ''`` of every non-empty ACL file under ``dirs`` (a few ``find`` commands however many
         directories); a directory not made yet (no mail so far) is fine, any other failure raises."""
         out = b""
         for batch in arg_batches(dirs):
             words = ["find", *batch, "-name", ACL_FILE, "-type", "f", "-size", "+0"]
-            command = " ".join(shlex.quote(w) for w in words) + " -exec grep -HZ '' {} +"
+            command = " ".join(shlex.quote(w) for w in words) + " -exec grep -aHZ '' {} +"
             out += self._find(command, batch).encode("utf-8", "surrogateescape")
         return out
 
     def _find(self, command: str, dirs: Sequence[str]) -> str:
         """The output of a ``find DIRS … -exec grep …`` command; a directory of ``dirs`` not made yet (no
-        mail so far) is fine, any other failure raises."""
+        mail so far) is fine, any other failure raises. Every grep of the files runs with ``-a``: without it
+        grep takes a file with a NUL byte past its first buffer for binary and stops printing its lines
+        there, and in a UTF-8 locale drops a line that is no UTF-8 — exit status 0 both times, so the lines
+        after it (which Dovecot reads) were silently missing."""
         rc, text, err = self.run(command, check=False)
         missing = {f"find: {q}: No such file or directory" for d in dirs for q in (shlex.quote(d), f"'{d}'")}
         lines = [ln.strip() for ln in err.splitlines()]
