@@ -17,6 +17,7 @@ from mailstate.providers.doveadm.parse import (
     owner_surely_reads_attributes,
     parse_attribute_file,
     parse_config_lines,
+    with_line_ends,
 )
 
 ALL = "admin create delete expunge insert lookup post read write write-deleted write-seen"
@@ -175,3 +176,12 @@ def test_settings_asked_together() -> None:
 ])
 def test_command_line_words_in_batches(words: list[str], limit: int, batches: list[list[str]]) -> None:
     assert arg_batches(words, limit) == batches
+
+
+def test_a_last_line_without_a_line_break_is_left_out_as_dovecot_reads_a_file_dict() -> None:
+    out = ("/h/a/attrs\0k\n/h/a/attrs\0v\n"  # two lines, two line breaks
+           "/h/b/attrs\0k\n/h/b/attrs\0v\n/h/b/attrs\0half\n"  # the last line unfinished
+           "/h/c/attrs\0k\n"  # rewritten between grep and wc: left out
+           "\0WC\0\n  2 /h/a/attrs\n  2 /h/b/attrs\n  5 /h/c/attrs\n  9 total\n")
+    assert with_line_ends(out) == {"/h/a/attrs": ["k", "v"], "/h/b/attrs": ["k", "v"]}
+    assert with_line_ends("/h/a/attrs\0k\n") == {}  # no count: nothing taken

@@ -273,6 +273,29 @@ def arg_batches(words: Sequence[str], limit: int = FIND_ARGS_MAX, gap: int = 3) 
     return batches
 
 
+WC_MARK = "\0WC\0\n"
+"""Between ``grep``'s output and ``wc -l``'s in one command (``with_line_ends``)."""
+WC_LINE = re.compile(r"\s*(\d+) (/.*)")
+
+
+def with_line_ends(text: str) -> dict[str, list[str]]:
+    """{path: its lines as Dovecot's file dict reads them} from ``grep -aHZs '' -- PATHS; printf WC_MARK;
+    wc -l -- PATHS``: a last line without a line break left out (Dovecot reads a line only once it ends),
+    which ``wc -l`` (it counts line breaks) tells from grep (it prints such a line too); a file the two do
+    not agree on (rewritten between them) left out, as a missing one — its owner is asked of doveadm."""
+    found, mark, counts = text.rpartition(WC_MARK)
+    if not mark:
+        return {}
+    ends = {m[2]: int(m[1]) for line in counts.splitlines() if (m := WC_LINE.fullmatch(line))}
+    out: dict[str, list[str]] = {}
+    for path, lines in grep_lines(found.encode("utf-8", "surrogateescape")).items():
+        if ends.get(path) == len(lines):
+            out[path] = lines
+        elif ends.get(path) == len(lines) - 1:
+            out[path] = lines[:-1]
+    return out
+
+
 def parse_config_lines(text: str, names: Iterable[str]) -> dict[str, str]:
     """{name: value} of ``names`` from ``doveadm config NAME…`` (``name = value`` lines); a name it prints no
     line for is unset (an empty value: ``doveadm config -h`` prints an empty line for it)."""

@@ -75,7 +75,6 @@ from mailstate.providers.doveadm.parse import (
     doveadm_command,
     entries_digest,
     getacl_entries,
-    grep_lines,
     holds_mail,
     last_login_prefix,
     latest_manifest_name,
@@ -109,6 +108,7 @@ from mailstate.providers.doveadm.parse import (
     unit_work,
     unowned_acl_files,
     user_messages,
+    with_line_ends,
 )
 from mailstate.text import CONTROL_RE, visible
 
@@ -781,7 +781,7 @@ class SshProvider:
             (kind, name), who = task
             if kind == "acl":
                 files = self._round_acl_files()
-                rows, covered = self._acl_rows_from_files(files, name, who) if files else ([], set())
+                rows, covered = self._acl_rows_from_files(files, name, who, homes) if files else ([], set())
                 rest = [u for u in who if u not in covered]
                 if not rest:
                     return rows, {}
@@ -800,9 +800,9 @@ class SshProvider:
         acl_answers: dict[tuple[str, tuple[str, ...]], Future[tuple[list[dict[str, str]], Any]]] = {}
         with ThreadPoolExecutor(COMMANDS_AT_ONCE + 1, thread_name_prefix="doveadm-views") as threads:
             status = threads.submit(self.folder_status, wanted)
-            # the homes' pattern from users the count found (the userdb knows them: a sampled user it does
-            # not know, a mailbox the TOML adds, would fail the sample)
-            homes = _Once(lambda: self._home_pattern(sorted(status.result()[0])))
+            # the homes of the users the count found (the userdb knows them: one it does not know, a
+            # mailbox the TOML adds, would fail the command), asked once for both kinds of task
+            homes = _Once(lambda: self._homes_of(sorted(status.result()[0])))
 
             def submit(tasks: dict[tuple[str, str], list[str]]) -> list[tuple[Any, list[str], Future[Any]]]:
                 # in order: a name's acl task before its meta task, which reads its answer (the owner's
@@ -890,14 +890,16 @@ class SshProvider:
         return walk.result()
 
     def _acl_rows_from_files(
-        self, files: AclFiles, name: str, users: Sequence[str]
+        self, files: AclFiles, name: str, users: Sequence[str], homes: Callable[[], dict[str, str]]
     ) -> tuple[list[dict[str, str]], set[str]]:
         """``acl get`` rows (``username`` added) of the folder ``name`` for those of ``users`` whose ACL file
         for it the walk read and Dovecot wrote in its plain form (``acl_rows_from_file``), and who they are;
         the others are asked of doveadm. Where the folder's file lies below a mail root is asked once, for
         one user (``mailbox path -t control``: one userdb lookup instead of one per user); every user's
-        lies at the same place below theirs (one mail location for all). A folder without a file of its own
-        is never answered here: Dovecot then shows INBOX's rights or the defaults."""
+        lies at the same place below theirs (one mail location for all). Only for a user whose mail root the
+        walk took lies in the home the userdb gives them now (``homes``): a home moved elsewhere with its
+        old copy left where the walk found it is asked of doveadm. A folder without a file of its own is
+        never answered here: Dovecot then shows INBOX's rights or the defaults."""
         known = [u for u in users if u in files.roots]
         if not known:
             return [], set()
@@ -908,9 +910,13 @@ class SshProvider:
         if errs or len(paths) != 1 or not (paths[0] == root or paths[0].startswith(f"{root}/")):
             return [], set()
         below = paths[0][len(root):] + "/" + ACL_FILE
+        home_of = homes()
         rows: list[dict[str, str]] = []
         covered: set[str] = set()
         for user in known:
+            home = home_of.get(user)
+            if home is None or not f"{files.roots[user]}/".startswith(f"{home}/"):
+                continue
             lines = files.lines.get(files.roots[user] + below)
             parsed = acl_rows_from_file(lines) if lines is not None else None
             if parsed is not None:
@@ -926,22 +932,22 @@ class SshProvider:
         except ProviderError:
             return None
 
-    def _home_pattern(self, users: Sequence[str]) -> tuple[str, str] | None:
-        """(head, tail) such that a spread sample of ``users`` (SHARED_SAMPLE) have their homes at ``head +
-        user + tail`` (``root_pattern``: the userdb builds every home from one template), from one ``doveadm
-        user -f home`` (a lookup each); None when fewer than two can stand in a path, one is unknown or their
-        homes follow no pattern."""
-        sample = spread_sample(sorted(u for u in set(users) if predictable_user(u)), self.shared_sample)
-        if len(sample) < 2:
-            return None
-        try:
-            text = self.doveadm("user", "-f", "home", "--", *sample)
-        except ProviderError:
-            return None
-        homes = [h.strip().rstrip("/") for h in text.strip("\n").split("\n\n")]
-        if len(homes) != len(sample):
-            return None
-        return root_pattern(dict(zip(homes, sample, strict=True)))
+    def _homes_of(self, users: Sequence[str]) -> dict[str, str]:
+        """{user: home} of ``users`` from the userdb (``doveadm user -f home -- USER…``: a lookup each, no
+        iteration of the userdb; a value a user, in the order given). A batch whose answer does not hold one
+        value per user (one unknown to the userdb, a failure) gives none: those users' views are read
+        through doveadm."""
+        out: dict[str, str] = {}
+        for batch in arg_batches([u for u in users if predictable_user(u)]):
+            try:
+                text = self.doveadm("user", "-f", "home", "--", *batch)
+            except ProviderError:
+                continue
+            homes = [h.strip() for h in text.strip("\n").split("\n\n")]
+            if len(homes) == len(batch):
+                out.update((user, home.rstrip("/")) for user, home in zip(batch, homes, strict=True)
+                           if home.startswith("/"))
+        return out
 
     def _purposes_from_files(
         self,
@@ -949,12 +955,12 @@ class SshProvider:
         users: Sequence[str],
         entry: str,
         status: Future[tuple[dict[str, list[dict[str, str]]], dict[str, list[str]]]],
-        homes: Callable[[], tuple[str, str] | None],
+        homes: Callable[[], dict[str, str]],
         acl: Future[tuple[list[dict[str, str]], Any]] | None,
     ) -> tuple[list[dict[str, str]], set[str]]:
         """``mailbox metadata get`` rows (``username``, ``value``) of ``entry`` (a ``/shared/`` one) on the
-        folder ``name`` for those of ``users`` whose attribute file (``_attribute_file``, at the home the
-        pattern gives: ``_home_pattern``) could be read and holds Dovecot's plain form
+        folder ``name`` for those of ``users`` whose attribute file (``_attribute_file``, below the home the
+        userdb gives them: ``homes``) could be read and holds Dovecot's plain form
         (``parse_attribute_file``), and who they are; the others are asked of doveadm. The folder's key is
         ``shared/<its GUID>/<name>``, the GUID from the round's count (``status``); a folder the count did
         not find is asked of doveadm (which says it is none). Only for an owner who surely may read them
@@ -965,17 +971,14 @@ class SshProvider:
             return [], set()
         acl_rows, acl_errors = acl.result()
         rights = rows_by_user(acl_rows)
-        pattern = homes()
-        if pattern is None:
-            return [], set()
-        head, tail = pattern
+        home_of = homes()
         counted, _errors = status.result()
         guids = {
             user: row["guid"] for user in users for row in counted.get(user, [])
             if row.get("mailbox") == name and row.get("guid") and user not in acl_errors
             and owner_surely_reads_attributes(rights.get(user, []), user)
         }
-        paths = {user: f"{head}{user}{tail}/{below}" for user in guids if predictable_user(user)}
+        paths = {user: f"{home_of[user]}/{below}" for user in guids if user in home_of}
         texts = self._grep_files(sorted(paths.values()))
         rows: list[dict[str, str]] = []
         covered: set[str] = set()
@@ -989,13 +992,15 @@ class SshProvider:
         return rows, covered
 
     def _grep_files(self, paths: Sequence[str]) -> dict[str, list[str]]:
-        """{path: its lines} of those of ``paths`` that exist, can be read and are not empty (``grep -aHZs``,
-        a command per FIND_ARGS_MAX bytes of paths); the others are simply not in it."""
+        """{path: its lines, as Dovecot's file dict reads them} of those of ``paths`` that exist, can be read
+        and are not empty (``grep -aHZs``, then ``wc -l`` in the same command: ``with_line_ends``; a command
+        per FIND_ARGS_MAX bytes of paths); the others are simply not in it."""
         out: dict[str, list[str]] = {}
         for batch in arg_batches(paths):
-            command = " ".join(shlex.quote(w) for w in ["grep", "-aHZs", "", "--", *batch])
+            quoted = " ".join(shlex.quote(p) for p in batch)
+            command = f"grep -aHZs '' -- {quoted}; printf '\\0WC\\0\\n'; wc -l -- {quoted} 2>/dev/null"
             _rc, text, _err = self.run(command, check=False)
-            out.update(grep_lines(text.encode("utf-8", "surrogateescape")))
+            out.update(with_line_ends(text))
         return out
 
     def userdb_users(self) -> list[str]:
