@@ -17,6 +17,7 @@ from mailstate.providers.doveadm.parse import (
     owner_surely_reads_attributes,
     parse_attribute_file,
     parse_config_lines,
+    parse_user_field,
     with_line_ends,
 )
 
@@ -185,3 +186,18 @@ def test_a_last_line_without_a_line_break_is_left_out_as_dovecot_reads_a_file_di
            "\0WC\0\n  2 /h/a/attrs\n  2 /h/b/attrs\n  5 /h/c/attrs\n  9 total\n")
     assert with_line_ends(out) == {"/h/a/attrs": ["k", "v"], "/h/b/attrs": ["k", "v"]}
     assert with_line_ends("/h/a/attrs\0k\n") == {}  # no count: nothing taken
+
+
+@pytest.mark.parametrize(("text", "users", "values"), [
+    ("/h/c\n\n/h/a\n", ["c", "a"], {"c": "/h/c", "a": "/h/a"}),
+    # what doveadm 2.3 printed with an unknown user first, between, last
+    ("\n/h/c\n\n/h/a\n", ["x", "c", "a"], {"c": "/h/c", "a": "/h/a"}),
+    ("/h/c\n\n\n/h/a\n", ["c", "x", "a"], {"c": "/h/c", "a": "/h/a"}),
+    ("/h/c\n\n/h/a\n\n", ["c", "a", "x"], {"c": "/h/c", "a": "/h/a"}),
+    ("\n", ["x", "y"], {}),
+    ("", [], {}),
+    ("/h/c\n/h/a\n", ["c", "a"], None),  # no line break between: not the form expected
+    ("/h/c\n\n/h/a\n\n/h/b\n", ["c", "a"], None),  # more than the users asked
+])
+def test_one_field_of_several_users(text: str, users: list[str], values: dict[str, str] | None) -> None:
+    assert parse_user_field(text, users) == values

@@ -296,6 +296,25 @@ def with_line_ends(text: str) -> dict[str, list[str]]:
     return out
 
 
+def parse_user_field(text: str, users: Sequence[str]) -> dict[str, str] | None:
+    """{user: value} from ``doveadm user -f FIELD -- USER…`` (the users in that order): a value a line, a
+    line break before each user but the first, nothing for a user the userdb does not know (its error goes
+    to standard error) — so ``a\n\n\nb\n`` is a, an unknown one, b. An empty value is taken for none; None
+    when the text is not in that form."""
+    out: dict[str, str] = {}
+    at = 0
+    for n, user in enumerate(users):
+        if n:
+            if text[at:at + 1] != "\n":
+                return None
+            at += 1
+        end = text.find("\n", at)
+        if end > at:
+            out[user] = text[at:end]
+            at = end + 1
+    return out if at == len(text) else None
+
+
 def parse_config_lines(text: str, names: Iterable[str]) -> dict[str, str]:
     """{name: value} of ``names`` from ``doveadm config NAME…`` (``name = value`` lines); a name it prints no
     line for is unset (an empty value: ``doveadm config -h`` prints an empty line for it)."""

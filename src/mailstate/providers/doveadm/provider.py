@@ -96,6 +96,7 @@ from mailstate.providers.doveadm.parse import (
     parse_shared_grantees,
     parse_shared_owners,
     parse_shared_users,
+    parse_user_field,
     pattern_base,
     predictable_user,
     read_fetch_stream,
@@ -111,24 +112,6 @@ from mailstate.providers.doveadm.parse import (
     with_line_ends,
 )
 from mailstate.text import CONTROL_RE, visible
-
-
-class _Once:
-    """A value computed once, by the first of the threads that ask for it; the others wait for it."""
-
-    def __init__(self, compute: Callable[[], Any]) -> None:
-        self._compute = compute
-        self._lock = threading.Lock()
-        self._done = False
-        self._value: Any = None
-
-    def __call__(self) -> Any:
-        with self._lock:
-            if not self._done:
-                self._value = self._compute()
-                self._done = True
-            return self._value
-
 
 # --------------------------------------------------------------------------------------------------
 # The provider
@@ -800,9 +783,9 @@ class SshProvider:
         acl_answers: dict[tuple[str, tuple[str, ...]], Future[tuple[list[dict[str, str]], Any]]] = {}
         with ThreadPoolExecutor(COMMANDS_AT_ONCE + 1, thread_name_prefix="doveadm-views") as threads:
             status = threads.submit(self.folder_status, wanted)
-            # the homes of the users the count found (the userdb knows them: one it does not know, a
-            # mailbox the TOML adds, would fail the command), asked once for both kinds of task
-            homes = _Once(lambda: self._homes_of(sorted(status.result()[0])))
+            # the owners' homes beside the count: both kinds of task read files below them (when they can)
+            reads_files = self._acl_from_files() or (entry is not None and self._attribute_file() is not None)
+            homes = threads.submit(self._homes_of, wanted).result if reads_files else dict
 
             def submit(tasks: dict[tuple[str, str], list[str]]) -> list[tuple[Any, list[str], Future[Any]]]:
                 # in order: a name's acl task before its meta task, which reads its answer (the owner's
@@ -934,19 +917,15 @@ class SshProvider:
 
     def _homes_of(self, users: Sequence[str]) -> dict[str, str]:
         """{user: home} of ``users`` from the userdb (``doveadm user -f home -- USER…``: a lookup each, no
-        iteration of the userdb; a value a user, in the order given). A batch whose answer does not hold one
-        value per user (one unknown to the userdb, a failure) gives none: those users' views are read
-        through doveadm."""
+        iteration of the userdb; ``parse_user_field``). A user the userdb does not know (a mailbox the TOML
+        adds) has none; so has every user of a batch whose answer is not in the form expected, or that
+        failed otherwise: those users' views are read through doveadm."""
         out: dict[str, str] = {}
         for batch in arg_batches([u for u in users if predictable_user(u)]):
-            try:
-                text = self.doveadm("user", "-f", "home", "--", *batch)
-            except ProviderError:
-                continue
-            homes = [h.strip() for h in text.strip("\n").split("\n\n")]
-            if len(homes) == len(batch):
-                out.update((user, home.rstrip("/")) for user, home in zip(batch, homes, strict=True)
-                           if home.startswith("/"))
+            command = doveadm_command(self.settings.doveadm, "user", "-f", "home", "--", *batch)
+            rc, text, _err = self.run(command, check=False)
+            homes = parse_user_field(text, batch) if rc in (0, EX_NOUSER) else None
+            out.update((u, h.rstrip("/")) for u, h in (homes or {}).items() if h.startswith("/"))
         return out
 
     def _purposes_from_files(
