@@ -20,7 +20,7 @@ import pytest
 from mailstate.desired_state.loader import load_state
 from mailstate.lab import Lab
 from mailstate.lab.iredmail import testing as irm_t
-from mailstate.lab.testing import doveadm
+from mailstate.lab.testing import doveadm, views_in_round
 from mailstate.providers.doveadm.parse import settings_from_env
 from mailstate.providers.doveadm.provider import SshProvider
 from mailstate.providers.registry import close_providers, open_providers
@@ -61,15 +61,6 @@ def applied(
     return state
 
 
-def _views(prov: SshProvider, users: list[str], expected: dict[str, list[str]]) -> Any:
-    prov.begin_round()
-    try:
-        prov.shared_owners()
-        return prov.mailbox_views(users, "/shared/comment", expected)
-    finally:
-        prov.end_round()
-
-
 def both_ways(state: Path, users: list[str], expected: dict[str, list[str]]) -> tuple[Any, Any, list[str]]:
     """(views through the files, views through doveadm alone, the commands of the first)."""
     provs = open_providers(load_state(state), ["ssh"])
@@ -93,10 +84,10 @@ def provider_both_ways(
         return inner(command, check)
 
     prov.run = run  # type: ignore[method-assign]
-    fast = _views(prov, users, expected)
+    fast = views_in_round(prov, users, expected)
     prov._acl_from_files = lambda: False  # type: ignore[method-assign]
     prov._attribute_file = lambda: None  # type: ignore[method-assign]
-    slow = _views(prov, users, expected)
+    slow = views_in_round(prov, users, expected)
     return fast, slow, asked
 
 

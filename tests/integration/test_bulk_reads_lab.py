@@ -22,7 +22,7 @@ import pytest
 from mailstate.desired_state.loader import load_state
 from mailstate.errors import ProviderError
 from mailstate.lab import Lab
-from mailstate.lab.testing import doveadm, imap_master_login
+from mailstate.lab.testing import doveadm, imap_master_login, views_in_round
 from mailstate.providers.doveadm.parse import parse_shared_grantees, parse_shared_users
 from mailstate.providers.doveadm.provider import FOLDER_STATUS, SETTINGS_AT_ONCE, SshProvider
 from mailstate.providers.imap.provider import ImapProvider
@@ -571,16 +571,6 @@ def test_an_invalid_toml_stops_a_full_plan_read_ahead(applied: Path) -> None:
     assert run.returncode != 0 and "nowhere" in run.stderr and "Traceback" not in run.stderr
 
 
-def _views(prov: SshProvider, users: list[str], expected: dict[str, list[str]]) -> Any:
-    """One round of reads' views of ``users`` (``shared_owners`` first, as the IMAP provider's read)."""
-    prov.begin_round()
-    try:
-        prov.shared_owners()
-        return prov.mailbox_views(users, "/shared/comment", expected)
-    finally:
-        prov.end_round()
-
-
 def _write_acl_file(lab: Lab, user: str, text: str) -> None:
     """``user``'s INBOX ACL file written by hand (as an administrator may), as the lab user."""
     path = Path(lab.info["paths"]["mail"]) / user / "mdbox/mailboxes/INBOX/dbox-Mails/dovecot-acl"
@@ -611,11 +601,11 @@ def test_folders_rights_and_purposes_read_from_their_files_as_doveadm_reads_them
         prov = provs["ssh"]
         assert isinstance(prov, SshProvider)
         seen = Counting(prov)
-        fast = _views(prov, users, expected)
+        fast = views_in_round(prov, users, expected)
         asked = seen.commands[:]
         prov._acl_from_files = lambda: False  # type: ignore[method-assign]
         prov._attribute_file = lambda: None  # type: ignore[method-assign]
-        slow = _views(prov, users, expected)
+        slow = views_in_round(prov, users, expected)
     finally:
         close_providers(provs)
     assert fast == slow
@@ -637,9 +627,9 @@ def test_each_round_reads_the_files_afresh(applied: Path, clean_lab: Lab) -> Non
     try:
         prov = provs["ssh"]
         assert isinstance(prov, SshProvider)
-        before = _views(prov, users, expected)[0]["bu0"].acls["Đến"]
+        before = views_in_round(prov, users, expected)[0]["bu0"].acls["Đến"]
         set_acl(clean_lab, "bu0", "Đến", "b0x1", "lrwi")
-        after = _views(prov, users, expected)[0]["bu0"].acls["Đến"]
+        after = views_in_round(prov, users, expected)[0]["bu0"].acls["Đến"]
         assert ("b0x1", "ilrw") in after and ("b0x1", "ilrw") not in before, (before, after)
         prov.shared_owners()  # outside a round
         set_acl(clean_lab, "bu0", "Đến", "b0x1", "lr")

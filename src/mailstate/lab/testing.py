@@ -173,3 +173,14 @@ def ssh_client(lab: Lab) -> Any:
                    key_filename=lab.info["paths"]["ssh_key"], allow_agent=False, look_for_keys=False,
                    timeout=10)
     return client
+
+
+def views_in_round(prov: Any, users: list[str], expected: dict[str, list[str]]) -> Any:
+    """The views (``mailbox_views``: folders, GETACL's answers, purposes) of ``users`` through an ssh provider
+    in one round of reads, the owners' walk first as the IMAP provider's read does: what a plan would see."""
+    prov.begin_round()
+    try:
+        prov.shared_owners()
+        return prov.mailbox_views(users, "/shared/comment", expected)
+    finally:
+        prov.end_round()
