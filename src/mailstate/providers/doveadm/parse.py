@@ -246,16 +246,19 @@ def parse_acl_files(grep_out: bytes, roots: Mapping[str, str]) -> set[str]:
 ACL_ID_ORDER = {"anyone": 0, "authenticated": 1, "group": 2, "owner": 3, "user": 4, "group-override": 5}
 """The order of Dovecot's identifier types (``enum acl_id_type``): ``acl get`` lists rows by it, then by
 name."""
+IMAP_RIGHT_LETTERS: Mapping[str, str] = {
+    "lookup": "l", "read": "r", "write": "w", "write-seen": "s", "write-deleted": "t", "insert": "i",
+    "post": "p", "expunge": "e", "create": "k", "delete": "x", "admin": "a",
+}
+"""Dovecot's right names and the RFC 4314 letters its IMAP ACL plugin writes for them."""
+
+RIGHT_OF_LETTER: Mapping[str, str] = {letter: name for name, letter in IMAP_RIGHT_LETTERS.items()}
+"""Dovecot's ACL file letters (the same as IMAP's) and the right names ``acl get`` shows for them."""
 ACL_FILE_LINE = re.compile(
     r"(?P<neg>-?)(?P<id>anyone|authenticated|owner|(?:user|group|group-override)=[^\s\"]+)"
-    r" (?P<letters>[lrwstipekxa]+)"
+    rf" (?P<letters>[{''.join(RIGHT_OF_LETTER)}]+)"
 )
 """A line of a per-folder ACL file in the form Dovecot writes it: ``[-]IDENTIFIER LETTERS``."""
-RIGHT_OF_LETTER: Mapping[str, str] = {
-    "l": "lookup", "r": "read", "w": "write", "s": "write-seen", "t": "write-deleted", "i": "insert",
-    "p": "post", "e": "expunge", "k": "create", "x": "delete", "a": "admin",
-}
-"""Dovecot's ACL file letters and the right names ``acl get`` shows for them."""
 
 
 def arg_batches(words: Sequence[str], limit: int = FIND_ARGS_MAX, gap: int = 3) -> list[list[str]]:
@@ -1029,12 +1032,6 @@ def user_messages(stderr: str) -> tuple[dict[str, list[str]], list[str]]:
             by_user.setdefault(m.group("user"), []).append(f"{m.group('level')}: {m.group('text')}")
     return by_user, other
 
-
-IMAP_RIGHT_LETTERS: Mapping[str, str] = {
-    "lookup": "l", "read": "r", "write": "w", "write-seen": "s", "write-deleted": "t", "insert": "i",
-    "post": "p", "expunge": "e", "create": "k", "delete": "x", "admin": "a",
-}
-"""Dovecot's right names and the RFC 4314 letters its IMAP ACL plugin writes for them."""
 
 
 def _imap_letters(names: Iterable[str]) -> str:

@@ -256,8 +256,6 @@ class SshProvider:
         with contextlib.suppress(ProviderError):
             self._namespace_config()
             self.imap_metadata()
-            self._acl_from_files()
-            self._attribute_file()
 
     def _ahead(self, name: str) -> Any:
         with self._connecting:
@@ -654,21 +652,20 @@ class SshProvider:
         a user the userdb does not know is skipped (``UNKNOWN_USER``, exit status 0), not an error."""
 
         def run(batch: list[str]) -> T:
-            alone = batch[0] if len(batch) == 1 and not WILDCARD_RE.search(batch[0]) else None
+            alone = shlex.split(batch[0])[0] if len(batch) == 1 and not WILDCARD_RE.search(batch[0]) else None
             with self._batches:
                 if alone is None:
                     doveadm = doveadm_command(self.settings.doveadm, *command(["-F", "-"]))
                     rc, text, err = self.run(f"printf '%s\\n' {' '.join(batch)} | {doveadm}", check=False)
                 else:
-                    user = shlex.split(alone)[0]
-                    doveadm = doveadm_command(self.settings.doveadm, *command(["-u", user]))
-                    rc, text, err = self.run(doveadm, check=False)
-                    unknown = f"doveadm({user}): Error: {USER_UNKNOWN_TO_U}"
-                    if rc == EX_NOUSER and unknown in err.splitlines():
-                        err = err.replace(unknown, f"doveadm({user}): Info: {UNKNOWN_USER}, skipping")
-                        rc = 0
-                    return one(rc, text, err, user)
-            return one(rc, text, err, None)
+                    rc, text, err = self.run(
+                        doveadm_command(self.settings.doveadm, *command(["-u", alone])), check=False
+                    )
+            unknown = f"doveadm({alone}): Error: {USER_UNKNOWN_TO_U}"
+            if alone is not None and rc == EX_NOUSER and unknown in err.splitlines():
+                err = err.replace(unknown, f"doveadm({alone}): Info: {UNKNOWN_USER}, skipping")
+                rc = 0
+            return one(rc, text, err, alone)
 
         return [run(batch) for batch in self._user_batches(users)]
 
